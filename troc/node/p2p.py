@@ -1,0 +1,442 @@
+"""The thin libp2p shell: one host, length-prefixed frames, and gossip.
+
+Theory of operation
+-------------------
+Everything troc says to a peer goes through this module, and nothing here
+knows what the bytes mean. :func:`open_host` owns one py-libp2p host for the
+length of an ``async with`` block: TCP, Noise, Yamux, an optional GossipSub
+router, and a clean shutdown that closes every socket before the block exits.
+
+Streams carry frames: an unsigned varint length, then that many bytes. The
+length is checked against the reader's limit before a single body byte is
+read, so a peer cannot make us buffer more than we agreed to. Every read and
+write runs under a deadline: a peer that stalls mid-frame costs a timeout, not
+a task. All stream trouble surfaces as :class:`FrameError`, which the
+per-peer boundary catches.
+
+Gossip is for announcements and small entries. py-libp2p's subscription
+queues hold 32 messages and drop the rest; :class:`Subscription` drains them
+into a larger queue at once and counts what it still has to drop, so losses
+are visible. Anti-entropy over streams repairs what gossip loses.
+
+py-libp2p 0.8.1 choices made here, each measured (docs/ and FACTS.md):
+
+- ``new_host`` offers plaintext, secio and TLS next to Noise unless told
+  otherwise; we pass Noise alone.
+- A dial waits a fixed 250 ms for a second connection unless
+  ``max_connections_per_peer`` is already reached; we set it to 1.
+- GossipSub's heartbeat defaults to 120 s; the spec says 1 s.
+- Hosts stopped together can leak a dialed socket unless the host is closed
+  explicitly before its service stops; we always close it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair as new_ed25519_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.network.config import ConnectionConfig
+from libp2p.network.stream.exceptions import StreamEOF, StreamError, StreamReset
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub import gossipsub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+from libp2p.transport.tcp.tcp import TCP
+
+from troc.errors import LocalProtocolError, RemoteProtocolError, TrocError
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DialError",
+    "FrameError",
+    "FrameReader",
+    "Gossip",
+    "GossipMessage",
+    "GossipParams",
+    "P2PHost",
+    "StreamHandler",
+    "Subscription",
+    "Validator",
+    "encode_frame",
+    "open_host",
+    "peer_id_from_seed",
+    "read_frame",
+    "remote_peer_id",
+    "write_frame",
+    "write_frames",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LISTEN: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+#: Deadline for one whole frame (read or write) and for opening a stream.
+DEFAULT_IO_TIMEOUT = 10.0
+#: How long shutdown may take before it is cut short.
+_CLOSE_TIMEOUT = 5.0
+#: A frame length needs at most 10 varint bytes (64 bits); any limit we accept is far below.
+_MAX_VARINT_BYTES = 10
+_READ_CHUNK = 64 * 1024  # Yamux's own frame size: one read per muxer frame.
+
+StreamHandler = Callable[[INetStream, str], Awaitable[None]]
+"""Called with an inbound stream and the remote peer id (base58)."""
+
+
+class FrameError(RemoteProtocolError):
+    """A frame could not be read or written: the stream is no longer usable.
+
+    ``reason`` is one of ``too_large`` (announced length over the limit, body
+    not read), ``bad_varint``, ``truncated`` (EOF inside a frame), ``eof``
+    (clean EOF before a frame began), ``timeout`` and ``reset``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DialError(TrocError):
+    """A peer could not be reached, or would not open a stream for the protocol."""
+
+
+# --- identity ---------------------------------------------------------------
+
+
+def _key_pair(seed: bytes | None) -> Any:
+    if seed is None:
+        return new_ed25519_key_pair()
+    if len(seed) != 32:
+        raise LocalProtocolError(f"key seed must be 32 bytes, got {len(seed)}")
+    return new_ed25519_key_pair(seed)
+
+
+def peer_id_from_seed(seed: bytes) -> str:
+    """Return the base58 libp2p peer id a host started with ``key_seed=seed`` will have.
+
+    The id is the identity multihash of the Ed25519 public key, so it is stable
+    across restarts and computable without starting a host.
+    """
+    return ID.from_pubkey(_key_pair(seed).public_key).to_base58()
+
+
+def remote_peer_id(stream: INetStream) -> str:
+    """The base58 id of the peer at the other end of ``stream``."""
+    return str(stream.muxed_conn.peer_id.to_base58())
+
+
+# --- frames -----------------------------------------------------------------
+
+
+def encode_frame(data: bytes) -> bytes:
+    """Return ``data`` with its unsigned-varint length prefix.
+
+    Concatenate several encoded frames and write them at once: py-libp2p's
+    cost is per write, not per byte.
+    """
+    n = len(data)
+    prefix = bytearray()
+    while n >= 0x80:
+        prefix.append((n & 0x7F) | 0x80)
+        n >>= 7
+    prefix.append(n)
+    return bytes(prefix) + data
+
+
+async def write_frame(
+    stream: INetStream, data: bytes, *, timeout: float = DEFAULT_IO_TIMEOUT
+) -> None:
+    """Write one frame. Raises :class:`FrameError` (``timeout``/``reset``)."""
+    await _write(stream, encode_frame(data), timeout)
+
+
+async def write_frames(
+    stream: INetStream, frames: Iterable[bytes], *, timeout: float = DEFAULT_IO_TIMEOUT
+) -> None:
+    """Write several frames in a single stream write."""
+    await _write(stream, b"".join(encode_frame(f) for f in frames), timeout)
+
+
+async def _write(stream: INetStream, payload: bytes, timeout: float) -> None:
+    try:
+        # A peer that stops reading fills Yamux's window and blocks us forever.
+        with trio.fail_after(timeout):
+            await stream.write(payload)
+    except trio.TooSlowError as exc:
+        raise FrameError("timeout", f"write of {len(payload)} bytes timed out") from exc
+    except StreamError as exc:
+        raise FrameError("reset", f"stream closed while writing: {exc!r}") from exc
+
+
+class FrameReader:
+    """Reads frames from one stream through a buffer.
+
+    Fewer, larger reads than :func:`read_frame` (which must not read past its
+    frame); use one reader per stream for the stream's whole life, since bytes
+    of the next frame may already sit in its buffer.
+    """
+
+    def __init__(
+        self, stream: INetStream, *, max_size: int, timeout: float = DEFAULT_IO_TIMEOUT
+    ) -> None:
+        self._stream = stream
+        self._max_size = max_size
+        self._timeout = timeout
+        self._buf = bytearray()
+
+    async def read_frame(self) -> bytes:
+        """Read the next frame; the whole frame must arrive within the timeout."""
+        return await _read_frame(self._take, self._max_size, self._timeout)
+
+    async def _take(self, n: int, *, exact: bool) -> bytes:
+        # ``exact=False`` is the varint path: any byte count up to n will do.
+        while not self._buf or (exact and len(self._buf) < n):
+            chunk = await _read_some(self._stream, max(n, _READ_CHUNK))
+            if not chunk:
+                break
+            self._buf += chunk
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+async def read_frame(
+    stream: INetStream, max_size: int, *, timeout: float = DEFAULT_IO_TIMEOUT
+) -> bytes:
+    """Read one frame of at most ``max_size`` bytes, and not one byte more.
+
+    Raises :class:`FrameError`: ``too_large`` is raised as soon as the length
+    prefix exceeds ``max_size``, before any body byte is read; ``timeout`` when
+    the whole frame has not arrived within ``timeout`` seconds.
+    """
+
+    async def take(n: int, *, exact: bool) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            chunk = await _read_some(stream, n - len(out))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    return await _read_frame(take, max_size, timeout)
+
+
+async def _read_some(stream: INetStream, n: int) -> bytes:
+    """Up to ``n`` bytes; ``b""`` at EOF."""
+    try:
+        return await stream.read(n)
+    except StreamEOF:
+        return b""
+    except (StreamReset, StreamError) as exc:
+        raise FrameError("reset", f"stream reset while reading: {exc!r}") from exc
+
+
+async def _read_frame(
+    take: Callable[..., Awaitable[bytes]], max_size: int, timeout: float
+) -> bytes:
+    try:
+        # One deadline per frame, not per read: a peer dripping a byte at a
+        # time must not hold the stream open forever.
+        with trio.fail_after(timeout):
+            length = await _read_length(take, max_size)
+            body = await take(length, exact=True)
+    except trio.TooSlowError as exc:
+        raise FrameError("timeout", f"frame not received within {timeout} s") from exc
+    if len(body) != length:
+        raise FrameError("truncated", f"stream ended after {len(body)} of {length} bytes")
+    return body
+
+
+async def _read_length(take: Callable[..., Awaitable[bytes]], max_size: int) -> int:
+    value = 0
+    for i in range(_MAX_VARINT_BYTES):
+        byte = await take(1, exact=True)
+        if not byte:
+            if i == 0:
+                raise FrameError("eof", "stream ended between frames")
+            raise FrameError("truncated", "stream ended inside a length prefix")
+        b = byte[0]
+        if i > 0 and b == 0:
+            raise FrameError("bad_varint", "length prefix is not minimally encoded")
+        value |= (b & 0x7F) << (7 * i)
+        if value > max_size:
+            raise FrameError("too_large", f"frame announces over {max_size} bytes")
+        if not b & 0x80:
+            return value
+    raise FrameError("bad_varint", "length prefix too long")
+
+
+# --- host -------------------------------------------------------------------
+
+
+class P2PHost:
+    """A running libp2p host. Obtain it from :func:`open_host`; do not construct."""
+
+    def __init__(self, host: IHost, gossip: Gossip | None) -> None:
+        self.libp2p = host  # escape hatch for what this shell does not wrap
+        self._gossip = gossip
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.libp2p.get_id().to_base58())
+
+    @property
+    def gossip(self) -> Gossip:
+        if self._gossip is None:
+            raise LocalProtocolError("this host was opened with gossip=None")
+        return self._gossip
+
+    def listen_addrs(self) -> list[str]:
+        """Where we listen, each ending in ``/p2p/<peer id>``: give these to peers."""
+        suffix = f"/p2p/{self.peer_id}"
+        return [str(a) + suffix for a in self.libp2p.get_transport_addrs()]
+
+    def connected_peers(self) -> list[str]:
+        return [p.to_base58() for p in self.libp2p.get_connected_peers()]
+
+    async def connect(self, addr: str, *, timeout: float = DEFAULT_IO_TIMEOUT) -> str:
+        """Connect to the peer at full multiaddr ``addr``; return its peer id.
+
+        Returns at once if already connected. Raises :class:`LocalProtocolError`
+        for an address without ``/p2p/<id>``, :class:`DialError` if the dial,
+        Noise handshake or muxer negotiation fails or takes over ``timeout``.
+        """
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        except Exception as exc:  # multiaddr raises a zoo of types for bad input
+            raise LocalProtocolError(f"not a /p2p multiaddr: {addr!r} ({exc})") from exc
+        try:
+            with trio.fail_after(timeout):
+                await self.libp2p.connect(info)
+        except (BaseLibp2pError, OSError, trio.TooSlowError) as exc:
+            raise DialError(f"cannot connect to {addr}: {exc!r}") from exc
+        return str(info.peer_id.to_base58())
+
+    async def disconnect(self, peer_id: str) -> None:
+        await self.libp2p.disconnect(ID.from_base58(peer_id))
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Serve ``protocol``: ``handler(stream, peer_id)`` runs per inbound stream.
+
+        This is the per-peer boundary: when the handler returns the stream is
+        closed; when it raises, the error is logged and the stream reset.
+        """
+
+        async def serve(stream: INetStream) -> None:
+            peer = remote_peer_id(stream)
+            try:
+                await handler(stream, peer)
+            except Exception:
+                logger.warning("%s handler failed for peer %s", protocol, peer, exc_info=True)
+                await _finish(stream, reset=True)
+            else:
+                await _finish(stream, reset=False)
+
+        self.libp2p.set_stream_handler(TProtocol(protocol), serve)
+
+    def remove_stream_handler(self, protocol: str) -> None:
+        self.libp2p.remove_stream_handler(TProtocol(protocol))
+
+    async def open_stream(
+        self, peer_id: str, protocol: str, *, timeout: float = DEFAULT_IO_TIMEOUT
+    ) -> INetStream:
+        """Open a stream to a peer (dialing known addresses if need be) for ``protocol``.
+
+        Raises :class:`DialError` if the peer is unreachable, does not speak
+        ``protocol``, or negotiation takes over ``timeout``.
+        """
+        try:
+            with trio.fail_after(timeout):
+                return await self.libp2p.new_stream(
+                    ID.from_base58(peer_id), [TProtocol(protocol)]
+                )
+        except (BaseLibp2pError, OSError, trio.TooSlowError) as exc:
+            raise DialError(f"cannot open {protocol} to {peer_id}: {exc!r}") from exc
+
+
+async def _finish(stream: INetStream, *, reset: bool) -> None:
+    with trio.move_on_after(_CLOSE_TIMEOUT):
+        try:
+            await (stream.reset() if reset else stream.close())
+        except BaseLibp2pError:
+            pass  # the peer is gone already; nothing left to release
+
+
+@asynccontextmanager
+async def open_host(
+    *,
+    key_seed: bytes | None = None,
+    listen: Sequence[str] = DEFAULT_LISTEN,
+    gossip: GossipParams | None = GossipParams(),  # noqa: B008 (frozen, so safe)
+    enable_mdns: bool = False,
+    dial_timeout: float = DEFAULT_IO_TIMEOUT,
+) -> AsyncIterator[P2PHost]:
+    """Run a libp2p host for the length of the ``async with`` block.
+
+    Args:
+        key_seed: 32-byte Ed25519 seed fixing the peer id
+            (:func:`peer_id_from_seed`); ``None`` for a throwaway identity.
+        listen: multiaddrs to listen on; port 0 picks a free port, read the
+            result from :meth:`P2PHost.listen_addrs`.
+        gossip: GossipSub settings, or ``None`` for no pubsub at all.
+        enable_mdns: announce and discover peers on the LAN. Discovered peers
+            only land in the peerstore; nothing dials them automatically.
+        dial_timeout: py-libp2p's per-dial limit (``connect`` has its own).
+
+    Raises:
+        LocalProtocolError: a bad seed or listen address.
+    """
+    key_pair = _key_pair(key_seed)
+    try:
+        listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
+    except Exception as exc:  # multiaddr raises a zoo of types for bad input
+        raise LocalProtocolError(f"bad listen address in {list(listen)!r}: {exc}") from exc
+    host = new_host(
+        key_pair=key_pair,
+        # Noise only: the default also offers /plaintext/2.0.0, secio and TLS.
+        sec_opt={
+            NOISE_PROTOCOL_ID: NoiseTransport(
+                key_pair, noise_privkey=new_x25519_key_pair().private_key
+            )
+        },
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        transports=[TCP()],
+        listen_addrs=listen_addrs,
+        enable_mDNS=enable_mdns,
+        # One connection per peer: with the default (3) every dial also waits
+        # 250 ms for a "happy eyeballs" second connection that never comes.
+        connection_config=ConnectionConfig(max_connections_per_peer=1, dial_timeout=dial_timeout),
+    )
+    # Pubsub must exist before the first connection: it learns of peers only
+    # through connect notifications.
+    gossip_ = Gossip(host, gossip) if gossip is not None else None
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(host.run(listen_addrs))
+        if gossip_ is not None:
+            await stack.enter_async_context(background_trio_service(gossip_.pubsub))
+            await stack.enter_async_context(background_trio_service(gossip_.router))
+            await gossip_.pubsub.wait_until_ready()
+        try:
+            yield P2PHost(host, gossip_)
+        finally:
+            # Without this explicit close, stopping two hosts together can leave
+            # a dialed socket open (ResourceWarning at garbage collection).
+            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                await host.close()

@@ -1,0 +1,261 @@
+"""What the ledger needs from storage, and an in-memory implementation.
+
+The ledger's rules (:mod:`troc.protocol.ledger`) are pure: they read and
+write through this narrow interface and never touch a file or a socket. The
+node's SQLite store implements it for real; :class:`MemoryBackend` implements
+it with dicts for property tests and the many-node simulator. Both must give
+the same answers, which the test suite checks.
+
+A backend stores, per community:
+
+* the genesis entry;
+* every accepted entry with the log state after it (nominal balance and
+  credit limit): :class:`Stored`; several entries may share an
+  (author, seq) once the author has forked;
+* one :class:`Head` per author (its first-seen branch, and what was frozen);
+* :class:`RefRow` s: which entry answers, closes or reclaims which other one,
+  so "accepted before?" and "who credited a frozen transfer?" are lookups;
+* fork proofs, and entries waiting for a missing dependency (bounded).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from troc.crypto.sign import MemberId
+from troc.protocol.entry import CommunityId, Entry, EntryId, Kind
+
+__all__ = ["Backend", "Head", "MemoryBackend", "RefRow", "Stored", "WaitKey"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An accepted entry and its author's log state right after it."""
+
+    entry: Entry
+    balance: int  # nominal: every entry of the log counted
+    limit: int  # credit limit: the balance may not go below -limit
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """An author's log at a glance.
+
+    ``seq``/``id``/``balance``/``limit`` follow the first-seen branch. Once a
+    fork is known at ``frozen_at``, only entries below it count: the counted
+    balance is then ``cut_balance`` (the nominal balance at seq
+    ``frozen_at - 1``). ``frozen_credit`` sums credits in the counted part of
+    this log that came from transfers in someone's frozen part: they never
+    count.
+    """
+
+    seq: int
+    id: EntryId
+    balance: int
+    limit: int
+    frozen_at: int | None = None
+    cut_balance: int = 0
+    frozen_credit: int = 0
+
+    def counts(self, seq: int) -> bool:
+        """True if this log's entry at ``seq`` counts (is below any fork)."""
+        return self.frozen_at is None or seq < self.frozen_at
+
+    @property
+    def counted_balance(self) -> int:
+        """The balance everyone agrees on: frozen parts and credits from them excluded."""
+        base = self.balance if self.frozen_at is None else self.cut_balance
+        return base - self.frozen_credit
+
+
+@dataclass(frozen=True, slots=True)
+class RefRow:
+    """Entry (by_author, by_seq, by_id) of ``kind`` points at ``target``.
+
+    For accept and decline the target is the transfer; for reclaim, the
+    transfer that was declined (so one transfer is reclaimed at most once
+    whichever decline names it); for offer_close, the offer; for a transfer
+    that pays for an offer, nothing is recorded. ``amount`` is the transfer's
+    amount (0 for offer_close).
+    """
+
+    kind: Kind
+    by_author: MemberId
+    by_seq: int
+    by_id: EntryId
+    target_author: MemberId
+    target_seq: int
+    target_id: EntryId
+    amount: int
+
+
+#: A missing entry that others wait for: (community, author, seq, id).
+WaitKey = tuple[CommunityId, MemberId, int, EntryId]
+
+
+class Backend(Protocol):
+    """Storage for one node's ledgers. Reads return None or [] when absent."""
+
+    def genesis(self, community: CommunityId) -> Entry | None: ...
+    def put_genesis(self, entry: Entry) -> None: ...
+
+    def entry(
+        self, community: CommunityId, author: MemberId, seq: int, eid: EntryId
+    ) -> Stored | None: ...
+    def ids_at(self, community: CommunityId, author: MemberId, seq: int) -> list[EntryId]: ...
+    def put_entry(self, stored: Stored, refs: Iterable[RefRow]) -> None: ...
+
+    def head(self, community: CommunityId, author: MemberId) -> Head | None: ...
+    def put_head(self, community: CommunityId, author: MemberId, head: Head) -> None: ...
+    def heads(self, community: CommunityId) -> Iterator[tuple[MemberId, Head]]: ...
+
+    def refs_by(
+        self, community: CommunityId, by_author: MemberId, kind: Kind, target_id: EntryId
+    ) -> list[RefRow]:
+        """``by_author``'s entries of ``kind`` pointing at ``target_id``."""
+        ...
+
+    def refs_to(
+        self,
+        community: CommunityId,
+        target_author: MemberId,
+        kind: Kind,
+        min_seq: int,
+        max_seq: int | None,
+    ) -> list[RefRow]:
+        """Entries of ``kind`` pointing into ``target_author``'s log at
+        ``min_seq <= seq < max_seq`` (no upper bound if None)."""
+        ...
+
+    def refs_from(
+        self, community: CommunityId, by_author: MemberId, kind: Kind, max_seq: int | None
+    ) -> list[RefRow]:
+        """``by_author``'s entries of ``kind`` with seq < ``max_seq``."""
+        ...
+
+    def put_fork(
+        self, community: CommunityId, author: MemberId, seq: int, first: bytes, second: bytes
+    ) -> bool:
+        """Record a fork proof; False if one is known for this (author, seq)."""
+        ...
+
+    def put_waiting(self, keys: Iterable[WaitKey], wire: bytes) -> bool:
+        """Park ``wire`` until every key is stored; False if full."""
+        ...
+
+    def take_waiting(self, key: WaitKey) -> list[bytes]:
+        """Entries parked on ``key``, removed from the waiting set."""
+        ...
+
+
+class MemoryBackend:
+    """A :class:`Backend` in dicts, for tests and simulation."""
+
+    def __init__(self, max_waiting: int = 10_000) -> None:
+        self._genesis: dict[CommunityId, Entry] = {}
+        self._entries: dict[tuple[CommunityId, MemberId, int], dict[EntryId, Stored]] = {}
+        self._heads: dict[CommunityId, dict[MemberId, Head]] = {}
+        self._refs: list[tuple[CommunityId, RefRow]] = []
+        self.forks: dict[tuple[CommunityId, MemberId, int], tuple[bytes, bytes]] = {}
+        self._waiting: OrderedDict[bytes, list[WaitKey]] = OrderedDict()
+        self._max_waiting = max_waiting
+
+    def genesis(self, community: CommunityId) -> Entry | None:
+        return self._genesis.get(community)
+
+    def put_genesis(self, entry: Entry) -> None:
+        self._genesis[CommunityId(entry.id)] = entry
+
+    def entry(
+        self, community: CommunityId, author: MemberId, seq: int, eid: EntryId
+    ) -> Stored | None:
+        return self._entries.get((community, author, seq), {}).get(eid)
+
+    def ids_at(self, community: CommunityId, author: MemberId, seq: int) -> list[EntryId]:
+        return list(self._entries.get((community, author, seq), {}))
+
+    def put_entry(self, stored: Stored, refs: Iterable[RefRow]) -> None:
+        e = stored.entry
+        assert e.community is not None
+        self._entries.setdefault((e.community, e.author, e.seq), {})[e.id] = stored
+        self._refs.extend((e.community, r) for r in refs)
+
+    def head(self, community: CommunityId, author: MemberId) -> Head | None:
+        return self._heads.get(community, {}).get(author)
+
+    def put_head(self, community: CommunityId, author: MemberId, head: Head) -> None:
+        self._heads.setdefault(community, {})[author] = replace(head)
+
+    def heads(self, community: CommunityId) -> Iterator[tuple[MemberId, Head]]:
+        return iter(sorted(self._heads.get(community, {}).items()))
+
+    def refs_by(
+        self, community: CommunityId, by_author: MemberId, kind: Kind, target_id: EntryId
+    ) -> list[RefRow]:
+        return [
+            r
+            for c, r in self._refs
+            if c == community
+            and r.by_author == by_author
+            and r.kind is kind
+            and r.target_id == target_id
+        ]
+
+    def refs_to(
+        self,
+        community: CommunityId,
+        target_author: MemberId,
+        kind: Kind,
+        min_seq: int,
+        max_seq: int | None,
+    ) -> list[RefRow]:
+        return [
+            r
+            for c, r in self._refs
+            if c == community
+            and r.target_author == target_author
+            and r.kind is kind
+            and r.target_seq >= min_seq
+            and (max_seq is None or r.target_seq < max_seq)
+        ]
+
+    def refs_from(
+        self, community: CommunityId, by_author: MemberId, kind: Kind, max_seq: int | None
+    ) -> list[RefRow]:
+        return [
+            r
+            for c, r in self._refs
+            if c == community
+            and r.by_author == by_author
+            and r.kind is kind
+            and (max_seq is None or r.by_seq < max_seq)
+        ]
+
+    def put_fork(
+        self, community: CommunityId, author: MemberId, seq: int, first: bytes, second: bytes
+    ) -> bool:
+        key = (community, author, seq)
+        if key in self.forks:
+            return False
+        self.forks[key] = (first, second)
+        return True
+
+    def put_waiting(self, keys: Iterable[WaitKey], wire: bytes) -> bool:
+        if wire in self._waiting:
+            return True
+        if len(self._waiting) >= self._max_waiting:
+            return False
+        self._waiting[wire] = list(keys)
+        return True
+
+    def take_waiting(self, key: WaitKey) -> list[bytes]:
+        found = [w for w, keys in self._waiting.items() if key in keys]
+        for w in found:
+            del self._waiting[w]
+        return found
+
+    def waiting_count(self) -> int:
+        return len(self._waiting)

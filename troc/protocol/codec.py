@@ -1,0 +1,126 @@
+"""The one place troc turns values into msgpack bytes and back.
+
+Canonical form: troc signs bytes, and a node must be able to tell whether the
+bytes it holds are *the* encoding of what they say. So decoding is strict and
+round-trips: bytes are accepted only if re-encoding the decoded value gives
+the same bytes. msgpack's packer already picks the shortest integer and length
+headers; maps must have string keys in sorted (code point) order; floats and
+extension types are refused. Limits are enforced before and during decoding,
+so hostile bytes cost little: the frame size first, then msgpack's own
+per-container limits, then a depth walk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from troc.errors import CodecError
+
+__all__ = ["ENTRY_LIMITS", "Limits", "pack", "unpack"]
+
+
+class Limits:
+    """Bounds checked while decoding one message."""
+
+    __slots__ = ("max_array", "max_bin", "max_depth", "max_map", "max_size", "max_str")
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        max_depth: int,
+        max_str: int,
+        max_bin: int,
+        max_array: int,
+        max_map: int,
+    ) -> None:
+        self.max_size = max_size
+        self.max_depth = max_depth
+        self.max_str = max_str
+        self.max_bin = max_bin
+        self.max_array = max_array
+        self.max_map = max_map
+
+
+#: Limits for one entry's signed bytes (docs/protocol.md §2).
+ENTRY_LIMITS = Limits(
+    max_size=16 * 1024,
+    max_depth=6,
+    max_str=4096,
+    max_bin=16 * 1024,
+    max_array=256,
+    max_map=32,
+)
+
+
+def _normalise(value: Any, depth: int, limits: Limits) -> Any:
+    """Check types and depth; sort map keys so packing is canonical."""
+    if depth > limits.max_depth:
+        raise CodecError("too_deep", f"nesting deeper than {limits.max_depth}")
+    if value is None or isinstance(value, bool | int | str | bytes):
+        return value
+    if isinstance(value, list | tuple):
+        return [_normalise(v, depth + 1, limits) for v in value]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise CodecError("bad_key", f"map keys must be strings, got {type(key).__name__}")
+        return {k: _normalise(value[k], depth + 1, limits) for k in sorted(value)}
+    raise CodecError("bad_type", f"cannot encode {type(value).__name__}")
+
+
+def pack(value: Any, limits: Limits = ENTRY_LIMITS) -> bytes:
+    """Canonical msgpack bytes of ``value`` (maps with sorted str keys).
+
+    Raises CodecError for floats, ext types, non-str keys, too deep, too large.
+    """
+    try:
+        data: bytes = msgpack.packb(_normalise(value, 0, limits), use_bin_type=True)
+    except (OverflowError, ValueError) as exc:  # int beyond 64 bits
+        raise CodecError("bad_value", str(exc)) from None
+    if len(data) > limits.max_size:
+        raise CodecError("too_large", f"{len(data)} bytes, the limit is {limits.max_size}")
+    return data
+
+
+def unpack(data: bytes, limits: Limits = ENTRY_LIMITS) -> Any:
+    """Decode canonical msgpack bytes, strictly.
+
+    Returns plain values: lists for arrays, dicts (str keys) for maps.
+    Raises CodecError with a reason code: ``too_large``, ``malformed``,
+    ``trailing_bytes``, ``too_deep``, ``bad_type``, ``non_canonical``.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError("bad_type", f"expected bytes, got {type(data).__name__}")
+    if len(data) > limits.max_size:
+        raise CodecError("too_large", f"{len(data)} bytes, the limit is {limits.max_size}")
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        use_list=True,
+        max_buffer_size=limits.max_size,
+        max_str_len=limits.max_str,
+        max_bin_len=limits.max_bin,
+        max_array_len=limits.max_array,
+        max_map_len=limits.max_map,
+        max_ext_len=0,
+    )
+    unpacker.feed(data)
+    try:
+        value = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise CodecError("malformed", "truncated msgpack") from None
+    except (ValueError, TypeError, msgpack.StackError, msgpack.ExtraData) as exc:
+        # ValueError covers limits exceeded, invalid UTF-8 and reserved bytes;
+        # TypeError, non-str map keys.
+        raise CodecError("malformed", f"not valid msgpack: {exc}") from None
+    except Exception as exc:  # msgpack raises a few private error types too
+        raise CodecError("malformed", f"not valid msgpack: {type(exc).__name__}") from None
+    if unpacker.tell() != len(data):
+        raise CodecError("trailing_bytes", f"{len(data) - unpacker.tell()} bytes after the value")
+    # Re-packing checks types (no floats) and depth, and proves canonical form.
+    if pack(value, limits) != bytes(data):
+        raise CodecError("non_canonical", "bytes are not the canonical encoding of their value")
+    return value

@@ -1,0 +1,512 @@
+"""The signed entry: its fields, its bodies, its bytes.
+
+Wire form (docs/protocol.md §2)::
+
+    entry  = [signed, signature]                     msgpack array of two bin
+    signed = [version, community, author, seq, prev, timestamp_ms, kind, body]
+
+``signed`` is itself canonical msgpack; the entry id is SHA-256 of ``signed``;
+the signature is Ed25519 over ``signed`` in the ``troc/entry/v1`` domain.
+A genesis entry founds a community: its ``community`` is nil, its seq is 0 and
+its id *is* the community id. Every other entry belongs to one community and
+one author's log, seq 1, 2, 3 …, each ``prev`` naming the entry before.
+
+Decoding checks everything that needs only the entry itself: canonical bytes,
+limits, field types, the body schema of its kind, the signature. Rules that
+need other entries (links, balances) live in :mod:`troc.protocol.ledger`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, NewType, TypeAlias
+
+from troc.crypto.sign import Domain, MemberId, SigningKey, is_valid_public_key, verify
+from troc.errors import CodecError
+from troc.protocol import codec
+
+__all__ = [
+    "MAX_AMOUNT",
+    "VERSION",
+    "Accept",
+    "Body",
+    "CommunityId",
+    "Decline",
+    "Entry",
+    "EntryId",
+    "Genesis",
+    "Join",
+    "Kind",
+    "Offer",
+    "OfferClose",
+    "Reclaim",
+    "Ref",
+    "Transfer",
+    "Vouch",
+    "entry_id",
+]
+
+VERSION = 1
+#: Amounts are integers in the smallest unit, 0 < amount <= MAX_AMOUNT
+#: (2**53 - 1: exact in every JSON and JavaScript number).
+MAX_AMOUNT = 2**53 - 1
+MAX_SEQ = 2**53 - 1
+MAX_TITLE = 200
+MAX_TEXT = 4000
+MAX_TAGS = 16
+MAX_TAG = 40
+MAX_WITNESSES = 64
+
+EntryId = NewType("EntryId", bytes)
+CommunityId = NewType("CommunityId", bytes)
+
+
+def entry_id(signed: bytes) -> EntryId:
+    """An entry's id: SHA-256 of its signed bytes (docs/protocol.md §3)."""
+    return EntryId(hashlib.sha256(signed).digest())
+
+
+class Kind(StrEnum):
+    """The closed set of entry kinds of version 1."""
+
+    GENESIS = "genesis"
+    JOIN = "join"
+    OFFER = "offer"
+    OFFER_CLOSE = "offer_close"
+    TRANSFER = "transfer"
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    RECLAIM = "reclaim"
+    VOUCH = "vouch"
+
+
+def _bad(message: str) -> CodecError:
+    return CodecError("bad_shape", message)
+
+
+# -- field checkers: each takes the wire value and returns it, or raises -----
+
+
+def _bin32(name: str) -> Callable[[Any], bytes]:
+    def check(v: Any) -> bytes:
+        if not isinstance(v, bytes) or len(v) != 32:
+            raise _bad(f"{name} must be 32 bytes")
+        return v
+
+    return check
+
+
+def _member(name: str) -> Callable[[Any], MemberId]:
+    def check(v: Any) -> MemberId:
+        if not isinstance(v, bytes) or not is_valid_public_key(v):
+            raise CodecError("bad_member", f"{name} is not a valid member id")
+        return MemberId(v)
+
+    return check
+
+
+def _text(name: str, max_len: int, *, min_len: int = 0) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if not isinstance(v, str) or not min_len <= len(v) <= max_len:
+            raise _bad(f"{name} must be text of {min_len} to {max_len} characters")
+        return v
+
+    return check
+
+
+def _int(name: str, lo: int, hi: int, reason: str = "bad_shape") -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if type(v) is not int or not lo <= v <= hi:
+            raise CodecError(reason, f"{name} must be an integer from {lo} to {hi}, got {v!r}")
+        return v
+
+    return check
+
+
+def _amount(name: str) -> Callable[[Any], int]:
+    return _int(name, 1, MAX_AMOUNT, "bad_amount")
+
+
+def _choice(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in options:
+            raise _bad(f"{name} must be one of {', '.join(options)}")
+        return str(v)
+
+    return check
+
+
+def _tags(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or len(v) > MAX_TAGS:
+        raise _bad(f"tags must be a list of at most {MAX_TAGS}")
+    tags = tuple(_text("tag", MAX_TAG, min_len=1)(t) for t in v)
+    if list(tags) != sorted(set(tags)):
+        raise _bad("tags must be sorted and unique")
+    return tags
+
+
+def _members(v: Any) -> tuple[MemberId, ...]:
+    if not isinstance(v, list) or len(v) > MAX_WITNESSES:
+        raise _bad(f"witnesses must be a list of at most {MAX_WITNESSES}")
+    members = tuple(_member("witness")(m) for m in v)
+    if list(members) != sorted(set(members)):
+        raise _bad("witnesses must be sorted and unique")
+    return members
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A reference to one entry: whose log, which seq, which exact entry.
+
+    Naming author and seq lets a node find the entry by its log position (an
+    ordered key, cheap to look up) and fetch it from a peer if missing; the id
+    pins the exact entry, so a reference into a forked log is unambiguous.
+    Wire form: ``[author, seq, id]``.
+    """
+
+    author: MemberId
+    seq: int
+    id: EntryId
+
+    def to_wire(self) -> list[Any]:
+        return [self.author, self.seq, self.id]
+
+    @classmethod
+    def from_wire(cls, v: Any, name: str = "ref") -> Ref:
+        if not isinstance(v, list) or len(v) != 3:
+            raise _bad(f"{name} must be [author, seq, id]")
+        return cls(
+            _member(f"{name} author")(v[0]),
+            _int(f"{name} seq", 1, MAX_SEQ)(v[1]),
+            EntryId(_bin32(f"{name} id")(v[2])),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.author.hex()[:8]}…#{self.seq}:{self.id.hex()[:8]}…"
+
+
+def _ref(name: str) -> Callable[[Any], Ref]:
+    return lambda v: Ref.from_wire(v, name)
+
+
+class Body:
+    """Base of the per-kind bodies: a frozen dataclass with a wire schema.
+
+    ``_FIELDS`` maps each wire key to (checker, required). Optional fields are
+    omitted from the wire when unset, never sent as nil: one value, one encoding.
+    """
+
+    KIND: ClassVar[Kind]
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]]
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Body:
+        if not isinstance(raw, dict):
+            raise _bad(f"{cls.KIND.value} body must be a map")
+        unknown = set(raw) - set(cls._FIELDS)
+        if unknown:
+            raise _bad(f"unknown field(s) in {cls.KIND.value}: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for key, (check, required) in cls._FIELDS.items():
+            if key in raw:
+                values[key] = check(raw[key])
+            elif required:
+                raise _bad(f"{cls.KIND.value} needs the field {key!r}")
+        body = cls(**values)
+        body._check()
+        return body
+
+    def _check(self) -> None:
+        """Cross-field checks; subclasses override."""
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in self._FIELDS:
+            v = getattr(self, key)
+            if v is None:
+                continue
+            if isinstance(v, Ref):
+                v = v.to_wire()
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[key] = v
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis(Body):
+    """A community's rules. The genesis entry's id is the community id."""
+
+    KIND: ClassVar[Kind] = Kind.GENESIS
+    name: str
+    unit: str
+    credit_limit: int
+    admission: str = "open"
+    finality: str = "optimistic"
+    witnesses: tuple[MemberId, ...] = ()
+    faults: int = 0
+    quorum: int = 0
+    ceiling: int | None = None
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "name": (_text("name", MAX_TITLE, min_len=1), True),
+        "unit": (_text("unit", 40, min_len=1), True),
+        "credit_limit": (_int("credit_limit", 0, MAX_AMOUNT), True),
+        "admission": (_choice("admission", ("open", "vouch")), True),
+        "finality": (_choice("finality", ("optimistic", "witnessed")), True),
+        "witnesses": (_members, True),
+        "faults": (_int("faults", 0, MAX_WITNESSES), True),
+        "quorum": (_int("quorum", 0, MAX_WITNESSES), True),
+        "ceiling": (_int("ceiling", 1, MAX_AMOUNT), False),
+    }
+
+    def _check(self) -> None:
+        n, f, q = len(self.witnesses), self.faults, self.quorum
+        if self.finality == "optimistic":
+            if n or f or q:
+                raise _bad("an optimistic community names no witnesses, faults or quorum")
+            return
+        # Two quorums must share an honest witness, and f silent witnesses
+        # must not stop payments (docs/protocol.md §6).
+        if n < 1 or not (2 * q >= n + f + 1 and q <= n - f):
+            raise _bad(f"witnesses={n}, faults={f}, quorum={q}: need 2q >= n+f+1 and q <= n-f")
+
+
+@dataclass(frozen=True, slots=True)
+class Join(Body):
+    """The first entry of every member's log. In a community with admission
+    by vouches it names a vouch for its author; its limit becomes the member's
+    credit limit."""
+
+    KIND: ClassVar[Kind] = Kind.JOIN
+    name: str | None = None
+    vouch: Ref | None = None
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "name": (_text("name", MAX_TITLE), False),
+        "vouch": (_ref("vouch"), False),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Offer(Body):
+    """Something a member offers, or wants (``side``)."""
+
+    KIND: ClassVar[Kind] = Kind.OFFER
+    side: str
+    title: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    price: int | None = None
+    expires_ms: int | None = None
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "side": (_choice("side", ("offer", "want")), True),
+        "title": (_text("title", MAX_TITLE, min_len=1), True),
+        "description": (_text("description", MAX_TEXT), True),
+        "tags": (_tags, True),
+        "price": (_amount("price"), False),
+        "expires_ms": (_int("expires_ms", 0, MAX_AMOUNT), False),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class OfferClose(Body):
+    """Withdraws one of the author's own offers."""
+
+    KIND: ClassVar[Kind] = Kind.OFFER_CLOSE
+    offer: Ref
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "offer": (_ref("offer"), True),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer(Body):
+    """A payment: debits the author at once, credits ``to`` when accepted."""
+
+    KIND: ClassVar[Kind] = Kind.TRANSFER
+    to: MemberId
+    amount: int
+    memo: str = ""
+    offer: Ref | None = None
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "to": (_member("to"), True),
+        "amount": (_amount("amount"), True),
+        "memo": (_text("memo", MAX_TITLE), True),
+        "offer": (_ref("offer"), False),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Accept(Body):
+    """The payee takes a transfer: credits the author."""
+
+    KIND: ClassVar[Kind] = Kind.ACCEPT
+    transfer: Ref
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "transfer": (_ref("transfer"), True),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Decline(Body):
+    """The payee refuses a transfer; the payer may then reclaim it."""
+
+    KIND: ClassVar[Kind] = Kind.DECLINE
+    transfer: Ref
+    reason: str = ""
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "transfer": (_ref("transfer"), True),
+        "reason": (_text("reason", MAX_TITLE), True),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaim(Body):
+    """The payer takes back a declined transfer: credits the author."""
+
+    KIND: ClassVar[Kind] = Kind.RECLAIM
+    decline: Ref
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "decline": (_ref("decline"), True),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Vouch(Body):
+    """The author vouches for ``member``; with admission by vouches, the
+    vouched member's join names this entry and gets ``limit`` as its credit
+    limit (default: the community's)."""
+
+    KIND: ClassVar[Kind] = Kind.VOUCH
+    member: MemberId
+    limit: int | None = None
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "member": (_member("member"), True),
+        "limit": (_int("limit", 0, MAX_AMOUNT), False),
+    }
+
+
+AnyBody: TypeAlias = (
+    Genesis | Join | Offer | OfferClose | Transfer | Accept | Decline | Reclaim | Vouch
+)
+
+_BODIES: dict[str, type[Body]] = {
+    cls.KIND.value: cls
+    for cls in (Genesis, Join, Offer, OfferClose, Transfer, Accept, Decline, Reclaim, Vouch)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One decoded, signature-checked entry. Build with :meth:`create` or
+    :meth:`decode`; ``wire`` holds the exact bytes it came from."""
+
+    community: CommunityId | None
+    author: MemberId
+    seq: int
+    prev: EntryId | None
+    timestamp_ms: int
+    kind: Kind
+    body: AnyBody
+    signed: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    id: EntryId
+    wire: bytes = field(repr=False)
+
+    @property
+    def ref(self) -> Ref:
+        """A reference to this entry."""
+        return Ref(self.author, self.seq, self.id)
+
+    @classmethod
+    def create(
+        cls,
+        key: SigningKey,
+        *,
+        community: CommunityId | None,
+        seq: int,
+        prev: EntryId | None,
+        timestamp_ms: int,
+        body: AnyBody,
+    ) -> Entry:
+        """Sign a new entry. Checks the body as a decoder would."""
+        signed = codec.pack(
+            [
+                VERSION,
+                community,
+                key.public,
+                seq,
+                prev,
+                timestamp_ms,
+                body.KIND.value,
+                body.to_wire(),
+            ]
+        )
+        signature = key.sign(Domain.ENTRY, signed)
+        # Decode what we built: an entry we would reject is never published.
+        return cls.decode(codec.pack([signed, signature]))
+
+    def signature_ok(self) -> bool:
+        """Check the signature (for entries decoded with check_signature=False)."""
+        return verify(Domain.ENTRY, self.author, self.signed, self.signature)
+
+    @classmethod
+    def decode(cls, wire: bytes, *, check_signature: bool = True) -> Entry:
+        """Parse and check one entry's wire bytes.
+
+        ``check_signature=False`` is for callers that verify signatures
+        themselves, in bulk and on several cores (:meth:`signature_ok`).
+
+        Raises CodecError whose ``reason`` is one of: too_large, too_deep,
+        malformed, trailing_bytes, non_canonical, bad_type, bad_shape,
+        bad_version, bad_member, bad_amount, bad_signature.
+        """
+        outer = codec.unpack(wire)
+        if (
+            not isinstance(outer, list)
+            or len(outer) != 2
+            or not isinstance(outer[0], bytes)
+            or not isinstance(outer[1], bytes)
+        ):
+            raise _bad("an entry is [signed, signature]")
+        signed, signature = outer
+        fields = codec.unpack(signed)
+        if not isinstance(fields, list) or len(fields) != 8:
+            raise _bad("signed part must be an array of 8 fields")
+        version, community, author, seq, prev, timestamp_ms, kind, raw_body = fields
+        if version != VERSION:
+            raise CodecError("bad_version", f"entry version {version!r}, this node reads {VERSION}")
+        author = _member("author")(author)
+        if type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_AMOUNT:
+            raise _bad("timestamp_ms must be a non-negative integer")
+        body_cls = _BODIES.get(kind) if isinstance(kind, str) else None
+        if body_cls is None:
+            raise _bad(f"unknown kind {kind!r}")
+        if body_cls is Genesis:
+            if community is not None or seq != 0 or prev is not None:
+                raise _bad("a genesis has no community, seq 0 and no prev")
+        else:
+            community = _bin32("community")(community)
+            seq = _int("seq", 1, MAX_SEQ)(seq)
+            if (seq == 1) != (prev is None):
+                raise CodecError("bad_prev", "prev must be nil at seq 1 and set after it")
+            if prev is not None:
+                prev = _bin32("prev")(prev)
+        body = body_cls.from_wire(raw_body)
+        if check_signature and not verify(Domain.ENTRY, author, signed, signature):
+            raise CodecError("bad_signature", "the signature does not verify")
+        return cls(
+            community=None if community is None else CommunityId(community),
+            author=author,
+            seq=seq,
+            prev=None if prev is None else EntryId(prev),
+            timestamp_ms=timestamp_ms,
+            kind=Kind(kind),
+            body=body,  # type: ignore[arg-type]
+            signed=signed,
+            signature=signature,
+            id=entry_id(signed),
+            wire=bytes(wire),
+        )

@@ -1,0 +1,510 @@
+"""The ledger: which entries count, and the balances they give.
+
+Theory of operation
+-------------------
+Each member writes one log per community; only the key holder appends. An
+entry's validity is a function of three things only: the entry itself, its
+author's log up to its ``prev``, and the entries it references (by author,
+seq and exact id). Nothing else, not arrival order, not the clock beyond the
+future-timestamp guard, not whether a fork is known yet, enters the decision.
+That is what makes every honest node that holds the same entries reach the
+same verdicts, whatever order gossip delivered them in.
+
+Balances are mutual credit: everyone starts at 0; a transfer debits its
+author at once; the payee's accept credits the payee; a decline lets the
+payer reclaim. Each log's *nominal* balance (every entry counted) is stored
+with each entry, so checking a new entry against its prev is one lookup.
+
+Forks: two entries at one (community, author, seq) prove the author
+equivocated. The pair is stored as a proof and the author is frozen at that
+seq: from then on only entries below it *count*, and credits that others
+took from transfers in the frozen part do not count either (the victims bear
+the loss; witnessed finality, docs/protocol.md §6, prevents it). Freezing
+changes which entries count, never which are valid, so it cannot split honest
+nodes. The counted balance (``Head.counted_balance``) is what the node shows.
+
+Every missing dependency is a reason to wait, not to reject: the entry is
+parked (bounded) under the exact (author, seq, id) it needs and retried when
+that entry is stored; the caller is told what to fetch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from troc.crypto.sign import MemberId, SigningKey
+from troc.errors import CodecError, RefusedError
+from troc.protocol.backend import Backend, Head, RefRow, Stored, WaitKey
+from troc.protocol.entry import (
+    MAX_AMOUNT,
+    Accept,
+    AnyBody,
+    CommunityId,
+    Decline,
+    Entry,
+    EntryId,
+    Genesis,
+    Join,
+    Kind,
+    Offer,
+    OfferClose,
+    Reclaim,
+    Ref,
+    Transfer,
+    Vouch,
+)
+
+__all__ = ["FUTURE_TOLERANCE_MS", "Ledger", "Outcome", "Reason", "Status"]
+
+#: An entry stamped further ahead of the receiver's clock is held back.
+FUTURE_TOLERANCE_MS = 10 * 60 * 1000
+#: How many entries a frozen author may still add on each side of its fork,
+#: beyond the fork point (they never count; they are kept so that references
+#: into them can be checked). More are rejected.
+MAX_BEYOND_FORK = 1000
+
+
+class Reason(StrEnum):
+    """Why an entry was rejected. Values are stable codes (docs/protocol.md §5)."""
+
+    # From the codec and the entry's own fields.
+    TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
+    MALFORMED = "malformed"
+    TRAILING_BYTES = "trailing_bytes"
+    NON_CANONICAL = "non_canonical"
+    BAD_TYPE = "bad_type"
+    BAD_SHAPE = "bad_shape"
+    BAD_VERSION = "bad_version"
+    BAD_MEMBER = "bad_member"
+    BAD_AMOUNT = "bad_amount"
+    BAD_SIGNATURE = "bad_signature"
+    # From the ledger rules.
+    UNKNOWN_COMMUNITY = "unknown_community"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    BAD_PREV = "bad_prev"
+    JOIN_FIRST = "join_first"
+    BAD_VOUCH = "bad_vouch"
+    SELF_PAYMENT = "self_payment"
+    OVERDRAFT = "overdraft"
+    OVER_CEILING = "over_ceiling"
+    NOT_A_TRANSFER = "not_a_transfer"
+    NOT_PAYEE = "not_payee"
+    ALREADY_ANSWERED = "already_answered"
+    NOT_A_DECLINE = "not_a_decline"
+    NOT_PAYER = "not_payer"
+    ALREADY_RECLAIMED = "already_reclaimed"
+    NOT_AN_OFFER = "not_an_offer"
+    NOT_OWN_OFFER = "not_own_offer"
+    ALREADY_CLOSED = "already_closed"
+    FORK_LIMIT = "fork_limit"
+    WAITING_FULL = "waiting_full"
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"  # stored now
+    DUPLICATE = "duplicate"  # already held
+    REJECTED = "rejected"  # invalid: see reason
+    WAITING = "waiting"  # parked until ``missing`` arrive
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict on one entry offered to :meth:`Ledger.ingest`.
+
+    ``released`` lists entries that had waited for this one and were stored
+    as a consequence (in order). ``fork`` is set when this entry proved its
+    author forked (a proof was recorded, whether or not the entry itself was
+    valid).
+    """
+
+    status: Status
+    entry: Entry | None = None
+    reason: Reason | None = None
+    detail: str = ""
+    missing: tuple[Ref, ...] = ()
+    released: tuple[Entry, ...] = ()
+    fork: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (Status.ACCEPTED, Status.DUPLICATE)
+
+
+class _Reject(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+class _Wait(Exception):
+    def __init__(self, missing: list[Ref]) -> None:
+        self.missing = missing
+
+
+@dataclass(slots=True)
+class _Checked:
+    """What a valid entry changes: its stored form and its reference rows."""
+
+    stored: Stored
+    refs: list[RefRow] = field(default_factory=list)
+
+
+class Ledger:
+    """Applies entries to a :class:`Backend` by the rules of docs/protocol.md.
+
+    Not thread-safe; callers serialise and wrap calls in the backend's
+    transactions. Time is a parameter (``now_ms``): the ledger reads no clock.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    # -- reading ----------------------------------------------------------
+
+    def rules(self, community: CommunityId) -> Genesis | None:
+        g = self.backend.genesis(community)
+        return None if g is None else g.body  # type: ignore[return-value]
+
+    def balance(self, community: CommunityId, member: MemberId) -> int:
+        """The counted balance of ``member`` (0 for a member never seen)."""
+        head = self.backend.head(community, member)
+        return 0 if head is None else head.counted_balance
+
+    def head(self, community: CommunityId, member: MemberId) -> Head | None:
+        return self.backend.head(community, member)
+
+    def balances(self, community: CommunityId) -> Iterator[tuple[MemberId, int]]:
+        for member, head in self.backend.heads(community):
+            yield member, head.counted_balance
+
+    # -- writing ----------------------------------------------------------
+
+    def ingest(self, wire: bytes, now_ms: int) -> Outcome:
+        """Decode, check and (if valid) store one entry given as wire bytes."""
+        try:
+            entry = Entry.decode(wire)
+        except CodecError as exc:
+            return Outcome(Status.REJECTED, reason=Reason(exc.reason), detail=str(exc))
+        return self.ingest_entry(entry, now_ms)
+
+    def ingest_entry(self, entry: Entry, now_ms: int) -> Outcome:
+        """Check and store an already decoded, signature-checked entry."""
+        outcome = self._ingest_one(entry, now_ms)
+        if outcome.status is not Status.ACCEPTED or entry.community is None:
+            return outcome
+        # Release what waited for it, and what waited for those, in order.
+        released: list[Entry] = []
+        queue = [entry]
+        while queue:
+            done = queue.pop(0)
+            assert done.community is not None
+            key: WaitKey = (done.community, done.author, done.seq, done.id)
+            for wire in self.backend.take_waiting(key):
+                try:
+                    parked = Entry.decode(wire)
+                except CodecError:  # pragma: no cover - it decoded when parked
+                    continue
+                again = self._ingest_one(parked, now_ms)
+                if again.status is Status.ACCEPTED:
+                    released.append(parked)
+                    queue.append(parked)
+        return replace(outcome, released=tuple(released))
+
+    def prepare(self, key: SigningKey, community: CommunityId, body: AnyBody, now_ms: int) -> Entry:
+        """Sign the next entry of ``key``'s log, after checking it is valid.
+
+        Does not store it: the caller stores it (durably) with :meth:`ingest_entry`.
+        Raises RefusedError (with the reason code) if the entry would be rejected.
+        """
+        head = self.backend.head(community, key.public)
+        if head is not None and head.frozen_at is not None:
+            raise RefusedError("frozen", "this log is frozen: a fork of it is known")
+        seq = 1 if head is None else head.seq + 1
+        prev = None if head is None else head.id
+        try:
+            entry = Entry.create(
+                key, community=community, seq=seq, prev=prev, timestamp_ms=now_ms, body=body
+            )
+        except CodecError as exc:
+            raise RefusedError(exc.reason, str(exc)) from None
+        try:
+            self._check(entry, now_ms)
+        except _Reject as exc:
+            raise RefusedError(exc.reason.value, exc.detail) from None
+        except _Wait as exc:
+            raise RefusedError(
+                "missing", "this node does not hold " + ", ".join(map(str, exc.missing))
+            ) from None
+        return entry
+
+    # -- internals --------------------------------------------------------
+
+    def _ingest_one(self, entry: Entry, now_ms: int) -> Outcome:
+        if entry.kind is Kind.GENESIS:
+            if self.backend.genesis(CommunityId(entry.id)) is not None:
+                return Outcome(Status.DUPLICATE, entry)
+            self.backend.put_genesis(entry)
+            return Outcome(Status.ACCEPTED, entry)
+        assert entry.community is not None
+        c, a = entry.community, entry.author
+        if self.backend.entry(c, a, entry.seq, entry.id) is not None:
+            return Outcome(Status.DUPLICATE, entry)
+        try:
+            if self.backend.genesis(c) is None:
+                raise _Reject(Reason.UNKNOWN_COMMUNITY, "this node does not follow that community")
+            others = self.backend.ids_at(c, a, entry.seq)
+            fork = bool(others) and self._record_fork(entry, others[0])
+            try:
+                checked = self._check(entry, now_ms)
+            except _Reject as exc:
+                return Outcome(Status.REJECTED, entry, exc.reason, exc.detail, fork=fork)
+        except _Reject as exc:
+            return Outcome(Status.REJECTED, entry, exc.reason, exc.detail)
+        except _Wait as exc:
+            keys = [(c, r.author, r.seq, r.id) for r in exc.missing]
+            if not self.backend.put_waiting(keys, entry.wire):
+                return Outcome(
+                    Status.REJECTED,
+                    entry,
+                    Reason.WAITING_FULL,
+                    "too many entries are waiting for dependencies",
+                )
+            return Outcome(Status.WAITING, entry, missing=tuple(exc.missing))
+        self._apply(checked)
+        return Outcome(Status.ACCEPTED, entry, fork=fork)
+
+    def _record_fork(self, entry: Entry, other_id: EntryId) -> bool:
+        """Store the proof that ``entry``'s author signed two entries at its seq."""
+        assert entry.community is not None
+        c, a = entry.community, entry.author
+        other = self.backend.entry(c, a, entry.seq, other_id)
+        assert other is not None
+        if not self.backend.put_fork(c, a, entry.seq, other.entry.wire, entry.wire):
+            return False
+        self._freeze(c, a, entry.seq)
+        return True
+
+    def _freeze(self, c: CommunityId, author: MemberId, at: int) -> None:
+        """Stop counting ``author``'s entries from seq ``at`` on."""
+        head = self.backend.head(c, author)
+        assert head is not None  # a fork needs a stored entry
+        old = head.frozen_at
+        if old is not None and old <= at:
+            return
+        # Credits others took from the newly frozen transfers stop counting.
+        for row in self.backend.refs_to(c, author, Kind.ACCEPT, at, old):
+            payee = self.backend.head(c, row.by_author)
+            if payee is not None and payee.counts(row.by_seq):
+                self.backend.put_head(
+                    c, row.by_author, replace(payee, frozen_credit=payee.frozen_credit + row.amount)
+                )
+        head = self.backend.head(c, author)  # may have changed above? not for author itself
+        assert head is not None
+        cut = 0
+        if at > 1:
+            ids = self.backend.ids_at(c, author, at - 1)
+            cut_entry = self.backend.entry(c, author, at - 1, ids[0])
+            assert cut_entry is not None
+            cut = cut_entry.balance
+        frozen_credit = 0
+        for row in self.backend.refs_from(c, author, Kind.ACCEPT, at):
+            payer = self.backend.head(c, row.target_author)
+            if payer is not None and not payer.counts(row.target_seq):
+                frozen_credit += row.amount
+        self.backend.put_head(
+            c, author, replace(head, frozen_at=at, cut_balance=cut, frozen_credit=frozen_credit)
+        )
+
+    def _apply(self, checked: _Checked) -> None:
+        entry = checked.stored.entry
+        assert entry.community is not None
+        c, a = entry.community, entry.author
+        self.backend.put_entry(checked.stored, checked.refs)
+        head = self.backend.head(c, a)
+        new_head = Head(entry.seq, entry.id, checked.stored.balance, checked.stored.limit)
+        if head is None:
+            head = new_head
+        elif entry.prev == head.id:
+            head = replace(
+                head, seq=entry.seq, id=entry.id, balance=new_head.balance, limit=new_head.limit
+            )
+        # else: a branch beside the first-seen one; the head stays.
+        if isinstance(entry.body, Accept) and head.counts(entry.seq):
+            t = entry.body.transfer
+            payer = self.backend.head(c, t.author)
+            if payer is not None and not payer.counts(t.seq):
+                head = replace(head, frozen_credit=head.frozen_credit + checked.refs[0].amount)
+        self.backend.put_head(c, a, head)
+
+    # -- the rules --------------------------------------------------------
+
+    def _check(self, entry: Entry, now_ms: int) -> _Checked:
+        """Decide validity. Raises _Reject or _Wait; returns what to store."""
+        assert entry.community is not None
+        c, a, body = entry.community, entry.author, entry.body
+        genesis = self.backend.genesis(c)
+        if genesis is None:
+            raise _Reject(Reason.UNKNOWN_COMMUNITY, "this node does not follow that community")
+        rules: Genesis = genesis.body  # type: ignore[assignment]
+        if entry.timestamp_ms > now_ms + FUTURE_TOLERANCE_MS:
+            ahead = (entry.timestamp_ms - now_ms) // 1000
+            raise _Reject(Reason.FUTURE_TIMESTAMP, f"stamped {ahead} s in the future")
+
+        # The log link: the entry extends its author's log at prev.
+        if entry.seq == 1:
+            balance, limit = 0, 0
+        else:
+            assert entry.prev is not None
+            prev = self.backend.entry(c, a, entry.seq - 1, entry.prev)
+            if prev is None:
+                if self.backend.ids_at(c, a, entry.seq - 1):
+                    raise _Reject(
+                        Reason.BAD_PREV,
+                        f"prev does not match the author's entry at seq {entry.seq - 1}",
+                    )
+                raise _Wait([Ref(a, entry.seq - 1, entry.prev)])
+            balance, limit = prev.balance, prev.limit
+            head = self.backend.head(c, a)
+            if (
+                head is not None
+                and head.frozen_at is not None
+                and entry.seq > head.frozen_at + MAX_BEYOND_FORK
+            ):
+                raise _Reject(Reason.FORK_LIMIT, "too many entries beyond this log's fork")
+
+        if (entry.seq == 1) != isinstance(body, Join):
+            raise _Reject(Reason.JOIN_FIRST, "a log starts with one join, at seq 1")
+
+        refs: list[RefRow] = []
+        if isinstance(body, Join):
+            limit = self._join_limit(c, entry, body, rules)
+        elif isinstance(body, Transfer):
+            if body.to == a:
+                raise _Reject(Reason.SELF_PAYMENT, "a member cannot pay itself")
+            if body.offer is not None:
+                offer = self._need(c, body.offer)
+                if not isinstance(offer.entry.body, Offer):
+                    raise _Reject(
+                        Reason.NOT_AN_OFFER, "the transfer names an entry that is not an offer"
+                    )
+            if balance - body.amount < -limit:
+                raise _Reject(
+                    Reason.OVERDRAFT,
+                    f"balance {balance} - {body.amount} would pass the credit limit of -{limit}",
+                )
+            balance -= body.amount
+        elif isinstance(body, Accept | Decline):
+            t = self._need(c, body.transfer)
+            if not isinstance(t.entry.body, Transfer):
+                raise _Reject(Reason.NOT_A_TRANSFER, "the entry named is not a transfer")
+            if t.entry.body.to != a:
+                raise _Reject(Reason.NOT_PAYEE, "the transfer is addressed to someone else")
+            for kind in (Kind.ACCEPT, Kind.DECLINE):
+                for row in self.backend.refs_by(c, a, kind, body.transfer.id):
+                    if self._is_ancestor(c, a, row.by_seq, row.by_id, entry):
+                        raise _Reject(
+                            Reason.ALREADY_ANSWERED,
+                            f"this transfer was already answered ({kind.value})",
+                        )
+            amount = t.entry.body.amount
+            if isinstance(body, Accept):
+                if rules.ceiling is not None and balance + amount > rules.ceiling:
+                    raise _Reject(
+                        Reason.OVER_CEILING, f"balance would pass the ceiling of {rules.ceiling}"
+                    )
+                balance += amount
+            refs.append(self._row(entry, body.transfer, amount))
+        elif isinstance(body, Reclaim):
+            d = self._need(c, body.decline)
+            if not isinstance(d.entry.body, Decline):
+                raise _Reject(Reason.NOT_A_DECLINE, "the entry named is not a decline")
+            t_ref = d.entry.body.transfer
+            if t_ref.author != a or not self._is_ancestor(c, a, t_ref.seq, t_ref.id, entry):
+                raise _Reject(Reason.NOT_PAYER, "the declined transfer is not in this log")
+            for row in self.backend.refs_by(c, a, Kind.RECLAIM, t_ref.id):
+                if self._is_ancestor(c, a, row.by_seq, row.by_id, entry):
+                    raise _Reject(Reason.ALREADY_RECLAIMED, "this transfer was already reclaimed")
+            t = self._need(c, t_ref)
+            assert isinstance(t.entry.body, Transfer)
+            balance += t.entry.body.amount
+            refs.append(self._row(entry, t_ref, t.entry.body.amount))
+        elif isinstance(body, OfferClose):
+            o = self._need(c, body.offer)
+            if not isinstance(o.entry.body, Offer):
+                raise _Reject(Reason.NOT_AN_OFFER, "the entry named is not an offer")
+            if body.offer.author != a or not self._is_ancestor(
+                c, a, body.offer.seq, body.offer.id, entry
+            ):
+                raise _Reject(Reason.NOT_OWN_OFFER, "a member can close only its own offers")
+            for row in self.backend.refs_by(c, a, Kind.OFFER_CLOSE, body.offer.id):
+                if self._is_ancestor(c, a, row.by_seq, row.by_id, entry):
+                    raise _Reject(Reason.ALREADY_CLOSED, "this offer is already closed")
+            refs.append(self._row(entry, body.offer, 0))
+        elif isinstance(body, Vouch):
+            if body.member == a:
+                raise _Reject(Reason.BAD_VOUCH, "a member cannot vouch for itself")
+            if body.limit is not None and body.limit > rules.credit_limit:
+                raise _Reject(
+                    Reason.BAD_VOUCH,
+                    f"a vouch may grant at most the community's limit {rules.credit_limit}",
+                )
+        elif isinstance(body, Genesis):  # pragma: no cover - decode forbids it here
+            raise _Reject(Reason.BAD_SHAPE, "a genesis cannot be part of a log")
+        # Offer: nothing to check beyond its schema.
+        assert balance >= -MAX_AMOUNT  # bounded by the credit limit check
+        return _Checked(Stored(entry, balance, limit), refs)
+
+    def _join_limit(self, c: CommunityId, entry: Entry, body: Join, rules: Genesis) -> int:
+        genesis = self.backend.genesis(c)
+        assert genesis is not None
+        if rules.admission == "open" or entry.author == genesis.author:
+            if body.vouch is not None and rules.admission == "open":
+                raise _Reject(Reason.BAD_VOUCH, "an open community takes joins without vouches")
+            return rules.credit_limit
+        if body.vouch is None:
+            raise _Reject(Reason.BAD_VOUCH, "this community admits members by vouch: name one")
+        v = self._need(c, body.vouch)
+        if not isinstance(v.entry.body, Vouch) or v.entry.body.member != entry.author:
+            raise _Reject(Reason.BAD_VOUCH, "the entry named is not a vouch for this member")
+        return rules.credit_limit if v.entry.body.limit is None else v.entry.body.limit
+
+    def _need(self, c: CommunityId, ref: Ref) -> Stored:
+        """The referenced entry, or wait for it."""
+        stored = self.backend.entry(c, ref.author, ref.seq, ref.id)
+        if stored is None:
+            raise _Wait([ref])
+        return stored
+
+    def _is_ancestor(
+        self, c: CommunityId, author: MemberId, seq: int, eid: EntryId, entry: Entry
+    ) -> bool:
+        """True if (author, seq, eid) lies on the chain that ``entry`` extends."""
+        if seq >= entry.seq:
+            return False
+        head = self.backend.head(c, author)
+        if head is None or head.frozen_at is None or seq < head.frozen_at:
+            # One entry per seq below any fork: being stored means being on the chain.
+            return self.backend.entry(c, author, seq, eid) is not None
+        cur_seq, cur_id = entry.seq - 1, entry.prev
+        while cur_seq > seq and cur_id is not None:
+            s = self.backend.entry(c, author, cur_seq, cur_id)
+            if s is None:
+                return False
+            cur_seq, cur_id = cur_seq - 1, s.entry.prev
+        return cur_id == eid
+
+    @staticmethod
+    def _row(entry: Entry, target: Ref, amount: int) -> RefRow:
+        return RefRow(
+            entry.kind,
+            entry.author,
+            entry.seq,
+            entry.id,
+            target.author,
+            target.seq,
+            target.id,
+            amount,
+        )
