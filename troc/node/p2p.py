@@ -14,46 +14,38 @@ write runs under a deadline: a peer that stalls mid-frame costs a timeout, not
 a task. All stream trouble surfaces as :class:`FrameError`, which the
 per-peer boundary catches.
 
-Gossip is for announcements and small entries. py-libp2p's subscription
-queues hold 32 messages and drop the rest; :class:`Subscription` drains them
-into a larger queue at once and counts what it still has to drop, so losses
-are visible. Anti-entropy over streams repairs what gossip loses.
+GossipSub lives in :mod:`troc.node.gossip`; this module only runs it.
 
-py-libp2p 0.8.1 choices made here, each measured (docs/ and FACTS.md):
+py-libp2p 0.8.1 behaviours this module works around, each measured:
 
 - ``new_host`` offers plaintext, secio and TLS next to Noise unless told
   otherwise; we pass Noise alone.
 - A dial waits a fixed 250 ms for a second connection unless
   ``max_connections_per_peer`` is already reached; we set it to 1.
-- GossipSub's heartbeat defaults to 120 s; the spec says 1 s.
 - Hosts stopped together can leak a dialed socket unless the host is closed
   explicitly before its service stops; we always close it.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import multiaddr
 import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair as new_ed25519_key_pair
+from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.config import ConnectionConfig
-from libp2p.network.stream.exceptions import StreamEOF, StreamError, StreamReset
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.pubsub import gossipsub
-from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -62,19 +54,15 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.transport.tcp.tcp import TCP
 
 from troc.errors import LocalProtocolError, RemoteProtocolError, TrocError
+from troc.node.gossip import Gossip, GossipParams
 
 __all__ = [
     "DEFAULT_LISTEN",
     "DialError",
     "FrameError",
     "FrameReader",
-    "Gossip",
-    "GossipMessage",
-    "GossipParams",
     "P2PHost",
     "StreamHandler",
-    "Subscription",
-    "Validator",
     "encode_frame",
     "open_host",
     "peer_id_from_seed",
@@ -87,7 +75,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_LISTEN: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
-#: Deadline for one whole frame (read or write) and for opening a stream.
+#: Default deadline for one whole frame (read or write), a connect, a stream open.
 DEFAULT_IO_TIMEOUT = 10.0
 #: How long shutdown may take before it is cut short.
 _CLOSE_TIMEOUT = 5.0
@@ -97,6 +85,7 @@ _READ_CHUNK = 64 * 1024  # Yamux's own frame size: one read per muxer frame.
 
 StreamHandler = Callable[[INetStream, str], Awaitable[None]]
 """Called with an inbound stream and the remote peer id (base58)."""
+_Take = Callable[[int], Awaitable[bytes]]  # n bytes, fewer only at EOF
 
 
 class FrameError(RemoteProtocolError):
@@ -104,7 +93,8 @@ class FrameError(RemoteProtocolError):
 
     ``reason`` is one of ``too_large`` (announced length over the limit, body
     not read), ``bad_varint``, ``truncated`` (EOF inside a frame), ``eof``
-    (clean EOF before a frame began), ``timeout`` and ``reset``.
+    (clean EOF before a frame began: the peer is done, not wrong),
+    ``timeout`` and ``reset``.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -119,7 +109,7 @@ class DialError(TrocError):
 # --- identity ---------------------------------------------------------------
 
 
-def _key_pair(seed: bytes | None) -> Any:
+def _key_pair(seed: bytes | None) -> KeyPair:
     if seed is None:
         return new_ed25519_key_pair()
     if len(seed) != 32:
@@ -160,23 +150,23 @@ def encode_frame(data: bytes) -> bytes:
 
 
 async def write_frame(
-    stream: INetStream, data: bytes, *, timeout: float = DEFAULT_IO_TIMEOUT
+    stream: INetStream, data: bytes, *, frame_timeout: float = DEFAULT_IO_TIMEOUT
 ) -> None:
     """Write one frame. Raises :class:`FrameError` (``timeout``/``reset``)."""
-    await _write(stream, encode_frame(data), timeout)
+    await _write(stream, encode_frame(data), frame_timeout)
 
 
 async def write_frames(
-    stream: INetStream, frames: Iterable[bytes], *, timeout: float = DEFAULT_IO_TIMEOUT
+    stream: INetStream, frames: Iterable[bytes], *, frame_timeout: float = DEFAULT_IO_TIMEOUT
 ) -> None:
     """Write several frames in a single stream write."""
-    await _write(stream, b"".join(encode_frame(f) for f in frames), timeout)
+    await _write(stream, b"".join(encode_frame(f) for f in frames), frame_timeout)
 
 
-async def _write(stream: INetStream, payload: bytes, timeout: float) -> None:
+async def _write(stream: INetStream, payload: bytes, frame_timeout: float) -> None:
     try:
         # A peer that stops reading fills Yamux's window and blocks us forever.
-        with trio.fail_after(timeout):
+        with trio.fail_after(frame_timeout):
             await stream.write(payload)
     except trio.TooSlowError as exc:
         raise FrameError("timeout", f"write of {len(payload)} bytes timed out") from exc
@@ -193,20 +183,20 @@ class FrameReader:
     """
 
     def __init__(
-        self, stream: INetStream, *, max_size: int, timeout: float = DEFAULT_IO_TIMEOUT
+        self, stream: INetStream, *, max_size: int, frame_timeout: float = DEFAULT_IO_TIMEOUT
     ) -> None:
         self._stream = stream
         self._max_size = max_size
-        self._timeout = timeout
+        self._frame_timeout = frame_timeout
         self._buf = bytearray()
 
     async def read_frame(self) -> bytes:
-        """Read the next frame; the whole frame must arrive within the timeout."""
-        return await _read_frame(self._take, self._max_size, self._timeout)
+        """Read the next frame; the whole frame must arrive within ``frame_timeout``."""
+        return await _read_frame(self._take, self._max_size, self._frame_timeout)
 
-    async def _take(self, n: int, *, exact: bool) -> bytes:
-        # ``exact=False`` is the varint path: any byte count up to n will do.
-        while not self._buf or (exact and len(self._buf) < n):
+    async def _take(self, n: int) -> bytes:
+        # Never wait for more than n bytes: an empty frame must not block.
+        while len(self._buf) < n:
             chunk = await _read_some(self._stream, max(n, _READ_CHUNK))
             if not chunk:
                 break
@@ -217,16 +207,17 @@ class FrameReader:
 
 
 async def read_frame(
-    stream: INetStream, max_size: int, *, timeout: float = DEFAULT_IO_TIMEOUT
+    stream: INetStream, max_size: int, *, frame_timeout: float = DEFAULT_IO_TIMEOUT
 ) -> bytes:
     """Read one frame of at most ``max_size`` bytes, and not one byte more.
 
     Raises :class:`FrameError`: ``too_large`` is raised as soon as the length
     prefix exceeds ``max_size``, before any body byte is read; ``timeout`` when
-    the whole frame has not arrived within ``timeout`` seconds.
+    the whole frame, counting the wait for its first byte, has not arrived
+    within ``frame_timeout`` seconds.
     """
 
-    async def take(n: int, *, exact: bool) -> bytes:
+    async def take(n: int) -> bytes:
         out = bytearray()
         while len(out) < n:
             chunk = await _read_some(stream, n - len(out))
@@ -235,7 +226,7 @@ async def read_frame(
             out += chunk
         return bytes(out)
 
-    return await _read_frame(take, max_size, timeout)
+    return await _read_frame(take, max_size, frame_timeout)
 
 
 async def _read_some(stream: INetStream, n: int) -> bytes:
@@ -244,30 +235,28 @@ async def _read_some(stream: INetStream, n: int) -> bytes:
         return await stream.read(n)
     except StreamEOF:
         return b""
-    except (StreamReset, StreamError) as exc:
+    except StreamError as exc:  # reset, or the connection went away
         raise FrameError("reset", f"stream reset while reading: {exc!r}") from exc
 
 
-async def _read_frame(
-    take: Callable[..., Awaitable[bytes]], max_size: int, timeout: float
-) -> bytes:
+async def _read_frame(take: _Take, max_size: int, frame_timeout: float) -> bytes:
     try:
         # One deadline per frame, not per read: a peer dripping a byte at a
         # time must not hold the stream open forever.
-        with trio.fail_after(timeout):
+        with trio.fail_after(frame_timeout):
             length = await _read_length(take, max_size)
-            body = await take(length, exact=True)
+            body = await take(length)
     except trio.TooSlowError as exc:
-        raise FrameError("timeout", f"frame not received within {timeout} s") from exc
+        raise FrameError("timeout", f"frame not received within {frame_timeout} s") from exc
     if len(body) != length:
         raise FrameError("truncated", f"stream ended after {len(body)} of {length} bytes")
     return body
 
 
-async def _read_length(take: Callable[..., Awaitable[bytes]], max_size: int) -> int:
+async def _read_length(take: _Take, max_size: int) -> int:
     value = 0
     for i in range(_MAX_VARINT_BYTES):
-        byte = await take(1, exact=True)
+        byte = await take(1)
         if not byte:
             if i == 0:
                 raise FrameError("eof", "stream ended between frames")
@@ -287,11 +276,17 @@ async def _read_length(take: Callable[..., Awaitable[bytes]], max_size: int) -> 
 
 
 class P2PHost:
-    """A running libp2p host. Obtain it from :func:`open_host`; do not construct."""
+    """A running libp2p host. Obtain it from :func:`open_host`; do not construct.
 
-    def __init__(self, host: IHost, gossip: Gossip | None) -> None:
+    ``connect`` and ``open_stream`` give up after the host's ``connect_timeout``
+    (py-libp2p retries a failed dial three times, each attempt with its own
+    timeout); wrap a call in ``trio.fail_after`` for a tighter bound.
+    """
+
+    def __init__(self, host: IHost, gossip: Gossip | None, connect_timeout: float) -> None:
         self.libp2p = host  # escape hatch for what this shell does not wrap
         self._gossip = gossip
+        self._connect_timeout = connect_timeout
 
     @property
     def peer_id(self) -> str:
@@ -311,19 +306,19 @@ class P2PHost:
     def connected_peers(self) -> list[str]:
         return [p.to_base58() for p in self.libp2p.get_connected_peers()]
 
-    async def connect(self, addr: str, *, timeout: float = DEFAULT_IO_TIMEOUT) -> str:
+    async def connect(self, addr: str) -> str:
         """Connect to the peer at full multiaddr ``addr``; return its peer id.
 
         Returns at once if already connected. Raises :class:`LocalProtocolError`
         for an address without ``/p2p/<id>``, :class:`DialError` if the dial,
-        Noise handshake or muxer negotiation fails or takes over ``timeout``.
+        Noise handshake or muxer negotiation fails or times out.
         """
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         except Exception as exc:  # multiaddr raises a zoo of types for bad input
             raise LocalProtocolError(f"not a /p2p multiaddr: {addr!r} ({exc})") from exc
         try:
-            with trio.fail_after(timeout):
+            with trio.fail_after(self._connect_timeout):
                 await self.libp2p.connect(info)
         except (BaseLibp2pError, OSError, trio.TooSlowError) as exc:
             raise DialError(f"cannot connect to {addr}: {exc!r}") from exc
@@ -337,6 +332,8 @@ class P2PHost:
 
         This is the per-peer boundary: when the handler returns the stream is
         closed; when it raises, the error is logged and the stream reset.
+        Peers connected before this call learn of the protocol only by trying
+        it (py-libp2p sends no identify-push for new handlers).
         """
 
         async def serve(stream: INetStream) -> None:
@@ -354,20 +351,18 @@ class P2PHost:
     def remove_stream_handler(self, protocol: str) -> None:
         self.libp2p.remove_stream_handler(TProtocol(protocol))
 
-    async def open_stream(
-        self, peer_id: str, protocol: str, *, timeout: float = DEFAULT_IO_TIMEOUT
-    ) -> INetStream:
-        """Open a stream to a peer (dialing known addresses if need be) for ``protocol``.
+    async def open_stream(self, peer_id: str, protocol: str) -> INetStream:
+        """Open a stream to ``peer_id`` for ``protocol``, dialing known addresses if need be.
 
         Raises :class:`DialError` if the peer is unreachable, does not speak
-        ``protocol``, or negotiation takes over ``timeout``.
+        ``protocol``, or negotiation times out. Close the stream when done
+        (``close_write()`` to half-close and still read the reply).
         """
         try:
-            with trio.fail_after(timeout):
-                return await self.libp2p.new_stream(
-                    ID.from_base58(peer_id), [TProtocol(protocol)]
-                )
-        except (BaseLibp2pError, OSError, trio.TooSlowError) as exc:
+            with trio.fail_after(self._connect_timeout):
+                peer = ID.from_base58(peer_id)
+                return await self.libp2p.new_stream(peer, [TProtocol(protocol)])
+        except (BaseLibp2pError, OSError, ValueError, trio.TooSlowError) as exc:
             raise DialError(f"cannot open {protocol} to {peer_id}: {exc!r}") from exc
 
 
@@ -379,6 +374,33 @@ async def _finish(stream: INetStream, *, reset: bool) -> None:
             pass  # the peer is gone already; nothing left to release
 
 
+def _listen_addr(addr: str) -> multiaddr.Multiaddr:
+    """Parse and vet one listen address, since py-libp2p fails open on both counts.
+
+    It skips an address no transport serves (``/udp/…/quic-v1``) with a log
+    line, and binds its TCP listeners with SO_REUSEPORT, so a second node on a
+    busy port starts fine and then receives a share of the first one's
+    connections. A probe bind without SO_REUSEPORT refuses a busy port instead.
+    """
+    try:
+        maddr = multiaddr.Multiaddr(addr)
+        names = [p.name for p in maddr.protocols()]
+        if names not in (["ip4", "tcp"], ["ip6", "tcp"]):
+            raise ValueError("expected /ip4/<addr>/tcp/<port> or /ip6/<addr>/tcp/<port>")
+        family = socket.AF_INET if names[0] == "ip4" else socket.AF_INET6
+        ip, port = maddr.value_for_protocol(names[0]), int(maddr.value_for_protocol("tcp"))
+    except Exception as exc:  # multiaddr raises a zoo of types for bad input
+        raise LocalProtocolError(f"bad listen address {addr!r}: {exc}") from exc
+    if port:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            try:
+                probe.bind((ip, port))
+            except OSError as exc:
+                raise LocalProtocolError(f"cannot listen on {addr}: {exc.strerror}") from exc
+    return maddr
+
+
 @asynccontextmanager
 async def open_host(
     *,
@@ -386,7 +408,7 @@ async def open_host(
     listen: Sequence[str] = DEFAULT_LISTEN,
     gossip: GossipParams | None = GossipParams(),  # noqa: B008 (frozen, so safe)
     enable_mdns: bool = False,
-    dial_timeout: float = DEFAULT_IO_TIMEOUT,
+    connect_timeout: float = DEFAULT_IO_TIMEOUT,
 ) -> AsyncIterator[P2PHost]:
     """Run a libp2p host for the length of the ``async with`` block.
 
@@ -396,36 +418,33 @@ async def open_host(
         listen: multiaddrs to listen on; port 0 picks a free port, read the
             result from :meth:`P2PHost.listen_addrs`.
         gossip: GossipSub settings, or ``None`` for no pubsub at all.
-        enable_mdns: announce and discover peers on the LAN. Discovered peers
-            only land in the peerstore; nothing dials them automatically.
-        dial_timeout: py-libp2p's per-dial limit (``connect`` has its own).
+        enable_mdns: announce and discover peers on the LAN (py-libp2p's
+            zeroconf). Discovered peers only land in the peerstore; nothing
+            dials them.
+        connect_timeout: bound on :meth:`P2PHost.connect` and
+            :meth:`P2PHost.open_stream`, and py-libp2p's own dial limit.
 
     Raises:
-        LocalProtocolError: a bad seed or listen address.
+        LocalProtocolError: a bad seed, a listen address that is not plain
+            IP + TCP, or one already in use.
     """
     key_pair = _key_pair(key_seed)
-    try:
-        listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
-    except Exception as exc:  # multiaddr raises a zoo of types for bad input
-        raise LocalProtocolError(f"bad listen address in {list(listen)!r}: {exc}") from exc
+    listen_addrs = [_listen_addr(a) for a in listen]
+    noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
     host = new_host(
         key_pair=key_pair,
         # Noise only: the default also offers /plaintext/2.0.0, secio and TLS.
-        sec_opt={
-            NOISE_PROTOCOL_ID: NoiseTransport(
-                key_pair, noise_privkey=new_x25519_key_pair().private_key
-            )
-        },
+        sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         transports=[TCP()],
         listen_addrs=listen_addrs,
         enable_mDNS=enable_mdns,
         # One connection per peer: with the default (3) every dial also waits
         # 250 ms for a "happy eyeballs" second connection that never comes.
-        connection_config=ConnectionConfig(max_connections_per_peer=1, dial_timeout=dial_timeout),
+        connection_config=ConnectionConfig(
+            max_connections_per_peer=1, dial_timeout=connect_timeout
+        ),
     )
-    # Pubsub must exist before the first connection: it learns of peers only
-    # through connect notifications.
     gossip_ = Gossip(host, gossip) if gossip is not None else None
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run(listen_addrs))
@@ -434,9 +453,10 @@ async def open_host(
             await stack.enter_async_context(background_trio_service(gossip_.router))
             await gossip_.pubsub.wait_until_ready()
         try:
-            yield P2PHost(host, gossip_)
+            yield P2PHost(host, gossip_, connect_timeout)
         finally:
             # Without this explicit close, stopping two hosts together can leave
             # a dialed socket open (ResourceWarning at garbage collection).
-            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+                scope.shield = True  # (trio-typing's stale stubs lack the shield= keyword)
                 await host.close()

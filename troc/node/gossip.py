@@ -1,0 +1,197 @@
+"""GossipSub for troc: publish, subscribe and validate, over py-libp2p 0.8.1.
+
+Gossip carries announcements and small entries; bulk data goes over streams
+and anti-entropy repairs whatever gossip loses. :func:`troc.node.p2p.open_host`
+creates one :class:`Gossip` per host and runs it for the host's lifetime.
+
+py-libp2p behaviours that shape this wrapper (see FACTS.md):
+
+- the heartbeat defaults to 120 s where the spec and go/js use 1 s;
+- a node receives its own published messages back on its subscription;
+- each subscription queue holds 32 messages and drops the rest silently.
+  :class:`Subscription` drains that queue at once into a larger one and counts
+  what it still has to drop, so losses are visible in ``dropped``;
+- each peer's outbound queue holds 32 RPCs and drops the rest silently, and
+  a spam cap drops messages over a rate per forwarding peer (ourselves
+  included). Publish fewer, larger messages: batch entries.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.pubsub import gossipsub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+
+from troc.errors import LocalProtocolError
+
+__all__ = ["Gossip", "GossipMessage", "GossipParams", "Subscription", "Validator"]
+
+_UNSUBSCRIBE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class GossipParams:
+    """GossipSub settings. Defaults follow the spec and go/js, not py-libp2p.
+
+    ``max_messages_per_second`` is py-libp2p's spam cap per forwarding peer and
+    topic (10 by default there). It counts our own publishes too, and a relay
+    forwards many members' messages, so troc raises it. ``queue_size`` is the
+    per-subscription queue behind py-libp2p's 32-slot one.
+    """
+
+    degree: int = 6
+    degree_low: int = 4
+    degree_high: int = 12
+    heartbeat_interval: int = 1
+    max_messages_per_second: float = 100.0
+    queue_size: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GossipMessage:
+    """A message on a topic. ``origin`` is the publisher's peer id (base58),
+    vouched for by py-libp2p's strict message signing, not by troc."""
+
+    topic: str
+    data: bytes
+    origin: str
+    seqno: bytes
+
+
+Validator = Callable[[GossipMessage], "bool | Awaitable[bool]"]
+"""Returns (or awaits) False to reject: the message is neither delivered nor forwarded."""
+
+
+def _message(topic: str, msg: rpc_pb2.Message) -> GossipMessage:
+    return GossipMessage(topic, bytes(msg.data), ID(msg.from_id).to_base58(), bytes(msg.seqno))
+
+
+class Subscription:
+    """Messages from other peers on one topic, in arrival order (``async for``).
+
+    ``dropped`` counts messages lost because this queue was full.
+    """
+
+    def __init__(self, topic: str, receive: trio.MemoryReceiveChannel[GossipMessage]) -> None:
+        self.topic = topic
+        self.dropped = 0
+        self._receive = receive
+
+    def __aiter__(self) -> AsyncIterator[GossipMessage]:
+        return self._receive.__aiter__()
+
+    async def receive(self) -> GossipMessage:
+        """Wait for the next message."""
+        return await self._receive.receive()
+
+
+class Gossip:
+    """GossipSub on one host. Obtain it as :attr:`troc.node.p2p.P2PHost.gossip`."""
+
+    def __init__(self, host: IHost, params: GossipParams) -> None:
+        self._params = params
+        self._my_id = host.get_id().to_bytes()
+        self.router = gossipsub.GossipSub(
+            # Not 1.2: py-libp2p then sends an IDONTWANT with every message,
+            # even our own and tiny ones, which takes a second slot in the
+            # 32-RPC peer queue: a burst of 30 publishes delivered 17, not 30.
+            # 1.3+ are py-libp2p's own extensions. go and js speak 1.1.
+            protocols=[gossipsub.PROTOCOL_ID_V11, gossipsub.PROTOCOL_ID],
+            degree=params.degree,
+            degree_low=params.degree_low,
+            degree_high=params.degree_high,
+            heartbeat_interval=params.heartbeat_interval,
+            max_messages_per_topic_per_second=params.max_messages_per_second,
+        )
+        # Must exist before the host's first connection: pubsub learns of
+        # peers only from connect notifications.
+        self.pubsub = Pubsub(host, self.router)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish ``data`` on ``topic``, subscribed or not.
+
+        Our own validator for the topic runs first; if it rejects, nothing is
+        sent and no error is raised (py-libp2p gives no verdict back).
+        Messages beyond ``max_messages_per_second``, or beyond 32 RPCs queued
+        for one peer, are dropped without a word: gossip is best effort.
+        """
+        await self.pubsub.publish(topic, data)
+        # py-libp2p's publish need not yield; without a checkpoint a burst of
+        # publishes starves the tasks that drain subscription and peer queues.
+        await trio.lowlevel.checkpoint()
+
+    def set_validator(self, topic: str, validator: Validator) -> None:
+        """Install the one validator for ``topic``, replacing any earlier one.
+
+        It runs on every message before delivery or forwarding, our own
+        publishes included. Raising, or taking over 5 s, counts as rejecting.
+        """
+
+        async def check(_forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            verdict = validator(_message(topic, msg))
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            return bool(verdict)
+
+        # Registered as async even for a plain function: py-libp2p then applies
+        # its timeout and turns an exception into a rejection. An exception
+        # from a sync validator escapes its push_msg task and stops the whole
+        # Pubsub service, taking the host down with it.
+        self.pubsub.set_topic_validator(topic, check, is_async_validator=True)
+
+    def remove_validator(self, topic: str) -> None:
+        self.pubsub.remove_topic_validator(topic)
+
+    @asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[Subscription]:
+        """Subscribe for the length of the ``async with`` block.
+
+        Our own publishes are filtered out. Raises :class:`LocalProtocolError`
+        if this host is already subscribed to ``topic``.
+        """
+        if topic in self.pubsub.topic_ids:
+            raise LocalProtocolError(f"already subscribed to {topic!r}")
+        send, receive = trio.open_memory_channel[GossipMessage](self._params.queue_size)
+        sub = Subscription(topic, receive)
+        inner = await self.pubsub.subscribe(topic)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, inner, send, sub)
+                try:
+                    yield sub
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.move_on_after(_UNSUBSCRIBE_TIMEOUT) as scope:
+                scope.shield = True  # unsubscribe even when cancelled
+                await self.pubsub.unsubscribe(topic)
+
+    async def _pump(
+        self, inner: Any, send: trio.MemorySendChannel[GossipMessage], sub: Subscription
+    ) -> None:
+        async with send:
+            async for msg in inner:
+                if msg.from_id == self._my_id:
+                    continue
+                try:
+                    send.send_nowait(_message(sub.topic, msg))
+                except trio.WouldBlock:
+                    sub.dropped += 1
+
+    async def wait_for_mesh(self, peer_id: str, topic: str) -> None:
+        """Wait until ``peer_id`` is in our mesh for ``topic``; bound it with
+        ``trio.fail_after``."""
+        await self.pubsub.wait_for_mesh(ID.from_base58(peer_id), topic, timeout=float("inf"))
+
+    def topic_peers(self, topic: str) -> list[str]:
+        """Peers known to be subscribed to ``topic``."""
+        return [p.to_base58() for p in self.pubsub.peer_topics.get(topic, ())]
