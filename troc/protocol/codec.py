@@ -48,7 +48,7 @@ class Limits:
 ENTRY_LIMITS = Limits(
     max_size=16 * 1024,
     max_depth=6,
-    max_str=4096,
+    max_str=16 * 1024,  # bytes; fields cap characters, and the entry its total size
     max_bin=16 * 1024,
     max_array=256,
     max_map=32,
@@ -66,7 +66,7 @@ def _normalise(value: Any, depth: int, limits: Limits) -> Any:
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
-                raise CodecError("bad_key", f"map keys must be strings, got {type(key).__name__}")
+                raise CodecError("bad_type", f"map keys must be strings, got {type(key).__name__}")
         return {k: _normalise(value[k], depth + 1, limits) for k in sorted(value)}
     raise CodecError("bad_type", f"cannot encode {type(value).__name__}")
 

@@ -476,7 +476,7 @@ class Entry:
         if not isinstance(fields, list) or len(fields) != 8:
             raise _bad("signed part must be an array of 8 fields")
         version, community, author, seq, prev, timestamp_ms, kind, raw_body = fields
-        if version != VERSION:
+        if type(version) is not int or version != VERSION:  # bool is an int in Python
             raise CodecError("bad_version", f"entry version {version!r}, this node reads {VERSION}")
         author = _member("author")(author)
         if type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_AMOUNT:
@@ -485,7 +485,7 @@ class Entry:
         if body_cls is None:
             raise _bad(f"unknown kind {kind!r}")
         if body_cls is Genesis:
-            if community is not None or seq != 0 or prev is not None:
+            if community is not None or type(seq) is not int or seq != 0 or prev is not None:
                 raise _bad("a genesis has no community, seq 0 and no prev")
         else:
             community = _bin32("community")(community)

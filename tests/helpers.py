@@ -1,0 +1,386 @@
+"""Building blocks for the protocol tests: keys, a one-community world, raw entries.
+
+Everything here is deterministic (keys come from fixed seeds, time is a
+counter), so a failing example replays exactly. Two ways to make entries:
+
+* :class:`World` makes *valid* entries the way a node does: through
+  :meth:`Ledger.prepare`, then stores them with :meth:`Ledger.ingest_entry`.
+* :func:`sign_fields` / :meth:`World.raw` sign arbitrary field values, even
+  invalid ones, with msgpack directly: nothing checks them, so the tests can
+  hand the ledger exactly the bytes a hostile peer would send.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgpack
+
+from troc.crypto.sign import Domain, MemberId, SigningKey
+from troc.protocol.backend import MemoryBackend
+from troc.protocol.entry import (
+    Accept,
+    AnyBody,
+    CommunityId,
+    Decline,
+    Entry,
+    EntryId,
+    Genesis,
+    Join,
+    Kind,
+    Offer,
+    OfferClose,
+    Reclaim,
+    Transfer,
+    Vouch,
+)
+from troc.protocol.ledger import Ledger, Outcome, Status
+
+#: A fixed "now": 2023-11-14T22:13:20Z.
+T0 = 1_700_000_000_000
+
+
+@functools.cache
+def key(n: int) -> SigningKey:
+    """The n-th test key, from a fixed seed."""
+    return SigningKey(hashlib.sha256(b"troc test key %d" % n).digest())
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every map's keys sorted, and nothing else checked, so
+    that msgpack packs it in canonical order whatever the values are."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
+
+
+def pack_raw(value: Any) -> bytes:
+    """msgpack bytes of ``value`` exactly as given (map order kept)."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def wrap(signed: bytes, signature: bytes) -> bytes:
+    """The wire form ``[signed, signature]``."""
+    return pack_raw([signed, signature])
+
+
+def sign_fields(
+    signer: SigningKey,
+    fields: list[Any],
+    *,
+    domain: Domain = Domain.ENTRY,
+    sort: bool = True,
+) -> bytes:
+    """Wire bytes of an entry with these signed ``fields``, signed by ``signer``.
+
+    ``fields`` is the 8-field array, values unchecked. With ``sort`` (the
+    default) map keys are sorted first; pass ``sort=False`` to keep the order
+    given (for non-canonical tests).
+    """
+    signed = pack_raw(canonical(fields) if sort else fields)
+    return wrap(signed, signer.sign(domain, signed))
+
+
+def fields_of(entry: Entry) -> list[Any]:
+    """The 8 signed fields of ``entry``, as plain msgpack values."""
+    return msgpack.unpackb(entry.signed, raw=False)
+
+
+def resign(signer: SigningKey, entry: Entry, **changes: Any) -> bytes:
+    """Re-sign ``entry`` with some fields changed (by name)."""
+    names = ("version", "community", "author", "seq", "prev", "timestamp_ms", "kind", "body")
+    fields = fields_of(entry)
+    for name, value in changes.items():
+        fields[names.index(name)] = value
+    return sign_fields(signer, fields)
+
+
+def make_genesis(founder: SigningKey, timestamp_ms: int = T0, **rules: Any) -> Entry:
+    rules.setdefault("name", "Test valley")
+    rules.setdefault("unit", "hour")
+    rules.setdefault("credit_limit", 100)
+    return Entry.create(
+        founder, community=None, seq=0, prev=None, timestamp_ms=timestamp_ms, body=Genesis(**rules)
+    )
+
+
+class World:
+    """One community on one fresh in-memory ledger, with a founder (key 0)."""
+
+    def __init__(self, founder: SigningKey | None = None, **rules: Any) -> None:
+        self.founder = founder or key(0)
+        self.now = T0
+        self.ledger = Ledger(MemoryBackend())
+        self.genesis = make_genesis(self.founder, self.now, **rules)
+        self.community = CommunityId(self.genesis.id)
+        self.log: list[Entry] = []  # every entry stored, in order
+        assert self.ledger.ingest(self.genesis.wire, self.now).status is Status.ACCEPTED
+
+    @property
+    def backend(self) -> MemoryBackend:
+        return self.ledger.backend  # type: ignore[return-value]
+
+    def tick(self) -> int:
+        self.now += 1000
+        return self.now
+
+    # -- valid entries, the node's way -----------------------------------
+
+    def add(self, signer: SigningKey, body: AnyBody) -> Entry:
+        """Prepare, store and return the next entry of ``signer``'s log."""
+        entry = self.ledger.prepare(signer, self.community, body, self.tick())
+        outcome = self.ledger.ingest_entry(entry, self.now)
+        assert outcome.status is Status.ACCEPTED, outcome
+        self.log.append(entry)
+        return entry
+
+    def join(self, signer: SigningKey, vouch: Entry | None = None) -> Entry:
+        return self.add(signer, Join(vouch=None if vouch is None else vouch.ref))
+
+    def pay(self, payer: SigningKey, payee: SigningKey, amount: int, **kw: Any) -> Entry:
+        return self.add(payer, Transfer(to=payee.public, amount=amount, **kw))
+
+    def accept(self, payee: SigningKey, transfer: Entry) -> Entry:
+        return self.add(payee, Accept(transfer=transfer.ref))
+
+    def decline(self, payee: SigningKey, transfer: Entry) -> Entry:
+        return self.add(payee, Decline(transfer=transfer.ref))
+
+    def reclaim(self, payer: SigningKey, decline: Entry) -> Entry:
+        return self.add(payer, Reclaim(decline=decline.ref))
+
+    def offer(self, signer: SigningKey, title: str = "Bread") -> Entry:
+        return self.add(signer, Offer(side="offer", title=title))
+
+    def close(self, signer: SigningKey, offer: Entry) -> Entry:
+        return self.add(signer, OfferClose(offer=offer.ref))
+
+    def vouch(self, signer: SigningKey, member: SigningKey, limit: int | None = None) -> Entry:
+        return self.add(signer, Vouch(member=member.public, limit=limit))
+
+    # -- arbitrary entries ------------------------------------------------
+
+    def next_position(self, author: MemberId) -> tuple[int, EntryId | None]:
+        head = self.ledger.head(self.community, author)
+        return (1, None) if head is None else (head.seq + 1, head.id)
+
+    def create(self, signer: SigningKey, body: AnyBody, **fields: Any) -> Entry:
+        """A signed, well-formed entry at ``signer``'s next position (or at the
+        given seq/prev/…), *not* checked against the ledger rules."""
+        seq, prev = self.next_position(signer.public)
+        return Entry.create(
+            signer,
+            community=fields.get("community", self.community),
+            seq=fields.get("seq", seq),
+            prev=fields.get("prev", prev),
+            timestamp_ms=fields.get("timestamp_ms", self.now),
+            body=body,
+        )
+
+    def raw(self, signer: SigningKey, kind: str, body: Any, **fields: Any) -> bytes:
+        """Wire bytes of an entry with any field values, signed by ``signer``.
+
+        Fields default to the author's next position now; ``domain=`` signs
+        for another purpose, ``sort=False`` keeps map keys in the order given.
+        """
+        seq, prev = self.next_position(signer.public)
+        values = {
+            "version": 1,
+            "community": self.community,
+            "author": signer.public,
+            "seq": seq,
+            "prev": prev,
+            "timestamp_ms": self.now,
+            "kind": kind,
+            "body": body,
+        }
+        values.update(fields)
+        domain = values.pop("domain", Domain.ENTRY)
+        sort = values.pop("sort", True)
+        return sign_fields(signer, list(values.values()), domain=domain, sort=sort)
+
+    def ingest(self, wire: bytes | Entry, now_ms: int | None = None) -> Outcome:
+        if isinstance(wire, Entry):
+            wire = wire.wire
+        return self.ledger.ingest(wire, self.now if now_ms is None else now_ms)
+
+    def balance(self, member: SigningKey) -> int:
+        return self.ledger.balance(self.community, member.public)
+
+    def balances(self) -> dict[MemberId, int]:
+        return dict(self.ledger.balances(self.community))
+
+
+def fresh_ledger(genesis: Entry) -> Ledger:
+    """A new node that follows the community of ``genesis``."""
+    ledger = Ledger(MemoryBackend())
+    assert ledger.ingest(genesis.wire, T0).status is Status.ACCEPTED
+    return ledger
+
+
+# -- an oracle for counted balances, from a set of entries alone -------------
+
+
+def fork_points(entries: Iterable[Entry]) -> dict[MemberId, int]:
+    """For each author with two different entries at one seq, the lowest such seq."""
+    seen: dict[tuple[MemberId, int], set[EntryId]] = {}
+    for e in entries:
+        if e.kind is not Kind.GENESIS:
+            seen.setdefault((e.author, e.seq), set()).add(e.id)
+    out: dict[MemberId, int] = {}
+    for (author, seq), ids in seen.items():
+        if len(ids) > 1:
+            out[author] = min(seq, out.get(author, seq))
+    return out
+
+
+def counted_balances(entries: Iterable[Entry]) -> tuple[dict[MemberId, int], int]:
+    """Counted balances and the counted amount in flight, computed from a set
+    of *valid* entries by the rules of docs/protocol.md §4 alone (a second,
+    independent implementation of "what counts").
+
+    An entry counts if it lies below its author's first fork. A counted
+    transfer debits; a counted accept of a counted transfer credits the payee;
+    a counted reclaim credits the payer. In flight: counted transfers not
+    credited by a counted accept or reclaim.
+    """
+    entries = list({e.id: e for e in entries}.values())
+    frozen = fork_points(entries)
+    by_id = {e.id: e for e in entries}
+
+    def counts(author: MemberId, seq: int) -> bool:
+        return author not in frozen or seq < frozen[author]
+
+    balances: Counter[MemberId] = Counter()
+    in_flight = 0
+    credited: Counter[EntryId] = Counter()
+    for e in entries:
+        if e.kind is Kind.GENESIS:
+            continue
+        balances[e.author] += 0  # every author with a log has a balance
+        if not counts(e.author, e.seq):
+            continue
+        body = e.body
+        if isinstance(body, Transfer):
+            balances[e.author] -= body.amount
+            in_flight += body.amount
+        elif isinstance(body, Accept):
+            t = by_id[body.transfer.id]
+            if counts(t.author, t.seq):
+                assert isinstance(t.body, Transfer)
+                balances[e.author] += t.body.amount
+                in_flight -= t.body.amount
+                credited[t.id] += 1
+        elif isinstance(body, Reclaim):
+            d = by_id[body.decline.id]
+            assert isinstance(d.body, Decline)
+            t = by_id[d.body.transfer.id]
+            assert isinstance(t.body, Transfer)
+            balances[e.author] += t.body.amount
+            in_flight -= t.body.amount
+            credited[t.id] += 1
+    assert all(n == 1 for n in credited.values()), "a transfer was credited twice"
+    return dict(balances), in_flight
+
+
+# -- a msgpack writer that may choose wider headers than needed ---------------
+
+#: Chooses, for a header, whether to widen it (and by how many steps).
+Widen = Callable[[], int]
+
+
+def pack_wide(
+    value: Any, widen: Widen, *, key_order: Callable[[list[str]], list[str]] = sorted
+) -> bytes:
+    """msgpack bytes of ``value`` where every header may be wider than the
+    minimal one (``widen()`` says how many steps), and map keys come in
+    ``key_order``. With ``widen`` always 0 and sorted keys this is the
+    canonical encoding (checked by the tests against :func:`codec.pack`)."""
+    out = bytearray()
+
+    def header(options: list[tuple[int, bytes]], n: int) -> None:
+        # options: (max value, prefix+format) from narrowest to widest.
+        fitting = [i for i, (limit, _) in enumerate(options) if n <= limit]
+        i = min(fitting[0] + widen(), len(options) - 1)
+        _, fmt = options[i]
+        out.extend(_HEADER_PACKERS[fmt](n))
+
+    def walk(v: Any) -> None:
+        if v is None:
+            out.append(0xC0)
+        elif v is True:
+            out.append(0xC3)
+        elif v is False:
+            out.append(0xC2)
+        elif isinstance(v, int):
+            if v >= 0:
+                header(_UINT, v)
+            else:
+                header(_NINT, -v)
+        elif isinstance(v, str):
+            data = v.encode()
+            header(_STR, len(data))
+            out.extend(data)
+        elif isinstance(v, bytes):
+            header(_BIN, len(v))
+            out.extend(v)
+        elif isinstance(v, list | tuple):
+            header(_ARRAY, len(v))
+            for item in v:
+                walk(item)
+        elif isinstance(v, dict):
+            header(_MAP, len(v))
+            for k in key_order(list(v)):
+                walk(k)
+                walk(v[k])
+        else:  # pragma: no cover
+            raise TypeError(type(v))
+
+    walk(value)
+    return bytes(out)
+
+
+def _fixed(tag: int, fmt: str) -> Callable[[int], bytes]:
+    return lambda n: bytes((tag,)) + struct.pack(fmt, n)
+
+
+_HEADER_PACKERS: dict[str, Callable[[int], bytes]] = {
+    "pfix": lambda n: bytes((n,)),
+    "u8": _fixed(0xCC, ">B"),
+    "u16": _fixed(0xCD, ">H"),
+    "u32": _fixed(0xCE, ">I"),
+    "u64": _fixed(0xCF, ">Q"),
+    # negative ints are given as their magnitude m = -v
+    "nfix": lambda m: bytes(((0x100 - m) & 0xFF,)),
+    "i8": lambda m: bytes((0xD0,)) + struct.pack(">b", -m),
+    "i16": lambda m: bytes((0xD1,)) + struct.pack(">h", -m),
+    "i32": lambda m: bytes((0xD2,)) + struct.pack(">i", -m),
+    "i64": lambda m: bytes((0xD3,)) + struct.pack(">q", -m),
+    "sfix": lambda n: bytes((0xA0 | n,)),
+    "s8": _fixed(0xD9, ">B"),
+    "s16": _fixed(0xDA, ">H"),
+    "s32": _fixed(0xDB, ">I"),
+    "b8": _fixed(0xC4, ">B"),
+    "b16": _fixed(0xC5, ">H"),
+    "b32": _fixed(0xC6, ">I"),
+    "afix": lambda n: bytes((0x90 | n,)),
+    "a16": _fixed(0xDC, ">H"),
+    "a32": _fixed(0xDD, ">I"),
+    "mfix": lambda n: bytes((0x80 | n,)),
+    "m16": _fixed(0xDE, ">H"),
+    "m32": _fixed(0xDF, ">I"),
+}
+
+_UINT = [(127, "pfix"), (0xFF, "u8"), (0xFFFF, "u16"), (0xFFFFFFFF, "u32"), (2**64 - 1, "u64")]
+_NINT = [(32, "nfix"), (128, "i8"), (2**15, "i16"), (2**31, "i32"), (2**63, "i64")]
+_STR = [(31, "sfix"), (0xFF, "s8"), (0xFFFF, "s16"), (0xFFFFFFFF, "s32")]
+_BIN = [(0xFF, "b8"), (0xFFFF, "b16"), (0xFFFFFFFF, "b32")]
+_ARRAY = [(15, "afix"), (0xFFFF, "a16"), (0xFFFFFFFF, "a32")]
+_MAP = [(15, "mfix"), (0xFFFF, "m16"), (0xFFFFFFFF, "m32")]

@@ -1,0 +1,81 @@
+"""The committed test vectors (tests/vectors/vectors.json) against the ledger.
+
+The file is the contract another implementation can check itself against
+(docs/protocol.md §7). These tests read it as committed; they never run the
+generator, except to check that it still writes the very same bytes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+from typing import Any
+
+import pytest
+
+from troc.crypto.sign import SigningKey
+from troc.protocol.backend import MemoryBackend
+from troc.protocol.ledger import Ledger, Reason
+
+HERE = pathlib.Path(__file__).parent.parent / "vectors"
+DOC = json.loads((HERE / "vectors.json").read_text(encoding="utf-8"))
+VECTORS = {v["name"]: v for v in DOC["vectors"]}
+
+
+def verdict(outcome: Any) -> dict[str, Any]:
+    return {
+        "status": outcome.status.value,
+        "reason": None if outcome.reason is None else outcome.reason.value,
+        "id": None if outcome.entry is None else outcome.entry.id.hex(),
+        "missing": [[r.author.hex(), r.seq, r.id.hex()] for r in outcome.missing],
+        "released": [e.id.hex() for e in outcome.released],
+        "fork": outcome.fork,
+    }
+
+
+@pytest.mark.parametrize("name", list(VECTORS))
+def test_vector(name: str) -> None:
+    vector = VECTORS[name]
+    ledger = Ledger(MemoryBackend())
+    community = None
+    for step in vector["steps"]:
+        outcome = ledger.ingest(bytes.fromhex(step["wire"]), step["now_ms"])
+        assert verdict(outcome) == step["expect"], step["label"]
+        if community is None and step["label"] == "genesis":
+            community = outcome.entry.id
+    if community is None:
+        assert vector["balances"] == {}
+        return
+    assert {m.hex(): b for m, b in ledger.balances(community)} == vector["balances"]
+    frozen = {
+        m.hex(): h.frozen_at for m, h in ledger.backend.heads(community) if h.frozen_at is not None
+    }
+    assert frozen == vector["frozen"]
+
+
+def test_every_reason_is_covered() -> None:
+    covered = {
+        step["expect"]["reason"]
+        for vector in DOC["vectors"]
+        for step in vector["steps"]
+        if step["expect"]["reason"]
+    }
+    assert covered | set(DOC["not_covered"]) == {r.value for r in Reason}
+    assert not covered & set(DOC["not_covered"])
+    statuses = {step["expect"]["status"] for v in DOC["vectors"] for step in v["steps"]}
+    assert statuses == {"accepted", "duplicate", "rejected", "waiting"}
+
+
+def test_keys_match_their_seeds() -> None:
+    for key in DOC["keys"].values():
+        assert SigningKey(bytes.fromhex(key["seed"])).public.hex() == key["public"]
+
+
+def test_generator_reproduces_the_file() -> None:
+    spec = importlib.util.spec_from_file_location("troc_vectors_generate", HERE / "generate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    assert generate.render().encode("utf-8") == (HERE / "vectors.json").read_bytes()

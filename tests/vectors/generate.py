@@ -1,0 +1,584 @@
+"""Write tests/vectors/vectors.json: troc's protocol test vectors.
+
+Usage::
+
+    python tests/vectors/generate.py          # rewrite vectors.json
+    python tests/vectors/generate.py --check  # exit 1 if it would change
+
+Deterministic: keys come from fixed seeds (SHA-256 of a name), clocks are
+fixed, Ed25519 signatures are deterministic, so the output is the same bytes
+on every run. Each vector declares what it expects; the generator runs every
+step through troc's own ledger and refuses to write a vector whose outcome
+differs from what it declares. tests/unit/test_vectors.py then checks the
+committed file against the ledger, and that this script reproduces it.
+
+The format is described in docs/protocol.md §7.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import sys
+from typing import Any
+
+import msgpack
+
+from troc.crypto.sign import Domain, SigningKey
+from troc.protocol import codec
+from troc.protocol.backend import MemoryBackend
+from troc.protocol.entry import (
+    Accept,
+    AnyBody,
+    CommunityId,
+    Decline,
+    Entry,
+    Genesis,
+    Join,
+    Offer,
+    OfferClose,
+    Reclaim,
+    Transfer,
+    Vouch,
+)
+from troc.protocol.ledger import FUTURE_TOLERANCE_MS, Ledger, Outcome, Reason, Status
+
+PATH = pathlib.Path(__file__).with_name("vectors.json")
+FORMAT = "troc-test-vectors/1"
+T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+NAMES = ("alice", "bob", "carol", "dave")
+#: Reasons no vector covers, and why.
+NOT_COVERED = {
+    Reason.FORK_LIMIT.value: (
+        "needs more than 1000 entries beyond a fork (MAX_BEYOND_FORK); "
+        "tested in tests/unit/test_rules.py"
+    ),
+    Reason.WAITING_FULL.value: (
+        "a node's own bound on parked entries, not a property of the entry; "
+        "tested in tests/unit/test_rules.py"
+    ),
+}
+
+
+def seed(name: str) -> bytes:
+    return hashlib.sha256(b"troc test vector key " + name.encode()).digest()
+
+
+KEYS = {name: SigningKey(seed(name)) for name in NAMES}
+ALICE, BOB, CAROL, DAVE = (KEYS[n] for n in NAMES)
+
+
+def pack_raw(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def sorted_maps(value: Any) -> Any:
+    """``value`` with every map's keys sorted (and nothing else checked)."""
+    if isinstance(value, dict):
+        return {k: sorted_maps(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_maps(v) for v in value]
+    return value
+
+
+def sign_raw(
+    signer: SigningKey, fields: list[Any], domain: Domain = Domain.ENTRY, *, sort: bool = True
+) -> bytes:
+    """Wire bytes for arbitrary signed fields; ``sort=False`` keeps map order as given."""
+    signed = pack_raw(sorted_maps(fields) if sort else fields)
+    return pack_raw([signed, signer.sign(domain, signed)])
+
+
+class Vector:
+    """One vector: a fresh node, a sequence of ingests, the balances after."""
+
+    def __init__(self, name: str, description: str, **rules: Any) -> None:
+        self.name = name
+        self.description = description
+        self.ledger = Ledger(MemoryBackend())
+        self.now = T0
+        self.steps: list[dict[str, Any]] = []
+        rules.setdefault("name", "Test valley")
+        rules.setdefault("unit", "hour")
+        rules.setdefault("credit_limit", 100)
+        self.genesis = Entry.create(
+            ALICE, community=None, seq=0, prev=None, timestamp_ms=T0, body=Genesis(**rules)
+        )
+        self.community = CommunityId(self.genesis.id)
+
+    # -- steps ---------------------------------------------------------------
+
+    def step(
+        self,
+        label: str,
+        wire: bytes | Entry,
+        status: Status = Status.ACCEPTED,
+        reason: Reason | None = None,
+        *,
+        now_ms: int | None = None,
+    ) -> Outcome:
+        """Ingest ``wire`` and record it with its verdict, which must be the one declared."""
+        if isinstance(wire, Entry):
+            wire = wire.wire
+        now = self.now if now_ms is None else now_ms
+        outcome = self.ledger.ingest(wire, now)
+        if outcome.status is not status or outcome.reason is not reason:
+            raise AssertionError(f"{self.name}/{label}: expected {status} {reason}, got {outcome}")
+        self.steps.append(
+            {
+                "label": label,
+                "wire": wire.hex(),
+                "now_ms": now,
+                "expect": {
+                    "status": outcome.status.value,
+                    "reason": None if outcome.reason is None else outcome.reason.value,
+                    "id": None if outcome.entry is None else outcome.entry.id.hex(),
+                    "missing": [[r.author.hex(), r.seq, r.id.hex()] for r in outcome.missing],
+                    "released": [e.id.hex() for e in outcome.released],
+                    "fork": outcome.fork,
+                },
+            }
+        )
+        return outcome
+
+    def start(self, *members: SigningKey) -> None:
+        """The genesis, then a join for each member."""
+        self.step("genesis", self.genesis)
+        for m in members:
+            self.add(f"join {name_of(m)}", m, Join())
+
+    def make(self, signer: SigningKey, body: AnyBody, **fields: Any) -> Entry:
+        """A well-formed entry at the signer's next position (or as given),
+        signed and not checked against the rules."""
+        self.now += 1000
+        head = self.ledger.head(self.community, signer.public)
+        return Entry.create(
+            signer,
+            community=fields.get("community", self.community),
+            seq=fields.get("seq", 1 if head is None else head.seq + 1),
+            prev=fields.get("prev", None if head is None else head.id),
+            timestamp_ms=fields.get("timestamp_ms", self.now),
+            body=body,
+        )
+
+    def add(self, label: str, signer: SigningKey, body: AnyBody) -> Entry:
+        entry = self.make(signer, body)
+        self.step(label, entry)
+        return entry
+
+    def reject(self, label: str, wire: bytes | Entry, reason: Reason, **kw: Any) -> None:
+        self.step(label, wire, Status.REJECTED, reason, **kw)
+
+    def raw_fields(self, signer: SigningKey, kind: str, body: Any) -> list[Any]:
+        """The 8 signed fields of ``signer``'s next entry, for hand-editing."""
+        self.now += 1000
+        head = self.ledger.head(self.community, signer.public)
+        return [
+            1,
+            self.community,
+            signer.public,
+            1 if head is None else head.seq + 1,
+            None if head is None else head.id,
+            self.now,
+            kind,
+            body,
+        ]
+
+    # -- output --------------------------------------------------------------
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "steps": self.steps,
+            "balances": {m.hex(): b for m, b in self.ledger.balances(self.community)},
+            "frozen": {
+                m.hex(): h.frozen_at
+                for m, h in self.ledger.backend.heads(self.community)
+                if h.frozen_at is not None
+            },
+        }
+
+
+def name_of(key: SigningKey) -> str:
+    return next(n for n, k in KEYS.items() if k.public == key.public)
+
+
+OFFER = {"description": "", "side": "offer", "tags": [], "title": "Bread"}
+
+
+# -- the vectors -------------------------------------------------------------------
+
+
+def accepted_vectors() -> list[Vector]:
+    out = []
+
+    v = Vector(
+        "chain",
+        "An accepted history: genesis, joins, an offer, a transfer paying for it and its "
+        "accept, a declined transfer reclaimed, the offer closed, a vouch.",
+    )
+    v.start(ALICE, BOB, CAROL)
+    bread = v.add("bob offers bread", BOB, Offer(side="offer", title="Bread", tags=("food",)))
+    t1 = v.add(
+        "alice pays bob 30 for it",
+        ALICE,
+        Transfer(to=BOB.public, amount=30, memo="two loaves", offer=bread.ref),
+    )
+    v.add("bob accepts", BOB, Accept(transfer=t1.ref))
+    t2 = v.add("alice pays carol 20", ALICE, Transfer(to=CAROL.public, amount=20))
+    d2 = v.add("carol declines", CAROL, Decline(transfer=t2.ref, reason="not for me"))
+    v.add("alice reclaims", ALICE, Reclaim(decline=d2.ref))
+    v.add("bob closes the offer", BOB, OfferClose(offer=bread.ref))
+    v.add("alice vouches for dave", ALICE, Vouch(member=DAVE.public))
+    v.step("the transfer again", t1, Status.DUPLICATE)
+    v.step("the genesis again", v.genesis, Status.DUPLICATE)
+    out.append(v)
+
+    v = Vector(
+        "out_of_order",
+        "Entries arriving before what they depend on wait, and are released, in "
+        "dependency order, when it arrives.",
+    )
+    v.step("genesis", v.genesis)
+    ja, jb = v.make(ALICE, Join()), v.make(BOB, Join())
+    v.step("join alice", ja)
+    t = Entry.create(
+        ALICE,
+        community=v.community,
+        seq=2,
+        prev=ja.id,
+        timestamp_ms=T0 + 5000,
+        body=Transfer(to=BOB.public, amount=7),
+    )
+    acc = Entry.create(
+        BOB,
+        community=v.community,
+        seq=2,
+        prev=jb.id,
+        timestamp_ms=T0 + 6000,
+        body=Accept(transfer=t.ref),
+    )
+    v.step("bob's accept, before its prev", acc, Status.WAITING)
+    v.step("bob's join: the accept now waits for the transfer", jb)
+    v.step("the accept again: still waiting", acc, Status.WAITING)
+    v.step("the transfer, releasing the accept", t)
+    out.append(v)
+
+    v = Vector(
+        "fork",
+        "Alice signs two transfers at seq 2 (to bob and to carol); bob accepts his. "
+        "The second proves the fork: alice is frozen at seq 2, neither transfer "
+        "counts, and bob's credit from it does not count either.",
+    )
+    v.start(ALICE, BOB, CAROL)
+    v.add("alice offers", ALICE, Offer(side="want", title="Help moving"))
+    x = v.add("alice pays bob 10 at seq 3", ALICE, Transfer(to=BOB.public, amount=10))
+    v.add("bob accepts", BOB, Accept(transfer=x.ref))
+    y = v.make(ALICE, Transfer(to=CAROL.public, amount=15), seq=x.seq, prev=x.prev)
+    v.step("alice pays carol 15, also at seq 3", y)
+    v.add("carol accepts", CAROL, Accept(transfer=y.ref))
+    out.append(v)
+
+    v = Vector(
+        "vouch_admission",
+        "A community admitting by vouches: the founder joins without one; bob joins "
+        "naming alice's vouch with limit 30, which becomes his credit limit.",
+        admission="vouch",
+    )
+    v.start(ALICE)
+    vb = v.add("alice vouches for bob, limit 30", ALICE, Vouch(member=BOB.public, limit=30))
+    v.add("bob joins with it", BOB, Join(name="Bob", vouch=vb.ref))
+    v.reject("bob pays 31", v.make(BOB, Transfer(to=ALICE.public, amount=31)), Reason.OVERDRAFT)
+    v.add("bob pays 30", BOB, Transfer(to=ALICE.public, amount=30))
+    out.append(v)
+
+    v = Vector(
+        "future_timestamp",
+        "An entry stamped more than 10 minutes after the receiver's clock is "
+        "rejected for now; the same bytes are accepted once the clock catches up.",
+    )
+    v.start(ALICE)
+    late = v.make(ALICE, Offer(side="offer", title="Soon"), timestamp_ms=T0 + 10**6)
+    v.reject(
+        "stamped 10 min + 1 ms ahead",
+        late,
+        Reason.FUTURE_TIMESTAMP,
+        now_ms=T0 + 10**6 - FUTURE_TOLERANCE_MS - 1,
+    )
+    v.step("exactly 10 min ahead", late, now_ms=T0 + 10**6 - FUTURE_TOLERANCE_MS)
+    out.append(v)
+    return out
+
+
+def codec_vectors() -> list[Vector]:
+    """Rejections decided by the entry alone."""
+    out = []
+
+    def vec(reason: Reason, description: str) -> Vector:
+        v = Vector(f"reject_{reason.value}", description)
+        v.start(ALICE)
+        out.append(v)
+        return v
+
+    v = vec(Reason.TOO_LARGE, "More than 16384 bytes: refused before decoding.")
+    v.reject("16385 bytes", b"\x00" * (codec.ENTRY_LIMITS.max_size + 1), Reason.TOO_LARGE)
+
+    v = vec(Reason.TOO_DEEP, "A body nesting more than 6 containers deep.")
+    deep: Any = "x"
+    for _ in range(6):
+        deep = [deep]
+    v.reject(
+        "tags nested 6 more levels",
+        sign_raw(ALICE, v.raw_fields(ALICE, "offer", dict(OFFER, tags=deep))),
+        Reason.TOO_DEEP,
+    )
+
+    v = vec(Reason.MALFORMED, "Not msgpack: truncated, or a reserved byte.")
+    good = v.make(ALICE, Offer(side="offer", title="Bread"))
+    v.reject("truncated by one byte", good.wire[:-1], Reason.MALFORMED)
+    v.reject("the reserved byte 0xc1", b"\xc1", Reason.MALFORMED)
+
+    v = vec(Reason.TRAILING_BYTES, "A valid entry followed by one more byte.")
+    v.reject(
+        "entry + 0x00",
+        v.make(ALICE, Offer(side="offer", title="Bread")).wire + b"\x00",
+        Reason.TRAILING_BYTES,
+    )
+
+    v = vec(Reason.NON_CANONICAL, "Validly signed, but not the canonical encoding.")
+    fields = v.raw_fields(
+        ALICE, "offer", {"title": "Bread", "side": "offer", "tags": [], "description": ""}
+    )
+    v.reject("body keys not sorted", sign_raw(ALICE, fields, sort=False), Reason.NON_CANONICAL)
+    entry = v.make(ALICE, Offer(side="offer", title="Bread"))
+    # Re-encode seq (a fixint) as uint16 0xcd: find it after version, community, author.
+    signed = bytearray(entry.signed)
+    at = 1 + 1 + 34 + 34
+    assert signed[at] == entry.seq
+    signed[at : at + 1] = b"\xcd" + entry.seq.to_bytes(2, "big")
+    wide = pack_raw([bytes(signed), ALICE.sign(Domain.ENTRY, bytes(signed))])
+    v.reject("seq as uint16", wide, Reason.NON_CANONICAL)
+
+    v = vec(Reason.BAD_TYPE, "A float where an integer belongs.")
+    fields = v.raw_fields(ALICE, "transfer", {"amount": 5.0, "memo": "", "to": BOB.public})
+    v.reject("amount 5.0", sign_raw(ALICE, fields), Reason.BAD_TYPE)
+
+    v = vec(Reason.BAD_SHAPE, "Fields of the wrong kind, or an unknown kind.")
+    v.reject("kind 'gift'", sign_raw(ALICE, v.raw_fields(ALICE, "gift", {})), Reason.BAD_SHAPE)
+    v.reject(
+        "an unknown body field",
+        sign_raw(ALICE, v.raw_fields(ALICE, "offer", dict(OFFER, colour="red"))),
+        Reason.BAD_SHAPE,
+    )
+
+    v = vec(Reason.BAD_VERSION, "Version 2, and true for 1.")
+    fields = v.raw_fields(ALICE, "offer", OFFER)
+    v.reject("version 2", sign_raw(ALICE, [2, *fields[1:]]), Reason.BAD_VERSION)
+    v.reject("version true", sign_raw(ALICE, [True, *fields[1:]]), Reason.BAD_VERSION)
+
+    v = vec(Reason.BAD_MEMBER, "A member id that is not a valid public key.")
+    fields = v.raw_fields(ALICE, "transfer", {"amount": 5, "memo": "", "to": bytes(32)})
+    v.reject("pay a small-order key", sign_raw(ALICE, fields), Reason.BAD_MEMBER)
+    identity = (1).to_bytes(32, "little")
+    fields = v.raw_fields(ALICE, "offer", OFFER)
+    fields[2] = identity
+    v.reject("author is the identity point", sign_raw(ALICE, fields), Reason.BAD_MEMBER)
+
+    v = vec(Reason.BAD_AMOUNT, "Amounts are 1 .. 2**53 - 1.")
+    for amount in (0, -5, 2**53):
+        fields = v.raw_fields(ALICE, "transfer", {"amount": amount, "memo": "", "to": BOB.public})
+        v.reject(f"amount {amount}", sign_raw(ALICE, fields), Reason.BAD_AMOUNT)
+
+    v = vec(Reason.BAD_SIGNATURE, "Signatures that do not verify as entry signatures.")
+    entry = v.make(ALICE, Offer(side="offer", title="Bread"))
+    v.reject(
+        "signed for the vote domain",
+        pack_raw([entry.signed, ALICE.sign(Domain.VOTE, entry.signed)]),
+        Reason.BAD_SIGNATURE,
+    )
+    v.reject(
+        "signed by bob",
+        pack_raw([entry.signed, BOB.sign(Domain.ENTRY, entry.signed)]),
+        Reason.BAD_SIGNATURE,
+    )
+    flipped = bytes([entry.signature[0] ^ 1]) + entry.signature[1:]
+    v.reject("one bit of R flipped", pack_raw([entry.signed, flipped]), Reason.BAD_SIGNATURE)
+    s = (
+        int.from_bytes(entry.signature[32:], "little")
+        + 2**252
+        + 27742317777372353535851937790883648493
+    )
+    v.reject(
+        "S + L",
+        pack_raw([entry.signed, entry.signature[:32] + s.to_bytes(32, "little")]),
+        Reason.BAD_SIGNATURE,
+    )
+    v.step("the entry itself", entry)
+    return out
+
+
+def rule_vectors() -> list[Vector]:
+    """Rejections by the ledger rules."""
+    out = []
+
+    def vec(reason: Reason, description: str, *members: SigningKey, **rules: Any) -> Vector:
+        v = Vector(f"reject_{reason.value}", description, **rules)
+        v.start(*members)
+        out.append(v)
+        return v
+
+    v = vec(
+        Reason.BAD_PREV,
+        "prev set at seq 1 or nil after it (a prev nobody holds waits instead).",
+        ALICE,
+    )
+    v.add("alice offers (seq 2)", ALICE, Offer(side="offer", title="Bread"))
+    v.step(
+        "seq 3 naming a prev nobody holds: it waits for that entry",
+        v.make(ALICE, Offer(side="offer", title="Jam"), prev=bytes(32)),
+        Status.WAITING,
+    )
+    fields = v.raw_fields(ALICE, "offer", OFFER)
+    fields[4] = None
+    v.reject("seq 3 with a nil prev", sign_raw(ALICE, fields), Reason.BAD_PREV)
+
+    v = Vector("reject_unknown_community", "An entry of a community the node does not follow.")
+    out.append(v)
+    v.reject("alice's join before the genesis", v.make(ALICE, Join()), Reason.UNKNOWN_COMMUNITY)
+    v.step("genesis", v.genesis)
+    v.reject(
+        "a join naming another community",
+        v.make(ALICE, Join(), community=bytes(32)),
+        Reason.UNKNOWN_COMMUNITY,
+    )
+
+    v = vec(Reason.JOIN_FIRST, "A log starts with its one join.", ALICE)
+    v.reject(
+        "bob's offer at seq 1", v.make(BOB, Offer(side="offer", title="Bread")), Reason.JOIN_FIRST
+    )
+    v.reject("alice joins again", v.make(ALICE, Join()), Reason.JOIN_FIRST)
+
+    v = vec(Reason.BAD_VOUCH, "Admission by vouches.", ALICE, admission="vouch")
+    v.reject("bob joins without a vouch", v.make(BOB, Join()), Reason.BAD_VOUCH)
+    vc = v.add("alice vouches for carol", ALICE, Vouch(member=CAROL.public))
+    v.reject("bob joins with carol's vouch", v.make(BOB, Join(vouch=vc.ref)), Reason.BAD_VOUCH)
+    v.reject(
+        "alice vouches for herself", v.make(ALICE, Vouch(member=ALICE.public)), Reason.BAD_VOUCH
+    )
+    v.reject(
+        "a vouch above the community's limit",
+        v.make(ALICE, Vouch(member=BOB.public, limit=101)),
+        Reason.BAD_VOUCH,
+    )
+
+    v = vec(Reason.SELF_PAYMENT, "A member cannot pay itself.", ALICE)
+    v.reject(
+        "alice pays alice", v.make(ALICE, Transfer(to=ALICE.public, amount=1)), Reason.SELF_PAYMENT
+    )
+
+    v = vec(Reason.OVERDRAFT, "The credit limit is 100.", ALICE, BOB)
+    v.add("alice pays bob 60", ALICE, Transfer(to=BOB.public, amount=60))
+    v.reject(
+        "alice pays bob 41", v.make(ALICE, Transfer(to=BOB.public, amount=41)), Reason.OVERDRAFT
+    )
+    v.add("alice pays bob 40", ALICE, Transfer(to=BOB.public, amount=40))
+
+    v = vec(Reason.OVER_CEILING, "The ceiling is 50.", ALICE, BOB, ceiling=50)
+    t1 = v.add("alice pays bob 50", ALICE, Transfer(to=BOB.public, amount=50))
+    t2 = v.add("alice pays bob 1", ALICE, Transfer(to=BOB.public, amount=1))
+    v.add("bob accepts 50", BOB, Accept(transfer=t1.ref))
+    v.reject("bob accepts 1 more", v.make(BOB, Accept(transfer=t2.ref)), Reason.OVER_CEILING)
+
+    v = vec(Reason.NOT_A_TRANSFER, "Accepting an offer.", ALICE, BOB)
+    o = v.add("alice offers", ALICE, Offer(side="offer", title="Bread"))
+    v.reject("bob accepts the offer", v.make(BOB, Accept(transfer=o.ref)), Reason.NOT_A_TRANSFER)
+
+    v = vec(Reason.NOT_PAYEE, "Accepting a transfer addressed to someone else.", ALICE, BOB, CAROL)
+    t = v.add("alice pays bob", ALICE, Transfer(to=BOB.public, amount=5))
+    v.reject("carol accepts it", v.make(CAROL, Accept(transfer=t.ref)), Reason.NOT_PAYEE)
+
+    v = vec(Reason.ALREADY_ANSWERED, "Accepting twice; declining what was accepted.", ALICE, BOB)
+    t = v.add("alice pays bob", ALICE, Transfer(to=BOB.public, amount=5))
+    v.add("bob accepts", BOB, Accept(transfer=t.ref))
+    v.reject("bob accepts again", v.make(BOB, Accept(transfer=t.ref)), Reason.ALREADY_ANSWERED)
+    v.reject("bob declines it", v.make(BOB, Decline(transfer=t.ref)), Reason.ALREADY_ANSWERED)
+
+    v = vec(Reason.NOT_A_DECLINE, "A reclaim naming the transfer, not a decline.", ALICE, BOB)
+    t = v.add("alice pays bob", ALICE, Transfer(to=BOB.public, amount=5))
+    v.reject(
+        "alice reclaims naming it", v.make(ALICE, Reclaim(decline=t.ref)), Reason.NOT_A_DECLINE
+    )
+
+    v = vec(Reason.NOT_PAYER, "Reclaiming someone else's declined transfer.", ALICE, BOB, CAROL)
+    t = v.add("bob pays carol", BOB, Transfer(to=CAROL.public, amount=5))
+    d = v.add("carol declines", CAROL, Decline(transfer=t.ref))
+    v.reject("alice reclaims it", v.make(ALICE, Reclaim(decline=d.ref)), Reason.NOT_PAYER)
+
+    v = vec(Reason.ALREADY_RECLAIMED, "Reclaiming twice.", ALICE, BOB)
+    t = v.add("alice pays bob", ALICE, Transfer(to=BOB.public, amount=5))
+    d = v.add("bob declines", BOB, Decline(transfer=t.ref))
+    v.add("alice reclaims", ALICE, Reclaim(decline=d.ref))
+    v.reject(
+        "alice reclaims again", v.make(ALICE, Reclaim(decline=d.ref)), Reason.ALREADY_RECLAIMED
+    )
+
+    v = vec(
+        Reason.NOT_AN_OFFER, "Paying for, or closing, something that is not an offer.", ALICE, BOB
+    )
+    t = v.add("alice pays bob", ALICE, Transfer(to=BOB.public, amount=5))
+    v.reject(
+        "a transfer naming a transfer as its offer",
+        v.make(ALICE, Transfer(to=BOB.public, amount=5, offer=t.ref)),
+        Reason.NOT_AN_OFFER,
+    )
+    v.reject(
+        "alice closes her transfer", v.make(ALICE, OfferClose(offer=t.ref)), Reason.NOT_AN_OFFER
+    )
+
+    v = vec(Reason.NOT_OWN_OFFER, "Closing another member's offer.", ALICE, BOB)
+    o = v.add("bob offers", BOB, Offer(side="offer", title="Bread"))
+    v.reject("alice closes it", v.make(ALICE, OfferClose(offer=o.ref)), Reason.NOT_OWN_OFFER)
+
+    v = vec(Reason.ALREADY_CLOSED, "Closing an offer twice.", ALICE)
+    o = v.add("alice offers", ALICE, Offer(side="offer", title="Bread"))
+    v.add("alice closes it", ALICE, OfferClose(offer=o.ref))
+    v.reject("alice closes it again", v.make(ALICE, OfferClose(offer=o.ref)), Reason.ALREADY_CLOSED)
+    return out
+
+
+def build() -> dict[str, Any]:
+    vectors = accepted_vectors() + codec_vectors() + rule_vectors()
+    return {
+        "format": FORMAT,
+        "description": (
+            "troc protocol test vectors (docs/protocol.md §7). Each vector starts a fresh "
+            "node; ingest each step's wire bytes (hex) at now_ms and compare the verdict; "
+            "then compare the counted balances and the frozen logs."
+        ),
+        "keys": {n: {"seed": seed(n).hex(), "public": KEYS[n].public.hex()} for n in NAMES},
+        "not_covered": NOT_COVERED,
+        "vectors": [v.render() for v in vectors],
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=1, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        same = PATH.exists() and PATH.read_text(encoding="utf-8") == text
+        print(
+            "vectors.json is up to date" if same else "vectors.json would change", file=sys.stderr
+        )
+        return 0 if same else 1
+    PATH.write_text(text, encoding="utf-8")
+    print(f"wrote {PATH} ({len(text)} bytes)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
