@@ -1,0 +1,411 @@
+"""Ingest benchmark: how close does storing come to verifying signatures?
+
+Builds (deterministically, from a seed) a community of 100 members and N valid
+signed entries: joins, offers, offer closes, transfers, accepts, and a few
+declines and reclaims. Entries are signed directly, with balances tracked
+here, so generation needs no ledger; they are cached under bench/out/ so
+reruns start at once.
+
+Then, on one core (the process pins itself to one CPU), it measures:
+
+- ``verify_per_s``: raw ``troc.crypto.sign.verify`` over the same entries;
+- ``ingest_per_s``: entries decoded, checked by ``Ledger`` and committed to a
+  fresh on-disk ``Store``, 1000 entries per (non-durable) transaction;
+- ``ratio``: ingest_per_s / verify_per_s, both from this run (absolute rates
+  drift between runs on shared machines, ratios much less);
+- ``balance_query_us``: median time of one ``Ledger.balance`` on the full
+  store just reopened (cold: it reads SQLite), and ``balance_cached_us``;
+- ``ingest_per_s_all_cores``: the same ingest with signatures verified in a
+  thread pool (PyNaCl releases the GIL) while the main thread stores;
+- ``rss_mb``: peak resident memory of the whole run.
+
+The last line of output is one JSON object with those keys.
+
+    python bench/ingest.py                 # 100,000 entries
+    python bench/ingest.py --entries 10000 # a quick run
+    python bench/ingest.py --profile       # cProfile of the one-core ingest
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import cProfile
+import hashlib
+import json
+import os
+import pstats
+import random
+import resource
+import statistics
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from troc.crypto.sign import Domain, MemberId, SigningKey, verify
+from troc.node.store import Store
+from troc.protocol import codec
+from troc.protocol.entry import (
+    VERSION,
+    Accept,
+    AnyBody,
+    CommunityId,
+    Decline,
+    Entry,
+    EntryId,
+    Genesis,
+    Join,
+    Offer,
+    OfferClose,
+    Reclaim,
+    Ref,
+    Transfer,
+)
+from troc.protocol.ledger import Ledger, Status
+
+OUT = Path(__file__).resolve().parent / "out"
+MEMBERS = 100
+CREDIT_LIMIT = 1_000
+BASE_MS = 1_700_000_000_000
+BATCH = 1000
+WORDS = [
+    "bike",
+    "repair",
+    "bread",
+    "garden",
+    "lessons",
+    "guitar",
+    "french",
+    "cooking",
+    "childcare",
+    "sewing",
+    "carpentry",
+    "plumbing",
+    "tutoring",
+    "massage",
+    "haircut",
+    "eggs",
+    "honey",
+    "jam",
+    "firewood",
+    "transport",
+    "moving",
+    "computer",
+    "help",
+    "translation",
+    "painting",
+    "yoga",
+]
+
+
+# -- generation -------------------------------------------------------------
+
+
+class _Member:
+    __slots__ = ("balance", "declined", "key", "offers", "pending_in", "prev", "seq")
+
+    def __init__(self, key: SigningKey) -> None:
+        self.key = key
+        self.seq = 0
+        self.prev: bytes | None = None
+        self.balance = 0
+        self.pending_in: deque[tuple[Ref, int, int]] = deque()  # (transfer, amount, payer)
+        self.declined: list[tuple[Ref, int]] = []  # (decline ref, amount)
+        self.offers: list[Ref] = []
+
+
+def _sign(
+    key: SigningKey, community: bytes | None, seq: int, prev: bytes | None, ts: int, body: AnyBody
+) -> tuple[bytes, EntryId]:
+    signed = codec.pack(
+        [VERSION, community, key.public, seq, prev, ts, body.KIND.value, body.to_wire()]
+    )
+    signature = key.sign(Domain.ENTRY, signed)
+    return codec.pack([signed, signature]), EntryId(hashlib.sha256(signed).digest())
+
+
+def generate(n: int, seed: int) -> list[bytes]:
+    """``n`` entries (genesis included), every one valid in order."""
+    rng = random.Random(seed)
+    members = [
+        _Member(SigningKey(hashlib.sha256(b"troc-bench-%d-%d" % (seed, i)).digest()))
+        for i in range(MEMBERS)
+    ]
+    out: list[bytes] = []
+    genesis, cid = _sign(
+        members[0].key,
+        None,
+        0,
+        None,
+        BASE_MS,
+        Genesis(name="Bench LETS", unit="hour", credit_limit=CREDIT_LIMIT),
+    )
+    out.append(genesis)
+    community = CommunityId(cid)
+
+    def append(m: _Member, body: AnyBody) -> Ref:
+        m.seq += 1
+        wire, eid = _sign(m.key, community, m.seq, m.prev, BASE_MS + len(out), body)
+        m.prev = eid
+        out.append(wire)
+        return Ref(m.key.public, m.seq, eid)
+
+    for i, m in enumerate(members):
+        if len(out) >= n:
+            return out
+        append(m, Join(name=f"member {i}"))
+    while len(out) < n:
+        i = rng.randrange(MEMBERS)
+        m = members[i]
+        r = rng.random()
+        if m.pending_in and r < 0.9:
+            t, amount, payer = m.pending_in.popleft()
+            if rng.random() < 0.05:
+                d = append(m, Decline(transfer=t, reason="not now"))
+                members[payer].declined.append((d, amount))
+            else:
+                append(m, Accept(transfer=t))
+                m.balance += amount
+        elif m.declined:
+            d, amount = m.declined.pop()
+            append(m, Reclaim(decline=d))
+            m.balance += amount
+        elif r < 0.06 or (r < 0.08 and not m.offers):
+            tags = tuple(sorted(set(rng.sample(WORDS, 2))))
+            title = " ".join(rng.sample(WORDS, 3))
+            side = "offer" if rng.random() < 0.7 else "want"
+            ref = append(
+                m, Offer(side=side, title=title, description=f"{title}, ask me", tags=tags)
+            )
+            m.offers.append(ref)
+        elif r < 0.08:
+            append(m, OfferClose(offer=m.offers.pop(rng.randrange(len(m.offers)))))
+        else:
+            j = rng.randrange(MEMBERS - 1)
+            j += j >= i
+            amount = rng.randint(1, 60)
+            if m.balance - amount < -CREDIT_LIMIT:
+                continue  # would overdraw: pick another move
+            payee = members[j]
+            t = append(m, Transfer(to=payee.key.public, amount=amount, memo=f"#{len(out)}"))
+            m.balance -= amount
+            payee.pending_in.append((t, amount, i))
+    return out
+
+
+def load(n: int, seed: int) -> list[bytes]:
+    """The cached entries for (n, seed), generated on first use."""
+    path = OUT / f"entries-{n}-seed{seed}.bin"
+    if path.exists():
+        data = path.read_bytes()
+        wires, pos = [], 0
+        while pos < len(data):
+            (size,) = struct.unpack_from(">I", data, pos)
+            wires.append(data[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+        return wires
+    t0 = time.perf_counter()
+    wires = generate(n, seed)
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(b"".join(struct.pack(">I", len(w)) + w for w in wires))
+    tmp.replace(path)
+    print(f"generated {n} entries in {time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr)
+    return wires
+
+
+# -- measurements -----------------------------------------------------------
+
+
+def _fresh_store(name: str) -> Store:
+    path = OUT / name
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+    return Store.open(path)
+
+
+def _chunks(seq: Sequence[bytes], size: int) -> Iterator[Sequence[bytes]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def measure_one_core(
+    wires: Sequence[bytes], now_ms: int, profile: bool
+) -> tuple[float, float, float, Store]:
+    """Entries per second of raw verify, of decode (no signature check) and of
+    ingest, batch by batch, interleaved: each batch is verified, decoded, then
+    ingested, so load from other processes on a shared machine hits all three
+    alike and the ratio stays meaningful."""
+    parts = []
+    for w in wires:
+        signed, signature = msgpack.unpackb(w)
+        author = msgpack.unpackb(signed)[2]
+        parts.append((author, signed, signature))
+    store = _fresh_store("ingest.db")
+    ledger = Ledger(store)
+    profiler = cProfile.Profile() if profile else None
+    t_verify = t_decode = t_ingest = 0.0
+    bad = 0
+    for start in range(0, len(wires), BATCH):
+        t0 = time.perf_counter()
+        for author, signed, signature in parts[start : start + BATCH]:
+            if not verify(Domain.ENTRY, author, signed, signature):
+                raise SystemExit("bench entry with a bad signature")
+        t1 = time.perf_counter()
+        for w in wires[start : start + BATCH]:
+            Entry.decode(w, check_signature=False)
+        t2 = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        with store.transaction():
+            for w in wires[start : start + BATCH]:
+                if ledger.ingest(w, now_ms).status is not Status.ACCEPTED:
+                    bad += 1
+        if profiler:
+            profiler.disable()
+        t3 = time.perf_counter()
+        t_verify += t1 - t0
+        t_decode += t2 - t1
+        t_ingest += t3 - t2
+    if bad:
+        raise SystemExit(f"{bad} bench entries were not accepted")
+    if profiler:
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
+    n = len(wires)
+    return n / t_verify, n / t_decode, n / t_ingest, store
+
+
+def _verify_all(items: list[tuple[bytes, bytes, bytes]]) -> bool:
+    """Verify (author, signed, signature) triples (top level: process pools pickle it)."""
+    return all(verify(Domain.ENTRY, a, m, s) for a, m, s in items)
+
+
+def measure_ingest_parallel(
+    wires: Sequence[bytes], now_ms: int, workers: int, pool_kind: str
+) -> float:
+    """Decode in the main thread, verify in a pool, store in the main thread.
+
+    Batch k+1 is decoded and handed to the pool before batch k is stored, so
+    verification overlaps storing. ``pool_kind`` is ``thread`` (PyNaCl
+    releases the GIL during the check itself) or ``process``.
+    """
+    store = _fresh_store("ingest-mt.db")
+    ledger = Ledger(store)
+    pool: concurrent.futures.Executor = (
+        concurrent.futures.ThreadPoolExecutor(workers)
+        if pool_kind == "thread"
+        else concurrent.futures.ProcessPoolExecutor(workers)
+    )
+    t0 = time.perf_counter()
+    with pool:
+
+        def submit(batch: Sequence[bytes]) -> tuple[list[Entry], list[Any]]:
+            entries = [Entry.decode(w, check_signature=False) for w in batch]
+            items = [(e.author, e.signed, e.signature) for e in entries]
+            step = -(-len(items) // workers)
+            futures = [
+                pool.submit(_verify_all, items[i : i + step]) for i in range(0, len(items), step)
+            ]
+            return entries, futures
+
+        chunks = list(_chunks(wires, BATCH))
+        pending = submit(chunks[0]) if chunks else None
+        for k in range(len(chunks)):
+            assert pending is not None
+            entries, futures = pending
+            pending = submit(chunks[k + 1]) if k + 1 < len(chunks) else None
+            if not all(f.result() for f in futures):
+                raise SystemExit("bench entry with a bad signature")
+            with store.transaction():
+                for e in entries:
+                    if ledger.ingest_entry(e, now_ms).status is not Status.ACCEPTED:
+                        raise SystemExit("bench entry not accepted")
+    rate = len(wires) / (time.perf_counter() - t0)
+    store.close()
+    return rate
+
+
+def measure_balance(
+    store: Store, members: list[MemberId], community: CommunityId
+) -> tuple[float, float]:
+    """Median µs of one balance query: cold (store just reopened), then cached."""
+    path = store.path
+    store.close()
+    store = Store.open(path)
+    ledger = Ledger(store)
+    cold, hot = [], []
+    for m in members:
+        t0 = time.perf_counter()
+        ledger.balance(community, m)
+        cold.append(time.perf_counter() - t0)
+    for m in members:
+        t0 = time.perf_counter()
+        ledger.balance(community, m)
+        hot.append(time.perf_counter() - t0)
+    store.close()
+    return statistics.median(cold) * 1e6, statistics.median(hot) * 1e6
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=100_000, help="entries (default 100000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="cProfile the one-core ingest")
+    parser.add_argument("--no-threads", action="store_true", help="skip the all-cores ingest")
+    args = parser.parse_args(argv)
+
+    wires = load(args.entries, args.seed)
+    now_ms = BASE_MS + len(wires) + 1
+    genesis = Entry.decode(wires[0])
+    community = CommunityId(genesis.id)
+
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[-1]})  # one core for the one-core measures
+    verify_rate, decode_rate, ingest_rate, store = measure_one_core(wires, now_ms, args.profile)
+    print(f"verify:  {verify_rate:,.0f} entries/s", file=sys.stderr)
+    print(f"decode:  {decode_rate:,.0f} entries/s (no signature check)", file=sys.stderr)
+    print(f"ingest:  {ingest_rate:,.0f} entries/s", file=sys.stderr)
+    members = [MemberId(m) for m, _ in store.heads(community)]
+    count = store.entry_count(community)
+    assert count == len(wires) - 1, count
+    db_mb = sum(f.stat().st_size for f in OUT.iterdir() if f.name.startswith("ingest.db")) / 2**20
+    cold_us, hot_us = measure_balance(store, members, community)
+    print(f"balance: {cold_us:.1f} µs cold, {hot_us:.2f} µs cached", file=sys.stderr)
+    os.sched_setaffinity(0, set(cpus))
+
+    result: dict[str, Any] = {
+        "entries": len(wires),
+        "verify_per_s": round(verify_rate),
+        "ingest_per_s": round(ingest_rate),
+        "ratio": round(ingest_rate / verify_rate, 3),
+        "decode_per_s": round(decode_rate),
+        "balance_query_us": round(cold_us, 1),
+        "balance_cached_us": round(hot_us, 2),
+        "store_mb": round(db_mb, 1),
+    }
+    if not args.no_threads:
+        threads = measure_ingest_parallel(wires, now_ms, len(cpus), "thread")
+        print(f"ingest, {len(cpus)} cores (threads): {threads:,.0f} entries/s", file=sys.stderr)
+        procs = measure_ingest_parallel(wires, now_ms, max(1, len(cpus) - 1), "process")
+        print(f"ingest, {len(cpus)} cores (processes): {procs:,.0f} entries/s", file=sys.stderr)
+        result["ingest_per_s_all_cores"] = round(threads)
+        result["ingest_per_s_all_cores_processes"] = round(procs)
+        result["cores"] = len(cpus)
+    result["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    for name in ("ingest.db", "ingest-mt.db"):
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(OUT / f"{name}{suffix}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

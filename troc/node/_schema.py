@@ -1,0 +1,255 @@
+"""The store's SQLite schema, its statements, and opening a file as a store.
+
+Private to :mod:`troc.node.store`. The layout, and why it is keyed as it is,
+is explained there. Format changes bump :data:`SCHEMA_VERSION`; a store
+written by a newer troc is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from troc.errors import StoreError
+from troc.protocol.entry import Kind
+
+#: The format this code writes. A store with a higher version is refused.
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id``: "troc" in ASCII, so other SQLite files are told apart.
+APPLICATION_ID = 0x74726F63
+_VERSION_KEY = "schema_version"
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE genesis (
+    community BLOB PRIMARY KEY,
+    wire BLOB NOT NULL
+) WITHOUT ROWID;
+
+-- One row per (community, author) seen, member or payee: its log id (lid)
+-- and its head (seq is NULL until the log has an entry). top is the highest
+-- seq stored on any branch.
+CREATE TABLE logs (
+    lid INTEGER PRIMARY KEY,
+    community BLOB NOT NULL,
+    author BLOB NOT NULL,
+    top INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER,
+    id BLOB,
+    balance INTEGER,
+    lim INTEGER,
+    frozen_at INTEGER,
+    cut_balance INTEGER,
+    frozen_credit INTEGER
+);
+CREATE UNIQUE INDEX logs_key ON logs (community, author);
+
+-- Every accepted entry with its log's state right after it (Stored), and its
+-- reference row inline (target_*, amount: NULL if it has none), since an
+-- entry has at most one in practice; others go to more_refs.
+CREATE TABLE entries (
+    lid INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    balance INTEGER NOT NULL,
+    lim INTEGER NOT NULL,
+    target_lid INTEGER,
+    target_seq INTEGER,
+    target_id BLOB,
+    amount INTEGER,
+    wire BLOB NOT NULL,
+    PRIMARY KEY (lid, seq, id)
+) WITHOUT ROWID;
+-- refs_to and refs_by: rows by their target. refs_from walks the key.
+CREATE INDEX entries_by_target ON entries (target_lid, target_seq, kind)
+    WHERE target_lid IS NOT NULL;
+
+-- Reference rows that do not fit their entry's row (none from today's ledger).
+CREATE TABLE more_refs (
+    target_lid INTEGER NOT NULL,
+    target_seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    lid INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    target_id BLOB NOT NULL,
+    amount INTEGER NOT NULL,
+    PRIMARY KEY (target_lid, target_seq, kind, lid, seq, id, target_id)
+) WITHOUT ROWID;
+CREATE INDEX more_refs_from ON more_refs (lid, kind, seq);
+
+CREATE TABLE forks (
+    community BLOB NOT NULL,
+    author BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    first BLOB NOT NULL,
+    second BLOB NOT NULL,
+    PRIMARY KEY (community, author, seq)
+) WITHOUT ROWID;
+
+-- Entries parked until a dependency arrives (bounded by the Store).
+CREATE TABLE waiting (
+    wid INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    wire BLOB NOT NULL
+);
+CREATE TABLE waiting_keys (
+    community BLOB NOT NULL,
+    author BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    wid INTEGER NOT NULL,
+    PRIMARY KEY (community, author, seq, id, wid)
+) WITHOUT ROWID;
+CREATE INDEX waiting_keys_wid ON waiting_keys (wid);
+
+-- Derived: each member's history, newest first: its own entries and the
+-- transfers addressed to it, by (timestamp, id); src_* is where the entry is.
+CREATE TABLE timeline (
+    lid INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    src_lid INTEGER NOT NULL,
+    src_seq INTEGER NOT NULL,
+    PRIMARY KEY (lid, ts, id)
+) WITHOUT ROWID;
+-- Derived: transfers not settled yet, so it stays small: 'open' until
+-- answered; 'declined' until reclaimed. Accepted and reclaimed ones leave.
+CREATE TABLE pending (
+    payer_lid INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    payee_lid INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (payer_lid, seq, id)
+) WITHOUT ROWID;
+CREATE INDEX pending_in ON pending (payee_lid) WHERE state = 'open';
+
+-- Derived: offers and wants, searchable. The text lives in the entry; the
+-- full-text index is contentless and joined on oid.
+CREATE TABLE offers (
+    oid INTEGER PRIMARY KEY,
+    community BLOB NOT NULL,
+    author BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    side TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    expires_ms INTEGER,
+    closed INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX offers_key ON offers (community, author, seq, id);
+CREATE INDEX offers_by_time ON offers (community, ts);
+CREATE TABLE offer_tags (
+    community BLOB NOT NULL,
+    tag TEXT NOT NULL,
+    oid INTEGER NOT NULL,
+    PRIMARY KEY (community, tag, oid)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE offers_fts USING fts5(
+    title, description, tags, content='', tokenize='unicode61 remove_diacritics 2'
+);
+"""
+
+_SELECT_LOG = (
+    "SELECT lid, top, seq, id, balance, lim, frozen_at, cut_balance, frozen_credit"
+    " FROM logs WHERE community = ? AND author = ?"
+)
+_UPDATE_LOG = (
+    "UPDATE logs SET top = ?, seq = ?, id = ?, balance = ?, lim = ?, frozen_at = ?,"
+    " cut_balance = ?, frozen_credit = ? WHERE lid = ?"
+)
+_INSERT_ENTRY = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT_ENTRY = "SELECT balance, lim, wire FROM entries WHERE lid = ? AND seq = ? AND id = ?"
+_INSERT_MORE_REF = "INSERT OR IGNORE INTO more_refs VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_TIMELINE = "INSERT INTO timeline VALUES (?, ?, ?, ?, ?)"
+_INSERT_TIMELINE_2 = "INSERT INTO timeline VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)"
+_INSERT_PENDING = "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?, 'open')"
+# Reference rows as RefRow columns, from entries (r) or more_refs (r); the
+# caller appends the WHERE clause, on columns named alike in both tables.
+_SELECT_REFS = (
+    "SELECT r.kind, b.author, r.seq, r.id, t.author, r.target_seq, r.target_id, r.amount"
+    " FROM {table} r JOIN logs b ON b.lid = r.lid JOIN logs t ON t.lid = r.target_lid"
+)
+# What an answer does to the pending transfer it names.
+_PENDING_MOVES = {
+    Kind.ACCEPT: (
+        "DELETE FROM pending WHERE payer_lid = ? AND seq = ? AND id = ? AND state = 'open'"
+    ),
+    Kind.DECLINE: (
+        "UPDATE pending SET state = 'declined'"
+        " WHERE payer_lid = ? AND seq = ? AND id = ? AND state = 'open'"
+    ),
+    Kind.RECLAIM: (
+        "DELETE FROM pending WHERE payer_lid = ? AND seq = ? AND id = ? AND state = 'declined'"
+    ),
+}
+_CLOSE_OFFER = (
+    "UPDATE offers SET closed = 1 WHERE community = ? AND author = ? AND seq = ? AND id = ?"
+)
+
+
+def prepare(conn: sqlite3.Connection, path: Path, cache_mib: int) -> None:
+    """Check the file is a troc store of a format we read, or make it one."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a troc store ({exc})") from None
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and objects):
+        raise StoreError(f"{path} is not a troc store (it is some other SQLite database)")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise StoreError(f"{path}: cannot use write-ahead logging (journal mode {mode})")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA cache_size = -{int(cache_mib) * 1024}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA wal_autocheckpoint = 10000")
+    if app_id == 0:
+        # A new file: the whole schema in one transaction, so a crash leaves
+        # either nothing (and the next open starts again) or all of it.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(_SCHEMA):
+                conn.execute(statement)
+            conn.execute("INSERT INTO meta VALUES (?, ?)", (_VERSION_KEY, str(SCHEMA_VERSION)))
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_VERSION_KEY,)).fetchone()
+    try:
+        version = int(row[0]) if row is not None else -1
+    except ValueError:
+        version = -1
+    if version < 1:
+        raise StoreError(f"{path} is a damaged troc store (no schema version)")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} is in store format {version}, newer than this troc reads"
+            f" ({SCHEMA_VERSION}): upgrade troc"
+        )
+    # version < SCHEMA_VERSION would migrate here; there is only version 1 so far.
+
+
+def _statements(script: str) -> list[str]:
+    """Split the schema into statements (executescript would COMMIT on its own)."""
+    out: list[str] = []
+    current: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--") or not line.strip():
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            out.append("\n".join(current))
+            current = []
+    return out
