@@ -1,0 +1,657 @@
+"""Anti-entropy: two nodes make their copies of a community equal.
+
+Theory of operation
+-------------------
+Gossip is fast but lossy; this protocol makes convergence certain. One sync
+session runs over one ordered, reliable channel (a libp2p stream
+``/troc/sync/1.0.0`` in the node; an in-memory pair in tests). Both sides run
+a :class:`SyncSession`; it is fed messages and returns messages to send, and
+never touches a socket, a clock or a file (h11's shape).
+
+1. The initiator sends ``hello``: the community, a digest of its per-author
+   heads and frozen points (see 6), and the heads' count. If the responder's
+   digest is equal the responder answers ``same`` and the session ends: an
+   up-to-date pair exchanges a few hundred bytes, whatever the history.
+2. Otherwise both send their ``heads`` (author, seq, id of each log's head;
+   and fork proofs, see 6).
+   Each side then knows what the other lacks and streams it in ``entries``
+   batches, oldest first per author, the authors' entries merged by
+   timestamp so that an accept tends to arrive after the transfer it names
+   (fewer entries wait), then ``end``. The cost grows with the difference,
+   not the history. The bulk flows one way at a time: the responder streams
+   first, the initiator only after the responder's ``end``. Were both to
+   stream at once, each could block writing into a full flow-control window
+   while the other, also writing, never reads: a deadlock. Small messages
+   (``want``) may cross at any time.
+3. An entry that arrives before something it names (waiting) makes the
+   receiver ask for exactly that (``want``: author, seq, id); the answer is an
+   ``entries`` message with ``reply`` set, as many of the wanted entries as
+   fit in one frame. Chains of wants are bounded per session; the next
+   session continues.
+4. A side that has sent ``end``, received ``end`` and has no want
+   outstanding sends ``fin``; the session is over when both have sent ``fin``.
+5. Forks. An entry whose prev is not the receiver's entry at that seq shows
+   the two sides hold different branches of a forked log. The receiver
+   wants the sender's entry at that seq (and, if its ledger rejected the
+   entry as bad_prev rather than parking it, sends its own there), so both
+   sides get the fork proof, not only the one that happened to be behind.
+   Likewise a peer head below one's own that one does not hold is on the
+   other branch: the initiator wants it with its heads, the responder after
+   its ``end`` (a reply may be large: it must not cross a stream).
+   A want for an entry at or below the asker's own head (as announced in
+   its heads) can only come from the other branch: the reply then carries
+   the responder's branch below that entry too, oldest first (as much as
+   fits), so the asker finds where the branches meet in one round trip
+   rather than one per entry.
+6. Frozen logs. Once a fork is known, the author's entries from the fork
+   point on never count, and nodes may well hold different parts of them
+   (each its own first-seen branch). So for sync a frozen author's head is
+   its last *counted* entry: seq ``frozen_at - 1`` and that entry's id (the
+   prefix below the fork, which every node agrees on); an author frozen at
+   seq 1 is left out of the heads. The digest also covers the frozen points
+   (author, seq). ``heads`` carries the proofs of the sender's frozen points
+   (``f``: [first wire, second wire] pairs, bounded; the initiator leaves
+   out those the responder just sent), and the receiver ingests both
+   entries of each once the sender's stream has ended (what they build on
+   has arrived by then): storing the one it lacks records the fork through
+   the ledger's ordinary path. Nodes that know the same fork thus converge
+   to one digest; entries beyond a fork point are never streamed, only
+   fetched when something references them (a want), and the reply then
+   carries the branch below the wanted entry down to the fork point.
+
+Everything a peer sends is bounded (frame size, entries per batch, heads,
+wants) and checked; a peer that sends bytes that are not well-formed, or
+entries with bad signatures, is reported in :attr:`SyncSession.misbehaviour`
+so the node can cut it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from troc.crypto.sign import MemberId, is_valid_public_key
+from troc.errors import CodecError, RemoteProtocolError
+from troc.protocol import codec
+from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
+from troc.protocol.ledger import Outcome, Reason, Status
+
+__all__ = [
+    "FRAME_LIMITS",
+    "Frozen",
+    "Heads",
+    "SyncSession",
+    "SyncStats",
+    "SyncView",
+    "decode_message",
+    "digest",
+    "encode_message",
+    "sync_state",
+    "view_digest",
+]
+
+PROTOCOL_ID = "/troc/sync/1.0.0"
+MAX_FRAME = 1024 * 1024
+MAX_BATCH = 512
+MAX_HEADS = 10_000
+MAX_WANTS = 256
+MAX_WANT_ROUNDS = 16
+#: Fork proofs in one ``heads`` message: at most this many, and this many
+#: bytes of entries (with MAX_HEADS heads the frame stays under MAX_FRAME).
+MAX_PROOFS = 64
+MAX_PROOF_BYTES = 200 * 1024
+
+FRAME_LIMITS = codec.Limits(
+    max_size=MAX_FRAME,
+    max_depth=4,
+    max_str=64,
+    max_bin=codec.ENTRY_LIMITS.max_size + 64,
+    max_array=MAX_HEADS,
+    max_map=8,
+)
+
+#: Reasons that show the *sender* is faulty: an honest node never stores such an entry.
+MALICIOUS = frozenset(
+    {
+        Reason.TOO_LARGE,
+        Reason.TOO_DEEP,
+        Reason.MALFORMED,
+        Reason.TRAILING_BYTES,
+        Reason.NON_CANONICAL,
+        Reason.BAD_TYPE,
+        Reason.BAD_SHAPE,
+        Reason.BAD_MEMBER,
+        Reason.BAD_AMOUNT,
+        Reason.BAD_SIGNATURE,
+    }
+)
+
+#: (seq, id) of one author's head.
+Heads = dict[MemberId, tuple[int, EntryId]]
+#: Per frozen author: (seq, first wire, second wire) of the fork proof at its
+#: lowest fork point, the seq from which its entries stop counting.
+Frozen = dict[MemberId, tuple[int, bytes, bytes]]
+
+
+class SyncView(Protocol):
+    """What a sync session needs from its node."""
+
+    def heads(self, community: CommunityId) -> Heads:
+        """(seq, id) of each author's head as stored (its first-seen branch)."""
+        ...
+
+    def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
+        """Every fork proof held: (author, seq, first wire, second wire), where
+        ``first`` is the entry that was stored first (so it is valid)."""
+        ...
+
+    def entries_after(
+        self, community: CommunityId, author: MemberId, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """(timestamp_ms, wire) of ``author``'s entries with seq > after_seq, in seq order."""
+        ...
+
+    def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None: ...
+
+    def ingest_batch(self, wires: list[bytes]) -> list[Outcome]: ...
+
+
+def sync_state(view: SyncView, community: CommunityId) -> tuple[Heads, Frozen]:
+    """The heads a node reports to sync, and the proofs of its frozen points.
+
+    A frozen author's reported head is its last counted entry (seq
+    ``frozen_at - 1``, the prefix every node that knows the fork agrees on);
+    an author frozen at seq 1 is left out.
+    """
+    frozen: Frozen = {}
+    for author, seq, first, second in view.forks(community):
+        if author not in frozen or seq < frozen[author][0]:
+            frozen[author] = (seq, first, second)
+    heads = dict(view.heads(community))
+    for author, (seq, first, _second) in frozen.items():
+        if seq == 1:
+            heads.pop(author, None)
+            continue
+        # ``first`` was stored, so it is valid: its prev is the entry at
+        # seq - 1, the only one there (a lower fork would be the frozen point).
+        prev = Entry.decode(first, check_signature=False).prev
+        assert prev is not None
+        heads[author] = (seq - 1, prev)
+    return heads, frozen
+
+
+def digest(heads: Heads, frozen: Iterable[tuple[MemberId, int]] = ()) -> bytes:
+    """A fingerprint of a node's reported heads and frozen points (author,
+    seq) in one community."""
+    points = sorted(frozen)
+    h = hashlib.sha256(b"troc/heads/v2")
+    h.update(len(heads).to_bytes(4, "big"))
+    for author in sorted(heads):
+        seq, eid = heads[author]
+        h.update(author + seq.to_bytes(8, "big") + eid)
+    h.update(len(points).to_bytes(4, "big"))
+    for author, seq in points:
+        h.update(author + seq.to_bytes(8, "big"))
+    return h.digest()
+
+
+def view_digest(view: SyncView, community: CommunityId) -> bytes:
+    """The digest a session started on ``view`` announces."""
+    heads, frozen = sync_state(view, community)
+    return digest(heads, _points(frozen))
+
+
+def _points(frozen: Frozen) -> list[tuple[MemberId, int]]:
+    return [(a, seq) for a, (seq, _f, _s) in frozen.items()]
+
+
+def encode_message(msg: dict[str, Any]) -> bytes:
+    return codec.pack(msg, FRAME_LIMITS)
+
+
+def decode_message(data: bytes) -> dict[str, Any]:
+    """Parse one sync frame. Raises RemoteProtocolError if it is not one."""
+    try:
+        msg = codec.unpack(data, FRAME_LIMITS)
+    except CodecError as exc:
+        raise RemoteProtocolError(f"bad sync frame: {exc}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
+        raise RemoteProtocolError("bad sync frame: not a message")
+    return msg
+
+
+def _bad(what: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"bad sync message: {what}")
+
+
+def _parse_heads(raw: Any) -> Heads:
+    if not isinstance(raw, list) or len(raw) > MAX_HEADS:
+        raise _bad("heads")
+    heads: Heads = {}
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not isinstance(item[0], bytes)
+            or type(item[1]) is not int
+            or not isinstance(item[2], bytes)
+            or len(item[2]) != 32
+            or item[1] < 1
+            or not is_valid_public_key(item[0])
+        ):
+            raise _bad("head")
+        heads[MemberId(item[0])] = (item[1], EntryId(item[2]))
+    return heads
+
+
+def _parse_proofs(raw: Any, community: CommunityId) -> list[tuple[Entry, Entry]]:
+    """Fork proofs as sent in ``heads``: pairs of distinct entries of this
+    community at one (author, seq). Signatures are checked when they are
+    ingested, like any entry's."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_PROOFS:
+        raise _bad("fork proofs")
+    proofs = []
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(isinstance(w, bytes) for w in item)
+        ):
+            raise _bad("fork proof")
+        try:
+            a, b = (Entry.decode(w, check_signature=False) for w in item)
+        except CodecError:
+            raise _bad("fork proof entry") from None
+        if (
+            a.community != community
+            or (a.community, a.author, a.seq) != (b.community, b.author, b.seq)
+            or a.id == b.id
+        ):
+            raise _bad("not a fork proof")
+        proofs.append((a, b))
+    return proofs
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """What one session moved; ``expected`` is known once heads are exchanged."""
+
+    sent: int = 0
+    received: int = 0
+    accepted: int = 0
+    expected: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    same: bool = False
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+class SyncSession:
+    """One side of one sync session. Feed :meth:`receive`; send what it returns."""
+
+    def __init__(
+        self,
+        view: SyncView,
+        community: CommunityId,
+        *,
+        initiator: bool,
+        batch_entries: int = MAX_BATCH,
+        batch_bytes: int = MAX_FRAME // 2,
+    ) -> None:
+        self.view = view
+        self.community = community
+        self.initiator = initiator
+        self.batch_entries = min(batch_entries, MAX_BATCH)
+        self.batch_bytes = min(batch_bytes, MAX_FRAME // 2)
+        self.stats = SyncStats()
+        self.misbehaviour: str | None = None
+        self._mine: Heads = {}
+        self._frozen: Frozen = {}
+        self._sent_heads = False
+        self._got_heads = False
+        self._sent_end = False
+        self._got_end = False
+        self._sent_fin = False
+        self._got_fin = False
+        self._wants_out = 0
+        self._want_rounds = 0
+        self._asked: set[Ref] = set()
+        self._pushed: set[tuple[MemberId, int]] = set()
+        self._peer: Heads = {}  # the peer's heads, once received
+        self._peer_frozen: dict[MemberId, int] = {}  # fork points it sent proofs of
+        self._peer_proofs: list[bytes] = []  # their entries, ingested after its stream
+        self._theirs: Heads | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._sent_fin and self._got_fin
+
+    def start(self) -> list[dict[str, Any]]:
+        """The initiator's first messages."""
+        assert self.initiator
+        self._load()
+        return [{"t": "hello", "c": self.community, "d": self._digest(), "n": len(self._mine)}]
+
+    def receive(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Handle one message from the peer; yields messages to send (lazily,
+        so a large catch-up streams batch by batch). Raises RemoteProtocolError
+        for a message that breaks the protocol."""
+        kind = msg.get("t")
+        if kind == "hello":
+            yield from self._on_hello(msg)
+        elif kind == "same":
+            self._sent_fin = self._got_fin = True
+            self.stats.same = True
+        elif kind == "heads":
+            yield from self._on_heads(msg)
+        elif kind == "entries":
+            yield from self._on_entries(msg)
+        elif kind == "want":
+            yield from self._on_want(msg)
+        elif kind == "end":
+            if self._got_end:
+                raise _bad("end twice")
+            self._got_end = True
+            if self.initiator and self._theirs is not None and not self._sent_end:
+                yield from self._send_missing(self._theirs)
+                self._sent_end = True
+                yield {"t": "end"}
+            # The peer's stream is over, so what its fork proofs build on has
+            # arrived: ingest them now (wanting whatever they still lack).
+            proofs, self._peer_proofs = self._peer_proofs, []
+            if proofs:
+                yield from self._ingest(proofs)
+            yield from self._maybe_fin()
+        elif kind == "fin":
+            self._got_fin = True
+            yield from self._maybe_fin()
+        else:
+            raise _bad(f"unknown type {kind!r}")
+
+    # -- handlers ---------------------------------------------------------
+
+    def _load(self) -> None:
+        self._mine, self._frozen = sync_state(self.view, self.community)
+
+    def _digest(self) -> bytes:
+        return digest(self._mine, _points(self._frozen))
+
+    def _on_hello(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if self.initiator or msg.get("c") != self.community or not isinstance(msg.get("d"), bytes):
+            raise _bad("hello")
+        self._load()
+        if msg["d"] == self._digest():
+            self._sent_fin = self._got_fin = True
+            self.stats.same = True
+            yield {"t": "same"}
+            return
+        self._sent_heads = True
+        yield self._heads_msg()
+
+    def _heads_msg(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "t": "heads",
+            "h": [[a, s, i] for a, (s, i) in sorted(self._mine.items())],
+        }
+        # The proofs of our frozen points, but those the peer just sent us.
+        proofs: list[list[bytes]] = []
+        size = 0
+        for author, (seq, first, second) in sorted(self._frozen.items()):
+            if self._peer_frozen.get(author, seq + 1) <= seq:
+                continue
+            size += len(first) + len(second)
+            if len(proofs) >= MAX_PROOFS or size > MAX_PROOF_BYTES:
+                break  # the rest travel in later sessions (the peer then sends its own)
+            proofs.append([first, second])
+        if proofs:
+            msg["f"] = proofs
+        return msg
+
+    def _on_heads(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if self._got_heads:
+            raise _bad("heads twice")
+        theirs = _parse_heads(msg.get("h"))
+        proofs = _parse_proofs(msg.get("f"), self.community)
+        self._got_heads = True
+        self._peer = theirs
+        for a, b in proofs:
+            if a.seq < self._peer_frozen.get(a.author, a.seq + 1):
+                self._peer_frozen[a.author] = a.seq
+            self._peer_proofs += [a.wire, b.wire]
+        self.stats.expected = sum(
+            max(0, seq - self._mine.get(a, (0, b""))[0]) for a, (seq, _i) in theirs.items()
+        )
+        if not self._sent_heads:
+            self._sent_heads = True
+            yield self._heads_msg()
+        # A peer head below ours that we do not hold is on another branch of
+        # a forked log: ask for it (the reply brings its branch below it).
+        # The responder asks after its stream: the reply may be large and
+        # must not cross it.
+        forked = [
+            Ref(a, seq, eid)
+            for a, (seq, eid) in theirs.items()
+            if seq < self._mine.get(a, (0, b""))[0]
+        ]
+        if self.initiator:
+            self._theirs = theirs  # our turn to stream comes after the responder's end
+            yield from self._want(forked)
+            return
+        yield from self._send_missing(theirs)
+        self._sent_end = True
+        yield {"t": "end"}
+        yield from self._want(forked)
+
+    def _send_missing(self, theirs: Heads) -> Iterator[dict[str, Any]]:
+        """Stream what the peer lacks, per author oldest first, merged by time."""
+        streams = []
+        for author, (seq, eid) in self._mine.items():
+            their_seq, their_id = theirs.get(author, (0, b""))
+            # Nothing from a fork point the peer proved on: it never counts.
+            upto = min(seq, self._peer_frozen.get(author, seq + 1) - 1)
+            if their_seq < upto:
+                streams.append(self._author_entries(author, their_seq, upto))
+            elif their_seq == seq == upto and their_id != eid:
+                # Same length, different head: a fork. Our head proves it.
+                streams.append(self._author_entries(author, seq - 1, seq))
+        yield from self._batches(wire for _ts, wire in heapq.merge(*streams))
+
+    def _batches(self, wires: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+        batch: list[bytes] = []
+        size = 0
+        for wire in wires:
+            batch.append(wire)
+            size += len(wire)
+            if len(batch) >= self.batch_entries or size >= self.batch_bytes:
+                yield self._entries(batch)
+                batch, size = [], 0
+        if batch:
+            yield self._entries(batch)
+
+    def _author_entries(
+        self, author: MemberId, after: int, upto: int
+    ) -> Iterator[tuple[int, bytes]]:
+        """``author``'s entries after seq ``after`` up to ``upto`` (one per seq:
+        at most our reported head, which is below any fork we know)."""
+        page = 1000
+        while after < upto:
+            n = min(page, upto - after)
+            rows = self.view.entries_after(self.community, author, after, n)
+            yield from rows
+            if len(rows) < n:
+                return
+            after += len(rows)
+
+    def _entries(self, wires: list[bytes], *, reply: bool = False) -> dict[str, Any]:
+        self.stats.sent += len(wires)
+        self.stats.bytes_out += sum(len(w) for w in wires)
+        msg: dict[str, Any] = {"t": "entries", "e": wires}
+        if reply:
+            msg["r"] = True
+        return msg
+
+    def _on_entries(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        wires = msg.get("e")
+        if (
+            not isinstance(wires, list)
+            or len(wires) > MAX_BATCH
+            or not all(isinstance(w, bytes) for w in wires)
+        ):
+            raise _bad("entries")
+        if msg.get("r"):
+            if self._wants_out <= 0:
+                raise _bad("a reply nobody asked for")
+            self._wants_out -= 1
+        yield from self._ingest(wires)
+        yield from self._maybe_fin()
+
+    def _ingest(self, wires: list[bytes]) -> Iterator[dict[str, Any]]:
+        """Store what the peer sent; ask for what it depends on."""
+        self.stats.received += len(wires)
+        self.stats.bytes_in += sum(len(w) for w in wires)
+        missing: list[Ref] = []
+        # Per author, the lowest entry that does not link to our chain: the
+        # ones above it in this batch build on it and tell nothing more.
+        off_branch: dict[MemberId, Entry] = {}
+        for outcome in self.view.ingest_batch(wires):
+            if outcome.status is Status.ACCEPTED:
+                self.stats.accepted += 1 + len(outcome.released)
+            elif outcome.status is Status.WAITING:
+                missing.extend(outcome.missing)
+            elif outcome.status is Status.REJECTED and outcome.reason is not None:
+                e = outcome.entry
+                if outcome.reason is Reason.BAD_PREV and e is not None and e.prev is not None:
+                    low = off_branch.get(e.author)
+                    if low is None or e.seq < low.seq:
+                        off_branch[e.author] = e
+                code = outcome.reason.value
+                self.stats.rejected[code] = self.stats.rejected.get(code, 0) + 1
+                # An entry that did not even decode (e is None) cannot come
+                # from an honest store; a well-formed bad_prev is a fork.
+                faulty = outcome.reason in MALICIOUS or (
+                    outcome.reason is Reason.BAD_PREV and e is None
+                )
+                if faulty and self.misbehaviour is None:
+                    self.misbehaviour = f"sent an invalid entry ({code})"
+        push: list[bytes] = []
+        branches: list[Ref] = []
+        for e in off_branch.values():
+            # It extends a branch we lack (a fork): fetch the branch down to
+            # where it meets ours (the reply brings the branch below too),
+            # then the entry again (it was refused, not parked, and what
+            # came after it waits for it); the fork proof follows. Asked
+            # first: a reply comes in the order asked.
+            assert e.prev is not None
+            ref = Ref(e.author, e.seq - 1, e.prev)
+            branches += [ref, e.ref]
+            # The peer holds the other branch and may never ask for ours
+            # (its head can be ahead of ours): send it our entry at that
+            # seq, the other half of the proof. One entry: it may cross
+            # the peer's stream. Not for a fork we knew at the start: its
+            # proof went with our heads.
+            point = self._frozen.get(ref.author)
+            if point is not None and point[0] <= ref.seq:
+                continue
+            if (ref.author, ref.seq) not in self._pushed:
+                self._pushed.add((ref.author, ref.seq))
+                rows = self.view.entries_after(self.community, ref.author, ref.seq - 1, 1)
+                push.extend(w for _ts, w in rows)
+        if push and not self._sent_fin:
+            yield from self._batches(push)
+        yield from self._want(branches + missing)
+
+    def _want(self, missing: list[Ref]) -> Iterator[dict[str, Any]]:
+        """Ask for what is missing, unless asked before or held by now
+        (sent later in the same batch, or released)."""
+        wanted = [
+            r
+            for r in dict.fromkeys(missing)
+            if r not in self._asked and self.view.wire_of(self.community, r) is None
+        ][:MAX_WANTS]
+        if wanted and self._want_rounds < MAX_WANT_ROUNDS and not self._sent_fin:
+            self._want_rounds += 1
+            self._wants_out += 1
+            self._asked.update(wanted)
+            yield {"t": "want", "r": [r.to_wire() for r in wanted]}
+
+    def _on_want(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        raw = msg.get("r")
+        if not isinstance(raw, list) or len(raw) > MAX_WANTS:
+            raise _bad("want")
+        refs = []
+        for item in raw:
+            try:
+                refs.append(Ref.from_wire(item))
+            except CodecError:
+                raise _bad("want ref") from None
+        # One want, one reply: answer what fits in a frame; the peer asks
+        # again for the rest in a later session.
+        found: list[bytes] = []
+        seen: set[bytes] = set()
+        size = 0
+        for ref in refs:
+            wire = self.view.wire_of(self.community, ref)
+            if wire is None:
+                continue
+            for w in [*self._branch_below(ref, wire, len(found)), wire]:
+                if w in seen:
+                    continue
+                if found and (size + len(w) > self.batch_bytes or len(found) >= self.batch_entries):
+                    yield self._entries(found, reply=True)
+                    return
+                found.append(w)
+                seen.add(w)
+                size += len(w)
+        yield self._entries(found, reply=True)
+
+    def _branch_below(self, ref: Ref, wire: bytes, used: int) -> list[bytes]:
+        """The entries below ``ref`` on its branch, oldest first, when the
+        peer evidently lacks them; else nothing.
+
+        * ``ref`` lies beyond a fork point we know: the peer (which may hold
+          the other branch) needs the branch from the fork point up to it,
+          and it is not streamed (it never counts).
+        * A peer whose head (at the start of the session) is at or past
+          ``ref.seq`` holds an entry at that seq, and wants ours: its log is
+          forked below. Without the entries under ``ref`` it would find
+          where the branches meet one want round at a time, never if the
+          fork is deeper than the rounds a session allows (a ledger may
+          reject, rather than park, an entry whose prev is on a branch it
+          lacks).
+
+        The branch is followed by prev links, so ``ref`` may be on any branch.
+        """
+        # Bounded like a want (typical entries: well under 100 KB), since a
+        # reply may cross the peer's stream.
+        room = min(MAX_WANTS, self.batch_entries - used - 1)
+        if ref.seq <= 1 or room <= 0:
+            return []
+        point = self._frozen.get(ref.author)
+        if point is not None and ref.seq > point[0]:
+            floor = point[0]
+        elif self._peer.get(ref.author, (0, b""))[0] >= ref.seq:
+            floor = 1
+        else:
+            return []
+        out: list[bytes] = []
+        seq, cur = ref.seq, wire
+        while seq > max(floor, ref.seq - room):
+            prev = Entry.decode(cur, check_signature=False).prev
+            assert prev is not None  # seq > 1
+            below = self.view.wire_of(self.community, Ref(ref.author, seq - 1, prev))
+            if below is None:  # pragma: no cover - a stored entry's prev is stored
+                break
+            out.append(below)
+            seq, cur = seq - 1, below
+        out.reverse()
+        return out
+
+    def _maybe_fin(self) -> Iterator[dict[str, Any]]:
+        if self._sent_end and self._got_end and self._wants_out == 0 and not self._sent_fin:
+            self._sent_fin = True
+            yield {"t": "fin"}
