@@ -8,7 +8,8 @@ Every error troc raises on purpose derives from :class:`TrocError`::
     ├── RemoteProtocolError     a peer sent something invalid
     │   └── CodecError          bytes that are not a well-formed, canonical troc message
     ├── KeystoreError           a key file that cannot be opened (wrong passphrase, damaged)
-    └── StoreError              the on-disk store is unusable (locked, corrupt, newer format)
+    ├── StoreError              the on-disk store is unusable (locked, corrupt, newer format)
+    └── NetworkError            cannot listen (address in use) or reach a peer
 
 Anything else escaping troc is a bug. Ledger verdicts on entries are not
 exceptions: :func:`troc.protocol.ledger.Ledger.ingest` returns an outcome that
@@ -58,3 +59,7 @@ class KeystoreError(TrocError):
 
 class StoreError(TrocError):
     """The on-disk store cannot be used."""
+
+
+class NetworkError(TrocError):
+    """The node cannot listen where asked, or cannot reach a peer."""

@@ -22,7 +22,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 from nacl.signing import SigningKey
 
-from troc.errors import LocalProtocolError
+from troc.errors import LocalProtocolError, NetworkError
 from troc.node.gossip import GossipMessage
 from troc.node.p2p import (
     DialError,
@@ -193,7 +193,7 @@ async def test_open_host_refuses_busy_port(pair: tuple[P2PHost, P2PHost]) -> Non
     # py-libp2p listens with SO_REUSEPORT: without the guard a second node
     # would share the port and take some of the first node's connections.
     a, _ = pair
-    with pytest.raises(LocalProtocolError, match="in use"):
+    with pytest.raises(NetworkError, match="in use"):
         async with open_host(listen=[f"/ip4/127.0.0.1/tcp/{_tcp_port(a)}"], gossip=None):
             pass
 

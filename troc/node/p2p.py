@@ -53,7 +53,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.transport.tcp.tcp import TCP
 
-from troc.errors import LocalProtocolError, RemoteProtocolError, TrocError
+from troc.errors import LocalProtocolError, NetworkError, RemoteProtocolError
 from troc.node.gossip import Gossip, GossipParams
 
 __all__ = [
@@ -102,7 +102,7 @@ class FrameError(RemoteProtocolError):
         self.reason = reason
 
 
-class DialError(TrocError):
+class DialError(NetworkError):
     """A peer could not be reached, or would not open a stream for the protocol."""
 
 
@@ -397,7 +397,7 @@ def _listen_addr(addr: str) -> multiaddr.Multiaddr:
             try:
                 probe.bind((ip, port))
             except OSError as exc:
-                raise LocalProtocolError(f"cannot listen on {addr}: {exc.strerror}") from exc
+                raise NetworkError(f"cannot listen on {addr}: {exc.strerror}") from exc
     return maddr
 
 

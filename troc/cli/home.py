@@ -1,0 +1,255 @@
+"""The node's data folder, as the CLI sees it.
+
+Layout of ``--home`` (default: the per-user data folder)::
+
+    key             the member key (troc.crypto.keystore; encrypted unless --no-passphrase)
+    profile.json    {"member": id, "name": …}: who this node is, readable without the key
+    contacts.json   local names for member ids
+    peers.json      addresses of nodes met before (bootstrap on the next run)
+    store.sqlite    the ledger (SQLite, WAL): the single source of truth
+    control.sock    the running node's control socket (owner-only)
+
+To back up safely, copy the key and profile once; never restore an old
+``store.sqlite`` and carry on appending: a node restored from an old copy
+would sign again at seq numbers it already used, forking its own log. A
+restored node first learns its own head from peers (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from troc.errors import KeystoreError, LocalProtocolError
+
+KEY_FILE = "key"
+PROFILE_FILE = "profile.json"
+CONTACTS_FILE = "contacts.json"
+PEERS_FILE = "peers.json"
+STORE_FILE = "store.sqlite"
+CONTROL_SOCKET = "control.sock"
+
+
+def default_home() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("troc", appauthor=False))
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as exc:
+        raise LocalProtocolError(f"{path} is damaged ({exc}): fix or remove it") from None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def profile(home: Path) -> dict[str, Any]:
+    data = _read_json(home / PROFILE_FILE, None)
+    if data is None:
+        raise KeystoreError(f"no member key in {home} yet: run `troc init` first")
+    return dict(data)
+
+
+def member_id(home: Path) -> str:
+    return str(profile(home)["member"])
+
+
+def member_name(home: Path) -> str | None:
+    name = profile(home).get("name")
+    return None if name is None else str(name)
+
+
+def get_passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> str:
+    """The passphrase: TROC_PASSPHRASE, else --passphrase-file, else a prompt."""
+    env = os.environ.get("TROC_PASSPHRASE")
+    if env is not None:
+        return env
+    if passphrase_file is not None:
+        try:
+            return passphrase_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise KeystoreError(f"cannot read the passphrase file: {exc.strerror}") from None
+    if not sys.stdin.isatty():
+        raise KeystoreError(
+            "the key needs a passphrase: set TROC_PASSPHRASE or --passphrase-file "
+            "(no terminal to ask on)"
+        )
+    first = getpass.getpass("Passphrase for the member key: ")
+    if confirm and getpass.getpass("Again: ") != first:
+        raise KeystoreError("the two passphrases differ; nothing was created")
+    return first
+
+
+def init_key(home: Path, *, name: str | None, encrypt: bool, passphrase_file: Path | None) -> str:
+    """Create the member key and profile. Refuses to replace an existing key."""
+    from troc.crypto.ids import encode_id
+    from troc.crypto.keystore import save_key
+    from troc.crypto.sign import SigningKey
+
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if (home / KEY_FILE).exists() or (home / PROFILE_FILE).exists():
+        raise LocalProtocolError(
+            f"{home} already has a member key; use another --home to make another"
+        )
+    passphrase = get_passphrase(passphrase_file, confirm=True) if encrypt else None
+    if encrypt and not passphrase:
+        raise KeystoreError("an empty passphrase protects nothing: use --no-passphrase instead")
+    key = SigningKey.generate()
+    save_key(home / KEY_FILE, key.seed, passphrase)
+    member = encode_id("m", key.public)
+    _write_json(home / PROFILE_FILE, {"member": member, "name": name})
+    return member
+
+
+def load_signing_key(home: Path, passphrase_file: Path | None) -> Any:
+    from troc.crypto.keystore import is_encrypted, load_key
+    from troc.crypto.sign import SigningKey
+
+    path = home / KEY_FILE
+    if not path.exists():
+        raise KeystoreError(f"no member key in {home} yet: run `troc init` first")
+    passphrase = get_passphrase(passphrase_file) if is_encrypted(path) else None
+    return SigningKey(load_key(path, passphrase))
+
+
+# -- contacts and peers -------------------------------------------------------
+
+
+def contacts(home: Path) -> dict[str, str]:
+    return dict(_read_json(home / CONTACTS_FILE, {}))
+
+
+def add_contact(home: Path, name: str, member: str) -> dict[str, str]:
+    from troc.crypto.ids import decode_id, encode_id
+
+    raw = decode_id("m", member)
+    if not name or (name.startswith("m") and len(name) > 50):
+        raise LocalProtocolError("a contact name must not look like a member id")
+    book = contacts(home)
+    book[name] = encode_id("m", raw)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_json(home / CONTACTS_FILE, book)
+    return {"contact": name, "member": book[name]}
+
+
+def resolve_member(home: Path, text: str) -> str:
+    """A member id from an id or a contact name (or ``me``)."""
+    from troc.crypto.ids import decode_id, encode_id
+
+    book = contacts(home)
+    if text in book:
+        return book[text]
+    if text == "me":
+        return member_id(home)
+    if text.startswith("m") and len(text) > 50:
+        return encode_id("m", decode_id("m", text))
+    from troc.node.ops import NotFoundError
+
+    raise NotFoundError(f"{text!r} is neither a member id nor a contact (troc contact add)")
+
+
+def known_addrs(home: Path) -> list[str]:
+    return [str(a) for a in _read_json(home / PEERS_FILE, {}).get("self", [])]
+
+
+def remember_addrs(home: Path, addrs: list[str]) -> None:
+    if not addrs:
+        return
+    data = _read_json(home / PEERS_FILE, {})
+    known = list(dict.fromkeys([*data.get("bootstrap", []), *addrs]))
+    data["bootstrap"] = known[-64:]
+    _write_json(home / PEERS_FILE, data)
+
+
+# -- reaching the node --------------------------------------------------------
+
+
+def _control_request(path: Path, op: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Send one request to a running node; None if no node answers there."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    with sock:
+        sock.sendall(json.dumps({"op": op, "params": params}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    reply = json.loads(data)
+    if reply.get("ok"):
+        return dict(reply["result"])
+    from troc.cli.main import failure_of
+
+    raise failure_of(reply["error"])
+
+
+@contextmanager
+def offline_node(home: Path, passphrase_file: Path | None, *, signing: bool) -> Any:
+    from troc.crypto.ids import decode_id
+    from troc.crypto.sign import MemberId
+    from troc.node.local import open_local_node
+
+    member = MemberId(decode_id("m", member_id(home)))
+    key = load_signing_key(home, passphrase_file) if signing else None
+    with open_local_node(home, key, member=member) as node:
+        yield node
+
+
+def call(
+    home: Path, op: str, params: dict[str, Any], passphrase_file: Path | None
+) -> dict[str, Any]:
+    """Run ``op`` on the node: through its control socket if it is running,
+    else on the store directly."""
+    reply = _control_request(home / CONTROL_SOCKET, op, params)
+    if reply is not None:
+        return reply
+    from troc.node.ops import SIGNING_OPS, run_op
+
+    with offline_node(home, passphrase_file, signing=op in SIGNING_OPS) as node:
+        return run_op(node, op, params)
+
+
+def call_running(home: Path, op: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run ``op`` on the running node; fail with 'not running' if there is none."""
+    reply = _control_request(home / CONTROL_SOCKET, op, params)
+    if reply is None:
+        from troc.cli.main import EXIT_NOT_RUNNING, Failure
+
+        raise Failure(
+            EXIT_NOT_RUNNING,
+            "not_running",
+            f"no node is running for {home}: start one with `troc run`",
+        )
+    return reply
+
+
+def remember_self(home: Path, addrs: list[str]) -> None:
+    """Record where the running node listens, for `troc community invite`."""
+    data = _read_json(home / PEERS_FILE, {})
+    data["self"] = addrs
+    _write_json(home / PEERS_FILE, data)

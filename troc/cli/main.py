@@ -1,0 +1,650 @@
+"""The ``troc`` command.
+
+Every command prints data on stdout (one JSON document with ``--json``) and
+messages on stderr. Exit codes are decided here and nowhere else:
+
+====  =====================================================================
+code  meaning
+====  =====================================================================
+0     success
+1     an unexpected error (a bug: please report it)
+2     usage: a malformed argument, id, amount or invitation
+3     the member key: none yet (run ``troc init``), wrong passphrase, damaged
+4     refused by the ledger: overdraft, paying oneself, already answered …
+5     not found: unknown community, transfer, offer or contact
+6     no node running, for commands that need one
+7     network: address in use, peer unreachable
+8     the store is unusable: locked by another program, damaged, too new
+====  =====================================================================
+
+Commands reach a running node (``troc run``) through its control socket; with
+no node running, they open the store themselves (it is locked against a
+second writer) and say so on stderr. Libraries that take a second to import
+(libp2p) are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from troc.cli import home as homes
+from troc.cli import render
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_KEY = 3
+EXIT_REFUSED = 4
+EXIT_NOT_FOUND = 5
+EXIT_NOT_RUNNING = 6
+EXIT_NETWORK = 7
+EXIT_STORE = 8
+
+
+class Failure(Exception):
+    """An error to show as one line with an exit code."""
+
+    def __init__(self, code: int, kind: str, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.kind = kind
+        self.reason = reason
+
+
+_EXIT_BY_KIND = {
+    "usage": EXIT_USAGE,
+    "key": EXIT_KEY,
+    "refused": EXIT_REFUSED,
+    "not_found": EXIT_NOT_FOUND,
+    "not_running": EXIT_NOT_RUNNING,
+    "network": EXIT_NETWORK,
+    "store": EXIT_STORE,
+}
+
+
+def failure_of(error: dict[str, Any]) -> Failure:
+    """A Failure from :func:`troc.node.ops.describe_error`'s description."""
+    kind = str(error["kind"])
+    return Failure(
+        _EXIT_BY_KIND.get(kind, EXIT_BUG), kind, str(error["message"]), error.get("reason")
+    )
+
+
+def classify(exc: BaseException) -> Failure:
+    """Map an exception to the exit code and kind a script can rely on."""
+    from troc.node.ops import describe_error
+
+    if isinstance(exc, Failure):
+        return exc
+    return failure_of(describe_error(exc))
+
+
+class Context:
+    def __init__(self, home: Path, as_json: bool, passphrase_file: Path | None) -> None:
+        self.home = home
+        self.as_json = as_json
+        self.passphrase_file = passphrase_file
+
+    def emit(
+        self, data: dict[str, Any], human: Callable[[dict[str, Any]], str] | None = None
+    ) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, sort_keys=True))
+        else:
+            click.echo((human or render.generic)(data))
+
+    def call(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run ``op`` on the running node, or offline on the store."""
+        return homes.call(self.home, op, params, self.passphrase_file)
+
+
+def fail(ctx: Context | None, failure: Failure) -> NoReturn:
+    if ctx is not None and ctx.as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "error": {
+                        "kind": failure.kind,
+                        "reason": failure.reason,
+                        "message": str(failure),
+                    }
+                },
+                sort_keys=True,
+            )
+        )
+    click.echo(f"troc: {failure}", err=True)
+    sys.exit(failure.code)
+
+
+class TrocGroup(click.Group):
+    """Turns every exception into one line and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("troc: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            obj = ctx.find_object(Context)
+            if os.environ.get("TROC_DEBUG"):
+                raise
+            fail(obj, classify(exc))
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(cls=TrocGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    envvar="TROC_HOME",
+    help="The node's data folder (default: a per-user data folder). Env: TROC_HOME.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path),
+    envvar="TROC_PASSPHRASE_FILE",
+    help="Read the key's passphrase from this file. Env: TROC_PASSPHRASE_FILE; "
+    "or set TROC_PASSPHRASE.",
+)
+@click.version_option(package_name="troc")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, as_json: bool, passphrase_file: Path | None) -> None:
+    """troc: a peer-to-peer exchange node for community currencies."""
+    ctx.obj = Context(home or homes.default_home(), as_json, passphrase_file)
+
+
+# -- identity -----------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--name", help="A name for yourself, shown to others when you join.")
+@click.option(
+    "--no-passphrase",
+    is_flag=True,
+    help="Store the key unencrypted (for unattended servers; file mode 0600).",
+)
+@pass_ctx
+def init(ctx: Context, name: str | None, no_passphrase: bool) -> None:
+    """Create this node's member key."""
+    member = homes.init_key(
+        ctx.home, name=name, encrypt=not no_passphrase, passphrase_file=ctx.passphrase_file
+    )
+    ctx.emit({"member": member}, render.whoami)
+
+
+@cli.command()
+@pass_ctx
+def whoami(ctx: Context) -> None:
+    """Show this node's member id."""
+    ctx.emit({"member": homes.member_id(ctx.home)}, render.whoami)
+
+
+# -- communities --------------------------------------------------------------
+
+
+@cli.group()
+def community() -> None:
+    """Create, join and inspect communities."""
+
+
+@community.command("create")
+@click.option("--name", required=True)
+@click.option("--unit", required=True, help="The unit's name, e.g. 'hours' or 'seeds'.")
+@click.option(
+    "--credit-limit",
+    type=click.IntRange(min=0),
+    required=True,
+    help="How far below zero a member may go, in the smallest unit.",
+)
+@click.option(
+    "--admission", type=click.Choice(["open", "vouch"]), default="open", show_default=True
+)
+@click.option(
+    "--finality",
+    type=click.Choice(["optimistic", "witnessed"]),
+    default="optimistic",
+    show_default=True,
+)
+@click.option("--witness", "witnesses", multiple=True, help="A witness member id (repeatable).")
+@click.option(
+    "--faults", type=click.IntRange(min=0), default=0, help="How many witnesses may be faulty."
+)
+@click.option("--quorum", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--ceiling",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The highest balance a member may hold.",
+)
+@pass_ctx
+def community_create(
+    ctx: Context,
+    name: str,
+    unit: str,
+    credit_limit: int,
+    admission: str,
+    finality: str,
+    witnesses: tuple[str, ...],
+    faults: int,
+    quorum: int | None,
+    ceiling: int | None,
+) -> None:
+    """Found a community, with you as its first member."""
+    params = {
+        "name": name,
+        "unit": unit,
+        "credit_limit": credit_limit,
+        "admission": admission,
+        "finality": finality,
+        "witnesses": [homes.resolve_member(ctx.home, w) for w in witnesses],
+        "faults": faults,
+        "quorum": quorum,
+        "ceiling": ceiling,
+        "member_name": homes.member_name(ctx.home),
+    }
+    ctx.emit(ctx.call("community.create", params), render.created("community"))
+
+
+@community.command("invite")
+@click.argument("community_", metavar="[COMMUNITY]", required=False)
+@pass_ctx
+def community_invite(ctx: Context, community_: str | None) -> None:
+    """Print an invitation a newcomer passes to `troc community join`."""
+    params = {"community": community_, "addrs": homes.known_addrs(ctx.home)}
+    ctx.emit(ctx.call("community.invite", params), render.invitation)
+
+
+@community.command("join")
+@click.argument("invitation")
+@pass_ctx
+def community_join(ctx: Context, invitation: str) -> None:
+    """Join the community an invitation names."""
+    params = {"invitation": invitation, "member_name": homes.member_name(ctx.home)}
+    result = ctx.call("community.join", params)
+    homes.remember_addrs(ctx.home, result.get("addrs", []))
+    ctx.emit(result, render.created("community"))
+
+
+@community.command("show")
+@click.argument("community_", metavar="[COMMUNITY]", required=False)
+@pass_ctx
+def community_show(ctx: Context, community_: str | None) -> None:
+    """Show a community's rules."""
+    ctx.emit(ctx.call("community.show", {"community": community_}), render.community)
+
+
+@community.command("list")
+@pass_ctx
+def community_list(ctx: Context) -> None:
+    """List the communities this node follows."""
+    ctx.emit(ctx.call("community.list", {}), render.communities)
+
+
+# -- money --------------------------------------------------------------------
+
+community_option = click.option(
+    "--community",
+    "-c",
+    "community_",
+    help="Community id or name (default: your default community).",
+)
+
+
+@cli.command()
+@click.argument("member")
+@click.argument("amount")
+@click.option("--memo", default="", help="What the payment is for.")
+@click.option("--offer", help="The offer this pays for (id or a unique prefix).")
+@community_option
+@pass_ctx
+def pay(
+    ctx: Context, member: str, amount: str, memo: str, offer: str | None, community_: str | None
+) -> None:
+    """Pay AMOUNT (in the smallest unit) to MEMBER (an id or a contact name)."""
+    params = {
+        "community": community_,
+        "to": homes.resolve_member(ctx.home, member),
+        "amount": amount,
+        "memo": memo,
+        "offer": offer,
+    }
+    ctx.emit(ctx.call("pay", params), render.created("transfer"))
+
+
+@cli.command()
+@click.option("--quiet", "-q", is_flag=True, help="Print only the ids of incoming transfers.")
+@community_option
+@pass_ctx
+def pending(ctx: Context, quiet: bool, community_: str | None) -> None:
+    """Transfers waiting for an answer: to you, and from you."""
+    result = ctx.call("pending", {"community": community_})
+    if quiet and not ctx.as_json:
+        for t in result["incoming"]:
+            click.echo(t["transfer"])
+        return
+    ctx.emit(result, render.pending(ctx.home))
+
+
+def _answer_command(verb: str, doc: str) -> None:
+    @cli.command(verb, help=doc)
+    @click.argument("transfer")
+    @community_option
+    @pass_ctx
+    def command(ctx: Context, transfer: str, community_: str | None) -> None:
+        ctx.emit(
+            ctx.call(verb, {"community": community_, "transfer": transfer}), render.created(verb)
+        )
+
+
+_answer_command("accept", "Accept a transfer made to you (its id, or a unique prefix).")
+_answer_command("decline", "Decline a transfer made to you; the payer can reclaim it.")
+_answer_command("reclaim", "Take back a transfer of yours that its payee declined.")
+
+
+@cli.command()
+@click.argument("member", required=False)
+@community_option
+@pass_ctx
+def balance(ctx: Context, member: str | None, community_: str | None) -> None:
+    """Show your balance, or MEMBER's."""
+    params = {
+        "community": community_,
+        "member": homes.resolve_member(ctx.home, member) if member else None,
+    }
+    ctx.emit(ctx.call("balance", params), render.balance(ctx.home))
+
+
+@cli.command()
+@community_option
+@pass_ctx
+def balances(ctx: Context, community_: str | None) -> None:
+    """Every member's balance, as this node computes it."""
+    ctx.emit(ctx.call("balances", {"community": community_}), render.balances(ctx.home))
+
+
+@cli.command()
+@click.argument("member", required=False)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option(
+    "--before",
+    "before_ms",
+    type=int,
+    default=None,
+    help="Page: show entries older than this timestamp (ms), as printed by --json.",
+)
+@community_option
+@pass_ctx
+def history(
+    ctx: Context, member: str | None, limit: int, before_ms: int | None, community_: str | None
+) -> None:
+    """Show your history, or MEMBER's, newest first."""
+    params = {
+        "community": community_,
+        "limit": limit,
+        "before_ms": before_ms,
+        "member": homes.resolve_member(ctx.home, member) if member else None,
+    }
+    ctx.emit(ctx.call("history", params), render.history(ctx.home))
+
+
+@cli.command()
+@click.argument("member")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="The credit limit this vouch grants (default: the community's).",
+)
+@community_option
+@pass_ctx
+def vouch(ctx: Context, member: str, limit: int | None, community_: str | None) -> None:
+    """Vouch for MEMBER, so they can join a community that admits by vouches."""
+    params = {
+        "community": community_,
+        "member": homes.resolve_member(ctx.home, member),
+        "limit": limit,
+    }
+    ctx.emit(ctx.call("vouch", params), render.created("vouch"))
+
+
+@cli.command()
+@community_option
+@pass_ctx
+def forks(ctx: Context, community_: str | None) -> None:
+    """Members caught signing two entries at one place in their log."""
+    ctx.emit(ctx.call("forks", {"community": community_}), render.forks)
+
+
+# -- offers -------------------------------------------------------------------
+
+
+@cli.group()
+def offer() -> None:
+    """Publish, find and close offers and wants."""
+
+
+@offer.command("add")
+@click.option("--title", required=True)
+@click.option("--description", default="")
+@click.option("--want", is_flag=True, help="Publish a want instead of an offer.")
+@click.option("--price", type=click.IntRange(min=1), default=None)
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--expires", default=None, help="Expiry date, YYYY-MM-DD.")
+@community_option
+@pass_ctx
+def offer_add(
+    ctx: Context,
+    title: str,
+    description: str,
+    want: bool,
+    price: int | None,
+    tags: tuple[str, ...],
+    expires: str | None,
+    community_: str | None,
+) -> None:
+    """Publish an offer (or, with --want, a want)."""
+    params = {
+        "community": community_,
+        "title": title,
+        "description": description,
+        "side": "want" if want else "offer",
+        "price": price,
+        "tags": list(tags),
+        "expires_ms": render.parse_date_ms(expires) if expires else None,
+    }
+    ctx.emit(ctx.call("offer.add", params), render.created("offer"))
+
+
+@offer.command("list")
+@click.option("--tag", default=None)
+@click.option("--wants", is_flag=True, help="Only wants.")
+@click.option("--offers", "offers_only", is_flag=True, help="Only offers.")
+@click.option("--all", "include_closed", is_flag=True, help="Include closed ones.")
+@community_option
+@pass_ctx
+def offer_list(
+    ctx: Context,
+    tag: str | None,
+    wants: bool,
+    offers_only: bool,
+    include_closed: bool,
+    community_: str | None,
+) -> None:
+    """List open offers and wants."""
+    side = "want" if wants else "offer" if offers_only else None
+    params = {"community": community_, "tag": tag, "side": side, "include_closed": include_closed}
+    ctx.emit(ctx.call("offer.list", params), render.offers(ctx.home))
+
+
+@offer.command("search")
+@click.argument("text")
+@community_option
+@pass_ctx
+def offer_search(ctx: Context, text: str, community_: str | None) -> None:
+    """Search offers and wants by words."""
+    ctx.emit(
+        ctx.call("offer.list", {"community": community_, "text": text}), render.offers(ctx.home)
+    )
+
+
+@offer.command("close")
+@click.argument("offer_id", metavar="OFFER")
+@community_option
+@pass_ctx
+def offer_close(ctx: Context, offer_id: str, community_: str | None) -> None:
+    """Withdraw one of your offers."""
+    ctx.emit(
+        ctx.call("offer.close", {"community": community_, "offer": offer_id}),
+        render.created("close"),
+    )
+
+
+# -- contacts -----------------------------------------------------------------
+
+
+@cli.group()
+def contact() -> None:
+    """Local names for member ids, usable wherever an id is."""
+
+
+@contact.command("add")
+@click.argument("name")
+@click.argument("member")
+@pass_ctx
+def contact_add(ctx: Context, name: str, member: str) -> None:
+    """Name MEMBER (an id) as NAME."""
+    ctx.emit(homes.add_contact(ctx.home, name, member), render.generic)
+
+
+@contact.command("list")
+@pass_ctx
+def contact_list(ctx: Context) -> None:
+    """List contacts."""
+    ctx.emit({"contacts": homes.contacts(ctx.home)}, render.contacts)
+
+
+# -- running ------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--listen",
+    multiple=True,
+    envvar="TROC_LISTEN",
+    help="Multiaddr to listen on (repeatable). Default /ip4/0.0.0.0/tcp/4747. "
+    "Env: TROC_LISTEN (space-separated).",
+)
+@click.option(
+    "--bootstrap",
+    multiple=True,
+    envvar="TROC_BOOTSTRAP",
+    help="A peer's full multiaddr, /ip4/…/tcp/…/p2p/… (repeatable). Env: TROC_BOOTSTRAP.",
+)
+@click.option("--mdns", is_flag=True, envvar="TROC_MDNS", help="Find peers on the local network.")
+@click.option(
+    "--sync-interval",
+    type=click.FloatRange(0.1, 3600),
+    default=5.0,
+    show_default=True,
+    envvar="TROC_SYNC_INTERVAL",
+    help="Seconds between anti-entropy rounds with a random peer.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    envvar="TROC_LOG_LEVEL",
+)
+@click.option(
+    "--no-passphrase",
+    is_flag=True,
+    help="On first run, create the key unencrypted (unattended servers).",
+)
+@pass_ctx
+def run(
+    ctx: Context,
+    listen: tuple[str, ...],
+    bootstrap: tuple[str, ...],
+    mdns: bool,
+    sync_interval: float,
+    log_level: str,
+    no_passphrase: bool,
+) -> None:
+    """Run the node in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    from troc.cli.runner import run_node
+
+    run_node(
+        ctx.home,
+        listen=listen or ("/ip4/0.0.0.0/tcp/4747",),
+        bootstrap=bootstrap,
+        mdns=mdns,
+        sync_interval=sync_interval,
+        log_level=log_level,
+        as_json=ctx.as_json,
+        passphrase_file=ctx.passphrase_file,
+        no_passphrase=no_passphrase,
+    )
+
+
+@cli.command()
+@pass_ctx
+def status(ctx: Context) -> None:
+    """The running node: peer id, addresses, peers, per-community heads, sync."""
+    ctx.emit(homes.call_running(ctx.home, "status", {}), render.status)
+
+
+@cli.command()
+@pass_ctx
+def peers(ctx: Context) -> None:
+    """Peers the running node is connected to."""
+    ctx.emit(homes.call_running(ctx.home, "peers", {}), render.peers)
+
+
+@cli.command()
+@click.argument("addr")
+@pass_ctx
+def connect(ctx: Context, addr: str) -> None:
+    """Connect the running node to a peer (full multiaddr with /p2p/…)."""
+    ctx.emit(homes.call_running(ctx.home, "connect", {"addr": addr}), render.generic)
+
+
+@cli.command()
+@click.option("--members", type=click.IntRange(2, 8), default=3, show_default=True)
+@pass_ctx
+def demo(ctx: Context, members: int) -> None:
+    """Start a small community of local nodes, trade, and show they agree."""
+    from troc.cli.demo import run_demo
+
+    ctx.emit(run_demo(members, progress=None if ctx.as_json else click.echo), render.demo)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="troc", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("troc: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        # Usage errors: click's own message, and for scripts one JSON line too.
+        if "--json" in sys.argv[1:]:
+            click.echo(
+                json.dumps(
+                    {"error": {"kind": "usage", "reason": None, "message": exc.format_message()}}
+                )
+            )
+        exc.show()
+        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)

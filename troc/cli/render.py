@@ -1,0 +1,250 @@
+"""Human-readable output: aligned tables, the community's unit, relative times.
+
+Each renderer takes the JSON document a command prints with ``--json`` and
+returns text, so the two views never disagree about the facts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from troc.errors import LocalProtocolError
+
+Renderer = Callable[[dict[str, Any]], str]
+
+
+def parse_date_ms(text: str) -> int:
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise LocalProtocolError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+    moment = dt.datetime.combine(day, dt.time(23, 59, 59), tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def ago(ms: int | None, now_ms: int | None = None) -> str:
+    if ms is None:
+        return "-"
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    s = (now_ms - ms) // 1000
+    if s < 0:
+        return "in the future"
+    for size, name in ((86400, "d"), (3600, "h"), (60, "min")):
+        if s >= size:
+            return f"{s // size} {name} ago"
+    return f"{s} s ago"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _names(home: Path) -> dict[str, str]:
+    from troc.cli.home import contacts, profile
+
+    names = {member: name for name, member in contacts(home).items()}
+    try:
+        names[profile(home)["member"]] = "me"
+    except Exception:
+        pass
+    return names
+
+
+def short(member: str, names: dict[str, str]) -> str:
+    return names.get(member) or member[:14] + "…"
+
+
+def generic(data: dict[str, Any]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in sorted(data.items()))
+
+
+def whoami(data: dict[str, Any]) -> str:
+    return str(data["member"])
+
+
+def created(key: str) -> Renderer:
+    return lambda data: str(data[key])
+
+
+def invitation(data: dict[str, Any]) -> str:
+    return str(data["invitation"])
+
+
+def community(data: dict[str, Any]) -> str:
+    lines = [
+        f"{data['name']}  ({data['community']})",
+        f"  unit          {data['unit']}",
+        f"  credit limit  {data['credit_limit']} {data['unit']}",
+        f"  admission     {data['admission']}",
+        f"  finality      {data['finality']}"
+        + (
+            f" ({data['quorum']} of {len(data['witnesses'])} witnesses)"
+            if data["witnesses"]
+            else ""
+        ),
+        f"  members       {data['members']}",
+        f"  entries       {data['entries']}",
+    ]
+    if data.get("ceiling"):
+        lines.insert(3, f"  ceiling       {data['ceiling']} {data['unit']}")
+    return "\n".join(lines)
+
+
+def communities(data: dict[str, Any]) -> str:
+    rows = [
+        [
+            "*" if c["default"] else "",
+            c["name"],
+            c["unit"],
+            str(c["members"]),
+            c["community"][:16] + "…",
+        ]
+        for c in data["communities"]
+    ]
+    return table(rows, ["", "name", "unit", "members", "id"])
+
+
+def balance(home: Path) -> Renderer:
+    def render(data: dict[str, Any]) -> str:
+        unit = data["unit"]
+        who = short(data["member"], _names(home))
+        lines = [f"{who}: {data['balance']} {unit}  (credit limit {data['credit_limit']})"]
+        if data["pending_in"]:
+            lines.append(f"  incoming, not yet accepted: {data['pending_in']} {unit}")
+        if data["pending_out"]:
+            lines.append(f"  outgoing, not yet accepted: {data['pending_out']} {unit}")
+        if data["frozen"]:
+            lines.append("  FROZEN: this member signed two conflicting entries (troc forks)")
+        if not data["joined"]:
+            lines.append("  (not seen joining this community)")
+        return "\n".join(lines)
+
+    return render
+
+
+def pending(home: Path) -> Renderer:
+    def render(data: dict[str, Any]) -> str:
+        names = _names(home)
+        out = []
+        for title, key, who in (("Incoming", "incoming", "from"), ("Outgoing", "outgoing", "to")):
+            rows = [
+                [
+                    t["transfer"][:12],
+                    short(t[who], names),
+                    f"{t['amount']} {t['unit']}",
+                    t["memo"],
+                    ago(t["timestamp_ms"]),
+                ]
+                for t in data[key]
+            ]
+            out.append(f"{title}:\n" + table(rows, ["transfer", who, "amount", "memo", "when"]))
+        return "\n\n".join(out)
+
+    return render
+
+
+def history(home: Path) -> Renderer:
+    def render(data: dict[str, Any]) -> str:
+        names = _names(home)
+        rows = []
+        for e in data["entries"]:
+            b = e["body"]
+            what = e["kind"]
+            if e["kind"] == "transfer":
+                what = f"paid {b['amount']} to {short(b['to'], names)}"
+                if e["author"] != data["member"]:
+                    what = f"{short(e['author'], names)} paid {b['amount']}"
+            elif e["kind"] == "offer":
+                what = f"{b['side']}: {b['title']}"
+            elif e["kind"] in ("accept", "decline"):
+                what = f"{e['kind']}ed {b['transfer'][:12]}"
+            elif e["kind"] == "reclaim":
+                what = f"reclaimed after {b['decline'][:12]}"
+            rows.append(
+                [
+                    str(e["seq"]) if e["author"] == data["member"] else "",
+                    what,
+                    b.get("memo", ""),
+                    ago(e["timestamp_ms"]),
+                ]
+            )
+        return table(rows, ["seq", "what", "memo", "when"])
+
+    return render
+
+
+def offers(home: Path) -> Renderer:
+    def render(data: dict[str, Any]) -> str:
+        names = _names(home)
+        rows = [
+            [
+                o["offer"][:12],
+                o["side"],
+                o["title"],
+                "" if o["price"] is None else str(o["price"]),
+                ",".join(o["tags"]),
+                short(o["author"], names),
+                "closed" if o["closed"] else ago(o["timestamp_ms"]),
+            ]
+            for o in data["offers"]
+        ]
+        return table(rows, ["offer", "side", "title", "price", "tags", "by", "when"])
+
+    return render
+
+
+def forks(data: dict[str, Any]) -> str:
+    if not data["forks"]:
+        return "no forks known"
+    return table([[f["member"], str(f["seq"])] for f in data["forks"]], ["member", "at seq"])
+
+
+def contacts(data: dict[str, Any]) -> str:
+    return table([[n, m] for n, m in sorted(data["contacts"].items())], ["name", "member"])
+
+
+def demo(data: dict[str, Any]) -> str:
+    rows = [[name, str(bal)] for name, bal in data["balances"].items()]
+    verdict = "all nodes agree" if data["converged"] else "NODES DISAGREE"
+    return table(rows, ["member", f"balance ({data['unit']})"]) + f"\n\n{verdict}."
+
+
+def status(data: dict[str, Any]) -> str:
+    lines = [f"member   {data['member']}", f"peer id  {data['peer_id']}", "listening"]
+    lines += [f"  {a}" for a in data["addrs"]]
+    lines.append(f"peers    {len(data['peers'])} connected")
+    for c in data["communities"]:
+        lines.append(f"community {c['name']}: {c['members']} members, {c['entries']} entries")
+    s = data["sync"]
+    line = (
+        f"sync     {s['sessions']} sessions, {s['fetched']} entries fetched, {s['failed']} failed"
+    )
+    if s["peer"]:
+        line += f"; now with {s['peer'][:12]}… ({s['received']}/{s['expected']})"
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def peers(data: dict[str, Any]) -> str:
+    return table(
+        [[p["peer_id"], " ".join(p["addrs"][:2])] for p in data["peers"]], ["peer id", "addresses"]
+    )
+
+
+def balances(home: Path) -> Renderer:
+    def render(data: dict[str, Any]) -> str:
+        names = _names(home)
+        rows = [[short(m, names), str(b)] for m, b in sorted(data["balances"].items())]
+        return table(rows, ["member", "balance"])
+
+    return render

@@ -1,0 +1,492 @@
+"""One member's node over its own store, without the network.
+
+:class:`LocalNode` is the library API for everything a member does in a
+community: found or join one, publish offers and wants, pay, accept, decline,
+reclaim, vouch, and read balances, pending transfers, history and offers. It
+takes entries from other nodes as bytes (:meth:`LocalNode.ingest`); the
+networked node (:mod:`troc.node.node`) feeds it what gossip and sync bring.
+
+Own entries are the one thing a node must never lose: one lost to a power cut
+would be signed again, differently, at the same seq, which is a fork of the
+member's own log. So each own entry is prepared, checked, signed and stored
+in one durable (fsynced) transaction, under a lock, before the call returns
+and before anything can send it. Two appends can never take the same seq.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from troc.crypto.sign import MemberId, SigningKey
+from troc.errors import CodecError, LocalProtocolError, RefusedError
+from troc.node.store import Store
+from troc.protocol.entry import (
+    Accept,
+    AnyBody,
+    CommunityId,
+    Decline,
+    Entry,
+    EntryId,
+    Genesis,
+    Join,
+    Kind,
+    Offer,
+    OfferClose,
+    Reclaim,
+    Ref,
+    Transfer,
+    Vouch,
+)
+from troc.protocol.ledger import Ledger, Outcome, Status
+
+__all__ = [
+    "BalanceInfo",
+    "CommunityInfo",
+    "LocalNode",
+    "OfferInfo",
+    "TransferInfo",
+    "now_ms",
+    "open_local_node",
+]
+
+
+def now_ms() -> int:
+    """The wall clock in milliseconds (entries carry it; it orders nothing)."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CommunityInfo:
+    id: CommunityId
+    name: str
+    unit: str
+    credit_limit: int
+    admission: str
+    finality: str
+    founder: MemberId
+    witnesses: tuple[MemberId, ...]
+    quorum: int
+    faults: int
+    ceiling: int | None
+    genesis: bytes  # the genesis entry's wire bytes: what a newcomer needs to join
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceInfo:
+    member: MemberId
+    balance: int  # counted: what everyone agrees on
+    credit_limit: int
+    pending_in: int  # sent to this member, not yet accepted or declined
+    pending_out: int  # sent by this member, not yet accepted, or declined and not reclaimed
+    joined: bool
+    frozen_at: int | None  # seq of a known fork of this member's log
+
+
+@dataclass(frozen=True, slots=True)
+class TransferInfo:
+    ref: Ref
+    payer: MemberId
+    payee: MemberId
+    amount: int
+    memo: str
+    timestamp_ms: int
+    offer: Ref | None
+
+    @classmethod
+    def of(cls, entry: Entry) -> TransferInfo:
+        body = entry.body
+        assert isinstance(body, Transfer)
+        return cls(
+            entry.ref, entry.author, body.to, body.amount, body.memo, entry.timestamp_ms, body.offer
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OfferInfo:
+    ref: Ref
+    author: MemberId
+    side: str
+    title: str
+    description: str
+    tags: tuple[str, ...]
+    price: int | None
+    expires_ms: int | None
+    timestamp_ms: int
+    closed: bool
+
+    @classmethod
+    def of(cls, entry: Entry, closed: bool) -> OfferInfo:
+        body = entry.body
+        assert isinstance(body, Offer)
+        return cls(
+            entry.ref,
+            entry.author,
+            body.side,
+            body.title,
+            body.description,
+            body.tags,
+            body.price,
+            body.expires_ms,
+            entry.timestamp_ms,
+            closed,
+        )
+
+
+class LocalNode:
+    """A member's node over an open :class:`Store`. Thread-safe for appends."""
+
+    def __init__(
+        self,
+        store: Store,
+        key: SigningKey | None,
+        clock: Callable[[], int] = now_ms,
+        *,
+        member: MemberId | None = None,
+    ) -> None:
+        """``key`` may be None for a read-only node (then ``member`` names whose
+        node it is): reading balances needs no passphrase, signing does."""
+        self.store = store
+        self.key = key
+        if key is not None:
+            member = key.public
+        if member is None:
+            raise ValueError("a node needs its member key or at least its member id")
+        self.member: MemberId = member
+        self.ledger = Ledger(store)
+        self._clock = clock
+        self._lock = threading.RLock()
+        #: Called as ``listener(entry, own)`` after each entry is committed.
+        self.listeners: list[Callable[[Entry, bool], None]] = []
+
+    # -- communities ------------------------------------------------------
+
+    def create_community(
+        self,
+        name: str,
+        unit: str,
+        credit_limit: int,
+        *,
+        admission: str = "open",
+        finality: str = "optimistic",
+        witnesses: tuple[MemberId, ...] = (),
+        faults: int = 0,
+        quorum: int | None = None,
+        ceiling: int | None = None,
+        member_name: str | None = None,
+    ) -> CommunityId:
+        """Found a community (this member is the founder) and join it."""
+        if finality == "witnessed" and quorum is None:
+            quorum = 2 * faults + 1
+        rules = Genesis(
+            name=name,
+            unit=unit,
+            credit_limit=credit_limit,
+            admission=admission,
+            finality=finality,
+            witnesses=tuple(sorted(witnesses)),
+            faults=faults,
+            quorum=quorum or 0,
+            ceiling=ceiling,
+        )
+        genesis = self._sign_genesis(rules)
+        with self._lock, self.store.transaction(durable=True):
+            self._ingest_checked(genesis)
+        self._notify([genesis], own=True)
+        community = CommunityId(genesis.id)
+        self._append(community, Join(name=member_name))
+        return community
+
+    def _signer(self) -> SigningKey:
+        if self.key is None:
+            raise LocalProtocolError("this needs the member key, which is not loaded")
+        return self.key
+
+    def _sign_genesis(self, rules: Genesis) -> Entry:
+        try:
+            return Entry.create(
+                self._signer(),
+                community=None,
+                seq=0,
+                prev=None,
+                timestamp_ms=self._clock(),
+                body=rules,
+            )
+        except CodecError as exc:
+            raise LocalProtocolError(f"invalid community rules: {exc}") from None
+
+    def join(
+        self, genesis: bytes, *, name: str | None = None, vouch: Ref | None = None
+    ) -> CommunityId:
+        """Join the community founded by the genesis entry ``genesis`` (wire bytes).
+
+        Idempotent: joining a community already joined returns its id.
+        """
+        outcome = self.ingest(genesis)
+        if outcome.entry is None or not outcome.ok or not isinstance(outcome.entry.body, Genesis):
+            raise LocalProtocolError("that is not a valid community genesis")
+        community = CommunityId(outcome.entry.id)
+        if self.store.head(community, self.member) is None:
+            self._append(community, Join(name=name, vouch=vouch))
+        return community
+
+    def communities(self) -> list[CommunityInfo]:
+        return [self._info(g) for g in self.store.communities()]
+
+    def community(self, community: CommunityId) -> CommunityInfo:
+        g = self.store.genesis(community)
+        if g is None:
+            raise LocalProtocolError("this node does not follow that community")
+        return self._info(g)
+
+    @staticmethod
+    def _info(g: Entry) -> CommunityInfo:
+        r = g.body
+        assert isinstance(r, Genesis)
+        return CommunityInfo(
+            CommunityId(g.id),
+            r.name,
+            r.unit,
+            r.credit_limit,
+            r.admission,
+            r.finality,
+            g.author,
+            r.witnesses,
+            r.quorum,
+            r.faults,
+            r.ceiling,
+            g.wire,
+        )
+
+    # -- acting -----------------------------------------------------------
+
+    def offer(
+        self,
+        community: CommunityId,
+        title: str,
+        *,
+        side: str = "offer",
+        description: str = "",
+        tags: tuple[str, ...] = (),
+        price: int | None = None,
+        expires_ms: int | None = None,
+    ) -> Entry:
+        """Publish an offer (``side="offer"``) or a want (``side="want"``)."""
+        body = Offer(
+            side=side,
+            title=title,
+            description=description,
+            tags=tuple(sorted(set(tags))),
+            price=price,
+            expires_ms=expires_ms,
+        )
+        return self._append(community, body)
+
+    def close_offer(self, community: CommunityId, offer: Ref) -> Entry:
+        return self._append(community, OfferClose(offer=offer))
+
+    def pay(
+        self,
+        community: CommunityId,
+        to: MemberId,
+        amount: int,
+        *,
+        memo: str = "",
+        offer: Ref | None = None,
+    ) -> Entry:
+        """Pay ``amount`` (smallest unit) to ``to``. Raises RefusedError on overdraft."""
+        if to == self.member:
+            raise RefusedError("self_payment", "a member cannot pay itself")
+        return self._append(community, Transfer(to=to, amount=amount, memo=memo, offer=offer))
+
+    def accept(self, community: CommunityId, transfer: Ref) -> Entry:
+        return self._append(community, Accept(transfer=transfer))
+
+    def decline(self, community: CommunityId, transfer: Ref, *, reason: str = "") -> Entry:
+        return self._append(community, Decline(transfer=transfer, reason=reason))
+
+    def reclaim(self, community: CommunityId, transfer: Ref) -> Entry:
+        """Take back a transfer its payee declined."""
+        decline = self.decline_of(community, transfer)
+        if decline is None:
+            raise RefusedError("not_declined", "that transfer has not been declined by its payee")
+        return self._append(community, Reclaim(decline=decline))
+
+    def decline_of(self, community: CommunityId, transfer: Ref) -> Ref | None:
+        """The payee's decline of ``transfer``, if this node holds one."""
+        stored = self.store.entry(community, transfer.author, transfer.seq, transfer.id)
+        if stored is None or not isinstance(stored.entry.body, Transfer):
+            return None
+        payee = stored.entry.body.to
+        for row in self.store.refs_by(community, payee, Kind.DECLINE, transfer.id):
+            return Ref(row.by_author, row.by_seq, row.by_id)
+        return None
+
+    def vouch(self, community: CommunityId, member: MemberId, *, limit: int | None = None) -> Entry:
+        return self._append(community, Vouch(member=member, limit=limit))
+
+    def _append(self, community: CommunityId, body: AnyBody) -> Entry:
+        with self._lock, self.store.transaction(durable=True):
+            if self.store.genesis(community) is None:
+                raise LocalProtocolError("this node does not follow that community")
+            entry = self.ledger.prepare(self._signer(), community, body, self._clock())
+            self._ingest_checked(entry)
+        self._notify([entry], own=True)
+        return entry
+
+    def _notify(self, entries: list[Entry], *, own: bool) -> None:
+        for entry in entries:
+            for listener in self.listeners:
+                listener(entry, own)
+
+    def _stored(self, outcomes: list[Outcome]) -> list[Entry]:
+        out: list[Entry] = []
+        for o in outcomes:
+            if o.status is Status.ACCEPTED and o.entry is not None:
+                out.append(o.entry)
+            out.extend(o.released)
+        return out
+
+    def _ingest_checked(self, entry: Entry) -> None:
+        outcome = self.ledger.ingest_entry(entry, self._clock())
+        if not outcome.ok:  # pragma: no cover - prepare checked the same rules
+            raise RefusedError(outcome.reason or "refused", outcome.detail)
+
+    # -- from others ------------------------------------------------------
+
+    def ingest(self, wire: bytes, *, community: CommunityId | None = None) -> Outcome:
+        """Check and store an entry from another node (not fsynced: it can be
+        fetched again). With ``community``, take only that community's entries."""
+        with self._lock, self.store.transaction():
+            outcome = self.ledger.ingest(wire, self._clock(), community=community)
+        self._notify(self._stored([outcome]), own=False)
+        return outcome
+
+    def ingest_many(
+        self, wires: list[bytes], *, community: CommunityId | None = None
+    ) -> list[Outcome]:
+        """Ingest a batch in one transaction (what sync does)."""
+        with self._lock, self.store.transaction():
+            now = self._clock()
+            outcomes = [self.ledger.ingest(w, now, community=community) for w in wires]
+        self._notify(self._stored(outcomes), own=False)
+        return outcomes
+
+    # -- reading ----------------------------------------------------------
+
+    def balance(self, community: CommunityId, member: MemberId | None = None) -> BalanceInfo:
+        member = self.member if member is None else member
+        head = self.store.head(community, member)
+        pending_in = sum(
+            TransferInfo.of(e).amount for e in self.store.pending_in(community, member)
+        )
+        pending_out = sum(
+            TransferInfo.of(e).amount for e in self.store.pending_out(community, member)
+        )
+        if head is None:
+            rules = self.community(community)
+            return BalanceInfo(member, 0, rules.credit_limit, pending_in, pending_out, False, None)
+        return BalanceInfo(
+            member, head.counted_balance, head.limit, pending_in, pending_out, True, head.frozen_at
+        )
+
+    def balances(self, community: CommunityId) -> dict[MemberId, int]:
+        return dict(self.ledger.balances(community))
+
+    def pending(self, community: CommunityId, member: MemberId | None = None) -> list[TransferInfo]:
+        """Transfers to ``member`` (default: this node's member) awaiting an answer."""
+        member = self.member if member is None else member
+        return [TransferInfo.of(e) for e in self.store.pending_in(community, member)]
+
+    def pending_out(self, community: CommunityId) -> list[TransferInfo]:
+        return [TransferInfo.of(e) for e in self.store.pending_out(community, self.member)]
+
+    def history(
+        self,
+        community: CommunityId,
+        member: MemberId | None = None,
+        *,
+        before_ms: int | None = None,
+        limit: int = 50,
+    ) -> list[Entry]:
+        member = self.member if member is None else member
+        return self.store.history(community, member, before_ts=before_ms, limit=limit)
+
+    def offers(
+        self,
+        community: CommunityId,
+        text: str | None = None,
+        *,
+        tag: str | None = None,
+        side: str | None = None,
+        author: MemberId | None = None,
+        include_closed: bool = False,
+        limit: int = 50,
+    ) -> list[OfferInfo]:
+        rows = self.store.offers(
+            community,
+            text=text,
+            tag=tag,
+            side=side,
+            author=author,
+            include_closed=include_closed,
+            limit=limit,
+        )
+        return [OfferInfo.of(e, closed) for e, closed in rows]
+
+    def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
+        return self.store.forks(community)
+
+    def find_transfer(self, community: CommunityId, text_or_prefix: str) -> Ref:
+        """Resolve a transfer named by a (prefix of an) entry id among those
+        pending for or from this member. Raises LocalProtocolError if none or
+        several match."""
+        return _resolve(
+            text_or_prefix,
+            "transfer",
+            [t.ref for t in self.pending(community) + self.pending_out(community)],
+        )
+
+    def find_offer(self, community: CommunityId, text_or_prefix: str) -> Ref:
+        return _resolve(
+            text_or_prefix,
+            "offer",
+            [o.ref for o in self.offers(community, include_closed=True, limit=10_000)],
+        )
+
+
+def _resolve(text: str, what: str, refs: list[Ref]) -> Ref:
+    from troc.crypto.ids import decode_id, encode_id
+
+    text = text.strip().lower()
+    if len(text) >= 50:
+        wanted = EntryId(decode_id("e", text))
+        found = [r for r in refs if r.id == wanted]
+    else:
+        if len(text) < 6:
+            raise LocalProtocolError(f"give at least 6 characters of the {what} id")
+        found = [r for r in refs if encode_id("e", r.id).startswith(text)]
+    if not found:
+        raise LocalProtocolError(f"no {what} {text} here")
+    if len(found) > 1:
+        raise LocalProtocolError(f"{text} names several {what}s: give more characters")
+    return found[0]
+
+
+@contextmanager
+def open_local_node(
+    home: Path,
+    key: SigningKey | None,
+    clock: Callable[[], int] = now_ms,
+    *,
+    member: MemberId | None = None,
+) -> Iterator[LocalNode]:
+    """Open the store under ``home`` (created if new) for ``key``'s member
+    (or, read-only, for ``member``)."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with Store.open(home / "store.sqlite") as store:
+        yield LocalNode(store, key, clock, member=member)

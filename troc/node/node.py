@@ -1,0 +1,606 @@
+"""The networked node: a :class:`LocalNode` joined to its peers.
+
+Theory of operation
+-------------------
+One trio program owns, for the length of ``async with open_node(config)``:
+
+* the store and the member's :class:`~troc.node.local.LocalNode`;
+* a libp2p host (TCP, Noise only, Yamux; :mod:`troc.node.p2p`);
+* per community, a gossipsub topic: every own entry is published there the
+  moment it is durable; every node validates (decodes and checks the
+  signature of) a message before forwarding it, so invalid data dies at the
+  first hop. Gossip is lossy, so it only makes things fast;
+* anti-entropy: on every new connection and every ``sync_interval`` seconds
+  with a random peer, a ``/troc/sync/1.0.0`` session per community
+  (:mod:`troc.protocol.sync`) makes the two stores equal. That makes
+  convergence certain;
+* the control socket (``control.sock`` in the home, owner-only), through
+  which the ``troc`` command talks to the running node.
+
+Peers that send malformed frames or entries with bad signatures are cut off
+and banned for a while. Every read has a deadline; every batch, frame and
+per-peer stream count is bounded.
+
+Restore guard: a node with peers configured syncs with them before it signs
+anything (bounded wait), so a node restored from an old backup first learns
+its own newer entries instead of signing new ones at the same seq.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket as _stdlib_socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+
+from troc.crypto.sign import MemberId, SigningKey
+from troc.errors import RemoteProtocolError, TrocError
+from troc.node import ops
+from troc.node.local import LocalNode, now_ms, open_local_node
+from troc.node.p2p import (
+    DialError,
+    FrameError,
+    FrameReader,
+    P2PHost,
+    encode_frame,
+    open_host,
+    write_frames,
+)
+from troc.protocol.entry import CommunityId, Entry, Ref
+from troc.protocol.ledger import Outcome, Status
+from troc.protocol.sync import (
+    MAX_FRAME,
+    Heads,
+    SyncSession,
+    SyncStats,
+    decode_message,
+    encode_message,
+)
+from troc.protocol.sync import (
+    PROTOCOL_ID as SYNC_PROTOCOL,
+)
+
+__all__ = ["Node", "NodeConfig", "open_node"]
+
+logger = logging.getLogger("troc.node")
+
+CONTROL_SOCKET = "control.sock"
+PEERS_FILE = "peers.json"
+#: A whole sync session may not take longer (a 100k-entry catch-up takes ~20 s).
+SESSION_TIMEOUT = 600.0
+#: One frame must arrive within this.
+FRAME_TIMEOUT = 30.0
+#: Inbound sync sessions one peer may have open at once.
+MAX_INBOUND_PER_PEER = 2
+#: The control socket reads at most this much per request.
+MAX_CONTROL_REQUEST = 1024 * 1024
+
+
+def topic_of(community: CommunityId) -> str:
+    return f"/troc/community/{community.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """How to run a node. Every field has a default but ``home``."""
+
+    home: Path
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    mdns: bool = False
+    sync_interval: float = 5.0
+    control_socket: bool = True
+    ban_seconds: float = 600.0
+    restore_guard_seconds: float = 10.0
+    remember_peers: bool = True
+
+
+@dataclass(slots=True)
+class SyncProgress:
+    """The sync in flight and the totals so far (``troc status``)."""
+
+    sessions: int = 0
+    failed: int = 0
+    fetched: int = 0
+    current_peer: str | None = None
+    current_expected: int = 0
+    current_received: int = 0
+    last_ms: int | None = None
+
+
+class _StoreView:
+    """:class:`~troc.protocol.sync.SyncView` over the node's store, for the
+    sessions of one community (it takes no other community's entries)."""
+
+    def __init__(self, local: LocalNode, community: CommunityId | None = None) -> None:
+        self.local = local
+        self.community = community
+
+    def heads(self, community: CommunityId) -> Heads:
+        return {a: (h.seq, h.id) for a, h in self.local.store.heads(community)}
+
+    def entries_after(
+        self, community: CommunityId, author: Any, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        wires = self.local.store.entries_since(community, author, after_seq, limit)
+        return [(_timestamp(w), w) for w in wires]
+
+    def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None:
+        stored = self.local.store.entry(community, ref.author, ref.seq, ref.id)
+        return None if stored is None else stored.entry.wire
+
+    def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
+        return self.local.store.forks(community)
+
+    def ingest_batch(self, wires: list[bytes]) -> list[Outcome]:
+        return self.local.ingest_many(wires, community=self.community)
+
+
+def _timestamp(wire: bytes) -> int:
+    """An entry's timestamp, read from its (already verified) wire bytes."""
+    signed = msgpack.unpackb(wire)[0]
+    return int(msgpack.unpackb(signed)[5])
+
+
+@dataclass(slots=True)
+class _Peers:
+    banned: dict[str, float] = field(default_factory=dict)
+    inbound: dict[str, int] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+    def is_banned(self, peer: str) -> bool:
+        until = self.banned.get(peer)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self.banned[peer]
+            return False
+        return True
+
+
+class Node:
+    """A running node. Get one from :func:`open_node`."""
+
+    def __init__(
+        self, local: LocalNode, host: P2PHost, config: NodeConfig, nursery: trio.Nursery
+    ) -> None:
+        self.local = local
+        self.host = host
+        self.config = config
+        self.progress = SyncProgress()
+        self._nursery = nursery
+        self._view = _StoreView(local)
+        self._peers = _Peers()
+        self._outbox_send, self._outbox = trio.open_memory_channel[Entry](10_000)
+        self._sync_soon_send, self._sync_soon = trio.open_memory_channel[str | None](1000)
+        self._subscribed: dict[CommunityId, trio.CancelScope] = {}
+        self._listeners: list[trio.MemorySendChannel[Entry]] = []
+        self._ready = trio.Event()
+        self._first_sync = trio.Event()
+        local.listeners.append(self._on_stored)
+
+    # -- identity -----------------------------------------------------------
+
+    @property
+    def member(self) -> bytes:
+        return self.local.member
+
+    @property
+    def peer_id(self) -> str:
+        return self.host.peer_id
+
+    def addrs(self) -> list[str]:
+        return self.host.listen_addrs()
+
+    # -- acting ---------------------------------------------------------------
+
+    async def run_op(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run a CLI/library operation (:mod:`troc.node.ops`) on this node."""
+        if name == "status":
+            return self.status()
+        if name == "peers":
+            return self.peers()
+        if name == "connect":
+            peer = await self.connect(str(params["addr"]))
+            return {"peer_id": peer}
+        if name == "community.invite" and not params.get("addrs"):
+            params = {**params, "addrs": self.addrs()}
+        if name in ops.SIGNING_OPS:
+            await self.wait_restore_guard()
+        result = ops.run_op(self.local, name, params)
+        if name == "community.join":
+            for addr in result.get("addrs", []):
+                self._nursery.start_soon(self._connect_quietly, addr)
+        self._refresh_subscriptions()
+        return result
+
+    async def wait_restore_guard(self) -> None:
+        """Before signing: if peers are configured, wait (bounded) for a first sync."""
+        if self.config.bootstrap and not self._first_sync.is_set():
+            with trio.move_on_after(self.config.restore_guard_seconds):
+                await self._first_sync.wait()
+
+    def _on_stored(self, entry: Entry, own: bool) -> None:
+        """Called by LocalNode after each commit (own entries and others')."""
+        if own:
+            try:
+                self._outbox_send.send_nowait(entry)
+            except trio.WouldBlock:
+                logger.warning("gossip outbox full; sync will carry %s", entry.id.hex()[:8])
+        for listener in list(self._listeners):
+            try:
+                listener.send_nowait(entry)
+            except trio.WouldBlock:
+                pass  # a slow subscriber misses events, never blocks the node
+            except trio.ClosedResourceError:
+                self._listeners.remove(listener)
+
+    @asynccontextmanager
+    async def subscribe(self, size: int = 1000) -> AsyncIterator[trio.MemoryReceiveChannel[Entry]]:
+        """Entries as they are stored (own and others'), for the ``async with`` block."""
+        send, receive = trio.open_memory_channel[Entry](size)
+        self._listeners.append(send)
+        try:
+            yield receive
+        finally:
+            if send in self._listeners:
+                self._listeners.remove(send)
+            await send.aclose()
+
+    # -- peers ------------------------------------------------------------------
+
+    async def connect(self, addr: str) -> str:
+        peer = await self.host.connect(addr)
+        self._remember(addr)
+        self._sync_soon_send.send_nowait(peer)
+        return peer
+
+    async def _connect_quietly(self, addr: str) -> None:
+        try:
+            await self.connect(addr)
+        except (DialError, TrocError) as exc:
+            logger.info("cannot reach %s: %s", addr, exc)
+
+    def _remember(self, addr: str) -> None:
+        if not self.config.remember_peers or addr in self.config.bootstrap:
+            return
+        path = self.config.home / PEERS_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        known = [a for a in data.get("bootstrap", []) if a != addr] + [addr]
+        data["bootstrap"] = known[-64:]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+
+    def _ban(self, peer: str, why: str) -> None:
+        logger.warning("banning peer %s for %.0f s: %s", peer, self.config.ban_seconds, why)
+        self._peers.banned[peer] = time.monotonic() + self.config.ban_seconds
+        self._nursery.start_soon(self._disconnect, peer)
+
+    async def _disconnect(self, peer: str) -> None:
+        try:
+            await self.host.disconnect(peer)
+        except Exception:  # the peer may be gone already
+            logger.debug("disconnect %s failed", peer, exc_info=True)
+
+    def status(self) -> dict[str, Any]:
+        communities = []
+        for info in self.local.communities():
+            heads = self._view.heads(info.id)
+            communities.append(
+                {
+                    "community": ops.cid(info.id),
+                    "name": info.name,
+                    "members": len(heads),
+                    "entries": self.local.store.entry_count(info.id),
+                    "heads": {ops.mid(a): seq for a, (seq, _i) in sorted(heads.items())},
+                }
+            )
+        p = self.progress
+        return {
+            "member": ops.mid(self.member),
+            "peer_id": self.peer_id,
+            "addrs": self.addrs(),
+            "peers": sorted(self.host.connected_peers()),
+            "communities": communities,
+            "sync": {
+                "sessions": p.sessions,
+                "failed": p.failed,
+                "fetched": p.fetched,
+                "peer": p.current_peer,
+                "expected": p.current_expected,
+                "received": p.current_received,
+                "last_ms": p.last_ms,
+            },
+            "banned": sorted(self._peers.banned),
+        }
+
+    def peers(self) -> dict[str, Any]:
+        store = self.host.libp2p.get_peerstore()
+        out = []
+        for peer in sorted(self.host.connected_peers()):
+            from libp2p.peer.id import ID
+
+            try:
+                addrs = [str(a) for a in store.addrs(ID.from_base58(peer))]
+            except Exception:
+                addrs = []
+            out.append({"peer_id": peer, "addrs": addrs})
+        return {"peers": out}
+
+    # -- gossip -----------------------------------------------------------------
+
+    def _refresh_subscriptions(self) -> None:
+        for info in self.local.communities():
+            if info.id not in self._subscribed:
+                scope = trio.CancelScope()
+                self._subscribed[info.id] = scope
+                self._nursery.start_soon(self._gossip_community, info.id, scope)
+
+    async def _gossip_community(self, community: CommunityId, scope: trio.CancelScope) -> None:
+        topic = topic_of(community)
+        gossip = self.host.gossip
+
+        def validate(msg: Any) -> bool:
+            try:
+                entry = Entry.decode(msg.data)
+            except TrocError:
+                return False
+            return entry.community == community
+
+        gossip.set_validator(topic, validate)
+        with scope:
+            async with gossip.subscribe(topic) as sub:
+                async for msg in sub:
+                    try:
+                        outcome = self.local.ingest(msg.data, community=community)
+                    except TrocError:
+                        logger.exception("could not store a gossiped entry")
+                        continue
+                    if outcome.status is Status.WAITING:
+                        # Fetch what it needs from whoever published it.
+                        try:
+                            self._sync_soon_send.send_nowait(msg.origin)
+                        except trio.WouldBlock:
+                            pass
+
+    async def _publisher(self) -> None:
+        async for entry in self._outbox:
+            if entry.community is None:
+                continue
+            try:
+                await self.host.gossip.publish(topic_of(entry.community), entry.wire)
+            except Exception:  # gossip is best effort; sync carries what it drops
+                logger.debug("publish failed", exc_info=True)
+
+    # -- sync -------------------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        """On new peers, on request, and every sync_interval with a random peer."""
+        while True:
+            peer: str | None = None
+            with trio.move_on_after(self.config.sync_interval * random.uniform(0.5, 1.5)):
+                peer = await self._sync_soon.receive()
+            connected = [p for p in self.host.connected_peers() if not self._peers.is_banned(p)]
+            new = [p for p in connected if p not in self._peers.seen]
+            self._peers.seen.update(new)
+            targets = set(new)
+            if peer is not None and peer in connected:
+                targets.add(peer)
+            if not targets and connected:
+                targets.add(random.choice(connected))
+            for target in targets:
+                await self.sync_with(target)
+            if connected and not self._first_sync.is_set() and self.progress.sessions:
+                self._first_sync.set()
+
+    async def sync_with(self, peer: str) -> list[SyncStats]:
+        """Run one sync session per community with ``peer``; returns their stats."""
+        results = []
+        for info in self.local.communities():
+            stats = await self._sync_one(peer, info.id)
+            if stats is not None:
+                results.append(stats)
+        return results
+
+    async def _sync_one(self, peer: str, community: CommunityId) -> SyncStats | None:
+        session = SyncSession(_StoreView(self.local, community), community, initiator=True)
+        try:
+            stream = await self.host.open_stream(peer, SYNC_PROTOCOL)
+        except DialError as exc:
+            logger.debug("sync with %s: %s", peer, exc)
+            self.progress.failed += 1
+            return None
+        self.progress.current_peer = peer
+        try:
+            with trio.fail_after(SESSION_TIMEOUT):
+                await self._run_session(stream, peer, session, session.start())
+        except (FrameError, RemoteProtocolError, trio.TooSlowError) as exc:
+            self.progress.failed += 1
+            logger.info("sync with %s failed: %s", peer, exc)
+            if isinstance(exc, RemoteProtocolError) and not isinstance(exc, FrameError):
+                self._ban(peer, str(exc))
+            await _close(stream, reset=True)
+            return None
+        finally:
+            self.progress.current_peer = None
+        await _close(stream, reset=False)
+        return session.stats
+
+    async def _handle_sync(self, stream: Any, peer: str) -> None:
+        if self._peers.is_banned(peer):
+            return
+        if self._peers.inbound.get(peer, 0) >= MAX_INBOUND_PER_PEER:
+            return
+        self._peers.inbound[peer] = self._peers.inbound.get(peer, 0) + 1
+        try:
+            reader = FrameReader(stream, max_size=MAX_FRAME, frame_timeout=FRAME_TIMEOUT)
+            with trio.fail_after(SESSION_TIMEOUT):
+                hello = decode_message(await reader.read_frame())
+                community = hello.get("c")
+                if hello.get("t") != "hello" or not isinstance(community, bytes):
+                    raise RemoteProtocolError("a sync session starts with hello")
+                if self.local.store.genesis(CommunityId(community)) is None:
+                    return  # not a community we follow: close
+                view = _StoreView(self.local, CommunityId(community))
+                session = SyncSession(view, CommunityId(community), initiator=False)
+                await self._run_session(stream, peer, session, list(session.receive(hello)), reader)
+        except (FrameError, trio.TooSlowError) as exc:
+            logger.info("inbound sync from %s ended: %s", peer, exc)
+        except RemoteProtocolError as exc:
+            self._ban(peer, str(exc))
+        finally:
+            self._peers.inbound[peer] -= 1
+
+    async def _run_session(
+        self,
+        stream: Any,
+        peer: str,
+        session: SyncSession,
+        first: list[dict[str, Any]],
+        reader: FrameReader | None = None,
+    ) -> None:
+        reader = reader or FrameReader(stream, max_size=MAX_FRAME, frame_timeout=FRAME_TIMEOUT)
+        self.progress.sessions += 1
+        await write_frames(stream, [encode_message(m) for m in first])
+        while not session.done:
+            msg = decode_message(await reader.read_frame())
+            before = session.stats.accepted
+            out: list[bytes] = []
+            size = 0
+            for reply in session.receive(msg):
+                frame = encode_frame(encode_message(reply))
+                out.append(frame)
+                size += len(frame)
+                if size >= MAX_FRAME // 2:
+                    await stream.write(b"".join(out))
+                    out, size = [], 0
+            if out:
+                await stream.write(b"".join(out))
+            self.progress.fetched += session.stats.accepted - before
+            self.progress.current_expected = session.stats.expected
+            self.progress.current_received = session.stats.received
+            if session.misbehaviour:
+                raise RemoteProtocolError(session.misbehaviour)
+        self.progress.last_ms = int(time.time() * 1000)
+        if session.stats.accepted:
+            logger.info(
+                "synced with %s: %d entries in, %d out",
+                peer,
+                session.stats.accepted,
+                session.stats.sent,
+            )
+
+    # -- control socket ---------------------------------------------------------
+
+    async def _serve_control(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        path = self.config.home / CONTROL_SOCKET
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        sock = trio.socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket file is created owner-only
+        try:
+            await sock.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        sock.listen(16)
+        listener = trio.SocketListener(sock)
+        task_status.started()
+        try:
+            await trio.serve_listeners(self._control_client, [listener])
+        finally:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    async def _control_client(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            with trio.move_on_after(30):
+                while not data.endswith(b"\n") and len(data) < MAX_CONTROL_REQUEST:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+            try:
+                request = json.loads(data)
+                result = await self.run_op(str(request["op"]), dict(request.get("params", {})))
+                reply: dict[str, Any] = {"ok": True, "result": result}
+            except Exception as exc:
+                reply = {"ok": False, "error": ops.describe_error(exc)}
+                if reply["error"]["kind"] == "bug":
+                    logger.exception("control request failed")
+            try:
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    # -- start-up ---------------------------------------------------------------
+
+    async def _bootstrap(self) -> None:
+        addrs = list(self.config.bootstrap)
+        if self.config.remember_peers:
+            try:
+                data = json.loads((self.config.home / PEERS_FILE).read_text())
+                addrs += [a for a in data.get("bootstrap", []) if a not in addrs]
+            except (OSError, ValueError):
+                pass
+        async with trio.open_nursery() as nursery:
+            for addr in addrs:
+                nursery.start_soon(self._connect_quietly, addr)
+        if not self.host.connected_peers():
+            self._first_sync.set()  # nobody to learn from: do not hold appends back
+
+
+async def _close(stream: Any, *, reset: bool) -> None:
+    with trio.move_on_after(5):
+        try:
+            await (stream.reset() if reset else stream.close())
+        except Exception:
+            pass
+
+
+@asynccontextmanager
+async def open_node(
+    config: NodeConfig, key: SigningKey, clock: Callable[[], int] | None = None
+) -> AsyncIterator[Node]:
+    """Run a node for the length of the ``async with`` block.
+
+    Raises:
+        StoreError: the store is in use by another process or unusable.
+        LocalProtocolError: a bad listen address.
+        OSError: the listen address is in use.
+    """
+    with open_local_node(config.home, key, clock or now_ms) as local:
+        async with (
+            open_host(key_seed=key.seed, listen=config.listen, enable_mdns=config.mdns) as host,
+            trio.open_nursery() as nursery,
+        ):
+            node = Node(local, host, config, nursery)
+            host.set_stream_handler(SYNC_PROTOCOL, node._handle_sync)
+            node._refresh_subscriptions()
+            nursery.start_soon(node._publisher)
+            if config.control_socket:
+                await nursery.start(node._serve_control)
+            await node._bootstrap()
+            nursery.start_soon(node._sync_loop)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()

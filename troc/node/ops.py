@@ -1,0 +1,452 @@
+"""The operations a member asks of a node, as plain data in and out.
+
+Each operation takes JSON-able parameters (ids in their text form) and returns
+a JSON-able dict. The CLI calls them directly on a :class:`LocalNode` when no
+node is running (the store is then opened by the CLI itself) and through the
+node's control socket when one is: one implementation serves both paths, so
+a command behaves the same online and offline.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from troc.crypto.ids import decode_id, encode_id
+from troc.crypto.sign import MemberId
+from troc.errors import LocalProtocolError
+from troc.node.local import LocalNode, OfferInfo, TransferInfo
+from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Kind
+
+__all__ = [
+    "OPS",
+    "SIGNING_OPS",
+    "NotFoundError",
+    "decode_invitation",
+    "describe_error",
+    "encode_invitation",
+    "run_op",
+]
+
+INVITE_PREFIX = "troc-invite:"
+DEFAULT_COMMUNITY = "default_community"
+
+
+#: Operations that sign (and so need the member key, and the restore guard).
+SIGNING_OPS = frozenset(
+    {
+        "community.create",
+        "community.join",
+        "pay",
+        "accept",
+        "decline",
+        "reclaim",
+        "offer.add",
+        "offer.close",
+        "vouch",
+    }
+)
+
+
+class NotFoundError(LocalProtocolError):
+    """Something named by the caller does not exist here."""
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """What went wrong, as data: ``kind`` (usage, refused, not_found, key,
+    store, network, error, bug), ``reason`` (a ledger code, for refused) and
+    a one-line ``message``. The CLI maps kinds to exit codes."""
+    from troc.crypto.ids import IdError
+    from troc.errors import KeystoreError, NetworkError, RefusedError, StoreError, TrocError
+
+    reason = None
+    if isinstance(exc, RefusedError):
+        kind, reason = "refused", exc.reason
+    elif isinstance(exc, NotFoundError):
+        kind = "not_found"
+    elif isinstance(exc, IdError | LocalProtocolError):
+        kind = "usage"
+    elif isinstance(exc, KeystoreError):
+        kind = "key"
+    elif isinstance(exc, StoreError):
+        kind = "store"
+    elif isinstance(exc, NetworkError | OSError):
+        kind = "network"
+    elif isinstance(exc, TrocError):
+        kind = "error"
+    else:
+        return {"kind": "bug", "reason": None, "message": f"unexpected {type(exc).__name__}: {exc}"}
+    return {"kind": kind, "reason": reason, "message": str(exc)}
+
+
+def mid(member: bytes) -> str:
+    return encode_id("m", member)
+
+
+def cid(community: bytes) -> str:
+    return encode_id("c", community)
+
+
+def eid(entry: bytes) -> str:
+    return encode_id("e", entry)
+
+
+def _member(text: Any) -> MemberId:
+    if not isinstance(text, str):
+        raise LocalProtocolError("a member id is text")
+    return MemberId(decode_id("m", text))
+
+
+def _amount(value: Any) -> int:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit():
+            raise LocalProtocolError(f"amount must be a positive whole number, got {value!r}")
+        value = int(value)
+    if type(value) is not int or not 0 < value <= MAX_AMOUNT:
+        raise LocalProtocolError(f"amount must be a positive whole number, got {value!r}")
+    return value
+
+
+def community_of(node: LocalNode, text: str | None) -> CommunityId:
+    """The community named by id or by name, or the default one."""
+    communities = node.communities()
+    if not communities:
+        raise NotFoundError("this node is in no community yet: create one or join one")
+    if text is None:
+        default = node.store.get_meta(DEFAULT_COMMUNITY)
+        if default is not None:
+            return CommunityId(bytes.fromhex(default))
+        if len(communities) == 1:
+            return communities[0].id
+        raise LocalProtocolError("this node is in several communities: say which (--community)")
+    if text.startswith("c") and len(text) > 50:
+        wanted = CommunityId(decode_id("c", text))
+        for info in communities:
+            if info.id == wanted:
+                return wanted
+        raise NotFoundError(f"unknown community {text[:16]}…: join it first")
+    named = [c for c in communities if c.name == text]
+    if len(named) == 1:
+        return named[0].id
+    if len(named) > 1:
+        raise LocalProtocolError(f"several communities are named {text!r}: use the id")
+    raise NotFoundError(f"unknown community {text!r}")
+
+
+def _transfer_json(t: TransferInfo, unit: str, state: str | None = None) -> dict[str, Any]:
+    out = {
+        "transfer": eid(t.ref.id),
+        "from": mid(t.payer),
+        "to": mid(t.payee),
+        "amount": t.amount,
+        "unit": unit,
+        "memo": t.memo,
+        "timestamp_ms": t.timestamp_ms,
+        "offer": None if t.offer is None else eid(t.offer.id),
+    }
+    if state is not None:
+        out["state"] = state
+    return out
+
+
+def _offer_json(o: OfferInfo) -> dict[str, Any]:
+    return {
+        "offer": eid(o.ref.id),
+        "author": mid(o.author),
+        "side": o.side,
+        "title": o.title,
+        "description": o.description,
+        "tags": list(o.tags),
+        "price": o.price,
+        "expires_ms": o.expires_ms,
+        "timestamp_ms": o.timestamp_ms,
+        "closed": o.closed,
+    }
+
+
+def _entry_json(e: Entry) -> dict[str, Any]:
+    body = e.body.to_wire()
+    for key, value in list(body.items()):
+        if isinstance(value, bytes):
+            body[key] = mid(value)
+        elif isinstance(value, list) and len(value) == 3 and isinstance(value[2], bytes):
+            body[key] = eid(value[2])
+    return {
+        "entry": eid(e.id),
+        "author": mid(e.author),
+        "seq": e.seq,
+        "kind": e.kind.value,
+        "timestamp_ms": e.timestamp_ms,
+        "body": body,
+    }
+
+
+# -- invitations ------------------------------------------------------------
+
+
+def encode_invitation(genesis: bytes, addrs: list[str]) -> str:
+    """A text a newcomer pastes into ``troc community join``: the community's
+    genesis (self-certifying: its id is its hash) and addresses to reach."""
+    packed = msgpack.packb({"g": genesis, "a": addrs}, use_bin_type=True)
+    return INVITE_PREFIX + base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+def decode_invitation(text: str) -> tuple[bytes, list[str]]:
+    text = text.strip()
+    if not text.startswith(INVITE_PREFIX):
+        raise LocalProtocolError(f"not a troc invitation (they start with {INVITE_PREFIX!r})")
+    body = text[len(INVITE_PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        data = msgpack.unpackb(
+            raw, raw=False, max_bin_len=65536, max_array_len=64, max_map_len=8, max_str_len=1024
+        )
+        genesis, addrs = data["g"], data["a"]
+        if not isinstance(genesis, bytes) or not isinstance(addrs, list):
+            raise ValueError
+        if not all(isinstance(a, str) for a in addrs):
+            raise ValueError
+    except Exception:
+        raise LocalProtocolError("the invitation is damaged: copy it again, whole") from None
+    try:
+        entry = Entry.decode(genesis)
+    except Exception:
+        raise LocalProtocolError("the invitation holds no valid community") from None
+    if entry.kind is not Kind.GENESIS:
+        raise LocalProtocolError("the invitation holds no valid community")
+    return genesis, addrs
+
+
+# -- the operations ---------------------------------------------------------
+
+
+def op_whoami(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    return {"member": mid(node.member)}
+
+
+def _community_json(node: LocalNode, community: CommunityId) -> dict[str, Any]:
+    info = node.community(community)
+    return {
+        "community": cid(info.id),
+        "name": info.name,
+        "unit": info.unit,
+        "credit_limit": info.credit_limit,
+        "admission": info.admission,
+        "finality": info.finality,
+        "founder": mid(info.founder),
+        "witnesses": [mid(w) for w in info.witnesses],
+        "faults": info.faults,
+        "quorum": info.quorum,
+        "ceiling": info.ceiling,
+        "members": sum(1 for _ in node.store.heads(community)),
+        "entries": node.store.entry_count(community),
+    }
+
+
+def op_community_create(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = node.create_community(
+        p["name"],
+        p["unit"],
+        int(p["credit_limit"]),
+        admission=p.get("admission", "open"),
+        finality=p.get("finality", "optimistic"),
+        witnesses=tuple(_member(w) for w in p.get("witnesses", [])),
+        faults=int(p.get("faults", 0)),
+        quorum=p.get("quorum"),
+        ceiling=p.get("ceiling"),
+        member_name=p.get("member_name"),
+    )
+    if node.store.get_meta(DEFAULT_COMMUNITY) is None:
+        node.store.set_meta(DEFAULT_COMMUNITY, community.hex())
+    return {"community": cid(community)}
+
+
+def op_community_list(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    default = node.store.get_meta(DEFAULT_COMMUNITY)
+    out = []
+    for info in node.communities():
+        row = _community_json(node, info.id)
+        row["default"] = info.id.hex() == default
+        out.append(row)
+    return {"communities": out}
+
+
+def op_community_show(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    return _community_json(node, community_of(node, p.get("community")))
+
+
+def op_community_invite(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    info = node.community(community)
+    return {"invitation": encode_invitation(info.genesis, list(p.get("addrs", [])))}
+
+
+def op_community_join(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    genesis, addrs = decode_invitation(p["invitation"])
+    vouch = None
+    if p.get("vouch"):
+        raise LocalProtocolError("joining with a vouch is not supported from the CLI yet")
+    community = node.join(genesis, name=p.get("member_name"), vouch=vouch)
+    if node.store.get_meta(DEFAULT_COMMUNITY) is None:
+        node.store.set_meta(DEFAULT_COMMUNITY, community.hex())
+    return {"community": cid(community), "addrs": addrs}
+
+
+def op_pay(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    to = _member(p["to"])
+    amount = _amount(p["amount"])
+    offer = node.find_offer(community, p["offer"]) if p.get("offer") else None
+    entry = node.pay(community, to, amount, memo=p.get("memo", ""), offer=offer)
+    return {"transfer": eid(entry.id)}
+
+
+def _answer(verb: str) -> Callable[[LocalNode, dict[str, Any]], dict[str, Any]]:
+    def op(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+        community = community_of(node, p.get("community"))
+        ref = node.find_transfer(community, p["transfer"])
+        if verb == "accept":
+            entry = node.accept(community, ref)
+        elif verb == "decline":
+            entry = node.decline(community, ref, reason=p.get("reason", ""))
+        else:
+            entry = node.reclaim(community, ref)
+        return {verb: eid(entry.id), "transfer": eid(ref.id)}
+
+    return op
+
+
+def op_pending(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    unit = node.community(community).unit
+    return {
+        "incoming": [_transfer_json(t, unit) for t in node.pending(community)],
+        "outgoing": [_transfer_json(t, unit) for t in node.pending_out(community)],
+    }
+
+
+def op_balance(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    member = _member(p["member"]) if p.get("member") else node.member
+    info = node.community(community)
+    b = node.balance(community, member)
+    return {
+        "member": mid(b.member),
+        "balance": b.balance,
+        "credit_limit": b.credit_limit,
+        "pending_in": b.pending_in,
+        "pending_out": b.pending_out,
+        "unit": info.unit,
+        "joined": b.joined,
+        "frozen": b.frozen_at is not None,
+    }
+
+
+def op_balances(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    return {"balances": {mid(m): v for m, v in sorted(node.balances(community).items())}}
+
+
+def op_history(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    member = _member(p["member"]) if p.get("member") else node.member
+    limit = int(p.get("limit", 50))
+    entries = node.history(community, member, before_ms=p.get("before_ms"), limit=limit)
+    return {
+        "member": mid(member),
+        "entries": [_entry_json(e) for e in entries],
+        "next_before_ms": entries[-1].timestamp_ms if len(entries) == limit else None,
+    }
+
+
+def op_offer_add(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    price = _amount(p["price"]) if p.get("price") is not None else None
+    entry = node.offer(
+        community,
+        p["title"],
+        side=p.get("side", "offer"),
+        description=p.get("description", ""),
+        tags=tuple(p.get("tags", ())),
+        price=price,
+        expires_ms=p.get("expires_ms"),
+    )
+    return {"offer": eid(entry.id)}
+
+
+def op_offer_list(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    author = _member(p["author"]) if p.get("author") else None
+    offers = node.offers(
+        community,
+        p.get("text"),
+        tag=p.get("tag"),
+        side=p.get("side"),
+        author=author,
+        include_closed=bool(p.get("include_closed")),
+        limit=int(p.get("limit", 50)),
+    )
+    return {"offers": [_offer_json(o) for o in offers]}
+
+
+def op_offer_close(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    ref = node.find_offer(community, p["offer"])
+    entry = node.close_offer(community, ref)
+    return {"offer": eid(ref.id), "close": eid(entry.id)}
+
+
+def op_vouch(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    limit = int(p["limit"]) if p.get("limit") is not None else None
+    entry = node.vouch(community, _member(p["member"]), limit=limit)
+    return {"vouch": eid(entry.id), "ref": [mid(entry.author), entry.seq, eid(entry.id)]}
+
+
+def op_forks(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    community = community_of(node, p.get("community"))
+    return {
+        "forks": [
+            {
+                "member": mid(m),
+                "seq": seq,
+                "proof": [base64.b64encode(a).decode(), base64.b64encode(b).decode()],
+            }
+            for m, seq, a, b in node.forks(community)
+        ]
+    }
+
+
+OPS: dict[str, Callable[[LocalNode, dict[str, Any]], dict[str, Any]]] = {
+    "whoami": op_whoami,
+    "community.create": op_community_create,
+    "community.list": op_community_list,
+    "community.show": op_community_show,
+    "community.invite": op_community_invite,
+    "community.join": op_community_join,
+    "pay": op_pay,
+    "accept": _answer("accept"),
+    "decline": _answer("decline"),
+    "reclaim": _answer("reclaim"),
+    "pending": op_pending,
+    "balance": op_balance,
+    "balances": op_balances,
+    "history": op_history,
+    "offer.add": op_offer_add,
+    "offer.list": op_offer_list,
+    "offer.close": op_offer_close,
+    "vouch": op_vouch,
+    "forks": op_forks,
+}
+
+
+def run_op(node: LocalNode, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run operation ``name``. Raises TrocError subclasses for the caller's mistakes."""
+    op = OPS.get(name)
+    if op is None:
+        raise LocalProtocolError(f"unknown operation {name!r}")
+    return op(node, params)
