@@ -184,7 +184,9 @@ def catch_up(entries: int, tmp: Path) -> dict[str, Any]:
     }
 
 
-def propagation(nodes: int, appends: int, tmp: Path, seed: int) -> dict[str, Any]:
+def propagation(
+    nodes: int, appends: int, tmp: Path, seed: int, sync_interval: float
+) -> dict[str, Any]:
     rng = random.Random(seed)
     homes = [tmp / f"n{i}" for i in range(nodes)]
     for home in homes:
@@ -209,7 +211,7 @@ def propagation(nodes: int, appends: int, tmp: Path, seed: int) -> dict[str, Any
     try:
         for home in homes:
             peers = rng.sample([p.addr for p in procs], min(2, len(procs)))
-            procs.append(Proc(home, *peers, sync_interval=5))
+            procs.append(Proc(home, *peers, sync_interval=sync_interval))
         time.sleep(4)  # let the gossip meshes form (heartbeat 1 s)
         for _ in range(appends):
             i, j = rng.sample(range(nodes), 2)
@@ -251,11 +253,18 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--appends", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sync-interval", type=float, default=2.0,
+                        help="the propagation nodes' --sync-interval (troc run's default)")
+    parser.add_argument("--skip-catch-up", action="store_true")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="troc-bench-sync-"))
     try:
-        result = catch_up(args.entries, tmp / "catch-up")
-        result |= propagation(args.nodes, args.appends, tmp / "propagation", args.seed)
+        result: dict[str, Any] = {}
+        if not args.skip_catch_up:
+            result |= catch_up(args.entries, tmp / "catch-up")
+        result |= propagation(
+            args.nodes, args.appends, tmp / "propagation", args.seed, args.sync_interval
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result, sort_keys=True))

@@ -202,3 +202,27 @@ def test_errors_are_one_line_with_distinct_codes_and_change_nothing(tmp_path: Pa
         r = troc(bruno.home, "run", "--listen", f"/ip4/127.0.0.1/tcp/{port}", check=False)
         assert r.code == 7, r
         assert "in use" in r.err
+
+
+def test_vouch_admission_through_an_invitation(tmp_path: Path) -> None:
+    with members(tmp_path, "ada", "bruno", "chiara") as (ada, bruno, chiara):
+        ada("community", "create", "--name", "V", "--unit", "h", "--credit-limit", "10",
+            "--admission", "vouch")
+        r = ada("community", "invite", check=False)
+        assert r.code == 2
+        assert "--for" in r.err
+        ada.start()
+        invitation = ada("community", "invite", "--for", bruno.member).json["invitation"]
+        # Offline, bruno's node has not seen ada's vouch: it says what to do.
+        r = bruno("community", "join", invitation, check=False)
+        assert r.code == 4
+        assert "troc run" in r.err
+        assert bruno("community", "list").json["communities"] == []  # nothing half-done
+        bruno.start()
+        bruno("community", "join", invitation)  # the running node fetches the vouch first
+        assert bruno("balance").json["credit_limit"] == 10
+        # An invitation for bruno does not admit chiara.
+        chiara.start()
+        r = chiara("community", "join", invitation, check=False)
+        assert r.code == 4
+        assert "vouch" in r.err

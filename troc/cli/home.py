@@ -228,9 +228,9 @@ def call(
     reply = _control_request(home / CONTROL_SOCKET, op, params)
     if reply is not None:
         return reply
-    from troc.node.ops import SIGNING_OPS, run_op
+    from troc.node.ops import needs_key, run_op
 
-    with offline_node(home, passphrase_file, signing=op in SIGNING_OPS) as node:
+    with offline_node(home, passphrase_file, signing=needs_key(op, params)) as node:
         return run_op(node, op, params)
 
 

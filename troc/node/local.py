@@ -224,14 +224,24 @@ class LocalNode:
     ) -> CommunityId:
         """Join the community founded by the genesis entry ``genesis`` (wire bytes).
 
-        Idempotent: joining a community already joined returns its id.
+        Idempotent: joining a community already joined returns its id. All or
+        nothing: if the join is refused, the community is not followed either.
         """
-        outcome = self.ingest(genesis)
-        if outcome.entry is None or not outcome.ok or not isinstance(outcome.entry.body, Genesis):
-            raise LocalProtocolError("that is not a valid community genesis")
-        community = CommunityId(outcome.entry.id)
-        if self.store.head(community, self.member) is None:
-            self._append(community, Join(name=name, vouch=vouch))
+        key = self._signer()
+        stored: list[Entry] = []
+        with self._lock, self.store.transaction(durable=True):
+            now = self._clock()
+            outcome = self.ledger.ingest(genesis, now)
+            if (outcome.entry is None or not outcome.ok
+                    or not isinstance(outcome.entry.body, Genesis)):
+                raise LocalProtocolError("that is not a valid community genesis")
+            stored += self._stored([outcome])
+            community = CommunityId(outcome.entry.id)
+            if self.store.head(community, self.member) is None:
+                entry = self.ledger.prepare(key, community, Join(name=name, vouch=vouch), now)
+                self._ingest_checked(entry)
+                stored.append(entry)
+        self._notify(stored, own=True)
         return community
 
     def communities(self) -> list[CommunityInfo]:

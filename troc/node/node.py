@@ -98,7 +98,7 @@ class NodeConfig:
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     bootstrap: tuple[str, ...] = ()
     mdns: bool = False
-    sync_interval: float = 5.0
+    sync_interval: float = 2.0
     control_socket: bool = True
     ban_seconds: float = 600.0
     restore_guard_seconds: float = 10.0
@@ -215,14 +215,26 @@ class Node:
             return {"peer_id": peer}
         if name == "community.invite" and not params.get("addrs"):
             params = {**params, "addrs": self.addrs()}
-        if name in ops.SIGNING_OPS:
+        if ops.needs_key(name, params):
             await self.wait_restore_guard()
-        result = ops.run_op(self.local, name, params)
         if name == "community.join":
-            for addr in result.get("addrs", []):
-                self._nursery.start_soon(self._connect_quietly, addr)
+            await self._before_join(str(params["invitation"]))
+        result = ops.run_op(self.local, name, params)
         self._refresh_subscriptions()
         return result
+
+    async def _before_join(self, invitation: str) -> None:
+        """Follow the community and sync with the inviter's nodes first, so
+        the join can name a vouch that lives in the inviter's log."""
+        genesis, addrs, _vouch = ops.decode_invitation(invitation)
+        self.local.ingest(genesis)
+        for addr in addrs:
+            try:
+                with trio.fail_after(self.config.restore_guard_seconds):
+                    peer = await self.connect(addr)
+                    await self.sync_with(peer)
+            except (DialError, TrocError, trio.TooSlowError) as exc:
+                logger.info("cannot sync with %s before joining: %s", addr, exc)
 
     async def wait_restore_guard(self) -> None:
         """Before signing: if peers are configured, wait (bounded) for a first sync."""

@@ -17,9 +17,9 @@ import msgpack
 
 from troc.crypto.ids import decode_id, encode_id
 from troc.crypto.sign import MemberId
-from troc.errors import LocalProtocolError
+from troc.errors import LocalProtocolError, RefusedError
 from troc.node.local import LocalNode, OfferInfo, TransferInfo
-from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Kind
+from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Kind, Ref
 
 __all__ = [
     "OPS",
@@ -188,14 +188,19 @@ def _entry_json(e: Entry) -> dict[str, Any]:
 # -- invitations ------------------------------------------------------------
 
 
-def encode_invitation(genesis: bytes, addrs: list[str]) -> str:
+def encode_invitation(genesis: bytes, addrs: list[str], vouch: Ref | None = None) -> str:
     """A text a newcomer pastes into ``troc community join``: the community's
-    genesis (self-certifying: its id is its hash) and addresses to reach."""
-    packed = msgpack.packb({"g": genesis, "a": addrs}, use_bin_type=True)
+    genesis (self-certifying: its id is its hash), addresses to reach, and,
+    for a community that admits by vouches, the vouch made for the newcomer."""
+    data: dict[str, Any] = {"g": genesis, "a": addrs}
+    if vouch is not None:
+        data["v"] = vouch.to_wire()
+    packed = msgpack.packb(data, use_bin_type=True)
     return INVITE_PREFIX + base64.urlsafe_b64encode(packed).decode().rstrip("=")
 
 
-def decode_invitation(text: str) -> tuple[bytes, list[str]]:
+def decode_invitation(text: str) -> tuple[bytes, list[str], Ref | None]:
+    """(genesis wire, addresses, vouch) from an invitation; LocalProtocolError if damaged."""
     text = text.strip()
     if not text.startswith(INVITE_PREFIX):
         raise LocalProtocolError(f"not a troc invitation (they start with {INVITE_PREFIX!r})")
@@ -210,6 +215,7 @@ def decode_invitation(text: str) -> tuple[bytes, list[str]]:
             raise ValueError
         if not all(isinstance(a, str) for a in addrs):
             raise ValueError
+        vouch = Ref.from_wire(data["v"]) if "v" in data else None
     except Exception:
         raise LocalProtocolError("the invitation is damaged: copy it again, whole") from None
     try:
@@ -218,7 +224,12 @@ def decode_invitation(text: str) -> tuple[bytes, list[str]]:
         raise LocalProtocolError("the invitation holds no valid community") from None
     if entry.kind is not Kind.GENESIS:
         raise LocalProtocolError("the invitation holds no valid community")
-    return genesis, addrs
+    return genesis, addrs, vouch
+
+
+def needs_key(op: str, params: dict[str, Any]) -> bool:
+    """True if ``op`` signs an entry (so it needs the member key)."""
+    return op in SIGNING_OPS or (op == "community.invite" and bool(params.get("for")))
 
 
 # -- the operations ---------------------------------------------------------
@@ -282,15 +293,30 @@ def op_community_show(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
 def op_community_invite(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
     info = node.community(community)
-    return {"invitation": encode_invitation(info.genesis, list(p.get("addrs", [])))}
+    vouch = None
+    if p.get("for"):
+        vouch = node.vouch(community, _member(p["for"])).ref
+    elif info.admission == "vouch":
+        raise LocalProtocolError(
+            "this community admits members by vouch: say whom the invitation is for (--for)"
+        )
+    return {"invitation": encode_invitation(info.genesis, list(p.get("addrs", [])), vouch)}
 
 
 def op_community_join(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
-    genesis, addrs = decode_invitation(p["invitation"])
-    vouch = None
-    if p.get("vouch"):
-        raise LocalProtocolError("joining with a vouch is not supported from the CLI yet")
-    community = node.join(genesis, name=p.get("member_name"), vouch=vouch)
+    genesis, addrs, vouch = decode_invitation(p["invitation"])
+    if vouch is not None and vouch.author == node.member:
+        raise LocalProtocolError("this invitation was made by you, for someone else")
+    try:
+        community = node.join(genesis, name=p.get("member_name"), vouch=vouch)
+    except RefusedError as exc:
+        if exc.reason == "missing":
+            raise RefusedError(
+                "missing",
+                "the vouch in this invitation has not reached this node yet: start `troc run`"
+                " (it connects to the inviter) and join again",
+            ) from None
+        raise
     if node.store.get_meta(DEFAULT_COMMUNITY) is None:
         node.store.set_meta(DEFAULT_COMMUNITY, community.hex())
     return {"community": cid(community), "addrs": addrs}
