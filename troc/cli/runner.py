@@ -12,33 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import click
 
 from troc.cli import home as homes
-
-
-def _expand(addrs: list[str]) -> list[str]:
-    """Replace a wildcard listen address by addresses peers can dial."""
-    out: list[str] = []
-    for addr in addrs:
-        if "/ip4/0.0.0.0/" not in addr:
-            out.append(addr)
-            continue
-        ips = ["127.0.0.1"]
-        try:
-            ips += [
-                ip
-                for ip in socket.gethostbyname_ex(socket.gethostname())[2]
-                if not ip.startswith("127.")
-            ]
-        except OSError:
-            pass
-        out += [addr.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/") for ip in ips]
-    return out
 
 
 def run_node(
@@ -77,7 +56,7 @@ def run_node(
     async def main() -> None:
         try:
             async with open_node(config, key) as node:
-                addrs = _expand(node.addrs())
+                addrs = node.addrs()
                 homes.remember_self(home, addrs)
                 info = {"member": homes.member_id(home), "peer_id": node.peer_id, "addrs": addrs}
                 if as_json:

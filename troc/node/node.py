@@ -146,6 +146,23 @@ class _StoreView:
         return self.local.ingest_many(wires, community=self.community)
 
 
+def _dialable(addrs: list[str]) -> list[str]:
+    """Replace a wildcard listen address by this host's addresses."""
+    out: list[str] = []
+    for addr in addrs:
+        if "/ip4/0.0.0.0/" not in addr:
+            out.append(addr)
+            continue
+        ips = ["127.0.0.1"]
+        try:
+            host_ips = _stdlib_socket.gethostbyname_ex(_stdlib_socket.gethostname())[2]
+            ips += [ip for ip in host_ips if not ip.startswith("127.")]
+        except OSError:
+            pass
+        out += [addr.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/") for ip in ips]
+    return out
+
+
 def _timestamp(wire: bytes) -> int:
     """An entry's timestamp, read from its (already verified) wire bytes."""
     signed = msgpack.unpackb(wire)[0]
@@ -200,7 +217,8 @@ class Node:
         return self.host.peer_id
 
     def addrs(self) -> list[str]:
-        return self.host.listen_addrs()
+        """Addresses peers can dial (a wildcard listen address is expanded)."""
+        return _dialable(self.host.listen_addrs())
 
     # -- acting ---------------------------------------------------------------
 
