@@ -260,14 +260,21 @@ def community_create(
 
 @community.command("invite")
 @click.argument("community_", metavar="[COMMUNITY]", required=False)
-@click.option("--for", "for_", metavar="MEMBER",
-              help="Vouch for this newcomer (id or contact) and put the vouch in the "
-                   "invitation: needed where the community admits by vouch.")
+@click.option(
+    "--for",
+    "for_",
+    metavar="MEMBER",
+    help="Vouch for this newcomer (id or contact) and put the vouch in the "
+    "invitation: needed where the community admits by vouch.",
+)
 @pass_ctx
 def community_invite(ctx: Context, community_: str | None, for_: str | None) -> None:
     """Print an invitation a newcomer passes to `troc community join`."""
-    params = {"community": community_, "addrs": homes.known_addrs(ctx.home),
-              "for": homes.resolve_member(ctx.home, for_) if for_ else None}
+    params = {
+        "community": community_,
+        "addrs": homes.known_addrs(ctx.home),
+        "for": homes.resolve_member(ctx.home, for_) if for_ else None,
+    }
     ctx.emit(ctx.call("community.invite", params), render.invitation)
 
 

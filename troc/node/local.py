@@ -232,8 +232,11 @@ class LocalNode:
         with self._lock, self.store.transaction(durable=True):
             now = self._clock()
             outcome = self.ledger.ingest(genesis, now)
-            if (outcome.entry is None or not outcome.ok
-                    or not isinstance(outcome.entry.body, Genesis)):
+            if (
+                outcome.entry is None
+                or not outcome.ok
+                or not isinstance(outcome.entry.body, Genesis)
+            ):
                 raise LocalProtocolError("that is not a valid community genesis")
             stored += self._stored([outcome])
             community = CommunityId(outcome.entry.id)
