@@ -52,7 +52,6 @@ from troc.node.p2p import (
     FrameError,
     FrameReader,
     P2PHost,
-    encode_frame,
     open_host,
     write_frames,
 )
@@ -84,6 +83,9 @@ FRAME_TIMEOUT = 30.0
 MAX_INBOUND_PER_PEER = 2
 #: The control socket reads at most this much per request.
 MAX_CONTROL_REQUEST = 1024 * 1024
+#: Frame errors only a broken or hostile peer causes (a timeout, a reset or
+#: an EOF may be the network's doing).
+MALFORMED_FRAME = frozenset({"too_large", "bad_varint"})
 
 
 def topic_of(community: CommunityId) -> str:
@@ -174,6 +176,7 @@ class _Peers:
     banned: dict[str, float] = field(default_factory=dict)
     inbound: dict[str, int] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    syncing: set[str] = field(default_factory=set)  # outbound sessions in flight
 
     def is_banned(self, peer: str) -> bool:
         until = self.banned.get(peer)
@@ -355,7 +358,8 @@ class Node:
                 "received": p.current_received,
                 "last_ms": p.last_ms,
             },
-            "banned": sorted(self._peers.banned),
+            # is_banned forgets expired bans (they would be listed forever).
+            "banned": sorted(p for p in list(self._peers.banned) if self._peers.is_banned(p)),
         }
 
     def peers(self) -> dict[str, Any]:
@@ -385,6 +389,8 @@ class Node:
         gossip = self.host.gossip
 
         def validate(msg: Any) -> bool:
+            if self._peers.is_banned(msg.origin):
+                return False  # the ban holds on gossip too
             try:
                 entry = Entry.decode(msg.data)
             except TrocError:
@@ -419,10 +425,17 @@ class Node:
     # -- sync -------------------------------------------------------------------
 
     async def _sync_loop(self) -> None:
-        """On new peers, on request, and every sync_interval with a random peer."""
+        """On new peers, on request, and every sync_interval with a random peer.
+
+        Each peer's sessions run in a task of their own, one at a time per
+        peer: a peer that answers slowly (a session may last SESSION_TIMEOUT)
+        holds up only itself, and requests (a gossip flood can make many)
+        do not crowd out the periodic sync with a random peer.
+        """
+        next_random = trio.current_time()
         while True:
             peer: str | None = None
-            with trio.move_on_after(self.config.sync_interval * random.uniform(0.5, 1.5)):
+            with trio.move_on_at(next_random):
                 peer = await self._sync_soon.receive()
             connected = [p for p in self.host.connected_peers() if not self._peers.is_banned(p)]
             new = [p for p in connected if p not in self._peers.seen]
@@ -430,12 +443,23 @@ class Node:
             targets = set(new)
             if peer is not None and peer in connected:
                 targets.add(peer)
-            if not targets and connected:
-                targets.add(random.choice(connected))
-            for target in targets:
-                await self.sync_with(target)
-            if connected and not self._first_sync.is_set() and self.progress.sessions:
-                self._first_sync.set()
+            if trio.current_time() >= next_random:
+                interval = self.config.sync_interval * random.uniform(0.5, 1.5)
+                next_random = trio.current_time() + interval
+                idle = [p for p in connected if p not in self._peers.syncing]
+                if idle:
+                    targets.add(random.choice(idle))
+            for target in targets - self._peers.syncing:
+                self._peers.syncing.add(target)
+                self._nursery.start_soon(self._sync_task, target)
+
+    async def _sync_task(self, peer: str) -> None:
+        try:
+            await self.sync_with(peer)
+        finally:
+            self._peers.syncing.discard(peer)
+        if not self._first_sync.is_set() and self.progress.sessions:
+            self._first_sync.set()
 
     async def sync_with(self, peer: str) -> list[SyncStats]:
         """Run one sync session per community with ``peer``; returns their stats."""
@@ -461,7 +485,7 @@ class Node:
         except (FrameError, RemoteProtocolError, trio.TooSlowError) as exc:
             self.progress.failed += 1
             logger.info("sync with %s failed: %s", peer, exc)
-            if isinstance(exc, RemoteProtocolError) and not isinstance(exc, FrameError):
+            if _misbehaved(exc):
                 self._ban(peer, str(exc))
             await _close(stream, reset=True)
             return None
@@ -488,10 +512,11 @@ class Node:
                 view = _StoreView(self.local, CommunityId(community))
                 session = SyncSession(view, CommunityId(community), initiator=False)
                 await self._run_session(stream, peer, session, list(session.receive(hello)), reader)
-        except (FrameError, trio.TooSlowError) as exc:
-            logger.info("inbound sync from %s ended: %s", peer, exc)
-        except RemoteProtocolError as exc:
-            self._ban(peer, str(exc))
+        except (RemoteProtocolError, trio.TooSlowError) as exc:
+            if _misbehaved(exc):
+                self._ban(peer, str(exc))
+            else:
+                logger.info("inbound sync from %s ended: %s", peer, exc)
         finally:
             self._peers.inbound[peer] -= 1
 
@@ -505,21 +530,25 @@ class Node:
     ) -> None:
         reader = reader or FrameReader(stream, max_size=MAX_FRAME, frame_timeout=FRAME_TIMEOUT)
         self.progress.sessions += 1
-        await write_frames(stream, [encode_message(m) for m in first])
+        # Every write goes through write_frames: it has a deadline (a peer that
+        # stops reading fills the flow-control window), and a peer resetting
+        # the stream surfaces as a FrameError, not as libp2p's StreamReset
+        # (which escaped _sync_one and stopped the node).
+        await write_frames(stream, [encode_message(m) for m in first], frame_timeout=FRAME_TIMEOUT)
         while not session.done:
             msg = decode_message(await reader.read_frame())
             before = session.stats.accepted
             out: list[bytes] = []
             size = 0
             for reply in session.receive(msg):
-                frame = encode_frame(encode_message(reply))
-                out.append(frame)
-                size += len(frame)
+                data = encode_message(reply)
+                out.append(data)
+                size += len(data)
                 if size >= MAX_FRAME // 2:
-                    await stream.write(b"".join(out))
+                    await write_frames(stream, out, frame_timeout=FRAME_TIMEOUT)
                     out, size = [], 0
             if out:
-                await stream.write(b"".join(out))
+                await write_frames(stream, out, frame_timeout=FRAME_TIMEOUT)
             self.progress.fetched += session.stats.accepted - before
             self.progress.current_expected = session.stats.expected
             self.progress.current_received = session.stats.received
@@ -596,6 +625,13 @@ class Node:
                 nursery.start_soon(self._connect_quietly, addr)
         if not self.host.connected_peers():
             self._first_sync.set()  # nobody to learn from: do not hold appends back
+
+
+def _misbehaved(exc: Exception) -> bool:
+    """Whether a session's error proves the peer broken or hostile."""
+    if isinstance(exc, FrameError):
+        return exc.reason in MALFORMED_FRAME
+    return isinstance(exc, RemoteProtocolError)
 
 
 async def _close(stream: Any, *, reset: bool) -> None:
