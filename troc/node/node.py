@@ -177,6 +177,7 @@ class _Peers:
     inbound: dict[str, int] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     syncing: set[str] = field(default_factory=set)  # outbound sessions in flight
+    dialed: dict[str, float] = field(default_factory=dict)  # mDNS peers: last dial (trio time)
 
     def is_banned(self, peer: str) -> bool:
         until = self.banned.get(peer)
@@ -446,12 +447,41 @@ class Node:
             if trio.current_time() >= next_random:
                 interval = self.config.sync_interval * random.uniform(0.5, 1.5)
                 next_random = trio.current_time() + interval
+                if self.config.mdns:
+                    self._dial_discovered(set(connected))
                 idle = [p for p in connected if p not in self._peers.syncing]
                 if idle:
                     targets.add(random.choice(idle))
             for target in targets - self._peers.syncing:
                 self._peers.syncing.add(target)
                 self._nursery.start_soon(self._sync_task, target)
+
+    def _dial_discovered(self, connected: set[str]) -> None:
+        """Connect to peers mDNS put in the peer store (py-libp2p only records
+        them). Each is tried at most once a minute, a few at a time."""
+        now = trio.current_time()
+        me = self.peer_id
+        started = 0
+        for pid in self.host.libp2p.get_peerstore().peers_with_addrs():
+            peer = pid.to_base58()
+            if peer == me or peer in connected or self._peers.is_banned(peer):
+                continue
+            if self._peers.dialed.get(peer, -1e9) > now - 60 or started >= 4:
+                continue
+            self._peers.dialed[peer] = now
+            started += 1
+            self._nursery.start_soon(self._dial_peer, pid)
+
+    async def _dial_peer(self, pid: Any) -> None:
+        from libp2p.peer.peerinfo import PeerInfo
+
+        addrs = self.host.libp2p.get_peerstore().addrs(pid)
+        try:
+            with trio.fail_after(10):
+                await self.host.libp2p.connect(PeerInfo(pid, addrs))
+            self._sync_soon_send.send_nowait(pid.to_base58())
+        except Exception as exc:  # unreachable or gone: try again in a minute
+            logger.debug("cannot dial discovered peer %s: %s", pid, exc)
 
     async def _sync_task(self, peer: str) -> None:
         try:
