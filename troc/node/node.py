@@ -81,6 +81,8 @@ SESSION_TIMEOUT = 600.0
 FRAME_TIMEOUT = 30.0
 #: Inbound sync sessions one peer may have open at once.
 MAX_INBOUND_PER_PEER = 2
+#: Parked gossip entries whose dependencies are being fetched at once, at most.
+MAX_FETCHES = 256
 #: The control socket reads at most this much per request.
 MAX_CONTROL_REQUEST = 1024 * 1024
 #: Frame errors only a broken or hostile peer causes (a timeout, a reset or
@@ -205,6 +207,7 @@ class Node:
         self._outbox_send, self._outbox = trio.open_memory_channel[Entry](10_000)
         self._sync_soon_send, self._sync_soon = trio.open_memory_channel[str | None](1000)
         self._subscribed: dict[CommunityId, trio.CancelScope] = {}
+        self._fetching: set[tuple[CommunityId, bytes]] = set()
         self._listeners: list[trio.MemorySendChannel[Entry]] = []
         self._ready = trio.Event()
         self._first_sync = trio.Event()
@@ -390,7 +393,9 @@ class Node:
         gossip = self.host.gossip
 
         def validate(msg: Any) -> bool:
-            if self._peers.is_banned(msg.origin):
+            if self._peers.is_banned(msg.origin) or (
+                msg.forwarder is not None and self._peers.is_banned(msg.forwarder)
+            ):
                 return False  # the ban holds on gossip too
             try:
                 entry = Entry.decode(msg.data)
@@ -407,12 +412,41 @@ class Node:
                     except TrocError:
                         logger.exception("could not store a gossiped entry")
                         continue
-                    if outcome.status is Status.WAITING:
-                        # Fetch what it needs from whoever published it.
+                    if outcome.status is Status.WAITING and outcome.entry is not None:
+                        key = (community, outcome.entry.author)
+                        # One fetch per author at a time, and a bounded number
+                        # in all: a flood of dangling entries cannot pile up tasks.
+                        if key not in self._fetching and len(self._fetching) < MAX_FETCHES:
+                            self._fetching.add(key)
+                            peers = (msg.forwarder, msg.origin)
+                            self._nursery.start_soon(
+                                self._fetch_missing, community, outcome.entry, peers, key
+                            )
+
+    async def _fetch_missing(
+        self,
+        community: CommunityId,
+        entry: Entry,
+        peers: tuple[str | None, ...],
+        key: tuple[CommunityId, bytes],
+    ) -> None:
+        """Sync with the neighbour that relayed a parked entry (it held it; the
+        origin is rarely a neighbour in a sparse graph), and again while it
+        stays parked: that neighbour may be fetching the same dependency from
+        its own neighbours, hop by hop back to the origin."""
+        try:
+            for delay in (0.0, 0.25, 0.5, 1.0, 2.0):
+                await trio.sleep(delay)
+                if self.local.store.entry(community, entry.author, entry.seq, entry.id):
+                    return
+                for peer in peers:
+                    if peer is not None and not self._peers.is_banned(peer):
                         try:
-                            self._sync_soon_send.send_nowait(msg.origin)
+                            self._sync_soon_send.send_nowait(peer)
                         except trio.WouldBlock:
                             pass
+        finally:
+            self._fetching.discard(key)
 
     async def _publisher(self) -> None:
         async for entry in self._outbox:
