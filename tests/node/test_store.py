@@ -838,3 +838,17 @@ def _open_transfers(store: Store, c: CommunityId) -> list[Any]:
     for m, _ in store.heads(c):
         out += store.pending_out(c, MemberId(m))
     return out
+
+
+def test_timed_entries_since_carries_each_entrys_timestamp(tmp_path: Path) -> None:
+    """Sync streams (timestamp, wire) pairs straight from the store."""
+    from troc.node.local import open_local_node
+
+    with open_local_node(tmp_path, SigningKey.generate()) as node:
+        community = node.create_community("T", "h", 5)
+        node.offer(community, "one")
+        node.offer(community, "two")
+        pairs = node.store.timed_entries_since(community, node.member, 1)
+        assert [w for _t, w in pairs] == node.store.entries_since(community, node.member, 1)
+        assert [t for t, _w in pairs] == [Entry.decode(w).timestamp_ms for _t, w in pairs]
+        assert len(pairs) == 2

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import trio
 
 from troc.crypto.sign import MemberId, SigningKey
@@ -136,8 +135,7 @@ class _StoreView:
     def entries_after(
         self, community: CommunityId, author: Any, after_seq: int, limit: int
     ) -> list[tuple[int, bytes]]:
-        wires = self.local.store.entries_since(community, author, after_seq, limit)
-        return [(_timestamp(w), w) for w in wires]
+        return self.local.store.timed_entries_since(community, author, after_seq, limit)
 
     def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None:
         stored = self.local.store.entry(community, ref.author, ref.seq, ref.id)
@@ -165,12 +163,6 @@ def _dialable(addrs: list[str]) -> list[str]:
             pass
         out += [addr.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/") for ip in ips]
     return out
-
-
-def _timestamp(wire: bytes) -> int:
-    """An entry's timestamp, read from its (already verified) wire bytes."""
-    signed = msgpack.unpackb(wire)[0]
-    return int(msgpack.unpackb(signed)[5])
 
 
 @dataclass(slots=True)

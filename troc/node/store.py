@@ -755,14 +755,20 @@ class Store:
     ) -> list[bytes]:
         """Wire bytes of ``author``'s entries with seq > ``after_seq``, in seq
         order (every branch of a forked log, ties by id), at most ``limit``."""
+        return [wire for _ts, wire in self.timed_entries_since(community, author, after_seq, limit)]
+
+    def timed_entries_since(
+        self, community: CommunityId, author: MemberId, after_seq: int, limit: int = 1000
+    ) -> list[tuple[int, bytes]]:
+        """(timestamp_ms, wire) pairs, as :meth:`entries_since` (what sync streams)."""
         log = self._log(community, author)
         if log is None:
             return []
         rows = self._cur.execute(
-            "SELECT wire FROM entries WHERE lid = ? AND seq > ? ORDER BY seq, id LIMIT ?",
+            "SELECT ts, wire FROM entries WHERE lid = ? AND seq > ? ORDER BY seq, id LIMIT ?",
             (log.lid, after_seq, limit),
         ).fetchall()
-        return [r[0] for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     def history(
         self,
