@@ -51,6 +51,7 @@ from troc.node.p2p import (
     FrameError,
     FrameReader,
     P2PHost,
+    close_stream,
     open_host,
     write_frames,
 )
@@ -543,11 +544,11 @@ class Node:
             logger.info("sync with %s failed: %s", peer, exc)
             if _misbehaved(exc):
                 self._ban(peer, str(exc))
-            await _close(stream, reset=True)
+            await close_stream(stream, reset=True)
             return None
         finally:
             self.progress.current_peer = None
-        await _close(stream, reset=False)
+        await close_stream(stream, reset=False)
         return session.stats
 
     async def _handle_sync(self, stream: Any, peer: str) -> None:
@@ -688,14 +689,6 @@ def _misbehaved(exc: Exception) -> bool:
     if isinstance(exc, FrameError):
         return exc.reason in MALFORMED_FRAME
     return isinstance(exc, RemoteProtocolError)
-
-
-async def _close(stream: Any, *, reset: bool) -> None:
-    with trio.move_on_after(5):
-        try:
-            await (stream.reset() if reset else stream.close())
-        except Exception:
-            pass
 
 
 @asynccontextmanager

@@ -63,6 +63,7 @@ __all__ = [
     "FrameReader",
     "P2PHost",
     "StreamHandler",
+    "close_stream",
     "encode_frame",
     "open_host",
     "peer_id_from_seed",
@@ -342,9 +343,9 @@ class P2PHost:
                 await handler(stream, peer)
             except Exception:
                 logger.warning("%s handler failed for peer %s", protocol, peer, exc_info=True)
-                await _finish(stream, reset=True)
+                await close_stream(stream, reset=True)
             else:
-                await _finish(stream, reset=False)
+                await close_stream(stream, reset=False)
 
         self.libp2p.set_stream_handler(TProtocol(protocol), serve)
 
@@ -366,12 +367,13 @@ class P2PHost:
             raise DialError(f"cannot open {protocol} to {peer_id}: {exc!r}") from exc
 
 
-async def _finish(stream: INetStream, *, reset: bool) -> None:
+async def close_stream(stream: INetStream, *, reset: bool) -> None:
+    """Close (or reset) ``stream``, best effort and bounded in time: never raises."""
     with trio.move_on_after(_CLOSE_TIMEOUT):
         try:
             await (stream.reset() if reset else stream.close())
-        except BaseLibp2pError:
-            pass  # the peer is gone already; nothing left to release
+        except Exception:  # the peer is gone already; nothing left to release
+            pass
 
 
 def _listen_addr(addr: str) -> multiaddr.Multiaddr:
