@@ -27,11 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from troc.errors import KeystoreError, LocalProtocolError
+from troc.node.homefiles import (
+    read_json,
+    remember_bootstrap,
+    self_addrs,
+    set_self_addrs,
+    write_json,
+)
 
 KEY_FILE = "key"
 PROFILE_FILE = "profile.json"
 CONTACTS_FILE = "contacts.json"
-PEERS_FILE = "peers.json"
 STORE_FILE = "store.sqlite"
 CONTROL_SOCKET = "control.sock"
 
@@ -42,28 +48,8 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("troc", appauthor=False))
 
 
-def _read_json(path: Path, default: Any) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return default
-    except (OSError, ValueError) as exc:
-        raise LocalProtocolError(f"{path} is damaged ({exc}): fix or remove it") from None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def profile(home: Path) -> dict[str, Any]:
-    data = _read_json(home / PROFILE_FILE, None)
+    data = read_json(home / PROFILE_FILE, None)
     if data is None:
         raise KeystoreError(f"no member key in {home} yet: run `troc init` first")
     return dict(data)
@@ -116,7 +102,7 @@ def init_key(home: Path, *, name: str | None, encrypt: bool, passphrase_file: Pa
     key = SigningKey.generate()
     save_key(home / KEY_FILE, key.seed, passphrase)
     member = encode_id("m", key.public)
-    _write_json(home / PROFILE_FILE, {"member": member, "name": name})
+    write_json(home / PROFILE_FILE, {"member": member, "name": name})
     return member
 
 
@@ -135,7 +121,7 @@ def load_signing_key(home: Path, passphrase_file: Path | None) -> Any:
 
 
 def contacts(home: Path) -> dict[str, str]:
-    return dict(_read_json(home / CONTACTS_FILE, {}))
+    return dict(read_json(home / CONTACTS_FILE, {}))
 
 
 def add_contact(home: Path, name: str, member: str) -> dict[str, str]:
@@ -147,7 +133,7 @@ def add_contact(home: Path, name: str, member: str) -> dict[str, str]:
     book = contacts(home)
     book[name] = encode_id("m", raw)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_json(home / CONTACTS_FILE, book)
+    write_json(home / CONTACTS_FILE, book)
     return {"contact": name, "member": book[name]}
 
 
@@ -168,16 +154,11 @@ def resolve_member(home: Path, text: str) -> str:
 
 
 def known_addrs(home: Path) -> list[str]:
-    return [str(a) for a in _read_json(home / PEERS_FILE, {}).get("self", [])]
+    return self_addrs(home)
 
 
 def remember_addrs(home: Path, addrs: list[str]) -> None:
-    if not addrs:
-        return
-    data = _read_json(home / PEERS_FILE, {})
-    known = list(dict.fromkeys([*data.get("bootstrap", []), *addrs]))
-    data["bootstrap"] = known[-64:]
-    _write_json(home / PEERS_FILE, data)
+    remember_bootstrap(home, addrs)
 
 
 # -- reaching the node --------------------------------------------------------
@@ -250,6 +231,4 @@ def call_running(home: Path, op: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def remember_self(home: Path, addrs: list[str]) -> None:
     """Record where the running node listens, for `troc community invite`."""
-    data = _read_json(home / PEERS_FILE, {})
-    data["self"] = addrs
-    _write_json(home / PEERS_FILE, data)
+    set_self_addrs(home, addrs)

@@ -44,7 +44,7 @@ import trio
 
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import RemoteProtocolError, TrocError
-from troc.node import ops
+from troc.node import homefiles, ops
 from troc.node.local import LocalNode, now_ms, open_local_node
 from troc.node.p2p import (
     DialError,
@@ -74,7 +74,6 @@ __all__ = ["Node", "NodeConfig", "open_node"]
 logger = logging.getLogger("troc.node")
 
 CONTROL_SOCKET = "control.sock"
-PEERS_FILE = "peers.json"
 #: A whole sync session may not take longer (a 100k-entry catch-up takes ~20 s).
 SESSION_TIMEOUT = 600.0
 #: One frame must arrive within this.
@@ -304,16 +303,10 @@ class Node:
     def _remember(self, addr: str) -> None:
         if not self.config.remember_peers or addr in self.config.bootstrap:
             return
-        path = self.config.home / PEERS_FILE
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        known = [a for a in data.get("bootstrap", []) if a != addr] + [addr]
-        data["bootstrap"] = known[-64:]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+            homefiles.remember_bootstrap(self.config.home, [addr])
+        except (OSError, TrocError) as exc:  # a damaged file must not stop the node
+            logger.warning("cannot remember %s: %s", addr, exc)
 
     def _ban(self, peer: str, why: str) -> None:
         logger.warning("banning peer %s for %.0f s: %s", peer, self.config.ban_seconds, why)
@@ -673,10 +666,9 @@ class Node:
         addrs = list(self.config.bootstrap)
         if self.config.remember_peers:
             try:
-                data = json.loads((self.config.home / PEERS_FILE).read_text())
-                addrs += [a for a in data.get("bootstrap", []) if a not in addrs]
-            except (OSError, ValueError):
-                pass
+                addrs += [a for a in homefiles.bootstrap_addrs(self.config.home) if a not in addrs]
+            except TrocError as exc:  # a damaged file must not stop the node
+                logger.warning("ignoring remembered peers: %s", exc)
         async with trio.open_nursery() as nursery:
             for addr in addrs:
                 nursery.start_soon(self._connect_quietly, addr)

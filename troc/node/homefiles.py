@@ -1,0 +1,70 @@
+"""Small JSON files in a node's home folder, and the peers file among them.
+
+``peers.json`` is written by the running node (peers it reached) and by the
+CLI (addresses from an invitation, where the node listens) and read by both:
+one module owns its format::
+
+    {"bootstrap": [multiaddr, …],   peers to dial on the next start, newest last
+     "self": [multiaddr, …]}        where the running node listens (for invitations)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from troc.errors import LocalProtocolError
+
+PEERS_FILE = "peers.json"
+#: Remembered bootstrap addresses kept, the most recent ones.
+MAX_REMEMBERED = 64
+
+
+def read_json(path: Path, default: Any) -> Any:
+    """The file's JSON value, ``default`` if there is no file.
+
+    Raises LocalProtocolError (one line, saying what to do) if it is damaged.
+    """
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as exc:
+        raise LocalProtocolError(f"{path} is damaged ({exc}): fix or remove it") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically, owner-only: a crash leaves the old file or the new one, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def bootstrap_addrs(home: Path) -> list[str]:
+    return [str(a) for a in read_json(home / PEERS_FILE, {}).get("bootstrap", [])]
+
+
+def self_addrs(home: Path) -> list[str]:
+    return [str(a) for a in read_json(home / PEERS_FILE, {}).get("self", [])]
+
+
+def remember_bootstrap(home: Path, addrs: list[str]) -> None:
+    """Add ``addrs`` to the bootstrap list (a known one moves to the end)."""
+    if not addrs:
+        return
+    data = read_json(home / PEERS_FILE, {})
+    known = [a for a in data.get("bootstrap", []) if a not in addrs] + list(addrs)
+    data["bootstrap"] = known[-MAX_REMEMBERED:]
+    write_json(home / PEERS_FILE, data)
+
+
+def set_self_addrs(home: Path, addrs: list[str]) -> None:
+    data = read_json(home / PEERS_FILE, {})
+    data["self"] = addrs
+    write_json(home / PEERS_FILE, data)
