@@ -98,11 +98,8 @@ async def _demo(
                 for i, t in enumerate((await node.run_op("pending", {}))["incoming"]):
                     verb = "decline" if (i + names.index(name)) % 3 == 2 else "accept"
                     await node.run_op(verb, {"transfer": t["transfer"]})
-                    say(
-                        f"{name} {verb}d {t['amount']} hours from {who[t['from']]}".replace(
-                            "acceptd", "accepted"
-                        )
-                    )
+                    done = {"accept": "accepted", "decline": "declined"}[verb]
+                    say(f"{name} {done} {t['amount']} hours from {who[t['from']]}")
             # Payers take back what was declined, once they see the decline.
             for node, name in zip(nodes, names, strict=True):
                 for t in (await node.run_op("pending", {}))["outgoing"]:
