@@ -121,6 +121,9 @@ class World:
         self.genesis = make_genesis(self.founder, self.now, **rules)
         self.community = CommunityId(self.genesis.id)
         self.log: list[Entry] = []  # every entry stored, in order
+        #: In a witnessed community: makes a certificate for each entry added,
+        #: so this ledger holds every entry it made as final.
+        self.certifier: Callable[[Entry], bytes] | None = None
         assert self.ledger.ingest(self.genesis.wire, self.now).status is Status.ACCEPTED
 
     @property
@@ -138,6 +141,8 @@ class World:
         entry = self.ledger.prepare(signer, self.community, body, self.tick())
         outcome = self.ledger.ingest_entry(entry, self.now)
         assert outcome.status is Status.ACCEPTED, outcome
+        if self.certifier is not None:
+            assert self.ledger.ingest_certificate(self.certifier(entry), self.now).ok
         self.log.append(entry)
         return entry
 

@@ -58,6 +58,14 @@ NOT_COVERED = {
         "a node's own bound on parked entries, not a property of the entry; "
         "tested in tests/unit/test_rules.py"
     ),
+    Reason.BAD_CERTIFICATE.value: (
+        "a verdict on a certificate (Ledger.ingest_certificate), not on an entry; "
+        "tested in tests/property/test_witnessed_ledger.py"
+    ),
+    Reason.NOT_WITNESSED.value: (
+        "a verdict on a certificate (Ledger.ingest_certificate), not on an entry; "
+        "tested in tests/property/test_witnessed_ledger.py"
+    ),
 }
 
 

@@ -11,15 +11,16 @@ import sqlite3
 from pathlib import Path
 
 from troc.errors import StoreError
-from troc.protocol.entry import Kind
+from troc.protocol.entry import Entry, Kind
 
 #: The format this code writes. A store with a higher version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id``: "troc" in ASCII, so other SQLite files are told apart.
 APPLICATION_ID = 0x74726F63
 _VERSION_KEY = "schema_version"
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -44,7 +45,10 @@ CREATE TABLE logs (
     lim INTEGER,
     frozen_at INTEGER,
     cut_balance INTEGER,
-    frozen_credit INTEGER
+    frozen_credit INTEGER,
+    final_seq INTEGER,
+    final_id BLOB,
+    final_balance INTEGER
 );
 CREATE UNIQUE INDEX logs_key ON logs (community, author);
 
@@ -157,14 +161,55 @@ CREATE VIRTUAL TABLE offers_fts USING fts5(
     title, description, tags, content='', tokenize='unicode61 remove_diacritics 2'
 );
 """
-
-_SELECT_LOG = (
-    "SELECT lid, top, seq, id, balance, lim, frozen_at, cut_balance, frozen_credit"
-    " FROM logs WHERE community = ? AND author = ?"
+    + """
+-- Witnessed communities (docs/witness.md). The first valid certificate held
+-- per position (its entry may not have arrived yet).
+CREATE TABLE certificates (
+    community BLOB NOT NULL,
+    author BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (community, author, seq)
+) WITHOUT ROWID;
+-- Two valid certificates for different ids at one position: proof that more
+-- than f witnesses lied.
+CREATE TABLE witness_faults (
+    community BLOB NOT NULL,
+    author BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    first BLOB NOT NULL,
+    second BLOB NOT NULL,
+    PRIMARY KEY (community, author, seq)
+) WITHOUT ROWID;
+-- This node's vote log as a witness: per (community, author) one id per
+-- seq 1..last, a chain; never rewritten (troc.protocol.witness.VoteLog).
+CREATE TABLE votes (
+    community BLOB NOT NULL,
+    author BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    PRIMARY KEY (community, author, seq)
+) WITHOUT ROWID;
+"""
 )
+
+# Version 1 to 2: final tips in logs, and the witnessed-community tables.
+_MIGRATE_1_TO_2 = [
+    "ALTER TABLE logs ADD COLUMN final_seq INTEGER",
+    "ALTER TABLE logs ADD COLUMN final_id BLOB",
+    "ALTER TABLE logs ADD COLUMN final_balance INTEGER",
+]
+
+_HEAD_COLUMNS = (
+    "seq, id, balance, lim, frozen_at, cut_balance, frozen_credit,"
+    " final_seq, final_id, coalesce(final_balance, 0)"
+)
+_SELECT_LOG = f"SELECT lid, top, {_HEAD_COLUMNS} FROM logs WHERE community = ? AND author = ?"
 _UPDATE_LOG = (
     "UPDATE logs SET top = ?, seq = ?, id = ?, balance = ?, lim = ?, frozen_at = ?,"
-    " cut_balance = ?, frozen_credit = ? WHERE lid = ?"
+    " cut_balance = ?, frozen_credit = ?, final_seq = ?, final_id = ?, final_balance = ?"
+    " WHERE lid = ?"
 )
 _INSERT_ENTRY = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT_ENTRY = "SELECT balance, lim, wire FROM entries WHERE lid = ? AND seq = ? AND id = ?"
@@ -238,7 +283,37 @@ def prepare(conn: sqlite3.Connection, path: Path, cache_mib: int) -> None:
             f"{path} is in store format {version}, newer than this troc reads"
             f" ({SCHEMA_VERSION}): upgrade troc"
         )
-    # version < SCHEMA_VERSION would migrate here; there is only version 1 so far.
+    if version < SCHEMA_VERSION:
+        _migrate(conn, version)
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring an older store up to SCHEMA_VERSION, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version == 1:
+            for statement in _MIGRATE_1_TO_2:
+                conn.execute(statement)
+            tables = _statements(_SCHEMA)
+            for statement in tables:
+                if any(
+                    f"CREATE TABLE {name} " in statement
+                    for name in ("certificates", "witness_faults", "votes")
+                ):
+                    conn.execute(statement)
+            # Logs of witnessed communities start with no final entry.
+            for community, wire in conn.execute("SELECT community, wire FROM genesis").fetchall():
+                body = Entry.decode(wire, check_signature=False).body
+                if getattr(body, "finality", None) == "witnessed":
+                    conn.execute(
+                        "UPDATE logs SET final_seq = 0, final_balance = 0 WHERE community = ?",
+                        (community,),
+                    )
+        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), _VERSION_KEY))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _statements(script: str) -> list[str]:

@@ -80,6 +80,7 @@ from troc.crypto.sign import MemberId
 from troc.errors import CodecError, LocalProtocolError, StoreError
 from troc.node._schema import (
     _CLOSE_OFFER,
+    _HEAD_COLUMNS,
     _INSERT_ENTRY,
     _INSERT_MORE_REF,
     _INSERT_PENDING,
@@ -372,7 +373,7 @@ class Store:
         for log in self._dirty.values():
             h = log.head
             if h is None:
-                rows.append((log.top, None, None, None, None, None, None, None, log.lid))
+                rows.append((log.top, *(None,) * 10, log.lid))
             else:
                 rows.append(
                     (
@@ -384,6 +385,9 @@ class Store:
                         h.frozen_at,
                         h.cut_balance,
                         h.frozen_credit,
+                        h.final_seq,
+                        h.final_id,
+                        h.final_balance,
                         log.lid,
                     )
                 )
@@ -579,7 +583,7 @@ class Store:
         """Every author's head in ``community``, ordered by member id."""
         self._flush()
         rows = self._cur.execute(
-            "SELECT author, seq, id, balance, lim, frozen_at, cut_balance, frozen_credit"
+            f"SELECT author, {_HEAD_COLUMNS}"
             " FROM logs WHERE community = ? AND seq IS NOT NULL ORDER BY author",
             (community,),
         ).fetchall()
@@ -707,6 +711,81 @@ class Store:
             cur.executemany("DELETE FROM waiting WHERE wid = ?", wids)
             self._waiting_count = self.waiting_count() - len(rows)
         return [r[1] for r in rows]
+
+    # -- Backend: certificates (witnessed communities) ----------------------------
+
+    def certificate(
+        self, community: CommunityId, author: MemberId, seq: int
+    ) -> tuple[EntryId, bytes] | None:
+        row = self._cur.execute(
+            "SELECT id, data FROM certificates WHERE community = ? AND author = ? AND seq = ?",
+            (community, author, seq),
+        ).fetchone()
+        return None if row is None else (EntryId(row[0]), row[1])
+
+    def put_certificate(
+        self, community: CommunityId, author: MemberId, seq: int, eid: EntryId, data: bytes
+    ) -> None:
+        self._write()
+        self._cur.execute(
+            "INSERT OR IGNORE INTO certificates VALUES (?, ?, ?, ?, ?)",
+            (community, author, seq, eid, data),
+        )
+
+    def put_witness_fault(
+        self, community: CommunityId, author: MemberId, seq: int, first: bytes, second: bytes
+    ) -> bool:
+        self._write()
+        self._cur.execute(
+            "INSERT OR IGNORE INTO witness_faults VALUES (?, ?, ?, ?, ?)",
+            (community, author, seq, first, second),
+        )
+        return self._cur.rowcount == 1
+
+    def witness_faults(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
+        rows = self._cur.execute(
+            "SELECT author, seq, first, second FROM witness_faults WHERE community = ?"
+            " ORDER BY author, seq",
+            (community,),
+        ).fetchall()
+        return [(MemberId(r[0]), r[1], r[2], r[3]) for r in rows]
+
+    # -- the vote log of a witness (see troc.node.witness.StoreVoteLog) -----------
+
+    def voted(self, community: CommunityId, author: MemberId, seq: int) -> EntryId | None:
+        """The id this node, as a witness, recorded at (author, seq)."""
+        row = self._cur.execute(
+            "SELECT id FROM votes WHERE community = ? AND author = ? AND seq = ?",
+            (community, author, seq),
+        ).fetchone()
+        return None if row is None else EntryId(row[0])
+
+    def votes_last(self, community: CommunityId, author: MemberId) -> int:
+        row = self._cur.execute(
+            "SELECT max(seq) FROM votes WHERE community = ? AND author = ?", (community, author)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def put_votes(
+        self, community: CommunityId, author: MemberId, records: Iterable[tuple[int, EntryId]]
+    ) -> None:
+        """Record vote ids at seqs last+1, last+2, … (a record already held
+        with the same id is skipped). Durable once the enclosing transaction
+        commits; raises LocalProtocolError, recording nothing of this call,
+        for a gap or a seq recorded with another id."""
+        self._write()
+        last = self.votes_last(community, author)
+        rows = []
+        for seq, eid in records:
+            if seq <= last:
+                if self.voted(community, author, seq) != eid:
+                    raise LocalProtocolError(f"vote log: seq {seq} is recorded with another id")
+                continue
+            if seq != last + 1:
+                raise LocalProtocolError(f"vote log: seq {seq} would leave a gap after {last}")
+            rows.append((community, author, seq, eid))
+            last = seq
+        self._cur.executemany("INSERT INTO votes VALUES (?, ?, ?, ?)", rows)
 
     # -- queries for the node's API ---------------------------------------------
 

@@ -28,7 +28,7 @@ from typing import Protocol
 from troc.crypto.sign import MemberId
 from troc.protocol.entry import CommunityId, Entry, EntryId, Kind
 
-__all__ = ["Backend", "Head", "MemoryBackend", "RefRow", "Stored", "WaitKey"]
+__all__ = ["Backend", "Head", "MemoryBackend", "RefRow", "Stored", "WaitKey", "final_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,13 @@ class Head:
     ``frozen_at - 1``). ``frozen_credit`` sums credits in the counted part of
     this log that came from transfers in someone's frozen part: they never
     count.
+
+    In a witnessed community (docs/witness.md §6.1) ``final_seq`` is set (0
+    before any certified entry): ``final_seq``/``final_id`` is the log's
+    *final tip*, the highest entry held with a certificate, and
+    ``final_balance`` the nominal balance after it. There the counted
+    balance is the final balance, and the fork fields change nothing: the
+    certified entries of a log lie on one chain.
     """
 
     seq: int
@@ -59,6 +66,13 @@ class Head:
     frozen_at: int | None = None
     cut_balance: int = 0
     frozen_credit: int = 0
+    final_seq: int | None = None
+    final_id: EntryId | None = None
+    final_balance: int = 0
+
+    @property
+    def witnessed(self) -> bool:
+        return self.final_seq is not None
 
     def counts(self, seq: int) -> bool:
         """True if this log's entry at ``seq`` counts (is below any fork)."""
@@ -66,7 +80,10 @@ class Head:
 
     @property
     def counted_balance(self) -> int:
-        """The balance everyone agrees on: frozen parts and credits from them excluded."""
+        """The balance everyone agrees on: frozen parts and credits from them
+        excluded; in a witnessed community, the final balance."""
+        if self.final_seq is not None:
+            return self.final_balance
         base = self.balance if self.frozen_at is None else self.cut_balance
         return base - self.frozen_credit
 
@@ -92,8 +109,16 @@ class RefRow:
     amount: int
 
 
-#: A missing entry that others wait for: (community, author, seq, id).
+#: A missing entry that others wait for: (community, author, seq, id). A
+#: *negative* seq means "wait until the entry at -seq is final" (witnessed
+#: communities: an accept waits for its transfer's certificate); see
+#: :func:`final_key`.
 WaitKey = tuple[CommunityId, MemberId, int, EntryId]
+
+
+def final_key(community: CommunityId, author: MemberId, seq: int, eid: EntryId) -> WaitKey:
+    """The waiting key of "entry (author, seq, eid) has become final"."""
+    return (community, author, -seq, eid)
 
 
 class Backend(Protocol):
@@ -150,6 +175,25 @@ class Backend(Protocol):
         """Entries parked on ``key``, removed from the waiting set."""
         ...
 
+    def certificate(
+        self, community: CommunityId, author: MemberId, seq: int
+    ) -> tuple[EntryId, bytes] | None:
+        """The certificate held for (author, seq): the id it certifies and its bytes."""
+        ...
+
+    def put_certificate(
+        self, community: CommunityId, author: MemberId, seq: int, eid: EntryId, data: bytes
+    ) -> None:
+        """Keep the certificate of (author, seq, eid); the first one per position stays."""
+        ...
+
+    def put_witness_fault(
+        self, community: CommunityId, author: MemberId, seq: int, first: bytes, second: bytes
+    ) -> bool:
+        """Two valid certificates for different ids at one position: more than
+        f witnesses lied. False if one is known for this position."""
+        ...
+
 
 class MemoryBackend:
     """A :class:`Backend` in dicts, for tests and simulation."""
@@ -162,6 +206,8 @@ class MemoryBackend:
         self.forks: dict[tuple[CommunityId, MemberId, int], tuple[bytes, bytes]] = {}
         self._waiting: OrderedDict[bytes, list[WaitKey]] = OrderedDict()
         self._max_waiting = max_waiting
+        self._certificates: dict[tuple[CommunityId, MemberId, int], tuple[EntryId, bytes]] = {}
+        self.witness_faults: dict[tuple[CommunityId, MemberId, int], tuple[bytes, bytes]] = {}
 
     def genesis(self, community: CommunityId) -> Entry | None:
         return self._genesis.get(community)
@@ -259,3 +305,22 @@ class MemoryBackend:
 
     def waiting_count(self) -> int:
         return len(self._waiting)
+
+    def certificate(
+        self, community: CommunityId, author: MemberId, seq: int
+    ) -> tuple[EntryId, bytes] | None:
+        return self._certificates.get((community, author, seq))
+
+    def put_certificate(
+        self, community: CommunityId, author: MemberId, seq: int, eid: EntryId, data: bytes
+    ) -> None:
+        self._certificates.setdefault((community, author, seq), (eid, data))
+
+    def put_witness_fault(
+        self, community: CommunityId, author: MemberId, seq: int, first: bytes, second: bytes
+    ) -> bool:
+        key = (community, author, seq)
+        if key in self.witness_faults:
+            return False
+        self.witness_faults[key] = (first, second)
+        return True

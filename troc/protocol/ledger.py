@@ -26,6 +26,15 @@ nodes. The counted balance (``Head.counted_balance``) is what the node shows.
 Every missing dependency is a reason to wait, not to reject: the entry is
 parked (bounded) under the exact (author, seq, id) it needs and retried when
 that entry is stored; the caller is told what to fetch.
+
+Witnessed communities (docs/witness.md §6.1) add certificates: q witnesses'
+votes that an entry is *the* entry at its (author, seq). Each log has a
+*final tip*, its highest entry held with a certificate; an entry at or below
+it on its chain is final. An accept is valid only once its transfer is
+final, a reclaim only once its decline is: until then it waits, exactly as
+for a missing entry, and :meth:`Ledger.ingest_certificate` releases it. The
+counted balance there is the balance after the final tip, so no credit from
+an uncertified transfer ever counts, and a forker's other branch never did.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from enum import StrEnum
 
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, RefusedError
-from troc.protocol.backend import Backend, Head, RefRow, Stored, WaitKey
+from troc.protocol.backend import Backend, Head, RefRow, Stored, WaitKey, final_key
 from troc.protocol.entry import (
     MAX_AMOUNT,
     Accept,
@@ -55,8 +64,9 @@ from troc.protocol.entry import (
     Transfer,
     Vouch,
 )
+from troc.protocol.witness import Certificate, WitnessRules
 
-__all__ = ["FUTURE_TOLERANCE_MS", "Ledger", "Outcome", "Reason", "Status"]
+__all__ = ["FUTURE_TOLERANCE_MS", "CertificateOutcome", "Ledger", "Outcome", "Reason", "Status"]
 
 #: An entry stamped further ahead of the receiver's clock is held back.
 FUTURE_TOLERANCE_MS = 10 * 60 * 1000
@@ -101,6 +111,9 @@ class Reason(StrEnum):
     ALREADY_CLOSED = "already_closed"
     FORK_LIMIT = "fork_limit"
     WAITING_FULL = "waiting_full"
+    # Certificates (witnessed communities).
+    BAD_CERTIFICATE = "bad_certificate"
+    NOT_WITNESSED = "not_witnessed"
 
 
 class Status(StrEnum):
@@ -117,7 +130,8 @@ class Outcome:
     ``released`` lists entries that had waited for this one and were stored
     as a consequence (in order). ``fork`` is set when this entry proved its
     author forked (a proof was recorded, whether or not the entry itself was
-    valid).
+    valid). ``missing_final`` (witnessed communities) lists entries that are
+    held but must become final, by a certificate, before this one is valid.
     """
 
     status: Status
@@ -127,6 +141,30 @@ class Outcome:
     missing: tuple[Ref, ...] = ()
     released: tuple[Entry, ...] = ()
     fork: bool = False
+    missing_final: tuple[Ref, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (Status.ACCEPTED, Status.DUPLICATE)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateOutcome:
+    """The verdict on one certificate offered to :meth:`Ledger.ingest_certificate`.
+
+    ``final`` is True when it moved its author's final tip (the entry is
+    held); ``released`` lists entries that waited for it and are now stored;
+    ``fault`` is True when it certifies another id than a certificate held
+    for the same position: more than f witnesses lied (both are kept).
+    """
+
+    status: Status
+    certificate: Certificate | None = None
+    reason: Reason | None = None
+    detail: str = ""
+    final: bool = False
+    released: tuple[Entry, ...] = ()
+    fault: bool = False
 
     @property
     def ok(self) -> bool:
@@ -140,8 +178,9 @@ class _Reject(Exception):
 
 
 class _Wait(Exception):
-    def __init__(self, missing: list[Ref]) -> None:
+    def __init__(self, missing: list[Ref], finals: list[Ref] | None = None) -> None:
         self.missing = missing
+        self.finals = finals or []
 
 
 @dataclass(slots=True)
@@ -150,6 +189,7 @@ class _Checked:
 
     stored: Stored
     refs: list[RefRow] = field(default_factory=list)
+    witnessed: bool = False
 
 
 class Ledger:
@@ -161,6 +201,10 @@ class Ledger:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        # Keys of entries that became final during the current call: what
+        # waited for them is retried (see _release).
+        self._finalised: list[WaitKey] = []
+        self._witness_rules: dict[CommunityId, WitnessRules] = {}
 
     # -- reading ----------------------------------------------------------
 
@@ -207,25 +251,91 @@ class Ledger:
         outcome = self._ingest_one(entry, now_ms)
         if outcome.status is not Status.ACCEPTED or entry.community is None:
             return outcome
-        # Release what waited for it, and what waited for those, in order.
-        released: list[Entry] = []
-        queue = [entry]
-        while queue:
-            done = queue.pop(0)
-            assert done.community is not None
-            key: WaitKey = (done.community, done.author, done.seq, done.id)
-            for wire in self.backend.take_waiting(key):
-                try:
-                    parked = Entry.decode(wire)
-                except CodecError:  # pragma: no cover - it decoded when parked
-                    continue
-                again = self._ingest_one(parked, now_ms)
-                if again.status is Status.ACCEPTED:
-                    released.append(parked)
-                    queue.append(parked)
+        released = self._release([(entry.community, entry.author, entry.seq, entry.id)], now_ms)
         if not released:  # the usual case; dataclasses.replace costs ~2 µs
             return outcome
         return replace(outcome, released=tuple(released))
+
+    def ingest_certificate(self, data: bytes, now_ms: int) -> CertificateOutcome:
+        """Check and keep a certificate (canonical bytes) of a witnessed community.
+
+        A valid certificate is stored whether or not its entry is held (the
+        final tip moves when the entry arrives); if the entry is held and
+        lies above its author's final tip, the tip moves there and what
+        waited for the entries that became final is stored.
+        """
+        try:
+            cert = Certificate.decode(data)
+        except CodecError as exc:
+            return CertificateOutcome(
+                Status.REJECTED, reason=Reason.BAD_CERTIFICATE, detail=str(exc)
+            )
+        c, a, seq, eid = cert.community, cert.author, cert.seq, cert.id
+        rules = self.witness_rules(c)
+        if rules is None:
+            genesis = self.backend.genesis(c)
+            reason = Reason.UNKNOWN_COMMUNITY if genesis is None else Reason.NOT_WITNESSED
+            return CertificateOutcome(
+                Status.REJECTED, cert, reason, "no witnessed community of that id is followed"
+            )
+        problem = cert.problem(rules)
+        if problem is not None:
+            return CertificateOutcome(Status.REJECTED, cert, Reason.BAD_CERTIFICATE, problem)
+        held = self.backend.certificate(c, a, seq)
+        if held is not None:
+            if held[0] == eid:
+                return CertificateOutcome(Status.DUPLICATE, cert)
+            fault = self.backend.put_witness_fault(c, a, seq, held[1], cert.encode())
+            return CertificateOutcome(
+                Status.REJECTED,
+                cert,
+                Reason.BAD_CERTIFICATE,
+                "another entry at this position is certified: more than f witnesses lied",
+                fault=fault,
+            )
+        self.backend.put_certificate(c, a, seq, eid, cert.encode())
+        stored = self.backend.entry(c, a, seq, eid)
+        if stored is None:
+            return CertificateOutcome(Status.ACCEPTED, cert)
+        moved = self._advance_final(c, a, stored)
+        released = self._release([], now_ms)
+        return CertificateOutcome(Status.ACCEPTED, cert, final=moved, released=tuple(released))
+
+    def witness_rules(self, community: CommunityId) -> WitnessRules | None:
+        """The witness set of a witnessed community (None if optimistic or unknown)."""
+        rules = self._witness_rules.get(community)
+        if rules is None:
+            genesis = self.backend.genesis(community)
+            if genesis is None or genesis.body.finality != "witnessed":  # type: ignore[union-attr]
+                return None
+            rules = self._witness_rules[community] = WitnessRules.from_genesis(genesis)
+        return rules
+
+    def is_final(self, community: CommunityId, ref: Ref) -> bool:
+        """True if the entry ``ref`` is held and lies on its log's certified
+        chain, at or below the final tip."""
+        head = self.backend.head(community, ref.author)
+        if head is None or head.final_seq is None or head.final_id is None:
+            return False
+        if ref.seq > head.final_seq:
+            return False
+        if ref.seq == head.final_seq:
+            return ref.id == head.final_id
+        if head.frozen_at is None or ref.seq < head.frozen_at:
+            # One entry per seq below any fork: held means on the chain.
+            return self.backend.entry(community, ref.author, ref.seq, ref.id) is not None
+        seq, eid = head.final_seq, head.final_id
+        while seq > ref.seq:
+            s = self.backend.entry(community, ref.author, seq, eid)
+            if s is None or s.entry.prev is None:  # pragma: no cover - a tip's chain is held
+                return False
+            seq, eid = seq - 1, s.entry.prev
+        return eid == ref.id
+
+    def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
+        """The certificate held for exactly this entry, if any."""
+        held = self.backend.certificate(community, ref.author, ref.seq)
+        return None if held is None or held[0] != ref.id else held[1]
 
     def prepare(self, key: SigningKey, community: CommunityId, body: AnyBody, now_ms: int) -> Entry:
         """Sign the next entry of ``key``'s log, after checking it is valid.
@@ -249,12 +359,80 @@ class Ledger:
         except _Reject as exc:
             raise RefusedError(exc.reason.value, exc.detail) from None
         except _Wait as exc:
+            if exc.finals and not exc.missing:
+                raise RefusedError(
+                    "not_final",
+                    "not final yet: this node holds no certificate for "
+                    + ", ".join(map(str, exc.finals)),
+                ) from None
             raise RefusedError(
                 "missing", "this node does not hold " + ", ".join(map(str, exc.missing))
             ) from None
         return entry
 
     # -- internals --------------------------------------------------------
+
+    def _release(self, keys: list[WaitKey], now_ms: int) -> list[Entry]:
+        """Retry what waited on ``keys`` and on entries that became final,
+        and what waited for those, in order."""
+        released: list[Entry] = []
+        queue = keys + self._finalised
+        self._finalised = []
+        while queue:
+            key = queue.pop(0)
+            for wire in self.backend.take_waiting(key):
+                try:
+                    parked = Entry.decode(wire)
+                except CodecError:  # pragma: no cover - it decoded when parked
+                    continue
+                again = self._ingest_one(parked, now_ms)
+                if again.status is Status.ACCEPTED:
+                    assert parked.community is not None
+                    released.append(parked)
+                    queue.append((parked.community, parked.author, parked.seq, parked.id))
+            if self._finalised:
+                queue += self._finalised
+                self._finalised = []
+        return released
+
+    def _advance_final(self, c: CommunityId, author: MemberId, stored: Stored) -> bool:
+        """Move ``author``'s final tip up to the certified ``stored`` entry.
+
+        Every entry between the old tip and it (its chain) becomes final;
+        their keys go to ``_finalised``. A chain that does not pass through
+        the old tip means two certified branches: more than f witnesses
+        lied; the tip stays (docs/witness.md §8).
+        """
+        entry = stored.entry
+        head = self.backend.head(c, author)
+        assert head is not None
+        assert head.final_seq is not None
+        if entry.seq <= head.final_seq:
+            return False
+        keys: list[WaitKey] = []
+        seq, eid = entry.seq, entry.id
+        while seq > head.final_seq:
+            keys.append(final_key(c, author, seq, eid))
+            if seq == 1:
+                break
+            s = self.backend.entry(c, author, seq, eid)
+            assert s is not None
+            assert s.entry.prev is not None
+            seq, eid = seq - 1, s.entry.prev
+        if head.final_seq and eid != head.final_id:
+            mine = self.backend.certificate(c, author, entry.seq)
+            low = self.backend.certificate(c, author, head.final_seq)
+            if mine is not None and low is not None:
+                self.backend.put_witness_fault(c, author, head.final_seq, low[1], mine[1])
+            return False
+        self.backend.put_head(
+            c,
+            author,
+            replace(head, final_seq=entry.seq, final_id=entry.id, final_balance=stored.balance),
+        )
+        keys.reverse()
+        self._finalised += keys
+        return True
 
     def _ingest_one(self, entry: Entry, now_ms: int) -> Outcome:
         if entry.kind is Kind.GENESIS:
@@ -272,6 +450,7 @@ class Ledger:
             return Outcome(Status.REJECTED, entry, exc.reason, exc.detail)
         except _Wait as exc:
             keys = [(c, r.author, r.seq, r.id) for r in exc.missing]
+            keys += [final_key(c, r.author, r.seq, r.id) for r in exc.finals]
             if not self.backend.put_waiting(keys, entry.wire):
                 return Outcome(
                     Status.REJECTED,
@@ -279,7 +458,12 @@ class Ledger:
                     Reason.WAITING_FULL,
                     "too many entries are waiting for dependencies",
                 )
-            return Outcome(Status.WAITING, entry, missing=tuple(exc.missing))
+            return Outcome(
+                Status.WAITING,
+                entry,
+                missing=tuple(exc.missing),
+                missing_final=tuple(exc.finals),
+            )
         # A second *valid* entry at a stored (author, seq) proves a fork. An
         # invalid one proves nothing that counts (no honest node stores it),
         # and ignoring it keeps the verdict independent of arrival order.
@@ -336,7 +520,13 @@ class Ledger:
         c, a = entry.community, entry.author
         self.backend.put_entry(checked.stored, checked.refs)
         head = self.backend.head(c, a)
-        new_head = Head(entry.seq, entry.id, checked.stored.balance, checked.stored.limit)
+        new_head = Head(
+            entry.seq,
+            entry.id,
+            checked.stored.balance,
+            checked.stored.limit,
+            final_seq=0 if checked.witnessed else None,
+        )
         if head is None:
             head = new_head
         elif entry.prev == head.id:
@@ -349,6 +539,9 @@ class Ledger:
                 head.frozen_at,
                 head.cut_balance,
                 head.frozen_credit,
+                head.final_seq,
+                head.final_id,
+                head.final_balance,
             )
         # else: a branch beside the first-seen one; the head stays.
         if isinstance(entry.body, Accept) and head.counts(entry.seq):
@@ -357,6 +550,10 @@ class Ledger:
             if payer is not None and not payer.counts(t.seq):
                 head = replace(head, frozen_credit=head.frozen_credit + checked.refs[0].amount)
         self.backend.put_head(c, a, head)
+        if checked.witnessed:
+            held = self.backend.certificate(c, a, entry.seq)
+            if held is not None and held[0] == entry.id:
+                self._advance_final(c, a, checked.stored)
 
     # -- the rules --------------------------------------------------------
 
@@ -368,6 +565,7 @@ class Ledger:
         if genesis is None:
             raise _Reject(Reason.UNKNOWN_COMMUNITY, "this node does not follow that community")
         rules: Genesis = genesis.body  # type: ignore[assignment]
+        witnessed = rules.finality == "witnessed"
         if entry.timestamp_ms > now_ms + FUTURE_TOLERANCE_MS:
             ahead = (entry.timestamp_ms - now_ms) // 1000
             raise _Reject(Reason.FUTURE_TIMESTAMP, f"stamped {ahead} s in the future")
@@ -433,6 +631,9 @@ class Ledger:
                         Reason.OVER_CEILING, f"balance would pass the ceiling of {rules.ceiling}"
                     )
                 balance += amount
+                # A payee takes only final payments (docs/witness.md §6.1).
+                if witnessed and not self.is_final(c, body.transfer):
+                    raise _Wait([], [body.transfer])
             refs.append(self._row(entry, body.transfer, amount))
         elif isinstance(body, Reclaim):
             d = self._need(c, body.decline)
@@ -447,6 +648,9 @@ class Ledger:
             t = self._need(c, t_ref)
             assert isinstance(t.entry.body, Transfer)
             balance += t.entry.body.amount
+            # Else the payee could accept on one branch and decline on another.
+            if witnessed and not self.is_final(c, body.decline):
+                raise _Wait([], [body.decline])
             refs.append(self._row(entry, t_ref, t.entry.body.amount))
         elif isinstance(body, OfferClose):
             o = self._need(c, body.offer)
@@ -472,7 +676,7 @@ class Ledger:
             raise _Reject(Reason.BAD_SHAPE, "a genesis cannot be part of a log")
         # Offer: nothing to check beyond its schema.
         assert balance >= -MAX_AMOUNT  # bounded by the credit limit check
-        return _Checked(Stored(entry, balance, limit), refs)
+        return _Checked(Stored(entry, balance, limit), refs, witnessed)
 
     def _join_limit(self, c: CommunityId, entry: Entry, body: Join, rules: Genesis) -> int:
         genesis = self.backend.genesis(c)

@@ -61,7 +61,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from troc.crypto.sign import Domain, MemberId, SigningKey, is_valid_public_key, verify
 from troc.errors import CodecError, LocalProtocolError, RemoteProtocolError
@@ -78,7 +78,9 @@ from troc.protocol.entry import (
     Reclaim,
     Ref,
 )
-from troc.protocol.ledger import Ledger, Status
+
+if TYPE_CHECKING:  # the ledger imports this module (certificates) at run time
+    from troc.protocol.ledger import Ledger
 
 __all__ = [
     "CERTIFICATE_LIMITS",
@@ -925,21 +927,37 @@ class WitnessState:
 
 
 class LedgerView:
-    """A :class:`WitnessView` over the witness's own :class:`Ledger`, with its
-    certificates in a dict (the node keeps both in its store). ``clock``
-    gives the ``now_ms`` entries are checked against."""
+    """A :class:`WitnessView` over the witness's own :class:`Ledger` (the
+    certificates are the ledger's too). ``clock`` gives the ``now_ms``
+    entries are checked against. An entry counts as certified when it is
+    final: held on its log's certified chain (:meth:`Ledger.is_final`),
+    since every entry below a certified one was locked with it."""
+
+    #: Entries remembered as parked on a certificate (see :meth:`check`).
+    MAX_PARKED = 10_000
 
     def __init__(self, ledger: Ledger, clock: Callable[[], int]) -> None:
         self.ledger = ledger
         self.clock = clock
-        self.certificates: dict[Position, Certificate] = {}
+        self._parked: dict[Ref, tuple[Ref, ...]] = {}
 
     def check(self, entry: Entry) -> Refused | Waiting | None:
         outcome = self.ledger.ingest_entry(entry, self.clock())
         if outcome.ok:
             return None
-        if outcome.status is Status.WAITING:
-            return Waiting(missing=outcome.missing)
+        if outcome.status == "waiting":
+            # An entry it builds on that the requester did send, but that is
+            # parked on a certificate: name the certificate, not the entry
+            # (sending the entry again would change nothing).
+            missing: list[Ref] = []
+            certificates = list(outcome.missing_final)
+            for ref in outcome.missing:
+                if ref in self._parked:
+                    certificates += self._parked[ref]
+                else:
+                    missing.append(ref)
+            self._remember(entry.ref, outcome.missing_final)
+            return Waiting(missing=tuple(missing), certificates=tuple(dict.fromkeys(certificates)))
         reason = "rejected" if outcome.reason is None else outcome.reason.value
         return Refused(reason, outcome.detail)
 
@@ -948,14 +966,22 @@ class LedgerView:
         return None if stored is None else stored.entry
 
     def certified(self, community: CommunityId, ref: Ref) -> bool:
-        cert = self.certificates.get((community, ref.author, ref.seq))
-        return cert is not None and cert.id == ref.id
+        return self.ledger.is_final(community, ref)
 
     def offer(self, community: CommunityId, wire: bytes) -> None:
-        self.ledger.ingest(wire, self.clock(), community=community)
+        outcome = self.ledger.ingest(wire, self.clock(), community=community)
+        if outcome.entry is not None:
+            self._remember(outcome.entry.ref, outcome.missing_final)
+
+    def _remember(self, ref: Ref, finals: tuple[Ref, ...]) -> None:
+        if not finals:
+            return
+        if len(self._parked) >= self.MAX_PARKED:
+            self._parked.clear()  # only a hint: a cleared one is named as an entry
+        self._parked[ref] = finals
 
     def add_certificate(self, certificate: Certificate) -> None:
-        self.certificates.setdefault(certificate.position, certificate)
+        self.ledger.ingest_certificate(certificate.encode(), self.clock())
 
 
 # -- the payer's side ----------------------------------------------------------------
