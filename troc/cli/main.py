@@ -611,6 +611,11 @@ def run(
     )
 
 
+from troc.cli.relay import relay as _relay  # noqa: E402 - `troc relay`, beside `run`
+
+cli.add_command(_relay)
+
+
 @cli.command()
 @pass_ctx
 def status(ctx: Context) -> None:

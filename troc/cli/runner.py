@@ -5,15 +5,21 @@ and tests that start nodes), logs to stderr at the chosen level, shows sync
 progress during long catch-ups, and stops cleanly on SIGINT or SIGTERM: the
 nursery is cancelled, the control socket removed, the store closed. Nothing
 acknowledged is lost, since every acknowledged entry was committed first.
+
+``troc relay`` (:mod:`troc.cli.relay`) runs the same node through
+:func:`ensure_key` and :func:`serve_node`, adding its metrics endpoint with
+the ``started`` hook.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -34,55 +40,68 @@ def run_node(
 ) -> None:
     import trio
 
-    from troc.node.node import NodeConfig, open_node
+    from troc.node.metrics import configure_logging
+    from troc.node.node import NodeConfig
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # py-libp2p logs every failed dial and handshake at info; ours is enough.
-    logging.getLogger("libp2p").setLevel(
-        max(logging.WARNING, logging.getLevelName(log_level.upper()))
-    )
-    if not (home / homes.KEY_FILE).exists():
-        click.echo(f"troc: no member key in {home}: creating one", err=True)
-        homes.init_key(home, name=None, encrypt=not no_passphrase, passphrase_file=passphrase_file)
-    key = homes.load_signing_key(home, passphrase_file)
+    configure_logging("text", log_level)
+    key = ensure_key(home, passphrase_file, no_passphrase)
     config = NodeConfig(
         home=home, listen=listen, bootstrap=bootstrap, mdns=mdns, sync_interval=sync_interval
     )
+    trio.run(functools.partial(serve_node, config, key, as_json=as_json))
 
-    async def main() -> None:
-        try:
-            async with open_node(config, key) as node:
-                addrs = node.addrs()
-                homes.remember_self(home, addrs)
-                info = {"member": homes.member_id(home), "peer_id": node.peer_id, "addrs": addrs}
-                if as_json:
-                    click.echo(json.dumps(info, sort_keys=True))
-                else:
-                    click.echo(f"troc node running for {info['member']}")
-                    click.echo(f"peer id {node.peer_id}")
-                    for a in addrs:
-                        click.echo(f"listening on {a}")
-                sys.stdout.flush()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_show_progress, node)
-                    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                        async for signum in signals:
-                            click.echo(f"troc: stopping ({signal.Signals(signum).name})", err=True)
-                            break
-                    nursery.cancel_scope.cancel()
-        except OSError as exc:
-            from troc.errors import NetworkError
 
-            raise NetworkError(
-                f"cannot listen on {' '.join(listen)}: {exc.strerror or exc}"
-                " (is another node using that port?)"
-            ) from None
+def ensure_key(home: Path, passphrase_file: Path | None, no_passphrase: bool) -> Any:
+    """The member key of ``home``, created on first run."""
+    if not (home / homes.KEY_FILE).exists():
+        click.echo(f"troc: no member key in {home}: creating one", err=True)
+        homes.init_key(home, name=None, encrypt=not no_passphrase, passphrase_file=passphrase_file)
+    return homes.load_signing_key(home, passphrase_file)
 
-    trio.run(main)
+
+#: Called once the node runs, before the info line is printed: may start tasks
+#: in the nursery given (cancelled when the node stops) and returns fields to
+#: add to the info line. ``troc relay`` starts its metrics endpoint here.
+StartedHook = Callable[[Any, Any], Awaitable[dict[str, Any]]]
+
+
+async def serve_node(
+    config: Any, key: Any, *, as_json: bool, started: StartedHook | None = None
+) -> None:
+    """Run the node of ``config`` until SIGINT or SIGTERM (the body of `troc run`)."""
+    import trio
+
+    from troc.node.node import open_node
+
+    home = config.home
+    try:
+        async with open_node(config, key) as node, trio.open_nursery() as nursery:
+            addrs = node.addrs()
+            homes.remember_self(home, addrs)
+            info = {"member": homes.member_id(home), "peer_id": node.peer_id, "addrs": addrs}
+            if started is not None:
+                info.update(await started(node, nursery))
+            if as_json:
+                click.echo(json.dumps(info, sort_keys=True))
+            else:
+                click.echo(f"troc node running for {info['member']}")
+                click.echo(f"peer id {node.peer_id}")
+                for a in addrs:
+                    click.echo(f"listening on {a}")
+            sys.stdout.flush()
+            nursery.start_soon(_show_progress, node)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    click.echo(f"troc: stopping ({signal.Signals(signum).name})", err=True)
+                    break
+            nursery.cancel_scope.cancel()
+    except OSError as exc:
+        from troc.errors import NetworkError
+
+        raise NetworkError(
+            f"cannot listen on {' '.join(config.listen)}: {exc.strerror or exc}"
+            " (is another node using that port?)"
+        ) from None
 
 
 async def _show_progress(node: object) -> None:

@@ -1,0 +1,253 @@
+"""``troc relay``: the node of ``troc run``, configured as an always-on community server.
+
+It loads the server configuration (:mod:`troc.node.config`: ``--config``
+file, ``TROC_*`` variables, flags), sets up logging (text or JSON lines),
+binds the metrics endpoint (so a busy port fails before the node starts),
+then runs the node exactly as ``troc run`` does
+(:func:`troc.cli.runner.serve_node`), with the endpoint (:mod:`troc.node.metrics`)
+serving alongside. The info line (``--json``) adds ``metrics`` (the bound
+``host:port``, or null) and ``witness``. ``--check`` validates the
+configuration, prints every option with its value and source, and exits.
+
+Options the node does not honour yet (relay limits, quotas, communities
+served, the witness role) are checked and shown, and ``troc relay`` warns at
+start-up about each one set away from its default (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+logger = logging.getLogger("troc.relay")
+
+#: How long entry counts are reused between scrapes (counting is O(entries)).
+COUNT_TTL = 15.0
+
+
+@click.command("relay")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="TROC_CONFIG",
+    help="Server configuration file (TOML). Env: TROC_CONFIG.",
+)
+@click.option("--listen", multiple=True, help="Multiaddr to listen on (repeatable).")
+@click.option("--bootstrap", multiple=True, help="A peer's full multiaddr (repeatable).")
+@click.option("--metrics-listen", help="host:port for /metrics and /health; '' turns it off.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines on stderr.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--no-passphrase",
+    is_flag=True,
+    help="On first run, create the key unencrypted (unattended servers).",
+)
+@click.option("--check", is_flag=True, help="Check the configuration, print it, and exit.")
+@click.pass_context
+def relay(
+    click_ctx: click.Context,
+    config_path: Path | None,
+    listen: tuple[str, ...],
+    bootstrap: tuple[str, ...],
+    metrics_listen: str | None,
+    log_format: str | None,
+    log_level: str | None,
+    no_passphrase: bool,
+    check: bool,
+) -> None:
+    """Run the node as an always-on community server (docs/operations.md).
+
+    Every option can also be set in the --config file and as TROC_<OPTION>;
+    flags override variables, which override the file.
+    """
+    from click.core import ParameterSource
+
+    from troc.cli import home as homes
+    from troc.node.config import load_config
+
+    obj = click_ctx.obj  # troc.cli.main.Context
+    flags: dict[str, Any] = {
+        "listen": listen or None,
+        "bootstrap": bootstrap or None,
+        "metrics_listen": metrics_listen,
+        "log_format": log_format,
+        "log_level": log_level,
+    }
+    # The group's --home also reads TROC_HOME; only a real flag overrides the
+    # file (the variable is read, with its name, by load_config).
+    if click_ctx.find_root().get_parameter_source("home") is ParameterSource.COMMANDLINE:
+        flags["home"] = obj.home
+    config = load_config(config_path, os.environ, flags)
+    if config.home is None:
+        config = config.with_home(homes.default_home())
+    if check:
+        obj.emit(
+            {"config": config.describe(), "awaiting_hooks": config.awaiting_hooks()},
+            _render_check,
+        )
+        return
+    run_relay(
+        config,
+        as_json=obj.as_json,
+        passphrase_file=obj.passphrase_file,
+        no_passphrase=no_passphrase,
+    )
+
+
+def _render_check(data: dict[str, Any]) -> str:
+    lines = []
+    for name, item in data["config"].items():
+        lines.append(f"{name} = {item['value']!r}  ({item['source']})")
+    for name in data["awaiting_hooks"]:
+        lines.append(f"warning: {name} is set but this node does not enforce it yet")
+    return "\n".join(lines)
+
+
+def run_relay(
+    config: Any, *, as_json: bool, passphrase_file: Path | None, no_passphrase: bool
+) -> None:
+    """Run the server of ``config`` (a :class:`~troc.node.config.ServerConfig`)."""
+    import trio
+
+    from troc.cli.runner import ensure_key
+    from troc.node.metrics import configure_logging
+
+    configure_logging(config.log_format, config.log_level)
+    for name in config.awaiting_hooks():
+        logger.warning(
+            "%s = %r (%s) is not enforced by this node yet",
+            name,
+            config.value(name),
+            config.source(name),
+        )
+    key = ensure_key(config.home, passphrase_file, no_passphrase)
+    trio.run(functools.partial(_serve, config, config.node_config(), key, as_json=as_json))
+
+
+async def _serve(config: Any, node_config: Any, key: Any, *, as_json: bool) -> None:
+    from troc.cli.runner import serve_node
+    from troc.node.metrics import bound_address, open_metrics_listeners, serve_metrics
+
+    address = config.metrics_address
+    listeners = await open_metrics_listeners(*address) if address else []
+
+    async def started(node: Any, nursery: Any) -> dict[str, Any]:
+        served = ServedNode(node, config.communities)
+        witness = config.witness if config.witness is not None else served.is_witness()
+        logger.info("witness role: %s", "on" if witness else "off")
+        info: dict[str, Any] = {"witness": witness, "metrics": None}
+        if listeners:
+            nursery.start_soon(served.count_received)
+            nursery.start_soon(serve_metrics, listeners, served.snapshot, served.health)
+            info["metrics"] = bound_address(listeners)
+            logger.info("metrics on http://%s/metrics", info["metrics"])
+        return info
+
+    try:
+        await serve_node(node_config, key, as_json=as_json, started=started)
+    finally:
+        for listener in listeners:
+            await listener.aclose()
+
+
+class ServedNode:
+    """What the metrics endpoint reads from a running :class:`~troc.node.node.Node`.
+
+    It uses the node's public surface only (host, local, progress, subscribe);
+    counters the node does not keep yet come from ``node.counters`` (a
+    :class:`troc.node.metrics.Counters`) and the relay gauges from
+    ``node.relay_server`` once the node has them, and are left out of the
+    page until then.
+    """
+
+    def __init__(self, node: Any, communities: tuple[str, ...] = ()) -> None:
+        self.node = node
+        self.served = frozenset(communities)
+        self.started = time.monotonic()
+        self.received = 0  # entries by other members stored since start
+        self._counts: list[tuple[dict[str, str], int]] = []
+        self._counted_at = -COUNT_TTL
+
+    def _communities(self) -> list[Any]:
+        from troc.node.ops import cid
+
+        infos = self.node.local.communities()
+        return [i for i in infos if not self.served or cid(i.id) in self.served]
+
+    def is_witness(self) -> bool:
+        """Whether this node's member is a witness of a community it serves."""
+        return any(self.node.member in i.witnesses for i in self._communities())
+
+    async def count_received(self) -> None:
+        """Count other members' entries as the node stores them (until the
+        node keeps ``counters.entries_received`` itself)."""
+        async with self.node.subscribe(100_000) as stored:
+            async for entry in stored:
+                if entry.author != self.node.member:
+                    self.received += 1
+
+    def _entry_counts(self, communities: list[Any]) -> list[tuple[dict[str, str], int]]:
+        from troc.node.ops import cid
+
+        now = time.monotonic()
+        if now - self._counted_at >= COUNT_TTL:
+            store = self.node.local.store
+            self._counts = [
+                ({"community": cid(i.id)}, store.entry_count(i.id)) for i in communities
+            ]
+            self._counted_at = now
+        return self._counts
+
+    def snapshot(self) -> dict[str, Any]:
+        node = self.node
+        communities = self._communities()
+        progress = node.progress
+        lag = progress.current_expected - progress.current_received if progress.current_peer else 0
+        snap: dict[str, Any] = {
+            "troc_peers": len(node.host.connected_peers()),
+            "troc_communities": len(communities),
+            "troc_entries_stored_total": self._entry_counts(communities),
+            "troc_entries_received_total": self.received,
+            "troc_sync_lag_entries": max(0, lag),
+            "troc_uptime_seconds": round(time.monotonic() - self.started, 3),
+        }
+        counters = getattr(node, "counters", None)
+        if counters is not None:
+            snap.update(
+                troc_entries_served_total=counters.entries_served,
+                troc_entries_received_total=counters.entries_received,
+                troc_bytes_in_total=counters.bytes_in,
+                troc_bytes_out_total=counters.bytes_out,
+            )
+        relay = getattr(node, "relay_server", None)  # troc.node.relay.RelayServer
+        if relay is not None:
+            snap["troc_relay_circuits"] = relay.circuit_count()
+            snap["troc_relay_reservations"] = len(relay.reservations())
+        return snap
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy when the node listens and its store answers a query."""
+        from troc.node.ops import mid
+
+        node = self.node
+        try:
+            communities = len(self._communities())  # reads the store
+        except Exception as exc:
+            return False, {"status": "unavailable", "error": f"store: {exc}"[:200]}
+        if not node.host.listen_addrs():
+            return False, {"status": "unavailable", "error": "not listening"}
+        return True, {
+            "status": "ok",
+            "member": mid(node.member),
+            "peer_id": node.peer_id,
+            "peers": len(node.host.connected_peers()),
+            "communities": communities,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+        }
