@@ -313,7 +313,14 @@ class P2PHost:
         Returns at once if already connected. Raises :class:`LocalProtocolError`
         for an address without ``/p2p/<id>``, :class:`DialError` if the dial,
         Noise handshake or muxer negotiation fails or times out.
+
+        A relayed address (``…/p2p/<relay>/p2p-circuit/p2p/<id>``) is dialed
+        through the relay (:func:`troc.node.relay.dial_via_relay`).
         """
+        if "/p2p-circuit" in addr:
+            from troc.node.relay import dial_via_relay  # relay imports this module
+
+            return await dial_via_relay(self, addr, dial_timeout=self._connect_timeout)
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         except Exception as exc:  # multiaddr raises a zoo of types for bad input

@@ -1,0 +1,921 @@
+"""Circuit relay v2: members behind NAT reach each other through a community server.
+
+Theory of operation
+-------------------
+A member behind NAT cannot accept connections, so it keeps a *reservation*
+on a relay it can reach (a community server): a standing permission for the
+relay to forward connections to it. Another member then dials
+``<relay addr>/p2p/<relay>/p2p-circuit/p2p/<member>``: it opens a stream to the
+relay, the relay opens a stream to the member, and from then on the relay
+copies bytes between the two streams. Both ends run Noise and Yamux over that
+spliced pair as over a TCP socket, so the relay sees only ciphertext, and
+everything above (sync, gossip, streams) works unchanged.
+
+This module speaks the libp2p circuit relay v2 wire protocol
+(``/libp2p/circuit/relay/0.2.0/hop`` and ``/stop``, the spec's protobuf
+messages, each prefixed with its varint length), so other libp2p
+implementations can use a troc relay and the reverse. It has three parts:
+
+* :func:`open_relay_server` runs the HOP (server) side on a host, with the
+  limits of :class:`RelayLimits`;
+* :func:`open_relay_client` keeps reservations on one or more relays
+  (refreshed before they expire, renewed at once if the connection to the
+  relay drops) and accepts the connections relays forward to us;
+* :func:`dial_via_relay` (also reached through :meth:`P2PHost.connect
+  <troc.node.p2p.P2PHost.connect>` for any address containing
+  ``/p2p-circuit``) connects to a peer through a relay.
+
+Limits, all enforced by the relay (:class:`RelayLimits`): reservations in
+all and per source IP (a peer holds at most one: reserving again refreshes
+it), circuits in all and per peer, and per circuit a duration and a byte
+budget in each direction. A circuit over its duration or its bytes is cut:
+both streams are reset, so both ends see their connection to each other
+drop, and reconnect if they still care.
+
+Why troc's own HOP/STOP code and not ``libp2p.relay.circuit_v2``
+-----------------------------------------------------------------
+py-libp2p 0.8.1's circuit v2 runs under trio and relays bytes (measured: a
+round trip A -> R -> B works), but its HOP side cannot be trusted with
+limits on a server. Each point was reproduced against real hosts on
+127.0.0.1 (details in ``docs/relay.md``):
+
+1. **One peer can take every reservation slot.** ``_handle_reserve`` reserves
+   for the peer id named *in the RESERVE message* (``msg.peer``), not for the
+   authenticated remote peer. A connected peer sending three RESERVEs naming
+   three made-up peer ids filled ``max_reservations=3``; each was answered
+   ``MALFORMED_MESSAGE`` (400), yet each left a reservation behind, and an
+   honest member was then refused ``RESOURCE_LIMIT_EXCEEDED`` (201) for the
+   whole reservation TTL (1 hour by default). Here a reservation always
+   belongs to the Noise-authenticated remote peer; the message's peer field
+   is ignored, as the spec says.
+2. **The circuit duration is only checked when bytes flow.** ``_relay_data``
+   compares the clock after each read returns, and reads have no deadline:
+   a circuit with ``duration=2`` stayed up, idle, for 4 s (and would for
+   ever), and was cut only when the next byte arrived. Here a timer cuts
+   the circuit at its deadline whatever the traffic.
+3. **No cap on circuits in all.** ``max_circuit_conns`` counts circuits per
+   reservation (per destination); nothing bounds the relay's total or the
+   circuits one source opens to many members. Here both are capped.
+4. **Reservations outlive their peer's connection.** The reservation count
+   that ``can_accept_reservation`` compares with the maximum includes peers
+   that disconnected, until the TTL (1 h) passes: slots leak. Here a
+   reservation ends when its holder's connection to the relay does (the
+   spec's rule), checked before each admission decision.
+5. Smaller ones: a duration/byte cut writes a HOP ``STATUS`` message into
+   the middle of the spliced (Noise-encrypted) byte stream; Yamux's
+   ``StreamEOF`` is not one of the EOF types it expects (it expects Mplex's),
+   so each clean close goes through three "unexpected error" retries with
+   sleeps; one error path calls a ``NetStream.is_open`` that does not exist
+   (``AttributeError`` logged); the byte limit counts both directions
+   together where the spec's ``Limit.data`` is per direction; and the
+   client transport (``CircuitV2Transport.dial``) makes a reservation on the
+   relay just to *dial* through it when the client role is on, taking a
+   slot a NATed member needs.
+
+What we do use from py-libp2p: the spec's protobuf classes
+(``libp2p.relay.circuit_v2.pb.circuit_pb2``), :class:`RawConnection` to wrap
+a relayed stream as a connection, and the host's
+``upgrade_outbound_connection`` / ``upgrade_inbound_connection`` to run
+Noise + Yamux over it and register it with the swarm (both measured to
+work: streams opened over the result carry sync traffic like any other).
+
+Two more py-libp2p traps met here: an exception escaping a stream handler
+tears down the connection's whole task group (so both handlers here catch
+everything), and ``host.disconnect()`` awaits the close before popping the
+peer from the swarm's table, so a peer that reconnects at once is served on
+a connection the swarm no longer lists (``get_connected_peers()`` omits it).
+
+Other facts that shape the code: py-libp2p's swarm drops ``/p2p-circuit``
+addresses when it dials from the peerstore (``swarm.py``: "this node has no
+relay transport"), so a peer reachable only through a relay must be dialed
+explicitly (:func:`dial_via_relay`) before streams are opened to it; and a
+stream handler's stream is not closed when the handler returns, which the
+STOP side relies on (the stream *is* the new connection).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import multiaddr
+import trio
+from libp2p.abc import INetStream
+from libp2p.connection_types import ConnectionType
+from libp2p.custom_types import TProtocol
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit, StopMessage
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeerId
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import Reservation as PbReservation
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import Status as PbStatus
+
+from troc.errors import LocalProtocolError
+from troc.node.p2p import (
+    DEFAULT_IO_TIMEOUT,
+    DialError,
+    FrameError,
+    P2PHost,
+    close_stream,
+    read_frame,
+    remote_peer_id,
+    write_frame,
+)
+
+__all__ = [
+    "HOP_PROTOCOL",
+    "STOP_PROTOCOL",
+    "CircuitAddr",
+    "RelayClient",
+    "RelayLimits",
+    "RelayRefused",
+    "RelayServer",
+    "RelayStats",
+    "Reservation",
+    "dial_via_relay",
+    "open_relay_client",
+    "open_relay_server",
+    "parse_circuit_addr",
+    "reserve",
+]
+
+logger = logging.getLogger(__name__)
+
+HOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/hop"
+STOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/stop"
+#: HOP and STOP messages are a few hundred bytes; go-libp2p caps them at 4 KiB too.
+MAX_MESSAGE = 4096
+_CHUNK = 64 * 1024  # one Yamux frame
+_MiB = 1024 * 1024
+
+OK = PbStatus.OK
+RESERVATION_REFUSED = PbStatus.RESERVATION_REFUSED
+RESOURCE_LIMIT_EXCEEDED = PbStatus.RESOURCE_LIMIT_EXCEEDED
+PERMISSION_DENIED = PbStatus.PERMISSION_DENIED
+CONNECTION_FAILED = PbStatus.CONNECTION_FAILED
+NO_RESERVATION = PbStatus.NO_RESERVATION
+MALFORMED_MESSAGE = PbStatus.MALFORMED_MESSAGE
+UNEXPECTED_MESSAGE = PbStatus.UNEXPECTED_MESSAGE
+
+
+def status_name(code: int) -> str:
+    """The spec's name for a status code (``"NO_RESERVATION"``), or the number."""
+    try:
+        return str(PbStatus.Name(code))  # type: ignore[arg-type]
+    except ValueError:
+        return str(code)
+
+
+class RelayRefused(DialError):
+    """The relay (or the peer behind it) answered with a status other than OK.
+
+    ``status`` is the spec's name: ``RESOURCE_LIMIT_EXCEEDED`` (a limit is
+    reached), ``NO_RESERVATION`` (the target holds no reservation there),
+    ``CONNECTION_FAILED`` (the relay could not reach the target),
+    ``PERMISSION_DENIED``, ``RESERVATION_REFUSED``, ``MALFORMED_MESSAGE``…
+    """
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- limits -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RelayLimits:
+    """What a relay grants. The defaults suit a community server.
+
+    A member's reservation costs the relay one table entry; what costs is a
+    circuit (two streams and the bytes copied between them), so circuits are
+    bounded in number, in time and in bytes, and reservations mostly in
+    number. A cut circuit is not an error for troc: anti-entropy sync resumes
+    where it stopped on the next connection.
+    """
+
+    #: Reservations held at once, in all.
+    max_reservations: int = 1024
+    #: Reservations from one source IP address. A peer holds at most one
+    #: reservation (reserving again refreshes it), but one machine can mint
+    #: peer ids at will; members behind one household NAT share an address.
+    max_reservations_per_ip: int = 16
+    #: Circuits open at once, in all.
+    max_circuits: int = 256
+    #: Circuits one peer takes part in at once, as dialer or as target.
+    max_circuits_per_peer: int = 16
+    #: Seconds a circuit may stay open; it is cut after, busy or idle.
+    circuit_seconds: float = 600.0
+    #: Bytes a circuit may carry in each direction (the spec's ``Limit.data``);
+    #: counted as relayed, Noise and Yamux framing included.
+    circuit_bytes: int = 16 * _MiB
+    #: Seconds a reservation lasts unless refreshed (the client refreshes it
+    #: well before), and ends at once when its holder disconnects.
+    reservation_ttl: float = 3600.0
+    #: Bound on each handshake step (reading a request, reaching the target).
+    io_timeout: float = DEFAULT_IO_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_reservations",
+            "max_reservations_per_ip",
+            "max_circuits",
+            "max_circuits_per_peer",
+            "circuit_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise LocalProtocolError(f"RelayLimits.{name} must be at least 1")
+        for name in ("circuit_seconds", "reservation_ttl", "io_timeout"):
+            if not getattr(self, name) > 0:
+                raise LocalProtocolError(f"RelayLimits.{name} must be positive")
+
+    def to_proto(self) -> Limit:
+        return Limit(duration=math.ceil(self.circuit_seconds), data=self.circuit_bytes)
+
+
+# --- addresses ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitAddr:
+    """A parsed ``[<relay transport>]/p2p/<relay>/p2p-circuit/p2p/<target>``."""
+
+    relay_peer_id: str
+    target_peer_id: str
+    #: ``<transport>/p2p/<relay>`` if the address names how to reach the relay,
+    #: else ``None`` (then we must already be connected to it).
+    relay_addr: str | None
+
+    def __str__(self) -> str:
+        prefix = self.relay_addr or f"/p2p/{self.relay_peer_id}"
+        return f"{prefix}/p2p-circuit/p2p/{self.target_peer_id}"
+
+
+def parse_circuit_addr(addr: str) -> CircuitAddr:
+    """Parse a relayed address; raises :class:`LocalProtocolError` if it is not one."""
+    try:
+        text = str(multiaddr.Multiaddr(addr))
+        relay_part, sep, target_part = text.partition("/p2p-circuit")
+        if not sep:
+            raise ValueError("no /p2p-circuit")
+        target_ma = multiaddr.Multiaddr(target_part)
+        if [p.name for p in target_ma.protocols()] != ["p2p"]:
+            raise ValueError("expected /p2p/<target> after /p2p-circuit")
+        target = ID.from_base58(target_ma.value_for_protocol("p2p")).to_base58()
+        relay_ma = multiaddr.Multiaddr(relay_part)
+        names = [p.name for p in relay_ma.protocols()]
+        if not names or names[-1] != "p2p" or names.count("p2p") != 1:
+            raise ValueError("expected .../p2p/<relay> before /p2p-circuit")
+        relay = ID.from_base58(relay_ma.value_for_protocol("p2p")).to_base58()
+    except Exception as exc:  # multiaddr raises a zoo of types for bad input
+        raise LocalProtocolError(f"not a /p2p-circuit address: {addr!r} ({exc})") from exc
+    if relay == target:
+        raise LocalProtocolError(f"relay and target are the same peer in {addr!r}")
+    return CircuitAddr(relay, target, relay_part if len(names) > 1 else None)
+
+
+def _circuit_ma(relay: str, target: str) -> multiaddr.Multiaddr:
+    return multiaddr.Multiaddr(f"/p2p/{relay}/p2p-circuit/p2p/{target}")
+
+
+# --- messages -----------------------------------------------------------------
+
+
+async def _read_hop(stream: INetStream, io_timeout: float) -> HopMessage:
+    msg = HopMessage()
+    msg.ParseFromString(await read_frame(stream, MAX_MESSAGE, frame_timeout=io_timeout))
+    return msg
+
+
+async def _read_stop(stream: INetStream, io_timeout: float) -> StopMessage:
+    msg = StopMessage()
+    msg.ParseFromString(await read_frame(stream, MAX_MESSAGE, frame_timeout=io_timeout))
+    return msg
+
+
+async def _send(stream: INetStream, msg: HopMessage | StopMessage, io_timeout: float) -> None:
+    await write_frame(stream, msg.SerializeToString(), frame_timeout=io_timeout)
+
+
+def _is_relayed(stream: INetStream) -> bool:
+    """Whether ``stream`` runs over a relayed connection (spec: no HOP over those)."""
+    try:
+        return stream.muxed_conn.get_connection_type() == ConnectionType.RELAYED
+    except Exception:  # a muxer without the accessor carries a direct connection
+        return False
+
+
+def _remote_ip(stream: INetStream) -> str:
+    try:
+        address = stream.get_remote_address()
+    except Exception:
+        address = None
+    return address[0] if address else "?"
+
+
+# --- server (HOP) -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RelayStats:
+    """Counters since the relay started (for ``troc status`` and metrics)."""
+
+    reservations_granted: int = 0
+    reservations_refused: int = 0
+    circuits_opened: int = 0
+    circuits_refused: int = 0
+    circuits_cut_duration: int = 0
+    circuits_cut_bytes: int = 0
+    bytes_relayed: int = 0
+
+
+@dataclass(slots=True)
+class _Held:
+    expires: float  # time.monotonic()
+    ip: str
+
+
+@dataclass(eq=False, slots=True)  # eq=False: hashed by identity, kept in a set
+class _Circuit:
+    src: str
+    dst: str
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class _Cut(Exception):
+    pass
+
+
+class RelayServer:
+    """The HOP side on one host. Obtain it from :func:`open_relay_server`."""
+
+    def __init__(self, host: P2PHost, limits: RelayLimits, announce: Sequence[str]) -> None:
+        self.host = host
+        self.limits = limits
+        self.stats = RelayStats()
+        self._announce = tuple(announce)
+        self._held: dict[str, _Held] = {}
+        self._circuits: set[_Circuit] = set()
+        self._closing = False
+
+    # -- views
+
+    def reservations(self) -> list[str]:
+        """Peer ids holding a live reservation."""
+        self._prune()
+        return sorted(self._held)
+
+    def circuit_count(self) -> int:
+        return len(self._circuits)
+
+    def relay_addrs(self) -> list[str]:
+        """The addresses given to reserving peers: ``announce``, else our listen addresses."""
+        if self._announce:
+            return list(self._announce)
+        return [
+            a for a in self.host.listen_addrs() if "/ip4/0.0.0.0/" not in a and "/ip6/::/" not in a
+        ]
+
+    # -- admission
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        connected = set(self.host.connected_peers())
+        for peer in [p for p, h in self._held.items() if h.expires <= now or p not in connected]:
+            del self._held[peer]
+
+    def _admit_reservation(self, peer: str, ip: str) -> PbStatus.ValueType:
+        if self._closing:
+            return RESERVATION_REFUSED
+        self._prune()
+        if peer not in self._held:
+            if len(self._held) >= self.limits.max_reservations:
+                return RESOURCE_LIMIT_EXCEEDED
+            if sum(h.ip == ip for h in self._held.values()) >= self.limits.max_reservations_per_ip:
+                return RESOURCE_LIMIT_EXCEEDED
+        self._held[peer] = _Held(time.monotonic() + self.limits.reservation_ttl, ip)
+        return OK
+
+    def _admit_circuit(self, src: str, dst: str) -> PbStatus.ValueType:
+        if self._closing:
+            return CONNECTION_FAILED
+        self._prune()
+        if dst not in self._held:
+            return NO_RESERVATION
+        if len(self._circuits) >= self.limits.max_circuits:
+            return RESOURCE_LIMIT_EXCEEDED
+        per_peer = self.limits.max_circuits_per_peer
+        for peer in (src, dst):
+            if sum(peer in (c.src, c.dst) for c in self._circuits) >= per_peer:
+                return RESOURCE_LIMIT_EXCEEDED
+        return OK
+
+    # -- protocol
+
+    async def handle_hop(self, stream: INetStream) -> None:
+        """One HOP stream: one RESERVE or one CONNECT (then the circuit's whole life).
+
+        Never raises: an exception escaping a py-libp2p stream handler tears
+        down the whole connection's task group (measured: the host's swarm
+        task dies with the ``ExceptionGroup``).
+        """
+        try:
+            await self._handle_hop(stream)
+        except Exception:
+            logger.warning("relay: HOP handler failed", exc_info=True)
+            await close_stream(stream, reset=True)
+
+    async def _handle_hop(self, stream: INetStream) -> None:
+        peer = remote_peer_id(stream)
+        timeout = self.limits.io_timeout
+        try:
+            try:
+                msg = await _read_hop(stream, timeout)
+            except Exception:  # FrameError or a protobuf DecodeError
+                await _send(
+                    stream, HopMessage(type=HopMessage.STATUS, status=MALFORMED_MESSAGE), timeout
+                )
+                await close_stream(stream, reset=True)
+                return
+            if _is_relayed(stream):
+                await self._status(stream, PERMISSION_DENIED)
+            elif msg.type == HopMessage.RESERVE:
+                await self._reserve(stream, peer)
+            elif msg.type == HopMessage.CONNECT:
+                await self._connect(stream, peer, msg)
+                return  # _connect disposed of the stream
+            else:
+                await self._status(stream, UNEXPECTED_MESSAGE)
+            await close_stream(stream, reset=False)
+        except FrameError as exc:
+            logger.debug("relay: HOP stream from %s failed: %s", peer, exc)
+            await close_stream(stream, reset=True)
+
+    async def _status(self, stream: INetStream, status: PbStatus.ValueType) -> None:
+        await _send(
+            stream, HopMessage(type=HopMessage.STATUS, status=status), self.limits.io_timeout
+        )
+
+    async def _reserve(self, stream: INetStream, peer: str) -> None:
+        # The RESERVE's own peer field (if any) is ignored: a reservation is for
+        # the authenticated remote peer, never for an id the message names.
+        status = self._admit_reservation(peer, _remote_ip(stream))
+        if status != OK:
+            self.stats.reservations_refused += 1
+            logger.info("relay: reservation for %s refused (%s)", peer, status_name(status))
+            await self._status(stream, status)
+            return
+        self.stats.reservations_granted += 1
+        expire = int(time.time() + self.limits.reservation_ttl)
+        addrs = [multiaddr.Multiaddr(a).to_bytes() for a in self.relay_addrs()]
+        reply = HopMessage(
+            type=HopMessage.STATUS,
+            status=OK,
+            reservation=PbReservation(expire=expire, addrs=addrs),
+            limit=self.limits.to_proto(),
+        )
+        await _send(stream, reply, self.limits.io_timeout)
+
+    async def _connect(self, stream: INetStream, src: str, msg: HopMessage) -> None:
+        timeout = self.limits.io_timeout
+        try:
+            dst = ID(msg.peer.id).to_base58() if msg.HasField("peer") else ""
+            ID.from_base58(dst)
+        except Exception:
+            dst = ""
+        if not dst or dst == src:
+            await self._status(stream, MALFORMED_MESSAGE)
+            await close_stream(stream, reset=False)
+            return
+        status = self._admit_circuit(src, dst)
+        if status != OK:
+            self.stats.circuits_refused += 1
+            logger.info("relay: circuit %s -> %s refused (%s)", src, dst, status_name(status))
+            await self._status(stream, status)
+            await close_stream(stream, reset=False)
+            return
+        circuit = _Circuit(src, dst)
+        self._circuits.add(circuit)  # holds the slot from here on
+        target: INetStream | None = None
+        try:
+            with circuit.scope:
+                target = await self._open_stop(src, dst)
+                if target is None:
+                    self.stats.circuits_refused += 1
+                    await self._status(stream, CONNECTION_FAILED)
+                    await close_stream(stream, reset=False)
+                    return
+                await _send(
+                    stream,
+                    HopMessage(type=HopMessage.STATUS, status=OK, limit=self.limits.to_proto()),
+                    timeout,
+                )
+                self.stats.circuits_opened += 1
+                await self._splice(stream, target)
+                return
+            # Cancelled from outside (the relay is closing).
+            await close_stream(stream, reset=True)
+            if target is not None:
+                await close_stream(target, reset=True)
+        finally:
+            self._circuits.discard(circuit)
+
+    async def _open_stop(self, src: str, dst: str) -> INetStream | None:
+        timeout = self.limits.io_timeout
+        try:
+            target = await self.host.open_stream(dst, STOP_PROTOCOL)
+        except DialError as exc:
+            logger.info("relay: cannot reach %s for %s: %s", dst, src, exc)
+            return None
+        try:
+            request = StopMessage(
+                type=StopMessage.CONNECT,
+                peer=PbPeerId(id=ID.from_base58(src).to_bytes()),
+                limit=self.limits.to_proto(),
+            )
+            await _send(target, request, timeout)
+            reply = await _read_stop(target, timeout)
+        except Exception as exc:  # FrameError or a protobuf DecodeError
+            logger.info("relay: STOP handshake with %s failed: %r", dst, exc)
+            await close_stream(target, reset=True)
+            return None
+        if reply.type != StopMessage.STATUS or reply.status != OK:
+            logger.info("relay: %s refused the circuit from %s", dst, src)
+            await close_stream(target, reset=True)
+            return None
+        return target
+
+    async def _splice(self, a: INetStream, b: INetStream) -> None:
+        """Copy both ways until both ends close, or cut at the duration or byte limit."""
+        limits = self.limits
+        outcome = "closed"
+
+        async def pump(src: INetStream, dst: INetStream, cancel: trio.CancelScope) -> None:
+            nonlocal outcome
+            budget = limits.circuit_bytes
+            try:
+                while True:
+                    try:
+                        data = await src.read(_CHUNK)
+                    except StreamEOF:
+                        data = b""
+                    if not data:
+                        await dst.close()  # half-close: pass the EOF on
+                        return
+                    if len(data) > budget:
+                        raise _Cut("bytes")
+                    budget -= len(data)
+                    self.stats.bytes_relayed += len(data)
+                    await dst.write(data)
+            except _Cut:
+                outcome = "bytes"
+                cancel.cancel()
+            except (StreamError, OSError, Exception) as exc:  # a side reset or vanished
+                if outcome == "closed":
+                    outcome = f"reset ({type(exc).__name__})"
+                cancel.cancel()
+
+        with trio.move_on_after(limits.circuit_seconds) as timer:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, a, b, nursery.cancel_scope)
+                nursery.start_soon(pump, b, a, nursery.cancel_scope)
+        if timer.cancelled_caught:
+            outcome = "duration"
+        if outcome == "duration":
+            self.stats.circuits_cut_duration += 1
+        elif outcome == "bytes":
+            self.stats.circuits_cut_bytes += 1
+        # A cut resets both streams: the ends' connection drops at once (the
+        # spec says so; writing a STATUS here would corrupt their Noise stream).
+        reset = outcome != "closed"
+        if reset:
+            logger.info("relay: circuit cut (%s)", outcome)
+        with trio.CancelScope(shield=True):
+            await close_stream(a, reset=reset)
+            await close_stream(b, reset=reset)
+
+    async def _close(self) -> None:
+        self._closing = True
+        for circuit in list(self._circuits):
+            circuit.scope.cancel()
+        # The circuits' handlers reset their streams; give them a moment.
+        with trio.move_on_after(5):
+            while self._circuits:  # noqa: ASYNC110 (handlers run in the swarm's tasks)
+                await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def open_relay_server(
+    host: P2PHost,
+    limits: RelayLimits = RelayLimits(),
+    *,
+    announce: Sequence[str] = (),
+) -> AsyncIterator[RelayServer]:
+    """Serve circuit relay v2 (HOP) on ``host`` for the length of the block.
+
+    Args:
+        host: a running host (:func:`troc.node.p2p.open_host`).
+        limits: what the relay grants.
+        announce: full multiaddrs (``/ip4/…/tcp/…/p2p/<id>``) sent to reserving
+            peers as the relay's addresses, e.g. the public address a port
+            forward exposes; default: the host's listen addresses (wildcards
+            left out).
+
+    On exit, open circuits are cut (reset) and the protocol handler removed.
+    """
+    server = RelayServer(host, limits, announce)
+    host.libp2p.set_stream_handler(TProtocol(HOP_PROTOCOL), server.handle_hop)
+    try:
+        yield server
+    finally:
+        host.libp2p.remove_stream_handler(TProtocol(HOP_PROTOCOL))
+        with trio.CancelScope(shield=True):
+            await server._close()
+
+
+# --- client -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A slot granted by a relay."""
+
+    relay_peer_id: str
+    #: Unix time (seconds) at which the relay forgets the reservation.
+    expires: float
+    #: The relay's own addresses as it announced them (``…/p2p/<relay>``).
+    relay_addrs: tuple[str, ...]
+    #: The circuit limits the relay applies (0 = unlimited, per the spec).
+    max_duration: int
+    max_bytes: int
+
+    def circuit_addrs(self, peer_id: str) -> list[str]:
+        """The addresses others dial to reach ``peer_id`` through this relay."""
+        return [f"{a}/p2p-circuit/p2p/{peer_id}" for a in self.relay_addrs]
+
+
+async def reserve(
+    host: P2PHost, relay_addr: str, *, io_timeout: float = DEFAULT_IO_TIMEOUT
+) -> Reservation:
+    """Connect to the relay at ``relay_addr`` (``…/p2p/<relay>``) and take or refresh a slot.
+
+    One round trip. Raises :class:`RelayRefused` if the relay says no (a
+    limit, or no relay service: then ``status`` is ``"NO_RELAY"``), and
+    :class:`DialError` if it cannot be reached.
+    """
+    relay = await host.connect(relay_addr)
+    stream = await _open_hop(host, relay)
+    try:
+        await _send(stream, HopMessage(type=HopMessage.RESERVE), io_timeout)
+        reply = await _read_hop(stream, io_timeout)
+    except Exception as exc:  # FrameError or a protobuf DecodeError
+        await close_stream(stream, reset=True)
+        raise DialError(f"reservation with {relay} failed: {exc!r}") from exc
+    await close_stream(stream, reset=False)
+    if reply.type != HopMessage.STATUS or reply.status != OK:
+        name = status_name(reply.status)
+        raise RelayRefused(name, f"relay {relay} refused the reservation: {name}")
+    addrs: list[str] = []
+    for raw in reply.reservation.addrs:
+        try:
+            addr = str(multiaddr.Multiaddr(raw))
+        except Exception:
+            continue
+        if not addr.endswith(f"/p2p/{relay}"):
+            addr += f"/p2p/{relay}"
+        addrs.append(addr)
+    if not addrs:
+        addrs = [relay_addr]
+    return Reservation(
+        relay_peer_id=relay,
+        expires=float(reply.reservation.expire),
+        relay_addrs=tuple(addrs),
+        max_duration=reply.limit.duration,
+        max_bytes=reply.limit.data,
+    )
+
+
+async def _open_hop(host: P2PHost, relay: str) -> INetStream:
+    try:
+        return await host.open_stream(relay, HOP_PROTOCOL)
+    except DialError as exc:
+        if relay in host.connected_peers():
+            raise RelayRefused("NO_RELAY", f"{relay} does not serve circuit relay v2") from exc
+        raise
+
+
+async def dial_via_relay(
+    host: P2PHost, addr: str, *, dial_timeout: float = DEFAULT_IO_TIMEOUT
+) -> str:
+    """Connect to the peer at relayed address ``addr``; return its peer id.
+
+    ``addr`` is ``[<relay transport>]/p2p/<relay>/p2p-circuit/p2p/<target>``;
+    without a transport part we must already be connected to the relay.
+    Returns at once if already connected to the target. Afterwards
+    :meth:`P2PHost.open_stream` reaches the target over the relayed
+    connection, which lasts until either end closes it or the relay cuts it.
+
+    Raises :class:`RelayRefused` (``NO_RESERVATION``, ``RESOURCE_LIMIT_EXCEEDED``,
+    ``CONNECTION_FAILED``…), :class:`DialError`, :class:`LocalProtocolError`
+    for a malformed address.
+    """
+    circuit = parse_circuit_addr(addr)
+    target = circuit.target_peer_id
+    if target in host.connected_peers():
+        return target
+    try:
+        with trio.fail_after(dial_timeout):
+            if circuit.relay_addr is not None:
+                await host.connect(circuit.relay_addr)
+            stream = await _open_hop(host, circuit.relay_peer_id)
+            try:
+                request = HopMessage(
+                    type=HopMessage.CONNECT, peer=PbPeerId(id=ID.from_base58(target).to_bytes())
+                )
+                await _send(stream, request, dial_timeout)
+                reply = await _read_hop(stream, dial_timeout)
+                if reply.type != HopMessage.STATUS or reply.status != OK:
+                    name = status_name(reply.status)
+                    raise RelayRefused(name, f"relay refused the circuit to {target}: {name}")
+                raw = RawConnection(
+                    stream=stream,
+                    initiator=True,
+                    connection_type=ConnectionType.RELAYED,
+                    addresses=[_circuit_ma(circuit.relay_peer_id, target)],
+                )
+                await host.libp2p.upgrade_outbound_connection(raw, ID.from_base58(target))
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await close_stream(stream, reset=True)
+                raise
+    except RelayRefused:
+        raise
+    except (DialError, LocalProtocolError):
+        raise
+    except trio.TooSlowError as exc:
+        raise DialError(f"relayed dial to {addr} timed out after {dial_timeout} s") from exc
+    except Exception as exc:  # FrameError, DecodeError, SwarmException from the upgrade
+        raise DialError(f"relayed dial to {addr} failed: {exc!r}") from exc
+    return target
+
+
+class RelayClient:
+    """Reservations held on relays, and the STOP side. Obtain from :func:`open_relay_client`."""
+
+    def __init__(self, host: P2PHost, timeout: float) -> None:
+        self.host = host
+        self._timeout = timeout
+        self._reservations: dict[str, Reservation] = {}
+        self._trusted: set[str] = set()
+        self._accept_any = False
+        self._changed = trio.Event()
+        #: The last error per relay address, for status displays.
+        self.errors: dict[str, str] = {}
+
+    def reservations(self) -> dict[str, Reservation]:
+        """Live reservations by relay peer id."""
+        now = time.time()
+        return {r: v for r, v in self._reservations.items() if v.expires > now}
+
+    def circuit_addrs(self) -> list[str]:
+        """Our addresses through every relay holding a reservation for us: advertise these."""
+        me = self.host.peer_id
+        return [a for r in self.reservations().values() for a in r.circuit_addrs(me)]
+
+    async def wait_reserved(self, count: int = 1) -> None:
+        """Wait for ``count`` live reservations (bound the wait with ``trio.fail_after``)."""
+        while len(self.reservations()) < count:
+            await self._changed.wait()
+
+    async def dial(self, addr: str) -> str:
+        """:func:`dial_via_relay` with this client's timeout."""
+        return await dial_via_relay(self.host, addr, dial_timeout=self._timeout)
+
+    def _set(self, relay_addr: str, relay: str | None, value: Reservation | None) -> None:
+        if value is not None:
+            self._reservations[value.relay_peer_id] = value
+            self.errors.pop(relay_addr, None)
+        elif relay is not None:
+            self._reservations.pop(relay, None)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _keep(self, relay_addr: str, refresh: float, check: float) -> None:
+        """Hold a reservation on one relay for as long as the client runs."""
+        relay = parse_peer_id(relay_addr)
+        self._trusted.add(relay)
+        backoff = 1.0
+        while True:
+            try:
+                value = await reserve(self.host, relay_addr, io_timeout=self._timeout)
+            except DialError as exc:  # RelayRefused included
+                logger.info("relay: no reservation on %s: %s", relay_addr, exc)
+                self.errors[relay_addr] = str(exc)
+                self._set(relay_addr, relay, None)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            backoff = 1.0
+            self._set(relay_addr, relay, value)
+            # Refresh at half the remaining time (at most every `refresh` s);
+            # re-reserve at once if the connection to the relay drops, since
+            # the relay then forgets us.
+            due = trio.current_time() + max(1.0, min(refresh, (value.expires - time.time()) / 2))
+            while trio.current_time() < due and relay in self.host.connected_peers():  # noqa: ASYNC110
+                await trio.sleep(min(check, max(0.0, due - trio.current_time())))
+
+    async def handle_stop(self, stream: INetStream) -> None:
+        """A relay forwards a connection to us: accept it and hand it to the swarm."""
+        relay = remote_peer_id(stream)
+        timeout = self._timeout
+        try:
+            if not self._accept_any and relay not in self._trusted:
+                await _send(
+                    stream, StopMessage(type=StopMessage.STATUS, status=PERMISSION_DENIED), timeout
+                )
+                await close_stream(stream, reset=False)
+                return
+            msg = await _read_stop(stream, timeout)
+            src = ID(msg.peer.id) if msg.HasField("peer") else None
+            if msg.type != StopMessage.CONNECT or src is None:
+                await _send(
+                    stream, StopMessage(type=StopMessage.STATUS, status=MALFORMED_MESSAGE), timeout
+                )
+                await close_stream(stream, reset=False)
+                return
+            await _send(stream, StopMessage(type=StopMessage.STATUS, status=OK), timeout)
+            ma = _circuit_ma(relay, src.to_base58())
+            raw = RawConnection(
+                stream=stream,
+                initiator=False,
+                connection_type=ConnectionType.RELAYED,
+                addresses=[ma],
+            )
+            with trio.fail_after(timeout):
+                # Noise authenticates the far end; the swarm then owns the stream.
+                await self.host.libp2p.upgrade_inbound_connection(raw, ma)
+        except Exception as exc:
+            logger.info("relay: relayed connection via %s failed: %r", relay, exc)
+            await close_stream(stream, reset=True)
+
+
+def parse_peer_id(addr: str) -> str:
+    """The ``/p2p/<id>`` of a plain (not relayed) full multiaddr."""
+    try:
+        ma = multiaddr.Multiaddr(addr)
+        names = [p.name for p in ma.protocols()]
+        if "p2p-circuit" in names or names[-1:] != ["p2p"]:
+            raise ValueError("expected <transport>/p2p/<id>")
+        return str(ID.from_base58(ma.value_for_protocol("p2p")).to_base58())
+    except Exception as exc:
+        raise LocalProtocolError(f"not a relay address: {addr!r} ({exc})") from exc
+
+
+@asynccontextmanager
+async def open_relay_client(
+    host: P2PHost,
+    relays: Sequence[str] = (),
+    *,
+    accept_any_relay: bool = False,
+    refresh: float = 600.0,
+    check: float = 5.0,
+    io_timeout: float = DEFAULT_IO_TIMEOUT,
+) -> AsyncIterator[RelayClient]:
+    """Hold reservations on ``relays`` and accept relayed connections, for the block.
+
+    Args:
+        host: a running host.
+        relays: full multiaddrs of relays (``/ip4/…/tcp/…/p2p/<relay>``). One
+            background task per relay reserves, refreshes at half the
+            remaining time (at most every ``refresh`` s), re-reserves within
+            ``check`` s after the connection to the relay drops, and retries
+            a refused or failed reservation with backoff (1 s doubling to 60 s).
+        accept_any_relay: accept connections forwarded by any relay, not only
+            by those in ``relays`` (a relay can only forward to peers holding
+            a reservation there, so this matters only for reservations made
+            outside this client).
+
+    Returns at once; use :meth:`RelayClient.wait_reserved` to wait for the first
+    reservation. On exit the STOP handler is removed; reservations lapse on
+    the relays when their TTL passes or our connection to them closes.
+    """
+    ids = [parse_peer_id(a) for a in relays]  # fail fast on a bad address
+    client = RelayClient(host, io_timeout)
+    client._accept_any = accept_any_relay
+    client._trusted.update(ids)
+    host.libp2p.set_stream_handler(TProtocol(STOP_PROTOCOL), client.handle_stop)
+    try:
+        async with trio.open_nursery() as nursery:
+            for addr in relays:
+                nursery.start_soon(client._keep, addr, refresh, check)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        host.libp2p.remove_stream_handler(TProtocol(STOP_PROTOCOL))
