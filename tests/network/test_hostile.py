@@ -3,7 +3,7 @@
 Each test runs a victim node A and an honest node B (both :func:`open_node`,
 one community, connected) and attacks A from a raw libp2p host X
 (:func:`troc.node.p2p.open_host`), which writes whatever bytes it likes on
-``/troc/sync/1.0.0`` streams or on the community's gossip topic. Each then
+``/troc/sync/2`` streams or on the community's gossip topic. Each then
 checks what an operator would notice:
 
 * A stays up (a crash in any of its tasks would end the ``open_node`` block

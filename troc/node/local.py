@@ -42,7 +42,7 @@ from troc.protocol.entry import (
     Transfer,
     Vouch,
 )
-from troc.protocol.ledger import Ledger, Outcome, Status
+from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Status
 
 __all__ = [
     "BalanceInfo",
@@ -387,6 +387,15 @@ class LocalNode:
             now = self._clock()
             outcomes = [self.ledger.ingest(w, now, community=community) for w in wires]
         self._notify(self._stored(outcomes), own=False)
+        return outcomes
+
+    def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
+        """Ingest certificates in one transaction (what sync does); entries
+        that waited for them are stored and announced."""
+        with self._lock, self.store.transaction():
+            now = self._clock()
+            outcomes = [self.ledger.ingest_certificate(d, now) for d in datas]
+        self._notify([e for o in outcomes for e in o.released], own=False)
         return outcomes
 
     # -- reading ----------------------------------------------------------

@@ -147,6 +147,17 @@ class _StoreView:
     def ingest_batch(self, wires: list[bytes]) -> list[Outcome]:
         return self.local.ingest_many(wires, community=self.community)
 
+    def finals(self, community: CommunityId) -> dict[MemberId, tuple[int, bytes]]:
+        return {a: (seq, cert) for a, seq, cert in self.local.store.finals(community)}
+
+    def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
+        from troc.protocol.sync import certificate_for  # here: node.py's imports are not mine
+
+        return certificate_for(self.local.ledger, community, ref)
+
+    def ingest_certificates(self, datas: list[bytes]) -> list[Any]:  # CertificateOutcome
+        return self.local.ingest_certificates(datas)
+
 
 def _dialable(addrs: list[str]) -> list[str]:
     """Replace a wildcard listen address by this host's addresses."""

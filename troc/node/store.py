@@ -742,6 +742,19 @@ class Store:
         )
         return self._cur.rowcount == 1
 
+    def finals(self, community: CommunityId) -> list[tuple[MemberId, int, bytes]]:
+        """(author, final seq, certificate of the final tip entry) of every
+        author of ``community`` whose final tip is above 0, by author."""
+        self._flush()
+        rows = self._cur.execute(
+            "SELECT l.author, l.final_seq, c.data FROM logs l JOIN certificates c"
+            " ON c.community = l.community AND c.author = l.author AND c.seq = l.final_seq"
+            " WHERE l.community = ? AND l.final_seq > 0 AND c.id = l.final_id"
+            " ORDER BY l.author",
+            (community,),
+        ).fetchall()
+        return [(MemberId(r[0]), r[1], r[2]) for r in rows]
+
     def witness_faults(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
         rows = self._cur.execute(
             "SELECT author, seq, first, second FROM witness_faults WHERE community = ?"

@@ -75,12 +75,14 @@ from troc.protocol.entry import (
     Ref,
     Transfer,
 )
-from troc.protocol.ledger import Ledger, Outcome, Reason, Status
+from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
 from troc.protocol.sync import (
     MAX_BATCH,
     MAX_FRAME,
+    Finals,
     Heads,
     SyncSession,
+    certificate_for,
     decode_message,
     encode_message,
     view_digest,
@@ -163,6 +165,23 @@ class MemoryView:
 
     def ingest_batch(self, wires: list[bytes]) -> list[Outcome]:
         return [self.ingest(w) for w in wires]
+
+    def finals(self, community: CommunityId) -> Finals:
+        """Per author with a final tip: its seq and the certificate of it."""
+        backend = self.ledger.backend
+        out: Finals = {}
+        for author, head in backend.heads(community):
+            if head.final_seq and head.final_id is not None:
+                held = backend.certificate(community, author, head.final_seq)
+                if held is not None and held[0] == head.final_id:
+                    out[author] = (head.final_seq, held[1])
+        return out
+
+    def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
+        return certificate_for(self.ledger, community, ref)
+
+    def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
+        return [self.ledger.ingest_certificate(d, self.clock()) for d in datas]
 
     # -- helpers -----------------------------------------------------------
 

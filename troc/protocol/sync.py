@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Gossip is fast but lossy; this protocol makes convergence certain. One sync
 session runs over one ordered, reliable channel (a libp2p stream
-``/troc/sync/1.0.0`` in the node; an in-memory pair in tests). Both sides run
+``/troc/sync/2`` in the node; an in-memory pair in tests). Both sides run
 a :class:`SyncSession`; it is fed messages and returns messages to send, and
 never touches a socket, a clock or a file (h11's shape).
 
@@ -58,11 +58,24 @@ never touches a socket, a clock or a file (h11's shape).
    to one digest; entries beyond a fork point are never streamed, only
    fetched when something references them (a want), and the reply then
    carries the branch below the wanted entry down to the fork point.
+7. Certificates (witnessed communities, docs/witness.md). Each author's
+   *final tip* (its highest entry held with a certificate) is part of a
+   node's state: the digest covers every (author, final seq), and ``heads``
+   carries them (``k``). Each side, at the end of its own stream (before its
+   ``end``, so the one-way rule holds), sends in ``certs`` frames the
+   certificate of its final tip for every author whose final seq is above
+   the peer's; that one certificate makes the whole chain below it final.
+   The receiver ingests them after the entries they follow (a certificate
+   whose entry has not arrived is kept, and applied when it does) and wants
+   the certified entry if it still lacks it (beyond a fork point, where
+   entries are not streamed). The initiator re-reads its final tips before
+   its part: the responder's entries may have made final what a
+   certificate held on its own already named.
 
 Everything a peer sends is bounded (frame size, entries per batch, heads,
 wants) and checked; a peer that sends bytes that are not well-formed, or
-entries with bad signatures, is reported in :attr:`SyncSession.misbehaviour`
-so the node can cut it off.
+entries with bad signatures, (or certificates that do not verify) is reported in
+:attr:`SyncSession.misbehaviour` so the node can cut it off.
 """
 
 from __future__ import annotations
@@ -77,15 +90,18 @@ from troc.crypto.sign import MemberId, is_valid_public_key
 from troc.errors import CodecError, RemoteProtocolError
 from troc.protocol import codec
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
-from troc.protocol.ledger import Outcome, Reason, Status
+from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
+from troc.protocol.witness import Certificate
 
 __all__ = [
     "FRAME_LIMITS",
+    "Finals",
     "Frozen",
     "Heads",
     "SyncSession",
     "SyncStats",
     "SyncView",
+    "certificate_for",
     "decode_message",
     "digest",
     "encode_message",
@@ -93,7 +109,8 @@ __all__ = [
     "view_digest",
 ]
 
-PROTOCOL_ID = "/troc/sync/1.0.0"
+#: Version 2: the digest covers final tips, and certificates travel (``certs``).
+PROTOCOL_ID = "/troc/sync/2"
 MAX_FRAME = 1024 * 1024
 MAX_BATCH = 512
 MAX_HEADS = 10_000
@@ -103,6 +120,12 @@ MAX_WANT_ROUNDS = 16
 #: bytes of entries (with MAX_HEADS heads the frame stays under MAX_FRAME).
 MAX_PROOFS = 64
 MAX_PROOF_BYTES = 200 * 1024
+#: Certificates in one ``certs`` frame, at most (and batch_bytes of them).
+MAX_CERTS = 512
+#: Bytes of one ``[author, final seq]`` item of ``heads.k``, at most: the
+#: list is cut to what fits beside the heads and proofs in one frame.
+_FINAL_ITEM = 1 + 34 + 9
+_HEAD_ITEM = 1 + 34 + 9 + 34
 
 FRAME_LIMITS = codec.Limits(
     max_size=MAX_FRAME,
@@ -131,6 +154,9 @@ MALICIOUS = frozenset(
 
 #: (seq, id) of one author's head.
 Heads = dict[MemberId, tuple[int, EntryId]]
+#: Per author with a final tip above 0 (witnessed communities): its final
+#: seq and the bytes of the certificate held for the final tip entry.
+Finals = dict[MemberId, tuple[int, bytes]]
 #: Per frozen author: (seq, first wire, second wire) of the fork proof at its
 #: lowest fork point, the seq from which its entries stop counting.
 Frozen = dict[MemberId, tuple[int, bytes, bytes]]
@@ -158,6 +184,47 @@ class SyncView(Protocol):
 
     def ingest_batch(self, wires: list[bytes]) -> list[Outcome]: ...
 
+    def finals(self, community: CommunityId) -> Finals:
+        """Per author whose final tip is above 0: (final seq, the certificate
+        held for the final tip entry). Empty in an optimistic community."""
+        ...
+
+    def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
+        """A certificate held that makes the entry ``ref`` final: see
+        :func:`certificate_for`."""
+        ...
+
+    def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
+        """Offer certificates (canonical bytes) to the ledger, in order."""
+        ...
+
+
+#: How far above a wanted entry :func:`certificate_for` looks for a certificate.
+CERTIFICATE_REACH = 64
+
+
+def certificate_for(ledger: Ledger, community: CommunityId, ref: Ref) -> bytes | None:
+    """The certificate that makes the entry ``ref`` final with the fewest
+    entries above it: its own, else that of the lowest certified entry above
+    it on its log's certified chain (within CERTIFICATE_REACH seqs), else
+    that of the final tip; None if ``ref`` is not final here."""
+    exact = ledger.certificate_of(community, ref)
+    if exact is not None:
+        return exact
+    head = ledger.head(community, ref.author)
+    if (
+        head is None
+        or not head.final_seq
+        or head.final_id is None
+        or not ledger.is_final(community, ref)
+    ):
+        return None
+    for seq in range(ref.seq + 1, min(head.final_seq, ref.seq + CERTIFICATE_REACH)):
+        held = ledger.backend.certificate(community, ref.author, seq)
+        if held is not None and ledger.is_final(community, Ref(ref.author, seq, held[0])):
+            return held[1]
+    return ledger.certificate_of(community, Ref(ref.author, head.final_seq, head.final_id))
+
 
 def sync_state(view: SyncView, community: CommunityId) -> tuple[Heads, Frozen]:
     """The heads a node reports to sync, and the proofs of its frozen points.
@@ -183,11 +250,16 @@ def sync_state(view: SyncView, community: CommunityId) -> tuple[Heads, Frozen]:
     return heads, frozen
 
 
-def digest(heads: Heads, frozen: Iterable[tuple[MemberId, int]] = ()) -> bytes:
-    """A fingerprint of a node's reported heads and frozen points (author,
-    seq) in one community."""
+def digest(
+    heads: Heads,
+    frozen: Iterable[tuple[MemberId, int]] = (),
+    finals: Iterable[tuple[MemberId, int]] = (),
+) -> bytes:
+    """A fingerprint of a node's reported heads, frozen points (author, seq)
+    and final tips (author, final seq) in one community."""
     points = sorted(frozen)
-    h = hashlib.sha256(b"troc/heads/v2")
+    tips = sorted(finals)
+    h = hashlib.sha256(b"troc/heads/v3")
     h.update(len(heads).to_bytes(4, "big"))
     for author in sorted(heads):
         seq, eid = heads[author]
@@ -195,17 +267,24 @@ def digest(heads: Heads, frozen: Iterable[tuple[MemberId, int]] = ()) -> bytes:
     h.update(len(points).to_bytes(4, "big"))
     for author, seq in points:
         h.update(author + seq.to_bytes(8, "big"))
+    h.update(len(tips).to_bytes(4, "big"))
+    for author, seq in tips:
+        h.update(author + seq.to_bytes(8, "big"))
     return h.digest()
 
 
 def view_digest(view: SyncView, community: CommunityId) -> bytes:
     """The digest a session started on ``view`` announces."""
     heads, frozen = sync_state(view, community)
-    return digest(heads, _points(frozen))
+    return digest(heads, _points(frozen), _tips(view.finals(community)))
 
 
 def _points(frozen: Frozen) -> list[tuple[MemberId, int]]:
     return [(a, seq) for a, (seq, _f, _s) in frozen.items()]
+
+
+def _tips(finals: Finals) -> list[tuple[MemberId, int]]:
+    return [(a, seq) for a, (seq, _c) in finals.items()]
 
 
 def encode_message(msg: dict[str, Any]) -> bytes:
@@ -245,6 +324,27 @@ def _parse_heads(raw: Any) -> Heads:
             raise _bad("head")
         heads[MemberId(item[0])] = (item[1], EntryId(item[2]))
     return heads
+
+
+def _parse_finals(raw: Any) -> dict[MemberId, int]:
+    """``heads.k``: [author, final seq] pairs."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, list) or len(raw) > MAX_HEADS:
+        raise _bad("final tips")
+    finals: dict[MemberId, int] = {}
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], bytes)
+            or type(item[1]) is not int
+            or item[1] < 1
+            or not is_valid_public_key(item[0])
+        ):
+            raise _bad("final tip")
+        finals[MemberId(item[0])] = item[1]
+    return finals
 
 
 def _parse_proofs(raw: Any, community: CommunityId) -> list[tuple[Entry, Entry]]:
@@ -289,6 +389,12 @@ class SyncStats:
     bytes_out: int = 0
     same: bool = False
     rejected: dict[str, int] = field(default_factory=dict)
+    #: Certificates (witnessed communities): sent, received, kept as new,
+    #: and refused by reason code.
+    certificates_sent: int = 0
+    certificates_received: int = 0
+    certificates_accepted: int = 0
+    certificates_rejected: dict[str, int] = field(default_factory=dict)
 
 
 class SyncSession:
@@ -312,6 +418,8 @@ class SyncSession:
         self.misbehaviour: str | None = None
         self._mine: Heads = {}
         self._frozen: Frozen = {}
+        self._finals: Finals = {}
+        self._peer_finals: dict[MemberId, int] = {}  # its final seqs, from its heads
         self._sent_heads = False
         self._got_heads = False
         self._sent_end = False
@@ -321,6 +429,11 @@ class SyncSession:
         self._wants_out = 0
         self._want_rounds = 0
         self._asked: set[Ref] = set()
+        self._asked_certs: set[Ref] = set()
+        # Entries parked here in this session, and of those the ones that
+        # wait for entries to become final: what each waits for.
+        self._parked: set[Ref] = set()
+        self._final_waits: dict[Ref, tuple[Ref, ...]] = {}
         self._pushed: set[tuple[MemberId, int]] = set()
         self._peer: Heads = {}  # the peer's heads, once received
         self._peer_frozen: dict[MemberId, int] = {}  # fork points it sent proofs of
@@ -353,12 +466,17 @@ class SyncSession:
             yield from self._on_entries(msg)
         elif kind == "want":
             yield from self._on_want(msg)
+        elif kind == "certs":
+            yield from self._on_certs(msg)
         elif kind == "end":
             if self._got_end:
                 raise _bad("end twice")
             self._got_end = True
             if self.initiator and self._theirs is not None and not self._sent_end:
                 yield from self._send_missing(self._theirs)
+                # Re-read: the responder's entries may have made final what
+                # a certificate we held alone already named.
+                yield from self._send_certificates(self.view.finals(self.community))
                 self._sent_end = True
                 yield {"t": "end"}
             # The peer's stream is over, so what its fork proofs build on has
@@ -377,9 +495,10 @@ class SyncSession:
 
     def _load(self) -> None:
         self._mine, self._frozen = sync_state(self.view, self.community)
+        self._finals = self.view.finals(self.community)
 
     def _digest(self) -> bytes:
-        return digest(self._mine, _points(self._frozen))
+        return digest(self._mine, _points(self._frozen), _tips(self._finals))
 
     def _on_hello(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if self.initiator or msg.get("c") != self.community or not isinstance(msg.get("d"), bytes):
@@ -404,12 +523,22 @@ class SyncSession:
         for author, (seq, first, second) in sorted(self._frozen.items()):
             if self._peer_frozen.get(author, seq + 1) <= seq:
                 continue
-            size += len(first) + len(second)
-            if len(proofs) >= MAX_PROOFS or size > MAX_PROOF_BYTES:
+            if len(proofs) >= MAX_PROOFS or size + len(first) + len(second) > MAX_PROOF_BYTES:
                 break  # the rest travel in later sessions (the peer then sends its own)
+            size += len(first) + len(second)
             proofs.append([first, second])
         if proofs:
             msg["f"] = proofs
+        if self._finals:
+            # What fits in the frame beside the heads and proofs (all of it
+            # unless there are thousands of authors): an author left out
+            # looks not final to the peer, which then sends certificates we
+            # hold (duplicates), never fewer than we need.
+            used = 4096 + len(self._mine) * _HEAD_ITEM + size + 8 * len(proofs)
+            room = (MAX_FRAME - used) // _FINAL_ITEM
+            tips = sorted(_tips(self._finals))[: max(0, min(room, MAX_HEADS))]
+            if tips:
+                msg["k"] = [[a, s] for a, s in tips]
         return msg
 
     def _on_heads(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -417,6 +546,7 @@ class SyncSession:
             raise _bad("heads twice")
         theirs = _parse_heads(msg.get("h"))
         proofs = _parse_proofs(msg.get("f"), self.community)
+        self._peer_finals = _parse_finals(msg.get("k"))
         self._got_heads = True
         self._peer = theirs
         for a, b in proofs:
@@ -443,6 +573,7 @@ class SyncSession:
             yield from self._want(forked)
             return
         yield from self._send_missing(theirs)
+        yield from self._send_certificates(self._finals)
         self._sent_end = True
         yield {"t": "end"}
         yield from self._want(forked)
@@ -460,6 +591,81 @@ class SyncSession:
                 # Same length, different head: a fork. Our head proves it.
                 streams.append(self._author_entries(author, seq - 1, seq))
         yield from self._batches(wire for _ts, wire in heapq.merge(*streams))
+
+    def _send_certificates(self, finals: Finals) -> Iterator[dict[str, Any]]:
+        """The final-tip certificate of every author whose final seq is above
+        the peer's, in ``certs`` frames (bounded in count and bytes)."""
+        batch: list[bytes] = []
+        size = 0
+        for author, (seq, data) in sorted(finals.items()):
+            if seq <= self._peer_finals.get(author, 0):
+                continue
+            if batch and (len(batch) >= MAX_CERTS or size + len(data) > self.batch_bytes):
+                yield self._certs(batch)
+                batch, size = [], 0
+            batch.append(data)
+            size += len(data)
+        if batch:
+            yield self._certs(batch)
+
+    def _certs(self, datas: list[bytes]) -> dict[str, Any]:
+        self.stats.certificates_sent += len(datas)
+        self.stats.bytes_out += sum(len(d) for d in datas)
+        return {"t": "certs", "k": datas}
+
+    def _on_certs(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        datas = msg.get("k")
+        if (
+            not isinstance(datas, list)
+            or len(datas) > MAX_CERTS
+            or not all(isinstance(d, bytes) for d in datas)
+        ):
+            raise _bad("certs")
+        if msg.get("r"):
+            if self._wants_out <= 0:
+                raise _bad("a reply nobody asked for")
+            self._wants_out -= 1
+        elif not self._got_heads or self._got_end:
+            # Sent at the end of the peer's stream, after its heads.
+            raise _bad("certs out of turn")
+        self.stats.certificates_received += len(datas)
+        self.stats.bytes_in += sum(len(d) for d in datas)
+        # The shape and community are checked here; the votes by the ledger.
+        mine: list[bytes] = []
+        for data in datas:
+            try:
+                cert = Certificate.decode(data)
+            except CodecError:
+                self._refused_certificate(Reason.BAD_CERTIFICATE.value, faulty=True)
+                continue
+            if cert.community != self.community:
+                self._refused_certificate(Reason.UNKNOWN_COMMUNITY.value, faulty=True)
+                continue
+            mine.append(data)
+        certified: list[Ref] = []
+        for outcome in self.view.ingest_certificates(mine) if mine else []:
+            if outcome.status is Status.ACCEPTED:
+                self.stats.certificates_accepted += 1
+                self.stats.accepted += len(outcome.released)
+                self._unparked(*outcome.released)
+            if outcome.ok:
+                ref = None if outcome.certificate is None else outcome.certificate.ref
+                point = None if ref is None else self._frozen.get(ref.author)
+                if ref is not None and point is not None and point[0] <= ref.seq:
+                    certified.append(ref)
+                continue
+            code = "unknown" if outcome.reason is None else outcome.reason.value
+            self._refused_certificate(code, faulty=not _witness_fault(outcome))
+        # A certified entry beyond a fork point (those are not streamed) that
+        # we lack: fetch it, the branch below it comes along.
+        yield from self._want(certified)
+        yield from self._maybe_fin()
+
+    def _refused_certificate(self, code: str, *, faulty: bool) -> None:
+        rejected = self.stats.certificates_rejected
+        rejected[code] = rejected.get(code, 0) + 1
+        if faulty and self.misbehaviour is None:
+            self.misbehaviour = f"sent an invalid certificate ({code})"
 
     def _batches(self, wires: Iterable[bytes]) -> Iterator[dict[str, Any]]:
         batch: list[bytes] = []
@@ -521,8 +727,13 @@ class SyncSession:
         for outcome in self.view.ingest_batch(wires):
             if outcome.status is Status.ACCEPTED:
                 self.stats.accepted += 1 + len(outcome.released)
+                self._unparked(outcome.entry, *outcome.released)
             elif outcome.status is Status.WAITING:
                 missing.extend(outcome.missing)
+                if outcome.entry is not None:
+                    self._parked.add(outcome.entry.ref)
+                    if outcome.missing_final:
+                        self._final_waits[outcome.entry.ref] = outcome.missing_final
             elif outcome.status is Status.REJECTED and outcome.reason is not None:
                 e = outcome.entry
                 if outcome.reason is Reason.BAD_PREV and e is not None and e.prev is not None:
@@ -565,13 +776,21 @@ class SyncSession:
             yield from self._batches(push)
         yield from self._want(branches + missing)
 
+    def _unparked(self, *entries: Entry | None) -> None:
+        if self._final_waits:
+            for e in entries:
+                if e is not None:
+                    self._final_waits.pop(e.ref, None)
+
     def _want(self, missing: list[Ref]) -> Iterator[dict[str, Any]]:
         """Ask for what is missing, unless asked before or held by now
         (sent later in the same batch, or released)."""
         wanted = [
             r
             for r in dict.fromkeys(missing)
-            if r not in self._asked and self.view.wire_of(self.community, r) is None
+            if r not in self._asked
+            and r not in self._parked  # we hold it; what it waits for is asked
+            and self.view.wire_of(self.community, r) is None
         ][:MAX_WANTS]
         if wanted and self._want_rounds < MAX_WANT_ROUNDS and not self._sent_fin:
             self._want_rounds += 1
@@ -579,8 +798,22 @@ class SyncSession:
             self._asked.update(wanted)
             yield {"t": "want", "r": [r.to_wire() for r in wanted]}
 
+    def _want_certificates(self) -> Iterator[dict[str, Any]]:
+        """Ask for the certificates that entries still parked here wait for
+        (an accept for its transfer's, a reclaim for its decline's): the
+        final tips' certificates were not enough, as when a log's tip is
+        itself held up by what waits."""
+        refs = [r for waits in self._final_waits.values() for r in waits]
+        wanted = [r for r in dict.fromkeys(refs) if r not in self._asked_certs][:MAX_WANTS]
+        if wanted and self._want_rounds < MAX_WANT_ROUNDS and not self._sent_fin:
+            self._want_rounds += 1
+            self._wants_out += 1
+            self._asked_certs.update(wanted)
+            yield {"t": "want", "k": [r.to_wire() for r in wanted]}
+
     def _on_want(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        raw = msg.get("r")
+        certificates = "k" in msg
+        raw = msg.get("k") if certificates else msg.get("r")
         if not isinstance(raw, list) or len(raw) > MAX_WANTS:
             raise _bad("want")
         refs = []
@@ -589,6 +822,9 @@ class SyncSession:
                 refs.append(Ref.from_wire(item))
             except CodecError:
                 raise _bad("want ref") from None
+        if certificates:
+            yield self._certificates_of(refs)
+            return
         # One want, one reply: answer what fits in a frame; the peer asks
         # again for the rest in a later session.
         found: list[bytes] = []
@@ -651,7 +887,40 @@ class SyncSession:
         out.reverse()
         return out
 
+    def _certificates_of(self, refs: list[Ref]) -> dict[str, Any]:
+        """The reply to a want of certificates: one that makes each entry
+        final, as many as fit in one frame."""
+        found: list[bytes] = []
+        size = 0
+        for ref in refs:
+            data = self.view.certificate_of(self.community, ref)
+            if data is None or data in found:
+                continue
+            if found and (len(found) >= MAX_CERTS or size + len(data) > self.batch_bytes):
+                break
+            found.append(data)
+            size += len(data)
+        msg = self._certs(found)
+        msg["r"] = True
+        return msg
+
     def _maybe_fin(self) -> Iterator[dict[str, Any]]:
         if self._sent_end and self._got_end and self._wants_out == 0 and not self._sent_fin:
+            # Last, the certificates that what is parked here still waits for.
+            yield from self._want_certificates()
+            if self._wants_out:
+                return
             self._sent_fin = True
             yield {"t": "fin"}
+
+
+#: How the ledger words a valid certificate for another id than the one held
+#: at its position (:meth:`~troc.protocol.ledger.Ledger.ingest_certificate`).
+_WITNESS_FAULT_DETAIL = "another entry at this position is certified"
+
+
+def _witness_fault(outcome: CertificateOutcome) -> bool:
+    """A certificate refused because another one holds its position: it
+    verified, so more than f witnesses lied, not the peer that relayed it.
+    (``fault`` is set only the first time the pair is recorded.)"""
+    return outcome.fault or outcome.detail.startswith(_WITNESS_FAULT_DETAIL)
