@@ -282,7 +282,8 @@ def community_invite(ctx: Context, community_: str | None, for_: str | None) -> 
 @click.argument("invitation")
 @pass_ctx
 def community_join(ctx: Context, invitation: str) -> None:
-    """Join the community an invitation names."""
+    """Join the community an invitation names: a member's `troc-invite:…` text,
+    or a server's `troc-code:…` (redeemed at the server first; docs/invitations.md)."""
     params = {"invitation": invitation, "member_name": homes.member_name(ctx.home)}
     result = ctx.call("community.join", params)
     homes.remember_addrs(ctx.home, result.get("addrs", []))
@@ -302,6 +303,16 @@ def community_show(ctx: Context, community_: str | None) -> None:
 def community_list(ctx: Context) -> None:
     """List the communities this node follows."""
     ctx.emit(ctx.call("community.list", {}), render.communities)
+
+
+@community.command("policy")
+@click.argument("community_", metavar="[COMMUNITY]", required=False)
+@pass_ctx
+def community_policy(ctx: Context, community_: str | None) -> None:
+    """Show a community's policy as its genesis states it (what servers publish)."""
+    from troc.cli.relay import render_policy
+
+    ctx.emit(ctx.call("community.policy", {"community": community_}), render_policy)
 
 
 # -- money --------------------------------------------------------------------

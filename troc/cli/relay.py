@@ -31,7 +31,7 @@ logger = logging.getLogger("troc.relay")
 COUNT_TTL = 15.0
 
 
-@click.command("relay")
+@click.group("relay", invoke_without_command=True)
 @click.option(
     "--config",
     "config_path",
@@ -66,7 +66,11 @@ def relay(
 
     Every option can also be set in the --config file and as TROC_<OPTION>;
     flags override variables, which override the file.
+
+    `troc relay invite …` manages the invitation codes the server issues.
     """
+    if click_ctx.invoked_subcommand is not None:
+        return  # `troc relay invite …`: the subcommand does the work
     from click.core import ParameterSource
 
     from troc.cli import home as homes
@@ -99,6 +103,111 @@ def relay(
         passphrase_file=obj.passphrase_file,
         no_passphrase=no_passphrase,
     )
+
+
+# -- invitation codes (troc.node.invites, docs/invitations.md) -----------------
+
+
+@relay.group("invite")
+def invite() -> None:
+    """Invitation codes this server issues: newcomers pass one to `troc community join`.
+
+    Run on the server (through its control socket when it runs, else on its
+    home directly); a code is shown once, when made: only its hash is kept."""
+
+
+@invite.command("create")
+@click.option("--community", "community_", help="Community id or name (default: the default).")
+@click.option(
+    "--uses", type=click.IntRange(1, 1_000_000), default=1, show_default=True, help="Joins allowed."
+)
+@click.option("--expires", default="7d", show_default=True, help="Lifetime: 30m, 12h, 7d, 2w …")
+@click.option("--label", default="", help="A note for yourself (who or what the code is for).")
+@click.option("--addr", help="The server address the code names (default: its first public one).")
+@click.pass_obj
+def invite_create(
+    obj: Any, community_: str | None, uses: int, expires: str, label: str, addr: str | None
+) -> None:
+    """Make a code and print it."""
+    from troc.cli import home as homes
+
+    params = {
+        "community": community_,
+        "uses": uses,
+        "expires": expires,
+        "label": label,
+        "addr": addr,
+        "addrs": homes.known_addrs(obj.home),
+    }
+    obj.emit(obj.call("invite.create", params), _render_code)
+
+
+@invite.command("list")
+@click.option("--all", "all_", is_flag=True, help="Used-up, expired and revoked codes too.")
+@click.pass_obj
+def invite_list(obj: Any, all_: bool) -> None:
+    """List the codes (active ones unless --all)."""
+    obj.emit(obj.call("invite.list", {"all": all_}), _render_codes)
+
+
+@invite.command("revoke")
+@click.argument("code")
+@click.pass_obj
+def invite_revoke(obj: Any, code: str) -> None:
+    """Withdraw a code (its text, its secret, or its id from `list`)."""
+    result = obj.call("invite.revoke", {"code": code})
+    obj.emit(result, lambda d: f"revoked {d['id']} ({d['redeemed']} of {d['uses']} used)")
+
+
+def _when(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _render_code(d: dict[str, Any]) -> str:
+    uses = "1 use" if d["uses"] == 1 else f"{d['uses']} uses"
+    return (
+        f"{d['code']}\n"
+        f"  {d['policy']['name']}: {uses}, until {_when(d['expires_ms'])}"
+        f" (id {d['id']}{', ' + d['label'] if d['label'] else ''})"
+    )
+
+
+def _render_codes(d: dict[str, Any]) -> str:
+    from troc.cli.render import table
+
+    rows = [
+        [
+            c["id"],
+            c["community_name"] or c["community"][:14] + "…",
+            f"{c['redeemed']}/{c['uses']}",
+            _when(c["expires_ms"]),
+            c["state"],
+            c["label"],
+        ]
+        for c in d["codes"]
+    ]
+    return table(rows, ["id", "community", "used", "expires", "state", "label"])
+
+
+def render_policy(d: dict[str, Any]) -> str:
+    """`troc community policy`, for people."""
+    unit = d["unit"]
+    lines = [
+        f"{d['name']}  ({d['community']})",
+        f"  unit          {unit}",
+        f"  credit limit  {d['credit_limit']} {unit}",
+        f"  ceiling       {d['ceiling']} {unit}" if d["ceiling"] else "  ceiling       none",
+        f"  admission     {d['admission']}",
+        f"  finality      {d['finality']}",
+        f"  founder       {d['founder']}",
+    ]
+    if d["witnesses"]:
+        n, f, q = len(d["witnesses"]), d["faults"], d["quorum"]
+        lines.append(f"  witnesses     {n} (f = {f}, q = {q})")
+        lines += [f"                {w}" for w in d["witnesses"]]
+    return "\n".join(lines)
 
 
 def _render_check(data: dict[str, Any]) -> str:

@@ -241,6 +241,16 @@ class Node:
         if name == "connect":
             peer = await self.connect(str(params["addr"]))
             return {"peer_id": peer}
+        # Server-issued invitation codes (troc.node.invites): the server's
+        # invite.* operations, and a join with a code redeemed first.
+        if name.startswith("invite.") or name == "community.join":
+            from troc.node import invites
+
+            if name.startswith("invite."):
+                return await invites.run_op(self, name, params)
+            if invites.is_code(str(params.get("invitation", ""))):
+                redeemed = await invites.redeem(self.host, str(params["invitation"]))
+                params = {**params, "invitation": redeemed.invitation()}
         if name == "community.invite" and not params.get("addrs"):
             params = {**params, "addrs": self.addrs()}
         if ops.needs_key(name, params):
@@ -712,6 +722,10 @@ async def open_node(
         ):
             node = Node(local, host, config, nursery)
             host.set_stream_handler(SYNC_PROTOCOL, node._handle_sync)
+            from troc.node import invites  # answers /troc/invite/1 once it issued codes
+
+            if invites.serves(config.home):
+                invites.attach(node)
             node._refresh_subscriptions()
             nursery.start_soon(node._publisher)
             if config.control_socket:

@@ -304,7 +304,12 @@ def op_community_invite(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_community_join(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
-    genesis, addrs, vouch = decode_invitation(p["invitation"])
+    text = str(p["invitation"])
+    if text.strip().startswith("troc-code:"):  # a server's code, and no node runs: redeem here
+        from troc.node.invites import redeem_offline
+
+        text = redeem_offline(text).invitation()
+    genesis, addrs, vouch = decode_invitation(text)
     if vouch is not None and vouch.author == node.member:
         raise LocalProtocolError("this invitation was made by you, for someone else")
     try:
@@ -447,6 +452,27 @@ def op_forks(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def op_community_policy(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    """A community's policy as its genesis states it (what a server's codes publish)."""
+    from troc.node.invites import policy_of
+
+    genesis = node.store.genesis(community_of(node, p.get("community")))
+    if genesis is None:  # pragma: no cover - community_of found it
+        raise NotFoundError("unknown community")
+    return policy_of(genesis)
+
+
+def _invite_op(name: str) -> Callable[[LocalNode, dict[str, Any]], dict[str, Any]]:
+    """``invite.*`` (troc.node.invites) on a node that is not running."""
+
+    def op(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+        from troc.node import invites
+
+        return invites.OPS[name](node, p)
+
+    return op
+
+
 OPS: dict[str, Callable[[LocalNode, dict[str, Any]], dict[str, Any]]] = {
     "whoami": op_whoami,
     "community.create": op_community_create,
@@ -467,6 +493,10 @@ OPS: dict[str, Callable[[LocalNode, dict[str, Any]], dict[str, Any]]] = {
     "offer.close": op_offer_close,
     "vouch": op_vouch,
     "forks": op_forks,
+    "community.policy": op_community_policy,
+    "invite.create": _invite_op("invite.create"),
+    "invite.list": _invite_op("invite.list"),
+    "invite.revoke": _invite_op("invite.revoke"),
 }
 
 
