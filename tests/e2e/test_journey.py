@@ -206,8 +206,18 @@ def test_errors_are_one_line_with_distinct_codes_and_change_nothing(tmp_path: Pa
 
 def test_vouch_admission_through_an_invitation(tmp_path: Path) -> None:
     with members(tmp_path, "ada", "bruno", "chiara") as (ada, bruno, chiara):
-        ada("community", "create", "--name", "V", "--unit", "h", "--credit-limit", "10",
-            "--admission", "vouch")
+        ada(
+            "community",
+            "create",
+            "--name",
+            "V",
+            "--unit",
+            "h",
+            "--credit-limit",
+            "10",
+            "--admission",
+            "vouch",
+        )
         r = ada("community", "invite", check=False)
         assert r.code == 2
         assert "--for" in r.err

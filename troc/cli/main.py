@@ -290,6 +290,16 @@ def community_join(ctx: Context, invitation: str) -> None:
     ctx.emit(result, render.created("community"))
 
 
+@community.command("follow")
+@click.argument("invitation")
+@pass_ctx
+def community_follow(ctx: Context, invitation: str) -> None:
+    """Follow a community without joining it (servers, witnesses): keep and serve its logs."""
+    result = ctx.call("community.follow", {"invitation": invitation})
+    homes.remember_addrs(ctx.home, result.get("addrs", []))
+    ctx.emit(result, render.created("community"))
+
+
 @community.command("show")
 @click.argument("community_", metavar="[COMMUNITY]", required=False)
 @pass_ctx
@@ -323,6 +333,14 @@ community_option = click.option(
     "community_",
     help="Community id or name (default: your default community).",
 )
+wait_option = click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=30.0,
+    show_default=True,
+    help="Witnessed communities: seconds to wait for the witnesses to make it final"
+    " (0: do not wait; the node keeps asking them in the background).",
+)
 
 
 @cli.command()
@@ -331,17 +349,28 @@ community_option = click.option(
 @click.option("--memo", default="", help="What the payment is for.")
 @click.option("--offer", help="The offer this pays for (id or a unique prefix).")
 @community_option
+@wait_option
 @pass_ctx
 def pay(
-    ctx: Context, member: str, amount: str, memo: str, offer: str | None, community_: str | None
+    ctx: Context,
+    member: str,
+    amount: str,
+    memo: str,
+    offer: str | None,
+    community_: str | None,
+    wait: float,
 ) -> None:
-    """Pay AMOUNT (in the smallest unit) to MEMBER (an id or a contact name)."""
+    """Pay AMOUNT (in the smallest unit) to MEMBER (an id or a contact name).
+
+    In a witnessed community the running node then waits (up to --wait
+    seconds) until the witnesses have made the payment final."""
     params = {
         "community": community_,
         "to": homes.resolve_member(ctx.home, member),
         "amount": amount,
         "memo": memo,
         "offer": offer,
+        "wait": wait,
     }
     ctx.emit(ctx.call("pay", params), render.created("transfer"))
 
@@ -364,11 +393,11 @@ def _answer_command(verb: str, doc: str) -> None:
     @cli.command(verb, help=doc)
     @click.argument("transfer")
     @community_option
+    @wait_option
     @pass_ctx
-    def command(ctx: Context, transfer: str, community_: str | None) -> None:
-        ctx.emit(
-            ctx.call(verb, {"community": community_, "transfer": transfer}), render.created(verb)
-        )
+    def command(ctx: Context, transfer: str, community_: str | None, wait: float) -> None:
+        params = {"community": community_, "transfer": transfer, "wait": wait}
+        ctx.emit(ctx.call(verb, params), render.created(verb))
 
 
 _answer_command("accept", "Accept a transfer made to you (its id, or a unique prefix).")
@@ -596,6 +625,12 @@ def contact_list(ctx: Context) -> None:
     is_flag=True,
     help="On first run, create the key unencrypted (unattended servers).",
 )
+@click.option(
+    "--witness",
+    is_flag=True,
+    envvar="TROC_WITNESS",
+    help="Vote for entries of the communities whose genesis names this member a witness.",
+)
 @pass_ctx
 def run(
     ctx: Context,
@@ -605,6 +640,7 @@ def run(
     sync_interval: float,
     log_level: str,
     no_passphrase: bool,
+    witness: bool,
 ) -> None:
     """Run the node in the foreground until interrupted (Ctrl-C or SIGTERM)."""
     from troc.cli.runner import run_node
@@ -619,6 +655,7 @@ def run(
         as_json=ctx.as_json,
         passphrase_file=ctx.passphrase_file,
         no_passphrase=no_passphrase,
+        witness=witness,
     )
 
 

@@ -73,7 +73,21 @@ def whoami(data: dict[str, Any]) -> str:
 
 
 def created(key: str) -> Renderer:
-    return lambda data: str(data[key])
+    def render(data: dict[str, Any]) -> str:
+        out = str(data[key])
+        fin = data.get("finality")
+        if fin is None:
+            return out
+        if fin["final"]:
+            return out + f"\nfinal ({fin['votes']} of {fin['quorum']} witness votes needed)"
+        if fin["problem"]:
+            return out + f"\nNOT FINAL: {fin['problem']}"
+        return out + (
+            f"\nnot final yet: {fin['votes']} of {fin['quorum']} witness votes;"
+            " the node keeps asking the witnesses (see troc balance)"
+        )
+
+    return render
 
 
 def invitation(data: dict[str, Any]) -> str:
@@ -118,9 +132,15 @@ def balance(home: Path) -> Renderer:
     def render(data: dict[str, Any]) -> str:
         unit = data["unit"]
         who = short(data["member"], _names(home))
-        lines = [f"{who}: {data['balance']} {unit}  (credit limit {data['credit_limit']})"]
+        final = " final" if data.get("finality") == "witnessed" else ""
+        lines = [f"{who}: {data['balance']} {unit}{final}  (credit limit {data['credit_limit']})"]
+        if data.get("unconfirmed"):
+            lines.append(f"  not final yet (awaiting witnesses): {data['unconfirmed']:+} {unit}")
         if data["pending_in"]:
             lines.append(f"  incoming, not yet accepted: {data['pending_in']} {unit}")
+            waiting = data["pending_in"] - data.get("pending_in_final", data["pending_in"])
+            if waiting:
+                lines.append(f"    of which not final yet (cannot be accepted): {waiting} {unit}")
         if data["pending_out"]:
             lines.append(f"  outgoing, not yet accepted: {data['pending_out']} {unit}")
         if data["frozen"]:
@@ -144,10 +164,14 @@ def pending(home: Path) -> Renderer:
                     f"{t['amount']} {t['unit']}",
                     t["memo"],
                     ago(t["timestamp_ms"]),
+                    *([("final" if t["final"] else "not final")] if "final" in t else []),
                 ]
                 for t in data[key]
             ]
-            out.append(f"{title}:\n" + table(rows, ["transfer", who, "amount", "memo", "when"]))
+            heads = ["transfer", who, "amount", "memo", "when"]
+            if any("final" in t for t in data[key]):
+                heads.append("status")
+            out.append(f"{title}:\n" + table(rows, heads))
         return "\n\n".join(out)
 
     return render

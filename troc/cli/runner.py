@@ -37,6 +37,7 @@ def run_node(
     as_json: bool,
     passphrase_file: Path | None,
     no_passphrase: bool,
+    witness: bool = False,
 ) -> None:
     import trio
 
@@ -46,7 +47,12 @@ def run_node(
     configure_logging("text", log_level)
     key = ensure_key(home, passphrase_file, no_passphrase)
     config = NodeConfig(
-        home=home, listen=listen, bootstrap=bootstrap, mdns=mdns, sync_interval=sync_interval
+        home=home,
+        listen=listen,
+        bootstrap=bootstrap,
+        mdns=mdns,
+        sync_interval=sync_interval,
+        witness=witness,
     )
     trio.run(functools.partial(serve_node, config, key, as_json=as_json))
 

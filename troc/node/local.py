@@ -85,6 +85,11 @@ class BalanceInfo:
     pending_out: int  # sent by this member, not yet accepted, or declined and not reclaimed
     joined: bool
     frozen_at: int | None  # seq of a known fork of this member's log
+    # Witnessed communities: ``balance`` is final (certified); ``unconfirmed``
+    # is what the member's own newer entries change, not final yet.
+    witnessed: bool = False
+    unconfirmed: int = 0
+    pending_in_final: int = 0  # of pending_in: certified, so acceptable now
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +374,24 @@ class LocalNode:
         if not outcome.ok:  # pragma: no cover - prepare checked the same rules
             raise RefusedError(outcome.reason or "refused", outcome.detail)
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held for every store transaction of this node (the witness role
+        takes it to run its own)."""
+        return self._lock
+
     # -- from others ------------------------------------------------------
+
+    def ingest_certificate(self, data: bytes) -> CertificateOutcome:
+        """Check and keep a certificate (witnessed communities); entries
+        that waited for it are stored and announced."""
+        with self._lock, self.store.transaction():
+            outcome = self.ledger.ingest_certificate(data, self._clock())
+        self._notify(list(outcome.released), own=False)
+        return outcome
+
+    def is_final(self, community: CommunityId, ref: Ref) -> bool:
+        return self.ledger.is_final(community, ref)
 
     def ingest(self, wire: bytes, *, community: CommunityId | None = None) -> Outcome:
         """Check and store an entry from another node (not fsynced: it can be
@@ -403,17 +425,47 @@ class LocalNode:
     def balance(self, community: CommunityId, member: MemberId | None = None) -> BalanceInfo:
         member = self.member if member is None else member
         head = self.store.head(community, member)
-        pending_in = sum(
-            TransferInfo.of(e).amount for e in self.store.pending_in(community, member)
-        )
+        incoming = self.store.pending_in(community, member)
+        pending_in = sum(TransferInfo.of(e).amount for e in incoming)
         pending_out = sum(
             TransferInfo.of(e).amount for e in self.store.pending_out(community, member)
         )
         if head is None:
             rules = self.community(community)
-            return BalanceInfo(member, 0, rules.credit_limit, pending_in, pending_out, False, None)
+            return BalanceInfo(
+                member,
+                0,
+                rules.credit_limit,
+                pending_in,
+                pending_out,
+                False,
+                None,
+                witnessed=rules.finality == "witnessed",
+            )
+        if not head.witnessed:
+            return BalanceInfo(
+                member,
+                head.counted_balance,
+                head.limit,
+                pending_in,
+                pending_out,
+                True,
+                head.frozen_at,
+            )
+        final_in = sum(
+            TransferInfo.of(e).amount for e in incoming if self.ledger.is_final(community, e.ref)
+        )
         return BalanceInfo(
-            member, head.counted_balance, head.limit, pending_in, pending_out, True, head.frozen_at
+            member,
+            head.counted_balance,
+            head.limit,
+            pending_in,
+            pending_out,
+            True,
+            head.frozen_at,
+            witnessed=True,
+            unconfirmed=head.balance - head.final_balance,
+            pending_in_final=final_in,
         )
 
     def balances(self, community: CommunityId) -> dict[MemberId, int]:

@@ -329,7 +329,7 @@ async def open_metrics_listeners(host: str, port: int) -> list[trio.SocketListen
     from troc.errors import NetworkError
 
     try:
-        return await trio.open_tcp_listeners(port, host=host)
+        return list(await trio.open_tcp_listeners(port, host=host))
     except OSError as exc:
         raise NetworkError(
             f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"

@@ -11,11 +11,15 @@ One trio program owns, for the length of ``async with open_node(config)``:
   signature of) a message before forwarding it, so invalid data dies at the
   first hop. Gossip is lossy, so it only makes things fast;
 * anti-entropy: on every new connection and every ``sync_interval`` seconds
-  with a random peer, a ``/troc/sync/1.0.0`` session per community
+  with a random peer, a ``/troc/sync/2`` session per community
   (:mod:`troc.protocol.sync`) makes the two stores equal. That makes
   convergence certain;
 * the control socket (``control.sock`` in the home, owner-only), through
-  which the ``troc`` command talks to the running node.
+  which the ``troc`` command talks to the running node;
+* witnessed communities (:mod:`troc.node.witness`): every own entry is sent
+  to the witnesses for a certificate, certificates travel on a second topic
+  per community (``…/final``) and in sync, and with ``witness=True`` the
+  node answers ``/troc/witness/1`` for the communities it witnesses.
 
 Peers that send malformed frames or entries with bad signatures are cut off
 and banned for a while. Every read has a deadline; every batch, frame and
@@ -55,6 +59,8 @@ from troc.node.p2p import (
     open_host,
     write_frames,
 )
+from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
+from troc.node.witness import Certifier, Progress, WitnessService
 from troc.protocol.entry import CommunityId, Entry, Ref
 from troc.protocol.ledger import Outcome, Status
 from troc.protocol.sync import (
@@ -68,6 +74,7 @@ from troc.protocol.sync import (
 from troc.protocol.sync import (
     PROTOCOL_ID as SYNC_PROTOCOL,
 )
+from troc.protocol.witness import Certificate
 
 __all__ = ["Node", "NodeConfig", "open_node"]
 
@@ -82,11 +89,20 @@ FRAME_TIMEOUT = 30.0
 MAX_INBOUND_PER_PEER = 2
 #: Parked gossip entries whose dependencies are being fetched at once, at most.
 MAX_FETCHES = 256
+#: Own entries being certified at once, at most (the rest queue).
+MAX_CERTIFYING = 64
+#: ``wait`` on a signing operation: how long it waits for finality by default.
+FINALITY_WAIT = 30.0
 #: The control socket reads at most this much per request.
 MAX_CONTROL_REQUEST = 1024 * 1024
 #: Frame errors only a broken or hostile peer causes (a timeout, a reset or
 #: an EOF may be the network's doing).
 MALFORMED_FRAME = frozenset({"too_large", "bad_varint"})
+
+
+def final_topic_of(community: CommunityId) -> str:
+    """The gossip topic of a witnessed community's certificates."""
+    return topic_of(community) + "/final"
 
 
 def topic_of(community: CommunityId) -> str:
@@ -106,6 +122,8 @@ class NodeConfig:
     ban_seconds: float = 600.0
     restore_guard_seconds: float = 10.0
     remember_peers: bool = True
+    #: Answer ``/troc/witness/1`` for the communities that name this member a witness.
+    witness: bool = False
 
 
 @dataclass(slots=True)
@@ -214,6 +232,14 @@ class Node:
         self._listeners: list[trio.MemorySendChannel[Entry]] = []
         self._ready = trio.Event()
         self._first_sync = trio.Event()
+        self.witness: WitnessService | None = None
+        self._certs_send, self._certs_out = trio.open_memory_channel[tuple[CommunityId, bytes]](
+            10_000
+        )
+        self.certifier = Certifier(local, host, self._publish_certificate)
+        self._certify_send, self._certify_queue = trio.open_memory_channel[Entry](100_000)
+        self._certifying = trio.Semaphore(MAX_CERTIFYING)
+        self._last_own: Entry | None = None
         local.listeners.append(self._on_stored)
 
     # -- identity -----------------------------------------------------------
@@ -257,9 +283,23 @@ class Node:
             await self.wait_restore_guard()
         if name == "community.join":
             await self._before_join(str(params["invitation"]))
+        self._last_own = None
         result = ops.run_op(self.local, name, params)
         self._refresh_subscriptions()
+        entry = self._last_own
+        if entry is not None and entry.community is not None and "wait" in params:
+            progress = self.certifier.track(entry)
+            if progress is not None:
+                result["finality"] = await self.wait_final(progress, params.get("wait"))
         return result
+
+    async def wait_final(self, progress: Progress, seconds: Any = None) -> dict[str, Any]:
+        """Wait (bounded: ``seconds``, or FINALITY_WAIT for None/True) until
+        the certification of an own entry is over."""
+        limit = FINALITY_WAIT if seconds in (None, True) else float(seconds)
+        with trio.move_on_after(max(0.0, limit)):
+            await progress.done.wait()
+        return progress.describe()
 
     async def _before_join(self, invitation: str) -> None:
         """Follow the community and sync with the inviter's nodes first, so
@@ -283,10 +323,17 @@ class Node:
     def _on_stored(self, entry: Entry, own: bool) -> None:
         """Called by LocalNode after each commit (own entries and others')."""
         if own:
+            self._last_own = entry
             try:
                 self._outbox_send.send_nowait(entry)
             except trio.WouldBlock:
                 logger.warning("gossip outbox full; sync will carry %s", entry.id.hex()[:8])
+            if entry.community is not None and self.local.ledger.witness_rules(entry.community):
+                self.certifier.track(entry)
+                try:
+                    self._certify_send.send_nowait(entry)
+                except trio.WouldBlock:  # certified on restart (uncertified entries)
+                    logger.warning("certification queue full")
         for listener in list(self._listeners):
             try:
                 listener.send_nowait(entry)
@@ -371,6 +418,13 @@ class Node:
             },
             # is_banned forgets expired bans (they would be listed forever).
             "banned": sorted(p for p in list(self._peers.banned) if self._peers.is_banned(p)),
+            "witness": {
+                "serving": self.witness is not None,
+                "answered": 0 if self.witness is None else self.witness.answered,
+                "certifying": sum(
+                    1 for p in self.certifier.progress.values() if not p.done.is_set()
+                ),
+            },
         }
 
     def peers(self) -> dict[str, Any]:
@@ -394,6 +448,56 @@ class Node:
                 scope = trio.CancelScope()
                 self._subscribed[info.id] = scope
                 self._nursery.start_soon(self._gossip_community, info.id, scope)
+                if info.finality == "witnessed":
+                    self._nursery.start_soon(self._gossip_certificates, info.id)
+
+    async def _gossip_certificates(self, community: CommunityId) -> None:
+        """Certificates on their own topic: the entry topic's validator stays as it is."""
+        topic = final_topic_of(community)
+        gossip = self.host.gossip
+        rules = self.local.ledger.witness_rules(community)
+        assert rules is not None
+
+        def validate(msg: Any) -> bool:
+            if self._peers.is_banned(msg.origin) or (
+                msg.forwarder is not None and self._peers.is_banned(msg.forwarder)
+            ):
+                return False
+            try:
+                return Certificate.decode(msg.data).verify(rules)
+            except TrocError:
+                return False
+
+        gossip.set_validator(topic, validate)
+        async with gossip.subscribe(topic) as sub:
+            async for msg in sub:
+                try:
+                    self.local.ingest_certificate(msg.data)
+                except TrocError:
+                    logger.exception("could not store a gossiped certificate")
+
+    def _publish_certificate(self, community: CommunityId, data: bytes) -> None:
+        try:
+            self._certs_send.send_nowait((community, data))
+        except trio.WouldBlock:
+            logger.warning("certificate outbox full; sync will carry it")
+
+    async def _certify_loop(self) -> None:
+        """Certify own entries of witnessed communities, a bounded number at once."""
+        for entry in self.certifier.uncertified():  # left over from a previous run
+            self.certifier.track(entry)
+            self._certify_send.send_nowait(entry)
+        async for entry in self._certify_queue:
+            await self._certifying.acquire()
+            self._nursery.start_soon(self._certify_one, entry)
+
+    async def _certify_one(self, entry: Entry) -> None:
+        try:
+            await self.certifier.certify(entry)
+        except TrocError:
+            logger.exception("certifying %s failed", entry.ref)
+        finally:
+            self._certifying.release()
 
     async def _gossip_community(self, community: CommunityId, scope: trio.CancelScope) -> None:
         topic = topic_of(community)
@@ -462,6 +566,13 @@ class Node:
             try:
                 await self.host.gossip.publish(topic_of(entry.community), entry.wire)
             except Exception:  # gossip is best effort; sync carries what it drops
+                logger.debug("publish failed", exc_info=True)
+
+    async def _certificate_publisher(self) -> None:
+        async for community, data in self._certs_out:
+            try:
+                await self.host.gossip.publish(final_topic_of(community), data)
+            except Exception:  # best effort, as for entries
                 logger.debug("publish failed", exc_info=True)
 
     # -- sync -------------------------------------------------------------------
@@ -726,8 +837,14 @@ async def open_node(
 
             if invites.serves(config.home):
                 invites.attach(node)
+            if config.witness:
+                node.witness = WitnessService(local, key, clock or now_ms)
+                node.certifier.service = node.witness
+                host.set_stream_handler(WITNESS_PROTOCOL, node.witness.handle_stream)
             node._refresh_subscriptions()
             nursery.start_soon(node._publisher)
+            nursery.start_soon(node._certificate_publisher)
+            nursery.start_soon(node._certify_loop)
             if config.control_socket:
                 await nursery.start(node._serve_control)
             await node._bootstrap()

@@ -327,6 +327,19 @@ def op_community_join(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     return {"community": cid(community), "addrs": addrs}
 
 
+def op_community_follow(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    """Follow a community without joining it: store, serve and (as a
+    witness) vote on its logs. What servers and witnesses do."""
+    genesis, addrs, _vouch = decode_invitation(p["invitation"])
+    outcome = node.ingest(genesis)
+    if not outcome.ok or outcome.entry is None:  # pragma: no cover - the invitation checked it
+        raise RefusedError(str(outcome.reason or "refused"), outcome.detail)
+    community = CommunityId(outcome.entry.id)
+    if node.store.get_meta(DEFAULT_COMMUNITY) is None:
+        node.store.set_meta(DEFAULT_COMMUNITY, community.hex())
+    return {"community": cid(community), "addrs": addrs}
+
+
 def op_pay(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
     to = _member(p["to"])
@@ -353,11 +366,16 @@ def _answer(verb: str) -> Callable[[LocalNode, dict[str, Any]], dict[str, Any]]:
 
 def op_pending(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
-    unit = node.community(community).unit
-    return {
-        "incoming": [_transfer_json(t, unit) for t in node.pending(community)],
-        "outgoing": [_transfer_json(t, unit) for t in node.pending_out(community)],
-    }
+    info = node.community(community)
+    unit = info.unit
+    incoming = [_transfer_json(t, unit) for t in node.pending(community)]
+    outgoing = [_transfer_json(t, unit) for t in node.pending_out(community)]
+    if info.finality == "witnessed":  # only certified transfers can be accepted
+        for item, t in zip(incoming, node.pending(community), strict=True):
+            item["final"] = node.is_final(community, t.ref)
+        for item, t in zip(outgoing, node.pending_out(community), strict=True):
+            item["final"] = node.is_final(community, t.ref)
+    return {"incoming": incoming, "outgoing": outgoing}
 
 
 def op_balance(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
@@ -374,6 +392,12 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
         "unit": info.unit,
         "joined": b.joined,
         "frozen": b.frozen_at is not None,
+        "finality": info.finality,
+        **(
+            {"unconfirmed": b.unconfirmed, "pending_in_final": b.pending_in_final}
+            if b.witnessed
+            else {}
+        ),
     }
 
 
@@ -480,6 +504,7 @@ OPS: dict[str, Callable[[LocalNode, dict[str, Any]], dict[str, Any]]] = {
     "community.show": op_community_show,
     "community.invite": op_community_invite,
     "community.join": op_community_join,
+    "community.follow": op_community_follow,
     "pay": op_pay,
     "accept": _answer("accept"),
     "decline": _answer("decline"),

@@ -359,16 +359,24 @@ class P2PHost:
     def remove_stream_handler(self, protocol: str) -> None:
         self.libp2p.remove_stream_handler(TProtocol(protocol))
 
-    async def open_stream(self, peer_id: str, protocol: str) -> INetStream:
+    async def open_stream(self, peer_id: str, protocol: str, *, redial: bool = False) -> INetStream:
         """Open a stream to ``peer_id`` for ``protocol``, dialing known addresses if need be.
 
         Raises :class:`DialError` if the peer is unreachable, does not speak
         ``protocol``, or negotiation times out. Close the stream when done
         (``close_write()`` to half-close and still read the reply).
+
+        py-libp2p 0.8.1 refuses, for 60 s, to dial a peer whose addresses
+        all failed once (its "negative cache"): a witness or server that
+        restarts within that minute stays unreachable. ``redial=True``
+        forgets that failure first (for callers that retry with their own
+        backoff).
         """
         try:
             with trio.fail_after(self._connect_timeout):
                 peer = ID.from_base58(peer_id)
+                if redial:
+                    self.libp2p.get_network().unblock_peer(peer)  # type: ignore[attr-defined]
                 return await self.libp2p.new_stream(peer, [TProtocol(protocol)])
         except (BaseLibp2pError, OSError, ValueError, trio.TooSlowError) as exc:
             raise DialError(f"cannot open {protocol} to {peer_id}: {exc!r}") from exc

@@ -154,8 +154,10 @@ class CertificateOutcome:
 
     ``final`` is True when it moved its author's final tip (the entry is
     held); ``released`` lists entries that waited for it and are now stored;
-    ``fault`` is True when it certifies another id than a certificate held
-    for the same position: more than f witnesses lied (both are kept).
+    ``conflict`` is True when it certifies another id than a certificate
+    held for the same position: it verified, so more than f witnesses lied
+    (not the peer that relayed it); ``fault`` is True when that pair was
+    recorded now (the first time).
     """
 
     status: Status
@@ -165,6 +167,7 @@ class CertificateOutcome:
     final: bool = False
     released: tuple[Entry, ...] = ()
     fault: bool = False
+    conflict: bool = False
 
     @property
     def ok(self) -> bool:
@@ -292,6 +295,7 @@ class Ledger:
                 Reason.BAD_CERTIFICATE,
                 "another entry at this position is certified: more than f witnesses lied",
                 fault=fault,
+                conflict=True,
             )
         self.backend.put_certificate(c, a, seq, eid, cert.encode())
         stored = self.backend.entry(c, a, seq, eid)

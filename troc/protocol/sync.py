@@ -914,13 +914,7 @@ class SyncSession:
             yield {"t": "fin"}
 
 
-#: How the ledger words a valid certificate for another id than the one held
-#: at its position (:meth:`~troc.protocol.ledger.Ledger.ingest_certificate`).
-_WITNESS_FAULT_DETAIL = "another entry at this position is certified"
-
-
 def _witness_fault(outcome: CertificateOutcome) -> bool:
     """A certificate refused because another one holds its position: it
-    verified, so more than f witnesses lied, not the peer that relayed it.
-    (``fault`` is set only the first time the pair is recorded.)"""
-    return outcome.fault or outcome.detail.startswith(_WITNESS_FAULT_DETAIL)
+    verified, so more than f witnesses lied, not the peer that relayed it."""
+    return outcome.conflict

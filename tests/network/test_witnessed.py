@@ -1,0 +1,165 @@
+"""Witnessed finality over real libp2p hosts on 127.0.0.1 (in one process).
+
+Four witness nodes (f = 1, q = 3) and two members: a payment becomes final
+within seconds, the payee can accept only once it is, and balances say what
+is final; with one witness down payments still finalise, with two they wait
+and finish when one returns. Real-process versions are in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from troc.crypto.sign import SigningKey
+from troc.errors import RefusedError
+from troc.node import ops
+from troc.node.local import open_local_node
+from troc.node.node import Node, NodeConfig, open_node
+from troc.protocol.entry import CommunityId
+
+pytestmark = pytest.mark.slow
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.wkeys = [SigningKey.generate() for _ in range(4)]
+        self.a, self.b = SigningKey.generate(), SigningKey.generate()
+        with open_local_node(tmp / "a", self.a) as a:
+            self.community: CommunityId = a.create_community(
+                "Witnessed valley",
+                "h",
+                100,
+                finality="witnessed",
+                witnesses=tuple(k.public for k in self.wkeys),
+                faults=1,
+            )
+            self.genesis = a.community(self.community).genesis
+        with open_local_node(tmp / "b", self.b) as b:
+            b.join(self.genesis)
+        for i, k in enumerate(self.wkeys):
+            with open_local_node(tmp / f"w{i}", k) as w:
+                w.ingest(self.genesis)  # a witness follows the community
+        self.witnesses: dict[int, tuple[Node, trio.CancelScope]] = {}
+        self.addrs: dict[int, str] = {}
+
+    def config(self, name: str, *, witness: bool = False, bootstrap: tuple[str, ...] = ()) -> Any:
+        return NodeConfig(
+            home=self.tmp / name,
+            bootstrap=bootstrap,
+            sync_interval=1.0,
+            control_socket=False,
+            remember_peers=False,
+            witness=witness,
+            listen=(f"/ip4/127.0.0.1/tcp/{0}",),
+        )
+
+    async def start_witness(self, nursery: trio.Nursery, i: int) -> Node:
+        async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            listen = self.addrs.get(i)
+            config = self.config(f"w{i}", witness=True)
+            if listen is not None:  # a restart listens where peers expect it
+                config = dataclasses.replace(config, listen=(listen.split("/p2p/")[0],))
+            with trio.CancelScope() as scope:
+                async with open_node(config, self.wkeys[i]) as node:
+                    self.witnesses[i] = (node, scope)
+                    task_status.started(node)
+                    await trio.sleep_forever()
+
+        node: Node = await nursery.start(run)
+        self.addrs[i] = node.addrs()[0]
+        return node
+
+    def stop_witness(self, i: int) -> None:
+        self.witnesses.pop(i)[1].cancel()
+
+    @asynccontextmanager
+    async def member(self, name: str, key: SigningKey) -> AsyncIterator[Node]:
+        boot = tuple(self.addrs[i] for i in sorted(self.addrs))
+        async with open_node(self.config(name, bootstrap=boot), key) as node:
+            yield node
+
+
+async def pay(node: Node, c: CommunityId, to: bytes, amount: int, wait: float) -> dict[str, Any]:
+    return await node.run_op(
+        "pay",
+        {"community": ops.cid(c), "to": ops.mid(to), "amount": str(amount), "wait": wait},
+    )
+
+
+async def eventually(check: Any, seconds: float = 15.0) -> None:
+    with trio.fail_after(seconds):
+        while not check():  # noqa: ASYNC110 - polls node state
+            await trio.sleep(0.05)
+
+
+async def test_payments_become_final_and_only_final_ones_are_accepted(tmp_path: Path) -> None:
+    cl = Cluster(tmp_path)
+    c = cl.community
+    async with trio.open_nursery() as nursery:
+        for i in range(4):
+            await cl.start_witness(nursery, i)
+        async with cl.member("a", cl.a) as a, cl.member("b", cl.b) as b:
+            await eventually(lambda: b.local.balance(c, cl.b.public).joined)
+            result = await pay(a, c, cl.b.public, 10, wait=20)
+            assert result["finality"]["final"], result
+            assert result["finality"]["votes"] >= 3
+            transfer = a.local.pending_out(c)[0].ref
+            assert a.local.balance(c).balance == -10  # final
+            # The payee's node learns the certificate, then may accept.
+            await eventually(lambda: b.local.is_final(c, transfer))
+            accepted = await b.run_op(
+                "accept", {"community": ops.cid(c), "transfer": ops.eid(transfer.id), "wait": 20}
+            )
+            assert accepted["finality"]["final"], accepted
+            for node in (a, b, *(w for w, _ in cl.witnesses.values())):
+                await eventually(lambda n=node: n.local.balance(c, cl.b.public).balance == 10)
+                assert node.local.balance(c, cl.a.public).balance == -10
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_uncertified_payment_cannot_be_accepted(tmp_path: Path) -> None:
+    """No witness runs: the payment stays pending, the payee cannot accept."""
+    cl = Cluster(tmp_path)
+    c = cl.community
+    async with cl.member("a", cl.a) as a, cl.member("b", cl.b) as b:
+        await a.connect(b.addrs()[0])
+        result = await pay(a, c, cl.b.public, 10, wait=0.5)
+        assert not result["finality"]["final"]
+        transfer = a.local.pending_out(c)[0].ref
+        await eventually(
+            lambda: b.local.store.entry(c, transfer.author, transfer.seq, transfer.id) is not None
+        )
+        with pytest.raises(RefusedError) as info:
+            b.local.accept(c, transfer)
+        assert info.value.reason == "not_final"
+        assert b.local.balance(c).pending_in_final == 0
+        assert a.local.balance(c).balance == 0  # nothing final yet
+        assert a.local.balance(c).unconfirmed == -10
+
+
+async def test_one_witness_down_changes_nothing_two_down_wait(tmp_path: Path) -> None:
+    cl = Cluster(tmp_path)
+    c = cl.community
+    async with trio.open_nursery() as nursery:
+        for i in range(4):
+            await cl.start_witness(nursery, i)
+        async with cl.member("a", cl.a) as a:
+            cl.stop_witness(3)
+            first = await pay(a, c, cl.b.public, 5, wait=20)
+            assert first["finality"]["final"], first
+            cl.stop_witness(2)
+            second = await pay(a, c, cl.b.public, 7, wait=2)
+            assert not second["finality"]["final"]
+            assert second["finality"]["votes"] == 2
+            assert a.local.balance(c).balance == -5
+            await cl.start_witness(nursery, 2)  # one comes back: the node keeps asking
+            await eventually(lambda: a.local.balance(c).balance == -12, 30)
+        nursery.cancel_scope.cancel()

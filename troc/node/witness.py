@@ -1,0 +1,393 @@
+"""Witnessed finality in the node: a witness's votes, an author's certificates.
+
+Theory of operation
+-------------------
+The rules are :mod:`troc.protocol.witness` (sans-I/O); this module moves
+them over libp2p streams (``/troc/witness/1``, docs/witness.md §5) and keeps
+their state in the node's store.
+
+**The witness** (:class:`WitnessService`, ``troc run --witness``): for each
+community whose genesis names the node's member as a witness, one
+:class:`~troc.protocol.witness.WitnessState` over the node's own ledger and
+a vote log in the store's ``votes`` table. A request is handled, its entries
+and certificates stored, its vote records written, all in **one durable
+transaction** (fsynced before COMMIT returns); only then is the answer
+written to the stream. A witness killed at any point therefore either never
+sent the vote or has it on disk, and :meth:`WitnessState.decide` never signs
+anything but what the vote log records: it cannot sign two ids at one
+(author, seq), across restarts too. Requests are handled one at a time (the
+node's lock), which the rules require.
+
+**The author** (:class:`Certifier`): every own entry of a witnessed
+community is sent to all witnesses at once, with the author's entries since
+its final tip and, for an accept or reclaim, the entry it names and that
+entry's certificate. ``wait`` answers are answered with what they name;
+witnesses that fail, refuse or time out are asked again with backoff. The
+first q votes make the certificate (:class:`~troc.protocol.witness.Collector`),
+which is stored (it makes the entry final) and published. An entry that
+became final by a later entry's certificate needs no certificate of its own.
+A witness's proof that the member's key signed another entry at that seq
+(``conflict``) is stored like any fork proof, and the node stops asking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from libp2p.crypto.ed25519 import Ed25519PublicKey
+from libp2p.peer.id import ID
+
+from troc.crypto.sign import MemberId, SigningKey
+from troc.errors import CodecError, RemoteProtocolError, TrocError
+from troc.node.local import LocalNode
+from troc.node.p2p import DialError, FrameError, FrameReader, P2PHost, close_stream, write_frame
+from troc.protocol.entry import Accept, CommunityId, Entry, EntryId, Reclaim, Ref
+from troc.protocol.witness import (
+    MAX_CERTIFICATES,
+    MAX_DEPS,
+    MESSAGE_LIMITS,
+    PROTOCOL_ID,
+    Answer,
+    Certificate,
+    Collector,
+    Conflicting,
+    LedgerView,
+    Refused,
+    Tally,
+    Voted,
+    VoteRequest,
+    Waiting,
+    WitnessState,
+    decode_answer,
+    decode_request,
+    encode_answer,
+    encode_request,
+)
+
+__all__ = ["PROTOCOL_ID", "Certifier", "StoreVoteLog", "WitnessService", "member_peer_id"]
+
+logger = logging.getLogger("troc.witness")
+
+#: One witness answer must arrive within this.
+ANSWER_TIMEOUT = 10.0
+#: An idle inbound witness stream is closed after this.
+IDLE_TIMEOUT = 60.0
+#: ``wait`` rounds per request before asking again later.
+MAX_WAIT_ROUNDS = 8
+#: Backoff between rounds of asking the witnesses that have not voted.
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def member_peer_id(member: bytes) -> str:
+    """The libp2p peer id of the node run with this member's key."""
+    return str(ID.from_pubkey(Ed25519PublicKey.from_bytes(member)).to_base58())
+
+
+class StoreVoteLog:
+    """:class:`~troc.protocol.witness.VoteLog` over the store's ``votes``
+    table; durable when the enclosing transaction commits durably."""
+
+    def __init__(self, local: LocalNode) -> None:
+        self.store = local.store
+
+    def get(self, community: CommunityId, author: MemberId, seq: int) -> EntryId | None:
+        return self.store.voted(community, author, seq)
+
+    def last(self, community: CommunityId, author: MemberId) -> int:
+        return self.store.votes_last(community, author)
+
+    def put(
+        self, community: CommunityId, author: MemberId, records: Any
+    ) -> None:  # Sequence[tuple[int, EntryId]]
+        self.store.put_votes(community, author, records)
+
+
+class WitnessService:
+    """Serves ``/troc/witness/1`` for the communities this member witnesses."""
+
+    def __init__(self, local: LocalNode, key: SigningKey, clock: Callable[[], int]) -> None:
+        self.local = local
+        self.key = key
+        self.clock = clock
+        self.votes = StoreVoteLog(local)
+        self.view = LedgerView(local.ledger, clock)
+        self.answered = 0
+
+    def _state(self, community: CommunityId) -> WitnessState | None:
+        rules = self.local.ledger.witness_rules(community)
+        if rules is None or self.key.public not in rules.witnesses:
+            return None
+        return WitnessState(self.key, rules, self.votes, self.view)
+
+    def answer(self, request: VoteRequest) -> Answer:
+        """Decide on one request; what it changes is durable before this returns."""
+        try:
+            entry = Entry.decode(request.entry)
+        except CodecError as exc:
+            return Refused(exc.reason, str(exc))
+        state = None if entry.community is None else self._state(entry.community)
+        if state is None:
+            return Refused("unknown_community", "this node witnesses no such community")
+        local = self.local
+        with local.lock, local.store.transaction(durable=True):
+            answer = state.handle(request)
+        self.answered += 1
+        return answer
+
+    async def handle_stream(self, stream: Any, peer: str) -> None:
+        reader = FrameReader(stream, max_size=MESSAGE_LIMITS.max_size, frame_timeout=IDLE_TIMEOUT)
+        while True:
+            try:
+                data = await reader.read_frame()
+            except FrameError as exc:
+                if exc.reason in ("eof", "timeout"):  # done, or idle
+                    return
+                raise
+            request = decode_request(data)  # RemoteProtocolError: the stream is reset
+            answer = self.answer(request)
+            await write_frame(stream, encode_answer(answer), frame_timeout=ANSWER_TIMEOUT)
+
+
+@dataclass(slots=True)
+class Progress:
+    """Where the certification of one own entry stands (``troc pay --wait``)."""
+
+    entry: Entry
+    collector: Collector
+    done: trio.Event = field(default_factory=trio.Event)
+    certificate: bytes | None = None
+    problem: str | None = None  # why it cannot become final (a fork, a refusal by all)
+    answers: dict[str, str] = field(default_factory=dict)  # witness hex → last answer
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "votes": len(self.collector.votes),
+            "quorum": self.collector.rules.quorum,
+            "witnesses": len(self.collector.rules.witnesses),
+            "final": self.certificate is not None,
+            "problem": self.problem,
+        }
+
+
+class Certifier:
+    """Gathers certificates for this member's entries (see the module docstring)."""
+
+    def __init__(
+        self,
+        local: LocalNode,
+        host: P2PHost,
+        publish: Callable[[CommunityId, bytes], None],
+        service: WitnessService | None = None,
+    ) -> None:
+        self.local = local
+        self.host = host
+        self.publish = publish
+        self.service = service  # this node's own witness role, asked in-process
+        self.progress: dict[tuple[CommunityId, Ref], Progress] = {}
+
+    # -- what to certify ----------------------------------------------------
+
+    def uncertified(self) -> list[Entry]:
+        """Own entries of witnessed communities above their final tip (what a
+        restarted node must still certify), oldest first."""
+        out: list[Entry] = []
+        store, me = self.local.store, self.local.member
+        for info in self.local.communities():
+            if info.finality != "witnessed":
+                continue
+            head = store.head(info.id, me)
+            if head is None or head.final_seq is None or head.final_seq >= head.seq:
+                continue
+            out += [s.entry for s in store.log(info.id, me, after_seq=head.final_seq, limit=1000)]
+        return out
+
+    def track(self, entry: Entry) -> Progress | None:
+        """Start following ``entry`` (an own entry); None if it needs no certificate."""
+        assert entry.community is not None
+        rules = self.local.ledger.witness_rules(entry.community)
+        if rules is None:
+            return None
+        key = (entry.community, entry.ref)
+        progress = self.progress.get(key)
+        if progress is None:
+            progress = self.progress[key] = Progress(entry, Collector.for_entry(rules, entry))
+        return progress
+
+    async def certify(self, entry: Entry) -> Progress | None:
+        """Ask the witnesses until ``entry`` is final (or cannot become final).
+
+        Each witness is asked in a loop of its own, with its own backoff, so
+        a witness that comes back is asked again within seconds whatever the
+        others do; the first q votes end all the loops.
+        """
+        progress = self.track(entry)
+        if progress is None or progress.done.is_set():
+            return progress
+        try:
+            async with trio.open_nursery() as nursery:
+                for w in progress.collector.rules.witnesses:
+                    nursery.start_soon(self._keep_asking, progress, w, nursery.cancel_scope)
+        finally:
+            progress.done.set()
+        return progress
+
+    async def _keep_asking(
+        self, progress: Progress, witness: MemberId, scope: trio.CancelScope
+    ) -> None:
+        entry, collector = progress.entry, progress.collector
+        c = entry.community
+        assert c is not None
+        for attempt in range(100_000):  # bounded: ~6 days at the longest delay
+            if self._final(c, entry.ref):
+                scope.cancel()  # a later entry's certificate made it final
+                return
+            if witness not in collector.pending():
+                return  # voted (or caught lying): nothing more to ask it
+            await self._ask(progress, witness)
+            if collector.certificate is not None:
+                if progress.certificate is None:
+                    self._store(c, collector.certificate.encode(), progress)
+                scope.cancel()
+                return
+            if collector.conflicts:
+                self._conflict(collector.conflicts[0], progress)
+                scope.cancel()
+                return
+            rules = collector.rules
+            if len(collector.refusals) > len(rules.witnesses) - rules.quorum:
+                first = next(iter(collector.refusals.values()))
+                progress.problem = f"refused by witnesses: {first.reason} {first.detail}"
+                logger.warning("%s cannot become final: %s", entry.ref, progress.problem)
+                scope.cancel()
+                return
+            await trio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+
+    def _final(self, c: CommunityId, ref: Ref) -> bool:
+        return self.local.ledger.is_final(c, ref)
+
+    def _store(self, c: CommunityId, cert: bytes, progress: Progress) -> None:
+        outcome = self.local.ingest_certificate(cert)
+        progress.certificate = cert
+        if outcome.ok:
+            self.publish(c, cert)
+        else:  # pragma: no cover - the collector checked every vote
+            logger.error("own certificate refused: %s %s", outcome.reason, outcome.detail)
+
+    def _conflict(self, answer: Conflicting, progress: Progress) -> None:
+        proof = answer.fork_proof
+        progress.problem = "this member's key signed another entry at that seq (a fork)"
+        logger.error("%s: %s", progress.entry.ref, progress.problem)
+        if proof is not None:
+            for wire in proof:
+                try:
+                    self.local.ingest(wire, community=progress.entry.community)
+                except TrocError:  # pragma: no cover - the proof verified
+                    logger.exception("could not store a fork proof")
+
+    # -- one witness --------------------------------------------------------
+
+    async def _ask(self, progress: Progress, witness: MemberId) -> None:
+        request = self._request(progress.entry)
+        try:
+            with trio.fail_after(ANSWER_TIMEOUT):
+                for _round in range(MAX_WAIT_ROUNDS):
+                    answer = await self._exchange(witness, request)
+                    progress.answers[witness.hex()] = type(answer).__name__.lower()
+                    if not isinstance(answer, Waiting):
+                        tally = progress.collector.add_answer(answer, witness)
+                        if tally not in (Tally.COUNTED, Tally.DUPLICATE, Tally.REFUSED):
+                            logger.info("witness %s: %s", witness.hex()[:8], tally.value)
+                        return
+                    more = self._named(progress.entry, answer)
+                    if more is None:
+                        return  # it needs what we lack too: later
+                    request = more
+        except (DialError, FrameError, RemoteProtocolError, trio.TooSlowError) as exc:
+            progress.answers[witness.hex()] = f"unreachable: {exc}"[:300]
+            logger.debug("witness %s: %s", witness.hex()[:8], exc)
+
+    async def _exchange(self, witness: MemberId, request: VoteRequest) -> Answer:
+        if self.service is not None and witness == self.service.key.public:
+            return self.service.answer(request)
+        stream = await self.host.open_stream(member_peer_id(witness), PROTOCOL_ID, redial=True)
+        try:
+            await write_frame(stream, encode_request(request), frame_timeout=ANSWER_TIMEOUT)
+            reader = FrameReader(
+                stream, max_size=MESSAGE_LIMITS.max_size, frame_timeout=ANSWER_TIMEOUT
+            )
+            answer = decode_answer(await reader.read_frame())
+        except BaseException:
+            await close_stream(stream, reset=True)
+            raise
+        await close_stream(stream, reset=False)
+        return answer
+
+    def _request(self, entry: Entry) -> VoteRequest:
+        """The entry, with its log since the final tip and what it names."""
+        c = entry.community
+        assert c is not None
+        store = self.local.store
+        head = store.head(c, entry.author)
+        since = 0 if head is None or head.final_seq is None else head.final_seq
+        deps = [
+            s.entry.wire
+            for s in store.log(c, entry.author, after_seq=max(since, entry.seq - 1 - MAX_DEPS // 2))
+            if s.entry.seq < entry.seq
+        ]
+        certs: list[bytes] = []
+        named = None
+        if isinstance(entry.body, Accept):
+            named = entry.body.transfer
+        elif isinstance(entry.body, Reclaim):
+            named = entry.body.decline
+        if named is not None:
+            wire = self._wire(c, named)
+            if wire is not None:
+                deps.append(wire)
+            cert = self._certificate_for(c, named)
+            if cert is not None:
+                certs.append(cert)
+        return VoteRequest(entry.wire, tuple(deps[-MAX_DEPS:]), tuple(certs))
+
+    def _named(self, entry: Entry, waiting: Waiting) -> VoteRequest | None:
+        """A request carrying what a ``wait`` named, or None if we lack it all."""
+        c = entry.community
+        assert c is not None
+        deps = [w for w in (self._wire(c, r) for r in waiting.missing) if w is not None]
+        certs = [
+            x for x in (self._certificate_for(c, r) for r in waiting.certificates) if x is not None
+        ]
+        if not deps and not certs:
+            return None
+        return VoteRequest(entry.wire, tuple(deps[:MAX_DEPS]), tuple(certs[:MAX_CERTIFICATES]))
+
+    def _wire(self, c: CommunityId, ref: Ref) -> bytes | None:
+        stored = self.local.store.entry(c, ref.author, ref.seq, ref.id)
+        return None if stored is None else stored.entry.wire
+
+    def _certificate_for(self, c: CommunityId, ref: Ref) -> bytes | None:
+        """A certificate that makes ``ref`` final: its own, or its log's final tip's."""
+        ledger = self.local.ledger
+        if not ledger.is_final(c, ref):
+            return None
+        own = ledger.certificate_of(c, ref)
+        if own is not None:
+            return own
+        head = self.local.store.head(c, ref.author)
+        if head is None or head.final_id is None or head.final_seq is None:
+            return None  # pragma: no cover - is_final needs a tip
+        return ledger.certificate_of(c, Ref(ref.author, head.final_seq, head.final_id))
+
+
+def decode_certificate(data: bytes) -> Certificate | None:
+    try:
+        return Certificate.decode(data)
+    except CodecError:
+        return None
+
+
+__all__ += ["Progress", "Voted", "decode_certificate"]
