@@ -287,6 +287,19 @@ RELAY_LIMITS_FIELDS: dict[str, str | None] = {
 }
 
 
+def relay_limits(options: RelayOptions) -> Any:
+    """The :class:`troc.node.relay.RelayLimits` of ``options``."""
+    from troc.node.relay import RelayLimits
+
+    return RelayLimits(
+        **{
+            target: getattr(options, name)
+            for name, target in RELAY_LIMITS_FIELDS.items()
+            if target is not None
+        }
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PeerQuotas:
     """What one peer may use of this server (awaiting enforcement in the node)."""

@@ -39,7 +39,7 @@ import random
 import socket as _stdlib_socket
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import RemoteProtocolError, TrocError
 from troc.node import homefiles, ops
 from troc.node.local import LocalNode, now_ms, open_local_node
+from troc.node.metrics import Counters
 from troc.node.p2p import (
     DialError,
     FrameError,
@@ -59,6 +60,7 @@ from troc.node.p2p import (
     open_host,
     write_frames,
 )
+from troc.node.quota import PeerQuota
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 from troc.node.witness import Certifier, Progress, WitnessService
 from troc.protocol.entry import CommunityId, Entry, Ref
@@ -87,6 +89,11 @@ SESSION_TIMEOUT = 600.0
 FRAME_TIMEOUT = 30.0
 #: Inbound sync sessions one peer may have open at once.
 MAX_INBOUND_PER_PEER = 2
+#: Per-peer budgets when the configuration names none (generous: a member
+#: catching up streams ~6,000 entries/s; quotas are for servers).
+DEFAULT_BYTES_PER_S = 8_000_000
+DEFAULT_ENTRIES_PER_S = 20_000
+DEFAULT_STREAMS_PER_PEER = 16
 #: Parked gossip entries whose dependencies are being fetched at once, at most.
 MAX_FETCHES = 256
 #: Own entries being certified at once, at most (the rest queue).
@@ -124,6 +131,13 @@ class NodeConfig:
     remember_peers: bool = True
     #: Answer ``/troc/witness/1`` for the communities that name this member a witness.
     witness: bool = False
+    #: Serve only these communities (ids); empty: every community followed.
+    communities: tuple[bytes, ...] = ()
+    #: Run a circuit relay v2 with these limits (troc.node.config.RelayOptions);
+    #: None or ``enabled=False``: no relay service.
+    relay: Any = None
+    #: Per-peer budgets (troc.node.config.PeerQuotas); None: the defaults below.
+    quotas: Any = None
 
 
 @dataclass(slots=True)
@@ -240,7 +254,41 @@ class Node:
         self._certify_send, self._certify_queue = trio.open_memory_channel[Entry](100_000)
         self._certifying = trio.Semaphore(MAX_CERTIFYING)
         self._last_own: Entry | None = None
+        self.counters = Counters()
+        quotas = config.quotas
+        self.quota = PeerQuota(
+            DEFAULT_BYTES_PER_S if quotas is None else quotas.bytes_per_s,
+            DEFAULT_ENTRIES_PER_S if quotas is None else quotas.entries_per_s,
+        )
+        self.max_streams = DEFAULT_STREAMS_PER_PEER if quotas is None else quotas.streams
+        self._streams: dict[str, int] = {}  # inbound witness/invite streams per peer
+        self.relay_server: Any = None  # troc.node.relay.RelayServer when relaying
         local.listeners.append(self._on_stored)
+
+    def serves(self, community: CommunityId) -> bool:
+        """Whether this node serves ``community`` (config.communities; all if empty)."""
+        return not self.config.communities or community in self.config.communities
+
+    def _over_quota(self, msg: Any) -> bool:
+        """Charge a gossip message to the neighbour that sent it; True to drop it."""
+        sender = msg.forwarder or msg.origin
+        return sender is not None and self.quota.charge(sender, nbytes=len(msg.data), entries=1) > 0
+
+    def limit_streams(self, handler: Any) -> Any:
+        """Wrap a stream handler: at most ``max_streams`` at once per peer, none for banned ones."""
+
+        async def limited(stream: Any, peer: str) -> None:
+            if self._peers.is_banned(peer) or self._streams.get(peer, 0) >= self.max_streams:
+                return  # closed at once by the caller (p2p.set_stream_handler)
+            self._streams[peer] = self._streams.get(peer, 0) + 1
+            try:
+                await handler(stream, peer)
+            finally:
+                self._streams[peer] -= 1
+                if not self._streams[peer]:
+                    del self._streams[peer]
+
+        return limited
 
     # -- identity -----------------------------------------------------------
 
@@ -322,6 +370,8 @@ class Node:
 
     def _on_stored(self, entry: Entry, own: bool) -> None:
         """Called by LocalNode after each commit (own entries and others')."""
+        if not own:
+            self.counters.entries_received += 1
         if own:
             self._last_own = entry
             try:
@@ -418,6 +468,19 @@ class Node:
             },
             # is_banned forgets expired bans (they would be listed forever).
             "banned": sorted(p for p in list(self._peers.banned) if self._peers.is_banned(p)),
+            "relay": None
+            if self.relay_server is None
+            else {
+                "reservations": len(self.relay_server.reservations()),
+                "circuits": self.relay_server.circuit_count(),
+            },
+            "counters": {
+                "entries_served": self.counters.entries_served,
+                "entries_received": self.counters.entries_received,
+                "bytes_in": self.counters.bytes_in,
+                "bytes_out": self.counters.bytes_out,
+                "throttled": self.quota.throttled,
+            },
             "witness": {
                 "serving": self.witness is not None,
                 "answered": 0 if self.witness is None else self.witness.answered,
@@ -444,7 +507,7 @@ class Node:
 
     def _refresh_subscriptions(self) -> None:
         for info in self.local.communities():
-            if info.id not in self._subscribed:
+            if info.id not in self._subscribed and self.serves(info.id):
                 scope = trio.CancelScope()
                 self._subscribed[info.id] = scope
                 self._nursery.start_soon(self._gossip_community, info.id, scope)
@@ -462,6 +525,8 @@ class Node:
             if self._peers.is_banned(msg.origin) or (
                 msg.forwarder is not None and self._peers.is_banned(msg.forwarder)
             ):
+                return False
+            if self._over_quota(msg):
                 return False
             try:
                 return Certificate.decode(msg.data).verify(rules)
@@ -508,6 +573,8 @@ class Node:
                 msg.forwarder is not None and self._peers.is_banned(msg.forwarder)
             ):
                 return False  # the ban holds on gossip too
+            if self._over_quota(msg):
+                return False  # over its budget: dropped (sync carries what is honest)
             try:
                 entry = Entry.decode(msg.data)
             except TrocError:
@@ -647,6 +714,8 @@ class Node:
         """Run one sync session per community with ``peer``; returns their stats."""
         results = []
         for info in self.local.communities():
+            if not self.serves(info.id):
+                continue
             stats = await self._sync_one(peer, info.id)
             if stats is not None:
                 results.append(stats)
@@ -689,8 +758,10 @@ class Node:
                 community = hello.get("c")
                 if hello.get("t") != "hello" or not isinstance(community, bytes):
                     raise RemoteProtocolError("a sync session starts with hello")
-                if self.local.store.genesis(CommunityId(community)) is None:
-                    return  # not a community we follow: close
+                if self.local.store.genesis(CommunityId(community)) is None or not self.serves(
+                    CommunityId(community)
+                ):
+                    return  # not a community we follow (or serve): close
                 view = _StoreView(self.local, CommunityId(community))
                 session = SyncSession(view, CommunityId(community), initiator=False)
                 await self._run_session(stream, peer, session, list(session.receive(hello)), reader)
@@ -718,7 +789,16 @@ class Node:
         # (which escaped _sync_one and stopped the node).
         await write_frames(stream, [encode_message(m) for m in first], frame_timeout=FRAME_TIMEOUT)
         while not session.done:
-            msg = decode_message(await reader.read_frame())
+            frame = await reader.read_frame()
+            msg = decode_message(frame)
+            entries = msg.get("e")
+            over = self.quota.charge(
+                peer, nbytes=len(frame), entries=len(entries) if isinstance(entries, list) else 0
+            )
+            if over > 0:  # slow this peer down to its budget; others' sessions go on
+                await trio.sleep(min(over, FRAME_TIMEOUT / 2))
+            self.counters.bytes_in += len(frame)
+            sent_before = session.stats.sent
             before = session.stats.accepted
             out: list[bytes] = []
             size = 0
@@ -731,6 +811,8 @@ class Node:
                     out, size = [], 0
             if out:
                 await write_frames(stream, out, frame_timeout=FRAME_TIMEOUT)
+            self.counters.entries_served += session.stats.sent - sent_before
+            self.counters.bytes_out += size
             self.progress.fetched += session.stats.accepted - before
             self.progress.current_expected = session.stats.expected
             self.progress.current_received = session.stats.received
@@ -829,6 +911,7 @@ async def open_node(
     with open_local_node(config.home, key, clock or now_ms) as local:
         async with (
             open_host(key_seed=key.seed, listen=config.listen, enable_mdns=config.mdns) as host,
+            AsyncExitStack() as stack,
             trio.open_nursery() as nursery,
         ):
             node = Node(local, host, config, nursery)
@@ -840,7 +923,16 @@ async def open_node(
             if config.witness:
                 node.witness = WitnessService(local, key, clock or now_ms)
                 node.certifier.service = node.witness
-                host.set_stream_handler(WITNESS_PROTOCOL, node.witness.handle_stream)
+                host.set_stream_handler(
+                    WITNESS_PROTOCOL, node.limit_streams(node.witness.handle_stream)
+                )
+            if config.relay is not None and config.relay.enabled:
+                from troc.node.config import relay_limits
+                from troc.node.relay import open_relay_server
+
+                node.relay_server = await stack.enter_async_context(
+                    open_relay_server(host, relay_limits(config.relay))
+                )
             node._refresh_subscriptions()
             nursery.start_soon(node._publisher)
             nursery.start_soon(node._certificate_publisher)
