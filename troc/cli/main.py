@@ -604,6 +604,14 @@ def contact_list(ctx: Context) -> None:
     envvar="TROC_BOOTSTRAP",
     help="A peer's full multiaddr, /ip4/…/tcp/…/p2p/… (repeatable). Env: TROC_BOOTSTRAP.",
 )
+@click.option(
+    "--relay",
+    "relays",
+    multiple=True,
+    envvar="TROC_RELAYS",
+    help="Behind NAT: a relay server's full multiaddr to hold a reservation on"
+    " (repeatable); peers reach this node through it. Env: TROC_RELAYS.",
+)
 @click.option("--mdns", is_flag=True, envvar="TROC_MDNS", help="Find peers on the local network.")
 @click.option(
     "--sync-interval",
@@ -636,6 +644,7 @@ def run(
     ctx: Context,
     listen: tuple[str, ...],
     bootstrap: tuple[str, ...],
+    relays: tuple[str, ...],
     mdns: bool,
     sync_interval: float,
     log_level: str,
@@ -656,6 +665,7 @@ def run(
         passphrase_file=ctx.passphrase_file,
         no_passphrase=no_passphrase,
         witness=witness,
+        relays=relays,
     )
 
 

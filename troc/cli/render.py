@@ -256,6 +256,24 @@ def status(data: dict[str, Any]) -> str:
     if s["peer"]:
         line += f"; now with {s['peer'][:12]}… ({s['received']}/{s['expected']})"
     lines.append(line)
+    k = data.get("counters")
+    if k:
+        lines.append(
+            f"traffic  {k['entries_received']} entries in, {k['entries_served']} served,"
+            f" {k['bytes_in']} B in, {k['bytes_out']} B out, {k['throttled']} throttled"
+        )
+    relay = data.get("relay")
+    if relay:
+        lines.append(f"relay    {relay['reservations']} reservations, {relay['circuits']} circuits")
+    if data.get("relayed_addrs"):
+        lines.append("reachable through relays")
+        lines += [f"  {a}" for a in data["relayed_addrs"]]
+    w = data.get("witness")
+    if w and (w["serving"] or w["certifying"]):
+        lines.append(
+            f"witness  {'serving, ' if w['serving'] else ''}{w['answered']} votes answered,"
+            f" {w['certifying']} own entries awaiting certificates"
+        )
     return "\n".join(lines)
 
 

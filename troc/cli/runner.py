@@ -38,6 +38,7 @@ def run_node(
     passphrase_file: Path | None,
     no_passphrase: bool,
     witness: bool = False,
+    relays: tuple[str, ...] = (),
 ) -> None:
     import trio
 
@@ -49,10 +50,11 @@ def run_node(
     config = NodeConfig(
         home=home,
         listen=listen,
-        bootstrap=bootstrap,
         mdns=mdns,
         sync_interval=sync_interval,
         witness=witness,
+        relays=relays,
+        bootstrap=tuple(dict.fromkeys((*bootstrap, *relays))),
     )
     trio.run(functools.partial(serve_node, config, key, as_json=as_json))
 

@@ -138,6 +138,9 @@ class NodeConfig:
     relay: Any = None
     #: Per-peer budgets (troc.node.config.PeerQuotas); None: the defaults below.
     quotas: Any = None
+    #: Relays to hold reservations on, for a node behind NAT (full multiaddrs
+    #: with /p2p/): peers then reach it at its /p2p-circuit addresses.
+    relays: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -263,6 +266,7 @@ class Node:
         self.max_streams = DEFAULT_STREAMS_PER_PEER if quotas is None else quotas.streams
         self._streams: dict[str, int] = {}  # inbound witness/invite streams per peer
         self.relay_server: Any = None  # troc.node.relay.RelayServer when relaying
+        self.relay_client: Any = None  # troc.node.relay.RelayClient with config.relays
         local.listeners.append(self._on_stored)
 
     def serves(self, community: CommunityId) -> bool:
@@ -301,8 +305,10 @@ class Node:
         return self.host.peer_id
 
     def addrs(self) -> list[str]:
-        """Addresses peers can dial (a wildcard listen address is expanded)."""
-        return _dialable(self.host.listen_addrs())
+        """Addresses peers can dial (a wildcard listen address is expanded),
+        then those through the relays holding a reservation for us."""
+        relayed = [] if self.relay_client is None else self.relay_client.circuit_addrs()
+        return _dialable(self.host.listen_addrs()) + relayed
 
     # -- acting ---------------------------------------------------------------
 
@@ -474,6 +480,7 @@ class Node:
                 "reservations": len(self.relay_server.reservations()),
                 "circuits": self.relay_server.circuit_count(),
             },
+            "relayed_addrs": [] if self.relay_client is None else self.relay_client.circuit_addrs(),
             "counters": {
                 "entries_served": self.counters.entries_served,
                 "entries_received": self.counters.entries_received,
@@ -911,8 +918,8 @@ async def open_node(
     with open_local_node(config.home, key, clock or now_ms) as local:
         async with (
             open_host(key_seed=key.seed, listen=config.listen, enable_mdns=config.mdns) as host,
-            AsyncExitStack() as stack,
             trio.open_nursery() as nursery,
+            AsyncExitStack() as stack,  # services with nurseries of their own: inside ours
         ):
             node = Node(local, host, config, nursery)
             host.set_stream_handler(SYNC_PROTOCOL, node._handle_sync)
@@ -932,6 +939,12 @@ async def open_node(
 
                 node.relay_server = await stack.enter_async_context(
                     open_relay_server(host, relay_limits(config.relay))
+                )
+            if config.relays:
+                from troc.node.relay import open_relay_client
+
+                node.relay_client = await stack.enter_async_context(
+                    open_relay_client(host, config.relays)
                 )
             node._refresh_subscriptions()
             nursery.start_soon(node._publisher)
