@@ -1,0 +1,590 @@
+"""A community server under load: one `troc relay` process, M member nodes.
+
+The server (`troc relay`, its own process, home on disk) follows one
+community. M members (default 100) run in this process, each an
+``open_node`` with its own libp2p host and its own home (under /dev/shm when
+there is one: the members' fsyncs are not what is measured), all
+bootstrapped only to the server, with periodic sync slow (every
+``--member-sync-interval`` s). Everything reaches a member through the server.
+
+The members pay each other (random payer and payee) at a steady total rate R
+for D seconds. Per step:
+
+- ``entries_per_s``: entries the server stored per second of the step (its
+  ``status`` over the control socket, at the start and end of the window);
+- ``forwarded_per_s``: entries of other members the members stored per
+  second: what the server forwarded (they reach nobody else);
+- latency: from the payer's ``pay`` call to the payee's node storing the
+  transfer (``node.subscribe()`` on the payee), p50 and p99; a transfer not
+  delivered within ``--drain`` seconds after the step counts as infinitely
+  late;
+- the server's CPU share (utime + stime from /proc/<pid>/stat over the wall
+  time of the step) and this process's (the M members'), and the server's
+  peak RSS (VmHWM).
+
+Then R doubles (10, 20, 40, …) up to ``--max-rate``, stopping at the first
+rate whose p99 is above 1 s: ``p99_crosses_1s_at_rate`` (null if none did).
+If R itself crosses, R halves instead, down to ``--min-rate``, until p99 is
+within 1 s (``p99_within_1s_at_rate``). The headline figures (``relay_*``)
+are those of the first step (rate R). The members run in ``--procs``
+processes (default 2); on 2 cores the server and the members share the
+machine: ``members_cpu_share`` (summed over their processes) shows how busy
+they were, so a knee caused by the members rather than the server shows.
+
+Every process started is stopped by its PID. Usage:
+
+    python bench/relay.py [--members 100] [--rate 10] [--duration 60] [--max-rate 160] [--procs 2]
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.lowlevel
+
+from troc.crypto.keystore import load_key
+from troc.crypto.sign import SigningKey
+from troc.node.local import open_local_node
+from troc.node.node import Node, NodeConfig, open_node
+from troc.protocol.entry import CommunityId
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- the server process --------------------------------------------------------------
+
+
+def troc(home: Path, *args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "troc", "--home", str(home), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"troc {' '.join(args)} failed: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+class Server:
+    """`troc relay` in its own process, stopped by its PID."""
+
+    def __init__(self, home: Path, sync_interval: float) -> None:
+        self.home = home
+        args = [
+            sys.executable,
+            "-m",
+            "troc",
+            "--home",
+            str(home),
+            "--json",
+            "relay",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--metrics-listen",
+            "",
+            "--log-level",
+            "warning",
+        ]
+        env = dict(os.environ, TROC_SYNC_INTERVAL=str(sync_interval))
+        env.pop("TROC_HOME", None)
+        self.log = open(home / "relay.log", "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the info line, once it listens
+        if not line:
+            self.stop()
+            raise SystemExit(f"the server did not start: see {home / 'relay.log'}")
+        self.addr: str = json.loads(line)["addrs"][0]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    async def status(self) -> dict[str, Any]:
+        """The server's `status`, over its control socket."""
+        async with await trio.open_unix_socket(str(self.home / "control.sock")) as s:
+            await s.send_all(json.dumps({"op": "status", "params": {}}).encode() + b"\n")
+            data = b""
+            with trio.fail_after(60):
+                while not data.endswith(b"\n"):
+                    chunk = await s.receive_some(1 << 20)
+                    if not chunk:
+                        break
+                    data += chunk
+        reply = json.loads(data)
+        if not reply["ok"]:
+            raise SystemExit(f"status failed: {reply['error']}")
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    async def entries(self) -> int:
+        count: int = (await self.status())["communities"][0]["entries"]
+        return count
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """utime + stime of a process, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# -- set-up: a community, M members, the server following it ---------------------------
+
+
+def make_community(
+    server_home: Path, member_homes: list[Path], keys: list[SigningKey]
+) -> CommunityId:
+    """The founder (member 0) creates the community, every member joins; every
+    store (the members' and the server's) then holds the genesis and every join,
+    so the bench starts from a settled community."""
+    with open_local_node(member_homes[0], keys[0]) as founder:
+        community = founder.create_community("Bench", "h", 10**9)
+        genesis = founder.store.genesis(community)
+        assert genesis is not None
+    wires = [genesis.wire]
+    for home, key in zip(member_homes, keys, strict=True):
+        with open_local_node(home, key) as node:
+            node.join(genesis.wire)
+            wires += [w for _ts, w in node.store.timed_entries_since(community, node.member, 0, 10)]
+    server_key = SigningKey(load_key(server_home / "key", None))
+    for home, key in [(server_home, server_key), *zip(member_homes, keys, strict=True)]:
+        with open_local_node(home, key) as node:
+            node.ingest_many(wires)
+    return community
+
+
+# -- a worker: a share of the members in one process -------------------------------
+
+
+class Worker:
+    """``bench/relay.py --worker``: runs members ``lo``..``hi - 1`` (their homes
+    and key seeds in ``spec``), each an ``open_node`` bootstrapped only to the
+    server; takes steps from the coordinator on stdin (one JSON line each) and
+    answers on stdout (one JSON line). Wall-clock times (``time.time()``) so
+    the coordinator can match a payer in one process with a payee in another.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.community = CommunityId(bytes.fromhex(spec["community"]))
+        self.members = [bytes.fromhex(m) for m in spec["members"]]
+        self.lo, self.hi = spec["lo"], spec["hi"]
+        self.sent: dict[bytes, float] = {}
+        self.delivered: dict[bytes, float] = {}
+        self.forwarded = 0
+
+    async def watch(self, node: Node) -> None:
+        async with node.subscribe(1_000_000) as stored:
+            async for entry in stored:
+                if entry.author == node.member:
+                    continue
+                self.forwarded += 1
+                body = entry.body
+                if getattr(body, "to", None) == node.member and entry.id not in self.delivered:
+                    self.delivered[entry.id] = time.time()
+
+    async def run(self) -> None:
+        spec = self.spec
+        async with AsyncExitStack() as stack:
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            nodes: list[Node] = []
+            for i in range(self.lo, self.hi):
+                config = NodeConfig(
+                    home=Path(spec["homes"][i]),
+                    bootstrap=(spec["server"],),
+                    sync_interval=spec["member_sync_interval"],
+                    control_socket=False,
+                    remember_peers=False,
+                    restore_guard_seconds=0,
+                )
+                key = SigningKey(bytes.fromhex(spec["seeds"][i]))
+                nodes.append(await stack.enter_async_context(open_node(config, key)))
+            for node in nodes:
+                nursery.start_soon(self.watch, node)
+            _say({"ready": True})
+            rng = random.Random(spec["seed"] * 1000 + self.lo)
+            while True:
+                line = await trio.to_thread.run_sync(sys.stdin.readline)
+                if not line:
+                    break
+                cmd = json.loads(line)
+                if cmd["cmd"] == "step":
+                    _say(await self.step(nodes, cmd, rng))
+                elif cmd["cmd"] == "settle":
+                    _say(await self.settle(cmd["max"]))
+                else:
+                    break
+            nursery.cancel_scope.cancel()
+
+    async def settle(self, limit: float) -> dict[str, Any]:
+        """Wait (at most ``limit`` s) until no entry has arrived for 2 s: the
+        backlog of a step must not slow the next one down."""
+        with trio.move_on_after(limit):
+            while True:
+                before = self.forwarded
+                await trio.sleep(2)
+                if self.forwarded == before:
+                    return {"settled": True}
+        return {"settled": False}
+
+    async def step(
+        self, nodes: list[Node], cmd: dict[str, Any], rng: random.Random
+    ) -> dict[str, Any]:
+        """Pay at ``rate`` (this worker's share) from ``start`` (wall clock) for
+        ``duration`` s, to random members anywhere; then wait ``drain`` s."""
+        self.sent, self.delivered = {}, {}
+        rate, duration = cmd["rate"], cmd["duration"]
+        count = round(rate * duration)
+        t0 = trio.current_time() + max(0.0, cmd["start"] - time.time())
+        await trio.sleep_until(t0)
+        cpu0, forwarded0 = cpu_seconds("self"), self.forwarded
+        late = 0.0
+        for k in range(count):
+            at = t0 + k / rate
+            now = trio.current_time()
+            if now < at:
+                await trio.sleep_until(at)
+            else:
+                late = max(late, now - at)
+                await trio.lowlevel.checkpoint()
+            i = rng.randrange(len(nodes))
+            payer = nodes[i].member
+            payee = payer
+            while payee == payer:
+                payee = rng.choice(self.members)
+            started = time.time()
+            entry = nodes[i].local.pay(self.community, payee, 1)
+            self.sent[entry.id] = started
+        await trio.sleep_until(t0 + duration)
+        cpu1, forwarded1 = cpu_seconds("self"), self.forwarded
+        await trio.sleep(cmd["drain"])
+        return {
+            "sent": {i.hex(): t for i, t in self.sent.items()},
+            "delivered": {i.hex(): t for i, t in self.delivered.items()},
+            "forwarded": forwarded1 - forwarded0,
+            "cpu": cpu1 - cpu0,
+            "late": late,
+        }
+
+
+def _say(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+class WorkerProc:
+    """A worker process, stopped by its PID."""
+
+    def __init__(self, spec_path: Path, lo: int, hi: int) -> None:
+        args = [
+            sys.executable,
+            __file__,
+            "--worker",
+            str(spec_path),
+            "--lo",
+            str(lo),
+            "--hi",
+            str(hi),
+        ]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        if data is not None:
+            self.proc.stdin.write(json.dumps(data) + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"worker {self.proc.pid} exited with {self.proc.wait()}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def stop(self) -> None:
+        """End of input stops a worker cleanly; SIGTERM, then SIGKILL, if it does not."""
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                f.close()
+
+
+# -- the coordinator ---------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def _ms(value: float) -> float | None:
+    return None if value == float("inf") else round(value, 1)
+
+
+def step(
+    server: Server, workers: list[WorkerProc], rate: float, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One rate step over every worker; the server measured over the window.
+    Before it, the members settle (bounded): the last step's backlog is not
+    this step's."""
+    t = time.perf_counter()
+    settled = all(w.ask({"cmd": "settle", "max": args.settle_max})["settled"] for w in workers)
+    if not settled:
+        print(f"(the members were still receiving after {args.settle_max:g} s)", flush=True)
+    elif time.perf_counter() - t > 3:
+        print(f"(settled in {time.perf_counter() - t:.0f} s)", flush=True)
+    start = time.time() + 1.0
+    share = rate / len(workers)
+    for w in workers:
+        assert w.proc.stdin is not None
+        w.proc.stdin.write(
+            json.dumps(
+                {
+                    "cmd": "step",
+                    "rate": share,
+                    "duration": args.duration,
+                    "drain": args.drain,
+                    "start": start,
+                }
+            )
+            + "\n"
+        )
+        w.proc.stdin.flush()
+    time.sleep(max(0.0, start - time.time()))
+    entries0, cpu0 = trio.run(server.entries), server.cpu_seconds()
+    time.sleep(max(0.0, start + args.duration - time.time()))
+    entries1, cpu1 = trio.run(server.entries), server.cpu_seconds()
+    replies = [w.ask() for w in workers]
+    sent: dict[str, float] = {}
+    delivered: dict[str, float] = {}
+    for r in replies:
+        sent |= r["sent"]
+        delivered |= r["delivered"]
+    latencies = sorted(
+        (delivered[i] - t) * 1000 if i in delivered else float("inf") for i, t in sent.items()
+    )
+    lost = sum(1 for x in latencies if x == float("inf"))
+    window = args.duration
+    result = {
+        "rate": rate,
+        "payments": len(sent),
+        "schedule_late_ms": round(max(r["late"] for r in replies) * 1000, 1),
+        "entries_per_s": round((entries1 - entries0) / window, 1),
+        "forwarded_per_s": round(sum(r["forwarded"] for r in replies) / window, 1),
+        "p50_ms": _ms(statistics.median(latencies)),
+        "p99_ms": _ms(percentile(latencies, 0.99)),
+        "max_ms": _ms(latencies[-1]),
+        "undelivered": lost,
+        "settled_before": settled,
+        "relay_cpu_share": round((cpu1 - cpu0) / window, 3),
+        "members_cpu_share": round(sum(r["cpu"] for r in replies) / window, 3),
+        "relay_rss_mb": round(server.peak_rss_mb(), 1),
+    }
+    print(
+        f"rate {rate:g}/s: server stored {result['entries_per_s']}/s, members got "
+        f"{result['forwarded_per_s']}/s from it; latency p50 {result['p50_ms']} ms, p99 "
+        f"{result['p99_ms']} ms, max {result['max_ms']} ms, {lost} undelivered; server CPU "
+        f"{result['relay_cpu_share']:.0%}, members' CPU {result['members_cpu_share']:.0%} "
+        f"({len(workers)} processes), server peak RSS {result['relay_rss_mb']} MB",
+        flush=True,
+    )
+    return result
+
+
+def run(args: argparse.Namespace, server: Server, spec_path: Path) -> dict[str, Any]:
+    workers: list[WorkerProc] = []
+    try:
+        t = time.perf_counter()
+        bounds = [round(k * args.members / args.procs) for k in range(args.procs + 1)]
+        workers = [WorkerProc(spec_path, lo, hi) for lo, hi in itertools.pairwise(bounds)]
+        for w in workers:
+            if not w.ask().get("ready"):
+                raise SystemExit("a worker did not start")
+        deadline = time.monotonic() + 120
+        while len(trio.run(server.status)["peers"]) < args.members:
+            if time.monotonic() > deadline:
+                raise SystemExit("the members did not all connect to the server in 120 s")
+            time.sleep(0.5)
+        print(
+            f"{args.members} members in {args.procs} processes up and connected to the "
+            f"server in {time.perf_counter() - t:.1f} s",
+            flush=True,
+        )
+        time.sleep(args.settle)  # gossip meshes form (heartbeat 1 s)
+        steps: list[dict[str, Any]] = []
+        crossed: float | None = None  # the lowest rate tried whose p99 is over 1 s
+        below: float | None = None  # the highest rate tried whose p99 is within 1 s
+        rate = args.rate
+        while rate <= args.max_rate:  # up, doubling, until p99 crosses 1 s
+            result = step(server, workers, rate, args)
+            steps.append(result)
+            if result["p99_ms"] is None or result["p99_ms"] > 1000:
+                crossed = rate
+                break
+            below = rate
+            rate *= 2
+        rate = args.rate / 2
+        while below is None and rate >= args.min_rate:  # the first rate crossed: down
+            result = step(server, workers, rate, args)
+            steps.append(result)
+            if result["p99_ms"] is None or result["p99_ms"] > 1000:
+                crossed = rate
+            else:
+                below = rate
+            rate /= 2
+    finally:
+        for w in workers:
+            w.stop()
+    first = steps[0]
+    return {
+        "members": args.members,
+        "member_processes": args.procs,
+        "duration_s": args.duration,
+        "relay_entries_per_s": first["entries_per_s"],
+        "relay_forwarded_per_s": first["forwarded_per_s"],
+        "relay_p50_ms": first["p50_ms"],
+        "relay_p99_ms": first["p99_ms"],
+        "relay_cpu_share": first["relay_cpu_share"],
+        "relay_rss_mb": round(server.peak_rss_mb(), 1),
+        "p99_crosses_1s_at_rate": crossed,
+        "p99_within_1s_at_rate": below,
+        "rates_tried": [x["rate"] for x in steps],
+        "steps": steps,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=100)
+    parser.add_argument("--procs", type=int, default=2, help="processes the members run in")
+    parser.add_argument("--rate", type=float, default=10.0, help="first total payments/s")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per rate step")
+    parser.add_argument("--max-rate", type=float, default=160.0, help="last rate step, at most")
+    parser.add_argument(
+        "--min-rate", type=float, default=1.0, help="lowest rate tried if the first crosses 1 s"
+    )
+    parser.add_argument("--drain", type=float, default=5.0, help="seconds to wait after a step")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds before the first step")
+    parser.add_argument(
+        "--settle-max", type=float, default=120.0, help="longest wait for a backlog to clear"
+    )
+    parser.add_argument("--member-sync-interval", type=float, default=30.0)
+    parser.add_argument("--relay-sync-interval", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--lo", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--hi", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging_off()
+    if args.worker is not None:
+        spec = json.loads(args.worker.read_text()) | {"lo": args.lo, "hi": args.hi}
+        trio.run(Worker(spec).run)
+        return
+    if not (
+        2 <= args.members <= 10_000
+        and 1 <= args.procs <= args.members
+        and 0 < args.min_rate <= args.rate <= args.max_rate <= 10_000
+        and 0 < args.duration <= 3600
+        and 0 <= args.drain <= 600
+    ):
+        parser.error(
+            "need 2 <= --members, 1 <= --procs <= --members,"
+            " 0 < --min-rate <= --rate <= --max-rate, 0 < --duration <= 3600, 0 <= --drain <= 600"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix="troc-bench-relay-"))
+    shm = Path("/dev/shm")
+    member_tmp = Path(
+        tempfile.mkdtemp(prefix="troc-bench-relay-", dir=shm if shm.is_dir() else None)
+    )
+    server: Server | None = None
+    try:
+        server_home = tmp / "server"
+        troc(server_home, "init", "--no-passphrase", "--name", "server")
+        homes = [member_tmp / f"m{i}" for i in range(args.members)]
+        keys = [SigningKey.generate() for _ in homes]
+        t = time.perf_counter()
+        community = make_community(server_home, homes, keys)
+        print(f"community of {args.members} members set up in {time.perf_counter() - t:.1f} s")
+        server = Server(server_home, args.relay_sync_interval)
+        spec_path = member_tmp / "spec.json"
+        spec_path.write_text(
+            json.dumps(
+                {
+                    "community": community.hex(),
+                    "server": server.addr,
+                    "homes": [str(h) for h in homes],
+                    "seeds": [k.seed.hex() for k in keys],
+                    "members": [k.public.hex() for k in keys],
+                    "member_sync_interval": args.member_sync_interval,
+                    "seed": args.seed,
+                }
+            )
+        )
+        result = run(args, server, spec_path)
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(member_tmp, ignore_errors=True)
+    print(json.dumps(result, sort_keys=True))
+
+
+def logging_off() -> None:
+    """Members log nothing below warning (py-libp2p is chatty at info)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("libp2p").setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    main()
