@@ -933,6 +933,7 @@ async def open_node(
                 host.set_stream_handler(
                     WITNESS_PROTOCOL, node.limit_streams(node.witness.handle_stream)
                 )
+                nursery.start_soon(node.witness.run)
             if config.relay is not None and config.relay.enabled:
                 from troc.node.config import relay_limits
                 from troc.node.relay import open_relay_server

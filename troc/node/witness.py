@@ -106,8 +106,25 @@ class StoreVoteLog:
         self.store.put_votes(community, author, records)
 
 
+@dataclass(slots=True)
+class _Asked:
+    """One request in the group-commit queue, and its answer once committed."""
+
+    request: VoteRequest
+    answer: Answer | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
 class WitnessService:
-    """Serves ``/troc/witness/1`` for the communities this member witnesses."""
+    """Serves ``/troc/witness/1`` for the communities this member witnesses.
+
+    Group commit: requests that arrive while a batch is being written wait
+    for the next one; each batch is decided in one durable transaction (one
+    fsync), and only then are its answers sent. :meth:`run` must be running.
+    """
+
+    #: Requests decided in one transaction, at most.
+    MAX_BATCH = 256
 
     def __init__(self, local: LocalNode, key: SigningKey, clock: Callable[[], int]) -> None:
         self.local = local
@@ -116,6 +133,42 @@ class WitnessService:
         self.votes = StoreVoteLog(local)
         self.view = LedgerView(local.ledger, clock)
         self.answered = 0
+        self.batches = 0
+        self._send, self._queue = trio.open_memory_channel[_Asked](10_000)
+
+    async def run(self) -> None:
+        """Decide queued requests, a batch per durable transaction."""
+        async for first in self._queue:
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            self._decide_batch(batch)
+            for asked in batch:
+                asked.done.set()
+            await trio.lowlevel.checkpoint()
+
+    def _decide_batch(self, batch: list[_Asked]) -> None:
+        local = self.local
+        try:
+            with local.lock, local.store.transaction(durable=True):
+                answers = [self._decide(a.request) for a in batch]
+        except Exception:
+            # One request broke the transaction (nothing of it was kept, no
+            # answer was sent): decide them one by one, so only it fails.
+            logger.warning("a witness batch failed; deciding one by one", exc_info=True)
+            for asked in batch:
+                try:
+                    asked.answer = self.answer(asked.request)
+                except Exception:
+                    logger.exception("a witness request failed")
+            return
+        for asked, answer in zip(batch, answers, strict=True):
+            asked.answer = answer
+        self.answered += len(batch)
+        self.batches += 1
 
     def _state(self, community: CommunityId) -> WitnessState | None:
         rules = self.local.ledger.witness_rules(community)
@@ -124,7 +177,15 @@ class WitnessService:
         return WitnessState(self.key, rules, self.votes, self.view)
 
     def answer(self, request: VoteRequest) -> Answer:
-        """Decide on one request; what it changes is durable before this returns."""
+        """Decide on one request now; what it changes is durable before this returns."""
+        local = self.local
+        with local.lock, local.store.transaction(durable=True):
+            answer = self._decide(request)
+        self.answered += 1
+        return answer
+
+    def _decide(self, request: VoteRequest) -> Answer:
+        """Inside a transaction: the witness's answer to one request."""
         try:
             entry = Entry.decode(request.entry)
         except CodecError as exc:
@@ -132,11 +193,15 @@ class WitnessService:
         state = None if entry.community is None else self._state(entry.community)
         if state is None:
             return Refused("unknown_community", "this node witnesses no such community")
-        local = self.local
-        with local.lock, local.store.transaction(durable=True):
-            answer = state.handle(request)
-        self.answered += 1
-        return answer
+        return state.handle(request)
+
+    async def ask(self, request: VoteRequest) -> Answer | None:
+        """Queue a request for the next batch; its answer once committed
+        (None if deciding it failed on this side)."""
+        asked = _Asked(request)
+        await self._send.send(asked)
+        await asked.done.wait()
+        return asked.answer
 
     async def handle_stream(self, stream: Any, peer: str) -> None:
         reader = FrameReader(stream, max_size=MESSAGE_LIMITS.max_size, frame_timeout=IDLE_TIMEOUT)
@@ -148,7 +213,9 @@ class WitnessService:
                     return
                 raise
             request = decode_request(data)  # RemoteProtocolError: the stream is reset
-            answer = self.answer(request)
+            answer = await self.ask(request)
+            if answer is None:
+                return  # our failure, logged: the asker tries again later
             await write_frame(stream, encode_answer(answer), frame_timeout=ANSWER_TIMEOUT)
 
 
@@ -188,6 +255,7 @@ class Certifier:
         self.publish = publish
         self.service = service  # this node's own witness role, asked in-process
         self.progress: dict[tuple[CommunityId, Ref], Progress] = {}
+        self._idle: dict[MemberId, list[Any]] = {}  # open streams to witnesses, for reuse
 
     # -- what to certify ----------------------------------------------------
 
@@ -312,19 +380,44 @@ class Certifier:
 
     async def _exchange(self, witness: MemberId, request: VoteRequest) -> Answer:
         if self.service is not None and witness == self.service.key.public:
-            return self.service.answer(request)
+            answer = await self.service.ask(request)
+            if answer is None:
+                raise RemoteProtocolError("this node's witness role failed to decide")
+            return answer
+        idle = self._idle.setdefault(witness, [])
+        if idle:  # a stream kept from an earlier request: no dial, no negotiation
+            stream = idle.pop()
+            try:
+                answer = await self._round_trip(stream, request)
+            except (FrameError, RemoteProtocolError):
+                await close_stream(stream, reset=True)  # the witness closed it meanwhile
+            else:
+                await self._keep(witness, stream)
+                return answer
         stream = await self.host.open_stream(member_peer_id(witness), PROTOCOL_ID, redial=True)
         try:
-            await write_frame(stream, encode_request(request), frame_timeout=ANSWER_TIMEOUT)
-            reader = FrameReader(
-                stream, max_size=MESSAGE_LIMITS.max_size, frame_timeout=ANSWER_TIMEOUT
-            )
-            answer = decode_answer(await reader.read_frame())
+            answer = await self._round_trip(stream, request)
         except BaseException:
             await close_stream(stream, reset=True)
             raise
-        await close_stream(stream, reset=False)
+        await self._keep(witness, stream)
         return answer
+
+    #: Streams kept open per witness for reuse, at most.
+    MAX_IDLE = 8
+
+    async def _keep(self, witness: MemberId, stream: Any) -> None:
+        idle = self._idle.setdefault(witness, [])
+        if len(idle) < self.MAX_IDLE:
+            idle.append(stream)
+        else:
+            await close_stream(stream, reset=False)
+
+    @staticmethod
+    async def _round_trip(stream: Any, request: VoteRequest) -> Answer:
+        await write_frame(stream, encode_request(request), frame_timeout=ANSWER_TIMEOUT)
+        reader = FrameReader(stream, max_size=MESSAGE_LIMITS.max_size, frame_timeout=ANSWER_TIMEOUT)
+        return decode_answer(await reader.read_frame())
 
     def _request(self, entry: Entry) -> VoteRequest:
         """The entry, with its log since the final tip and what it names."""
