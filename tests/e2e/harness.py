@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,7 +71,15 @@ class Member:
     def __call__(self, *args: str, check: bool = True) -> Result:
         return troc(self.home, *args, check=check)
 
-    def start(self, *bootstrap: str, sync_interval: float = 0.5) -> None:
+    def start(
+        self,
+        *bootstrap: str,
+        sync_interval: float = 0.5,
+        listen: str = "/ip4/127.0.0.1/tcp/0",
+        witness: bool = False,
+    ) -> None:
+        """Start `troc run` (``listen``: e.g. the previous run's address, to
+        restart on the same port; ``witness``: `troc run --witness`)."""
         assert self.proc is None, f"{self.name} is running already"
         args = [
             *TROC,
@@ -79,12 +88,14 @@ class Member:
             "--json",
             "run",
             "--listen",
-            "/ip4/127.0.0.1/tcp/0",
+            listen,
             "--sync-interval",
             str(sync_interval),
             "--log-level",
             "warning",
         ]
+        if witness:
+            args.append("--witness")
         for b in bootstrap:
             args += ["--bootstrap", b]
         log = open(self.home / "run.log", "a")  # noqa: SIM115 - closed with the process
@@ -118,6 +129,16 @@ class Member:
     def addr(self) -> str:
         return self.addrs[0]
 
+    @property
+    def listen_addr(self) -> str:
+        """The address it listens on, without the peer id (to restart on the same port)."""
+        return self.addr.split("/p2p/")[0]
+
+    def control(self, op: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One request to the running node's control socket (no process start):
+        the reply, ``{"ok": …, "result" | "error": …}``."""
+        return control(self.home, op, params)
+
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
@@ -136,6 +157,24 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
             time.sleep(0.05)
     proc.kill()
     raise AssertionError("troc run did not print its address in time")
+
+
+def control(
+    home: Path, op: str, params: dict[str, Any] | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    """One request to the control socket of the node running in ``home``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(home / "control.sock"))
+        s.sendall(json.dumps({"op": op, "params": params or {}}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    reply: dict[str, Any] = json.loads(data)
+    return reply
 
 
 def wait_until(

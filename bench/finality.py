@@ -1,0 +1,266 @@
+"""Witnessed finality between real `troc run` processes on 127.0.0.1.
+
+Four witnesses (`troc run --witness`, n = 4, f = 1, q = 3) and K payer nodes,
+each bootstrapped to every witness; the payee's home is not running (payments
+need no answer to become final). Requests go to the control sockets directly
+(as bench/sync.py does), so no process start-up is measured.
+
+(a) Sequential: one payer makes N payments, one at a time, each a ``pay``
+    request with ``wait`` (the node answers once the certificate is stored);
+    the latency of a payment is from sending the request to the answer, i.e.
+    signing, storing durably, asking the witnesses (each votes after its own
+    durable commit) and storing the certificate. Reports p50 and p99.
+(b) Concurrent: K payers each issue N / K payments as fast as the control
+    socket takes them, without waiting; ``concurrent_wall_s`` is from the
+    first request until every payment is final (every payer's final balance
+    says so), and ``certified_per_s`` = N / that. A poller reads the final
+    balances every 50 ms; since a log becomes final in order, it also gives
+    each payment's issue→final latency (to within the poll interval).
+
+Every process started is stopped by its PID at the end. Usage:
+
+    python bench/finality.py [--payments 1000] [--payers 4]
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sync as sync_bench
+
+WITNESSES = 4
+FAULTS = 1
+CREDIT_LIMIT = 10**9
+POLL = 0.05
+
+troc = sync_bench.troc
+control = sync_bench.control
+
+
+class Proc(sync_bench.Proc):
+    """bench/sync.py's node process, optionally a witness."""
+
+    def __init__(self, home: Path, *bootstrap: str, witness: bool = False) -> None:
+        if not witness:
+            super().__init__(home, *bootstrap, sync_interval=2.0)
+            return
+        # Same as the parent, with --witness (the parent builds its own argv).
+        self.home = home
+        args = [
+            sys.executable, "-m", "troc", "--home", str(home), "--json", "run",
+            "--listen", "/ip4/127.0.0.1/tcp/0", "--sync-interval", "2.0",
+            "--log-level", "warning", "--witness",
+        ]  # fmt: skip
+        for b in bootstrap:
+            args += ["--bootstrap", b]
+        self.log = open(home / "run.log", "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self.log, text=True, env=sync_bench._env()
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"witness in {home} did not start: see {home / 'run.log'}")
+        self.info = json.loads(line)
+        self.addr = self.info["addrs"][0]
+
+
+def setup(tmp: Path, payers: int) -> tuple[list[Path], list[Path], str]:
+    """Homes: witnesses following a witnessed community, payers in it, and
+    the payee (the founder, never started). Returns (witnesses, payers, payee id)."""
+    witnesses = [tmp / f"w{i}" for i in range(WITNESSES)]
+    payer_homes = [tmp / f"p{i}" for i in range(payers)]
+    payee = tmp / "payee"
+    for home in [*witnesses, *payer_homes, payee]:
+        troc(home, "init", "--no-passphrase")
+    args = ["community", "create", "--name", "Bench", "--unit", "h"]
+    args += ["--credit-limit", str(CREDIT_LIMIT), "--finality", "witnessed"]
+    args += ["--faults", str(FAULTS)]
+    for w in witnesses:
+        args += ["--witness", troc(w, "whoami")["member"]]
+    troc(payee, *args)
+    invitation = troc(payee, "community", "invite")["invitation"]
+    for w in witnesses:
+        troc(w, "community", "follow", invitation)
+    for home in payer_homes:
+        troc(home, "community", "join", invitation)
+    return witnesses, payer_homes, troc(payee, "whoami")["member"]
+
+
+def connect_all(witnesses: list[Proc], payers: list[Proc]) -> None:
+    """Wait until every payer is connected to every witness. A bootstrap dial
+    that failed (a loaded machine) is not retried soon: py-libp2p does not
+    redial a peer for 60 s after all its addresses failed. The witness then
+    dials the payer instead."""
+    deadline = time.monotonic() + 60
+    while True:
+        missing = [
+            (w, p)
+            for p in payers
+            for w in witnesses
+            if w.info["peer_id"] not in control(p.home, "status")["peers"]
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{len(missing)} payer-witness pairs not connected after 60 s")
+        time.sleep(1.0)
+        for w, p in missing:
+            try:
+                control(w.home, "connect", {"addr": p.addr})
+            except SystemExit as exc:  # control() reports a refusal so
+                print(f"retrying: {exc}", file=sys.stderr)
+
+
+def percentile(sorted_ms: list[float], q: float) -> float:
+    return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
+
+
+def final_paid(home: Path) -> int:
+    """How many payments of 1 of this payer are final (it only pays)."""
+    return -int(control(home, "balance")["balance"])
+
+
+def sequential(home: Path, payee: str, payments: int) -> dict[str, Any]:
+    latencies = []
+    t_start = time.perf_counter()
+    for i in range(payments):
+        t0 = time.perf_counter()
+        result = control(home, "pay", {"to": payee, "amount": "1", "wait": 30})
+        ms = (time.perf_counter() - t0) * 1000
+        if not result["finality"]["final"]:
+            raise SystemExit(f"payment {i} not final after 30 s: {result['finality']}")
+        latencies.append(ms)
+    wall = time.perf_counter() - t_start
+    latencies.sort()
+    p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+    print(
+        f"sequential: {payments} payments, each pay→final: p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms; {payments / wall:.1f} payments/s",
+        flush=True,
+    )
+    return {
+        "sequential": payments,
+        "finality_p50_ms": round(p50, 1),
+        "finality_p99_ms": round(p99, 1),
+        "finality_max_ms": round(latencies[-1], 1),
+        "sequential_per_s": round(payments / wall, 1),
+    }
+
+
+def concurrent(homes: list[Path], payee: str, payments: int) -> dict[str, Any]:
+    each = [
+        payments // len(homes) + (1 if i < payments % len(homes) else 0) for i in range(len(homes))
+    ]
+    base = [final_paid(h) for h in homes]
+    issued: list[list[float]] = [[] for _ in homes]  # issue times, in log order
+    done: list[list[float]] = [[] for _ in homes]  # time each became final, in order
+    errors: list[str] = []
+
+    def issue(k: int) -> None:
+        try:
+            for _ in range(each[k]):
+                issued[k].append(time.perf_counter())
+                control(homes[k], "pay", {"to": payee, "amount": "1"})
+        except BaseException as exc:  # reported by the main thread
+            errors.append(f"payer {k}: {exc!r}")
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=issue, args=(k,)) for k in range(len(homes))]
+    for t in threads:
+        t.start()
+    deadline = t0 + max(120.0, payments * 0.5)
+    while time.perf_counter() < deadline and not errors:
+        for k, home in enumerate(homes):
+            final = final_paid(home) - base[k]
+            now = time.perf_counter()
+            while len(done[k]) < min(final, each[k]):
+                done[k].append(now)
+        if all(len(done[k]) == each[k] for k in range(len(homes))):
+            break
+        time.sleep(POLL)
+    wall = time.perf_counter() - t0
+    for t in threads:
+        t.join(timeout=60)
+    if errors:
+        raise SystemExit("; ".join(errors))
+    missing = sum(each) - sum(len(d) for d in done)
+    if missing:
+        raise SystemExit(f"{missing} of {payments} payments not final after {wall:.0f} s")
+    issue_wall = max(max(i) for i in issued if i) - t0
+    latencies = sorted(
+        (d - i) * 1000 for k in range(len(homes)) for i, d in zip(issued[k], done[k], strict=True)
+    )
+    p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+    rate = payments / wall
+    print(
+        f"concurrent: {payments} payments from {len(homes)} payers, issued in {issue_wall:.2f} s,"
+        f" all final after {wall:.2f} s = {rate:.1f} certified payments/s;"
+        f" issue→final p50 {p50:.0f} ms, p99 {p99:.0f} ms",
+        flush=True,
+    )
+    return {
+        "concurrent": payments,
+        "payers": len(homes),
+        "concurrent_issue_s": round(issue_wall, 3),
+        "concurrent_wall_s": round(wall, 3),
+        "certified_per_s": round(rate, 1),
+        "concurrent_p50_ms": round(p50, 1),
+        "concurrent_p99_ms": round(p99, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--payments", type=int, default=1000, help="per phase")
+    parser.add_argument("--payers", type=int, default=4, help="payer nodes (concurrent phase)")
+    parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--skip-concurrent", action="store_true")
+    args = parser.parse_args()
+    if args.payments < 1 or args.payers < 1:
+        parser.error("--payments and --payers must be positive")
+    tmp = Path(tempfile.mkdtemp(prefix="troc-bench-finality-"))
+    procs: list[Proc] = []
+    try:
+        witnesses, payers, payee = setup(tmp, args.payers)
+        for home in witnesses:
+            procs.append(Proc(home, witness=True))
+        boot = [p.addr for p in procs]
+        for home in payers:
+            procs.append(Proc(home, *boot))
+        connect_all(procs[:WITNESSES], procs[WITNESSES:])
+        print(f"{WITNESSES} witnesses (f = {FAULTS}, q = 3), {len(payers)} payers", flush=True)
+        result: dict[str, Any] = {"witnesses": WITNESSES}
+        if not args.skip_sequential:
+            result |= sequential(payers[0], payee, args.payments)
+        if not args.skip_concurrent:
+            result |= concurrent(payers, payee, args.payments)
+        answered = [control(h, "status")["witness"]["answered"] for h in witnesses]
+        print(f"witness answers: {answered}")
+        result["witness_answers"] = sum(answered)
+    finally:
+        for p in procs:
+            p.proc.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
