@@ -87,6 +87,10 @@ CONTROL_SOCKET = "control.sock"
 SESSION_TIMEOUT = 600.0
 #: One frame must arrive within this.
 FRAME_TIMEOUT = 30.0
+#: Lost bootstrap peers are redialled: checked this often, backing off to REDIAL_MAX.
+REDIAL_TICK = 5.0
+REDIAL_MAX = 300.0
+MAX_REDIAL = 64
 #: Inbound sync sessions one peer may have open at once.
 MAX_INBOUND_PER_PEER = 2
 #: Per-peer budgets when the configuration names none (generous: a member
@@ -665,6 +669,8 @@ class Node:
             with trio.move_on_at(next_random):
                 peer = await self._sync_soon.receive()
             connected = [p for p in self.host.connected_peers() if not self._peers.is_banned(p)]
+            # A peer that went away and came back is new again: sync with it.
+            self._peers.seen.intersection_update(connected)
             new = [p for p in connected if p not in self._peers.seen]
             self._peers.seen.update(new)
             targets = set(new)
@@ -883,18 +889,51 @@ class Node:
 
     # -- start-up ---------------------------------------------------------------
 
-    async def _bootstrap(self) -> None:
+    def _bootstrap_addrs(self) -> list[str]:
         addrs = list(self.config.bootstrap)
         if self.config.remember_peers:
             try:
                 addrs += [a for a in homefiles.bootstrap_addrs(self.config.home) if a not in addrs]
             except TrocError as exc:  # a damaged file must not stop the node
                 logger.warning("ignoring remembered peers: %s", exc)
+        return addrs
+
+    async def _bootstrap(self) -> None:
         async with trio.open_nursery() as nursery:
-            for addr in addrs:
+            for addr in self._bootstrap_addrs():
                 nursery.start_soon(self._connect_quietly, addr)
         if not self.host.connected_peers():
             self._first_sync.set()  # nobody to learn from: do not hold appends back
+
+    async def _redial_loop(self) -> None:
+        """Reconnect to bootstrap and remembered peers that went away (a
+        server restarting, a network change), each with its own backoff:
+        5 s doubling to 5 minutes, back to 5 s once connected."""
+        delay: dict[str, float] = {}
+        due: dict[str, float] = {}
+        while True:
+            await trio.sleep(REDIAL_TICK)
+            now = trio.current_time()
+            connected = set(self.host.connected_peers())
+            for addr in self._bootstrap_addrs()[:MAX_REDIAL]:
+                peer = addr.rsplit("/p2p/", 1)[-1]
+                if peer in connected or self._peers.is_banned(peer):
+                    delay.pop(addr, None)
+                    continue
+                if due.get(addr, 0.0) > now:
+                    continue
+                delay[addr] = min(REDIAL_MAX, delay.get(addr, REDIAL_TICK / 2) * 2)
+                due[addr] = now + delay[addr]
+                self._nursery.start_soon(self._redial, addr)
+
+    async def _redial(self, addr: str) -> None:
+        try:
+            peer = await self.host.connect(addr, redial=True)
+        except (DialError, TrocError) as exc:
+            logger.debug("redial %s: %s", addr, exc)
+            return
+        logger.info("reconnected to %s", peer)
+        self._sync_soon_send.send_nowait(peer)
 
 
 def _misbehaved(exc: Exception) -> bool:
@@ -955,6 +994,7 @@ async def open_node(
                 await nursery.start(node._serve_control)
             await node._bootstrap()
             nursery.start_soon(node._sync_loop)
+            nursery.start_soon(node._redial_loop)
             try:
                 yield node
             finally:

@@ -307,7 +307,7 @@ class P2PHost:
     def connected_peers(self) -> list[str]:
         return [p.to_base58() for p in self.libp2p.get_connected_peers()]
 
-    async def connect(self, addr: str) -> str:
+    async def connect(self, addr: str, *, redial: bool = False) -> str:
         """Connect to the peer at full multiaddr ``addr``; return its peer id.
 
         Returns at once if already connected. Raises :class:`LocalProtocolError`
@@ -327,6 +327,8 @@ class P2PHost:
             raise LocalProtocolError(f"not a /p2p multiaddr: {addr!r} ({exc})") from exc
         try:
             with trio.fail_after(self._connect_timeout):
+                if redial:  # forget a recent failure (see open_stream)
+                    self.libp2p.get_network().unblock_peer(info.peer_id)  # type: ignore[attr-defined]
                 await self.libp2p.connect(info)
         except (BaseLibp2pError, OSError, trio.TooSlowError) as exc:
             raise DialError(f"cannot connect to {addr}: {exc!r}") from exc

@@ -1,0 +1,43 @@
+"""A node reconnects by itself to a bootstrap peer that went away and came back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from troc.crypto.sign import SigningKey
+from troc.node import node as node_module
+from troc.node.local import open_local_node
+from troc.node.node import NodeConfig, open_node
+
+
+async def test_a_restarted_server_is_redialled_and_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_module, "REDIAL_TICK", 0.3)
+    ks, ka = SigningKey.generate(), SigningKey.generate()
+    with open_local_node(tmp_path / "s", ks) as s_local:
+        community = s_local.create_community("Redial", "h", 10)
+        genesis = s_local.community(community).genesis
+    with open_local_node(tmp_path / "a", ka) as a_local:
+        a_local.join(genesis)
+
+    def config(home: Path, **kw: object) -> NodeConfig:
+        return NodeConfig(
+            home=home, sync_interval=600, control_socket=False, remember_peers=False, **kw
+        )  # type: ignore[arg-type]
+
+    async with open_node(config(tmp_path / "s"), ks) as s:
+        addr = s.addrs()[0]
+    listen = (addr.split("/p2p/")[0],)
+    async with open_node(config(tmp_path / "a", bootstrap=(addr,)), ka) as a:
+        # The server is down when the member starts; it comes up later.
+        assert s.peer_id not in a.host.connected_peers()
+        with open_local_node(tmp_path / "s", ks) as s_local:
+            offer = s_local.offer(community, "Made while the member was away")
+        async with open_node(config(tmp_path / "s", listen=listen), ks):
+            with trio.fail_after(15):
+                while a.local.store.entry(community, ks.public, offer.seq, offer.id) is None:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
