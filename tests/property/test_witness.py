@@ -492,9 +492,9 @@ def test_witness_waits_for_what_it_lacks_then_votes() -> None:
     t2 = world.pay(key(1), key(2), 5)
     answer = w.ask(t2)
     assert answer == Waiting(missing=(t1.ref,))
-    # t1 itself waits for j: the witness names only what the entry needs
-    # first (so a payer sends the chain since its last final entry at once).
-    assert w.ask(t2, deps=[t1]) == Waiting(missing=(t1.ref,))
+    # t1 arrived but waits for j: the witness names j, what is really
+    # missing (naming t1 again would bring t1 again, never the gap below it).
+    assert w.ask(t2, deps=[t1]) == Waiting(missing=(j.ref,))
     voted(w.ask(t2, deps=[j]))  # j releases t1, which t2 builds on
     assert w.votes.last(world.community, key(1).public) == 3
 

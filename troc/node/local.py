@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +42,7 @@ from troc.protocol.entry import (
     Transfer,
     Vouch,
 )
-from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Status
+from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
 
 __all__ = [
     "BalanceInfo",
@@ -402,14 +402,29 @@ class LocalNode:
         return outcome
 
     def ingest_many(
-        self, wires: list[bytes], *, community: CommunityId | None = None
+        self, wires: Sequence[bytes | Entry], *, community: CommunityId | None = None
     ) -> list[Outcome]:
-        """Ingest a batch in one transaction (what sync does)."""
+        """Ingest a batch in one transaction (what sync does, and gossip per
+        batch of messages). Each item is wire bytes, or an :class:`Entry`
+        already decoded with its signature checked (``Entry.decode``), which
+        is then not decoded and checked again; the verdicts are the same."""
         with self._lock, self.store.transaction():
             now = self._clock()
-            outcomes = [self.ledger.ingest(w, now, community=community) for w in wires]
+            outcomes = [self._ingest_one(w, now, community) for w in wires]
         self._notify(self._stored(outcomes), own=False)
         return outcomes
+
+    def _ingest_one(self, item: bytes | Entry, now: int, community: CommunityId | None) -> Outcome:
+        if not isinstance(item, Entry):
+            return self.ledger.ingest(item, now, community=community)
+        if community is not None and item.community != community:  # as Ledger.ingest
+            return Outcome(
+                Status.REJECTED,
+                item,
+                Reason.UNKNOWN_COMMUNITY,
+                "not an entry of the community this channel carries",
+            )
+        return self.ledger.ingest_entry(item, now)
 
     def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
         """Ingest certificates in one transaction (what sync does); entries
@@ -425,11 +440,7 @@ class LocalNode:
     def balance(self, community: CommunityId, member: MemberId | None = None) -> BalanceInfo:
         member = self.member if member is None else member
         head = self.store.head(community, member)
-        incoming = self.store.pending_in(community, member)
-        pending_in = sum(TransferInfo.of(e).amount for e in incoming)
-        pending_out = sum(
-            TransferInfo.of(e).amount for e in self.store.pending_out(community, member)
-        )
+        pending_in, pending_out = self.store.pending_sums(community, member)
         if head is None:
             rules = self.community(community)
             return BalanceInfo(
@@ -453,7 +464,9 @@ class LocalNode:
                 head.frozen_at,
             )
         final_in = sum(
-            TransferInfo.of(e).amount for e in incoming if self.ledger.is_final(community, e.ref)
+            TransferInfo.of(e).amount
+            for e in self.store.pending_in(community, member)
+            if self.ledger.is_final(community, e.ref)
         )
         return BalanceInfo(
             member,

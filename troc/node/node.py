@@ -100,8 +100,6 @@ DEFAULT_ENTRIES_PER_S = 20_000
 DEFAULT_STREAMS_PER_PEER = 16
 #: Parked gossip entries whose dependencies are being fetched at once, at most.
 MAX_FETCHES = 256
-#: Own entries being certified at once, at most (the rest queue).
-MAX_CERTIFYING = 64
 #: ``wait`` on a signing operation: how long it waits for finality by default.
 FINALITY_WAIT = 30.0
 #: The control socket reads at most this much per request.
@@ -259,7 +257,6 @@ class Node:
         )
         self.certifier = Certifier(local, host, self._publish_certificate)
         self._certify_send, self._certify_queue = trio.open_memory_channel[Entry](100_000)
-        self._certifying = trio.Semaphore(MAX_CERTIFYING)
         self._last_own: Entry | None = None
         self.counters = Counters()
         quotas = config.quotas
@@ -559,21 +556,12 @@ class Node:
             logger.warning("certificate outbox full; sync will carry it")
 
     async def _certify_loop(self) -> None:
-        """Certify own entries of witnessed communities, a bounded number at once."""
+        """Certify own entries of witnessed communities (one driver per log:
+        troc.node.witness.Certifier)."""
         for entry in self.certifier.uncertified():  # left over from a previous run
-            self.certifier.track(entry)
-            self._certify_send.send_nowait(entry)
+            self.certifier.submit(entry, self._nursery.start_soon)
         async for entry in self._certify_queue:
-            await self._certifying.acquire()
-            self._nursery.start_soon(self._certify_one, entry)
-
-    async def _certify_one(self, entry: Entry) -> None:
-        try:
-            await self.certifier.certify(entry)
-        except TrocError:
-            logger.exception("certifying %s failed", entry.ref)
-        finally:
-            self._certifying.release()
+            self.certifier.submit(entry, self._nursery.start_soon)
 
     async def _gossip_community(self, community: CommunityId, scope: trio.CancelScope) -> None:
         topic = topic_of(community)

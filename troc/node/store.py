@@ -908,6 +908,20 @@ class Store:
         ).fetchall()
         return [_decode_trusted(r[0]) for r in rows]
 
+    def pending_sums(self, community: CommunityId, member: MemberId) -> tuple[int, int]:
+        """(incoming, outgoing): the amounts :meth:`pending_in` and
+        :meth:`pending_out` would list, summed in SQL (no entry decoded)."""
+        log = self._log(community, member)
+        if log is None:
+            return 0, 0
+        row = self._cur.execute(
+            "SELECT (SELECT coalesce(sum(amount), 0) FROM pending"
+            "        WHERE payee_lid = ? AND state = 'open'),"
+            " (SELECT coalesce(sum(amount), 0) FROM pending WHERE payer_lid = ?)",
+            (log.lid, log.lid),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
     def pending_out(self, community: CommunityId, member: MemberId) -> list[Entry]:
         """``member``'s transfers not settled yet, in log order: still open
         (unanswered), or declined and not reclaimed yet (see

@@ -80,6 +80,15 @@ IDLE_TIMEOUT = 60.0
 MAX_WAIT_ROUNDS = 8
 #: Backoff between rounds of asking the witnesses that have not voted.
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+#: Own entries followed for ``wait`` answers, at most (finished ones are forgotten first).
+MAX_TRACKED = 10_000
+#: Entries sent along with a request, or in answer to a ``wait``, at most.
+CHAIN_WINDOW = 32
+
+
+def entry_ref(progress: Progress) -> str:
+    e = progress.entry
+    return f"{e.author.hex()[:8]}#{e.seq}"
 
 
 def member_peer_id(member: bytes) -> str:
@@ -227,21 +236,34 @@ class Progress:
     collector: Collector
     done: trio.Event = field(default_factory=trio.Event)
     certificate: bytes | None = None
+    final: bool = False
     problem: str | None = None  # why it cannot become final (a fork, a refusal by all)
     answers: dict[str, str] = field(default_factory=dict)  # witness hex → last answer
+    asked: bool = False  # its own certificate was asked for (not only a later entry's)
 
     def describe(self) -> dict[str, Any]:
+        votes = len(self.collector.votes)
+        if self.final and not self.certificate:
+            votes = max(votes, self.collector.rules.quorum)  # final by a later entry's certificate
         return {
-            "votes": len(self.collector.votes),
+            "votes": votes,
             "quorum": self.collector.rules.quorum,
             "witnesses": len(self.collector.rules.witnesses),
-            "final": self.certificate is not None,
+            "final": self.final,
             "problem": self.problem,
         }
 
 
 class Certifier:
-    """Gathers certificates for this member's entries (see the module docstring)."""
+    """Gathers certificates for this member's entries (see the module docstring).
+
+    One *driver* per log (community, author) at a time: it asks the
+    witnesses for the newest own entry that is not final yet, since its
+    certificate makes every entry below it final too (the witnesses lock
+    the whole chain). A burst of payments then costs one request per
+    witness, not one per payment; when the certificate arrives, the driver
+    goes on with whatever is newest by then.
+    """
 
     def __init__(
         self,
@@ -255,7 +277,12 @@ class Certifier:
         self.publish = publish
         self.service = service  # this node's own witness role, asked in-process
         self.progress: dict[tuple[CommunityId, Ref], Progress] = {}
+        self._drivers: set[tuple[CommunityId, MemberId]] = set()
         self._idle: dict[MemberId, list[Any]] = {}  # open streams to witnesses, for reuse
+        # Requests in flight per witness, at most MAX_IDLE: a witness serves a
+        # bounded number of streams per peer (Node.limit_streams) and closes
+        # the rest at once.
+        self._slots: dict[MemberId, trio.Semaphore] = {}
 
     # -- what to certify ----------------------------------------------------
 
@@ -285,23 +312,78 @@ class Certifier:
             progress = self.progress[key] = Progress(entry, Collector.for_entry(rules, entry))
         return progress
 
+    def submit(self, entry: Entry, start_soon: Callable[..., None]) -> Progress | None:
+        """Follow ``entry`` and make sure its log's driver runs (``start_soon``
+        starts it in the caller's nursery)."""
+        progress = self.track(entry)
+        if progress is None:
+            return None
+        assert entry.community is not None
+        key = (entry.community, entry.author)
+        if key not in self._drivers:
+            self._drivers.add(key)
+            start_soon(self._drive, key)
+        return progress
+
     async def certify(self, entry: Entry) -> Progress | None:
-        """Ask the witnesses until ``entry`` is final (or cannot become final).
+        """Follow ``entry`` and wait until it is final or cannot become final."""
+        progress = self.track(entry)
+        if progress is None:
+            return None
+        assert entry.community is not None
+        key = (entry.community, entry.author)
+        if key in self._drivers:
+            await progress.done.wait()
+        else:
+            self._drivers.add(key)
+            await self._drive(key)
+        return progress
+
+    async def _drive(self, key: tuple[CommunityId, MemberId]) -> None:
+        c, author = key
+        try:
+            for _ in range(1_000_000):  # bounded; ends when nothing is left to certify
+                self._settle(c, author)
+                waiting = [
+                    p
+                    for (pc, ref), p in self.progress.items()
+                    if pc == c and ref.author == author and not p.done.is_set()
+                ]
+                if not waiting:
+                    return
+                target = max(waiting, key=lambda p: p.entry.seq)
+                target.asked = True
+                await self._certify_target(target)
+                if target.problem is not None:
+                    target.done.set()
+        finally:
+            self._drivers.discard(key)
+            self._settle(c, author)
+
+    def _settle(self, c: CommunityId, author: MemberId) -> None:
+        """Mark done every followed entry of the log that is final now, and
+        forget those done long enough (the map stays bounded)."""
+        for (pc, ref), p in list(self.progress.items()):
+            if pc != c or ref.author != author:
+                continue
+            if not p.done.is_set() and self._final(c, ref):
+                p.final = True
+                p.done.set()
+        if len(self.progress) > MAX_TRACKED:
+            for k, p in list(self.progress.items())[: len(self.progress) - MAX_TRACKED]:
+                if p.done.is_set():
+                    del self.progress[k]
+
+    async def _certify_target(self, progress: Progress) -> None:
+        """Ask the witnesses until ``progress.entry`` is final or cannot be.
 
         Each witness is asked in a loop of its own, with its own backoff, so
         a witness that comes back is asked again within seconds whatever the
         others do; the first q votes end all the loops.
         """
-        progress = self.track(entry)
-        if progress is None or progress.done.is_set():
-            return progress
-        try:
-            async with trio.open_nursery() as nursery:
-                for w in progress.collector.rules.witnesses:
-                    nursery.start_soon(self._keep_asking, progress, w, nursery.cancel_scope)
-        finally:
-            progress.done.set()
-        return progress
+        async with trio.open_nursery() as nursery:
+            for w in progress.collector.rules.witnesses:
+                nursery.start_soon(self._keep_asking, progress, w, nursery.cancel_scope)
 
     async def _keep_asking(
         self, progress: Progress, witness: MemberId, scope: trio.CancelScope
@@ -311,7 +393,7 @@ class Certifier:
         assert c is not None
         for attempt in range(100_000):  # bounded: ~6 days at the longest delay
             if self._final(c, entry.ref):
-                scope.cancel()  # a later entry's certificate made it final
+                scope.cancel()  # a certificate from elsewhere (sync, gossip) made it final
                 return
             if witness not in collector.pending():
                 return  # voted (or caught lying): nothing more to ask it
@@ -365,6 +447,9 @@ class Certifier:
                 for _round in range(MAX_WAIT_ROUNDS):
                     answer = await self._exchange(witness, request)
                     progress.answers[witness.hex()] = type(answer).__name__.lower()
+                    logger.debug(
+                        "%s: witness %s answered %r", entry_ref(progress), witness.hex()[:8], answer
+                    )
                     if not isinstance(answer, Waiting):
                         tally = progress.collector.add_answer(answer, witness)
                         if tally not in (Tally.COUNTED, Tally.DUPLICATE, Tally.REFUSED):
@@ -384,6 +469,13 @@ class Certifier:
             if answer is None:
                 raise RemoteProtocolError("this node's witness role failed to decide")
             return answer
+        slots = self._slots.get(witness)
+        if slots is None:
+            slots = self._slots[witness] = trio.Semaphore(self.MAX_IDLE)
+        async with slots:
+            return await self._exchange_remote(witness, request)
+
+    async def _exchange_remote(self, witness: MemberId, request: VoteRequest) -> Answer:
         idle = self._idle.setdefault(witness, [])
         if idle:  # a stream kept from an earlier request: no dial, no negotiation
             stream = idle.pop()
@@ -426,9 +518,10 @@ class Certifier:
         store = self.local.store
         head = store.head(c, entry.author)
         since = 0 if head is None or head.final_seq is None else head.final_seq
+        low = max(since, entry.seq - 1 - CHAIN_WINDOW)
         deps = [
             s.entry.wire
-            for s in store.log(c, entry.author, after_seq=max(since, entry.seq - 1 - MAX_DEPS // 2))
+            for s in store.log(c, entry.author, after_seq=low, limit=CHAIN_WINDOW)
             if s.entry.seq < entry.seq
         ]
         certs: list[bytes] = []
@@ -450,7 +543,21 @@ class Certifier:
         """A request carrying what a ``wait`` named, or None if we lack it all."""
         c = entry.community
         assert c is not None
-        deps = [w for w in (self._wire(c, r) for r in waiting.missing) if w is not None]
+        deps: list[bytes] = []
+        for r in waiting.missing:
+            if r.author == entry.author and r.seq < entry.seq:
+                # A gap in our own log at the witness: send the window below it too.
+                store = self.local.store
+                low = max(0, r.seq - CHAIN_WINDOW)
+                deps += [
+                    s.entry.wire
+                    for s in store.log(c, r.author, after_seq=low, limit=CHAIN_WINDOW)
+                    if s.entry.seq <= r.seq
+                ]
+            else:
+                wire = self._wire(c, r)
+                if wire is not None:
+                    deps.append(wire)
         certs = [
             x for x in (self._certificate_for(c, r) for r in waiting.certificates) if x is not None
         ]

@@ -940,6 +940,7 @@ class LedgerView:
         self.ledger = ledger
         self.clock = clock
         self._parked: dict[Ref, tuple[Ref, ...]] = {}
+        self._gaps: dict[Ref, Ref] = {}  # a parked entry → the entry it waits for
 
     def check(self, entry: Entry) -> Refused | Waiting | None:
         outcome = self.ledger.ingest_entry(entry, self.clock())
@@ -952,6 +953,13 @@ class LedgerView:
             missing: list[Ref] = []
             certificates = list(outcome.missing_final)
             for ref in outcome.missing:
+                # Follow entries that arrived but are parked themselves down to
+                # what is really missing: naming the parked one would bring
+                # the same entries again, never the gap below them.
+                for _ in range(len(self._gaps) + 1):
+                    if ref not in self._gaps:
+                        break
+                    ref = self._gaps[ref]
                 if ref in self._parked:
                     certificates += self._parked[ref]
                 else:
@@ -969,9 +977,24 @@ class LedgerView:
         return self.ledger.is_final(community, ref)
 
     def offer(self, community: CommunityId, wire: bytes) -> None:
+        # Requests carry entries the witness mostly holds already: skip those
+        # without checking a signature (an id is the hash of the entry).
+        try:
+            head = Entry.decode(wire, check_signature=False)
+        except CodecError:
+            return
+        if (
+            head.community == community
+            and self.ledger.backend.entry(community, head.author, head.seq, head.id) is not None
+        ):
+            return
         outcome = self.ledger.ingest(wire, self.clock(), community=community)
         if outcome.entry is not None:
             self._remember(outcome.entry.ref, outcome.missing_final)
+            if outcome.missing:
+                if len(self._gaps) >= self.MAX_PARKED:
+                    self._gaps.clear()  # only a hint, as _parked
+                self._gaps[outcome.entry.ref] = outcome.missing[0]
 
     def _remember(self, ref: Ref, finals: tuple[Ref, ...]) -> None:
         if not finals:
