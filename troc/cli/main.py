@@ -614,6 +614,15 @@ def contact_list(ctx: Context) -> None:
 )
 @click.option("--mdns", is_flag=True, envvar="TROC_MDNS", help="Find peers on the local network.")
 @click.option(
+    "--dht",
+    type=click.Choice(["off", "client", "server"]),
+    default="client",
+    show_default=True,
+    envvar="TROC_DHT",
+    help="Kademlia DHT: look up the servers of your communities (client), also answer"
+    " and announce (server), or off.",
+)
+@click.option(
     "--sync-interval",
     type=click.FloatRange(0.1, 3600),
     default=5.0,
@@ -646,6 +655,7 @@ def run(
     bootstrap: tuple[str, ...],
     relays: tuple[str, ...],
     mdns: bool,
+    dht: str,
     sync_interval: float,
     log_level: str,
     no_passphrase: bool,
@@ -666,6 +676,7 @@ def run(
         no_passphrase=no_passphrase,
         witness=witness,
         relays=relays,
+        dht=dht,
     )
 
 

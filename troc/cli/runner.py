@@ -39,6 +39,7 @@ def run_node(
     no_passphrase: bool,
     witness: bool = False,
     relays: tuple[str, ...] = (),
+    dht: str = "off",
 ) -> None:
     import trio
 
@@ -54,6 +55,7 @@ def run_node(
         sync_interval=sync_interval,
         witness=witness,
         relays=relays,
+        dht=dht,
         bootstrap=tuple(dict.fromkeys((*bootstrap, *relays))),
     )
     trio.run(functools.partial(serve_node, config, key, as_json=as_json))

@@ -404,6 +404,14 @@ OPTIONS: tuple[Option, ...] = (
         awaiting_hook=True,
     ),
     Option(
+        "dht",
+        _choice("off", "client", "server"),
+        "server",
+        "Kademlia DHT (docs/dht.md): server = answer queries and announce this node as a"
+        " provider of each community it serves; client = only look servers up; off.",
+        node_field="dht",
+    ),
+    Option(
         "communities",
         _string_list(_community_id, "community ids (c…)"),
         (),
@@ -552,6 +560,7 @@ class ServerConfig:
     restore_guard_seconds: float = 10.0
     remember_peers: bool = True
     witness: bool | None = None
+    dht: str = "server"
     communities: tuple[str, ...] = ()
     metrics_listen: str = DEFAULT_METRICS_LISTEN
     log_format: str = "text"

@@ -89,6 +89,13 @@ SESSION_TIMEOUT = 600.0
 FRAME_TIMEOUT = 30.0
 #: Lost bootstrap peers are redialled: checked this often, backing off to REDIAL_MAX.
 REDIAL_TICK = 5.0
+#: How often the DHT loop looks for newly followed communities (or, as a
+#: client with no peer, for servers).
+DHT_TICK = 5.0
+#: Each community's servers are looked up this often (and at start), and at
+#: most this many new ones are connected to.
+DHT_LOOKUP_INTERVAL = 600.0
+DHT_CONNECT = 3
 REDIAL_MAX = 300.0
 MAX_REDIAL = 64
 #: Inbound sync sessions one peer may have open at once.
@@ -143,6 +150,10 @@ class NodeConfig:
     #: Relays to hold reservations on, for a node behind NAT (full multiaddrs
     #: with /p2p/): peers then reach it at its /p2p-circuit addresses.
     relays: tuple[str, ...] = ()
+    #: Kademlia DHT (troc.node.dht): "server" answers and announces this node
+    #: as a provider of each community it serves; "client" looks servers up
+    #: when no peer is connected; "off". Bootstraps from ``bootstrap``.
+    dht: str = "off"
 
 
 @dataclass(slots=True)
@@ -268,6 +279,7 @@ class Node:
         self._streams: dict[str, int] = {}  # inbound witness/invite streams per peer
         self.relay_server: Any = None  # troc.node.relay.RelayServer when relaying
         self.relay_client: Any = None  # troc.node.relay.RelayClient with config.relays
+        self.dht: Any = None  # troc.node.dht.DHT unless config.dht == "off"
         local.listeners.append(self._on_stored)
 
     def serves(self, community: CommunityId) -> bool:
@@ -482,6 +494,7 @@ class Node:
                 "circuits": self.relay_server.circuit_count(),
             },
             "relayed_addrs": [] if self.relay_client is None else self.relay_client.circuit_addrs(),
+            "dht": None if self.dht is None else {"mode": self.config.dht, **self.dht.info()},
             "counters": {
                 "entries_served": self.counters.entries_served,
                 "entries_received": self.counters.entries_received,
@@ -914,6 +927,32 @@ class Node:
                 due[addr] = now + delay[addr]
                 self._nursery.start_soon(self._redial, addr)
 
+    async def _dht_loop(self) -> None:
+        """Server: announce each served community (the DHT re-announces).
+        Client (and server): look up servers of each community now and then
+        and connect to a few we are not connected to."""
+        provided: set[CommunityId] = set()
+        looked_up: dict[CommunityId, float] = {}
+        while True:
+            now = trio.current_time()
+            for info in self.local.communities():
+                if not self.serves(info.id):
+                    continue
+                if self.config.dht == "server" and info.id not in provided:
+                    provided.add(info.id)
+                    self._nursery.start_soon(self.dht.provide, info.id)
+                if looked_up.get(info.id, -1e9) + DHT_LOOKUP_INTERVAL <= now:
+                    looked_up[info.id] = now
+                    self._nursery.start_soon(self._connect_providers, info.id)
+            await trio.sleep(DHT_TICK)
+
+    async def _connect_providers(self, community: CommunityId) -> None:
+        connected = set(self.host.connected_peers())
+        addrs = await self.dht.find_providers(community, limit=8)
+        fresh = [a for a in addrs if a.rsplit("/p2p/", 1)[-1] not in connected]
+        for addr in fresh[:DHT_CONNECT]:
+            await self._connect_quietly(addr)
+
     async def _redial(self, addr: str) -> None:
         try:
             peer = await self.host.connect(addr, redial=True)
@@ -968,6 +1007,18 @@ async def open_node(
                 node.relay_server = await stack.enter_async_context(
                     open_relay_server(host, relay_limits(config.relay))
                 )
+            if config.dht != "off":
+                from troc.node.dht import open_dht
+
+                node.dht = await stack.enter_async_context(
+                    open_dht(
+                        host,
+                        server=config.dht == "server",
+                        bootstrap=config.bootstrap,
+                        announce=node.addrs() or None,
+                    )
+                )
+                nursery.start_soon(node._dht_loop)
             if config.relays:
                 from troc.node.relay import open_relay_client
 
