@@ -33,7 +33,7 @@ def test_within_budget_costs_nothing_and_a_flood_waits() -> None:
 @given(st.lists(st.tuples(st.integers(0, 50), st.floats(0, 1)), max_size=200))
 def test_a_peer_never_gets_more_than_its_rate_plus_burst(sends: list[tuple[int, float]]) -> None:
     """Whatever a peer sends when, what it is let through without waiting
-    stays within rate × time + one second of burst."""
+    stays within rate times time plus one second of burst."""
     clock = Clock()
     q = PeerQuota(0, 100, clock=clock)
     allowed = 0
