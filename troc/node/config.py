@@ -170,7 +170,10 @@ def _path(value: Any, from_env: bool) -> Path:
         raise _Bad(f"expected a folder path, got {_shown(value)}")
     if "\x00" in str(value):
         raise _Bad("a path cannot contain a NUL character")
-    return Path(str(value).strip()).expanduser()
+    try:
+        return Path(str(value).strip()).expanduser()
+    except RuntimeError:  # "~name" for a user this system does not know
+        raise _Bad(f"cannot expand {_shown(value)}: no such user's home folder") from None
 
 
 def _string_list(
