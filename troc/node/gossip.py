@@ -35,6 +35,7 @@ py-libp2p behaviours that shape this wrapper (see FACTS.md):
 from __future__ import annotations
 
 import inspect
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -51,6 +52,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from troc.errors import LocalProtocolError
 
 __all__ = ["Gossip", "GossipMessage", "GossipParams", "Subscription", "Validator"]
+
+logger = logging.getLogger("troc.gossip")
 
 _UNSUBSCRIBE_TIMEOUT = 5.0
 #: Duplicates arrive within milliseconds of the first copy; later ones meet
@@ -134,6 +137,19 @@ class Subscription:
         """Wait for the next message."""
         return await self._receive.receive()
 
+    async def receive_batch(self, limit: int) -> list[GossipMessage]:
+        """Wait for the next message, then take whatever else has already
+        arrived, ``limit`` messages in all at most, in arrival order: a
+        consumer that stores each message does it in one transaction per
+        batch, not one per message."""
+        batch = [await self._receive.receive()]
+        while len(batch) < limit:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch
+
 
 class Gossip:
     """GossipSub on one host. Obtain it as :attr:`troc.node.p2p.P2PHost.gossip`."""
@@ -181,22 +197,57 @@ class Gossip:
         """Install the one validator for ``topic``, replacing any earlier one.
 
         It runs on every message before delivery or forwarding, our own
-        publishes included. Raising, or taking over 5 s, counts as rejecting.
-        With a validator installed each message is delivered and forwarded
-        once: a copy of a message already accepted is rejected unseen by
-        ``validator`` (py-libp2p counts that against the forwarder's score,
-        whose weights troc leaves at zero).
+        publishes included. Raising counts as rejecting, and so does taking
+        over 5 s for a coroutine function. With a validator installed each
+        message is delivered and forwarded once: a copy of a message already
+        accepted is rejected unseen by ``validator`` (py-libp2p counts that
+        against the forwarder's score, whose weights troc leaves at zero).
         """
 
-        async def check(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        def claim(forwarder: ID, msg: rpc_pb2.Message) -> bytes | None:
             mid = self.pubsub.get_message_id(msg)
             if mid in self._accepted:
-                return False  # a duplicate that raced the first copy
+                return None  # a duplicate that raced the first copy
             # Claimed before an async validator yields; same id means same
             # signed content, so a copy gets the first one's verdict anyway.
             self._accepted[mid] = forwarder
             if len(self._accepted) > _ACCEPTED_IDS:
                 self._accepted.popitem(last=False)
+            return mid
+
+        if not inspect.iscoroutinefunction(validator):
+            # A plain function runs inline: py-libp2p runs an async validator
+            # in a nursery of its own under a timeout, per message, which cost
+            # ~5 % of a member's CPU in bench/relay.py. An exception escaping
+            # a sync validator would stop the whole Pubsub service (and the
+            # host with it), so it is caught here and counts as rejecting.
+            def check_sync(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+                mid = claim(forwarder, msg)
+                if mid is None:
+                    return False
+                ok = False
+                try:
+                    verdict = validator(_message(topic, msg, forwarder))
+                    if inspect.isawaitable(verdict):  # not a coroutine function after all
+                        close = getattr(verdict, "close", None)
+                        if close is not None:
+                            close()
+                        raise LocalProtocolError("a sync validator returned an awaitable")
+                    ok = bool(verdict)
+                except Exception:
+                    logger.exception("gossip validator for %s failed", topic)
+                finally:
+                    if not ok:
+                        self._accepted.pop(mid, None)
+                return ok
+
+            self.pubsub.set_topic_validator(topic, check_sync, is_async_validator=False)
+            return
+
+        async def check(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            mid = claim(forwarder, msg)
+            if mid is None:
+                return False
             ok = False
             try:
                 verdict = validator(_message(topic, msg, forwarder))
@@ -208,10 +259,8 @@ class Gossip:
                     self._accepted.pop(mid, None)
             return ok
 
-        # Registered as async even for a plain function: py-libp2p then applies
-        # its timeout and turns an exception into a rejection. An exception
-        # from a sync validator escapes its push_msg task and stops the whole
-        # Pubsub service, taking the host down with it.
+        # py-libp2p applies its timeout to an async validator and turns an
+        # exception into a rejection.
         self.pubsub.set_topic_validator(topic, check, is_async_validator=True)
 
     def remove_validator(self, topic: str) -> None:

@@ -38,6 +38,7 @@ import os
 import random
 import socket as _stdlib_socket
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -107,6 +108,10 @@ DEFAULT_ENTRIES_PER_S = 20_000
 DEFAULT_STREAMS_PER_PEER = 16
 #: Parked gossip entries whose dependencies are being fetched at once, at most.
 MAX_FETCHES = 256
+#: Gossiped entries stored in one transaction, at most (those already arrived).
+GOSSIP_BATCH = 256
+#: Entries decoded by the gossip validator kept for ingest, per community, at most.
+GOSSIP_DECODED = 2048
 #: ``wait`` on a signing operation: how long it waits for finality by default.
 FINALITY_WAIT = 30.0
 #: The control socket reads at most this much per request.
@@ -579,6 +584,11 @@ class Node:
     async def _gossip_community(self, community: CommunityId, scope: trio.CancelScope) -> None:
         topic = topic_of(community)
         gossip = self.host.gossip
+        # Entries the validator decoded (signature checked), by wire bytes:
+        # ingesting them does not decode and check them again. Bounded; a
+        # message not found here (our own publishes are never delivered back
+        # and age out) is ingested from its bytes.
+        decoded: OrderedDict[bytes, Entry] = OrderedDict()
 
         def validate(msg: Any) -> bool:
             if self._peers.is_banned(msg.origin) or (
@@ -591,27 +601,48 @@ class Node:
                 entry = Entry.decode(msg.data)
             except TrocError:
                 return False
-            return entry.community == community
+            if entry.community != community:
+                return False
+            decoded[msg.data] = entry
+            if len(decoded) > GOSSIP_DECODED:
+                decoded.popitem(last=False)
+            return True
 
         gossip.set_validator(topic, validate)
         with scope:
             async with gossip.subscribe(topic) as sub:
-                async for msg in sub:
+                while True:
+                    # What has arrived since the last batch goes in one
+                    # transaction: per message, the commit and its trio
+                    # round trips cost more than the entry's own checks.
+                    batch = await sub.receive_batch(GOSSIP_BATCH)
+                    items: list[bytes | Entry] = []
+                    for msg in batch:
+                        entry = decoded.pop(msg.data, None)
+                        items.append(msg.data if entry is None else entry)
                     try:
-                        outcome = self.local.ingest(msg.data, community=community)
-                    except TrocError:
-                        logger.exception("could not store a gossiped entry")
-                        continue
-                    if outcome.status is Status.WAITING and outcome.entry is not None:
-                        key = (community, outcome.entry.author)
-                        # One fetch per author at a time, and a bounded number
-                        # in all: a flood of dangling entries cannot pile up tasks.
-                        if key not in self._fetching and len(self._fetching) < MAX_FETCHES:
-                            self._fetching.add(key)
-                            peers = (msg.forwarder, msg.origin)
-                            self._nursery.start_soon(
-                                self._fetch_missing, community, outcome.entry, peers, key
-                            )
+                        outcomes = self.local.ingest_many(items, community=community)
+                    except TrocError:  # one at a time, then: the others still count
+                        outcomes = []
+                        for msg in batch:
+                            try:
+                                outcomes.append(self.local.ingest(msg.data, community=community))
+                            except TrocError:
+                                logger.exception("could not store a gossiped entry")
+                                outcomes.append(Outcome(Status.REJECTED))
+                    for msg, outcome in zip(batch, outcomes, strict=True):
+                        if outcome.status is Status.WAITING and outcome.entry is not None:
+                            self._fetch_for(community, outcome.entry, msg)
+
+    def _fetch_for(self, community: CommunityId, entry: Entry, msg: Any) -> None:
+        """Fetch what a parked gossiped entry waits for."""
+        key = (community, entry.author)
+        # One fetch per author at a time, and a bounded number in all: a
+        # flood of dangling entries cannot pile up tasks.
+        if key not in self._fetching and len(self._fetching) < MAX_FETCHES:
+            self._fetching.add(key)
+            peers = (msg.forwarder, msg.origin)
+            self._nursery.start_soon(self._fetch_missing, community, entry, peers, key)
 
     async def _fetch_missing(
         self,
