@@ -20,7 +20,20 @@ for D seconds. Per step:
   late;
 - the server's CPU share (utime + stime from /proc/<pid>/stat over the wall
   time of the step) and this process's (the M members'), and the server's
-  peak RSS (VmHWM).
+  peak RSS (VmHWM);
+- what a payment costs the server and a delivery a member, in CPU ms
+  (``relay_cpu_ms_per_payment``, ``member_cpu_ms_per_delivery``), and the
+  share of the machine other processes kept busy (``others_cpu_share``, from
+  /proc/stat). Latency depends on what else runs; these costs hardly do.
+
+Read the latency with the costs beside it. Every payment reaches M - 1
+members, so the members together do ~M times the server's work: at 100
+members and 10/s they need ~1 core (1.0-1.2 ms per delivery) where the server
+needs ~0.3 (30 ms per payment), on a 2-core machine they share. With the
+machine to itself the bench met p99 < 1 s at 10/s; with other processes
+taking 0.8-1.3 cores, p50 went to seconds and payments were still in
+flight when the step ended. A knee caused by the members' CPU or by other
+load, not by the server, shows in these figures.
 
 Then R doubles (10, 20, 40, …) up to ``--max-rate``, stopping at the first
 rate whose p99 is above 1 s: ``p99_crosses_1s_at_rate`` (null if none did).
@@ -34,6 +47,10 @@ they were, so a knee caused by the members rather than the server shows.
 Every process started is stopped by its PID. Usage:
 
     python bench/relay.py [--members 100] [--rate 10] [--duration 60] [--max-rate 160] [--procs 2]
+        [--samples DIR]
+
+``--samples DIR`` writes each step's send and delivery times (wall clock, per
+payment id) to DIR/rate-R.json.
 
 The last line printed is one JSON object.
 """
@@ -157,6 +174,13 @@ class Server:
     async def entries(self) -> int:
         count: int = (await self.status())["communities"][0]["entries"]
         return count
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every process on the machine spent busy (/proc/stat), in seconds."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def cpu_seconds(pid: int | str) -> float:
@@ -400,9 +424,9 @@ def step(
         )
         w.proc.stdin.flush()
     time.sleep(max(0.0, start - time.time()))
-    entries0, cpu0 = trio.run(server.entries), server.cpu_seconds()
+    entries0, cpu0, busy0 = trio.run(server.entries), server.cpu_seconds(), machine_busy_seconds()
     time.sleep(max(0.0, start + args.duration - time.time()))
-    entries1, cpu1 = trio.run(server.entries), server.cpu_seconds()
+    entries1, cpu1, busy1 = trio.run(server.entries), server.cpu_seconds(), machine_busy_seconds()
     replies = [w.ask() for w in workers]
     sent: dict[str, float] = {}
     delivered: dict[str, float] = {}
@@ -413,7 +437,12 @@ def step(
         (delivered[i] - t) * 1000 if i in delivered else float("inf") for i, t in sent.items()
     )
     lost = sum(1 for x in latencies if x == float("inf"))
+    if args.samples is not None:  # every payment: sent and delivered (wall clock, s)
+        path = args.samples / f"rate-{rate:g}.json"
+        path.write_text(json.dumps({"sent": sent, "delivered": delivered}))
     window = args.duration
+    members_cpu = sum(r["cpu"] for r in replies)
+    forwarded = sum(r["forwarded"] for r in replies)
     result = {
         "rate": rate,
         "payments": len(sent),
@@ -426,7 +455,15 @@ def step(
         "undelivered": lost,
         "settled_before": settled,
         "relay_cpu_share": round((cpu1 - cpu0) / window, 3),
-        "members_cpu_share": round(sum(r["cpu"] for r in replies) / window, 3),
+        "members_cpu_share": round(members_cpu / window, 3),
+        # What one payment costs the server, and one delivery a member (CPU
+        # ms): unlike latency, these do not depend on what else the machine
+        # runs. The rest of the machine's busy time is other processes'.
+        "relay_cpu_ms_per_payment": round((cpu1 - cpu0) * 1000 / max(1, entries1 - entries0), 2),
+        "member_cpu_ms_per_delivery": round(members_cpu * 1000 / max(1, forwarded), 3),
+        "others_cpu_share": round(
+            max(0.0, busy1 - busy0 - (cpu1 - cpu0) - members_cpu) / window, 3
+        ),
         "relay_rss_mb": round(server.peak_rss_mb(), 1),
     }
     print(
@@ -434,7 +471,10 @@ def step(
         f"{result['forwarded_per_s']}/s from it; latency p50 {result['p50_ms']} ms, p99 "
         f"{result['p99_ms']} ms, max {result['max_ms']} ms, {lost} undelivered; server CPU "
         f"{result['relay_cpu_share']:.0%}, members' CPU {result['members_cpu_share']:.0%} "
-        f"({len(workers)} processes), server peak RSS {result['relay_rss_mb']} MB",
+        f"({len(workers)} processes), other processes' CPU {result['others_cpu_share']:.0%}; "
+        f"server {result['relay_cpu_ms_per_payment']} CPU ms per payment, members "
+        f"{result['member_cpu_ms_per_delivery']} CPU ms per delivery; server peak RSS "
+        f"{result['relay_rss_mb']} MB",
         flush=True,
     )
     return result
@@ -494,6 +534,9 @@ def run(args: argparse.Namespace, server: Server, spec_path: Path) -> dict[str, 
         "relay_p50_ms": first["p50_ms"],
         "relay_p99_ms": first["p99_ms"],
         "relay_cpu_share": first["relay_cpu_share"],
+        "relay_cpu_ms_per_payment": first["relay_cpu_ms_per_payment"],
+        "member_cpu_ms_per_delivery": first["member_cpu_ms_per_delivery"],
+        "others_cpu_share": first["others_cpu_share"],
         "relay_rss_mb": round(server.peak_rss_mb(), 1),
         "p99_crosses_1s_at_rate": crossed,
         "p99_within_1s_at_rate": below,
@@ -520,6 +563,9 @@ def main() -> None:
     parser.add_argument("--member-sync-interval", type=float, default=30.0)
     parser.add_argument("--relay-sync-interval", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--samples", type=Path, help="write each step's send and delivery times to DIR/rate-R.json"
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--lo", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--hi", type=int, help=argparse.SUPPRESS)
