@@ -253,8 +253,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--appends", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--sync-interval", type=float, default=2.0,
-                        help="the propagation nodes' --sync-interval (troc run's default)")
+    parser.add_argument(
+        "--sync-interval",
+        type=float,
+        default=2.0,
+        help="the propagation nodes' --sync-interval (troc run's default)",
+    )
     parser.add_argument("--skip-catch-up", action="store_true")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="troc-bench-sync-"))

@@ -37,10 +37,12 @@ async def test_a_member_finds_its_communitys_server_through_the_dht(
     # D: a DHT server that follows no community. S: the community's server.
     async with open_node(_config(tmp_path / "d", dht="server"), kd) as d:
         boot = (d.addrs()[0],)
-        async with open_node(_config(tmp_path / "s", dht="server", bootstrap=boot), ks) as s:
-            async with open_node(_config(tmp_path / "m", dht="client", bootstrap=boot), km) as m:
-                with trio.fail_after(30):
-                    while s.peer_id not in m.host.connected_peers():  # noqa: ASYNC110
-                        await trio.sleep(0.1)
-                    await m.sync_with(s.peer_id)
-                assert m.local.store.entry(community, ks.public, offer.seq, offer.id)
+        async with (
+            open_node(_config(tmp_path / "s", dht="server", bootstrap=boot), ks) as s,
+            open_node(_config(tmp_path / "m", dht="client", bootstrap=boot), km) as m,
+        ):
+            with trio.fail_after(30):
+                while s.peer_id not in m.host.connected_peers():  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+                await m.sync_with(s.peer_id)
+            assert m.local.store.entry(community, ks.public, offer.seq, offer.id)

@@ -603,6 +603,13 @@ class Node:
                 return False
             if entry.community != community:
                 return False
+            if msg.origin != self.peer_id and self.local.store.entry(
+                community, entry.author, entry.seq, entry.id
+            ):
+                # Held already: not forwarded again. A peer re-sending old
+                # entries under fresh message ids is not amplified to every
+                # member (they already have it, or sync brings it).
+                return False
             decoded[msg.data] = entry
             if len(decoded) > GOSSIP_DECODED:
                 decoded.popitem(last=False)
