@@ -225,6 +225,23 @@ def _peer_addr(text: str) -> str:
     return text
 
 
+def _peer_id(text: str) -> str:
+    from libp2p.peer.id import ID
+
+    text = text.strip()
+    try:
+        raw = ID.from_base58(text).to_bytes()
+    except Exception:  # base58 errors come in many types
+        raw = b""
+    # A multihash: identity of a public key (0x00, length), or sha2-256 (0x12 0x20).
+    if not (
+        (len(raw) > 2 and raw[0] == 0x00 and raw[1] == len(raw) - 2)
+        or (len(raw) == 34 and raw[:2] == b"\x12\x20")
+    ):
+        raise _Bad(f"expected a peer id (12D3Koo…), got {_shown(text)}")
+    return text
+
+
 def _community_id(text: str) -> str:
     from troc.crypto.ids import IdError, decode_id, encode_id
 
@@ -407,6 +424,14 @@ OPTIONS: tuple[Option, ...] = (
         awaiting_hook=True,
     ),
     Option(
+        "banned",
+        _string_list(_peer_id, "peer ids"),
+        (),
+        "Peers (ids) this server never talks to: disconnected at once, their"
+        " streams and gossip refused, for as long as they are listed.",
+        node_field="banned",
+    ),
+    Option(
         "dht",
         _choice("off", "client", "server"),
         "server",
@@ -564,6 +589,7 @@ class ServerConfig:
     remember_peers: bool = True
     witness: bool | None = None
     dht: str = "server"
+    banned: tuple[str, ...] = ()
     communities: tuple[str, ...] = ()
     metrics_listen: str = DEFAULT_METRICS_LISTEN
     log_format: str = "text"

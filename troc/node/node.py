@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import socket as _stdlib_socket
@@ -159,6 +160,8 @@ class NodeConfig:
     #: as a provider of each community it serves; "client" looks servers up
     #: when no peer is connected; "off". Bootstraps from ``bootstrap``.
     dht: str = "off"
+    #: Peer ids banned for as long as the node runs (the operator's ban list).
+    banned: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -260,6 +263,8 @@ class Node:
         self._nursery = nursery
         self._view = _StoreView(local)
         self._peers = _Peers()
+        for peer in config.banned:
+            self._peers.banned[peer] = math.inf
         self._outbox_send, self._outbox = trio.open_memory_channel[Entry](10_000)
         self._sync_soon_send, self._sync_soon = trio.open_memory_channel[str | None](1000)
         self._subscribed: dict[CommunityId, trio.CancelScope] = {}
@@ -707,7 +712,12 @@ class Node:
             peer: str | None = None
             with trio.move_on_at(next_random):
                 peer = await self._sync_soon.receive()
-            connected = [p for p in self.host.connected_peers() if not self._peers.is_banned(p)]
+            connected = []
+            for p in self.host.connected_peers():
+                if not self._peers.is_banned(p):
+                    connected.append(p)
+                elif p not in self._peers.syncing:  # banned: cut off (the list, or misbehaviour)
+                    self._nursery.start_soon(self._disconnect, p)
             # A peer that went away and came back is new again: sync with it.
             self._peers.seen.intersection_update(connected)
             new = [p for p in connected if p not in self._peers.seen]
