@@ -40,6 +40,7 @@ from troc.protocol.entry import (
     Vouch,
 )
 from troc.protocol.ledger import Ledger, Outcome, Status
+from troc.protocol.witness import Certificate, Vote, default_quorum
 
 #: A fixed "now": 2023-11-14T22:13:20Z.
 T0 = 1_700_000_000_000
@@ -389,3 +390,34 @@ _STR = [(31, "sfix"), (0xFF, "s8"), (0xFFFF, "s16"), (0xFFFFFFFF, "s32")]
 _BIN = [(0xFF, "b8"), (0xFFFF, "b16"), (0xFFFFFFFF, "b32")]
 _ARRAY = [(15, "afix"), (0xFFFF, "a16"), (0xFFFFFFFF, "a32")]
 _MAP = [(15, "mfix"), (0xFFFF, "m16"), (0xFFFFFFFF, "m32")]
+
+
+# -- witnessed communities ----------------------------------------------------
+
+#: The witnesses of :func:`witnessed_world` (n = 4, f = 1, q = 3).
+WITNESS_KEYS = [key(300 + i) for i in range(4)]
+
+
+def certify(entry: Entry, signers: Iterable[SigningKey] = WITNESS_KEYS[:3]) -> bytes:
+    """A certificate of ``entry`` (canonical bytes), voted by ``signers``."""
+    assert entry.community is not None
+    return Certificate.from_votes(
+        Vote.sign(k, entry.community, entry.ref) for k in signers
+    ).encode()
+
+
+def witnessed_world(*, certified: bool = True, **rules: Any) -> World:
+    """A witnessed community (4 witnesses, quorum 3). With ``certified`` its
+    own ledger certifies every entry it makes, so it can make accepts and
+    reclaims; without, a test certifies what it wants."""
+    f, q = default_quorum(len(WITNESS_KEYS))
+    w = World(
+        finality="witnessed",
+        witnesses=tuple(sorted(k.public for k in WITNESS_KEYS)),
+        faults=f,
+        quorum=q,
+        **rules,
+    )
+    if certified:
+        w.certifier = certify
+    return w

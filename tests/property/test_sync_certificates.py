@@ -25,38 +25,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import World, key
+from tests.helpers import WITNESS_KEYS, World, certify, key, witnessed_world
 from troc.crypto.sign import MemberId, SigningKey
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Entry, Transfer
 from troc.protocol.ledger import Ledger
 from troc.protocol.sim import MemoryView, PairResult, sync_pair
 from troc.protocol.sync import Finals, decode_message
-from troc.protocol.witness import Certificate, Vote, default_quorum
 
-WKEYS = [key(300 + i) for i in range(4)]
-
-
-def certify(entry: Entry, signers: Iterable[SigningKey] = WKEYS[:3]) -> bytes:
-    assert entry.community is not None
-    return Certificate.from_votes(
-        Vote.sign(k, entry.community, entry.ref) for k in signers
-    ).encode()
-
-
-def witnessed_world(**rules: Any) -> World:
-    """A witnessed community (4 witnesses, quorum 3) whose own ledger
-    certifies every entry it makes, so it can make accepts and reclaims."""
-    f, q = default_quorum(len(WKEYS))
-    w = World(
-        finality="witnessed",
-        witnesses=tuple(sorted(k.public for k in WKEYS)),
-        faults=f,
-        quorum=q,
-        **rules,
-    )
-    w.certifier = certify
-    return w
+WKEYS = WITNESS_KEYS
 
 
 def node(w: World, entries: Iterable[Entry] = (), certs: Iterable[bytes] = ()) -> MemoryView:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +22,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import World, key
-from troc.crypto.sign import SigningKey
+from tests.helpers import WITNESS_KEYS, World, certify, key, witnessed_world
 from troc.errors import RefusedError
 from troc.node.store import Store
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Accept, Entry, Transfer
 from troc.protocol.ledger import Ledger, Reason, Status
-from troc.protocol.witness import Certificate, Vote, WitnessRules, default_quorum
+from troc.protocol.witness import WitnessRules
 
-WKEYS = [key(300 + i) for i in range(4)]
-
-
-def certify(entry: Entry, signers: Iterable[SigningKey] = WKEYS[:3]) -> bytes:
-    assert entry.community is not None
-    return Certificate.from_votes(
-        Vote.sign(k, entry.community, entry.ref) for k in signers
-    ).encode()
+WKEYS = WITNESS_KEYS
 
 
 def world(credit_limit: int = 100) -> World:
-    f, q = default_quorum(4)
-    return World(
-        credit_limit=credit_limit,
-        finality="witnessed",
-        witnesses=tuple(sorted(k.public for k in WKEYS)),
-        faults=f,
-        quorum=q,
-    )
+    return witnessed_world(certified=False, credit_limit=credit_limit)
 
 
 class History:

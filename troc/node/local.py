@@ -453,21 +453,13 @@ class LocalNode:
                 None,
                 witnessed=rules.finality == "witnessed",
             )
-        if not head.witnessed:
-            return BalanceInfo(
-                member,
-                head.counted_balance,
-                head.limit,
-                pending_in,
-                pending_out,
-                True,
-                head.frozen_at,
+        final_in = pending_in
+        if head.witnessed:  # of the incoming transfers, those that can be accepted now
+            final_in = sum(
+                TransferInfo.of(e).amount
+                for e in self.store.pending_in(community, member)
+                if self.ledger.is_final(community, e.ref)
             )
-        final_in = sum(
-            TransferInfo.of(e).amount
-            for e in self.store.pending_in(community, member)
-            if self.ledger.is_final(community, e.ref)
-        )
         return BalanceInfo(
             member,
             head.counted_balance,
@@ -476,8 +468,8 @@ class LocalNode:
             pending_out,
             True,
             head.frozen_at,
-            witnessed=True,
-            unconfirmed=head.balance - head.final_balance,
+            witnessed=head.witnessed,
+            unconfirmed=head.balance - head.final_balance if head.witnessed else 0,
             pending_in_final=final_in,
         )
 
