@@ -43,6 +43,7 @@ from troc.protocol.entry import (
     Vouch,
 )
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
+from troc.protocol.witness import check_quorum, max_faults, min_quorum
 
 __all__ = [
     "BalanceInfo",
@@ -185,8 +186,16 @@ class LocalNode:
         member_name: str | None = None,
     ) -> CommunityId:
         """Found a community (this member is the founder) and join it."""
-        if finality == "witnessed" and quorum is None:
-            quorum = 2 * faults + 1
+        if finality == "witnessed":
+            n = len(set(witnesses))
+            if n and faults > max_faults(n):
+                raise LocalProtocolError(
+                    f"{n} witnesses tolerate at most {max_faults(n)} faulty (n >= 3f+1):"
+                    f" name at least {3 * faults + 1} witnesses for {faults} faults"
+                )
+            if quorum is None and n:
+                quorum = min_quorum(n, faults)  # the smallest safe one: 2f+1 when n = 3f+1
+            check_quorum(n, faults, quorum or 0)  # one sentence saying why not
         rules = Genesis(
             name=name,
             unit=unit,
