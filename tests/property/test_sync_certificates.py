@@ -221,14 +221,9 @@ def test_a_witness_fault_is_not_the_peers_fault() -> None:
     a = key(1)
     j = w.join(a)
     t1 = w.pay(a, key(2), 10)
-    t2 = Entry.create(
-        a,
-        community=w.community,
-        seq=2,
-        prev=j.id,
-        timestamp_ms=w.now,
-        body=Transfer(to=key(3).public, amount=10),
-    )
+    t2 = w.create(
+        a, Transfer(to=key(3).public, amount=10), seq=2, prev=j.id
+    )  # a fork: another entry at seq 2
     # x holds t1's certificate without t1; y holds t2, certified by others.
     x = node(w, [j], [certify(j), certify(t1)])
     y = node(w, [j, t2], [certify(j), certify(t2, WKEYS[1:])])

@@ -26,7 +26,7 @@ from tests.helpers import WITNESS_KEYS, World, certify, key, witnessed_world
 from troc.errors import RefusedError
 from troc.node.store import Store
 from troc.protocol.backend import MemoryBackend
-from troc.protocol.entry import Accept, Entry, Transfer
+from troc.protocol.entry import Accept, Transfer
 from troc.protocol.ledger import Ledger, Reason, Status
 from troc.protocol.witness import WitnessRules
 
@@ -161,14 +161,9 @@ def test_two_certificates_at_one_position_are_a_witness_fault() -> None:
     t1 = w.pay(a, key(2), 10)
     # The same key signs another entry at seq 2 (a fork), and all four
     # witnesses lie: both get certificates.
-    t2 = Entry.create(
-        a,
-        community=w.community,
-        seq=2,
-        prev=j.id,
-        timestamp_ms=w.now,
-        body=Transfer(to=key(3).public, amount=10),
-    )
+    t2 = w.create(
+        a, Transfer(to=key(3).public, amount=10), seq=2, prev=j.id
+    )  # a fork: another entry at seq 2
     node = Ledger(MemoryBackend())
     for e in [w.genesis, j, t1, t2]:
         node.ingest(e.wire, w.now)
@@ -189,14 +184,7 @@ def test_a_forkers_second_branch_never_counts() -> None:
     for k in (b, c):
         w.join(k)
     t1 = w.pay(a, b, 60)
-    t2 = Entry.create(
-        a,
-        community=w.community,
-        seq=2,
-        prev=j.id,
-        timestamp_ms=w.now,
-        body=Transfer(to=c.public, amount=60),
-    )
+    t2 = w.create(a, Transfer(to=c.public, amount=60), seq=2, prev=j.id)  # the fork
     node = Ledger(MemoryBackend())
     for e in [w.genesis, *w.log, t2]:
         node.ingest(e.wire, w.now)
