@@ -427,8 +427,8 @@ OPTIONS: tuple[Option, ...] = (
         "banned",
         _string_list(_peer_id, "peer ids"),
         (),
-        "Peers (ids) this server never talks to: disconnected at once, their"
-        " streams and gossip refused, for as long as they are listed.",
+        "Peers (ids) this server never talks to: disconnected whenever they"
+        " connect, their streams and gossip refused, for as long as they are listed.",
         node_field="banned",
     ),
     Option(

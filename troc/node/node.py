@@ -714,10 +714,12 @@ class Node:
                 peer = await self._sync_soon.receive()
             connected = []
             for p in self.host.connected_peers():
-                if not self._peers.is_banned(p):
-                    connected.append(p)
-                elif p not in self._peers.syncing:  # banned: cut off (the list, or misbehaviour)
+                if p in self.config.banned:  # the operator's list: cut off at once
                     self._nursery.start_soon(self._disconnect, p)
+                elif not self._peers.is_banned(p):
+                    connected.append(p)
+                # A peer banned for misbehaviour was cut off when banned; if it
+                # comes back its streams and gossip are refused until it expires.
             # A peer that went away and came back is new again: sync with it.
             self._peers.seen.intersection_update(connected)
             new = [p for p in connected if p not in self._peers.seen]
