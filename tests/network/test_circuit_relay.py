@@ -217,6 +217,20 @@ async def test_reservations_per_ip() -> None:
         assert refused.value.status == "RESOURCE_LIMIT_EXCEEDED"
 
 
+async def test_reservation_requests_per_minute() -> None:
+    """quota.reservations: one peer asking again and again is refused past its
+    per-minute budget; another peer is not."""
+    async with open_net(reservations_per_minute=3) as net:
+        a = await net.host()
+        for _ in range(3):
+            await reserve(a, net.relay_addr)  # a reservation, then refreshes
+        with pytest.raises(RelayRefused) as refused:
+            await reserve(a, net.relay_addr)
+        assert refused.value.status == "RESOURCE_LIMIT_EXCEEDED"
+        b = await net.host()
+        assert (await reserve(b, net.relay_addr)).relay_peer_id == net.relay.peer_id
+
+
 async def test_reserve_naming_other_peers_takes_no_slots() -> None:
     """py-libp2p 0.8.1 reserves for the id in the message: one peer could fill every slot."""
     async with open_net(max_reservations=2) as net:

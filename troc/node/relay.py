@@ -98,6 +98,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -126,6 +127,7 @@ from troc.node.p2p import (
     remote_peer_id,
     write_frame,
 )
+from troc.node.quota import TokenBucket
 
 __all__ = [
     "HOP_PROTOCOL",
@@ -156,6 +158,8 @@ _MiB = 1024 * 1024
 OK = PbStatus.OK
 RESERVATION_REFUSED = PbStatus.RESERVATION_REFUSED
 RESOURCE_LIMIT_EXCEEDED = PbStatus.RESOURCE_LIMIT_EXCEEDED
+#: Peers whose reservation requests are counted at once, at most.
+MAX_TRACKED_PEERS = 10_000
 PERMISSION_DENIED = PbStatus.PERMISSION_DENIED
 CONNECTION_FAILED = PbStatus.CONNECTION_FAILED
 NO_RESERVATION = PbStatus.NO_RESERVATION
@@ -219,6 +223,9 @@ class RelayLimits:
     reservation_ttl: float = 3600.0
     #: Bound on each handshake step (reading a request, reaching the target).
     io_timeout: float = DEFAULT_IO_TIMEOUT
+    #: Reservation requests (new or refreshed) one peer may make per minute,
+    #: with that many in a burst; more are refused. 0: no such limit.
+    reservations_per_minute: int = 10
 
     def __post_init__(self) -> None:
         for name in (
@@ -361,6 +368,8 @@ class RelayServer:
         self._announce = tuple(announce)
         self._held: dict[str, _Held] = {}
         self._circuits: set[_Circuit] = set()
+        # Per peer: reservation requests, as a token bucket (bounded map).
+        self._asks: OrderedDict[str, TokenBucket] = OrderedDict()
         self._closing = False
 
     # -- views
@@ -392,6 +401,17 @@ class RelayServer:
     def _admit_reservation(self, peer: str, ip: str) -> PbStatus.ValueType:
         if self._closing:
             return RESERVATION_REFUSED
+        per_minute = self.limits.reservations_per_minute
+        if per_minute > 0:
+            now = time.monotonic()
+            bucket = self._asks.pop(peer, None) or TokenBucket(
+                per_minute / 60, per_minute, per_minute, now
+            )
+            self._asks[peer] = bucket
+            while len(self._asks) > MAX_TRACKED_PEERS:
+                self._asks.popitem(last=False)
+            if bucket.take(1, now) > 0:
+                return RESOURCE_LIMIT_EXCEEDED
         self._prune()
         if peer not in self._held:
             if len(self._held) >= self.limits.max_reservations:
