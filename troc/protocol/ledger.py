@@ -325,16 +325,9 @@ class Ledger:
             return False
         if ref.seq == head.final_seq:
             return ref.id == head.final_id
-        if head.frozen_at is None or ref.seq < head.frozen_at:
-            # One entry per seq below any fork: held means on the chain.
-            return self.backend.entry(community, ref.author, ref.seq, ref.id) is not None
-        seq, eid = head.final_seq, head.final_id
-        while seq > ref.seq:
-            s = self.backend.entry(community, ref.author, seq, eid)
-            if s is None or s.entry.prev is None:  # pragma: no cover - a tip's chain is held
-                return False
-            seq, eid = seq - 1, s.entry.prev
-        return eid == ref.id
+        tip = self.backend.entry(community, ref.author, head.final_seq, head.final_id)
+        assert tip is not None  # the final tip is a held entry
+        return self._is_ancestor(community, ref.author, ref.seq, ref.id, tip.entry)
 
     def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
         """The certificate held for exactly this entry, if any."""
@@ -554,10 +547,8 @@ class Ledger:
             if payer is not None and not payer.counts(t.seq):
                 head = replace(head, frozen_credit=head.frozen_credit + checked.refs[0].amount)
         self.backend.put_head(c, a, head)
-        if checked.witnessed:
-            held = self.backend.certificate(c, a, entry.seq)
-            if held is not None and held[0] == entry.id:
-                self._advance_final(c, a, checked.stored)
+        if checked.witnessed and self.certificate_of(c, entry.ref) is not None:
+            self._advance_final(c, a, checked.stored)
 
     # -- the rules --------------------------------------------------------
 
