@@ -933,14 +933,14 @@ class LedgerView:
     final: held on its log's certified chain (:meth:`Ledger.is_final`),
     since every entry below a certified one was locked with it."""
 
-    #: Entries remembered as parked on a certificate (see :meth:`check`).
+    #: Parked entries remembered with what they wait for (see :meth:`check`).
     MAX_PARKED = 10_000
 
     def __init__(self, ledger: Ledger, clock: Callable[[], int]) -> None:
         self.ledger = ledger
         self.clock = clock
-        self._parked: dict[Ref, tuple[Ref, ...]] = {}
-        self._gaps: dict[Ref, Ref] = {}  # a parked entry → the entry it waits for
+        # A parked entry → (the entries, the certificates it waits for).
+        self._parked: dict[Ref, tuple[tuple[Ref, ...], tuple[Ref, ...]]] = {}
 
     def check(self, entry: Entry) -> Refused | Waiting | None:
         outcome = self.ledger.ingest_entry(entry, self.clock())
@@ -956,15 +956,15 @@ class LedgerView:
                 # Follow entries that arrived but are parked themselves down to
                 # what is really missing: naming the parked one would bring
                 # the same entries again, never the gap below them.
-                for _ in range(len(self._gaps) + 1):
-                    if ref not in self._gaps:
+                for _ in range(len(self._parked) + 1):
+                    if ref not in self._parked or not self._parked[ref][0]:
                         break
-                    ref = self._gaps[ref]
+                    ref = self._parked[ref][0][0]
                 if ref in self._parked:
-                    certificates += self._parked[ref]
+                    certificates += self._parked[ref][1]
                 else:
                     missing.append(ref)
-            self._remember(entry.ref, outcome.missing_final)
+            self._remember(entry.ref, outcome.missing, outcome.missing_final)
             return Waiting(missing=tuple(missing), certificates=tuple(dict.fromkeys(certificates)))
         reason = "rejected" if outcome.reason is None else outcome.reason.value
         return Refused(reason, outcome.detail)
@@ -990,18 +990,14 @@ class LedgerView:
             return
         outcome = self.ledger.ingest(wire, self.clock(), community=community)
         if outcome.entry is not None:
-            self._remember(outcome.entry.ref, outcome.missing_final)
-            if outcome.missing:
-                if len(self._gaps) >= self.MAX_PARKED:
-                    self._gaps.clear()  # only a hint, as _parked
-                self._gaps[outcome.entry.ref] = outcome.missing[0]
+            self._remember(outcome.entry.ref, outcome.missing, outcome.missing_final)
 
-    def _remember(self, ref: Ref, finals: tuple[Ref, ...]) -> None:
-        if not finals:
+    def _remember(self, ref: Ref, missing: tuple[Ref, ...], finals: tuple[Ref, ...]) -> None:
+        if not missing and not finals:
             return
         if len(self._parked) >= self.MAX_PARKED:
             self._parked.clear()  # only a hint: a cleared one is named as an entry
-        self._parked[ref] = finals
+        self._parked[ref] = (missing, finals)
 
     def add_certificate(self, certificate: Certificate) -> None:
         self.ledger.ingest_certificate(certificate.encode(), self.clock())
