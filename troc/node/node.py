@@ -67,12 +67,13 @@ from troc.node.quota import PeerQuota
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 from troc.node.witness import Certifier, Progress, WitnessService
 from troc.protocol.entry import CommunityId, Entry, Ref
-from troc.protocol.ledger import Outcome, Status
+from troc.protocol.ledger import CertificateOutcome, Outcome, Status
 from troc.protocol.sync import (
     MAX_FRAME,
     Heads,
     SyncSession,
     SyncStats,
+    certificate_for,
     decode_message,
     encode_message,
 )
@@ -208,11 +209,9 @@ class _StoreView:
         return {a: (seq, cert) for a, seq, cert in self.local.store.finals(community)}
 
     def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
-        from troc.protocol.sync import certificate_for  # here: node.py's imports are not mine
-
         return certificate_for(self.local.ledger, community, ref)
 
-    def ingest_certificates(self, datas: list[bytes]) -> list[Any]:  # CertificateOutcome
+    def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
         return self.local.ingest_certificates(datas)
 
 
@@ -278,7 +277,6 @@ class Node:
             10_000
         )
         self.certifier = Certifier(local, host, self._publish_certificate)
-        self._certify_send, self._certify_queue = trio.open_memory_channel[Entry](100_000)
         self._last_own: Entry | None = None
         self.counters = Counters()
         quotas = config.quotas
@@ -409,11 +407,7 @@ class Node:
             except trio.WouldBlock:
                 logger.warning("gossip outbox full; sync will carry %s", entry.id.hex()[:8])
             if entry.community is not None and self.local.ledger.witness_rules(entry.community):
-                self.certifier.track(entry)
-                try:
-                    self._certify_send.send_nowait(entry)
-                except trio.WouldBlock:  # certified on restart (uncertified entries)
-                    logger.warning("certification queue full")
+                self.certifier.submit(entry, self._nursery.start_soon)
         for listener in list(self._listeners):
             try:
                 listener.send_nowait(entry)
@@ -578,14 +572,6 @@ class Node:
             self._certs_send.send_nowait((community, data))
         except trio.WouldBlock:
             logger.warning("certificate outbox full; sync will carry it")
-
-    async def _certify_loop(self) -> None:
-        """Certify own entries of witnessed communities (one driver per log:
-        troc.node.witness.Certifier)."""
-        for entry in self.certifier.uncertified():  # left over from a previous run
-            self.certifier.submit(entry, self._nursery.start_soon)
-        async for entry in self._certify_queue:
-            self.certifier.submit(entry, self._nursery.start_soon)
 
     async def _gossip_community(self, community: CommunityId, scope: trio.CancelScope) -> None:
         topic = topic_of(community)
@@ -1082,7 +1068,9 @@ async def open_node(
             node._refresh_subscriptions()
             nursery.start_soon(node._publisher)
             nursery.start_soon(node._certificate_publisher)
-            nursery.start_soon(node._certify_loop)
+            # Own entries a previous run left uncertified: one driver per log.
+            for entry in node.certifier.uncertified():
+                node.certifier.submit(entry, nursery.start_soon)
             if config.control_socket:
                 await nursery.start(node._serve_control)
             await node._bootstrap()

@@ -33,7 +33,7 @@ A witness's proof that the member's key signed another entry at that seq
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,30 +45,37 @@ from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, RemoteProtocolError, TrocError
 from troc.node.local import LocalNode
 from troc.node.p2p import DialError, FrameError, FrameReader, P2PHost, close_stream, write_frame
-from troc.protocol.entry import Accept, CommunityId, Entry, EntryId, Reclaim, Ref
+from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
+from troc.protocol.sync import certificate_for
 from troc.protocol.witness import (
     MAX_CERTIFICATES,
     MAX_DEPS,
     MESSAGE_LIMITS,
     PROTOCOL_ID,
     Answer,
-    Certificate,
     Collector,
     Conflicting,
     LedgerView,
     Refused,
     Tally,
-    Voted,
     VoteRequest,
     Waiting,
     WitnessState,
+    certificate_needed,
     decode_answer,
     decode_request,
     encode_answer,
     encode_request,
 )
 
-__all__ = ["PROTOCOL_ID", "Certifier", "StoreVoteLog", "WitnessService", "member_peer_id"]
+__all__ = [
+    "PROTOCOL_ID",
+    "Certifier",
+    "Progress",
+    "StoreVoteLog",
+    "WitnessService",
+    "member_peer_id",
+]
 
 logger = logging.getLogger("troc.witness")
 
@@ -110,8 +117,8 @@ class StoreVoteLog:
         return self.store.votes_last(community, author)
 
     def put(
-        self, community: CommunityId, author: MemberId, records: Any
-    ) -> None:  # Sequence[tuple[int, EntryId]]
+        self, community: CommunityId, author: MemberId, records: Sequence[tuple[int, EntryId]]
+    ) -> None:
         self.store.put_votes(community, author, records)
 
 
@@ -325,20 +332,6 @@ class Certifier:
             start_soon(self._drive, key)
         return progress
 
-    async def certify(self, entry: Entry) -> Progress | None:
-        """Follow ``entry`` and wait until it is final or cannot become final."""
-        progress = self.track(entry)
-        if progress is None:
-            return None
-        assert entry.community is not None
-        key = (entry.community, entry.author)
-        if key in self._drivers:
-            await progress.done.wait()
-        else:
-            self._drivers.add(key)
-            await self._drive(key)
-        return progress
-
     async def _drive(self, key: tuple[CommunityId, MemberId]) -> None:
         c, author = key
         try:
@@ -518,23 +511,14 @@ class Certifier:
         store = self.local.store
         head = store.head(c, entry.author)
         since = 0 if head is None or head.final_seq is None else head.final_seq
-        low = max(since, entry.seq - 1 - CHAIN_WINDOW)
-        deps = [
-            s.entry.wire
-            for s in store.log(c, entry.author, after_seq=low, limit=CHAIN_WINDOW)
-            if s.entry.seq < entry.seq
-        ]
+        deps = self._chain(c, entry.author, entry.seq - 1, floor=since)
         certs: list[bytes] = []
-        named = None
-        if isinstance(entry.body, Accept):
-            named = entry.body.transfer
-        elif isinstance(entry.body, Reclaim):
-            named = entry.body.decline
+        named = certificate_needed(entry)
         if named is not None:
             wire = self._wire(c, named)
             if wire is not None:
                 deps.append(wire)
-            cert = self._certificate_for(c, named)
+            cert = certificate_for(self.local.ledger, c, named)
             if cert is not None:
                 certs.append(cert)
         return VoteRequest(entry.wire, tuple(deps[-MAX_DEPS:]), tuple(certs))
@@ -547,47 +531,31 @@ class Certifier:
         for r in waiting.missing:
             if r.author == entry.author and r.seq < entry.seq:
                 # A gap in our own log at the witness: send the window below it too.
-                store = self.local.store
-                low = max(0, r.seq - CHAIN_WINDOW)
-                deps += [
-                    s.entry.wire
-                    for s in store.log(c, r.author, after_seq=low, limit=CHAIN_WINDOW)
-                    if s.entry.seq <= r.seq
-                ]
+                deps += self._chain(c, r.author, r.seq)
             else:
                 wire = self._wire(c, r)
                 if wire is not None:
                     deps.append(wire)
+        ledger = self.local.ledger
         certs = [
-            x for x in (self._certificate_for(c, r) for r in waiting.certificates) if x is not None
+            x
+            for x in (certificate_for(ledger, c, r) for r in waiting.certificates)
+            if x is not None
         ]
         if not deps and not certs:
             return None
         return VoteRequest(entry.wire, tuple(deps[:MAX_DEPS]), tuple(certs[:MAX_CERTIFICATES]))
 
+    def _chain(self, c: CommunityId, author: MemberId, upto: int, floor: int = 0) -> list[bytes]:
+        """``author``'s entries up to seq ``upto``, at most CHAIN_WINDOW of
+        them and none at or below ``floor``, oldest first (wire bytes)."""
+        low = max(floor, upto - CHAIN_WINDOW)
+        return [
+            s.entry.wire
+            for s in self.local.store.log(c, author, after_seq=low, limit=CHAIN_WINDOW)
+            if s.entry.seq <= upto
+        ]
+
     def _wire(self, c: CommunityId, ref: Ref) -> bytes | None:
         stored = self.local.store.entry(c, ref.author, ref.seq, ref.id)
         return None if stored is None else stored.entry.wire
-
-    def _certificate_for(self, c: CommunityId, ref: Ref) -> bytes | None:
-        """A certificate that makes ``ref`` final: its own, or its log's final tip's."""
-        ledger = self.local.ledger
-        if not ledger.is_final(c, ref):
-            return None
-        own = ledger.certificate_of(c, ref)
-        if own is not None:
-            return own
-        head = self.local.store.head(c, ref.author)
-        if head is None or head.final_id is None or head.final_seq is None:
-            return None  # pragma: no cover - is_final needs a tip
-        return ledger.certificate_of(c, Ref(ref.author, head.final_seq, head.final_id))
-
-
-def decode_certificate(data: bytes) -> Certificate | None:
-    try:
-        return Certificate.decode(data)
-    except CodecError:
-        return None
-
-
-__all__ += ["Progress", "Voted", "decode_certificate"]
