@@ -367,15 +367,21 @@ def _answer(verb: str) -> Callable[[LocalNode, dict[str, Any]], dict[str, Any]]:
 def op_pending(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
     info = node.community(community)
-    unit = info.unit
-    incoming = [_transfer_json(t, unit) for t in node.pending(community)]
-    outgoing = [_transfer_json(t, unit) for t in node.pending_out(community)]
-    if info.finality == "witnessed":  # only certified transfers can be accepted
-        for item, t in zip(incoming, node.pending(community), strict=True):
-            item["final"] = node.is_final(community, t.ref)
-        for item, t in zip(outgoing, node.pending_out(community), strict=True):
-            item["final"] = node.is_final(community, t.ref)
-    return {"incoming": incoming, "outgoing": outgoing}
+    witnessed = info.finality == "witnessed"  # only certified transfers can be accepted
+
+    def rows(transfers: list[TransferInfo]) -> list[dict[str, Any]]:
+        out = []
+        for t in transfers:
+            item = _transfer_json(t, info.unit)
+            if witnessed:
+                item["final"] = node.is_final(community, t.ref)
+            out.append(item)
+        return out
+
+    return {
+        "incoming": rows(node.pending(community)),
+        "outgoing": rows(node.pending_out(community)),
+    }
 
 
 def op_balance(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
