@@ -394,10 +394,7 @@ class LocalNode:
     def ingest_certificate(self, data: bytes) -> CertificateOutcome:
         """Check and keep a certificate (witnessed communities); entries
         that waited for it are stored and announced."""
-        with self._lock, self.store.transaction():
-            outcome = self.ledger.ingest_certificate(data, self._clock())
-        self._notify(list(outcome.released), own=False)
-        return outcome
+        return self.ingest_certificates([data])[0]
 
     def is_final(self, community: CommunityId, ref: Ref) -> bool:
         return self.ledger.is_final(community, ref)
