@@ -307,19 +307,6 @@ RELAY_LIMITS_FIELDS: dict[str, str | None] = {
 }
 
 
-def relay_limits(options: RelayOptions) -> Any:
-    """The :class:`troc.node.relay.RelayLimits` of ``options``."""
-    from troc.node.relay import RelayLimits
-
-    return RelayLimits(
-        **{
-            target: getattr(options, name)
-            for name, target in RELAY_LIMITS_FIELDS.items()
-            if target is not None
-        }
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class PeerQuotas:
     """What one peer may use of this server (awaiting enforcement in the node)."""
@@ -328,6 +315,26 @@ class PeerQuotas:
     entries_per_s: int = 2000
     streams: int = 16
     reservations: int = 10
+
+
+def relay_limits_kwargs(options: RelayOptions, quotas: PeerQuotas | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``troc.node.relay.RelayLimits``: ``relay.*`` by
+    RELAY_LIMITS_FIELDS, and ``quota.reservations`` (requests per minute)."""
+    kwargs: dict[str, Any] = {
+        target: getattr(options, name)
+        for name, target in RELAY_LIMITS_FIELDS.items()
+        if target is not None
+    }
+    if quotas is not None:
+        kwargs["reservations_per_minute"] = quotas.reservations
+    return kwargs
+
+
+def relay_limits(options: RelayOptions, quotas: PeerQuotas | None = None) -> Any:
+    """The :class:`troc.node.relay.RelayLimits` of ``options`` and ``quotas``."""
+    from troc.node.relay import RelayLimits
+
+    return RelayLimits(**relay_limits_kwargs(options, quotas))
 
 
 @dataclass(frozen=True, slots=True)
@@ -667,11 +674,7 @@ class ServerConfig:
     def relay_limits_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``troc.node.relay.RelayLimits`` (start the relay
         server only if ``relay.enabled``)."""
-        return {
-            target: getattr(self.relay, name)
-            for name, target in RELAY_LIMITS_FIELDS.items()
-            if target is not None
-        }
+        return relay_limits_kwargs(self.relay, self.quotas)
 
     def describe(self) -> dict[str, Any]:
         """Every option's value and source, JSON-ready (``troc relay --check``)."""

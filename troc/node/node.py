@@ -32,7 +32,6 @@ its own newer entries instead of signing new ones at the same seq.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -1041,11 +1040,7 @@ async def open_node(
                 from troc.node.config import relay_limits
                 from troc.node.relay import open_relay_server
 
-                limits = relay_limits(config.relay)
-                if config.quotas is not None:  # quota.reservations: requests per minute
-                    limits = dataclasses.replace(
-                        limits, reservations_per_minute=config.quotas.reservations
-                    )
+                limits = relay_limits(config.relay, config.quotas)
                 node.relay_server = await stack.enter_async_context(open_relay_server(host, limits))
             if config.dht != "off":
                 from troc.node.dht import open_dht
