@@ -363,6 +363,30 @@ async def test_bad_signature_bans_and_ban_holds_then_expires(tmp_path: Path) -> 
             await net.wait_for(net.a, welcome, CUT_WAIT)
 
 
+async def test_an_entry_already_held_is_not_gossiped_on(tmp_path: Path) -> None:
+    """X re-publishes an entry A holds (a new message, old content): A does not
+    forward it to B, while a new entry from X is forwarded as usual."""
+    async with open_net(tmp_path) as net:
+        topic = topic_of(net.community)
+        old = net.b.local.offer(net.community, "already everywhere")
+        await net.wait_for(net.a, old)
+        seen_by_b: list[bytes] = []
+        check = net.b._over_quota
+
+        def record(msg: Any) -> bool:
+            seen_by_b.append(msg.data)
+            return check(msg)
+
+        net.b._over_quota = record  # type: ignore[method-assign]
+        async with net.attacker(gossip=GossipParams()) as x:
+            await until("X knows A's topic", lambda: net.a.peer_id in x.gossip.topic_peers(topic))
+            await x.gossip.publish(topic, old.wire)
+            new = chain(SigningKey.generate(), net.community, [Join()])[0]
+            await x.gossip.publish(topic, new.wire)
+            await until("A forwards the new entry to B", lambda: new.wire in seen_by_b, HONEST_WAIT)
+            assert old.wire not in seen_by_b
+
+
 # --- 4. slow loris ------------------------------------------------------------------
 
 
