@@ -10,15 +10,20 @@ beside a plain model, forks, and decoder fuzzing.
     fork proofs check out on their own.
 (d) Random and mutated bytes only ever make Entry.decode raise CodecError,
     and Ledger.ingest return an Outcome.
+(e) Balances near the bound: an accept or reclaim refused for passing
+    MAX_BALANCE is refused in every arrival order, on the in-memory backend
+    and on the SQLite store alike, and nothing stored leaves the range.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, note, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -34,7 +39,9 @@ from tests.helpers import World, counted_balances, fresh_ledger, key
 from tests.strategies import arrivals, histories, mutated
 from troc.crypto.sign import Domain, MemberId, SigningKey
 from troc.errors import CodecError, RefusedError
+from troc.node.store import Store
 from troc.protocol import codec
+from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import (
     Accept,
     AnyBody,
@@ -48,7 +55,7 @@ from troc.protocol.entry import (
     Reclaim,
     Transfer,
 )
-from troc.protocol.ledger import Ledger, Outcome, Reason, Status
+from troc.protocol.ledger import MAX_BALANCE, Ledger, Outcome, Reason, Status
 
 #: The profile's example count (tests/conftest.py); these tests are cheap, so
 #: most run a multiple of it.
@@ -407,3 +414,139 @@ def test_mutated_signed_part_validly_signed(
     signer, entry = sample
     signed = data.draw(mutated(entry.signed))
     check_any_bytes(node_with_samples(), codec.pack([signed, signer.sign(Domain.ENTRY, signed)]))
+
+
+# -- (e) the balance range ------------------------------------------------------------
+
+TOP = MAX_BALANCE
+
+
+def range_history(data: st.DataObject) -> tuple[World, list[Entry], list[Entry]]:
+    """Members with the largest credit limit and no ceiling pay each other
+    amounts near the bound and answer in any order: (world, every valid
+    entry in order, the accepts and reclaims refused for balance_range,
+    signed anyway)."""
+    members = [key(i) for i in range(4)]
+    w = World(members[0], credit_limit=TOP)
+    for m in members:
+        w.join(m)
+    open_: list[Entry] = []
+    declined: list[Entry] = []
+    refused: list[Entry] = []
+    steps = data.draw(st.integers(4, 12), label="steps")
+    for i in range(steps + 12):
+        # Random steps, paying most often, then answers and reclaims until
+        # none is left.
+        op = data.draw(st.sampled_from(["pay", "pay", "answer", "reclaim"]), label="op")
+        if i >= steps:
+            op = "answer" if open_ else "reclaim"
+        body: AnyBody
+        if op == "pay":
+            # Half the payments go to one member, whose balance then climbs.
+            payee = data.draw(st.sampled_from([members[0], *members]), label="payee")
+            payer = data.draw(st.sampled_from([m for m in members if m is not payee]))
+            # All the payer may spend, half of it plus one, or one unit.
+            room = min(TOP, w.balance(payer) + TOP)
+            amount = data.draw(st.sampled_from([room, room, room // 2 + 1, 1]), label="amount")
+            if amount < 1:
+                continue
+            body, signer = Transfer(to=payee.public, amount=amount), payer
+        elif op == "answer" and open_:
+            t = open_.pop(data.draw(st.integers(0, len(open_) - 1), label="which"))
+            assert isinstance(t.body, Transfer)
+            signer = next(m for m in members if m.public == t.body.to)
+            body = Accept(transfer=t.ref)
+            if data.draw(st.booleans(), label="decline"):
+                body = Decline(transfer=t.ref)
+        elif op == "reclaim" and declined:
+            d = declined.pop(data.draw(st.integers(0, len(declined) - 1), label="which"))
+            assert isinstance(d.body, Decline)
+            signer = next(m for m in members if m.public == d.body.transfer.author)
+            body = Reclaim(decline=d.ref)
+        else:
+            continue
+        try:
+            entry = w.add(signer, body)
+        except RefusedError as exc:
+            if exc.reason == Reason.BALANCE_RANGE.value:
+                refused.append(w.create(signer, body))
+            continue  # an overdraft: not signed
+        if isinstance(body, Transfer):
+            open_.append(entry)
+        elif isinstance(body, Decline):
+            declined.append(entry)
+    return w, list(w.log), refused
+
+
+@settings(max_examples=EXAMPLES)
+@given(st.data())
+def test_balance_range_in_any_order_on_both_backends(data: st.DataObject) -> None:
+    w, valid, refused = range_history(data)
+    event(f"refused for balance_range: {min(len(refused), 2)}+")
+    everything = valid + refused
+    order = data.draw(st.permutations(everything), label="order")
+    order += data.draw(st.lists(st.sampled_from(everything), max_size=4), label="again")
+    c = w.community
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "store.sqlite") as store:
+        nodes = [Ledger(MemoryBackend()), Ledger(store)]
+        for node in nodes:
+            with store.transaction():
+                assert node.ingest(w.genesis.wire, w.now).ok
+            for e in order:
+                with store.transaction():
+                    outcome = node.ingest(e.wire, w.now)
+                # A refused entry is never stored; a valid one never refused.
+                assert outcome.status is not Status.ACCEPTED or e not in refused
+                assert outcome.status is not Status.REJECTED or e in refused, outcome
+            for e in refused:  # all its dependencies are held: refused now
+                with store.transaction():
+                    outcome = node.ingest(e.wire, w.now)
+                assert outcome.status is Status.REJECTED
+                assert outcome.reason is Reason.BALANCE_RANGE, outcome.detail
+            with store.transaction():
+                assert node.backend.waiting_count() == 0  # type: ignore[attr-defined]
+                heads = dict(node.backend.heads(c))
+            assert heads == dict(w.backend.heads(c))
+            assert dict(node.balances(c)) == w.balances()
+            assert all(-TOP <= h.balance <= TOP for h in heads.values())
+
+
+def test_many_payers_cannot_push_a_balance_out_of_the_store() -> None:
+    """The crash this rule fixes: 1,025 members each pay one member all they
+    may (2**53 - 1) and it accepts every payment in one chain. Past 2**63 - 1
+    the SQLite store could not hold the balance and raised OverflowError (not
+    a TrocError), stopping the node. Now the second accept is refused
+    (balance_range) and the rest of that chain waits for it forever, on
+    both backends alike."""
+    payee = key(0)
+    w = World(payee, credit_limit=TOP)
+    w.join(payee)
+    transfers = []
+    for i in range(1, 1026):
+        payer = key(i)
+        w.join(payer)
+        transfers.append(w.pay(payer, payee, TOP))
+    accepts, prev = [], w.ledger.head(w.community, payee.public)
+    assert prev is not None
+    seq, prev_id = prev.seq, prev.id
+    for t in transfers:  # one chain, signed whatever the rules say
+        seq += 1
+        accepts.append(
+            Entry.create(
+                payee,
+                community=w.community,
+                seq=seq,
+                prev=prev_id,
+                timestamp_ms=w.now,
+                body=Accept(transfer=t.ref),
+            )
+        )
+        prev_id = accepts[-1].id
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "s.sqlite") as store:
+        for node in (Ledger(store), Ledger(MemoryBackend())):
+            with store.transaction():
+                for e in [w.genesis, *w.log, *accepts]:
+                    node.ingest(e.wire, w.now)
+                assert node.balance(w.community, payee.public) == TOP
+                second = node.ingest(accepts[1].wire, w.now)
+                assert second.reason is Reason.BALANCE_RANGE

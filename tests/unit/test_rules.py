@@ -396,6 +396,33 @@ def test_reclaim_may_pass_the_ceiling() -> None:
     assert w.balance(A) == 80
 
 
+def test_balances_stay_in_range_without_a_ceiling() -> None:
+    """With no ceiling and the largest credit limit, many payers could push
+    one balance past any integer a store holds: accepts and reclaims stop at
+    MAX_BALANCE (2**53 - 1), the bound itself included."""
+    top = ledger_module.MAX_BALANCE
+    w = World(A, credit_limit=top)
+    for m in (A, B, C, D):
+        w.join(m)
+    t1, t2 = w.pay(A, C, top), w.pay(B, C, 1)
+    w.accept(C, t1)
+    assert w.balance(C) == top  # the bound itself is a balance
+    refused(w, C, Accept(transfer=t2.ref), Reason.BALANCE_RANGE)
+    d2 = w.decline(C, t2)  # declining is always possible
+    # A reclaim is held to the same bound: B is paid up to the top first.
+    w.accept(B, w.pay(C, B, top))
+    w.accept(B, w.pay(D, B, 1))
+    assert w.balance(B) == top
+    refused(w, B, Reclaim(decline=d2.ref), Reason.BALANCE_RANGE)
+    # After spending one unit, the same reclaim fits exactly.
+    w.pay(B, D, 1)
+    w.reclaim(B, d2)
+    assert w.balance(B) == top
+    # The low side: the credit limit already keeps a balance >= -top.
+    assert w.balance(A) == -top
+    refused(w, A, Transfer(to=B.public, amount=1), Reason.OVERDRAFT)
+
+
 # -- reclaims -----------------------------------------------------------------------------------
 
 

@@ -42,7 +42,14 @@ from troc.protocol.entry import (
     Transfer,
     Vouch,
 )
-from troc.protocol.ledger import FUTURE_TOLERANCE_MS, Ledger, Outcome, Reason, Status
+from troc.protocol.ledger import (
+    FUTURE_TOLERANCE_MS,
+    MAX_BALANCE,
+    Ledger,
+    Outcome,
+    Reason,
+    Status,
+)
 
 PATH = pathlib.Path(__file__).with_name("vectors.json")
 FORMAT = "troc-test-vectors/1"
@@ -498,6 +505,37 @@ def rule_vectors() -> list[Vector]:
     t2 = v.add("alice pays bob 1", ALICE, Transfer(to=BOB.public, amount=1))
     v.add("bob accepts 50", BOB, Accept(transfer=t1.ref))
     v.reject("bob accepts 1 more", v.make(BOB, Accept(transfer=t2.ref)), Reason.OVER_CEILING)
+
+    top = MAX_BALANCE
+    v = vec(
+        Reason.BALANCE_RANGE,
+        f"No ceiling, credit limit {top}: balances stay within -{top} .. {top}. Accepts and "
+        "reclaims reach the top exactly and no further; the credit limit holds the bottom.",
+        ALICE,
+        BOB,
+        CAROL,
+        DAVE,
+        credit_limit=top,
+    )
+    t1 = v.add(f"alice pays carol {top}", ALICE, Transfer(to=CAROL.public, amount=top))
+    t2 = v.add("bob pays carol 1", BOB, Transfer(to=CAROL.public, amount=1))
+    v.add(f"carol accepts {top}: exactly the top", CAROL, Accept(transfer=t1.ref))
+    v.reject("carol accepts 1 more", v.make(CAROL, Accept(transfer=t2.ref)), Reason.BALANCE_RANGE)
+    d2 = v.add("carol declines it", CAROL, Decline(transfer=t2.ref))
+    t3 = v.add(f"carol pays bob {top}", CAROL, Transfer(to=BOB.public, amount=top))
+    v.add(f"bob accepts: {top - 1}", BOB, Accept(transfer=t3.ref))
+    t4 = v.add("dave pays bob 1", DAVE, Transfer(to=BOB.public, amount=1))
+    v.add("bob accepts: the top", BOB, Accept(transfer=t4.ref))
+    v.reject(
+        "bob reclaims the declined 1", v.make(BOB, Reclaim(decline=d2.ref)), Reason.BALANCE_RANGE
+    )
+    v.add("bob pays dave 1", BOB, Transfer(to=DAVE.public, amount=1))
+    v.add("bob reclaims it: the top again", BOB, Reclaim(decline=d2.ref))
+    v.reject(
+        "alice, at the bottom, pays 1 more",
+        v.make(ALICE, Transfer(to=BOB.public, amount=1)),
+        Reason.OVERDRAFT,
+    )
 
     v = vec(Reason.NOT_A_TRANSFER, "Accepting an offer.", ALICE, BOB)
     o = v.add("alice offers", ALICE, Offer(side="offer", title="Bread"))

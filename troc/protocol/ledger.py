@@ -66,7 +66,15 @@ from troc.protocol.entry import (
 )
 from troc.protocol.witness import Certificate, WitnessRules
 
-__all__ = ["FUTURE_TOLERANCE_MS", "CertificateOutcome", "Ledger", "Outcome", "Reason", "Status"]
+__all__ = [
+    "FUTURE_TOLERANCE_MS",
+    "MAX_BALANCE",
+    "CertificateOutcome",
+    "Ledger",
+    "Outcome",
+    "Reason",
+    "Status",
+]
 
 #: An entry stamped further ahead of the receiver's clock is held back.
 FUTURE_TOLERANCE_MS = 10 * 60 * 1000
@@ -74,6 +82,11 @@ FUTURE_TOLERANCE_MS = 10 * 60 * 1000
 #: beyond the fork point (they never count; they are kept so that references
 #: into them can be checked). More are rejected.
 MAX_BEYOND_FORK = 1000
+#: A nominal balance stays within -MAX_BALANCE .. MAX_BALANCE (docs/protocol.md
+#: §4.4): exact in every JSON and JavaScript number, and far inside SQLite's
+#: 64-bit integers. The low side follows from the credit limit (at most
+#: MAX_AMOUNT); accepts and reclaims that would pass the high side are refused.
+MAX_BALANCE = MAX_AMOUNT
 
 
 class Reason(StrEnum):
@@ -100,6 +113,7 @@ class Reason(StrEnum):
     SELF_PAYMENT = "self_payment"
     OVERDRAFT = "overdraft"
     OVER_CEILING = "over_ceiling"
+    BALANCE_RANGE = "balance_range"
     NOT_A_TRANSFER = "not_a_transfer"
     NOT_PAYEE = "not_payee"
     ALREADY_ANSWERED = "already_answered"
@@ -193,6 +207,20 @@ class _Checked:
     stored: Stored
     refs: list[RefRow] = field(default_factory=list)
     witnessed: bool = False
+
+
+def _credit(balance: int, amount: int) -> int:
+    """``balance + amount``, refused (``balance_range``) above MAX_BALANCE.
+
+    A function of the log up to prev and the entry credited, like every rule,
+    so the verdict is the same in every arrival order and on every backend.
+    """
+    if balance + amount > MAX_BALANCE:
+        raise _Reject(
+            Reason.BALANCE_RANGE,
+            f"balance {balance} + {amount} would pass the highest balance, {MAX_BALANCE}",
+        )
+    return balance + amount
 
 
 class Ledger:
@@ -625,7 +653,7 @@ class Ledger:
                     raise _Reject(
                         Reason.OVER_CEILING, f"balance would pass the ceiling of {rules.ceiling}"
                     )
-                balance += amount
+                balance = _credit(balance, amount)
                 # A payee takes only final payments (docs/witness.md §6.1).
                 if witnessed and not self.is_final(c, body.transfer):
                     raise _Wait([], [body.transfer])
@@ -642,7 +670,7 @@ class Ledger:
                     raise _Reject(Reason.ALREADY_RECLAIMED, "this transfer was already reclaimed")
             t = self._need(c, t_ref)
             assert isinstance(t.entry.body, Transfer)
-            balance += t.entry.body.amount
+            balance = _credit(balance, t.entry.body.amount)
             # Else the payee could accept on one branch and decline on another.
             if witnessed and not self.is_final(c, body.decline):
                 raise _Wait([], [body.decline])
@@ -670,7 +698,7 @@ class Ledger:
         elif isinstance(body, Genesis):  # pragma: no cover - decode forbids it here
             raise _Reject(Reason.BAD_SHAPE, "a genesis cannot be part of a log")
         # Offer: nothing to check beyond its schema.
-        assert balance >= -MAX_AMOUNT  # bounded by the credit limit check
+        assert -MAX_BALANCE <= balance <= MAX_BALANCE  # the credit limit and _credit
         return _Checked(Stored(entry, balance, limit), refs, witnessed)
 
     def _join_limit(self, c: CommunityId, entry: Entry, body: Join, rules: Genesis) -> int:
