@@ -563,7 +563,7 @@ class Node:
             async for msg in sub:
                 try:
                     self.local.ingest_certificate(msg.data)
-                except TrocError:
+                except Exception:  # as for entries: drop it, go on
                     logger.exception("could not store a gossiped certificate")
 
     def _publish_certificate(self, community: CommunityId, data: bytes) -> None:
@@ -618,14 +618,16 @@ class Node:
                     for msg in batch:
                         entry = decoded.pop(msg.data, None)
                         items.append(msg.data if entry is None else entry)
+                    # Any exception, not only a TrocError: one entry that trips
+                    # a bug (ours or a library's) is dropped, not the node.
                     try:
                         outcomes = self.local.ingest_many(items, community=community)
-                    except TrocError:  # one at a time, then: the others still count
+                    except Exception:  # one at a time, then: the others still count
                         outcomes = []
                         for msg in batch:
                             try:
                                 outcomes.append(self.local.ingest(msg.data, community=community))
-                            except TrocError:
+                            except Exception:
                                 logger.exception("could not store a gossiped entry")
                                 outcomes.append(Outcome(Status.REJECTED))
                     for msg, outcome in zip(batch, outcomes, strict=True):
@@ -788,6 +790,11 @@ class Node:
             logger.info("sync with %s failed: %s", peer, exc)
             if _misbehaved(exc):
                 self._ban(peer, str(exc))
+            await close_stream(stream, reset=True)
+            return None
+        except Exception:  # a bug, not proof against the peer: end the session, no ban
+            self.progress.failed += 1
+            logger.warning("sync with %s stopped by an unexpected error", peer, exc_info=True)
             await close_stream(stream, reset=True)
             return None
         finally:
