@@ -198,13 +198,14 @@ def test_depth_limit() -> None:
 )
 def test_container_limits(value: Any) -> None:
     # Packing does not enforce these (the size limit aside); decoding does.
-    # An entry's strings are bounded by its total size, which packing checks.
-    if isinstance(value, str):
-        with pytest.raises(CodecError) as info:
-            codec.pack(value)
-        assert info.value.reason == "too_large"
-        return
     assert codec_reason(codec.pack(value)) == "malformed"
+
+
+def test_longest_string_decodes() -> None:
+    """The string limit is in UTF-8 bytes, and the limit itself is taken: it
+    is what the longest text field (4 000 code points) can take."""
+    longest = "\U0001d11e" * (codec.ENTRY_LIMITS.max_str // 4)
+    assert codec.unpack(codec.pack(longest)) == longest
 
 
 @pytest.mark.parametrize(

@@ -216,6 +216,24 @@ class Vector:
         }
 
 
+def sized_offer(fields: list[Any], size: int) -> list[Any]:
+    """``fields`` (an offer's) with tags and description in multi-byte
+    characters, padded so that the signed entry's wire form is ``size`` bytes."""
+    tags = [f"{chr(0x3041 + i)}" * 40 for i in range(16)]  # 16 tags of 40 hiragana
+    out = list(fields)
+
+    def with_description(n: int) -> list[Any]:
+        # n bytes in at most 4 000 code points: 4-byte characters, then ASCII.
+        text = "\U0001d11e" * (n // 4) + "a" * (n % 4)
+        out[7] = dict(OFFER, description=text, tags=tags)
+        return out
+
+    base = len(sign_raw(ALICE, with_description(4000)))
+    fitted = with_description(4000 + size - base)
+    assert len(sign_raw(ALICE, fitted)) == size
+    return fitted
+
+
 def name_of(key: SigningKey) -> str:
     return next(n for n, k in KEYS.items() if k.public == key.public)
 
@@ -337,8 +355,20 @@ def codec_vectors() -> list[Vector]:
         out.append(v)
         return v
 
-    v = vec(Reason.TOO_LARGE, "More than 16384 bytes: refused before decoding.")
-    v.reject("16385 bytes", b"\x00" * (codec.ENTRY_LIMITS.max_size + 1), Reason.TOO_LARGE)
+    size = codec.ENTRY_LIMITS.max_size
+    v = vec(
+        Reason.TOO_LARGE,
+        f"More than {size} bytes: refused before decoding. An offer of exactly {size} "
+        "bytes (multi-byte tags and description) is taken; one byte more is not.",
+    )
+    v.reject(f"{size + 1} zero bytes", b"\x00" * (size + 1), Reason.TOO_LARGE)
+    fields = v.raw_fields(ALICE, "offer", OFFER)
+    v.reject(
+        f"an offer of {size + 1} bytes",
+        sign_raw(ALICE, sized_offer(fields, size + 1)),
+        Reason.TOO_LARGE,
+    )
+    v.step(f"the same offer in {size} bytes", sign_raw(ALICE, sized_offer(fields, size)))
 
     v = vec(Reason.TOO_DEEP, "A body nesting more than 6 containers deep.")
     deep: Any = "x"
@@ -350,10 +380,30 @@ def codec_vectors() -> list[Vector]:
         Reason.TOO_DEEP,
     )
 
-    v = vec(Reason.MALFORMED, "Not msgpack: truncated, or a reserved byte.")
+    longest = codec.ENTRY_LIMITS.max_str
+    v = vec(
+        Reason.MALFORMED,
+        f"Not msgpack: truncated, or a reserved byte; a string over {longest} bytes "
+        f"(checked before code points are counted: a description of {longest} bytes in "
+        "4-byte characters is valid).",
+    )
     good = v.make(ALICE, Offer(side="offer", title="Bread"))
     v.reject("truncated by one byte", good.wire[:-1], Reason.MALFORMED)
     v.reject("the reserved byte 0xc1", b"\xc1", Reason.MALFORMED)
+    clef = "\U0001d11e"  # 4 bytes in UTF-8
+    over = clef * (longest // 4 - 1) + "é€"  # 2 + 3 bytes: one byte over
+    assert len(over.encode()) == longest + 1
+    fields = v.raw_fields(ALICE, "offer", dict(OFFER, description=over))
+    v.reject(
+        f"a description of {longest + 1} bytes ({len(over)} characters)",
+        sign_raw(ALICE, fields),
+        Reason.MALFORMED,
+    )
+    v.add(
+        f"a description of {longest} bytes ({longest // 4} four-byte characters)",
+        ALICE,
+        Offer(side="offer", title="Bread", description=clef * (longest // 4)),
+    )
 
     v = vec(Reason.TRAILING_BYTES, "A valid entry followed by one more byte.")
     v.reject(
@@ -387,6 +437,13 @@ def codec_vectors() -> list[Vector]:
         sign_raw(ALICE, v.raw_fields(ALICE, "offer", dict(OFFER, colour="red"))),
         Reason.BAD_SHAPE,
     )
+    v.reject(
+        "a memo of nil (any other field's nil is a bad shape)",
+        sign_raw(
+            ALICE, v.raw_fields(ALICE, "transfer", {"amount": 5, "memo": None, "to": BOB.public})
+        ),
+        Reason.BAD_SHAPE,
+    )
 
     v = vec(Reason.BAD_VERSION, "Version 2, and true for 1.")
     fields = v.raw_fields(ALICE, "offer", OFFER)
@@ -400,11 +457,18 @@ def codec_vectors() -> list[Vector]:
     fields = v.raw_fields(ALICE, "offer", OFFER)
     fields[2] = identity
     v.reject("author is the identity point", sign_raw(ALICE, fields), Reason.BAD_MEMBER)
+    # nil where a member belongs is a bad member, not a bad shape (§2.6 step 7).
+    fields = v.raw_fields(ALICE, "transfer", {"amount": 5, "memo": "", "to": None})
+    v.reject("pay nil", sign_raw(ALICE, fields), Reason.BAD_MEMBER)
+    fields = v.raw_fields(ALICE, "vouch", {"member": None})
+    v.reject("vouch for nil", sign_raw(ALICE, fields), Reason.BAD_MEMBER)
 
-    v = vec(Reason.BAD_AMOUNT, "Amounts are 1 .. 2**53 - 1.")
-    for amount in (0, -5, 2**53):
+    v = vec(Reason.BAD_AMOUNT, "Amounts are 1 .. 2**53 - 1; nil is a bad amount too.")
+    for amount in (0, -5, 2**53, None):
         fields = v.raw_fields(ALICE, "transfer", {"amount": amount, "memo": "", "to": BOB.public})
         v.reject(f"amount {amount}", sign_raw(ALICE, fields), Reason.BAD_AMOUNT)
+    fields = v.raw_fields(ALICE, "offer", dict(OFFER, price=None))
+    v.reject("an offer priced nil", sign_raw(ALICE, fields), Reason.BAD_AMOUNT)
 
     v = vec(Reason.BAD_SIGNATURE, "Signatures that do not verify as entry signatures.")
     entry = v.make(ALICE, Offer(side="offer", title="Bread"))

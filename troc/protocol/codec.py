@@ -48,7 +48,10 @@ class Limits:
 ENTRY_LIMITS = Limits(
     max_size=16 * 1024,
     max_depth=6,
-    max_str=16 * 1024,  # bytes; fields cap characters, and the entry its total size
+    # Bytes. The longest text field holds 4 000 code points (entry.MAX_TEXT),
+    # at most 4 UTF-8 bytes each: no valid entry has a longer string, and a
+    # longer one is refused before its code points are counted.
+    max_str=16_000,
     max_bin=16 * 1024,
     max_array=256,
     max_map=32,
