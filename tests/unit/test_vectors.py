@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from troc.crypto.ids import IdError, decode_id, encode_id
 from troc.crypto.sign import SigningKey
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.ledger import Ledger, Reason
@@ -79,3 +80,19 @@ def test_generator_reproduces_the_file() -> None:
     generate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generate)
     assert generate.render().encode("utf-8") == (HERE / "vectors.json").read_bytes()
+
+
+def test_text_ids() -> None:
+    """docs/protocol.md §3.4: each text decodes to its raw id (and the raw id
+    encodes to it); each error text is refused for the reason given."""
+    assert {v["kind"] for v in DOC["text_ids"]} == {"m", "c", "e"}
+    for v in DOC["text_ids"]:
+        raw = bytes.fromhex(v["raw"])
+        assert encode_id(v["kind"], raw) == v["text"]
+        for text in [v["text"], *v["also"]]:
+            assert decode_id(v["kind"], text) == raw
+    assert {v["why"] for v in DOC["text_id_errors"]} == {"kind", "form", "length", "checksum"}
+    for v in DOC["text_id_errors"]:
+        with pytest.raises(IdError) as info:
+            decode_id(v["kind"], v["text"])
+        assert info.value.reason == v["why"], v["description"]

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgpack
 
+from troc.crypto.ids import IdError, decode_id, encode_id
 from troc.crypto.sign import Domain, SigningKey
 from troc.protocol import codec
 from troc.protocol.backend import MemoryBackend
@@ -658,8 +659,47 @@ def rule_vectors() -> list[Vector]:
     return out
 
 
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def text_id_vectors(chain: Vector) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Text ids (docs/protocol.md §3.4): the four keys, the chain vector's
+    community and first entry; and texts that must be refused."""
+    ids = [("m", KEYS[n].public) for n in NAMES]
+    ids += [("c", chain.genesis.id), ("e", bytes.fromhex(chain.steps[1]["expect"]["id"]))]
+    good = []
+    for kind, raw in ids:
+        text = encode_id(kind, raw)
+        # The same id: upper case, white space around, the 2 spare bits set.
+        spare = text[:-1] + _B32[_B32.index(text[-1]) | 3]
+        also = [text.upper(), f"  {text}\n", spare]
+        assert spare != text
+        assert all(decode_id(kind, t) == raw for t in also)
+        good.append({"kind": kind, "raw": raw.hex(), "text": text, "also": also})
+    alice = good[0]["text"]
+    typo = alice[:20] + _B32[(_B32.index(alice[20]) + 1) % 32] + alice[21:]
+    bad = [
+        ("m", typo, "checksum", "alice's id with its 21st character mistyped"),
+        ("c", alice, "kind", "alice's member id where a community id belongs"),
+        ("m", alice[:20] + "1" + alice[21:], "form", "a character outside the alphabet"),
+        ("m", alice[:-8], "length", "alice's id without its last 8 characters"),
+    ]
+    errors = []
+    for kind, text, why, description in bad:
+        got = None
+        try:
+            decode_id(kind, text)
+        except IdError as exc:
+            got = exc.reason
+        if got != why:
+            raise AssertionError(f"{text}: expected {why}, got {got}")
+        errors.append({"kind": kind, "text": text, "why": why, "description": description})
+    return good, errors
+
+
 def build() -> dict[str, Any]:
     vectors = accepted_vectors() + codec_vectors() + rule_vectors()
+    text_ids, text_id_errors = text_id_vectors(vectors[0])
     return {
         "format": FORMAT,
         "description": (
@@ -669,6 +709,8 @@ def build() -> dict[str, Any]:
         ),
         "keys": {n: {"seed": seed(n).hex(), "public": KEYS[n].public.hex()} for n in NAMES},
         "not_covered": NOT_COVERED,
+        "text_ids": text_ids,
+        "text_id_errors": text_id_errors,
         "vectors": [v.render() for v in vectors],
     }
 

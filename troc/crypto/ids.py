@@ -5,8 +5,9 @@ paying it sends units into the void. The text form carries a checksum::
 
     m + base32(id || checksum)        checksum = SHA-256(domain || id)[:4]
 
-lower case, no padding; the first letter names what it is (``m`` member,
-``c`` community, ``e`` entry). A mistyped character is caught with
+with domain = ``troc/id/`` + the letter + a zero byte; RFC 4648 base32 in
+lower case, no padding (docs/protocol.md §3.4); the first letter names what
+it is (``m`` member, ``c`` community, ``e`` entry). A mistyped character is caught with
 probability 1 - 2**-32, and an id of one kind is refused where another kind is
 expected. Entry ids may be abbreviated to a unique prefix where the caller
 can resolve it (like git); member and community ids never are.
@@ -27,7 +28,15 @@ _CHECK = 4
 
 
 class IdError(LocalProtocolError):
-    """A text id that is malformed, of the wrong kind, or fails its checksum."""
+    """A text id that is malformed, of the wrong kind, or fails its checksum.
+
+    ``reason`` says which (docs/protocol.md §3.4): ``kind``, ``form``,
+    ``length`` or ``checksum``; ``str(err)`` is a sentence a person can act on.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _checksum(kind: str, raw: bytes) -> bytes:
@@ -50,21 +59,21 @@ def decode_id(kind: str, text: str) -> bytes:
     what = _KINDS[kind]
     text = text.strip().lower()
     if not text:
-        raise IdError(f"empty {what} id")
+        raise IdError("form", f"empty {what} id")
     if text[0] != kind:
         other = _KINDS.get(text[0])
         if other:
-            raise IdError(f"{text[:12]}… is a {other} id, not a {what} id")
-        raise IdError(f"{text[:12]}… is not a {what} id (they start with {kind!r})")
+            raise IdError("kind", f"{text[:12]}… is a {other} id, not a {what} id")
+        raise IdError("kind", f"{text[:12]}… is not a {what} id (they start with {kind!r})")
     body = text[1:].upper()
     body += "=" * (-len(body) % 8)
     try:
         data = base64.b32decode(body)
     except (binascii.Error, ValueError):
-        raise IdError(f"{text[:12]}… is not a well-formed {what} id") from None
+        raise IdError("form", f"{text[:12]}… is not a well-formed {what} id") from None
     raw, check = data[:-_CHECK], data[-_CHECK:]
     if len(raw) != 32:
-        raise IdError(f"{text[:12]}… has the wrong length for a {what} id")
+        raise IdError("length", f"{text[:12]}… has the wrong length for a {what} id")
     if check != _checksum(kind, raw):
-        raise IdError(f"{text[:12]}… fails its checksum: a character is mistyped")
+        raise IdError("checksum", f"{text[:12]}… fails its checksum: a character is mistyped")
     return raw
