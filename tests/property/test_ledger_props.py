@@ -512,17 +512,18 @@ def test_balance_range_in_any_order_on_both_backends(data: st.DataObject) -> Non
 
 
 def test_many_payers_cannot_push_a_balance_out_of_the_store() -> None:
-    """The crash this rule fixes: 1,025 members each pay one member all they
+    """The crash this rule fixes: 1,026 members each pay one member all they
     may (2**53 - 1) and it accepts every payment in one chain. Past 2**63 - 1
     the SQLite store could not hold the balance and raised OverflowError (not
     a TrocError), stopping the node. Now the second accept is refused
     (balance_range) and the rest of that chain waits for it forever, on
-    both backends alike."""
+    both backends alike. What stays in flight to that member, 1,025 times
+    2**53 - 1, is past 2**63 - 1 too: the store still sums it exactly."""
     payee = key(0)
     w = World(payee, credit_limit=TOP)
     w.join(payee)
     transfers = []
-    for i in range(1, 1026):
+    for i in range(1, 1027):
         payer = key(i)
         w.join(payer)
         transfers.append(w.pay(payer, payee, TOP))
@@ -550,3 +551,7 @@ def test_many_payers_cannot_push_a_balance_out_of_the_store() -> None:
                 assert node.balance(w.community, payee.public) == TOP
                 second = node.ingest(accepts[1].wire, w.now)
                 assert second.reason is Reason.BALANCE_RANGE
+        with store.transaction():
+            incoming = store.pending_sums(w.community, payee.public)
+        assert incoming == (1025 * TOP, 0)
+        assert incoming[0] > 2**63 - 1

@@ -914,13 +914,19 @@ class Store:
         log = self._log(community, member)
         if log is None:
             return 0, 0
+        # Incoming transfers come from any number of payers: their total can
+        # pass 2**63 - 1, where SQLite's sum() raises "integer overflow". So
+        # the high and low 32 bits of the amounts (1 … 2**53 - 1) are summed
+        # apart, which cannot overflow, and joined in Python, exactly.
         row = self._cur.execute(
-            "SELECT (SELECT coalesce(sum(amount), 0) FROM pending"
+            "SELECT (SELECT coalesce(sum(amount >> 32), 0) FROM pending"
+            "        WHERE payee_lid = ? AND state = 'open'),"
+            " (SELECT coalesce(sum(amount & 4294967295), 0) FROM pending"
             "        WHERE payee_lid = ? AND state = 'open'),"
             " (SELECT coalesce(sum(amount), 0) FROM pending WHERE payer_lid = ?)",
-            (log.lid, log.lid),
+            (log.lid, log.lid, log.lid),
         ).fetchone()
-        return int(row[0]), int(row[1])
+        return (int(row[0]) << 32) + int(row[1]), int(row[2])
 
     def pending_out(self, community: CommunityId, member: MemberId) -> list[Entry]:
         """``member``'s transfers not settled yet, in log order: still open
