@@ -871,3 +871,30 @@ def test_no_convergence_fails_loudly_with_the_seed() -> None:
     sim.run()
     with pytest.raises(SimulationError, match=r"seed=11: no convergence after 0 rounds"):
         sim.heal_and_converge(max_rounds=0)
+
+
+def test_the_twin_really_forks_when_both_would_pay_alike() -> None:
+    """Found by bench/sim.py (schedule 1:3395): the member and its twin drew
+    the same payee and amount at the same virtual time, signed one identical
+    entry, and no fork existed for the check to find."""
+    config = SimConfig(
+        nodes=3,
+        ops=148,
+        fanout=1,
+        gossip_hops=3,
+        loss=0.1,
+        interrupt=0.02,
+        sync_interval_ms=10_000,
+        partitions=(Partition(0.40239717200521297, 0.6856358863189765),),
+        crash_down_ms=500,
+        fork_at=0.17596149364073144,
+        twin_ops=1,
+    )
+    sim = Simulator(1785975401, config)
+    sim.run()
+    assert sim.forker is not None
+    assert sim.fork_seq is not None
+    seq = sim.fork_seq
+    assert sim.forker.own[seq - 1].id != sim.nodes[-1].own[seq - 1].id
+    sim.heal_and_converge()
+    sim.check()

@@ -781,17 +781,20 @@ class Simulator:
             if not node.joined:
                 name = f"member {forker.index}" + (" (twin)" if node is twin else "")
                 self._sign(node, Join(name=name))
-            elif self._sign(node, self._payment(node)) is None:
+            # Distinct memos: the two would otherwise sign the very same entry
+            # (same payee, amount and virtual time) one time in ~60, and no
+            # fork would exist (found by bench/sim.py, schedule 1:3395).
+            elif self._sign(node, self._payment(node, memo=f"branch {branch}")) is None:
                 self._sign(node, Offer(side="offer", title=f"branch {branch}", tags=("sim",)))
         for _ in range(self.config.twin_ops):
             net.at(now + 1 + rng.randrange(max(1, end_ms - now)), partial(self._twin_pays, twin))
         net.after(rng.randrange(self.config.sync_interval_ms), partial(self._sync_tick, twin))
 
-    def _payment(self, node: SimNode) -> Transfer:
+    def _payment(self, node: SimNode, memo: str = "again") -> Transfer:
         to = self.members[self.rng.randrange(len(self.members) - 1)]
         if to == node.member:
             to = self.members[-1]
-        return Transfer(to=to, amount=self.rng.randint(1, 30), memo="again")
+        return Transfer(to=to, amount=self.rng.randint(1, 30), memo=memo)
 
     def _twin_pays(self, twin: SimNode) -> None:
         """The twin spends again (it joined, or signed, when it appeared)."""
