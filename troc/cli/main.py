@@ -717,6 +717,33 @@ def demo(ctx: Context, members: int) -> None:
     ctx.emit(run_demo(members, progress=None if ctx.as_json else click.echo), render.demo)
 
 
+def _json_after_subcommand(click_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    obj = click_ctx.find_object(Context)
+    if value and obj is not None:
+        obj.as_json = True
+
+
+def _accept_json_everywhere(group: click.Group) -> None:
+    """Give every subcommand its own ``--json``, so ``troc balance --json``
+    works as well as ``troc --json balance`` (the README promises both)."""
+    for command in group.commands.values():
+        if not any(p.name == "as_json" for p in command.params):
+            command.params.append(
+                click.Option(
+                    ["--json", "as_json"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_json_after_subcommand,
+                    help="Print one JSON document on stdout.",
+                )
+            )
+        if isinstance(command, click.Group):
+            _accept_json_everywhere(command)
+
+
+_accept_json_everywhere(cli)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="troc", standalone_mode=False)

@@ -1,0 +1,59 @@
+"""Issue 11's minor findings: what a newcomer (or a clumsy member) meets on
+the command line. The CLI runs in-process with click's CliRunner on real
+homes and real SQLite stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from troc.cli.main import cli
+
+
+def troc(
+    home: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> Result:
+    runner = CliRunner()
+    return runner.invoke(
+        cli, ["--home", str(home), *args], input=input, env={"TROC_PASSPHRASE": None, **(env or {})}
+    )
+
+
+def member(home: Path, name: str) -> str:
+    result = troc(home, "init", "--no-passphrase", "--name", name)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def ada(tmp_path: Path) -> Path:
+    home = tmp_path / "ada"
+    member(home, "ada")
+    result = troc(
+        home,
+        "community",
+        "create",
+        "--name",
+        "Valley LETS",
+        "--unit",
+        "hours",
+        "--credit-limit",
+        "20",
+    )
+    assert result.exit_code == 0, result.output
+    return home
+
+
+def test_json_is_accepted_after_the_subcommand(ada: Path) -> None:
+    for args in (["balance", "--json"], ["--json", "balance"]):
+        result = troc(ada, *args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["balance"] == 0
+    result = troc(ada, "community", "list", "--json")
+    assert json.loads(result.stdout)["communities"][0]["name"] == "Valley LETS"
+    result = troc(ada, "pay", "nobody", "3", "--json")  # errors too are JSON
+    assert result.exit_code == 5
+    assert json.loads(result.stdout)["error"]["kind"] == "not_found"
