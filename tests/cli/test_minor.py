@@ -5,6 +5,9 @@ homes and real SQLite stores."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,13 +15,15 @@ from click.testing import CliRunner, Result
 
 from troc.cli.main import cli
 
+BIN = Path(sys.executable).parent / "troc"
+
 
 def troc(
-    home: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
+    home: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> Result:
     runner = CliRunner()
     return runner.invoke(
-        cli, ["--home", str(home), *args], input=input, env={"TROC_PASSPHRASE": None, **(env or {})}
+        cli, ["--home", str(home), *args], input=stdin, env={"TROC_PASSPHRASE": None, **(env or {})}
     )
 
 
@@ -57,3 +62,24 @@ def test_json_is_accepted_after_the_subcommand(ada: Path) -> None:
     result = troc(ada, "pay", "nobody", "3", "--json")  # errors too are JSON
     assert result.exit_code == 5
     assert json.loads(result.stdout)["error"]["kind"] == "not_found"
+
+
+def test_no_passphrase_and_stdin_closed_is_a_key_error(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    result = troc(home, "init", env={"TROC_PASSPHRASE": "pass phrase"})
+    assert result.exit_code == 0, result.output
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TROC_")}
+    proc = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'"{BIN}" --home "{home}" community create --name V --unit h --credit-limit 1 <&-',
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "TROC_PASSPHRASE" in proc.stderr

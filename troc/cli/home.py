@@ -74,7 +74,8 @@ def get_passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> st
             return passphrase_file.read_text().rstrip("\n")
         except OSError as exc:
             raise KeystoreError(f"cannot read the passphrase file: {exc.strerror}") from None
-    if not sys.stdin.isatty():
+    # sys.stdin is None when the command runs with stdin closed (`<&-`, some daemons).
+    if sys.stdin is None or not sys.stdin.isatty():
         raise KeystoreError(
             "the key needs a passphrase: set TROC_PASSPHRASE or --passphrase-file "
             "(no terminal to ask on)"
