@@ -83,3 +83,21 @@ def test_no_passphrase_and_stdin_closed_is_a_key_error(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.count("\n") == 1
     assert "TROC_PASSPHRASE" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("amount", "says"),
+    [
+        ("99999999999999999999999", "too large: the most is 9007199254740991"),
+        ("３", "digits 0-9"),
+        ("²", "digits 0-9"),
+        ("0", "positive whole number"),
+    ],
+)
+def test_amounts_out_of_range_or_not_ascii_are_usage_errors(
+    ada: Path, amount: str, says: str
+) -> None:
+    bruno = member(ada.parent / "bruno", "bruno")
+    result = troc(ada, "pay", bruno, amount)
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr

@@ -103,10 +103,16 @@ def _member(text: Any) -> MemberId:
 def _amount(value: Any) -> int:
     if isinstance(value, str):
         value = value.strip()
-        if not value.isdigit():
-            raise LocalProtocolError(f"amount must be a positive whole number, got {value!r}")
+        # ASCII digits only: str.isdigit() also takes '３' and '²' (int() then
+        # reads the first and fails on the second).
+        if not (value.isascii() and value.isdigit()):
+            raise LocalProtocolError(
+                f"amount must be a positive whole number in digits 0-9, got {value!r}"
+            )
         value = int(value)
-    if type(value) is not int or not 0 < value <= MAX_AMOUNT:
+    if type(value) is int and value > MAX_AMOUNT:
+        raise LocalProtocolError(f"amount too large: the most is {MAX_AMOUNT}, got {value}")
+    if type(value) is not int or not 0 < value:
         raise LocalProtocolError(f"amount must be a positive whole number, got {value!r}")
     return value
 
