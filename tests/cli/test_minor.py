@@ -89,8 +89,8 @@ def test_no_passphrase_and_stdin_closed_is_a_key_error(tmp_path: Path) -> None:
     ("amount", "says"),
     [
         ("99999999999999999999999", "too large: the most is 9007199254740991"),
-        ("３", "digits 0-9"),
-        ("²", "digits 0-9"),
+        ("\uff13", "digits 0-9"),  # a fullwidth 3
+        ("\u00b2", "digits 0-9"),  # a superscript 2
         ("0", "positive whole number"),
     ],
 )
@@ -101,3 +101,25 @@ def test_amounts_out_of_range_or_not_ascii_are_usage_errors(
     result = troc(ada, "pay", bruno, amount)
     assert result.exit_code == 2, result.output
     assert says in result.stderr
+
+
+def test_text_over_its_limit_is_a_usage_error_and_help_gives_the_limits(ada: Path) -> None:
+    bruno = member(ada.parent / "bruno", "bruno")
+    result = troc(ada, "pay", bruno, "1", "--memo", "m" * 201)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "troc: memo must be text of 0 to 200 characters\n",
+    )
+    result = troc(ada, "offer", "add", "--title", "t" * 201)
+    assert result.exit_code == 2, result.output
+    result = troc(ada, "offer", "add", "--title", "t", *["--tag", "x"] * 1, "--tag", "y" * 41)
+    assert result.exit_code == 2, result.output
+    assert "at most 200 characters" in troc(ada, "pay", "--help").stdout
+    offer_help = " ".join(troc(ada, "offer", "add", "--help").stdout.split())
+    for limit in (
+        "At most 200 characters",
+        "At most 4000 characters",
+        "1 to 40 characters",
+        "at most 16",
+    ):
+        assert limit in offer_help

@@ -170,7 +170,9 @@ def cli(ctx: click.Context, home: Path | None, as_json: bool, passphrase_file: P
 
 
 @cli.command()
-@click.option("--name", help="A name for yourself, shown to others when you join.")
+@click.option(
+    "--name", help="A name for yourself, shown to others when you join (at most 200 characters)."
+)
 @click.option(
     "--no-passphrase",
     is_flag=True,
@@ -201,8 +203,12 @@ def community() -> None:
 
 
 @community.command("create")
-@click.option("--name", required=True)
-@click.option("--unit", required=True, help="The unit's name, e.g. 'hours' or 'seeds'.")
+@click.option("--name", required=True, help="At most 200 characters.")
+@click.option(
+    "--unit",
+    required=True,
+    help="The unit's name, e.g. 'hours' or 'seeds' (at most 40 characters).",
+)
 @click.option(
     "--credit-limit",
     type=click.IntRange(min=0),
@@ -346,7 +352,7 @@ wait_option = click.option(
 @cli.command()
 @click.argument("member")
 @click.argument("amount")
-@click.option("--memo", default="", help="What the payment is for.")
+@click.option("--memo", default="", help="What the payment is for (at most 200 characters).")
 @click.option("--offer", help="The offer this pays for (id or a unique prefix).")
 @community_option
 @wait_option
@@ -360,7 +366,8 @@ def pay(
     community_: str | None,
     wait: float,
 ) -> None:
-    """Pay AMOUNT (in the smallest unit) to MEMBER (an id or a contact name).
+    """Pay AMOUNT (in the smallest unit: a whole number from 1 to 2^53 - 1)
+    to MEMBER (an id or a contact name).
 
     In a witnessed community the running node then waits (up to --wait
     seconds) until the witnesses have made the payment final."""
@@ -488,11 +495,13 @@ def offer() -> None:
 
 
 @offer.command("add")
-@click.option("--title", required=True)
-@click.option("--description", default="")
+@click.option("--title", required=True, help="At most 200 characters.")
+@click.option("--description", default="", help="At most 4000 characters.")
 @click.option("--want", is_flag=True, help="Publish a want instead of an offer.")
 @click.option("--price", type=click.IntRange(min=1), default=None)
-@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option(
+    "--tag", "tags", multiple=True, help="A tag of 1 to 40 characters (repeatable, at most 16)."
+)
 @click.option("--expires", default=None, help="Expiry date, YYYY-MM-DD.")
 @community_option
 @pass_ctx

@@ -51,6 +51,12 @@ SIGNING_OPS = frozenset(
 )
 
 
+#: Codec reasons the ledger gives when the caller's own entry would be
+#: malformed (a memo too long, too many tags, an amount out of range): the
+#: request was malformed, so these are usage errors, not the ledger's verdict.
+MALFORMED_REASONS = frozenset({"bad_shape", "bad_amount", "bad_member", "too_large"})
+
+
 class NotFoundError(LocalProtocolError):
     """Something named by the caller does not exist here."""
 
@@ -63,7 +69,9 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     from troc.errors import KeystoreError, NetworkError, RefusedError, StoreError, TrocError
 
     reason = None
-    if isinstance(exc, RefusedError):
+    if isinstance(exc, RefusedError) and exc.reason in MALFORMED_REASONS:
+        kind, reason = "usage", exc.reason
+    elif isinstance(exc, RefusedError):
         kind, reason = "refused", exc.reason
     elif isinstance(exc, NotFoundError):
         kind = "not_found"
@@ -103,8 +111,8 @@ def _member(text: Any) -> MemberId:
 def _amount(value: Any) -> int:
     if isinstance(value, str):
         value = value.strip()
-        # ASCII digits only: str.isdigit() also takes '３' and '²' (int() then
-        # reads the first and fails on the second).
+        # ASCII digits only: str.isdigit() also takes fullwidth and superscript digits
+        # (int() then reads the first and fails on the second).
         if not (value.isascii() and value.isdigit()):
             raise LocalProtocolError(
                 f"amount must be a positive whole number in digits 0-9, got {value!r}"
@@ -112,7 +120,7 @@ def _amount(value: Any) -> int:
         value = int(value)
     if type(value) is int and value > MAX_AMOUNT:
         raise LocalProtocolError(f"amount too large: the most is {MAX_AMOUNT}, got {value}")
-    if type(value) is not int or not 0 < value:
+    if type(value) is not int or value <= 0:
         raise LocalProtocolError(f"amount must be a positive whole number, got {value!r}")
     return value
 
