@@ -123,3 +123,72 @@ def test_text_over_its_limit_is_a_usage_error_and_help_gives_the_limits(ada: Pat
         "at most 16",
     ):
         assert limit in offer_help
+
+
+def exchange(*homes: Path) -> None:
+    """Copy every log each home holds into every other (what sync does)."""
+    from troc.cli.home import member_id
+    from troc.crypto.ids import decode_id
+    from troc.crypto.sign import MemberId
+    from troc.node.local import open_local_node
+
+    for src in homes:
+        with open_local_node(src, None, member=MemberId(decode_id("m", member_id(src)))) as a:
+            wires = [
+                wire
+                for c in a.communities()
+                for author, _head in a.store.heads(c.id)
+                for wire in a.store.entries_since(c.id, author, 0)
+            ]
+        for dst in homes:
+            if dst != src:
+                with open_local_node(
+                    dst, None, member=MemberId(decode_id("m", member_id(dst)))
+                ) as b:
+                    b.ingest_many(wires)
+
+
+@pytest.fixture
+def bruno(ada: Path) -> Path:
+    home = ada.parent / "bruno"
+    bruno_id = member(home, "bruno")
+    invitation = troc(ada, "community", "invite").stdout.strip()
+    assert troc(home, "community", "join", invitation).exit_code == 0
+    troc(ada, "contact", "add", "bruno", bruno_id)
+    exchange(ada, home)
+    return home
+
+
+def test_answering_twice_is_refused_as_already_answered(ada: Path, bruno: Path) -> None:
+    for _ in range(2):
+        assert troc(ada, "pay", "bruno", "2").exit_code == 0
+    exchange(ada, bruno)
+    first, second = troc(bruno, "pending", "-q").stdout.split()
+    assert troc(bruno, "accept", first).exit_code == 0
+    for verb in ("accept", "decline"):
+        result = troc(bruno, verb, first[:8])
+        assert (result.exit_code, result.stderr) == (
+            4,
+            f"troc: transfer {first[:8]} is already accepted\n",
+        )
+    assert troc(bruno, "decline", second).exit_code == 0
+    result = troc(bruno, "--json", "accept", second)
+    assert result.exit_code == 4
+    assert json.loads(result.stdout)["error"]["reason"] == "already_answered"
+    assert "already declined" in result.stderr
+
+
+def test_accept_of_what_pending_q_printed_when_not_exactly_one(ada: Path, bruno: Path) -> None:
+    result = troc(bruno, "accept", "")  # `troc pending -q` printed nothing
+    assert (result.exit_code, result.stderr) == (
+        5,
+        "troc: nothing pending: no transfer to answer\n",
+    )
+    for _ in range(3):
+        assert troc(ada, "pay", "bruno", "1").exit_code == 0
+    exchange(ada, bruno)
+    ids = troc(bruno, "pending", "-q").stdout
+    result = troc(bruno, "accept", ids)
+    assert result.exit_code == 2
+    assert "3 transfers named: name one" in result.stderr
+    assert "6 or more characters" in " ".join(troc(bruno, "accept", "--help").stdout.split())

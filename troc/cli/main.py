@@ -353,7 +353,9 @@ wait_option = click.option(
 @click.argument("member")
 @click.argument("amount")
 @click.option("--memo", default="", help="What the payment is for (at most 200 characters).")
-@click.option("--offer", help="The offer this pays for (id or a unique prefix).")
+@click.option(
+    "--offer", help="The offer this pays for (its id, or the first 6 or more characters of it)."
+)
 @community_option
 @wait_option
 @pass_ctx
@@ -383,7 +385,12 @@ def pay(
 
 
 @cli.command()
-@click.option("--quiet", "-q", is_flag=True, help="Print only the ids of incoming transfers.")
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Print only the ids of incoming transfers, one a line (for `troc accept`).",
+)
 @community_option
 @pass_ctx
 def pending(ctx: Context, quiet: bool, community_: str | None) -> None:
@@ -403,13 +410,34 @@ def _answer_command(verb: str, doc: str) -> None:
     @wait_option
     @pass_ctx
     def command(ctx: Context, transfer: str, community_: str | None, wait: float) -> None:
+        _one_transfer_named(ctx, transfer, community_)
         params = {"community": community_, "transfer": transfer, "wait": wait}
         ctx.emit(ctx.call(verb, params), render.created(verb))
 
 
-_answer_command("accept", "Accept a transfer made to you (its id, or a unique prefix).")
-_answer_command("decline", "Decline a transfer made to you; the payer can reclaim it.")
-_answer_command("reclaim", "Take back a transfer of yours that its payee declined.")
+def _one_transfer_named(ctx: Context, transfer: str, community_: str | None) -> None:
+    """Clear errors for what `accept "$(troc pending -q)"` passes when not
+    exactly one transfer is pending: nothing, or several ids."""
+    named = transfer.split()
+    if len(named) > 1:
+        raise Failure(
+            EXIT_USAGE, "usage", f"{len(named)} transfers named: name one (troc pending lists them)"
+        )
+    if not named:
+        incoming = ctx.call("pending", {"community": community_})["incoming"]
+        if not incoming:
+            raise Failure(EXIT_NOT_FOUND, "not_found", "nothing pending: no transfer to answer")
+        raise Failure(
+            EXIT_USAGE,
+            "usage",
+            f"no transfer named; {len(incoming)} pending: name one (troc pending lists them)",
+        )
+
+
+_ID_HELP = " TRANSFER is its id, or the first 6 or more characters of it (troc pending)."
+_answer_command("accept", "Accept a transfer made to you." + _ID_HELP)
+_answer_command("decline", "Decline a transfer made to you; the payer can reclaim it." + _ID_HELP)
+_answer_command("reclaim", "Take back a transfer of yours that its payee declined." + _ID_HELP)
 
 
 @cli.command()
@@ -565,7 +593,7 @@ def offer_search(ctx: Context, text: str, community_: str | None) -> None:
 @community_option
 @pass_ctx
 def offer_close(ctx: Context, offer_id: str, community_: str | None) -> None:
-    """Withdraw one of your offers."""
+    """Withdraw one of your offers (OFFER: its id, or its first 6 or more characters)."""
     ctx.emit(
         ctx.call("offer.close", {"community": community_, "offer": offer_id}),
         render.created("close"),

@@ -530,11 +530,32 @@ class LocalNode:
         """Resolve a transfer named by a (prefix of an) entry id among those
         pending for or from this member. Raises LocalProtocolError if none or
         several match."""
-        return _resolve(
-            text_or_prefix,
-            "transfer",
-            [t.ref for t in self.pending(community) + self.pending_out(community)],
-        )
+        refs = [t.ref for t in self.pending(community) + self.pending_out(community)]
+        if not _matching(text_or_prefix, "transfer", refs):
+            # Not waiting for an answer: say so if this member already gave one
+            # (a second `accept` is refused by the ledger, not a typo).
+            answered = self._answers(community)
+            found = _matching(text_or_prefix, "transfer", list(answered))
+            if len(found) == 1:
+                raise RefusedError(
+                    Reason.ALREADY_ANSWERED.value,
+                    f"transfer {text_or_prefix.strip()} is already {answered[found[0]]}",
+                )
+        return _resolve(text_or_prefix, "transfer", refs)
+
+    def _answers(self, community: CommunityId) -> dict[Ref, str]:
+        """Transfers this member answered: ref -> "accepted" or "declined"."""
+        out: dict[Ref, str] = {}
+        after = 0
+        while wires := self.store.entries_since(community, self.member, after):
+            for wire in wires:
+                entry = Entry.decode(wire, check_signature=False)
+                after = entry.seq
+                if isinstance(entry.body, Accept):
+                    out[entry.body.transfer] = "accepted"
+                elif isinstance(entry.body, Decline):
+                    out[entry.body.transfer] = "declined"
+        return out
 
     def find_offer(self, community: CommunityId, text_or_prefix: str) -> Ref:
         return _resolve(
@@ -544,17 +565,22 @@ class LocalNode:
         )
 
 
-def _resolve(text: str, what: str, refs: list[Ref]) -> Ref:
+def _matching(text: str, what: str, refs: list[Ref]) -> list[Ref]:
+    """The refs a full entry id or an id prefix of 6 characters or more names."""
     from troc.crypto.ids import decode_id, encode_id
 
     text = text.strip().lower()
     if len(text) >= 50:
         wanted = EntryId(decode_id("e", text))
-        found = [r for r in refs if r.id == wanted]
-    else:
-        if len(text) < 6:
-            raise LocalProtocolError(f"give at least 6 characters of the {what} id")
-        found = [r for r in refs if encode_id("e", r.id).startswith(text)]
+        return [r for r in refs if r.id == wanted]
+    if len(text) < 6:
+        raise LocalProtocolError(f"give at least 6 characters of the {what} id")
+    return [r for r in refs if encode_id("e", r.id).startswith(text)]
+
+
+def _resolve(text: str, what: str, refs: list[Ref]) -> Ref:
+    found = _matching(text, what, refs)
+    text = text.strip().lower()
     if not found:
         raise LocalProtocolError(f"no {what} {text} here")
     if len(found) > 1:
