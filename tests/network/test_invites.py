@@ -167,3 +167,18 @@ async def test_an_offline_node_joins_with_a_code(tmp_path: Path) -> None:
     # Started later, the node reaches the server the code named and syncs its join.
     with open_local_node(tmp_path / "carla", key) as local:
         assert local.balance(w.community).joined
+
+
+async def test_joining_again_with_a_used_up_code_by_the_same_member(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    async with w.server() as server:
+        code = await w.code(server, uses=1)
+        key = SigningKey.generate()
+        async with open_node(config(tmp_path / "ada"), key) as ada:
+            for _ in range(2):  # the second join (idempotent) consumes nothing
+                result = await ada.run_op("community.join", {"invitation": code})
+                assert result["community"] == ops.cid(w.community)
+        listed = await server.run_op("invite.list", {"all": True})
+        assert [(x["state"], x["redeemed"]) for x in listed["codes"]] == [("used_up", 1)]
+        async with open_node(config(tmp_path / "bruno"), SigningKey.generate()) as bruno:
+            assert await refusal(bruno, code) == "used_up"

@@ -327,3 +327,33 @@ def test_ops_create_list_revoke_and_policy(tmp_path: Path) -> None:
             "quorum": 0,
             "ceiling": 500,
         }
+
+
+def test_a_member_redeeming_a_code_again_uses_no_second_use(tmp_path: Path) -> None:
+    with open_local_node(tmp_path / "founder", SigningKey.generate()) as f:
+        community = f.create_community("Valley LETS", "hours", 20)
+        genesis = f.community(community).genesis
+    with open_local_node(tmp_path / "server", SigningKey.generate()) as server:
+        server.ingest(genesis)
+        book = invites.book_of(tmp_path / "server")
+        service = InviteService(server, book, lambda: [ADDR])
+        secret, made = book.create(community, uses=2)
+        request = {"t": "redeem", "s": secret}
+        first, used = service.answer(request, "peer-ada")
+        assert first["t"] == "ok"
+        assert used is not None
+        again, used = service.answer(request, "peer-ada")  # ada joins again
+        assert again == first
+        assert used is None  # nothing to count, nothing to refund
+        assert book.find(made.id).uses_left == 1
+        assert service.answer(request, "peer-bruno")[0]["t"] == "ok"
+        assert book.find(made.id).uses_left == 0
+        # Used up for newcomers; still the same answer for those who redeemed it.
+        assert service.answer(request, "peer-chloe")[0] == {"t": "error", "e": "used_up"}
+        assert service.answer(request, "peer-ada")[0]["t"] == "ok"
+        # A refunded use forgets its redeemer: a retry consumes it again.
+        book.refund(made.id, "peer-bruno")
+        assert book.redeem(secret, redeemer="peer-bruno").again is False
+        assert book.find(made.id).uses_left == 0
+        book.revoke(made.id)
+        assert service.answer(request, "peer-ada")[0] == {"t": "error", "e": "revoked"}

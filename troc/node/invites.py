@@ -256,6 +256,8 @@ class CodeInfo:
     created_ms: int
     label: str
     revoked: bool
+    #: This redemption repeats one by the same member: no use was consumed.
+    again: bool = False
 
     def state(self, now: int) -> str:
         if self.revoked:
@@ -292,6 +294,14 @@ CREATE TABLE IF NOT EXISTS codes (
     label      TEXT NOT NULL DEFAULT '',
     revoked    INTEGER NOT NULL DEFAULT 0,
     last_ms    INTEGER
+) WITHOUT ROWID;
+-- Who redeemed which code (the redeeming peer: its key is the member key),
+-- so a member redeeming the same code again gets the same answer without
+-- using another use. Created by IF NOT EXISTS in books made before it.
+CREATE TABLE IF NOT EXISTS redemptions (
+    code_id    TEXT NOT NULL,
+    redeemer   TEXT NOT NULL,
+    PRIMARY KEY (code_id, redeemer)
 ) WITHOUT ROWID;
 """
 _COLUMNS = "id, community, uses, uses_left, expires_ms, created_ms, label, revoked"
@@ -409,10 +419,20 @@ class InviteBook:
             db.execute("UPDATE codes SET revoked = 1 WHERE id = ?", (info.id,))
         return self.find(info.id)
 
-    def redeem(self, secret: bytes, check: Callable[[CodeInfo], None] | None = None) -> CodeInfo:
+    def redeem(
+        self,
+        secret: bytes,
+        check: Callable[[CodeInfo], None] | None = None,
+        *,
+        redeemer: str | None = None,
+    ) -> CodeInfo:
         """Consume one use of the code of ``secret``, atomically.
 
         ``check`` may refuse (raise CodeRefused) before the use is consumed.
+        ``redeemer`` (the redeeming peer id) is recorded; the same redeemer
+        redeeming the same code again, before it expires or is revoked, gets
+        it without consuming another use (``again`` is then true), even once
+        the code is used up.
         Raises CodeRefused: ``unknown``, ``revoked``, ``expired``, ``used_up``.
         """
         with self._db(write=True) as db:
@@ -424,21 +444,38 @@ class InviteBook:
             info = _info(row)
             now = self.clock()
             state = info.state(now)
-            if state != "active":
+            again = redeemer is not None and (
+                db.execute(
+                    "SELECT 1 FROM redemptions WHERE code_id = ? AND redeemer = ?",
+                    (info.id, redeemer),
+                ).fetchone()
+                is not None
+            )
+            if state != "active" and not (again and state == "used_up"):
                 raise CodeRefused(state)
             if check is not None:
                 check(info)
+            if again:
+                return dataclasses.replace(info, again=True)
             db.execute(
                 "UPDATE codes SET uses_left = uses_left - 1, last_ms = ? WHERE id = ?",
                 (now, info.id),
             )
+            if redeemer is not None:
+                db.execute(
+                    "INSERT INTO redemptions (code_id, redeemer) VALUES (?, ?)",
+                    (info.id, redeemer),
+                )
         return dataclasses.replace(info, uses_left=info.uses_left - 1)
 
-    def refund(self, code_id: str) -> None:
+    def refund(self, code_id: str, redeemer: str | None = None) -> None:
         """Give back a use whose answer could not be delivered."""
         with self._db(write=True) as db:
             db.execute(
                 "UPDATE codes SET uses_left = MIN(uses, uses_left + 1) WHERE id = ?", (code_id,)
+            )
+            db.execute(
+                "DELETE FROM redemptions WHERE code_id = ? AND redeemer = ?", (code_id, redeemer)
             )
 
 
@@ -525,8 +562,11 @@ class InviteService:
         self.redeemed = 0
         self._handlers = trio.Semaphore(MAX_HANDLERS)
 
-    def answer(self, request: Any) -> tuple[dict[str, Any], CodeInfo | None]:
-        """The answer to one request, and the code whose use it consumed."""
+    def answer(
+        self, request: Any, peer: str | None = None
+    ) -> tuple[dict[str, Any], CodeInfo | None]:
+        """The answer to one request from ``peer``, and the code whose use it
+        consumed (None if none was: an error, or ``peer`` redeeming again)."""
         if (
             not isinstance(request, dict)
             or request.get("t") != "redeem"
@@ -545,7 +585,7 @@ class InviteService:
             found["g"] = genesis
 
         try:
-            info = self.book.redeem(request["s"], check)
+            info = self.book.redeem(request["s"], check, redeemer=peer)
         except CodeRefused as exc:
             return {"t": "error", "e": exc.reason}, None
         genesis = found["g"]
@@ -555,7 +595,7 @@ class InviteService:
             "a": self.addrs()[:MAX_ADDRS],
             "p": policy_of(genesis),
         }
-        return reply, info
+        return reply, None if info.again else info
 
     async def handle_stream(self, stream: Any, peer: str) -> None:
         import trio
@@ -581,14 +621,14 @@ class InviteService:
                     request = unpack(data, LIMITS)
                 except CodecError:
                     request = None
-                reply, used = self.answer(request)
+                reply, used = self.answer(request, peer)
             if reply["t"] == "error":
                 logger.info("invitation code refused to %s: %s", peer, reply["e"])
             try:
                 await write_frame(stream, pack(reply, LIMITS), frame_timeout=IO_TIMEOUT)
             except FrameError:
                 if used is not None:
-                    self.book.refund(used.id)
+                    self.book.refund(used.id, peer)
                 return
             if used is not None:
                 self.redeemed += 1
@@ -800,9 +840,13 @@ def _answer(addr: str, msg: Any) -> Redeemed:
     return Redeemed(genesis, [addr, *others], policy)
 
 
-def redeem_offline(code: str, *, timeout: float = IO_TIMEOUT) -> Redeemed:
-    """Redeem ``code`` from a program with no node running: a throwaway host
-    is opened for the length of the call."""
+def redeem_offline(
+    code: str, *, timeout: float = IO_TIMEOUT, key_seed: bytes | None = None
+) -> Redeemed:
+    """Redeem ``code`` from a program with no node running: a host is opened
+    for the length of the call, with the peer id of ``key_seed`` (the member
+    key's, so the server knows a second redemption by the same member) or a
+    throwaway one."""
     import trio
 
     try:
@@ -815,7 +859,7 @@ def redeem_offline(code: str, *, timeout: float = IO_TIMEOUT) -> Redeemed:
     async def main() -> Redeemed:
         from troc.node.p2p import open_host
 
-        async with open_host(gossip=None, connect_timeout=timeout) as host:
+        async with open_host(gossip=None, connect_timeout=timeout, key_seed=key_seed) as host:
             try:
                 return await redeem(host, code, io_timeout=timeout)
             except TrocError as exc:

@@ -322,7 +322,8 @@ def op_community_join(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     if text.strip().startswith("troc-code:"):  # a server's code, and no node runs: redeem here
         from troc.node.invites import redeem_offline
 
-        text = redeem_offline(text).invitation()
+        seed = None if node.key is None else node.key.seed  # the running node's peer id
+        text = redeem_offline(text, key_seed=seed).invitation()
     genesis, addrs, vouch = decode_invitation(text)
     if vouch is not None and vouch.author == node.member:
         raise LocalProtocolError("this invitation was made by you, for someone else")
