@@ -192,3 +192,35 @@ def test_accept_of_what_pending_q_printed_when_not_exactly_one(ada: Path, bruno:
     assert result.exit_code == 2
     assert "3 transfers named: name one" in result.stderr
     assert "6 or more characters" in " ".join(troc(bruno, "accept", "--help").stdout.split())
+
+
+def test_a_damaged_store_is_exit_8_with_what_to_do_for_every_command(ada: Path) -> None:
+    bruno = member(ada.parent / "bruno", "bruno")
+    for i in range(30):
+        result = troc(ada, "offer", "add", "--title", f"offer {i}", "--description", "d" * 3000)
+        assert result.exit_code == 0
+    for i in range(3):
+        assert troc(ada, "pay", bruno, "1", "--memo", f"memo {i}").exit_code == 0
+    pristine = (ada / "store.sqlite").read_bytes()
+    commands = [
+        ["balance"],
+        ["history"],
+        ["pending"],
+        ["offer", "list"],
+        ["community", "list"],
+        ["pay", bruno, "1"],
+    ]
+    seen = set()
+    for page in (2, 3, 5, 30):  # a table's root page, an index's, a row's, an entry's
+        damaged = bytearray(pristine)
+        damaged[page * 4096 : (page + 1) * 4096] = b"\xde\xad" * 2048
+        for command in commands:
+            (ada / "store.sqlite").write_bytes(damaged)
+            result = troc(ada, *command)
+            seen.add(result.exit_code)
+            assert result.exit_code in (0, 8), (page, command, result.output)
+            if result.exit_code == 8:
+                assert result.stderr.startswith("troc: the store is damaged ("), result.stderr
+                assert result.stderr.count("\n") == 1
+                assert "move store.sqlite aside" in result.stderr
+    assert 8 in seen

@@ -10,6 +10,7 @@ a command behaves the same online and offline.
 from __future__ import annotations
 
 import base64
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,10 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     from troc.crypto.ids import IdError
     from troc.errors import KeystoreError, NetworkError, RefusedError, StoreError, TrocError
 
+    if isinstance(exc, sqlite3.Error):  # a read of a damaged (or locked …) store
+        from troc.node.store import store_error
+
+        exc = store_error(exc)
     reason = None
     if isinstance(exc, RefusedError) and exc.reason in MALFORMED_REASONS:
         kind, reason = "usage", exc.reason

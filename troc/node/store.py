@@ -172,6 +172,27 @@ class _Log:
 _WORD = re.compile(r"\w+")
 
 
+#: What to do with a damaged store, said the same way wherever damage shows.
+DAMAGED_ADVICE = (
+    "move store.sqlite aside and start `troc run --bootstrap ADDR` with a peer that"
+    " holds your log: the store fills again from it (README: backing up)"
+)
+
+
+def damaged(detail: str) -> StoreError:
+    """The one error for a store whose file is damaged."""
+    return StoreError(f"the store is damaged ({detail}): {DAMAGED_ADVICE}")
+
+
+def store_error(exc: sqlite3.Error, doing: str = "cannot be used") -> StoreError:
+    """A StoreError for an error SQLite raised while using the store: damage
+    (a malformed page, not a database) as :func:`damaged`, else the store
+    ``doing`` (locked, read-only, disk full …)."""
+    if getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return damaged(str(exc))
+    return StoreError(f"the store {doing}: {exc}")
+
+
 def _decode_trusted(wire: bytes) -> Entry:
     """Rebuild an entry from bytes this store accepted earlier.
 
@@ -180,9 +201,7 @@ def _decode_trusted(wire: bytes) -> Entry:
     try:
         return Entry.decode(wire, check_signature=False)
     except CodecError as exc:  # only if the file was altered behind our back
-        raise StoreError(
-            f"a stored entry no longer decodes ({exc}): the store is damaged"
-        ) from None
+        raise damaged(f"a stored entry no longer decodes: {exc}") from None
 
 
 class Store:
@@ -338,7 +357,7 @@ class Store:
             finally:
                 self._in_tx = False
         except sqlite3.Error as exc:
-            raise StoreError(f"the store could not commit: {exc}") from exc
+            raise store_error(exc, "could not commit") from exc
         finally:
             if durable:
                 conn.execute("PRAGMA synchronous = NORMAL")
