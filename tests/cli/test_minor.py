@@ -224,3 +224,20 @@ def test_a_damaged_store_is_exit_8_with_what_to_do_for_every_command(ada: Path) 
                 assert result.stderr.count("\n") == 1
                 assert "move store.sqlite aside" in result.stderr
     assert 8 in seen
+
+
+def test_a_deleted_key_file_says_to_restore_it_everywhere(ada: Path) -> None:
+    bruno = member(ada.parent / "bruno", "bruno")
+    (ada / "key").unlink()
+    says = f"troc: {ada / 'key'} is missing, but this home belongs to a member: restore key"
+    for command in (
+        ["pay", bruno, "1"],
+        ["init"],
+        ["run", "--listen", "/ip4/127.0.0.1/tcp/0"],
+        ["offer", "add", "--title", "bread"],
+    ):
+        result = troc(ada, *command)
+        assert result.exit_code == 3, (command, result.output)
+        assert result.stderr.startswith(says), (command, result.stderr)
+        assert "profile.json from your backup" in result.stderr
+        assert not (ada / "key").exists()  # no new key made behind the member's back

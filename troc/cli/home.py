@@ -48,10 +48,33 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("troc", appauthor=False))
 
 
+def has_identity(home: Path) -> bool:
+    """Whether ``home`` was made a member (``troc init``), even if its key or
+    profile has since gone missing (then :func:`check_identity` says so)."""
+    return (home / KEY_FILE).exists() or (home / PROFILE_FILE).exists()
+
+
+def check_identity(home: Path) -> None:
+    """Raise KeystoreError unless ``home`` holds both its key and profile:
+    ``troc init`` first for a new home, or, for a home with one of the two,
+    restore the missing one from backup (a new key would be another member)."""
+    key, prof = (home / KEY_FILE).exists(), (home / PROFILE_FILE).exists()
+    if key and prof:
+        return
+    if not key and not prof:
+        raise KeystoreError(f"no member key in {home} yet: run `troc init` first")
+    missing = KEY_FILE if not key else PROFILE_FILE
+    raise KeystoreError(
+        f"{home / missing} is missing, but this home belongs to a member: restore"
+        f" {KEY_FILE} and {PROFILE_FILE} from your backup (a new key would be someone else)"
+    )
+
+
 def profile(home: Path) -> dict[str, Any]:
     data = read_json(home / PROFILE_FILE, None)
     if data is None:
-        raise KeystoreError(f"no member key in {home} yet: run `troc init` first")
+        check_identity(home)
+        raise KeystoreError(f"{home / PROFILE_FILE} is damaged: restore it from your backup")
     return dict(data)
 
 
@@ -93,7 +116,8 @@ def init_key(home: Path, *, name: str | None, encrypt: bool, passphrase_file: Pa
     from troc.crypto.sign import SigningKey
 
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if (home / KEY_FILE).exists() or (home / PROFILE_FILE).exists():
+    if has_identity(home):
+        check_identity(home)  # one of the two is gone: say to restore it
         raise LocalProtocolError(
             f"{home} already has a member key; use another --home to make another"
         )
@@ -112,8 +136,7 @@ def load_signing_key(home: Path, passphrase_file: Path | None) -> Any:
     from troc.crypto.sign import SigningKey
 
     path = home / KEY_FILE
-    if not path.exists():
-        raise KeystoreError(f"no member key in {home} yet: run `troc init` first")
+    check_identity(home)
     passphrase = get_passphrase(passphrase_file) if is_encrypted(path) else None
     return SigningKey(load_key(path, passphrase))
 

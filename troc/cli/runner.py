@@ -63,7 +63,7 @@ def run_node(
 
 def ensure_key(home: Path, passphrase_file: Path | None, no_passphrase: bool) -> Any:
     """The member key of ``home``, created on first run."""
-    if not (home / homes.KEY_FILE).exists():
+    if not homes.has_identity(home):
         click.echo(f"troc: no member key in {home}: creating one", err=True)
         homes.init_key(home, name=None, encrypt=not no_passphrase, passphrase_file=passphrase_file)
     return homes.load_signing_key(home, passphrase_file)
