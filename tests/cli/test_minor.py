@@ -241,3 +241,20 @@ def test_a_deleted_key_file_says_to_restore_it_everywhere(ada: Path) -> None:
         assert result.stderr.startswith(says), (command, result.stderr)
         assert "profile.json from your backup" in result.stderr
         assert not (ada / "key").exists()  # no new key made behind the member's back
+
+
+def test_a_second_community_of_the_same_name_needs_insisting(ada: Path) -> None:
+    create = ["community", "create", "--name", "Valley LETS", "--unit", "h", "--credit-limit", "5"]
+    result = troc(ada, *create)
+    assert result.exit_code == 2
+    assert "already has a community named 'Valley LETS'" in result.stderr
+    assert "--allow-duplicate-name" in result.stderr
+    assert len(json.loads(troc(ada, "--json", "community", "list").stdout)["communities"]) == 1
+    first = json.loads(troc(ada, "--json", "community", "show").stdout)["community"]
+    result = troc(ada, *create, "--allow-duplicate-name")
+    assert result.exit_code == 0, result.output
+    second = result.stdout.strip()
+    result = troc(ada, "balance", "-c", "Valley LETS")
+    assert result.exit_code == 2
+    assert first in result.stderr
+    assert second in result.stderr

@@ -235,6 +235,11 @@ def community() -> None:
     default=None,
     help="The highest balance a member may hold.",
 )
+@click.option(
+    "--allow-duplicate-name",
+    is_flag=True,
+    help="Create it even if this node already has a community of that name.",
+)
 @pass_ctx
 def community_create(
     ctx: Context,
@@ -247,6 +252,7 @@ def community_create(
     faults: int,
     quorum: int | None,
     ceiling: int | None,
+    allow_duplicate_name: bool,
 ) -> None:
     """Found a community, with you as its first member."""
     params = {
@@ -260,6 +266,7 @@ def community_create(
         "quorum": quorum,
         "ceiling": ceiling,
         "member_name": homes.member_name(ctx.home),
+        "allow_duplicate_name": allow_duplicate_name,
     }
     ctx.emit(ctx.call("community.create", params), render.created("community"))
 

@@ -152,7 +152,8 @@ def community_of(node: LocalNode, text: str | None) -> CommunityId:
     if len(named) == 1:
         return named[0].id
     if len(named) > 1:
-        raise LocalProtocolError(f"several communities are named {text!r}: use the id")
+        ids = ", ".join(cid(c.id) for c in named)
+        raise LocalProtocolError(f"several communities are named {text!r}: use an id: {ids}")
     raise NotFoundError(f"unknown community {text!r}")
 
 
@@ -278,6 +279,14 @@ def _community_json(node: LocalNode, community: CommunityId) -> dict[str, Any]:
 
 
 def op_community_create(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+    # A second community of the same name is most often a script run twice;
+    # it would also make the name ambiguous in every later --community.
+    same = [c for c in node.communities() if c.name == p["name"]]
+    if same and not p.get("allow_duplicate_name"):
+        raise LocalProtocolError(
+            f"this node already has a community named {p['name']!r} ({cid(same[0].id)}):"
+            " choose another name, or insist with --allow-duplicate-name"
+        )
     community = node.create_community(
         p["name"],
         p["unit"],
