@@ -258,3 +258,40 @@ def test_a_second_community_of_the_same_name_needs_insisting(ada: Path) -> None:
     assert result.exit_code == 2
     assert first in result.stderr
     assert second in result.stderr
+
+
+def test_wording_plurals_answers_and_control_characters(ada: Path, bruno: Path) -> None:
+    memo = "brakes\nand\x1b[31m red\u202e"
+    transfer = troc(ada, "pay", "bruno", "1", "--memo", memo).stdout.strip()
+    exchange(ada, bruno)
+    table = troc(bruno, "pending").stdout
+    assert "1 hour " in table
+    assert "brakes\\nand\\x1b[31m red\\u202e" in table
+    assert "\x1b" not in table
+    assert "\u202e" not in table
+    assert troc(bruno, "decline", transfer).exit_code == 0
+    assert f"declined {transfer[:12]}" in troc(bruno, "history").stdout
+    exchange(ada, bruno)
+    assert troc(ada, "reclaim", transfer).exit_code == 0
+    history = troc(ada, "history").stdout
+    assert f"reclaimed {transfer[:12]}" in history
+    assert "\x1b" not in history
+    assert troc(bruno, "pay", "me", "1").exit_code == 4  # (paying oneself)
+    assert troc(ada, "balance").stdout.startswith("me: 0 hours")
+    assert troc(ada, "pay", "bruno", "1").exit_code == 0
+    assert troc(ada, "balance").stdout.startswith("me: -1 hour ")
+
+
+def test_render_plurals_and_units() -> None:
+    from troc.cli.render import amount, plural, safe
+
+    assert [plural(n, "entry", "entries") for n in (0, 1, 2)] == [
+        "0 entries",
+        "1 entry",
+        "2 entries",
+    ]
+    assert [amount(n, "hours") for n in (-1, 1, 2)] == ["-1 hour", "1 hour", "2 hours"]
+    assert amount(1, "seeds") == "1 seed"
+    assert amount(1, "bus") == "1 bus"
+    assert amount(1, "Ğ1") == "1 Ğ1"
+    assert safe("a\tb\r\nc") == "a\\tb\\r\\nc"

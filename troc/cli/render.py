@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,38 @@ def ago(ms: int | None, now_ms: int | None = None) -> str:
     return f"{s} s ago"
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 entry``, ``2 entries``: ``many`` defaults to ``word`` + s."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def unit_of(n: int, unit: str) -> str:
+    """A community's unit for ``n`` of it, singular for one: a unit is
+    whatever its founder typed, so only a plain final s is dropped."""
+    if abs(n) == 1 and len(unit) > 2 and unit.endswith("s") and not unit.endswith(("ss", "us")):
+        return safe(unit[:-1])
+    return safe(unit)
+
+
+def amount(n: int, unit: str) -> str:
+    """``1 hour``, ``3 hours``."""
+    return f"{n} {unit_of(n, unit)}"
+
+
+def safe(text: object) -> str:
+    """Text from others (memos, titles, names) made safe for one line of a
+    terminal: control and format characters (newlines, escape sequences,
+    bidi overrides) shown as escapes, so they cannot break a table or
+    rewrite the screen."""
+    return "".join(
+        c if unicodedata.category(c) not in ("Cc", "Cf") else ascii(c)[1:-1] for c in str(text)
+    )
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     if not rows:
         return "(none)"
+    rows = [[safe(c) for c in r] for r in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     for r in rows:
@@ -96,7 +126,7 @@ def invitation(data: dict[str, Any]) -> str:
 
 def community(data: dict[str, Any]) -> str:
     lines = [
-        f"{data['name']}  ({data['community']})",
+        f"{safe(data['name'])}  ({data['community']})",
         f"  unit          {data['unit']}",
         f"  credit limit  {data['credit_limit']} {data['unit']}",
         f"  admission     {data['admission']}",
@@ -133,16 +163,23 @@ def balance(home: Path) -> Renderer:
         unit = data["unit"]
         who = short(data["member"], _names(home))
         final = " final" if data.get("finality") == "witnessed" else ""
-        lines = [f"{who}: {data['balance']} {unit}{final}  (credit limit {data['credit_limit']})"]
+        lines = [
+            f"{who}: {amount(data['balance'], unit)}{final}  (credit limit {data['credit_limit']})"
+        ]
         if data.get("unconfirmed"):
-            lines.append(f"  not final yet (awaiting witnesses): {data['unconfirmed']:+} {unit}")
+            lines.append(
+                f"  not final yet (awaiting witnesses): {data['unconfirmed']:+}"
+                f" {unit_of(data['unconfirmed'], unit)}"
+            )
         if data["pending_in"]:
-            lines.append(f"  incoming, not yet accepted: {data['pending_in']} {unit}")
+            lines.append(f"  incoming, not yet accepted: {amount(data['pending_in'], unit)}")
             waiting = data["pending_in"] - data.get("pending_in_final", data["pending_in"])
             if waiting:
-                lines.append(f"    of which not final yet (cannot be accepted): {waiting} {unit}")
+                lines.append(
+                    f"    of which not final yet (cannot be accepted): {amount(waiting, unit)}"
+                )
         if data["pending_out"]:
-            lines.append(f"  outgoing, not yet accepted: {data['pending_out']} {unit}")
+            lines.append(f"  outgoing, not yet accepted: {amount(data['pending_out'], unit)}")
         if data["frozen"]:
             lines.append("  FROZEN: this member signed two conflicting entries (troc forks)")
         if not data["joined"]:
@@ -161,7 +198,7 @@ def pending(home: Path) -> Renderer:
                 [
                     t["transfer"][:12],
                     short(t[who], names),
-                    f"{t['amount']} {t['unit']}",
+                    amount(t["amount"], t["unit"]),
                     t["memo"],
                     ago(t["timestamp_ms"]),
                     *([("final" if t["final"] else "not final")] if "final" in t else []),
@@ -191,9 +228,9 @@ def history(home: Path) -> Renderer:
             elif e["kind"] == "offer":
                 what = f"{b['side']}: {b['title']}"
             elif e["kind"] in ("accept", "decline"):
-                what = f"{e['kind']}ed {b['transfer'][:12]}"
+                what = f"{e['kind'].rstrip('e')}ed {b['transfer'][:12]}"
             elif e["kind"] == "reclaim":
-                what = f"reclaimed after {b['decline'][:12]}"
+                what = f"reclaimed {e.get('transfer', b['decline'])[:12]}"
             rows.append(
                 [
                     str(e["seq"]) if e["author"] == data["member"] else "",
@@ -248,10 +285,14 @@ def status(data: dict[str, Any]) -> str:
     lines += [f"  {a}" for a in data["addrs"]]
     lines.append(f"peers    {len(data['peers'])} connected")
     for c in data["communities"]:
-        lines.append(f"community {c['name']}: {c['members']} members, {c['entries']} entries")
+        lines.append(
+            f"community {safe(c['name'])}: {plural(c['members'], 'member')},"
+            f" {plural(c['entries'], 'entry', 'entries')}"
+        )
     s = data["sync"]
     line = (
-        f"sync     {s['sessions']} sessions, {s['fetched']} entries fetched, {s['failed']} failed"
+        f"sync     {plural(s['sessions'], 'session')},"
+        f" {plural(s['fetched'], 'entry', 'entries')} fetched, {s['failed']} failed"
     )
     if s["peer"]:
         line += f"; now with {s['peer'][:12]}… ({s['received']}/{s['expected']})"
@@ -259,20 +300,25 @@ def status(data: dict[str, Any]) -> str:
     k = data.get("counters")
     if k:
         lines.append(
-            f"traffic  {k['entries_received']} entries in, {k['entries_served']} served,"
+            f"traffic  {plural(k['entries_received'], 'entry', 'entries')} in,"
+            f" {k['entries_served']} served,"
             f" {k['bytes_in']} B in, {k['bytes_out']} B out, {k['throttled']} throttled"
         )
     relay = data.get("relay")
     if relay:
-        lines.append(f"relay    {relay['reservations']} reservations, {relay['circuits']} circuits")
+        lines.append(
+            f"relay    {plural(relay['reservations'], 'reservation')},"
+            f" {plural(relay['circuits'], 'circuit')}"
+        )
     if data.get("relayed_addrs"):
         lines.append("reachable through relays")
         lines += [f"  {a}" for a in data["relayed_addrs"]]
     w = data.get("witness")
     if w and (w["serving"] or w["certifying"]):
         lines.append(
-            f"witness  {'serving, ' if w['serving'] else ''}{w['answered']} votes answered,"
-            f" {w['certifying']} own entries awaiting certificates"
+            f"witness  {'serving, ' if w['serving'] else ''}"
+            f"{plural(w['answered'], 'vote')} answered,"
+            f" {plural(w['certifying'], 'own entry', 'own entries')} awaiting certificates"
         )
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ from troc.crypto.ids import decode_id, encode_id
 from troc.crypto.sign import MemberId
 from troc.errors import LocalProtocolError, RefusedError
 from troc.node.local import LocalNode, OfferInfo, TransferInfo
-from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Kind, Ref
+from troc.protocol.entry import MAX_AMOUNT, CommunityId, Decline, Entry, Kind, Reclaim, Ref
 
 __all__ = [
     "OPS",
@@ -448,9 +448,21 @@ def op_history(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     entries = node.history(community, member, before_ms=p.get("before_ms"), limit=limit)
     return {
         "member": mid(member),
-        "entries": [_entry_json(e) for e in entries],
+        "entries": [_history_json(node, community, e) for e in entries],
         "next_before_ms": entries[-1].timestamp_ms if len(entries) == limit else None,
     }
+
+
+def _history_json(node: LocalNode, community: CommunityId, e: Entry) -> dict[str, Any]:
+    """An entry of a history; a reclaim also names the transfer it took back
+    (its body names only the payee's decline)."""
+    out = _entry_json(e)
+    if isinstance(e.body, Reclaim):
+        ref = e.body.decline
+        decline = node.store.entry(community, ref.author, ref.seq, ref.id)
+        if decline is not None and isinstance(decline.entry.body, Decline):
+            out["transfer"] = eid(decline.entry.body.transfer.id)
+    return out
 
 
 def op_offer_add(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
