@@ -295,3 +295,61 @@ def test_render_plurals_and_units() -> None:
     assert amount(1, "bus") == "1 bus"
     assert amount(1, "Ğ1") == "1 Ğ1"
     assert safe("a\tb\r\nc") == "a\\tb\\r\\nc"
+
+
+def test_the_home_is_owner_only(ada: Path, tmp_path: Path) -> None:
+    assert troc(ada, "offer", "add", "--title", "bread").exit_code == 0
+    assert (ada.stat().st_mode & 0o777) == 0o700
+    files = sorted(p.name for p in ada.iterdir())
+    assert "store.sqlite" in files
+    for name in files:
+        assert ((ada / name).stat().st_mode & 0o777) == 0o600, name
+    # WAL and SHM files, while the store is open, mirror the store's mode.
+    from troc.node.store import Store
+
+    with Store.open(ada / "store.sqlite") as store:
+        store.set_meta("probe", "1")
+        for suffix in ("-wal", "-shm"):
+            assert ((ada / f"store.sqlite{suffix}").stat().st_mode & 0o777) == 0o600
+    # A store made by an older troc, world-readable, is narrowed when opened.
+    (ada / "store.sqlite").chmod(0o644)
+    assert troc(ada, "balance").exit_code == 0
+    assert ((ada / "store.sqlite").stat().st_mode & 0o777) == 0o600
+
+
+def _read_only_mount(home: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (bash) where ``home`` is a read-only bind mount (root only)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TROC_")}
+    env["PATH"] = f"{BIN.parent}:{env['PATH']}"
+    wrapped = f'mount --bind "{home}" "{home}" && mount -o remount,bind,ro "{home}" && {script}'
+    return subprocess.run(
+        ["unshare", "--mount", "bash", "-c", wrapped],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_a_read_only_home_reads_and_says_why_it_cannot_write(ada: Path) -> None:
+    if os.geteuid() != 0 or _read_only_mount(ada, "true").returncode != 0:
+        pytest.skip("needs root and mount namespaces for a read-only file system")
+    assert troc(ada, "offer", "add", "--title", "bread").exit_code == 0
+    me = troc(ada, "whoami").stdout.strip()
+    proc = _read_only_mount(
+        ada,
+        f'troc --home "{ada}" --json balance; echo "rc=$?";'
+        f' troc --home "{ada}" offer list; echo "rc=$?";'
+        f' troc --home "{ada}" contact add me2 {me}; echo "rc=$?";'
+        f' troc --home "{ada}/sub" init --no-passphrase; echo "rc=$?";'
+        f' troc --home "{ada}" offer add --title x; echo "rc=$?"',
+    )
+    out = proc.stdout.splitlines()
+    assert json.loads(out[0])["balance"] == 0
+    assert out[1] == "rc=0"
+    assert "bread" in proc.stdout
+    assert [line for line in out if line.startswith("rc=")] == ["rc=0"] * 2 + ["rc=8"] * 3
+    errors = proc.stderr.splitlines()
+    assert len(errors) == 3, proc.stderr
+    for line in errors:
+        assert "troc needs a home it can write" in line

@@ -213,15 +213,24 @@ def _control_request(path: Path, op: str, params: dict[str, Any]) -> dict[str, A
     raise failure_of(reply["error"])
 
 
+def writable(home: Path) -> bool:
+    """Whether this user can write the home and its store (a read-only file
+    system or folder makes reads open the store read-only)."""
+    store = home / STORE_FILE
+    return os.access(home, os.W_OK) and (not store.exists() or os.access(store, os.W_OK))
+
+
 @contextmanager
-def offline_node(home: Path, passphrase_file: Path | None, *, signing: bool) -> Any:
+def offline_node(
+    home: Path, passphrase_file: Path | None, *, signing: bool, read_only: bool = False
+) -> Any:
     from troc.crypto.ids import decode_id
     from troc.crypto.sign import MemberId
     from troc.node.local import open_local_node
 
     member = MemberId(decode_id("m", member_id(home)))
     key = load_signing_key(home, passphrase_file) if signing else None
-    with open_local_node(home, key, member=member) as node:
+    with open_local_node(home, key, member=member, read_only=read_only) as node:
         yield node
 
 
@@ -233,9 +242,11 @@ def call(
     reply = _control_request(home / CONTROL_SOCKET, op, params)
     if reply is not None:
         return reply
-    from troc.node.ops import needs_key, run_op
+    from troc.node.ops import READ_OPS, needs_key, run_op
 
-    with offline_node(home, passphrase_file, signing=needs_key(op, params)) as node:
+    read_only = op in READ_OPS and not writable(home)
+    signing = needs_key(op, params)
+    with offline_node(home, passphrase_file, signing=signing, read_only=read_only) as node:
         return run_op(node, op, params)
 
 

@@ -241,8 +241,11 @@ _CLOSE_OFFER = (
 )
 
 
-def prepare(conn: sqlite3.Connection, path: Path, cache_mib: int) -> None:
-    """Check the file is a troc store of a format we read, or make it one."""
+def prepare(
+    conn: sqlite3.Connection, path: Path, cache_mib: int, *, read_only: bool = False
+) -> None:
+    """Check the file is a troc store of a format we read, or make it one
+    (``read_only``: only check, and the format must be this code's own)."""
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -250,6 +253,9 @@ def prepare(conn: sqlite3.Connection, path: Path, cache_mib: int) -> None:
         raise StoreError(f"{path} is not a troc store ({exc})") from None
     if app_id not in (0, APPLICATION_ID) or (app_id == 0 and objects):
         raise StoreError(f"{path} is not a troc store (it is some other SQLite database)")
+    if read_only:
+        _check_read_only(conn, path, app_id)
+        return
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":
         raise StoreError(f"{path}: cannot use write-ahead logging (journal mode {mode})")
@@ -285,6 +291,18 @@ def prepare(conn: sqlite3.Connection, path: Path, cache_mib: int) -> None:
         )
     if version < SCHEMA_VERSION:
         _migrate(conn, version)
+
+
+def _check_read_only(conn: sqlite3.Connection, path: Path, app_id: int) -> None:
+    conn.execute(f"PRAGMA cache_size = -{8 * 1024}")
+    row = None
+    if app_id == APPLICATION_ID:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (_VERSION_KEY,)).fetchone()
+    if row is None or row[0] != str(SCHEMA_VERSION):
+        raise StoreError(
+            f"{path} cannot be read where it cannot be written: it is new, or in another"
+            f" store format than this troc's ({SCHEMA_VERSION}); open it once from a writable home"
+        )
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:

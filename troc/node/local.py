@@ -595,9 +595,12 @@ def open_local_node(
     clock: Callable[[], int] = now_ms,
     *,
     member: MemberId | None = None,
+    read_only: bool = False,
 ) -> Iterator[LocalNode]:
     """Open the store under ``home`` (created if new) for ``key``'s member
-    (or, read-only, for ``member``)."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with Store.open(home / "store.sqlite") as store:
+    (or, without a key, for ``member``). ``read_only``: the store must exist
+    and is only read (see :meth:`Store.open`)."""
+    if not read_only:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with Store.open(home / "store.sqlite", read_only=read_only) as store:
         yield LocalNode(store, key, clock, member=member)

@@ -58,6 +58,24 @@ SIGNING_OPS = frozenset(
 MALFORMED_REASONS = frozenset({"bad_shape", "bad_amount", "bad_member", "too_large"})
 
 
+#: Operations that only read the store: they work on a home that cannot be
+#: written (a read-only file system or folder).
+READ_OPS = frozenset(
+    {
+        "whoami",
+        "community.list",
+        "community.show",
+        "community.policy",
+        "pending",
+        "balance",
+        "balances",
+        "history",
+        "offer.list",
+        "forks",
+    }
+)
+
+
 class NotFoundError(LocalProtocolError):
     """Something named by the caller does not exist here."""
 
@@ -73,6 +91,10 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
         from troc.node.store import store_error
 
         exc = store_error(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:  # a file of the home
+        from troc.node.store import unusable_file
+
+        return {"kind": "store", "reason": None, "message": unusable_file(exc)}
     reason = None
     if isinstance(exc, RefusedError) and exc.reason in MALFORMED_REASONS:
         kind, reason = "usage", exc.reason

@@ -65,11 +65,13 @@ Not thread-safe: use a store from one thread at a time.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Generator, Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -193,6 +195,53 @@ def store_error(exc: sqlite3.Error, doing: str = "cannot be used") -> StoreError
     return StoreError(f"the store {doing}: {exc}")
 
 
+def unusable_file(exc: OSError, doing: str = "cannot use") -> str:
+    """One line for a file of the home that cannot be used: ``doing`` it,
+    with what to do when the home is read-only or not the user's."""
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"cannot write {exc.filename}: {exc.strerror}: troc needs a home it can write"
+            " (make it writable, or use another --home)"
+        )
+    return f"{doing} {exc.filename}: {exc.strerror}"
+
+
+def _owner_only(path: Path) -> None:
+    """Create the store file 0600 if new (SQLite gives its -wal and -shm
+    files the database file's mode), and narrow an older, wider store."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(OSError):  # gone, or not ours: SQLite will say
+                if p.stat().st_mode & 0o077:
+                    p.chmod(0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
+    else:
+        os.close(fd)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection. Reading a WAL store needs its -shm file; where
+    it cannot be created (a read-only directory, the store closed cleanly)
+    the file is read as immutable: nothing can write it there either."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve()))
+    for params in ("?mode=ro", "?mode=ro&immutable=1"):
+        conn = sqlite3.connect(
+            uri + params, uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            conn.close()
+            if params.endswith("immutable=1"):
+                raise
+            continue
+        return conn
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _decode_trusted(wire: bytes) -> Entry:
     """Rebuild an entry from bytes this store accepted earlier.
 
@@ -256,12 +305,20 @@ class Store:
         cache_entries: int = 4096,
         max_waiting: int = 10_000,
         cache_mib: int = 32,
+        read_only: bool = False,
     ) -> Store:
         """Open the store at ``path``, creating it if the file does not exist.
 
         ``cache_entries`` bounds the cache of recent entries (0 turns the
         store's own caches off, for tests), ``max_waiting`` the entries parked
         for a missing dependency, ``cache_mib`` SQLite's page cache.
+
+        The store's files are the owner's only (0600: the store holds memos
+        and who paid whom); a store found wider is narrowed.
+
+        ``read_only`` opens an existing store for reading, where nothing can
+        be written (a read-only home or file system): no lock is taken
+        exclusively and nothing is created; a write then fails as StoreError.
 
         Raises StoreError if another process has the store open, if the file
         is not a troc store, if its format is newer than this code, or if it
@@ -270,25 +327,35 @@ class Store:
         path = Path(path)
         lock_path = path.with_name(path.name + ".lock")
         try:
-            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if read_only:
+                lock_fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            else:
+                lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StoreError(f"cannot open the store's lock file {lock_path}: {exc}") from None
+            raise StoreError(unusable_file(exc, "cannot open the store's lock file")) from None
         conn: sqlite3.Connection | None = None
         try:
             try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # Readers share the lock; a writer (or a running node) holds it alone.
+                fcntl.flock(
+                    lock_fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB
+                )
             except BlockingIOError:
                 raise StoreError(
                     f"the store {path} is in use by another troc process (it holds {lock_path})"
                 ) from None
             try:
-                conn = sqlite3.connect(
-                    str(path),
-                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                    check_same_thread=False,  # one thread at a time, not always the same one
-                    cached_statements=256,
-                )
-                prepare(conn, path, cache_mib)
+                if read_only:
+                    conn = _connect_read_only(path)
+                else:
+                    _owner_only(path)
+                    conn = sqlite3.connect(
+                        str(path),
+                        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                        check_same_thread=False,  # one thread at a time, not always the same one
+                        cached_statements=256,
+                    )
+                prepare(conn, path, cache_mib, read_only=read_only)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the store {path}: {exc}") from None
             return cls(path, conn, lock_fd, cache_entries=cache_entries, max_waiting=max_waiting)
