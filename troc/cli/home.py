@@ -32,6 +32,7 @@ from troc.node.homefiles import (
     remember_bootstrap,
     self_addrs,
     set_self_addrs,
+    socket_address,
     write_json,
 )
 
@@ -193,7 +194,8 @@ def _control_request(path: Path, op: str, params: dict[str, Any]) -> dict[str, A
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(60)
     try:
-        sock.connect(str(path))
+        with socket_address(path) as address:  # a home of any length
+            sock.connect(address)
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None

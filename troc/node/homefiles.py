@@ -10,8 +10,10 @@ one module owns its format::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,26 @@ from troc.errors import LocalProtocolError
 PEERS_FILE = "peers.json"
 #: Remembered bootstrap addresses kept, the most recent ones.
 MAX_REMEMBERED = 64
+
+
+#: Longest AF_UNIX socket path Linux takes (sun_path is 108 bytes with its NUL).
+_MAX_SOCKET_PATH = 107
+
+
+@contextlib.contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """An address for binding or connecting the Unix socket at ``path``
+    that fits AF_UNIX's ~108 bytes whatever the home's length: a long path is
+    reached through the directory's descriptor (``/proc/self/fd/N/name``),
+    so the socket stays in the home. Use it only for the bind or connect."""
+    if len(os.fsencode(str(path))) <= _MAX_SOCKET_PATH:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 def read_json(path: Path, default: Any) -> Any:

@@ -895,7 +895,8 @@ class Node:
         sock = trio.socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket file is created owner-only
         try:
-            await sock.bind(str(path))
+            with homefiles.socket_address(path) as address:  # a long home fits too
+                await sock.bind(address)
         finally:
             os.umask(old_umask)
         sock.listen(16)
