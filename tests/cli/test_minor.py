@@ -353,3 +353,25 @@ def test_a_read_only_home_reads_and_says_why_it_cannot_write(ada: Path) -> None:
     assert len(errors) == 3, proc.stderr
     for line in errors:
         assert "troc needs a home it can write" in line
+
+
+def test_paying_for_an_offer_checks_whose_it_is_its_side_and_price(ada: Path, bruno: Path) -> None:
+    bike = troc(ada, "offer", "add", "--title", "Bicycle repair", "--price", "3").stdout.strip()
+    garden = troc(bruno, "offer", "add", "--want", "--title", "Garden", "--price", "2")
+    garden_id = garden.stdout.strip()
+    exchange(ada, bruno)
+    troc(bruno, "contact", "add", "ada", troc(ada, "whoami").stdout.strip())
+
+    def refused(home: Path, *args: str) -> str:
+        result = troc(home, "pay", *args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1
+        return result.stderr
+
+    assert "is your own" in refused(ada, "bruno", "3", "--offer", bike[:8])
+    assert "is a want of" in refused(ada, "bruno", "2", "--offer", garden_id[:8])
+    says = refused(bruno, "ada", "5", "--offer", bike[:8])
+    assert f"{bike[:12]} asks 3, not 5: pay 3, or add --any-amount" in says
+    assert troc(bruno, "pay", "ada", "5", "--offer", bike[:8], "--any-amount").exit_code == 0
+    assert troc(bruno, "pay", "ada", "3", "--offer", bike[:8]).exit_code == 0
+    assert troc(bruno, "pay", "ada", "2", "--offer", garden_id[:8]).exit_code == 0  # own want

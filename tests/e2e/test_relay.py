@@ -179,11 +179,12 @@ def test_members_never_online_together_trade_through_a_server(tmp_path: Path) ->
         wait_holds(server, bruno)
         stop(bruno)
 
-        # ada (alone) learns bruno's join from the server, offers, pays.
+        # ada (alone) learns bruno's join from the server, publishes a want, pays
+        # bruno for it (a payment names an offer of its payee or a want of its payer).
         start(ada)
         wait_until("ada to learn bruno's join", lambda: bruno.member in heads(ada))
         offer = ada(
-            "offer", "add", "--title", "Bicycle repair", "--tag", "bikes", "--price", "3"
+            "offer", "add", "--want", "--title", "Bicycle repair", "--tag", "bikes", "--price", "3"
         ).json["offer"]
         transfer = ada("pay", bruno.member, "3", "--memo", "brakes", "--offer", offer).json[
             "transfer"

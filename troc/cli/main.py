@@ -363,6 +363,9 @@ wait_option = click.option(
 @click.option(
     "--offer", help="The offer this pays for (its id, or the first 6 or more characters of it)."
 )
+@click.option(
+    "--any-amount", is_flag=True, help="With --offer: pay an amount other than its price."
+)
 @community_option
 @wait_option
 @pass_ctx
@@ -372,6 +375,7 @@ def pay(
     amount: str,
     memo: str,
     offer: str | None,
+    any_amount: bool,
     community_: str | None,
     wait: float,
 ) -> None:
@@ -386,6 +390,7 @@ def pay(
         "amount": amount,
         "memo": memo,
         "offer": offer,
+        "any_amount": any_amount,
         "wait": wait,
     }
     ctx.emit(ctx.call("pay", params), render.created("transfer"))

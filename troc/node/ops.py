@@ -20,7 +20,16 @@ from troc.crypto.ids import decode_id, encode_id
 from troc.crypto.sign import MemberId
 from troc.errors import LocalProtocolError, RefusedError
 from troc.node.local import LocalNode, OfferInfo, TransferInfo
-from troc.protocol.entry import MAX_AMOUNT, CommunityId, Decline, Entry, Kind, Reclaim, Ref
+from troc.protocol.entry import (
+    MAX_AMOUNT,
+    CommunityId,
+    Decline,
+    Entry,
+    Kind,
+    Offer,
+    Reclaim,
+    Ref,
+)
 
 __all__ = [
     "OPS",
@@ -396,8 +405,35 @@ def op_pay(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     to = _member(p["to"])
     amount = _amount(p["amount"])
     offer = node.find_offer(community, p["offer"]) if p.get("offer") else None
+    if offer is not None:
+        _check_offer_payment(node, community, offer, to, amount, bool(p.get("any_amount")))
     entry = node.pay(community, to, amount, memo=p.get("memo", ""), offer=offer)
     return {"transfer": eid(entry.id)}
+
+
+def _check_offer_payment(
+    node: LocalNode, community: CommunityId, ref: Ref, to: MemberId, amount: int, any_amount: bool
+) -> None:
+    """A payment names an offer it pays for: an offer of the payee's (or a
+    want of the payer's, paid to whoever answered it), at its price unless
+    the payer says otherwise. The ledger accepts any reference; these are
+    the payer's likely mistakes, caught before signing."""
+    stored = node.store.entry(community, ref.author, ref.seq, ref.id)
+    if stored is None or not isinstance(stored.entry.body, Offer):  # pragma: no cover
+        raise NotFoundError("no such offer here")
+    o, short = stored.entry.body, eid(ref.id)[:12]
+    if o.side == "offer" and ref.author == node.member:
+        raise LocalProtocolError(f"offer {short} is your own: others pay you for it")
+    if o.side == "offer" and ref.author != to:
+        raise LocalProtocolError(f"offer {short} is {mid(ref.author)[:14]}…'s: pay them for it")
+    if o.side == "want" and ref.author != node.member:
+        raise LocalProtocolError(
+            f"{short} is a want of {mid(ref.author)[:14]}…: they pay whoever answers it"
+        )
+    if o.price is not None and amount != o.price and not any_amount:
+        raise LocalProtocolError(
+            f"{short} asks {o.price}, not {amount}: pay {o.price}, or add --any-amount"
+        )
 
 
 def _answer(verb: str) -> Callable[[LocalNode, dict[str, Any]], dict[str, Any]]:
