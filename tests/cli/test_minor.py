@@ -375,3 +375,50 @@ def test_paying_for_an_offer_checks_whose_it_is_its_side_and_price(ada: Path, br
     assert troc(bruno, "pay", "ada", "5", "--offer", bike[:8], "--any-amount").exit_code == 0
     assert troc(bruno, "pay", "ada", "3", "--offer", bike[:8]).exit_code == 0
     assert troc(bruno, "pay", "ada", "2", "--offer", garden_id[:8]).exit_code == 0  # own want
+
+
+def test_libp2p_log_records_are_one_json_line_each() -> None:
+    script = (
+        "import logging\n"
+        "from troc.node.metrics import configure_logging\n"
+        "configure_logging('json', 'info')\n"
+        "import troc.node.node\n"  # as `troc run` does: libp2p is imported afterwards
+        "logging.getLogger('libp2p.transport.tcp.tcp').error('Failed to open\\nTCP stream')\n"
+        "logging.getLogger('libp2p.network.auto_connector').info('below the threshold')\n"
+        "logging.getLogger('troc.node').info('ours')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LIBP2P_DEBUG"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    records = [json.loads(line) for line in lines]  # every line is JSON
+    assert [(r["logger"], r["level"], r["msg"]) for r in records] == [
+        ("libp2p.transport.tcp.tcp", "error", "Failed to open\nTCP stream"),
+        ("troc.node", "info", "ours"),
+    ]
+
+
+def test_relay_check_says_auto_and_hints_to_follow(tmp_path: Path) -> None:
+    home = tmp_path / "server"
+    member(home, "server")
+    result = troc(home, "relay", "--check", "--json")
+    assert result.exit_code == 0, result.output
+    checked = json.loads(result.stdout)
+    assert checked["config"]["witness"]["value"] == "auto"
+    (hint,) = checked["hints"]
+    assert "community follow" in hint
+    assert "witness = 'auto'" in troc(home, "relay", "--check").stdout
+    created = troc(home, "community", "create", "--name", "V", "--unit", "h", "--credit-limit", "1")
+    assert created.exit_code == 0
+    assert json.loads(troc(home, "relay", "--check", "--json").stdout)["hints"] == []
+
+
+def test_the_relay_start_line_names_the_witness_role_as_status_does() -> None:
+    from troc.cli.relay import witness_role
+
+    assert witness_role(False, False) == "off"
+    assert witness_role(True, False) == "serving"
+    assert witness_role(None, False).startswith("serving (auto")  # status: "witness  serving"
+    assert "named a witness" in witness_role(None, True)

@@ -93,7 +93,11 @@ def relay(
         config = config.with_home(homes.default_home())
     if check:
         obj.emit(
-            {"config": config.describe(), "awaiting_hooks": config.awaiting_hooks()},
+            {
+                "config": config.describe(),
+                "awaiting_hooks": config.awaiting_hooks(),
+                "hints": _hints(config.home),
+            },
             _render_check,
         )
         return
@@ -210,13 +214,46 @@ def render_policy(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _hints(home: Path) -> list[str]:
+    """What a new server's operator is likely to have missed (--check)."""
+    from troc.cli import home as homes
+    from troc.errors import TrocError
+
+    if not (home / homes.STORE_FILE).exists():
+        return [NO_COMMUNITY_HINT]
+    try:
+        followed = homes.call(home, "community.list", {}, None)["communities"]
+    except TrocError:  # no key yet, the store in use: nothing to add here
+        return []
+    return [] if followed else [NO_COMMUNITY_HINT]
+
+
 def _render_check(data: dict[str, Any]) -> str:
     lines = []
     for name, item in data["config"].items():
         lines.append(f"{name} = {item['value']!r}  ({item['source']})")
     for name in data["awaiting_hooks"]:
         lines.append(f"warning: {name} is set but this node does not enforce it yet")
+    lines += [f"hint: {hint}" for hint in data.get("hints", [])]
     return "\n".join(lines)
+
+
+NO_COMMUNITY_HINT = (
+    "this server follows no community yet, so it serves nothing: give it a member's"
+    " invitation with `troc --home HOME community follow INVITATION`"
+)
+
+
+def witness_role(setting: bool | None, named: bool) -> str:
+    """The witness role in the words ``troc status`` uses: the role serves
+    (answers vote requests) unless turned off; with ``auto`` it votes only
+    in communities whose genesis names this member."""
+    if setting is False:
+        return "off"
+    if setting is True:
+        return "serving"
+    named_text = "named a witness" if named else "not named a witness of any yet"
+    return f"serving (auto: votes where a community names this member; {named_text})"
 
 
 def run_relay(
@@ -250,7 +287,9 @@ async def _serve(config: Any, node_config: Any, key: Any, *, as_json: bool) -> N
     async def started(node: Any, nursery: Any) -> dict[str, Any]:
         served = ServedNode(node, config.communities)
         witness = config.witness if config.witness is not None else served.is_witness()
-        logger.info("witness role: %s", "on" if witness else "off")
+        logger.info("witness role: %s", witness_role(config.witness, served.is_witness()))
+        if not node.local.communities():
+            logger.warning("%s", NO_COMMUNITY_HINT)
         info: dict[str, Any] = {"witness": witness, "metrics": None}
         if listeners:
             nursery.start_soon(served.count_received)

@@ -685,6 +685,8 @@ class ServerConfig:
                 v = str(v)
             elif isinstance(v, tuple):
                 v = list(v)
+            elif v is None and o.parse is _tristate:
+                v = "auto"  # as written in the file and the docs, not null
             out[o.name] = {"value": v, "source": self.source(o.name), "env": o.env}
         return out
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -385,4 +386,19 @@ def configure_logging(format: str = "text", level: str = "info") -> None:  # noq
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler])
-    logging.getLogger("libp2p").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    # Importing libp2p runs its own logging set-up: its loggers stop propagating
+    # and have no handler, so Python's last-resort handler printed their records
+    # raw (multi-line, never JSON). Import it first, then give them our format
+    # (unless LIBP2P_DEBUG asks for libp2p's own debugging output). Its modules
+    # set their own levels, so the handler holds them at warning at least.
+    import libp2p  # noqa: F401
+
+    libp2p_logger = logging.getLogger("libp2p")
+    threshold = max(logging.WARNING, logging.getLevelName(level.upper()))
+    if not os.environ.get("LIBP2P_DEBUG"):
+        libp2p_handler = logging.StreamHandler(sys.stderr)
+        libp2p_handler.setFormatter(handler.formatter)
+        libp2p_handler.setLevel(threshold)
+        libp2p_logger.handlers[:] = [libp2p_handler]
+        libp2p_logger.propagate = False
+    libp2p_logger.setLevel(threshold)

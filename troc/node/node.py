@@ -268,6 +268,8 @@ class Node:
         self._sync_soon_send, self._sync_soon = trio.open_memory_channel[str | None](1000)
         self._subscribed: dict[CommunityId, trio.CancelScope] = {}
         self._fetching: set[tuple[CommunityId, bytes]] = set()
+        # (peer, community) pairs a peer would not sync: said once, then at debug.
+        self._not_following: set[tuple[str, CommunityId]] = set()
         self._listeners: list[trio.MemorySendChannel[Entry]] = []
         self._ready = trio.Event()
         self._first_sync = trio.Event()
@@ -786,6 +788,15 @@ class Node:
             with trio.fail_after(SESSION_TIMEOUT):
                 await self._run_session(stream, peer, session, session.start())
         except (FrameError, RemoteProtocolError, trio.TooSlowError) as exc:
+            if isinstance(exc, FrameError) and exc.reason == "eof" and not session.answered:
+                # The peer follows other communities, not this one: not a failure,
+                # and said once (at info) rather than every sync interval.
+                key = (peer, community)
+                level = logging.DEBUG if key in self._not_following else logging.INFO
+                self._not_following.add(key)
+                logger.log(level, "%s does not sync %s with us", peer, ops.cid(community))
+                await close_stream(stream, reset=True)
+                return None
             self.progress.failed += 1
             logger.info("sync with %s failed: %s", peer, exc)
             if _misbehaved(exc):

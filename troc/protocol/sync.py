@@ -444,6 +444,12 @@ class SyncSession:
     def done(self) -> bool:
         return self._sent_fin and self._got_fin
 
+    @property
+    def answered(self) -> bool:
+        """Whether the peer answered the hello (a responder that does not
+        follow the community closes the stream without a word)."""
+        return self._got_heads or self.stats.same
+
     def start(self) -> list[dict[str, Any]]:
         """The initiator's first messages."""
         assert self.initiator
