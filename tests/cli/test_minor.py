@@ -422,3 +422,12 @@ def test_the_relay_start_line_names_the_witness_role_as_status_does() -> None:
     assert witness_role(True, False) == "serving"
     assert witness_role(None, False).startswith("serving (auto")  # status: "witness  serving"
     assert "named a witness" in witness_role(None, True)
+
+
+def test_an_offline_payment_says_it_waits_for_the_node(ada: Path) -> None:
+    bruno = member(ada.parent / "bruno", "bruno")
+    result = troc(ada, "pay", bruno, "2")
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "troc: no node is running: signed and stored here; it leaves when `troc run` next starts\n"
+    )

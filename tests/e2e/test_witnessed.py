@@ -313,6 +313,12 @@ def test_witnesses_killed_then_one_restarted(template: Path, tmp_path: Path) -> 
         assert (f["votes"], f["quorum"]) == (QUORUM - 1, QUORUM), f
         assert f["problem"] is None
         assert time.monotonic() - t0 < 15
+        # While it waited, the votes so far were shown on stderr (not a tty: a
+        # line per new count), the last one with the whole wait.
+        shown = [line for line in second.err.splitlines() if line.startswith("witnesses: ")]
+        assert shown, second.err
+        assert shown[-1].startswith(f"witnesses: {QUORUM - 1} of {QUORUM} votes needed"), shown
+        assert shown[-1].endswith(f"({WITNESSES} witnesses); waited 3 of 3 s"), shown
         transfer = second.json["transfer"]
         mine = ada("balance").json
         assert (mine["balance"], mine["unconfirmed"]) == (-5, -7), mine

@@ -241,9 +241,21 @@ def call(
 ) -> dict[str, Any]:
     """Run ``op`` on the node: through its control socket if it is running,
     else on the store directly."""
-    reply = _control_request(home / CONTROL_SOCKET, op, params)
+    reply = call_if_running(home, op, params)
     if reply is not None:
         return reply
+    return call_offline(home, op, params, passphrase_file)
+
+
+def call_if_running(home: Path, op: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Run ``op`` on the running node; None if no node is running."""
+    return _control_request(home / CONTROL_SOCKET, op, params)
+
+
+def call_offline(
+    home: Path, op: str, params: dict[str, Any], passphrase_file: Path | None
+) -> dict[str, Any]:
+    """Run ``op`` on the store directly (no node running)."""
     from troc.node.ops import READ_OPS, needs_key, run_op
 
     read_only = op in READ_OPS and not writable(home)
@@ -254,7 +266,7 @@ def call(
 
 def call_running(home: Path, op: str, params: dict[str, Any]) -> dict[str, Any]:
     """Run ``op`` on the running node; fail with 'not running' if there is none."""
-    reply = _control_request(home / CONTROL_SOCKET, op, params)
+    reply = call_if_running(home, op, params)
     if reply is None:
         from troc.cli.main import EXIT_NOT_RUNNING, Failure
 

@@ -104,6 +104,48 @@ class Context:
         """Run ``op`` on the running node, or offline on the store."""
         return homes.call(self.home, op, params, self.passphrase_file)
 
+    def sign(self, op: str, params: dict[str, Any], signed: str) -> dict[str, Any]:
+        """Run signing operation ``op``; ``signed`` names the result's entry.
+
+        Offline, say that the entry waits for the node. Online, in a
+        witnessed community, wait up to ``params["wait"]`` seconds for the
+        witnesses, showing the votes so far on stderr."""
+        limit = float(params.get("wait") or 0)
+        reply = homes.call_if_running(self.home, op, {**params, "wait": 0})
+        if reply is None:
+            reply = homes.call_offline(self.home, op, params, self.passphrase_file)
+            click.echo(
+                "troc: no node is running: signed and stored here; it leaves when"
+                " `troc run` next starts",
+                err=True,
+            )
+            return reply
+        fin = reply.get("finality")
+        if fin is None or fin["final"] or fin["problem"] or limit <= 0:
+            return reply
+        reply["finality"] = self._wait_final(str(reply[signed]), fin, limit)
+        return reply
+
+    def _wait_final(self, entry: str, fin: dict[str, Any], limit: float) -> dict[str, Any]:
+        import time
+
+        start = time.monotonic()
+        tty = sys.stderr.isatty()  # a terminal: one line rewritten; else a line per change
+        shown = ""
+        while True:
+            waited = min(time.monotonic() - start, limit)
+            line = render.finality_progress(fin, waited, limit)
+            over = fin["final"] or fin["problem"] or waited >= limit
+            if tty:
+                click.echo(f"\r{line}", err=True, nl=over)
+            elif over or line.split(";")[0] != shown.split(";")[0]:
+                click.echo(line, err=True)
+            shown = line
+            if over:
+                return fin
+            time.sleep(min(0.5, limit - waited))
+            fin = homes.call_running(self.home, "finality", {"entry": entry})
+
 
 def fail(ctx: Context | None, failure: Failure) -> NoReturn:
     if ctx is not None and ctx.as_json:
@@ -393,7 +435,7 @@ def pay(
         "any_amount": any_amount,
         "wait": wait,
     }
-    ctx.emit(ctx.call("pay", params), render.created("transfer"))
+    ctx.emit(ctx.sign("pay", params, "transfer"), render.created("transfer"))
 
 
 @cli.command()
@@ -424,7 +466,7 @@ def _answer_command(verb: str, doc: str) -> None:
     def command(ctx: Context, transfer: str, community_: str | None, wait: float) -> None:
         _one_transfer_named(ctx, transfer, community_)
         params = {"community": community_, "transfer": transfer, "wait": wait}
-        ctx.emit(ctx.call(verb, params), render.created(verb))
+        ctx.emit(ctx.sign(verb, params, verb), render.created(verb))
 
 
 def _one_transfer_named(ctx: Context, transfer: str, community_: str | None) -> None:

@@ -120,6 +120,14 @@ def created(key: str) -> Renderer:
     return render
 
 
+def finality_progress(fin: dict[str, Any], waited: float, limit: float) -> str:
+    """One line, rewritten while ``pay``/``accept`` wait for the witnesses."""
+    return (
+        f"witnesses: {fin['votes']} of {fin['quorum']} votes needed"
+        f" ({fin['witnesses']} witnesses); waited {waited:.0f} of {limit:.0f} s"
+    )
+
+
 def invitation(data: dict[str, Any]) -> str:
     return str(data["invitation"])
 

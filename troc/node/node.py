@@ -48,6 +48,7 @@ from typing import Any
 
 import trio
 
+from troc.crypto.ids import decode_id
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import RemoteProtocolError, TrocError
 from troc.node import homefiles, ops
@@ -341,6 +342,8 @@ class Node:
             return self.status()
         if name == "peers":
             return self.peers()
+        if name == "finality":
+            return self.finality(str(params["entry"]))
         if name == "connect":
             peer = await self.connect(str(params["addr"]))
             return {"peer_id": peer}
@@ -369,6 +372,16 @@ class Node:
             if progress is not None:
                 result["finality"] = await self.wait_final(progress, params.get("wait"))
         return result
+
+    def finality(self, entry: str) -> dict[str, Any]:
+        """Where the certification of own entry ``entry`` (its text id) stands,
+        as ``finality`` in a signing operation's result (the CLI polls it to
+        show progress while it waits)."""
+        wanted = decode_id("e", entry)
+        for (_community, ref), progress in self.certifier.progress.items():
+            if ref.id == wanted:
+                return progress.describe()
+        raise ops.NotFoundError(f"no own entry {entry[:12]} awaiting witnesses here")
 
     async def wait_final(self, progress: Progress, seconds: Any = None) -> dict[str, Any]:
         """Wait (bounded: ``seconds``, or FINALITY_WAIT for None/True) until
