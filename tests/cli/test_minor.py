@@ -431,3 +431,24 @@ def test_an_offline_payment_says_it_waits_for_the_node(ada: Path) -> None:
     assert result.stderr == (
         "troc: no node is running: signed and stored here; it leaves when `troc run` next starts\n"
     )
+
+
+def test_names_given_at_init_are_shown_to_others_marked_as_self_chosen(
+    ada: Path, bruno: Path
+) -> None:
+    ada_id = troc(ada, "whoami").stdout.strip()
+    shown = f"~ada ({ada_id[:7]})"
+    assert troc(ada, "offer", "add", "--title", "Bicycle repair").exit_code == 0
+    assert troc(ada, "pay", "bruno", "2").exit_code == 0
+    exchange(ada, bruno)
+    assert shown in troc(bruno, "pending").stdout
+    assert shown in troc(bruno, "offer", "list").stdout
+    assert shown in troc(bruno, "balances").stdout
+    assert troc(bruno, "balance", ada_id).stdout.startswith(f"{shown}: -2 hours")
+    assert f"{shown} paid 2" in troc(bruno, "history").stdout
+    pending = json.loads(troc(bruno, "--json", "pending").stdout)
+    assert pending["names"][ada_id] == "ada"
+    # A contact's name (chosen by you) wins over a self-chosen one.
+    assert troc(bruno, "contact", "add", "the-mechanic", ada_id).exit_code == 0
+    assert "the-mechanic" in troc(bruno, "pending").stdout
+    assert "~ada" not in troc(bruno, "pending").stdout

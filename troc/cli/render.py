@@ -79,10 +79,17 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _names(home: Path) -> dict[str, str]:
+def _names(home: Path, data: dict[str, Any] | None = None) -> dict[str, str]:
+    """How to show member ids: ``me``, your contacts' names, else the name a
+    member gave when joining (``data["names"]``, from their join entry),
+    marked ``~`` with an id prefix since anyone may call themselves anything."""
     from troc.cli.home import contacts, profile
 
-    names = {member: name for name, member in contacts(home).items()}
+    names = {
+        member: f"~{safe(name)} ({member[:7]})"
+        for member, name in (data or {}).get("names", {}).items()
+    }
+    names.update({member: name for name, member in contacts(home).items()})
     try:
         names[profile(home)["member"]] = "me"
     except Exception:
@@ -169,7 +176,7 @@ def communities(data: dict[str, Any]) -> str:
 def balance(home: Path) -> Renderer:
     def render(data: dict[str, Any]) -> str:
         unit = data["unit"]
-        who = short(data["member"], _names(home))
+        who = short(data["member"], _names(home, data))
         final = " final" if data.get("finality") == "witnessed" else ""
         lines = [
             f"{who}: {amount(data['balance'], unit)}{final}  (credit limit {data['credit_limit']})"
@@ -199,7 +206,7 @@ def balance(home: Path) -> Renderer:
 
 def pending(home: Path) -> Renderer:
     def render(data: dict[str, Any]) -> str:
-        names = _names(home)
+        names = _names(home, data)
         out = []
         for title, key, who in (("Incoming", "incoming", "from"), ("Outgoing", "outgoing", "to")):
             rows = [
@@ -224,7 +231,7 @@ def pending(home: Path) -> Renderer:
 
 def history(home: Path) -> Renderer:
     def render(data: dict[str, Any]) -> str:
-        names = _names(home)
+        names = _names(home, data)
         rows = []
         for e in data["entries"]:
             b = e["body"]
@@ -254,7 +261,7 @@ def history(home: Path) -> Renderer:
 
 def offers(home: Path) -> Renderer:
     def render(data: dict[str, Any]) -> str:
-        names = _names(home)
+        names = _names(home, data)
         rows = [
             [
                 o["offer"][:12],
@@ -339,7 +346,7 @@ def peers(data: dict[str, Any]) -> str:
 
 def balances(home: Path) -> Renderer:
     def render(data: dict[str, Any]) -> str:
-        names = _names(home)
+        names = _names(home, data)
         rows = [[short(m, names), str(b)] for m, b in sorted(data["balances"].items())]
         return table(rows, ["member", "balance"])
 

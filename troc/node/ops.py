@@ -25,10 +25,12 @@ from troc.protocol.entry import (
     CommunityId,
     Decline,
     Entry,
+    Join,
     Kind,
     Offer,
     Reclaim,
     Ref,
+    Transfer,
 )
 
 __all__ = [
@@ -465,9 +467,12 @@ def op_pending(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
             out.append(item)
         return out
 
+    incoming, outgoing = node.pending(community), node.pending_out(community)
     return {
-        "incoming": rows(node.pending(community)),
-        "outgoing": rows(node.pending_out(community)),
+        "incoming": rows(incoming),
+        "outgoing": rows(outgoing),
+        "names": _join_names(node, community, [t.payer for t in incoming + outgoing])
+        | _join_names(node, community, [t.payee for t in outgoing]),
     }
 
 
@@ -486,6 +491,7 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
         "joined": b.joined,
         "frozen": b.frozen_at is not None,
         "finality": info.finality,
+        "names": _join_names(node, community, [member]),
         **(
             {"unconfirmed": b.unconfirmed, "pending_in_final": b.pending_in_final}
             if b.witnessed
@@ -496,7 +502,11 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
 
 def op_balances(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
-    return {"balances": {mid(m): v for m, v in sorted(node.balances(community).items())}}
+    balances = node.balances(community)
+    return {
+        "balances": {mid(m): v for m, v in sorted(balances.items())},
+        "names": _join_names(node, community, balances),
+    }
 
 
 def op_history(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
@@ -507,8 +517,26 @@ def op_history(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     return {
         "member": mid(member),
         "entries": [_history_json(node, community, e) for e in entries],
+        "names": _join_names(
+            node,
+            community,
+            [e.author for e in entries]
+            + [e.body.to for e in entries if isinstance(e.body, Transfer)],
+        ),
         "next_before_ms": entries[-1].timestamp_ms if len(entries) == limit else None,
     }
+
+
+def _join_names(node: LocalNode, community: CommunityId, members: Any) -> dict[str, str]:
+    """The names members gave in their join entries (self-chosen, unverified),
+    for the members in ``members`` that gave one: ``{member id: name}``."""
+    out = {}
+    for member in set(members):
+        first = node.store.entries_since(community, MemberId(member), 0, limit=1)
+        entry = Entry.decode(first[0], check_signature=False) if first else None
+        if entry is not None and isinstance(entry.body, Join) and entry.body.name:
+            out[mid(member)] = entry.body.name
+    return out
 
 
 def _history_json(node: LocalNode, community: CommunityId, e: Entry) -> dict[str, Any]:
@@ -550,7 +578,10 @@ def op_offer_list(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
         include_closed=bool(p.get("include_closed")),
         limit=int(p.get("limit", 50)),
     )
-    return {"offers": [_offer_json(o) for o in offers]}
+    return {
+        "offers": [_offer_json(o) for o in offers],
+        "names": _join_names(node, community, [o.author for o in offers]),
+    }
 
 
 def op_offer_close(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
