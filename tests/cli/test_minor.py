@@ -101,6 +101,9 @@ def test_amounts_out_of_range_or_not_ascii_are_usage_errors(
     result = troc(ada, "pay", bruno, amount)
     assert result.exit_code == 2, result.output
     assert says in result.stderr
+    result = troc(ada, "offer", "add", "--title", "bread", "--price", amount)
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr
 
 
 def test_text_over_its_limit_is_a_usage_error_and_help_gives_the_limits(ada: Path) -> None:

@@ -580,7 +580,12 @@ def offer() -> None:
 @click.option("--title", required=True, help="At most 200 characters.")
 @click.option("--description", default="", help="At most 4000 characters.")
 @click.option("--want", is_flag=True, help="Publish a want instead of an offer.")
-@click.option("--price", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--price",
+    metavar="AMOUNT",
+    default=None,
+    help="In the smallest unit: a whole number from 1 to 2^53 - 1 (digits 0-9).",
+)
 @click.option(
     "--tag", "tags", multiple=True, help="A tag of 1 to 40 characters (repeatable, at most 16)."
 )
@@ -592,7 +597,7 @@ def offer_add(
     title: str,
     description: str,
     want: bool,
-    price: int | None,
+    price: str | None,
     tags: tuple[str, ...],
     expires: str | None,
     community_: str | None,
