@@ -16,6 +16,8 @@ from click.testing import CliRunner, Result
 from troc.cli.main import cli
 
 BIN = Path(sys.executable).parent / "troc"
+CREATE_VALLEY = ["community", "create", "--name", "Valley LETS"]
+CREATE_VALLEY += ["--unit", "hours", "--credit-limit", "20"]
 
 
 def troc(
@@ -37,17 +39,7 @@ def member(home: Path, name: str) -> str:
 def ada(tmp_path: Path) -> Path:
     home = tmp_path / "ada"
     member(home, "ada")
-    result = troc(
-        home,
-        "community",
-        "create",
-        "--name",
-        "Valley LETS",
-        "--unit",
-        "hours",
-        "--credit-limit",
-        "20",
-    )
+    result = troc(home, *CREATE_VALLEY)
     assert result.exit_code == 0, result.output
     return home
 
