@@ -214,12 +214,12 @@ def render_policy(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _hints(home: Path) -> list[str]:
+def _hints(home: Path | None) -> list[str]:
     """What a new server's operator is likely to have missed (--check)."""
     from troc.cli import home as homes
     from troc.errors import TrocError
 
-    if not (home / homes.STORE_FILE).exists():
+    if home is None or not (home / homes.STORE_FILE).exists():
         return [NO_COMMUNITY_HINT]
     try:
         followed = homes.call(home, "community.list", {}, None)["communities"]
