@@ -7,7 +7,8 @@ Layout of ``--home`` (default: the per-user data folder)::
     contacts.json   local names for member ids
     peers.json      addresses of nodes met before (bootstrap on the next run)
     store.sqlite    the ledger (SQLite, WAL): the single source of truth
-    control.sock    the running node's control socket (owner-only)
+    control.sock    the running node's control socket (owner-only; a long home
+                    reaches it through /proc/self/fd: homefiles.socket_address)
 
 To back up safely, copy the key and profile once; never restore an old
 ``store.sqlite`` and carry on appending: a node restored from an old copy
