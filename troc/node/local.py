@@ -528,8 +528,9 @@ class LocalNode:
 
     def find_transfer(self, community: CommunityId, text_or_prefix: str) -> Ref:
         """Resolve a transfer named by a (prefix of an) entry id among those
-        pending for or from this member. Raises LocalProtocolError if none or
-        several match."""
+        pending for or from this member. Raises RefusedError
+        (``already_answered``) if it names a transfer this member already
+        accepted or declined, else LocalProtocolError if none or several match."""
         refs = [t.ref for t in self.pending(community) + self.pending_out(community)]
         if not _matching(text_or_prefix, "transfer", refs):
             # Not waiting for an answer: say so if this member already gave one
