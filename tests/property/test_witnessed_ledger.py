@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import WITNESS_KEYS, World, certify, key, witnessed_world
 from troc.errors import RefusedError
-from troc.node.store import Store
+from troc.node.store import SCHEMA_VERSION, Store
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Accept, Transfer
 from troc.protocol.ledger import Ledger, Reason, Status
@@ -245,7 +245,7 @@ def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     store.close()
     # Make it what troc 0.1 wrote: no final columns, no witness tables.
     conn = sqlite3.connect(path)
-    for table in ("certificates", "witness_faults", "votes"):
+    for table in ("certificates", "witness_faults", "votes", "final_chain"):
         conn.execute(f"DROP TABLE {table}")
     for column in ("final_seq", "final_id", "final_balance"):
         conn.execute(f"ALTER TABLE logs DROP COLUMN {column}")
@@ -258,7 +258,7 @@ def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
         with store.transaction():
             assert ledger.ingest_certificate(certify(h.t), h.w.now).final
         assert ledger.balance(h.w.community, h.a.public) == -30
-        assert store.get_meta("schema_version") == "2"
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
     finally:
         store.close()
 

@@ -14,7 +14,7 @@ from troc.errors import StoreError
 from troc.protocol.entry import Entry, Kind
 
 #: The format this code writes. A store with a higher version is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id``: "troc" in ASCII, so other SQLite files are told apart.
 APPLICATION_ID = 0x74726F63
 _VERSION_KEY = "schema_version"
@@ -192,9 +192,23 @@ CREATE TABLE votes (
     PRIMARY KEY (community, author, seq)
 ) WITHOUT ROWID;
 """
+    + """
+-- Each log's final chain (witnessed communities): the entry at each seq
+-- from 1 to the final tip on the tip's chain, written as the tip moves, so
+-- "is this entry final?" is one lookup, also in a forked log. Keyed to grow
+-- at the end of one log.
+CREATE TABLE final_chain (
+    lid INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    PRIMARY KEY (lid, seq)
+) WITHOUT ROWID;
+"""
 )
 
 # Version 1 to 2: final tips in logs, and the witnessed-community tables.
+# Version 2 to 3: final_chain, filled from each log's final tip
+# (:func:`_fill_final_chains`).
 _MIGRATE_1_TO_2 = [
     "ALTER TABLE logs ADD COLUMN final_seq INTEGER",
     "ALTER TABLE logs ADD COLUMN final_id BLOB",
@@ -309,16 +323,11 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring an older store up to SCHEMA_VERSION, in one transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if version == 1:
+        if version < 2:
             for statement in _MIGRATE_1_TO_2:
                 conn.execute(statement)
-            tables = _statements(_SCHEMA)
-            for statement in tables:
-                if any(
-                    f"CREATE TABLE {name} " in statement
-                    for name in ("certificates", "witness_faults", "votes")
-                ):
-                    conn.execute(statement)
+            for name in ("certificates", "witness_faults", "votes"):
+                _create(conn, name)
             # Logs of witnessed communities start with no final entry.
             for community, wire in conn.execute("SELECT community, wire FROM genesis").fetchall():
                 body = Entry.decode(wire, check_signature=False).body
@@ -327,11 +336,39 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
                         "UPDATE logs SET final_seq = 0, final_balance = 0 WHERE community = ?",
                         (community,),
                     )
+        if version < 3:
+            _create(conn, "final_chain")
+            _fill_final_chains(conn)
         conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), _VERSION_KEY))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _create(conn: sqlite3.Connection, table: str) -> None:
+    """Create one table of the current schema."""
+    (statement,) = [s for s in _statements(_SCHEMA) if f"CREATE TABLE {table} " in s]
+    conn.execute(statement)
+
+
+def _fill_final_chains(conn: sqlite3.Connection) -> None:
+    """Record every log's final chain: from its final tip down the prev links."""
+    logs = conn.execute(
+        "SELECT lid, final_seq, final_id FROM logs WHERE final_seq > 0 AND final_id IS NOT NULL"
+    ).fetchall()
+    for lid, seq, eid in logs:
+        rows = []
+        while seq >= 1:
+            rows.append((lid, seq, eid))
+            if seq == 1:
+                break
+            (wire,) = conn.execute(
+                "SELECT wire FROM entries WHERE lid = ? AND seq = ? AND id = ?", (lid, seq, eid)
+            ).fetchone()
+            eid = Entry.decode(wire, check_signature=False).prev
+            seq -= 1
+        conn.executemany("INSERT INTO final_chain VALUES (?, ?, ?)", rows)
 
 
 def _statements(script: str) -> list[str]:

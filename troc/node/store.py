@@ -828,6 +828,34 @@ class Store:
         )
         return self._cur.rowcount == 1
 
+    def certified_between(
+        self, community: CommunityId, author: MemberId, low: int, high: int
+    ) -> list[tuple[int, EntryId]]:
+        rows = self._cur.execute(
+            "SELECT seq, id FROM certificates"
+            " WHERE community = ? AND author = ? AND seq > ? AND seq < ? ORDER BY seq",
+            (community, author, low, high),
+        ).fetchall()
+        return [(r[0], EntryId(r[1])) for r in rows]
+
+    def final_at(self, community: CommunityId, author: MemberId, seq: int) -> EntryId | None:
+        log = self._log(community, author)
+        if log is None or log.head is None or not log.head.final_seq or seq > log.head.final_seq:
+            return None  # no query: above the final tip, nothing is final
+        row = self._cur.execute(
+            "SELECT id FROM final_chain WHERE lid = ? AND seq = ?", (log.lid, seq)
+        ).fetchone()
+        return None if row is None else EntryId(row[0])
+
+    def put_final(
+        self, community: CommunityId, author: MemberId, chain: Iterable[tuple[int, EntryId]]
+    ) -> None:
+        self._write()
+        lid = self._lid(community, author)
+        self._cur.executemany(
+            "INSERT INTO final_chain VALUES (?, ?, ?)", [(lid, seq, eid) for seq, eid in chain]
+        )
+
     def finals(self, community: CommunityId) -> list[tuple[MemberId, int, bytes]]:
         """(author, final seq, certificate of the final tip entry) of every
         author of ``community`` whose final tip is above 0, by author."""

@@ -15,7 +15,12 @@ A backend stores, per community:
 * one :class:`Head` per author (its first-seen branch, and what was frozen);
 * :class:`RefRow` s: which entry answers, closes or reclaims which other one,
   so "accepted before?" and "who credited a frozen transfer?" are lookups;
-* fork proofs, and entries waiting for a missing dependency (bounded).
+* fork proofs, and entries waiting for a missing dependency (bounded);
+* in a witnessed community, each log's *final chain*: the (seq, id) of every
+  entry at or below its final tip on the tip's chain, written when the tip
+  moves (in the certificate's or the entry's transaction), so "is this entry
+  final?" is one lookup, not a walk back from the tip (a forked log may hold
+  thousands of entries on several branches above its fork point).
 """
 
 from __future__ import annotations
@@ -194,6 +199,25 @@ class Backend(Protocol):
         f witnesses lied. False if one is known for this position."""
         ...
 
+    def certified_between(
+        self, community: CommunityId, author: MemberId, low: int, high: int
+    ) -> list[tuple[int, EntryId]]:
+        """(seq, id) of the certificates held for ``author`` at
+        ``low < seq < high``, by seq."""
+        ...
+
+    def final_at(self, community: CommunityId, author: MemberId, seq: int) -> EntryId | None:
+        """The id of the entry at ``seq`` on ``author``'s final chain (the
+        chain that ends at its final tip), or None if it has none there."""
+        ...
+
+    def put_final(
+        self, community: CommunityId, author: MemberId, chain: Iterable[tuple[int, EntryId]]
+    ) -> None:
+        """Add (seq, id) positions to ``author``'s final chain: the entries
+        from above the old final tip up to the new one."""
+        ...
+
 
 class MemoryBackend:
     """A :class:`Backend` in dicts, for tests and simulation."""
@@ -208,6 +232,7 @@ class MemoryBackend:
         self._max_waiting = max_waiting
         self._certificates: dict[tuple[CommunityId, MemberId, int], tuple[EntryId, bytes]] = {}
         self.witness_faults: dict[tuple[CommunityId, MemberId, int], tuple[bytes, bytes]] = {}
+        self._final: dict[tuple[CommunityId, MemberId], dict[int, EntryId]] = {}
 
     def genesis(self, community: CommunityId) -> Entry | None:
         return self._genesis.get(community)
@@ -324,3 +349,23 @@ class MemoryBackend:
             return False
         self.witness_faults[key] = (first, second)
         return True
+
+    def certified_between(
+        self, community: CommunityId, author: MemberId, low: int, high: int
+    ) -> list[tuple[int, EntryId]]:
+        out = []
+        for seq in range(low + 1, high):
+            held = self._certificates.get((community, author, seq))
+            if held is not None:
+                out.append((seq, held[0]))
+        return out
+
+    def final_at(self, community: CommunityId, author: MemberId, seq: int) -> EntryId | None:
+        return self._final.get((community, author), {}).get(seq)
+
+    def put_final(
+        self, community: CommunityId, author: MemberId, chain: Iterable[tuple[int, EntryId]]
+    ) -> None:
+        final = self._final.setdefault((community, author), {})
+        for seq, eid in chain:
+            assert final.setdefault(seq, eid) == eid, "a final chain is never rewritten"

@@ -345,17 +345,18 @@ class Ledger:
 
     def is_final(self, community: CommunityId, ref: Ref) -> bool:
         """True if the entry ``ref`` is held and lies on its log's certified
-        chain, at or below the final tip."""
+        chain, at or below the final tip.
+
+        Two lookups whatever the log's length or forks: the final chain is
+        recorded as the tip moves (:meth:`_advance_final`), and only held
+        entries are on it. (A walk back from the tip cost one read per seq
+        between: a forked certified log made every want of a certificate,
+        even for a random id, a walk.)
+        """
         head = self.backend.head(community, ref.author)
-        if head is None or head.final_seq is None or head.final_id is None:
+        if head is None or not head.final_seq or ref.seq > head.final_seq:
             return False
-        if ref.seq > head.final_seq:
-            return False
-        if ref.seq == head.final_seq:
-            return ref.id == head.final_id
-        tip = self.backend.entry(community, ref.author, head.final_seq, head.final_id)
-        assert tip is not None  # the final tip is a held entry
-        return self._is_ancestor(community, ref.author, ref.seq, ref.id, tip.entry)
+        return self.backend.final_at(community, ref.author, ref.seq) == ref.id
 
     def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
         """The certificate held for exactly this entry, if any."""
@@ -435,9 +436,11 @@ class Ledger:
         if entry.seq <= head.final_seq:
             return False
         keys: list[WaitKey] = []
+        chain: list[tuple[int, EntryId]] = []
         seq, eid = entry.seq, entry.id
         while seq > head.final_seq:
             keys.append(final_key(c, author, seq, eid))
+            chain.append((seq, eid))
             if seq == 1:
                 break
             s = self.backend.entry(c, author, seq, eid)
@@ -455,6 +458,8 @@ class Ledger:
             author,
             replace(head, final_seq=entry.seq, final_id=entry.id, final_balance=stored.balance),
         )
+        chain.reverse()
+        self.backend.put_final(c, author, chain)
         keys.reverse()
         self._finalised += keys
         return True
@@ -732,8 +737,15 @@ class Ledger:
         if head is None or head.frozen_at is None or seq < head.frozen_at:
             # One entry per seq below any fork: being stored means being on the chain.
             return self.backend.entry(c, author, seq, eid) is not None
+        if self.backend.entry(c, author, seq, eid) is None:
+            return False  # on no chain held here: no walk for it
+        # Walk down the prev links; a chain that reaches the final tip goes on
+        # as the final chain, which is recorded: the rest is one lookup.
+        final = head.final_seq or 0
         cur_seq, cur_id = entry.seq - 1, entry.prev
         while cur_seq > seq and cur_id is not None:
+            if cur_seq == final and cur_id == head.final_id:
+                return self.backend.final_at(c, author, seq) == eid
             s = self.backend.entry(c, author, cur_seq, cur_id)
             if s is None:
                 return False

@@ -95,6 +95,7 @@ from troc.protocol.witness import Certificate
 
 __all__ = [
     "FRAME_LIMITS",
+    "MAX_REPLY_BYTES",
     "Finals",
     "Frozen",
     "Heads",
@@ -115,7 +116,13 @@ MAX_FRAME = 1024 * 1024
 MAX_BATCH = 512
 MAX_HEADS = 10_000
 MAX_WANTS = 256
+#: Wants one side sends per session (entries and certificates together), at
+#: most; a peer that sends more is out of protocol.
 MAX_WANT_ROUNDS = 16
+#: Bytes of entries and certificates one side serves in replies to wants per
+#: session, at most (past it, replies are empty: the asker asks again in the
+#: next session). Without it, 16 replies of half a frame each.
+MAX_REPLY_BYTES = 2 * 1024 * 1024
 #: Fork proofs in one ``heads`` message: at most this many, and this many
 #: bytes of entries (with MAX_HEADS heads the frame stays under MAX_FRAME).
 MAX_PROOFS = 64
@@ -207,22 +214,31 @@ def certificate_for(ledger: Ledger, community: CommunityId, ref: Ref) -> bytes |
     """The certificate that makes the entry ``ref`` final with the fewest
     entries above it: its own, else that of the lowest certified entry above
     it on its log's certified chain (within CERTIFICATE_REACH seqs), else
-    that of the final tip; None if ``ref`` is not final here."""
+    that of the final tip; None if ``ref`` is not final here.
+
+    A bounded number of lookups, whatever the log's length or forks (a
+    peer's want names up to MAX_WANTS refs, any it likes): finality is one
+    lookup (:meth:`Ledger.is_final`), the certificates above ``ref`` one
+    range read.
+    """
     exact = ledger.certificate_of(community, ref)
     if exact is not None:
         return exact
-    head = ledger.head(community, ref.author)
-    if (
-        head is None
-        or not head.final_seq
-        or head.final_id is None
-        or not ledger.is_final(community, ref)
-    ):
+    if not ledger.is_final(community, ref):
         return None
-    for seq in range(ref.seq + 1, min(head.final_seq, ref.seq + CERTIFICATE_REACH)):
-        held = ledger.backend.certificate(community, ref.author, seq)
-        if held is not None and ledger.is_final(community, Ref(ref.author, seq, held[0])):
-            return held[1]
+    head = ledger.head(community, ref.author)
+    assert head is not None  # final: a final tip is held
+    assert head.final_seq
+    assert head.final_id is not None
+    backend = ledger.backend
+    above = backend.certified_between(
+        community, ref.author, ref.seq, min(head.final_seq, ref.seq + CERTIFICATE_REACH)
+    )
+    for seq, eid in above:
+        # A certificate of an entry off the final chain (more than f
+        # witnesses lied) does not make ``ref`` final.
+        if backend.final_at(community, ref.author, seq) == eid:
+            return ledger.certificate_of(community, Ref(ref.author, seq, eid))
     return ledger.certificate_of(community, Ref(ref.author, head.final_seq, head.final_id))
 
 
@@ -428,6 +444,8 @@ class SyncSession:
         self._got_fin = False
         self._wants_out = 0
         self._want_rounds = 0
+        self._wants_in = 0  # the peer's wants answered, and their bytes
+        self._reply_bytes = 0
         self._asked: set[Ref] = set()
         self._asked_certs: set[Ref] = set()
         # Entries parked here in this session, and of those the ones that
@@ -822,6 +840,13 @@ class SyncSession:
         raw = msg.get("k") if certificates else msg.get("r")
         if not isinstance(raw, list) or len(raw) > MAX_WANTS:
             raise _bad("want")
+        # A want follows the heads (it names what they showed missing), and
+        # an honest side sends at most MAX_WANT_ROUNDS per session.
+        if not self._got_heads:
+            raise _bad("want out of turn")
+        self._wants_in += 1
+        if self._wants_in > MAX_WANT_ROUNDS:
+            raise _bad(f"more than {MAX_WANT_ROUNDS} wants in a session")
         refs = []
         for item in raw:
             try:
@@ -831,11 +856,13 @@ class SyncSession:
         if certificates:
             yield self._certificates_of(refs)
             return
-        # One want, one reply: answer what fits in a frame; the peer asks
-        # again for the rest in a later session.
+        # One want, one reply: answer what fits in a frame and in what is
+        # left of the session's reply bytes; the peer asks again for the
+        # rest in a later session.
         found: list[bytes] = []
         seen: set[bytes] = set()
         size = 0
+        left = MAX_REPLY_BYTES - self._reply_bytes
         for ref in refs:
             wire = self.view.wire_of(self.community, ref)
             if wire is None:
@@ -843,13 +870,19 @@ class SyncSession:
             for w in [*self._branch_below(ref, wire, len(found)), wire]:
                 if w in seen:
                     continue
-                if found and (size + len(w) > self.batch_bytes or len(found) >= self.batch_entries):
-                    yield self._entries(found, reply=True)
+                if size + len(w) > left or (
+                    found and (size + len(w) > self.batch_bytes or len(found) >= self.batch_entries)
+                ):
+                    yield self._reply(found)
                     return
                 found.append(w)
                 seen.add(w)
                 size += len(w)
-        yield self._entries(found, reply=True)
+        yield self._reply(found)
+
+    def _reply(self, wires: list[bytes]) -> dict[str, Any]:
+        self._reply_bytes += sum(len(w) for w in wires)
+        return self._entries(wires, reply=True)
 
     def _branch_below(self, ref: Ref, wire: bytes, used: int) -> list[bytes]:
         """The entries below ``ref`` on its branch, oldest first, when the
@@ -898,14 +931,18 @@ class SyncSession:
         final, as many as fit in one frame."""
         found: list[bytes] = []
         size = 0
+        left = MAX_REPLY_BYTES - self._reply_bytes
         for ref in refs:
             data = self.view.certificate_of(self.community, ref)
             if data is None or data in found:
                 continue
-            if found and (len(found) >= MAX_CERTS or size + len(data) > self.batch_bytes):
+            if size + len(data) > left or (
+                found and (len(found) >= MAX_CERTS or size + len(data) > self.batch_bytes)
+            ):
                 break
             found.append(data)
             size += len(data)
+        self._reply_bytes += size
         msg = self._certs(found)
         msg["r"] = True
         return msg
