@@ -46,7 +46,10 @@ hash, and there are as few of them as the queries allow (schema in
 * ``timeline`` ``(member log, timestamp, id)``: own entries and incoming
   transfers, for :meth:`Store.history`;
 * ``pending``: transfers not settled yet; small, since settled ones leave it;
-* ``offers`` (+ tags and a contentless FTS5 index): a few percent of entries.
+* ``offers`` (+ tags and a contentless FTS5 index): a few percent of entries;
+* ``final_chain`` ``(log, seq)`` (witnessed communities): the id at each seq
+  of the chain that ends at the log's final tip, appended as the tip moves,
+  so finality is one lookup even in a forked log.
 
 Caches. The hot path of an ingest touches SQLite for its inserts only: log
 rows (id, head, highest stored seq) are cached and written back at commit,
