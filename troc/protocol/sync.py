@@ -73,9 +73,13 @@ never touches a socket, a clock or a file (h11's shape).
    certificate held on its own already named.
 
 Everything a peer sends is bounded (frame size, entries per batch, heads,
-wants) and checked; a peer that sends bytes that are not well-formed, or
-entries with bad signatures, (or certificates that do not verify) is reported in
-:attr:`SyncSession.misbehaviour` so the node can cut it off.
+wants) and checked; so is what it can ask for: at most MAX_WANT_ROUNDS
+wants a session, after the heads, each answered in a bounded number of
+lookups per ref (:func:`certificate_for`), and at most MAX_REPLY_BYTES of
+replies (docs/sync.md, "Limits on wants"). A peer that sends bytes that
+are not well-formed, or entries with bad signatures, (or certificates that
+do not verify) is reported in :attr:`SyncSession.misbehaviour` so the node
+can cut it off.
 """
 
 from __future__ import annotations
