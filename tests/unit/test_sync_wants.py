@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import World, certify, key, witnessed_world
+from tests.unit.test_spec import constant, number, table
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import RemoteProtocolError
 from troc.node.store import Store
@@ -290,3 +291,14 @@ def test_an_honest_asker_stays_within_the_bounds() -> None:
     head = ours.backend.head(w.community, a.public)
     assert head is not None
     assert head.frozen_at == 3
+
+
+def test_the_limits_table_of_docs_sync_md_is_the_code() -> None:
+    rows = table("sync.md", "## Limits on wants")
+    assert {name.strip("`") for _what, _value, name in rows} >= {
+        "MAX_WANTS",
+        "MAX_WANT_ROUNDS",
+        "MAX_REPLY_BYTES",
+    }
+    for what, value, name in rows:
+        assert number(value) == constant(name.strip("`")), what
