@@ -100,7 +100,7 @@ def forked(length: int) -> Forked:
 
 def memory_node(f: Forked) -> tuple[Ledger, Counting]:
     counting = Counting(MemoryBackend())
-    ledger = Ledger(counting)  # type: ignore[arg-type]
+    ledger = Ledger(counting)
     f.load(ledger)
     counting.calls.clear()
     return ledger, counting
@@ -196,6 +196,7 @@ class View(MemoryView):
     def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
         backend = self.ledger.backend
         inner = backend._inner if isinstance(backend, Counting) else backend
+        assert isinstance(inner, MemoryBackend)
         return [
             (author, seq, first, second)
             for (c, author, seq), (first, second) in sorted(inner.forks.items())
