@@ -22,10 +22,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import World, certify, key, witnessed_world
+from troc.errors import StoreError
 from troc.node.store import SCHEMA_VERSION, Store
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Accept, Entry, Offer, Transfer
@@ -192,3 +194,27 @@ def test_a_version_2_store_is_migrated(tmp_path: Path) -> None:
         assert store.integrity_check() == "ok"
     finally:
         store.close()
+
+
+def test_a_damaged_version_2_store_is_refused_not_half_migrated(tmp_path: Path) -> None:
+    f = Forked(length=4, at=2, branch=1)
+    path = tmp_path / "s.sqlite"
+    with Store.open(path) as store:
+        ledger = Ledger(store)
+        with store.transaction():
+            ledger.ingest(f.w.genesis.wire, f.w.now)
+            for e in f.entries:
+                ledger.ingest(e.wire, f.w.now)
+            assert ledger.ingest_certificate(certify(f.main[3]), f.w.now).final
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE final_chain")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.execute("DELETE FROM entries WHERE seq = 3 AND id = ?", (f.main[2].id,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="damaged"):
+        Store.open(path)
+    conn = sqlite3.connect(path)  # rolled back: still format 2
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    conn.close()
+    assert version == ("2",)

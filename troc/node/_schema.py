@@ -363,10 +363,12 @@ def _fill_final_chains(conn: sqlite3.Connection) -> None:
             rows.append((lid, seq, eid))
             if seq == 1:
                 break
-            (wire,) = conn.execute(
+            row = conn.execute(
                 "SELECT wire FROM entries WHERE lid = ? AND seq = ? AND id = ?", (lid, seq, eid)
             ).fetchone()
-            eid = Entry.decode(wire, check_signature=False).prev
+            if row is None:  # a final tip's chain is held, unless the file was altered
+                raise StoreError(f"log {lid}: its final chain lacks seq {seq}: store damaged")
+            eid = Entry.decode(row[0], check_signature=False).prev
             seq -= 1
         conn.executemany("INSERT INTO final_chain VALUES (?, ?, ?)", rows)
 
