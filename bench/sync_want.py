@@ -14,7 +14,9 @@ brought to the point where wants are answered, and we time (best of
 * ``random``: one want frame of MAX_WANTS random ids (the attack);
 * ``final``: one want frame of MAX_WANTS entries that are final but have no
   certificate of their own (the honest worst case: each is answered with
-  the certificate of the lowest certified entry above it).
+  the certificate of the lowest certified entry above it);
+* ``entries``: one want of entries (``r``) naming MAX_WANTS random ids, for
+  comparison (an entry want was a keyed read per ref already).
 
 Runs on any troc that has SyncSession and certificate_for (so also on the
 code before the fix: ``PYTHONPATH=<old checkout> python bench/sync_want.py``).
@@ -118,8 +120,10 @@ def responder(ledger: Ledger, c: CommunityId) -> SyncSession:
     return session
 
 
-def one_frame(ledger: Ledger, store: Store, c: CommunityId, refs: list[Ref]) -> dict[str, Any]:
-    want = {"t": "want", "k": [r.to_wire() for r in refs]}
+def one_frame(
+    ledger: Ledger, store: Store, c: CommunityId, refs: list[Ref], kind: str = "k"
+) -> dict[str, Any]:
+    want = {"t": "want", kind: [r.to_wire() for r in refs]}
     frame = len(encode_message(want))
     session = responder(ledger, c)
     seen: list[str] = []
@@ -128,7 +132,8 @@ def one_frame(ledger: Ledger, store: Store, c: CommunityId, refs: list[Ref]) -> 
     (reply,) = session.receive(want)
     ms = (time.perf_counter() - t0) * 1000
     store._conn.set_trace_callback(None)
-    return {"ms": ms, "statements": len(seen), "frame_bytes": frame, "certs": len(reply["k"])}
+    items = len(reply["k"] if kind == "k" else reply["e"])
+    return {"ms": ms, "statements": len(seen), "frame_bytes": frame, "items": items}
 
 
 def measure(length: int, repeat: int) -> dict[str, Any]:
@@ -145,11 +150,16 @@ def measure(length: int, repeat: int) -> dict[str, Any]:
             ]
             final_refs = [e.ref for e in chain[-MAX_WANTS - 1 : -1]]
             out: dict[str, Any] = {"length": length, "build_s": round(build_s, 1)}
-            for name, refs in (("random", random_refs), ("final", final_refs)):
-                runs = [one_frame(ledger, store, c, refs) for _ in range(repeat)]
+            modes = (
+                ("random", random_refs, "k"),
+                ("final", final_refs, "k"),
+                ("entries", random_refs, "r"),
+            )
+            for name, refs, kind in modes:
+                runs = [one_frame(ledger, store, c, refs, kind) for _ in range(repeat)]
                 best = min(runs, key=lambda r: r["ms"])
                 out[name] = {**best, "ms": round(best["ms"], 2)}
-            assert out["final"]["certs"] == 1  # all answered by the tip's certificate
+            assert out["final"]["items"] == 1  # all answered by the tip's certificate
             return out
         finally:
             store.close()
@@ -167,7 +177,8 @@ def main() -> None:
             f"chain {length:>6}: random-id want {r['random']['ms']:>9.2f} ms"
             f" ({r['random']['statements']} statements), final-entry want"
             f" {r['final']['ms']:>8.2f} ms ({r['final']['statements']} statements),"
-            f" frame {r['random']['frame_bytes']} bytes",
+            f" entry want {r['entries']['ms']:>7.2f} ms ({r['entries']['statements']}"
+            f" statements), frame {r['random']['frame_bytes']} bytes",
             file=sys.stderr,
         )
         results.append(r)

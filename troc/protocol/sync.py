@@ -934,17 +934,19 @@ class SyncSession:
         """The reply to a want of certificates: one that makes each entry
         final, as many as fit in one frame."""
         found: list[bytes] = []
+        seen: set[bytes] = set()
         size = 0
         left = MAX_REPLY_BYTES - self._reply_bytes
         for ref in refs:
             data = self.view.certificate_of(self.community, ref)
-            if data is None or data in found:
+            if data is None or data in seen:
                 continue
             if size + len(data) > left or (
                 found and (len(found) >= MAX_CERTS or size + len(data) > self.batch_bytes)
             ):
                 break
             found.append(data)
+            seen.add(data)
             size += len(data)
         self._reply_bytes += size
         msg = self._certs(found)
