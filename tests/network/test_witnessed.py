@@ -3,7 +3,8 @@
 Four witness nodes (f = 1, q = 3) and two members: a payment becomes final
 within seconds, the payee can accept only once it is, and balances say what
 is final; with one witness down payments still finalise, with two they wait
-and finish when one returns. Real-process versions are in tests/e2e.
+and finish when one returns; one witness lying about forks is ignored.
+Real-process versions are in tests/e2e.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from troc.errors import RefusedError
 from troc.node import ops
 from troc.node.local import open_local_node
 from troc.node.node import Node, NodeConfig, open_node
-from troc.protocol.entry import CommunityId
+from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
+from troc.protocol.witness import Answer, Conflicting, Refused, Vote, VoteRequest
 
 pytestmark = [
     pytest.mark.slow,
@@ -169,4 +171,73 @@ async def test_one_witness_down_changes_nothing_two_down_wait(tmp_path: Path) ->
             assert a.local.balance(c).balance == -5
             await cl.start_witness(nursery, 2)  # one comes back: the node keeps asking
             await eventually(lambda: a.local.balance(c).balance == -12, 30)
+        nursery.cancel_scope.cancel()
+
+
+def lie_about_forks(witness: Node) -> None:
+    """Make ``witness`` answer every request as in issue 10: its vote for a
+    made-up id at the entry's position, the author's own entry as the
+    "other" one, no entry voted for. No fork exists."""
+    service = witness.witness
+    assert service is not None
+
+    def decide(request: VoteRequest) -> Answer:
+        entry = Entry.decode(request.entry)
+        if entry.community is None:
+            return Refused("unknown_community")
+        made_up = Ref(entry.author, entry.seq, EntryId(bytes(32)))
+        return Conflicting(Vote.sign(service.key, entry.community, made_up), entry.wire)
+
+    service._decide = decide  # type: ignore[method-assign]
+
+
+def answer_late(witness: Node, seconds: float) -> None:
+    """Delay ``witness``'s answers, so a liar's answer arrives first."""
+    service = witness.witness
+    assert service is not None
+    ask = service.ask
+
+    async def late(request: VoteRequest) -> Answer | None:
+        await trio.sleep(seconds)
+        return await ask(request)
+
+    service.ask = late  # type: ignore[method-assign]
+
+
+async def test_one_lying_witness_does_not_stop_finality(tmp_path: Path) -> None:
+    """Issue 10: one witness of four (f = 1) claims a fork it cannot prove,
+    first. Payments still become final, the payee accepts, no fork is
+    recorded, and the liar is named in the progress and in status."""
+    cl = Cluster(tmp_path)
+    c = cl.community
+    async with trio.open_nursery() as nursery:
+        for i in range(4):
+            await cl.start_witness(nursery, i)
+        liar, _ = cl.witnesses[0]
+        lie_about_forks(liar)
+        for i in (1, 2, 3):
+            answer_late(cl.witnesses[i][0], 0.5)
+        liar_hex = cl.wkeys[0].public.hex()
+        async with cl.member("a", cl.a) as a, cl.member("b", cl.b) as b:
+            await eventually(lambda: b.local.balance(c, cl.b.public).joined)
+            for amount in (10, 5):
+                result = await pay(a, c, cl.b.public, amount, wait=20)
+                fin = result["finality"]
+                assert fin["final"], result
+                assert fin["problem"] is None
+                assert fin["votes"] >= 3
+                assert "false fork" in fin["witness_problems"][liar_hex]
+            head = a.local.store.head(c, cl.a.public)
+            assert head is not None
+            assert head.frozen_at is None  # no fork recorded
+            assert a.local.balance(c).balance == -15
+            lies = a.status()["witness"]["lies"]
+            assert set(lies) == {liar_hex}
+            assert lies[liar_hex] >= 2  # each payment (and the join, if asked after start)
+            transfer = a.local.pending_out(c)[0].ref
+            await eventually(lambda: b.local.is_final(c, transfer))
+            accepted = await b.run_op(
+                "accept", {"community": ops.cid(c), "transfer": ops.eid(transfer.id), "wait": 20}
+            )
+            assert accepted["finality"]["final"], accepted
         nursery.cancel_scope.cancel()

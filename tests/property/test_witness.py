@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -53,6 +53,7 @@ from troc.protocol.entry import (
 )
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.witness import (
+    LIES,
     Answer,
     Certificate,
     Collector,
@@ -756,13 +757,71 @@ def test_collector_takes_a_witness_fork_proof() -> None:
     assert not col.votes
     assert isinstance(answer, Conflicting)
     forged = Conflicting(answer.vote, answer.first or b"", answer.first)
-    assert col.add_answer(forged) is Tally.INVALID
+    assert col.add_answer(forged) is Tally.FALSE_FORK
     vote_b = Vote.sign(WKEYS[1], world.community, b.ref)
-    for lie in (Conflicting(vote_b, b.wire), Conflicting(vote_b, j.wire)):
-        assert col.add_answer(lie) is Tally.INVALID
-    # Any witness's vote with the author's other entry at that seq is a
-    # real fork proof, whoever assembles it.
-    assert col.add_answer(Conflicting(vote_b, a.wire)) is Tally.FORK
+    for lie in (Conflicting(vote_b, b.wire, b.wire), Conflicting(vote_b, j.wire, b.wire)):
+        assert col.add_answer(lie) is Tally.FALSE_FORK
+    # Any witness's vote with both entries the author signed at that seq is
+    # a real fork proof, whoever assembles it.
+    assert col.add_answer(Conflicting(vote_b, a.wire, b.wire)) is Tally.FORK
+    assert not col.faulty  # no sender named: nobody is blamed
+
+
+def test_a_conflict_without_both_entries_is_a_lie_not_a_fork() -> None:
+    """Issue 10: a witness answers with its vote for a made-up id at the
+    entry's position and the author's own entry as ``second``, omitting
+    ``first``. No fork exists: the answer is a lie, its sender is named
+    faulty and not asked again, and the honest witnesses still certify."""
+    world, rules = witnessed_world(4)  # f = 1, q = 3
+    j = world.join(key(1))
+    t = world.pay(key(1), key(2), 5)
+    c = world.community
+    liar = WKEYS[0]
+    made_up = Ref(t.author, t.seq, EntryId(bytes(32)))
+    tampered = bytearray(t.wire)
+    tampered[-1] ^= 1  # the author never signed this one
+    lies = [
+        Conflicting(Vote.sign(liar, c, made_up), t.wire),  # no first: the issue's attack
+        Conflicting(Vote.sign(liar, c, made_up), t.wire, t.wire),  # first is not the voted id
+        Conflicting(Vote.sign(liar, c, t.ref), bytes(tampered), t.wire),  # forged second
+        Conflicting(Vote.sign(liar, c, Ref(t.author, 1, EntryId(bytes(32)))), j.wire),
+    ]
+    for lie in lies:
+        assert decode_answer(encode_answer(lie)) == lie
+        assert lie.problem() is not None
+        col = Collector.for_entry(rules, t)
+        assert col.add_answer(lie, liar.public) is Tally.FALSE_FORK
+        assert not col.conflicts
+        assert liar.public in col.faulty
+        assert "false fork" in col.faulty[liar.public]
+        assert liar.public not in col.pending()
+        # The honest witnesses, asked for real, make the quorum without it.
+        for k in WKEYS[1:4]:
+            answer = WitnessNode(world, rules, k).ask(t, deps=[j])
+            assert col.add_answer(answer, k.public) is Tally.COUNTED
+        assert col.certificate is not None
+        assert col.certificate.verify(rules)
+        assert liar.public not in col.certificate.witnesses
+
+
+@pytest.mark.parametrize("lie", ["other_id", "bad_signature", "wrong_key", "elsewhere", "outsider"])
+def test_a_witness_sending_a_bad_vote_is_named_and_not_asked_again(lie: str) -> None:
+    world, rules = witnessed_world(4)
+    world.join(key(1))
+    t = world.pay(key(1), key(2), 5)
+    c, w = world.community, WKEYS[0]
+    vote = {
+        "other_id": Vote.sign(w, c, Ref(t.author, t.seq, EntryId(bytes(32)))),
+        "bad_signature": Vote(c, t.author, t.seq, t.id, w.public, bytes(64)),
+        "wrong_key": replace(Vote.sign(WKEYS[1], c, t.ref), witness=w.public),
+        "elsewhere": Vote.sign(w, CommunityId(bytes(32)), t.ref),
+        "outsider": Vote.sign(key(9), c, t.ref),
+    }[lie]
+    col = Collector.for_entry(rules, t)
+    assert col.add_answer(Voted(vote), w.public) in LIES
+    assert w.public in col.faulty
+    assert w.public not in col.pending()
+    assert len(col.pending()) == 3
 
 
 # -- (e) the simulation ------------------------------------------------------------------
@@ -847,6 +906,7 @@ class Task:
     with_deps: bool = False
     rounds: int = 0
     announced: bool = False
+    stopped: bool = False  # a fork was proven: its node stops asking (as the Certifier does)
 
 
 @dataclass
@@ -857,6 +917,8 @@ class SimResult:
     requests: int = 0
     garbage: int = 0
     forks_proven: int = 0
+    lies_caught: int = 0
+    forged_certificates: int = 0
     equivocations: int = 0
     crashes: int = 0
     certified_forker: int = 0
@@ -1028,10 +1090,12 @@ class FinalitySim:
     # -- requests and answers -----------------------------------------------
 
     def targets(self, task: Task) -> list[SimWitness]:
-        pending = set(task.collector.pending())
-        ws = [w for w in self.witnesses if w.key.public in pending]
+        col = task.collector
         if task.honest:
-            return ws
+            pending = set(col.pending())
+            return [w for w in self.witnesses if w.key.public in pending]
+        # The forker colludes with the liars: it keeps asking them all.
+        ws = [w for w in self.witnesses if w.key.public not in col.votes]
         if self.split_honest:
             # Every byzantine witness, and one half of the honest ones per branch.
             honest = [w for w in self.witnesses if not w.byzantine]
@@ -1041,7 +1105,7 @@ class FinalitySim:
         return [w for w in ws if self.rng.random() < 0.6]
 
     def tick(self, task: Task) -> None:
-        if task.collector.done:
+        if task.collector.done or task.stopped:
             return
         task.rounds += 1
         if not task.honest and task.rounds > self.spec.forker_rounds:
@@ -1105,29 +1169,73 @@ class FinalitySim:
             self.deliver(partial(self.on_answer, task, w, a))
 
     def byzantine_answers(self, w: SimWitness, data: bytes) -> list[bytes]:
-        """Anything goes: votes for whatever is asked and for other ids, garbage,
-        forged proofs, refusals, silence."""
+        """Anything goes: votes for whatever is asked and for other ids,
+        positions and communities, votes under the wrong key or with a bad
+        signature, garbage, conflicts that prove no fork (no entry voted for,
+        a tampered one), refusals, silence; and forged certificates pushed to
+        honest witnesses."""
         rng, c = self.rng, self.community
         entry = Entry.decode(decode_request(data).entry)
-        other = Ref(entry.author, entry.seq, EntryId(rng.randbytes(32)))
+        a = entry.author
+        other = Ref(a, entry.seq, EntryId(rng.randbytes(32)))
+        if rng.random() < 0.3:
+            self.push_forged_certificate(w, entry)
         out = []
         for _ in range(rng.randint(0, 3)):
-            r = rng.random()
-            if r < 0.45:
+            lie = rng.randrange(14)
+            if lie < 5:
                 out.append(encode_answer(Voted(Vote.sign(w.key, c, entry.ref))))
-            elif r < 0.6:
+            elif lie == 5:
                 out.append(encode_answer(Voted(Vote.sign(w.key, c, other))))
-            elif r < 0.7:
+            elif lie == 6:
                 out.append(rng.randbytes(rng.randrange(1, 80)))
-            elif r < 0.8:
+            elif lie == 7:  # the vote is for another id; the "first" is not that entry
                 vote = Vote.sign(w.key, c, other)
                 out.append(encode_answer(Conflicting(vote, entry.wire, entry.wire)))
-            elif r < 0.9:
-                bad = Vote(c, entry.author, entry.seq, entry.id, w.key.public, rng.randbytes(64))
+            elif lie == 8:  # a vote for another id and the author's own entry: no fork
+                vote = Vote.sign(w.key, c, other)
+                out.append(encode_answer(Conflicting(vote, entry.wire)))
+            elif lie == 9:  # a "second" entry the author never signed
+                vote = Vote.sign(w.key, c, entry.ref)
+                tampered = bytearray(entry.wire)
+                tampered[-1] ^= 1
+                out.append(encode_answer(Conflicting(vote, bytes(tampered), entry.wire)))
+            elif lie == 10:
+                bad = Vote(c, a, entry.seq, entry.id, w.key.public, rng.randbytes(64))
                 out.append(encode_answer(Voted(bad)))
+            elif lie == 11:  # signed by another key than the one it names
+                signed = Vote.sign(SigningKey(rng.randbytes(32)), c, entry.ref)
+                out.append(encode_answer(Voted(replace(signed, witness=w.key.public))))
+            elif lie == 12:  # another community, or another seq of this author
+                where = rng.choice(
+                    [Ref(a, entry.seq, entry.id), Ref(a, max(1, entry.seq - 1), entry.id)]
+                )
+                cid = CommunityId(rng.randbytes(32)) if where.seq == entry.seq else c
+                if where.seq == entry.seq or entry.seq > 1:
+                    out.append(encode_answer(Voted(Vote.sign(w.key, cid, where))))
             else:
                 out.append(encode_answer(Refused("overdraft", "no")))
         return out
+
+    def push_forged_certificate(self, w: SimWitness, entry: Entry) -> None:
+        """A liar hands an honest witness a "certificate" for ``entry`` that
+        names itself q times (or holds its vote alone): refused whole."""
+        vote = Vote.sign(w.key, self.community, entry.ref)
+        pair = [vote.witness, vote.signature]
+        head = [self.community, entry.author, entry.seq, entry.id]
+        for forged in (
+            pack_raw([*head, [pair] * self.rules.quorum]),
+            Certificate.from_votes([vote]).encode(),
+        ):
+            target = self.rng.choice([x for x in self.witnesses if not x.byzantine])
+            if target.state is None or not target.up:
+                continue
+            self.result.forged_certificates += 1
+            request = VoteRequest(entry.wire, (), (forged,))
+            try:
+                target.state.handle(request)
+            except SimCrash:
+                self.crash(target)
 
     def note(self, data: bytes) -> None:
         """Every valid vote that leaves a witness goes into the pool: what an
@@ -1157,8 +1265,17 @@ class FinalitySim:
             task.with_deps = True
         elif tally is Tally.FORK:
             self.result.forks_proven += 1
+            if task.honest:
+                self.result.violations.append(
+                    f"a fork was recorded for an honest entry: {answer}; from {w.index}"
+                )
+                task.stopped = True  # what the author's node does: the entry never finalises
         elif tally is Tally.EQUIVOCATION:
             self.result.equivocations += 1
+        if tally in LIES:
+            self.result.lies_caught += 1
+            if not w.byzantine:
+                self.result.violations.append(f"honest witness {w.index} taken for a liar: {tally}")
         cert = task.collector.certificate
         if cert is not None and not task.announced:
             task.announced = True
@@ -1250,6 +1367,7 @@ class FinalitySim:
         q = self.rules.quorum
         honest = {w.key.public for w in self.witnesses if not w.byzantine}
         certified: dict[MemberId, list[Entry]] = {}
+        quorate: set[EntryId] = set()
         for (_c, author, seq), ids in sorted(self.pool.items()):
             for eid, ws in ids.items():
                 signed = ws & honest
@@ -1257,6 +1375,7 @@ class FinalitySim:
                     if other != eid and signed & others:
                         v.append(f"an honest witness voted for two ids at {author.hex()[:8]}#{seq}")
             final = [eid for eid, ws in ids.items() if len(ws) >= q]
+            quorate.update(final)
             if len(final) > 1:
                 v.append(f"{len(final)} certificates at {author.hex()[:8]}#{seq}")
             for eid in final:
@@ -1273,6 +1392,14 @@ class FinalitySim:
                 v.append(f"certified entries of {author.hex()[:8]} on two branches")
             tips[author] = tip
         final_ids = {e.id for es in certified.values() for e in es}
+        # No honest witness took a forged certificate: every final tip it
+        # holds has a quorum of real votes.
+        for w in self.witnesses:
+            if w.byzantine:
+                continue
+            for author, head in w.view.ledger.backend.heads(self.community):
+                if head.final_seq and head.final_id not in quorate:
+                    v.append(f"witness {w.index} holds {author.hex()[:8]} final without a quorum")
         # Balances over final chains (up to each log's last certified entry).
         balances: dict[MemberId, int] = {}
         credited: dict[EntryId, int] = {}
@@ -1349,6 +1476,8 @@ def test_the_simulation_exercises_its_faults() -> None:
     assert result.equivocations > 0
     assert result.crashes > 0
     assert result.forks_proven > 0
+    assert result.lies_caught > 0
+    assert result.forged_certificates > 0
 
 
 @pytest.mark.parametrize("fork_kind", ["same_seq", "lower_seq"])

@@ -527,6 +527,8 @@ class Node:
                 "certifying": sum(
                     1 for p in self.certifier.progress.values() if not p.done.is_set()
                 ),
+                # Witnesses caught lying to this node's certifier (entries, per witness).
+                "lies": {w.hex(): n for w, n in sorted(self.certifier.lies.items())},
             },
         }
 

@@ -27,12 +27,18 @@ first q votes make the certificate (:class:`~troc.protocol.witness.Collector`),
 which is stored (it makes the entry final) and published. An entry that
 became final by a later entry's certificate needs no certificate of its own.
 A witness's proof that the member's key signed another entry at that seq
-(``conflict``) is stored like any fork proof, and the node stops asking.
+(``conflict`` with both entries, validly signed) is stored like any fork
+proof, and the node stops asking. A witness that answers what no honest
+witness would (a ``conflict`` that proves no fork, a bad or misplaced vote, a
+garbage frame) is a liar: logged, counted (:attr:`Certifier.lies`, ``troc
+status``), named in the entry's progress, and not asked again for that
+entry, while the others are.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +54,7 @@ from troc.node.p2p import DialError, FrameError, FrameReader, P2PHost, close_str
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
 from troc.protocol.sync import certificate_for
 from troc.protocol.witness import (
+    LIES,
     MAX_CERTIFICATES,
     MAX_DEPS,
     MESSAGE_LIMITS,
@@ -246,6 +253,7 @@ class Progress:
     final: bool = False
     problem: str | None = None  # why it cannot become final (a fork, a refusal by all)
     answers: dict[str, str] = field(default_factory=dict)  # witness hex → last answer
+    faulty: dict[str, str] = field(default_factory=dict)  # witness hex → its lie
     asked: bool = False  # its own certificate was asked for (not only a later entry's)
 
     def describe(self) -> dict[str, Any]:
@@ -258,6 +266,8 @@ class Progress:
             "witnesses": len(self.collector.rules.witnesses),
             "final": self.final,
             "problem": self.problem,
+            # Witnesses that lied about this entry (ignored; the others are asked).
+            "witness_problems": dict(self.faulty),
         }
 
 
@@ -290,6 +300,8 @@ class Certifier:
         # bounded number of streams per peer (Node.limit_streams) and closes
         # the rest at once.
         self._slots: dict[MemberId, trio.Semaphore] = {}
+        #: Lies caught per witness since the node started (status, metrics).
+        self.lies: Counter[MemberId] = Counter()
 
     # -- what to certify ----------------------------------------------------
 
@@ -445,16 +457,37 @@ class Certifier:
                     )
                     if not isinstance(answer, Waiting):
                         tally = progress.collector.add_answer(answer, witness)
-                        if tally not in (Tally.COUNTED, Tally.DUPLICATE, Tally.REFUSED):
+                        if tally in LIES:
+                            self._lied(progress, witness)
+                        elif tally not in (Tally.COUNTED, Tally.DUPLICATE, Tally.REFUSED):
                             logger.info("witness %s: %s", witness.hex()[:8], tally.value)
                         return
                     more = self._named(progress.entry, answer)
                     if more is None:
                         return  # it needs what we lack too: later
                     request = more
-        except (DialError, FrameError, RemoteProtocolError, trio.TooSlowError) as exc:
+        except RemoteProtocolError as exc:
+            progress.answers[witness.hex()] = f"bad answer: {exc}"[:300]
+            if self.service is None or witness != self.service.key.public:
+                progress.collector.blame(witness, f"sent garbage: {exc}"[:300])
+                self._lied(progress, witness)
+        except (DialError, FrameError, trio.TooSlowError) as exc:
             progress.answers[witness.hex()] = f"unreachable: {exc}"[:300]
             logger.debug("witness %s: %s", witness.hex()[:8], exc)
+
+    def _lied(self, progress: Progress, witness: MemberId) -> None:
+        """Report a witness caught lying about ``progress.entry`` (once per entry)."""
+        what = progress.collector.faulty.get(witness)
+        if what is None or witness.hex() in progress.faulty:
+            return
+        progress.faulty[witness.hex()] = what
+        self.lies[witness] += 1
+        logger.warning(
+            "witness %s misbehaves (%s: %s); asking the others",
+            witness.hex()[:16],
+            entry_ref(progress),
+            what,
+        )
 
     async def _exchange(self, witness: MemberId, request: VoteRequest) -> Answer:
         if self.service is not None and witness == self.service.key.public:
