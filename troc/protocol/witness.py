@@ -853,7 +853,8 @@ class WitnessState:
                 cert = Certificate.decode(data)
             except CodecError:
                 continue
-            if cert.verify(self.rules):
+            # One the witness holds already adds nothing: not verified again.
+            if not self.view.certified(cert.community, cert.ref) and cert.verify(self.rules):
                 self.view.add_certificate(cert)
         for wire in request.deps[:MAX_DEPS]:
             self.view.offer(self.rules.community, wire)
