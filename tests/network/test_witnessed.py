@@ -4,7 +4,8 @@ Four witness nodes (f = 1, q = 3) and two members: a payment becomes final
 within seconds, the payee can accept only once it is, and balances say what
 is final; with one witness down payments still finalise, with two they wait
 and finish when one returns; one witness lying about forks is ignored; a
-replayed certificate is neither checked again nor forwarded.
+replayed certificate is neither checked again nor forwarded; a peer flooding
+a witness with requests is slowed and refused while another is served.
 Real-process versions are in tests/e2e.
 """
 
@@ -25,15 +26,20 @@ from troc.node import ops
 from troc.node.gossip import GossipParams
 from troc.node.local import open_local_node
 from troc.node.node import Node, NodeConfig, final_topic_of, open_node
-from troc.node.p2p import open_host
+from troc.node.p2p import DialError, FrameError, FrameReader, P2PHost, open_host, write_frame
+from troc.node.witness import WitnessService
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
 from troc.protocol.witness import (
+    MESSAGE_LIMITS,
+    PROTOCOL_ID,
     Answer,
     Certificate,
     Conflicting,
     Refused,
     Vote,
     VoteRequest,
+    decode_answer,
+    encode_request,
 )
 
 pytestmark = [
@@ -301,3 +307,75 @@ async def test_a_replayed_held_certificate_is_not_checked_or_forwarded(
     assert held not in forwarded
     assert held not in checked  # neither B's validator nor its store checked it
     assert new in checked
+
+
+async def ask_witness(x: P2PHost, witness: str, request: bytes, answered: list[float]) -> None:
+    """Ask on one stream until the witness closes it; note when each answer came."""
+    stream = await x.open_stream(witness, PROTOCOL_ID)
+    reader = FrameReader(stream, max_size=MESSAGE_LIMITS.max_size, frame_timeout=5.0)
+    try:
+        while True:
+            await write_frame(stream, request, frame_timeout=5.0)
+            decode_answer(await reader.read_frame())
+            answered.append(trio.current_time())
+    except FrameError:
+        return  # closed unanswered: over budget
+    finally:
+        await stream.reset()
+
+
+async def test_a_peer_flooding_witness_requests_is_slowed_while_another_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: each request runs a durable transaction under the node
+    lock. X asks on 4 streams as fast as answers come; Y asks now and then.
+    X gets about its budget (RATE a second, a second's burst) and has
+    streams closed; each of Y's requests is answered promptly."""
+    rate, seconds = 20.0, 2.0
+    monkeypatch.setattr(WitnessService, "REQUESTS_PER_S", rate)
+    key = SigningKey.generate()
+    config = NodeConfig(
+        home=tmp_path / "w",
+        control_socket=False,
+        remember_peers=False,
+        witness=True,
+        listen=("/ip4/127.0.0.1/tcp/0",),
+    )
+    request = encode_request(VoteRequest(b"not an entry"))  # refused, after a commit
+    flood: list[float] = []
+    honest: list[float] = []
+    async with open_node(config, key) as w, open_host() as x, open_host() as y:
+        for h in (x, y):
+            await h.connect(w.addrs()[0])
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+            for _ in range(4):
+                nursery.start_soon(flood_for, x, w.peer_id, request, flood, seconds)
+            for _ in range(5):
+                await trio.sleep(seconds / 6)
+                asked = trio.current_time()
+                stream = await y.open_stream(w.peer_id, PROTOCOL_ID)
+                await write_frame(stream, request)
+                decode_answer(
+                    await FrameReader(stream, max_size=MESSAGE_LIMITS.max_size).read_frame()
+                )
+                honest.append(trio.current_time() - asked)
+                await stream.reset()
+            nursery.cancel_scope.cancel()
+        throttled = w.status()["witness"]["throttled"]
+    elapsed = trio.current_time() - start
+    assert len(flood) <= rate * (elapsed + 1) + 8, (len(flood), elapsed)
+    assert throttled > 0
+    assert max(honest) < 1.0, honest  # Y's own budget is untouched by X's flood
+
+
+async def flood_for(
+    x: P2PHost, witness: str, request: bytes, answered: list[float], seconds: float
+) -> None:
+    """Keep asking on a new stream whenever the witness closes one."""
+    with trio.move_on_after(seconds):
+        for _ in range(1000):  # bounded
+            try:
+                await ask_witness(x, witness, request, answered)
+            except DialError:
+                await trio.sleep(0.05)

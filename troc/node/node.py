@@ -524,6 +524,7 @@ class Node:
             "witness": {
                 "serving": self.witness is not None,
                 "answered": 0 if self.witness is None else self.witness.answered,
+                "throttled": 0 if self.witness is None else self.witness.throttled,
                 "certifying": sum(
                     1 for p in self.certifier.progress.values() if not p.done.is_set()
                 ),
@@ -1070,7 +1071,7 @@ async def open_node(
             if invites.serves(config.home):
                 invites.attach(node)
             if config.witness:
-                node.witness = WitnessService(local, key, clock or now_ms)
+                node.witness = WitnessService(local, key, clock or now_ms, node.quota)
                 node.certifier.service = node.witness
                 host.set_stream_handler(
                     WITNESS_PROTOCOL, node.limit_streams(node.witness.handle_stream)

@@ -51,6 +51,7 @@ from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, RemoteProtocolError, TrocError
 from troc.node.local import LocalNode
 from troc.node.p2p import DialError, FrameError, FrameReader, P2PHost, close_stream, write_frame
+from troc.node.quota import PeerQuota
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
 from troc.protocol.sync import certificate_for
 from troc.protocol.witness import (
@@ -90,6 +91,9 @@ logger = logging.getLogger("troc.witness")
 ANSWER_TIMEOUT = 10.0
 #: An idle inbound witness stream is closed after this.
 IDLE_TIMEOUT = 60.0
+#: A peer this far (seconds) over its witness-request budget has its stream
+#: closed unanswered; less than this, it waits that long for its answer.
+MAX_QUOTA_WAIT = 2.0
 #: ``wait`` rounds per request before asking again later.
 MAX_WAIT_ROUNDS = 8
 #: Backoff between rounds of asking the witnesses that have not voted.
@@ -144,19 +148,41 @@ class WitnessService:
     Group commit: requests that arrive while a batch is being written wait
     for the next one; each batch is decided in one durable transaction (one
     fsync), and only then are its answers sent. :meth:`run` must be running.
+
+    Each request is charged to its peer: to the node's ``quota`` (its bytes,
+    and the entries and certificates it carries, as sync frames are) and to
+    a budget of :attr:`REQUESTS_PER_S` requests a second per peer (each one
+    costs a share of a durable transaction under the node's lock). A peer
+    over budget waits before its request is queued; one more than
+    :data:`MAX_QUOTA_WAIT` seconds over has its stream closed unanswered.
+    With at most ``quota.streams`` streams per peer, one request each, a
+    flooding peer holds few places in the queue, and others are served.
     """
 
     #: Requests decided in one transaction, at most.
     MAX_BATCH = 256
+    #: Witness requests a second per peer (a second's worth may come at once).
+    #: An author's node asks one request per log at a time; sequential
+    #: payments make a few dozen a second.
+    REQUESTS_PER_S = 200.0
 
-    def __init__(self, local: LocalNode, key: SigningKey, clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        local: LocalNode,
+        key: SigningKey,
+        clock: Callable[[], int],
+        quota: PeerQuota | None = None,
+    ) -> None:
         self.local = local
         self.key = key
         self.clock = clock
         self.votes = StoreVoteLog(local)
         self.view = LedgerView(local.ledger, clock)
+        self.quota = quota
+        self.requests = PeerQuota(0, self.REQUESTS_PER_S)
         self.answered = 0
         self.batches = 0
+        self.throttled = 0  # requests slowed or refused for their peer's budget
         self._send, self._queue = trio.open_memory_channel[_Asked](10_000)
 
     async def run(self) -> None:
@@ -218,6 +244,16 @@ class WitnessService:
             return Refused("unknown_community", "this node witnesses no such community")
         return state.handle(request)
 
+    def _charge(self, peer: str, data: bytes, request: VoteRequest) -> float:
+        """Charge one request to ``peer``; the seconds it is over budget."""
+        over = self.requests.charge(peer, entries=1)
+        if self.quota is not None:
+            carried = len(request.deps) + len(request.certificates) + 1
+            over = max(over, self.quota.charge(peer, nbytes=len(data), entries=carried))
+        if over > 0:
+            self.throttled += 1
+        return over
+
     async def ask(self, request: VoteRequest) -> Answer | None:
         """Queue a request for the next batch; its answer once committed
         (None if deciding it failed on this side)."""
@@ -236,6 +272,12 @@ class WitnessService:
                     return
                 raise
             request = decode_request(data)  # RemoteProtocolError: the stream is reset
+            over = self._charge(peer, data, request)
+            if over > MAX_QUOTA_WAIT:
+                logger.info("witness requests of %s over budget by %.1f s: refused", peer, over)
+                return  # closed unanswered; it may ask again once under budget
+            if over > 0:
+                await trio.sleep(over)  # slowed to its budget; others' requests go on
             answer = await self.ask(request)
             if answer is None:
                 return  # our failure, logged: the asker tries again later
