@@ -862,6 +862,24 @@ class SimSpec:
     heal_ms: int = 4_000
     retry_ms: int = 250
     forker_rounds: int = 12
+    lie: str | None = None  # byzantine witnesses always answer this (LIE_KINDS)
+
+
+#: What a simulated byzantine witness may answer ("vote": what was asked).
+LIE_KINDS = (
+    "vote",
+    "other_id",
+    "garbage",
+    "first_mismatch",
+    "no_first",
+    "forged_second",
+    "bad_signature",
+    "wrong_key",
+    "other_community",
+    "other_seq",
+    "refuse",
+    "silence",
+)
 
 
 class NaiveWitness:
@@ -1039,14 +1057,14 @@ class FinalitySim:
             self.result.honest_tasks += 1
         self.tick(task)
 
-    def accept(self, transfer: Entry) -> None:
-        """An honest payee takes a payment that has become final."""
+    def accept(self, transfer: Entry, cert: Certificate) -> None:
+        """An honest payee takes a payment that has become final (by ``cert``:
+        past the bound, the other branch's may be the first seen there)."""
         assert isinstance(transfer.body, Transfer)
         payee = next(k for k in self.payees if k.public == transfer.body.to)
         ledger = self.nodes.setdefault(payee.public, self._ledger())
         for e in [*self.chain(transfer), transfer]:
             ledger.ingest_entry(e, self.now)
-        cert = self.certs[(self.community, transfer.author, transfer.seq)]
         assert ledger.ingest_certificate(cert.encode(), self.now).ok
         entry = self.sign(payee, Accept(transfer=transfer.ref))
         assert entry is not None, "an honest payee could not accept a final payment"
@@ -1169,53 +1187,52 @@ class FinalitySim:
             self.deliver(partial(self.on_answer, task, w, a))
 
     def byzantine_answers(self, w: SimWitness, data: bytes) -> list[bytes]:
-        """Anything goes: votes for whatever is asked and for other ids,
-        positions and communities, votes under the wrong key or with a bad
-        signature, garbage, conflicts that prove no fork (no entry voted for,
-        a tampered one), refusals, silence; and forged certificates pushed to
-        honest witnesses."""
-        rng, c = self.rng, self.community
+        """Anything goes (:data:`LIE_KINDS`): votes for whatever is asked and
+        for other ids, positions and communities, votes under the wrong key or
+        with a bad signature, garbage, conflicts that prove no fork, refusals,
+        silence; and forged certificates pushed to honest witnesses. With
+        ``spec.lie`` set, always that answer (once)."""
+        rng = self.rng
         entry = Entry.decode(decode_request(data).entry)
-        a = entry.author
-        other = Ref(a, entry.seq, EntryId(rng.randbytes(32)))
         if rng.random() < 0.3:
             self.push_forged_certificate(w, entry)
-        out = []
-        for _ in range(rng.randint(0, 3)):
-            lie = rng.randrange(14)
-            if lie < 5:
-                out.append(encode_answer(Voted(Vote.sign(w.key, c, entry.ref))))
-            elif lie == 5:
-                out.append(encode_answer(Voted(Vote.sign(w.key, c, other))))
-            elif lie == 6:
-                out.append(rng.randbytes(rng.randrange(1, 80)))
-            elif lie == 7:  # the vote is for another id; the "first" is not that entry
-                vote = Vote.sign(w.key, c, other)
-                out.append(encode_answer(Conflicting(vote, entry.wire, entry.wire)))
-            elif lie == 8:  # a vote for another id and the author's own entry: no fork
-                vote = Vote.sign(w.key, c, other)
-                out.append(encode_answer(Conflicting(vote, entry.wire)))
-            elif lie == 9:  # a "second" entry the author never signed
-                vote = Vote.sign(w.key, c, entry.ref)
-                tampered = bytearray(entry.wire)
-                tampered[-1] ^= 1
-                out.append(encode_answer(Conflicting(vote, bytes(tampered), entry.wire)))
-            elif lie == 10:
-                bad = Vote(c, a, entry.seq, entry.id, w.key.public, rng.randbytes(64))
-                out.append(encode_answer(Voted(bad)))
-            elif lie == 11:  # signed by another key than the one it names
-                signed = Vote.sign(SigningKey(rng.randbytes(32)), c, entry.ref)
-                out.append(encode_answer(Voted(replace(signed, witness=w.key.public))))
-            elif lie == 12:  # another community, or another seq of this author
-                where = rng.choice(
-                    [Ref(a, entry.seq, entry.id), Ref(a, max(1, entry.seq - 1), entry.id)]
-                )
-                cid = CommunityId(rng.randbytes(32)) if where.seq == entry.seq else c
-                if where.seq == entry.seq or entry.seq > 1:
-                    out.append(encode_answer(Voted(Vote.sign(w.key, cid, where))))
-            else:
-                out.append(encode_answer(Refused("overdraft", "no")))
-        return out
+        if self.spec.lie is not None:
+            kinds = [self.spec.lie]
+        else:  # honest-looking votes weigh more: a liar mixes them in
+            kinds = rng.choices(LIE_KINDS, [5, *[1] * (len(LIE_KINDS) - 1)], k=rng.randint(0, 3))
+        return [a for a in (self.lie(kind, w, entry) for kind in kinds) if a is not None]
+
+    def lie(self, kind: str, w: SimWitness, entry: Entry) -> bytes | None:
+        rng, c, a = self.rng, self.community, entry.author
+        other = Ref(a, entry.seq, EntryId(rng.randbytes(32)))
+        if kind == "vote":
+            return encode_answer(Voted(Vote.sign(w.key, c, entry.ref)))
+        if kind == "other_id":
+            return encode_answer(Voted(Vote.sign(w.key, c, other)))
+        if kind == "garbage":
+            return rng.randbytes(rng.randrange(1, 80))
+        if kind == "first_mismatch":  # the vote is for another id than the "first"
+            return encode_answer(Conflicting(Vote.sign(w.key, c, other), entry.wire, entry.wire))
+        if kind == "no_first":  # issue 10: a made-up id and the author's own entry
+            return encode_answer(Conflicting(Vote.sign(w.key, c, other), entry.wire))
+        if kind == "forged_second":  # a "second" entry the author never signed
+            tampered = bytearray(entry.wire)
+            tampered[-1] ^= 1
+            vote = Vote.sign(w.key, c, entry.ref)
+            return encode_answer(Conflicting(vote, bytes(tampered), entry.wire))
+        if kind == "bad_signature":
+            return encode_answer(Voted(Vote(c, a, entry.seq, entry.id, w.key.public, bytes(64))))
+        if kind == "wrong_key":  # signed by another key than the one it names
+            signed = Vote.sign(SigningKey(rng.randbytes(32)), c, entry.ref)
+            return encode_answer(Voted(replace(signed, witness=w.key.public)))
+        if kind == "other_community":
+            return encode_answer(Voted(Vote.sign(w.key, CommunityId(rng.randbytes(32)), entry.ref)))
+        if kind == "other_seq":
+            return encode_answer(Voted(Vote.sign(w.key, c, Ref(a, entry.seq + 1, entry.id))))
+        if kind == "refuse":
+            return encode_answer(Refused("overdraft", "no"))
+        assert kind == "silence", kind
+        return None
 
     def push_forged_certificate(self, w: SimWitness, entry: Entry) -> None:
         """A liar hands an honest witness a "certificate" for ``entry`` that
@@ -1287,7 +1304,7 @@ class FinalitySim:
             else:
                 self.result.certified_forker += 1
             if isinstance(task.entry.body, Transfer):
-                self.after(1 + self.rng.randrange(200), lambda: self.accept(task.entry))
+                self.after(1 + self.rng.randrange(200), lambda: self.accept(task.entry, cert))
 
     # -- crashes ----------------------------------------------------------------
 
@@ -1478,6 +1495,20 @@ def test_the_simulation_exercises_its_faults() -> None:
     assert result.forks_proven > 0
     assert result.lies_caught > 0
     assert result.forged_certificates > 0
+
+
+@pytest.mark.parametrize("lie", LIE_KINDS)
+def test_f_witnesses_telling_one_lie_every_time_change_nothing(lie: str) -> None:
+    """Each lie on its own, from f witnesses on every request (issue 10's
+    is ``no_first``): every honest entry becomes final, no fork is recorded
+    for it, no honest witness is blamed, and the liars are (when it is a lie)."""
+    for n in (4, 7):
+        spec = SimSpec(n=n, byzantine=max_faults(n), payments=4, fork="none", lie=lie)
+        result = FinalitySim(5, spec).run()
+        assert not result.violations, (lie, n, result.violations)
+        assert result.honest_done == result.honest_tasks >= 8, (lie, n, result)
+        if lie not in ("vote", "refuse", "silence", "garbage"):
+            assert result.lies_caught > 0, (lie, n, result)
 
 
 @pytest.mark.parametrize("fork_kind", ["same_seq", "lower_seq"])
