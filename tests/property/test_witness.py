@@ -26,6 +26,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,6 +55,7 @@ from troc.protocol.entry import (
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.witness import (
     LIES,
+    MESSAGE_LIMITS,
     Answer,
     Certificate,
     Collector,
@@ -415,6 +417,27 @@ def test_garbage_only_raises_codec_errors(data: st.DataObject) -> None:
             parse(blob)
         except RemoteProtocolError:
             pass
+
+
+def test_the_limits_docs_witness_md_gives_are_the_codes() -> None:
+    """docs/witness.md §5 against MESSAGE_LIMITS (it once said ≈1.2 MiB)."""
+    text = (Path(__file__).parents[2] / "docs" / "witness.md").read_text(encoding="utf-8")
+    section = text[text.index("## 5. The witness protocol") :]
+    rows = {}
+    for line in section[section.index("| limit | value |") :].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        name, value = (c.strip() for c in line.strip("|").split("|"))
+        rows[name] = int(value.split()[0].replace(",", ""))
+    m = MESSAGE_LIMITS
+    assert rows == {
+        "frame (one message)": m.max_size,
+        "nesting depth": m.max_depth,
+        "array length": m.max_array,
+        "map length": m.max_map,
+        "bin length": m.max_bin,
+        "str length": m.max_str,
+    }
 
 
 def test_messages_round_trip() -> None:
