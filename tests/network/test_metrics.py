@@ -99,6 +99,7 @@ def test_the_metric_names() -> None:
         "troc_bytes_out_total",
         "troc_communities",
         "troc_uptime_seconds",
+        "troc_witness_lies_total",
     ]
     for m in METRICS:
         assert (m.kind == "counter") == m.name.endswith("_total"), m.name

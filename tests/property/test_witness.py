@@ -24,8 +24,9 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +54,8 @@ from troc.protocol.entry import (
 )
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.witness import (
+    LIES,
+    MESSAGE_LIMITS,
     Answer,
     Certificate,
     Collector,
@@ -416,6 +419,27 @@ def test_garbage_only_raises_codec_errors(data: st.DataObject) -> None:
             pass
 
 
+def test_the_limits_docs_witness_md_gives_are_the_codes() -> None:
+    """docs/witness.md §5 against MESSAGE_LIMITS (it once said ≈1.2 MiB)."""
+    text = (Path(__file__).parents[2] / "docs" / "witness.md").read_text(encoding="utf-8")
+    section = text[text.index("## 5. The witness protocol") :]
+    rows = {}
+    for line in section[section.index("| limit | value |") :].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        name, value = (c.strip() for c in line.strip("|").split("|"))
+        rows[name] = int(value.split()[0].replace(",", ""))
+    m = MESSAGE_LIMITS
+    assert rows == {
+        "frame (one message)": m.max_size,
+        "nesting depth": m.max_depth,
+        "array length": m.max_array,
+        "map length": m.max_map,
+        "bin length": m.max_bin,
+        "str length": m.max_str,
+    }
+
+
 def test_messages_round_trip() -> None:
     world, rules = witnessed_world(4)
     world.join(key(1))
@@ -756,13 +780,71 @@ def test_collector_takes_a_witness_fork_proof() -> None:
     assert not col.votes
     assert isinstance(answer, Conflicting)
     forged = Conflicting(answer.vote, answer.first or b"", answer.first)
-    assert col.add_answer(forged) is Tally.INVALID
+    assert col.add_answer(forged) is Tally.FALSE_FORK
     vote_b = Vote.sign(WKEYS[1], world.community, b.ref)
-    for lie in (Conflicting(vote_b, b.wire), Conflicting(vote_b, j.wire)):
-        assert col.add_answer(lie) is Tally.INVALID
-    # Any witness's vote with the author's other entry at that seq is a
-    # real fork proof, whoever assembles it.
-    assert col.add_answer(Conflicting(vote_b, a.wire)) is Tally.FORK
+    for lie in (Conflicting(vote_b, b.wire, b.wire), Conflicting(vote_b, j.wire, b.wire)):
+        assert col.add_answer(lie) is Tally.FALSE_FORK
+    # Any witness's vote with both entries the author signed at that seq is
+    # a real fork proof, whoever assembles it.
+    assert col.add_answer(Conflicting(vote_b, a.wire, b.wire)) is Tally.FORK
+    assert not col.faulty  # no sender named: nobody is blamed
+
+
+def test_a_conflict_without_both_entries_is_a_lie_not_a_fork() -> None:
+    """Issue 10: a witness answers with its vote for a made-up id at the
+    entry's position and the author's own entry as ``second``, omitting
+    ``first``. No fork exists: the answer is a lie, its sender is named
+    faulty and not asked again, and the honest witnesses still certify."""
+    world, rules = witnessed_world(4)  # f = 1, q = 3
+    j = world.join(key(1))
+    t = world.pay(key(1), key(2), 5)
+    c = world.community
+    liar = WKEYS[0]
+    made_up = Ref(t.author, t.seq, EntryId(bytes(32)))
+    tampered = bytearray(t.wire)
+    tampered[-1] ^= 1  # the author never signed this one
+    lies = [
+        Conflicting(Vote.sign(liar, c, made_up), t.wire),  # no first: the issue's attack
+        Conflicting(Vote.sign(liar, c, made_up), t.wire, t.wire),  # first is not the voted id
+        Conflicting(Vote.sign(liar, c, t.ref), bytes(tampered), t.wire),  # forged second
+        Conflicting(Vote.sign(liar, c, Ref(t.author, 1, EntryId(bytes(32)))), j.wire),
+    ]
+    for lie in lies:
+        assert decode_answer(encode_answer(lie)) == lie
+        assert lie.problem() is not None
+        col = Collector.for_entry(rules, t)
+        assert col.add_answer(lie, liar.public) is Tally.FALSE_FORK
+        assert not col.conflicts
+        assert liar.public in col.faulty
+        assert "false fork" in col.faulty[liar.public]
+        assert liar.public not in col.pending()
+        # The honest witnesses, asked for real, make the quorum without it.
+        for k in WKEYS[1:4]:
+            answer = WitnessNode(world, rules, k).ask(t, deps=[j])
+            assert col.add_answer(answer, k.public) is Tally.COUNTED
+        assert col.certificate is not None
+        assert col.certificate.verify(rules)
+        assert liar.public not in col.certificate.witnesses
+
+
+@pytest.mark.parametrize("lie", ["other_id", "bad_signature", "wrong_key", "elsewhere", "outsider"])
+def test_a_witness_sending_a_bad_vote_is_named_and_not_asked_again(lie: str) -> None:
+    world, rules = witnessed_world(4)
+    world.join(key(1))
+    t = world.pay(key(1), key(2), 5)
+    c, w = world.community, WKEYS[0]
+    vote = {
+        "other_id": Vote.sign(w, c, Ref(t.author, t.seq, EntryId(bytes(32)))),
+        "bad_signature": Vote(c, t.author, t.seq, t.id, w.public, bytes(64)),
+        "wrong_key": replace(Vote.sign(WKEYS[1], c, t.ref), witness=w.public),
+        "elsewhere": Vote.sign(w, CommunityId(bytes(32)), t.ref),
+        "outsider": Vote.sign(key(9), c, t.ref),
+    }[lie]
+    col = Collector.for_entry(rules, t)
+    assert col.add_answer(Voted(vote), w.public) in LIES
+    assert w.public in col.faulty
+    assert w.public not in col.pending()
+    assert len(col.pending()) == 3
 
 
 # -- (e) the simulation ------------------------------------------------------------------
@@ -803,6 +885,24 @@ class SimSpec:
     heal_ms: int = 4_000
     retry_ms: int = 250
     forker_rounds: int = 12
+    lie: str | None = None  # byzantine witnesses always answer this (LIE_KINDS)
+
+
+#: What a simulated byzantine witness may answer ("vote": what was asked).
+LIE_KINDS = (
+    "vote",
+    "other_id",
+    "garbage",
+    "first_mismatch",
+    "no_first",
+    "forged_second",
+    "bad_signature",
+    "wrong_key",
+    "other_community",
+    "other_seq",
+    "refuse",
+    "silence",
+)
 
 
 class NaiveWitness:
@@ -847,6 +947,7 @@ class Task:
     with_deps: bool = False
     rounds: int = 0
     announced: bool = False
+    stopped: bool = False  # a fork was proven: its node stops asking (as the Certifier does)
 
 
 @dataclass
@@ -857,6 +958,8 @@ class SimResult:
     requests: int = 0
     garbage: int = 0
     forks_proven: int = 0
+    lies_caught: int = 0
+    forged_certificates: int = 0
     equivocations: int = 0
     crashes: int = 0
     certified_forker: int = 0
@@ -977,14 +1080,14 @@ class FinalitySim:
             self.result.honest_tasks += 1
         self.tick(task)
 
-    def accept(self, transfer: Entry) -> None:
-        """An honest payee takes a payment that has become final."""
+    def accept(self, transfer: Entry, cert: Certificate) -> None:
+        """An honest payee takes a payment that has become final (by ``cert``:
+        past the bound, the other branch's may be the first seen there)."""
         assert isinstance(transfer.body, Transfer)
         payee = next(k for k in self.payees if k.public == transfer.body.to)
         ledger = self.nodes.setdefault(payee.public, self._ledger())
         for e in [*self.chain(transfer), transfer]:
             ledger.ingest_entry(e, self.now)
-        cert = self.certs[(self.community, transfer.author, transfer.seq)]
         assert ledger.ingest_certificate(cert.encode(), self.now).ok
         entry = self.sign(payee, Accept(transfer=transfer.ref))
         assert entry is not None, "an honest payee could not accept a final payment"
@@ -1028,10 +1131,12 @@ class FinalitySim:
     # -- requests and answers -----------------------------------------------
 
     def targets(self, task: Task) -> list[SimWitness]:
-        pending = set(task.collector.pending())
-        ws = [w for w in self.witnesses if w.key.public in pending]
+        col = task.collector
         if task.honest:
-            return ws
+            pending = set(col.pending())
+            return [w for w in self.witnesses if w.key.public in pending]
+        # The forker colludes with the liars: it keeps asking them all.
+        ws = [w for w in self.witnesses if w.key.public not in col.votes]
         if self.split_honest:
             # Every byzantine witness, and one half of the honest ones per branch.
             honest = [w for w in self.witnesses if not w.byzantine]
@@ -1041,7 +1146,7 @@ class FinalitySim:
         return [w for w in ws if self.rng.random() < 0.6]
 
     def tick(self, task: Task) -> None:
-        if task.collector.done:
+        if task.collector.done or task.stopped:
             return
         task.rounds += 1
         if not task.honest and task.rounds > self.spec.forker_rounds:
@@ -1105,29 +1210,72 @@ class FinalitySim:
             self.deliver(partial(self.on_answer, task, w, a))
 
     def byzantine_answers(self, w: SimWitness, data: bytes) -> list[bytes]:
-        """Anything goes: votes for whatever is asked and for other ids, garbage,
-        forged proofs, refusals, silence."""
-        rng, c = self.rng, self.community
+        """Anything goes (:data:`LIE_KINDS`): votes for whatever is asked and
+        for other ids, positions and communities, votes under the wrong key or
+        with a bad signature, garbage, conflicts that prove no fork, refusals,
+        silence; and forged certificates pushed to honest witnesses. With
+        ``spec.lie`` set, always that answer (once)."""
+        rng = self.rng
         entry = Entry.decode(decode_request(data).entry)
-        other = Ref(entry.author, entry.seq, EntryId(rng.randbytes(32)))
-        out = []
-        for _ in range(rng.randint(0, 3)):
-            r = rng.random()
-            if r < 0.45:
-                out.append(encode_answer(Voted(Vote.sign(w.key, c, entry.ref))))
-            elif r < 0.6:
-                out.append(encode_answer(Voted(Vote.sign(w.key, c, other))))
-            elif r < 0.7:
-                out.append(rng.randbytes(rng.randrange(1, 80)))
-            elif r < 0.8:
-                vote = Vote.sign(w.key, c, other)
-                out.append(encode_answer(Conflicting(vote, entry.wire, entry.wire)))
-            elif r < 0.9:
-                bad = Vote(c, entry.author, entry.seq, entry.id, w.key.public, rng.randbytes(64))
-                out.append(encode_answer(Voted(bad)))
-            else:
-                out.append(encode_answer(Refused("overdraft", "no")))
-        return out
+        if rng.random() < 0.3:
+            self.push_forged_certificate(w, entry)
+        if self.spec.lie is not None:
+            kinds = [self.spec.lie]
+        else:  # honest-looking votes weigh more: a liar mixes them in
+            kinds = rng.choices(LIE_KINDS, [5, *[1] * (len(LIE_KINDS) - 1)], k=rng.randint(0, 3))
+        return [a for a in (self.lie(kind, w, entry) for kind in kinds) if a is not None]
+
+    def lie(self, kind: str, w: SimWitness, entry: Entry) -> bytes | None:
+        rng, c, a = self.rng, self.community, entry.author
+        other = Ref(a, entry.seq, EntryId(rng.randbytes(32)))
+        if kind == "vote":
+            return encode_answer(Voted(Vote.sign(w.key, c, entry.ref)))
+        if kind == "other_id":
+            return encode_answer(Voted(Vote.sign(w.key, c, other)))
+        if kind == "garbage":
+            return rng.randbytes(rng.randrange(1, 80))
+        if kind == "first_mismatch":  # the vote is for another id than the "first"
+            return encode_answer(Conflicting(Vote.sign(w.key, c, other), entry.wire, entry.wire))
+        if kind == "no_first":  # issue 10: a made-up id and the author's own entry
+            return encode_answer(Conflicting(Vote.sign(w.key, c, other), entry.wire))
+        if kind == "forged_second":  # a "second" entry the author never signed
+            tampered = bytearray(entry.wire)
+            tampered[-1] ^= 1
+            vote = Vote.sign(w.key, c, entry.ref)
+            return encode_answer(Conflicting(vote, bytes(tampered), entry.wire))
+        if kind == "bad_signature":
+            return encode_answer(Voted(Vote(c, a, entry.seq, entry.id, w.key.public, bytes(64))))
+        if kind == "wrong_key":  # signed by another key than the one it names
+            signed = Vote.sign(SigningKey(rng.randbytes(32)), c, entry.ref)
+            return encode_answer(Voted(replace(signed, witness=w.key.public)))
+        if kind == "other_community":
+            return encode_answer(Voted(Vote.sign(w.key, CommunityId(rng.randbytes(32)), entry.ref)))
+        if kind == "other_seq":
+            return encode_answer(Voted(Vote.sign(w.key, c, Ref(a, entry.seq + 1, entry.id))))
+        if kind == "refuse":
+            return encode_answer(Refused("overdraft", "no"))
+        assert kind == "silence", kind
+        return None
+
+    def push_forged_certificate(self, w: SimWitness, entry: Entry) -> None:
+        """A liar hands an honest witness a "certificate" for ``entry`` that
+        names itself q times (or holds its vote alone): refused whole."""
+        vote = Vote.sign(w.key, self.community, entry.ref)
+        pair = [vote.witness, vote.signature]
+        head = [self.community, entry.author, entry.seq, entry.id]
+        for forged in (
+            pack_raw([*head, [pair] * self.rules.quorum]),
+            Certificate.from_votes([vote]).encode(),
+        ):
+            target = self.rng.choice([x for x in self.witnesses if not x.byzantine])
+            if target.state is None or not target.up:
+                continue
+            self.result.forged_certificates += 1
+            request = VoteRequest(entry.wire, (), (forged,))
+            try:
+                target.state.handle(request)
+            except SimCrash:
+                self.crash(target)
 
     def note(self, data: bytes) -> None:
         """Every valid vote that leaves a witness goes into the pool: what an
@@ -1157,8 +1305,17 @@ class FinalitySim:
             task.with_deps = True
         elif tally is Tally.FORK:
             self.result.forks_proven += 1
+            if task.honest:
+                self.result.violations.append(
+                    f"a fork was recorded for an honest entry: {answer}; from {w.index}"
+                )
+                task.stopped = True  # what the author's node does: the entry never finalises
         elif tally is Tally.EQUIVOCATION:
             self.result.equivocations += 1
+        if tally in LIES:
+            self.result.lies_caught += 1
+            if not w.byzantine:
+                self.result.violations.append(f"honest witness {w.index} taken for a liar: {tally}")
         cert = task.collector.certificate
         if cert is not None and not task.announced:
             task.announced = True
@@ -1170,7 +1327,7 @@ class FinalitySim:
             else:
                 self.result.certified_forker += 1
             if isinstance(task.entry.body, Transfer):
-                self.after(1 + self.rng.randrange(200), lambda: self.accept(task.entry))
+                self.after(1 + self.rng.randrange(200), lambda: self.accept(task.entry, cert))
 
     # -- crashes ----------------------------------------------------------------
 
@@ -1250,6 +1407,7 @@ class FinalitySim:
         q = self.rules.quorum
         honest = {w.key.public for w in self.witnesses if not w.byzantine}
         certified: dict[MemberId, list[Entry]] = {}
+        quorate: set[EntryId] = set()
         for (_c, author, seq), ids in sorted(self.pool.items()):
             for eid, ws in ids.items():
                 signed = ws & honest
@@ -1257,6 +1415,7 @@ class FinalitySim:
                     if other != eid and signed & others:
                         v.append(f"an honest witness voted for two ids at {author.hex()[:8]}#{seq}")
             final = [eid for eid, ws in ids.items() if len(ws) >= q]
+            quorate.update(final)
             if len(final) > 1:
                 v.append(f"{len(final)} certificates at {author.hex()[:8]}#{seq}")
             for eid in final:
@@ -1273,6 +1432,14 @@ class FinalitySim:
                 v.append(f"certified entries of {author.hex()[:8]} on two branches")
             tips[author] = tip
         final_ids = {e.id for es in certified.values() for e in es}
+        # No honest witness took a forged certificate: every final tip it
+        # holds has a quorum of real votes.
+        for w in self.witnesses:
+            if w.byzantine:
+                continue
+            for author, head in w.view.ledger.backend.heads(self.community):
+                if head.final_seq and head.final_id not in quorate:
+                    v.append(f"witness {w.index} holds {author.hex()[:8]} final without a quorum")
         # Balances over final chains (up to each log's last certified entry).
         balances: dict[MemberId, int] = {}
         credited: dict[EntryId, int] = {}
@@ -1349,6 +1516,22 @@ def test_the_simulation_exercises_its_faults() -> None:
     assert result.equivocations > 0
     assert result.crashes > 0
     assert result.forks_proven > 0
+    assert result.lies_caught > 0
+    assert result.forged_certificates > 0
+
+
+@pytest.mark.parametrize("lie", LIE_KINDS)
+def test_f_witnesses_telling_one_lie_every_time_change_nothing(lie: str) -> None:
+    """Each lie on its own, from f witnesses on every request (issue 10's
+    is ``no_first``): every honest entry becomes final, no fork is recorded
+    for it, no honest witness is blamed, and the liars are (when it is a lie)."""
+    for n in (4, 7):
+        spec = SimSpec(n=n, byzantine=max_faults(n), payments=4, fork="none", lie=lie)
+        result = FinalitySim(5, spec).run()
+        assert not result.violations, (lie, n, result.violations)
+        assert result.honest_done == result.honest_tasks >= 8, (lie, n, result)
+        if lie not in ("vote", "refuse", "silence", "garbage"):
+            assert result.lies_caught > 0, (lie, n, result)
 
 
 @pytest.mark.parametrize("fork_kind", ["same_seq", "lower_seq"])

@@ -374,6 +374,11 @@ class ServedNode:
                 troc_bytes_in_total=counters.bytes_in,
                 troc_bytes_out_total=counters.bytes_out,
             )
+        certifier = getattr(node, "certifier", None)  # troc.node.witness.Certifier
+        if certifier is not None:
+            snap["troc_witness_lies_total"] = [
+                ({"witness": w.hex()}, n) for w, n in sorted(certifier.lies.items())
+            ]
         relay = getattr(node, "relay_server", None)  # troc.node.relay.RelayServer
         if relay is not None:
             snap["troc_relay_circuits"] = relay.circuit_count()

@@ -119,6 +119,8 @@ def created(key: str) -> Renderer:
             return out + f"\nfinal ({fin['votes']} of {fin['quorum']} witness votes needed)"
         if fin["problem"]:
             return out + f"\nNOT FINAL: {fin['problem']}"
+        for witness, lie in sorted(fin.get("witness_problems", {}).items()):
+            out += f"\nwitness {witness[:16]}… misbehaves, ignored: {lie}"
         return out + (
             f"\nnot final yet: {fin['votes']} of {fin['quorum']} witness votes;"
             " the node keeps asking the witnesses (see troc balance)"
@@ -335,6 +337,8 @@ def status(data: dict[str, Any]) -> str:
             f"{plural(w['answered'], 'vote')} answered,"
             f" {plural(w['certifying'], 'own entry', 'own entries')} awaiting certificates"
         )
+    for witness, n in sorted((w or {}).get("lies", {}).items()):
+        lines.append(f"witness  {witness[:16]}… lied about {n} own entries (ignored)")
     return "\n".join(lines)
 
 

@@ -43,7 +43,7 @@ from troc.protocol.entry import (
     Vouch,
 )
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
-from troc.protocol.witness import check_quorum, max_faults, min_quorum
+from troc.protocol.witness import Certificate, check_quorum, max_faults, min_quorum
 
 __all__ = [
     "BalanceInfo",
@@ -434,12 +434,30 @@ class LocalNode:
 
     def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
         """Ingest certificates in one transaction (what sync does); entries
-        that waited for them are stored and announced."""
+        that waited for them are stored and announced. One for an entry
+        that is certified already is a duplicate, its signatures unchecked."""
         with self._lock, self.store.transaction():
             now = self._clock()
-            outcomes = [self.ledger.ingest_certificate(d, now) for d in datas]
+            outcomes = [self._ingest_certificate(d, now) for d in datas]
         self._notify([e for o in outcomes for e in o.released], own=False)
         return outcomes
+
+    def _ingest_certificate(self, data: bytes, now: int) -> CertificateOutcome:
+        try:
+            cert = Certificate.decode(data)  # the shape only: cheap
+        except CodecError:
+            return self.ledger.ingest_certificate(data, now)  # which says why not
+        if self.holds_certificate(cert):
+            return CertificateOutcome(Status.DUPLICATE, cert)
+        return self.ledger.ingest_certificate(data, now)
+
+    def holds_certificate(self, cert: Certificate) -> bool:
+        """True if a certificate of exactly ``cert``'s entry is held: then
+        ``cert`` adds nothing (any valid certificate of an entry is as good
+        as another), and is dropped without checking its q signatures, as a
+        held entry is (replays under new gossip ids cost nothing)."""
+        held = self.store.certificate(cert.community, cert.author, cert.seq)
+        return held is not None and held[0] == cert.id
 
     # -- reading ----------------------------------------------------------
 

@@ -105,6 +105,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("troc_bytes_out_total", "counter", "Bytes sent to peers since the node started."),
     Metric("troc_communities", "gauge", "Communities this node serves."),
     Metric("troc_uptime_seconds", "gauge", "Seconds since the node started."),
+    Metric(
+        "troc_witness_lies_total",
+        "counter",
+        "Own entries a witness lied about (a false fork claim, a bad vote, garbage), by witness.",
+    ),
 )
 
 

@@ -524,9 +524,12 @@ class Node:
             "witness": {
                 "serving": self.witness is not None,
                 "answered": 0 if self.witness is None else self.witness.answered,
+                "throttled": 0 if self.witness is None else self.witness.throttled,
                 "certifying": sum(
                     1 for p in self.certifier.progress.values() if not p.done.is_set()
                 ),
+                # Witnesses caught lying to this node's certifier (entries, per witness).
+                "lies": {w.hex(): n for w, n in sorted(self.certifier.lies.items())},
             },
         }
 
@@ -569,9 +572,15 @@ class Node:
             if self._over_quota(msg):
                 return False
             try:
-                return Certificate.decode(msg.data).verify(rules)
+                cert = Certificate.decode(msg.data)  # the shape only: no signature checked
             except TrocError:
                 return False
+            if msg.origin != self.peer_id and self.local.holds_certificate(cert):
+                # Held already: dropped before its q signatures are checked,
+                # and not forwarded. A peer replaying a public certificate
+                # under fresh message ids is not amplified (as for entries).
+                return False
+            return cert.verify(rules)
 
         gossip.set_validator(topic, validate)
         async with gossip.subscribe(topic) as sub:
@@ -1062,7 +1071,7 @@ async def open_node(
             if invites.serves(config.home):
                 invites.attach(node)
             if config.witness:
-                node.witness = WitnessService(local, key, clock or now_ms)
+                node.witness = WitnessService(local, key, clock or now_ms, node.quota)
                 node.certifier.service = node.witness
                 host.set_stream_handler(
                     WITNESS_PROTOCOL, node.limit_streams(node.witness.handle_stream)

@@ -27,12 +27,18 @@ first q votes make the certificate (:class:`~troc.protocol.witness.Collector`),
 which is stored (it makes the entry final) and published. An entry that
 became final by a later entry's certificate needs no certificate of its own.
 A witness's proof that the member's key signed another entry at that seq
-(``conflict``) is stored like any fork proof, and the node stops asking.
+(``conflict`` with both entries, validly signed) is stored like any fork
+proof, and the node stops asking. A witness that answers what no honest
+witness would (a ``conflict`` that proves no fork, a bad or misplaced vote, a
+garbage frame) is a liar: logged, counted (:attr:`Certifier.lies`, ``troc
+status``), named in the entry's progress, and not asked again for that
+entry, while the others are.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,9 +51,11 @@ from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, RemoteProtocolError, TrocError
 from troc.node.local import LocalNode
 from troc.node.p2p import DialError, FrameError, FrameReader, P2PHost, close_stream, write_frame
+from troc.node.quota import PeerQuota
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
 from troc.protocol.sync import certificate_for
 from troc.protocol.witness import (
+    LIES,
     MAX_CERTIFICATES,
     MAX_DEPS,
     MESSAGE_LIMITS,
@@ -83,6 +91,9 @@ logger = logging.getLogger("troc.witness")
 ANSWER_TIMEOUT = 10.0
 #: An idle inbound witness stream is closed after this.
 IDLE_TIMEOUT = 60.0
+#: A peer this far (seconds) over its witness-request budget has its stream
+#: closed unanswered; less than this, it waits that long for its answer.
+MAX_QUOTA_WAIT = 2.0
 #: ``wait`` rounds per request before asking again later.
 MAX_WAIT_ROUNDS = 8
 #: Backoff between rounds of asking the witnesses that have not voted.
@@ -137,19 +148,41 @@ class WitnessService:
     Group commit: requests that arrive while a batch is being written wait
     for the next one; each batch is decided in one durable transaction (one
     fsync), and only then are its answers sent. :meth:`run` must be running.
+
+    Each request is charged to its peer: to the node's ``quota`` (its bytes,
+    and the entries and certificates it carries, as sync frames are) and to
+    a budget of :attr:`REQUESTS_PER_S` requests a second per peer (each one
+    costs a share of a durable transaction under the node's lock). A peer
+    over budget waits before its request is queued; one more than
+    :data:`MAX_QUOTA_WAIT` seconds over has its stream closed unanswered.
+    With at most ``quota.streams`` streams per peer, one request each, a
+    flooding peer holds few places in the queue, and others are served.
     """
 
     #: Requests decided in one transaction, at most.
     MAX_BATCH = 256
+    #: Witness requests a second per peer (a second's worth may come at once).
+    #: An author's node asks one request per log at a time; sequential
+    #: payments make a few dozen a second.
+    REQUESTS_PER_S = 200.0
 
-    def __init__(self, local: LocalNode, key: SigningKey, clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        local: LocalNode,
+        key: SigningKey,
+        clock: Callable[[], int],
+        quota: PeerQuota | None = None,
+    ) -> None:
         self.local = local
         self.key = key
         self.clock = clock
         self.votes = StoreVoteLog(local)
         self.view = LedgerView(local.ledger, clock)
+        self.quota = quota
+        self.requests = PeerQuota(0, self.REQUESTS_PER_S)
         self.answered = 0
         self.batches = 0
+        self.throttled = 0  # requests slowed or refused for their peer's budget
         self._send, self._queue = trio.open_memory_channel[_Asked](10_000)
 
     async def run(self) -> None:
@@ -211,6 +244,16 @@ class WitnessService:
             return Refused("unknown_community", "this node witnesses no such community")
         return state.handle(request)
 
+    def _charge(self, peer: str, data: bytes, request: VoteRequest) -> float:
+        """Charge one request to ``peer``; the seconds it is over budget."""
+        over = self.requests.charge(peer, entries=1)
+        if self.quota is not None:
+            carried = len(request.deps) + len(request.certificates) + 1
+            over = max(over, self.quota.charge(peer, nbytes=len(data), entries=carried))
+        if over > 0:
+            self.throttled += 1
+        return over
+
     async def ask(self, request: VoteRequest) -> Answer | None:
         """Queue a request for the next batch; its answer once committed
         (None if deciding it failed on this side)."""
@@ -229,6 +272,12 @@ class WitnessService:
                     return
                 raise
             request = decode_request(data)  # RemoteProtocolError: the stream is reset
+            over = self._charge(peer, data, request)
+            if over > MAX_QUOTA_WAIT:
+                logger.info("witness requests of %s over budget by %.1f s: refused", peer, over)
+                return  # closed unanswered; it may ask again once under budget
+            if over > 0:
+                await trio.sleep(over)  # slowed to its budget; others' requests go on
             answer = await self.ask(request)
             if answer is None:
                 return  # our failure, logged: the asker tries again later
@@ -246,6 +295,7 @@ class Progress:
     final: bool = False
     problem: str | None = None  # why it cannot become final (a fork, a refusal by all)
     answers: dict[str, str] = field(default_factory=dict)  # witness hex → last answer
+    faulty: dict[str, str] = field(default_factory=dict)  # witness hex → its lie
     asked: bool = False  # its own certificate was asked for (not only a later entry's)
 
     def describe(self) -> dict[str, Any]:
@@ -258,6 +308,8 @@ class Progress:
             "witnesses": len(self.collector.rules.witnesses),
             "final": self.final,
             "problem": self.problem,
+            # Witnesses that lied about this entry (ignored; the others are asked).
+            "witness_problems": dict(self.faulty),
         }
 
 
@@ -290,6 +342,8 @@ class Certifier:
         # bounded number of streams per peer (Node.limit_streams) and closes
         # the rest at once.
         self._slots: dict[MemberId, trio.Semaphore] = {}
+        #: Lies caught per witness since the node started (status, metrics).
+        self.lies: Counter[MemberId] = Counter()
 
     # -- what to certify ----------------------------------------------------
 
@@ -445,16 +499,37 @@ class Certifier:
                     )
                     if not isinstance(answer, Waiting):
                         tally = progress.collector.add_answer(answer, witness)
-                        if tally not in (Tally.COUNTED, Tally.DUPLICATE, Tally.REFUSED):
+                        if tally in LIES:
+                            self._lied(progress, witness)
+                        elif tally not in (Tally.COUNTED, Tally.DUPLICATE, Tally.REFUSED):
                             logger.info("witness %s: %s", witness.hex()[:8], tally.value)
                         return
                     more = self._named(progress.entry, answer)
                     if more is None:
                         return  # it needs what we lack too: later
                     request = more
-        except (DialError, FrameError, RemoteProtocolError, trio.TooSlowError) as exc:
+        except RemoteProtocolError as exc:
+            progress.answers[witness.hex()] = f"bad answer: {exc}"[:300]
+            if self.service is None or witness != self.service.key.public:
+                progress.collector.blame(witness, f"sent garbage: {exc}"[:300])
+                self._lied(progress, witness)
+        except (DialError, FrameError, trio.TooSlowError) as exc:
             progress.answers[witness.hex()] = f"unreachable: {exc}"[:300]
             logger.debug("witness %s: %s", witness.hex()[:8], exc)
+
+    def _lied(self, progress: Progress, witness: MemberId) -> None:
+        """Report a witness caught lying about ``progress.entry`` (once per entry)."""
+        what = progress.collector.faulty.get(witness)
+        if what is None or witness.hex() in progress.faulty:
+            return
+        progress.faulty[witness.hex()] = what
+        self.lies[witness] += 1
+        logger.warning(
+            "witness %s misbehaves (%s: %s); asking the others",
+            witness.hex()[:16],
+            entry_ref(progress),
+            what,
+        )
 
     async def _exchange(self, witness: MemberId, request: VoteRequest) -> Answer:
         if self.service is not None and witness == self.service.key.public:

@@ -84,6 +84,7 @@ if TYPE_CHECKING:  # the ledger imports this module (certificates) at run time
 
 __all__ = [
     "CERTIFICATE_LIMITS",
+    "LIES",
     "MAX_CERTIFICATES",
     "MAX_DEPS",
     "MESSAGE_LIMITS",
@@ -559,8 +560,10 @@ class Conflicting:
     ``vote.seq`` (the seq asked for or below it): ``vote`` is that vote,
     ``second`` the author's other entry there, ``first`` the entry voted for
     (None only if the witness's store lacks it). ``first`` and ``second``
-    form a fork proof. Wire form: ``{"t": "conflict", "v": vote, "s": second,
-    "f": first}`` (``f`` omitted when None)."""
+    form a fork proof; without ``first`` the answer proves nothing, and a
+    :class:`Collector` takes it for a lying witness. Wire form:
+    ``{"t": "conflict", "v": vote, "s": second, "f": first}`` (``f``
+    omitted when None)."""
 
     vote: Vote
     second: bytes
@@ -568,9 +571,25 @@ class Conflicting:
 
     def problem(self) -> str | None:
         """Why this is not a proof that the author signed two entries at
-        ``vote``'s position with the witness voting for one, or None."""
+        ``vote``'s position with the witness voting for one, or None.
+
+        Only the two entries prove a fork: both must be validly signed by
+        the author at one (community, author, seq), with different ids. A
+        vote alone proves nothing about the author (a lying witness can sign
+        a vote for any id), so an answer without ``first`` is no proof."""
         if not self.vote.verify():
             return "the vote does not verify"
+        if self.first is None:
+            return "no entry voted for: a vote alone proves no fork"
+        try:
+            first = Entry.decode(self.first)
+        except CodecError as exc:
+            return f"the entry voted for does not decode: {exc}"
+        if (first.community, first.author, first.seq, first.id) != (
+            *self.vote.position,
+            self.vote.id,
+        ):
+            return "the first entry is not the one voted for"
         try:
             second = Entry.decode(self.second)
         except CodecError as exc:
@@ -579,16 +598,6 @@ class Conflicting:
             return "the other entry is not at the vote's position"
         if second.id == self.vote.id:
             return "the other entry is the one voted for"
-        if self.first is not None:
-            try:
-                first = Entry.decode(self.first)
-            except CodecError as exc:
-                return f"the entry voted for does not decode: {exc}"
-            if (first.community, first.author, first.seq, first.id) != (
-                *self.vote.position,
-                self.vote.id,
-            ):
-                return "the first entry is not the one voted for"
         return None
 
     def verify(self) -> bool:
@@ -844,7 +853,8 @@ class WitnessState:
                 cert = Certificate.decode(data)
             except CodecError:
                 continue
-            if cert.verify(self.rules):
+            # One the witness holds already adds nothing: not verified again.
+            if not self.view.certified(cert.community, cert.ref) and cert.verify(self.rules):
                 self.view.add_certificate(cert)
         for wire in request.deps[:MAX_DEPS]:
             self.view.offer(self.rules.community, wire)
@@ -1011,7 +1021,7 @@ class Tally(StrEnum):
 
     COUNTED = "counted"  # a valid vote for the entry, from a new witness
     DUPLICATE = "duplicate"  # this witness's vote was already in hand
-    INVALID = "invalid"  # a bad signature, or a proof that does not check
+    INVALID = "invalid"  # a vote with a bad signature
     OUTSIDER = "outsider"  # not one of the community's witnesses
     ELSEWHERE = "elsewhere"  # a vote for another (community, author, seq)
     CONFLICTING = "conflicting"  # a valid vote for another id at the entry's seq
@@ -1020,6 +1030,22 @@ class Tally(StrEnum):
     REFUSED = "refused"
     WAITING = "waiting"
     FORK = "fork"  # a witness proved the author signed two entries at one seq
+    FALSE_FORK = "false_fork"  # a conflict answer that proves no fork: a lying witness
+
+
+#: Answers no honest witness gives to a request for the collector's entry:
+#: their sender is faulty (:attr:`Collector.faulty`) and not asked again.
+LIES = frozenset(
+    {
+        Tally.INVALID,
+        Tally.OUTSIDER,
+        Tally.ELSEWHERE,
+        Tally.CONFLICTING,
+        Tally.EQUIVOCATION,
+        Tally.EXCLUDED,
+        Tally.FALSE_FORK,
+    }
+)
 
 
 class Collector:
@@ -1030,6 +1056,14 @@ class Collector:
     proof when a witness votes for two ids at the entry's (author, seq), and
     stops counting that witness. :attr:`certificate` is set as soon as
     ``rules.quorum`` votes are counted, and never changes after.
+
+    A conflict answer counts as a fork (:attr:`conflicts`) only if it holds
+    two entries the author validly signed at one position
+    (:meth:`Conflicting.problem`); anything else is a lie. A witness that
+    answers what no honest witness would (:data:`LIES`: a lying conflict, a
+    bad or misplaced vote …) is named in :attr:`faulty` with what it did and
+    drops out of :meth:`pending`: the others are asked, and with at most f
+    liars they make the quorum.
     """
 
     def __init__(self, rules: WitnessRules, community: CommunityId, target: Ref) -> None:
@@ -1043,6 +1077,7 @@ class Collector:
         self.equivocations: dict[MemberId, Equivocation] = {}
         self.conflicts: list[Conflicting] = []
         self.refusals: dict[MemberId, Refused] = {}
+        self.faulty: dict[MemberId, str] = {}  # witness → what it did wrong
         self.certificate: Certificate | None = None
 
     @classmethod
@@ -1058,7 +1093,9 @@ class Collector:
     def pending(self) -> list[MemberId]:
         """Witnesses worth asking (again): no vote counted, not caught lying."""
         return sorted(
-            w for w in self.rules.witnesses if w not in self.votes and w not in self.equivocations
+            w
+            for w in self.rules.witnesses
+            if w not in self.votes and w not in self.equivocations and w not in self.faulty
         )
 
     def add(self, vote: Vote) -> Tally:
@@ -1093,7 +1130,15 @@ class Collector:
         return Tally.COUNTED
 
     def add_answer(self, answer: Answer, witness: MemberId | None = None) -> Tally:
-        """Take one witness answer (``witness``: who sent it, if known)."""
+        """Take one witness answer (``witness``: who sent it, if known; only
+        then can a lie be held against a witness, as a vote or proof may be
+        another witness's)."""
+        tally = self._tally(answer, witness)
+        if witness is not None and tally in LIES and witness in self.rules.witnesses:
+            self.faulty.setdefault(witness, self._lie(answer, tally))
+        return tally
+
+    def _tally(self, answer: Answer, witness: MemberId | None) -> Tally:
         if isinstance(answer, Voted):
             return self.add(answer.vote)
         if isinstance(answer, Refused):
@@ -1110,10 +1155,22 @@ class Collector:
             or vote.witness not in self.rules.witnesses
             or not answer.verify()
         ):
-            return Tally.INVALID
+            return Tally.FALSE_FORK
         self.conflicts.append(answer)
         self.add(vote)  # for equivocation bookkeeping when at our seq
         return Tally.FORK
+
+    def blame(self, witness: MemberId, what: str) -> None:
+        """Hold a lie the shell saw (say, a garbage frame) against ``witness``:
+        named in :attr:`faulty`, not asked again."""
+        if witness in self.rules.witnesses:
+            self.faulty.setdefault(witness, what)
+
+    @staticmethod
+    def _lie(answer: Answer, tally: Tally) -> str:
+        if isinstance(answer, Conflicting):
+            return f"false fork claim: {answer.problem() or 'not at or below this entry'}"
+        return f"{tally.value} vote"
 
     def _caught(self, first: Vote, second: Vote) -> None:
         w = first.witness
