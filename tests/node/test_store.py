@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import LocalProtocolError, RefusedError, StoreError
 from troc.node.store import SCHEMA_VERSION, Store, TransferState
-from troc.protocol.backend import MemoryBackend
+from troc.protocol.backend import MemoryBackend, WaitLimits
 from troc.protocol.entry import (
     Accept,
     AnyBody,
@@ -231,15 +231,25 @@ def summary(outcome: Outcome) -> tuple[Any, ...]:
     )
 
 
+#: Bounds small enough that a short run meets each of them.
+TINY_LIMITS = WaitLimits(members=3, strangers=1, per_author=2, per_peer=2, lifetime_ms=60_000)
+
+
+def waiting_wires(store: Store) -> list[bytes]:
+    return [row[0] for row in store._conn.execute("SELECT wire FROM waiting")]
+
+
 class Rollback(Exception):
     pass
 
 
-def rolled_back(store: Store, ledger: Ledger, wire: bytes, now: int) -> Outcome:
+def rolled_back(
+    store: Store, ledger: Ledger, wire: bytes, now: int, source: str | None = None
+) -> Outcome:
     """Ingest ``wire`` in a transaction that then fails; return the outcome."""
     try:
         with store.transaction():
-            outcome = ledger.ingest(wire, now)
+            outcome = ledger.ingest(wire, now, source=source)
             raise Rollback(outcome)
     except Rollback as exc:
         return exc.args[0]  # type: ignore[no-any-return]
@@ -249,10 +259,13 @@ def rolled_back(store: Store, ledger: Ledger, wire: bytes, now: int) -> Outcome:
     ops=OPS,
     data=st.data(),
     cache_entries=st.sampled_from([0, 1, 4096]),
-    max_waiting=st.sampled_from([2, 10_000]),
+    limits=st.sampled_from([TINY_LIMITS, WaitLimits()]),
 )
 def test_store_equals_memory_backend(
-    ops: list[tuple[str, int, int, int]], data: st.DataObject, cache_entries: int, max_waiting: int
+    ops: list[tuple[str, int, int, int]],
+    data: st.DataObject,
+    cache_entries: int,
+    limits: WaitLimits,
 ) -> None:
     b = build(ops)
     n = len(b.wires)
@@ -266,15 +279,19 @@ def test_store_equals_memory_backend(
         order = [0, *data.draw(st.permutations(order[1:]), label="order")]
     order += data.draw(st.lists(st.integers(0, n - 1), max_size=5), label="again")
     now = b.now + 1000
-    memory = Ledger(MemoryBackend(max_waiting=max_waiting))
+    memory = Ledger(MemoryBackend(limits))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "store.sqlite"
-        store = Store.open(path, cache_entries=cache_entries, max_waiting=max_waiting)
+        store = Store.open(path, cache_entries=cache_entries, waiting=limits)
         try:
             ledger = Ledger(store)
             for i in order:
                 wire = b.wires[i]
-                outcome = memory.ingest(wire, now)
+                # Sometimes the clock moves past a parked entry's lifetime,
+                # and each entry comes from one of a few peers (or none).
+                now += data.draw(st.sampled_from([0, 0, 0, limits.lifetime_ms]), label="later")
+                source = data.draw(st.sampled_from([None, "p", "q"]), label="source")
+                outcome = memory.ingest(wire, now, source=source)
                 expected = summary(outcome)
                 event(f"{outcome.status.value} {outcome.reason or ''}".strip())
                 if outcome.released:
@@ -282,12 +299,12 @@ def test_store_equals_memory_backend(
                 if outcome.fork:
                     event("fork")
                 if data.draw(st.integers(0, 9), label="rollback") == 0:
-                    assert summary(rolled_back(store, ledger, wire, now)) == expected
+                    assert summary(rolled_back(store, ledger, wire, now, source)) == expected
                 with store.transaction():
-                    assert summary(ledger.ingest(wire, now)) == expected
+                    assert summary(ledger.ingest(wire, now, source=source)) == expected
                 if data.draw(st.integers(0, 19), label="reopen") == 0:
                     store.close()
-                    store = Store.open(path, cache_entries=cache_entries, max_waiting=max_waiting)
+                    store = Store.open(path, cache_entries=cache_entries, waiting=limits)
                     ledger = Ledger(store)
             c = b.community
             assert list(store.heads(c)) == list(memory.backend.heads(c))
@@ -298,6 +315,7 @@ def test_store_equals_memory_backend(
                 (a, seq, first, second) for (_, a, seq), (first, second) in backend.forks.items()
             )
             assert store.waiting_count() == backend.waiting_count()
+            assert sorted(waiting_wires(store)) == sorted(backend.waiting_wires())
             assert store.integrity_check() == "ok"
         finally:
             store.close()

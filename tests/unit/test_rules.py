@@ -16,7 +16,7 @@ import pytest
 import troc.protocol.ledger as ledger_module
 from tests.helpers import T0, World, fresh_ledger, key, make_genesis
 from troc.errors import RefusedError
-from troc.protocol.backend import MemoryBackend
+from troc.protocol.backend import MemoryBackend, WaitLimits
 from troc.protocol.entry import (
     Accept,
     AnyBody,
@@ -473,15 +473,14 @@ def test_close_a_non_offer(w: World) -> None:
 
 
 def test_waiting_set_is_bounded(w: World) -> None:
-    e2, e3 = w.offer(A, "2"), w.offer(A, "3")
-    w.offer(B, "2")
-    f3 = w.offer(B, "3")
-    node = Ledger(MemoryBackend(max_waiting=1))
+    """More bounds in tests/node/test_waiting.py, on both backends."""
+    e2, e3, e4 = w.offer(A, "2"), w.offer(A, "3"), w.offer(A, "4")
+    node = Ledger(MemoryBackend(WaitLimits(per_author=1)))
     node.ingest(w.genesis.wire, T0)
     for join in w.log[:3]:
         node.ingest(join.wire, T0)
     assert node.ingest(e3.wire, T0).status is Status.WAITING
-    outcome = node.ingest(f3.wire, T0)
+    outcome = node.ingest(e4.wire, T0)
     assert (outcome.status, outcome.reason) == (Status.REJECTED, Reason.WAITING_FULL)
     assert node.ingest(e2.wire, T0).released == (e3,)
 

@@ -8,13 +8,14 @@ written by a newer troc is refused rather than misread.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from troc.errors import StoreError
 from troc.protocol.entry import Entry, Kind
 
 #: The format this code writes. A store with a higher version is refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: ``PRAGMA application_id``: "troc" in ASCII, so other SQLite files are told apart.
 APPLICATION_ID = 0x74726F63
 _VERSION_KEY = "schema_version"
@@ -97,12 +98,24 @@ CREATE TABLE forks (
     PRIMARY KEY (community, author, seq)
 ) WITHOUT ROWID;
 
--- Entries parked until a dependency arrives (bounded by the Store).
+-- Entries parked until a dependency arrives, bounded by the Store's
+-- WaitLimits: a pool each for members (member = 1) and strangers, per author,
+-- per source peer, and a lifetime from parked_at (node clock, ms). The
+-- columns after wire came with format 4 (see _migrate_waiting).
 CREATE TABLE waiting (
     wid INTEGER PRIMARY KEY,
     digest BLOB NOT NULL UNIQUE,
-    wire BLOB NOT NULL
+    wire BLOB NOT NULL,
+    community BLOB NOT NULL DEFAULT x'',
+    author BLOB NOT NULL DEFAULT x'',
+    member INTEGER NOT NULL DEFAULT 1,
+    source TEXT,
+    parked_at INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX waiting_pool ON waiting (member, wid);
+CREATE INDEX waiting_author ON waiting (community, author);
+CREATE INDEX waiting_source ON waiting (source) WHERE source IS NOT NULL;
+CREATE INDEX waiting_time ON waiting (parked_at);
 CREATE TABLE waiting_keys (
     community BLOB NOT NULL,
     author BLOB NOT NULL,
@@ -214,6 +227,18 @@ _MIGRATE_1_TO_2 = [
     "ALTER TABLE logs ADD COLUMN final_id BLOB",
     "ALTER TABLE logs ADD COLUMN final_balance INTEGER",
 ]
+
+# Version 3 to 4: who each parked entry is from and when it was parked (the
+# waiting set's bounds). Filled in for the rows held: author and community
+# from the entry, membership from the logs, and the lifetime starts now.
+_WAITING_COLUMNS = {
+    "community": "BLOB NOT NULL DEFAULT x''",
+    "author": "BLOB NOT NULL DEFAULT x''",
+    "member": "INTEGER NOT NULL DEFAULT 1",
+    "source": "TEXT",
+    "parked_at": "INTEGER NOT NULL DEFAULT 0",
+}
+_WAITING_INDEXES = ("waiting_pool", "waiting_author", "waiting_source", "waiting_time")
 
 _HEAD_COLUMNS = (
     "seq, id, balance, lim, frozen_at, cut_balance, frozen_credit,"
@@ -339,6 +364,8 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         if version < 3:
             _create(conn, "final_chain")
             _fill_final_chains(conn)
+        if version < 4:
+            _migrate_waiting(conn)
         conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), _VERSION_KEY))
         conn.execute("COMMIT")
     except BaseException:
@@ -371,6 +398,28 @@ def _fill_final_chains(conn: sqlite3.Connection) -> None:
             eid = Entry.decode(row[0], check_signature=False).prev
             seq -= 1
         conn.executemany("INSERT INTO final_chain VALUES (?, ?, ?)", rows)
+
+
+def _migrate_waiting(conn: sqlite3.Connection) -> None:
+    """Format 3 to 4: the waiting set's new columns, filled in, and indexes."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(waiting)")}
+    for column, decl in _WAITING_COLUMNS.items():
+        if column not in have:
+            conn.execute(f"ALTER TABLE waiting ADD COLUMN {column} {decl}")
+    for statement in _statements(_SCHEMA):
+        if any(f"CREATE INDEX {name} " in statement for name in _WAITING_INDEXES):
+            conn.execute(statement.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
+    now = int(time.time() * 1000)
+    for wid, wire in conn.execute("SELECT wid, wire FROM waiting").fetchall():
+        entry = Entry.decode(wire, check_signature=False)
+        member = conn.execute(
+            "SELECT 1 FROM logs WHERE community = ? AND author = ? AND seq IS NOT NULL",
+            (entry.community, entry.author),
+        ).fetchone()
+        conn.execute(
+            "UPDATE waiting SET community = ?, author = ?, member = ?, parked_at = ? WHERE wid = ?",
+            (entry.community, entry.author, member is not None, now, wid),
+        )
 
 
 def _statements(script: str) -> list[str]:

@@ -399,30 +399,46 @@ class LocalNode:
     def is_final(self, community: CommunityId, ref: Ref) -> bool:
         return self.ledger.is_final(community, ref)
 
-    def ingest(self, wire: bytes, *, community: CommunityId | None = None) -> Outcome:
+    def ingest(
+        self, wire: bytes, *, community: CommunityId | None = None, source: str | None = None
+    ) -> Outcome:
         """Check and store an entry from another node (not fsynced: it can be
-        fetched again). With ``community``, take only that community's entries."""
+        fetched again). With ``community``, take only that community's entries;
+        ``source`` is the peer it came from, if known (its parking bound)."""
         with self._lock, self.store.transaction():
-            outcome = self.ledger.ingest(wire, self._clock(), community=community)
+            outcome = self.ledger.ingest(wire, self._clock(), community=community, source=source)
         self._notify(self._stored([outcome]), own=False)
         return outcome
 
     def ingest_many(
-        self, wires: Sequence[bytes | Entry], *, community: CommunityId | None = None
+        self,
+        wires: Sequence[bytes | Entry],
+        *,
+        community: CommunityId | None = None,
+        sources: Sequence[str | None] | None = None,
     ) -> list[Outcome]:
         """Ingest a batch in one transaction (what sync does, and gossip per
         batch of messages). Each item is wire bytes, or an :class:`Entry`
         already decoded with its signature checked (``Entry.decode``), which
-        is then not decoded and checked again; the verdicts are the same."""
+        is then not decoded and checked again; the verdicts are the same.
+        ``sources``, one per item, name the peer each came from where known
+        (what they park counts against that peer's bound)."""
         with self._lock, self.store.transaction():
             now = self._clock()
-            outcomes = [self._ingest_one(w, now, community) for w in wires]
+            if sources is None:
+                sources = [None] * len(wires)
+            outcomes = [
+                self._ingest_one(w, now, community, source)
+                for w, source in zip(wires, sources, strict=True)
+            ]
         self._notify(self._stored(outcomes), own=False)
         return outcomes
 
-    def _ingest_one(self, item: bytes | Entry, now: int, community: CommunityId | None) -> Outcome:
+    def _ingest_one(
+        self, item: bytes | Entry, now: int, community: CommunityId | None, source: str | None
+    ) -> Outcome:
         if not isinstance(item, Entry):
-            return self.ledger.ingest(item, now, community=community)
+            return self.ledger.ingest(item, now, community=community, source=source)
         if community is not None and item.community != community:  # as Ledger.ingest
             return Outcome(
                 Status.REJECTED,
@@ -430,7 +446,7 @@ class LocalNode:
                 Reason.UNKNOWN_COMMUNITY,
                 "not an entry of the community this channel carries",
             )
-        return self.ledger.ingest_entry(item, now)
+        return self.ledger.ingest_entry(item, now, source=source)
 
     def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
         """Ingest certificates in one transaction (what sync does); entries

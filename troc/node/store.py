@@ -100,7 +100,7 @@ from troc.node._schema import (
     SCHEMA_VERSION,
     prepare,
 )
-from troc.protocol.backend import Head, RefRow, Stored, WaitKey
+from troc.protocol.backend import Head, Parking, RefRow, Stored, WaitKey, WaitLimits
 from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Offer, Ref, Transfer
 
 __all__ = ["SCHEMA_VERSION", "Store", "TransferState"]
@@ -271,14 +271,14 @@ class Store:
         lock_fd: int,
         *,
         cache_entries: int,
-        max_waiting: int,
+        waiting: WaitLimits,
     ) -> None:
         # Use Store.open(); this only wires the parts together.
         self.path = path
         self._conn = conn
         self._cur = conn.cursor()
         self._lock_fd: int | None = lock_fd
-        self._max_waiting = max_waiting
+        self._limits = waiting
         self._in_tx = False
         cache_logs = max(cache_entries, 1024) if cache_entries > 0 else 0
         self._genesis: _Cache[CommunityId, Entry] = _Cache(64)
@@ -297,6 +297,8 @@ class Store:
         self._no_refs: _Cache[tuple[CommunityId, EntryId], bool] = _Cache(cache_entries * 4)
         self._more_refs: bool | None = None  # does more_refs hold any row?
         self._waiting_count: int | None = None
+        # Entries parked per pool (member: 1, stranger: 0), read when needed.
+        self._pool_counts: dict[int, int] = {}
 
     # -- opening and closing ----------------------------------------------
 
@@ -306,15 +308,16 @@ class Store:
         path: Path,
         *,
         cache_entries: int = 4096,
-        max_waiting: int = 10_000,
+        waiting: WaitLimits | None = None,
         cache_mib: int = 32,
         read_only: bool = False,
     ) -> Store:
         """Open the store at ``path``, creating it if the file does not exist.
 
         ``cache_entries`` bounds the cache of recent entries (0 turns the
-        store's own caches off, for tests), ``max_waiting`` the entries parked
-        for a missing dependency, ``cache_mib`` SQLite's page cache.
+        store's own caches off, for tests), ``waiting`` the bounds on entries
+        parked for a missing dependency (default :class:`WaitLimits`),
+        ``cache_mib`` SQLite's page cache.
 
         The store's files are the owner's only (0600: the store holds memos
         and who paid whom); a store found wider is narrowed.
@@ -361,7 +364,9 @@ class Store:
                 prepare(conn, path, cache_mib, read_only=read_only)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the store {path}: {exc}") from None
-            return cls(path, conn, lock_fd, cache_entries=cache_entries, max_waiting=max_waiting)
+            return cls(
+                path, conn, lock_fd, cache_entries=cache_entries, waiting=waiting or WaitLimits()
+            )
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -444,6 +449,7 @@ class Store:
         self._genesis.clear()
         self._more_refs = None
         self._waiting_count = None
+        self._pool_counts.clear()
 
     def _write(self) -> None:
         if not self._in_tx:
@@ -765,29 +771,80 @@ class Store:
             self._waiting_count = self._cur.execute("SELECT count(*) FROM waiting").fetchone()[0]
         return self._waiting_count
 
-    def put_waiting(self, keys: Iterable[WaitKey], wire: bytes) -> bool:
+    def put_waiting(self, keys: Iterable[WaitKey], wire: bytes, parking: Parking) -> bool:
         self._write()
         digest = hashlib.sha256(wire).digest()
         cur = self._cur
         if cur.execute("SELECT 1 FROM waiting WHERE digest = ?", (digest,)).fetchone():
             return True
-        count = self.waiting_count()
-        if count >= self._max_waiting:
+        limits = self._limits
+        newest = cur.execute("SELECT max(parked_at) FROM waiting").fetchone()[0]
+        at = parking.now_ms if newest is None else max(parking.now_ms, newest)
+        self._unpark(
+            cur.execute(
+                "SELECT wid FROM waiting WHERE parked_at < ?", (at - limits.lifetime_ms,)
+            ).fetchall()
+        )
+        (by_author,) = cur.execute(
+            "SELECT count(*) FROM waiting WHERE community = ? AND author = ?",
+            (parking.community, parking.author),
+        ).fetchone()
+        if by_author >= limits.per_author:
             return False
-        cur.execute("INSERT INTO waiting (digest, wire) VALUES (?, ?)", (digest, wire))
+        if parking.source is not None:
+            (by_peer,) = cur.execute(
+                "SELECT count(*) FROM waiting WHERE source = ?", (parking.source,)
+            ).fetchone()
+            if by_peer >= limits.per_peer:
+                return False
+        pool = int(parking.member)
+        cap = limits.members if parking.member else limits.strangers
+        if cap <= 0:
+            return False
+        excess = self._pool_count(pool) - cap + 1
+        if excess > 0:  # full: the oldest of this pool make room
+            self._unpark(
+                cur.execute(
+                    "SELECT wid FROM waiting WHERE member = ? ORDER BY wid LIMIT ?", (pool, excess)
+                ).fetchall()
+            )
+        count, total = self._pool_count(pool), self.waiting_count()
+        cur.execute(
+            "INSERT INTO waiting (digest, wire, community, author, member, source, parked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (digest, wire, parking.community, parking.author, pool, parking.source, at),
+        )
         wid = cur.lastrowid
         cur.executemany(
             "INSERT OR IGNORE INTO waiting_keys VALUES (?, ?, ?, ?, ?)",
             [(c, a, s, i, wid) for c, a, s, i in keys],
         )
-        self._waiting_count = count + 1
+        self._waiting_count = total + 1
+        self._pool_counts[pool] = count + 1
         return True
+
+    def _pool_count(self, pool: int) -> int:
+        if pool not in self._pool_counts:
+            self._pool_counts[pool] = self._cur.execute(
+                "SELECT count(*) FROM waiting WHERE member = ?", (pool,)
+            ).fetchone()[0]
+        return self._pool_counts[pool]
+
+    def _unpark(self, wids: list[tuple[int]]) -> None:
+        """Remove these parked entries (rows of one-element tuples)."""
+        if not wids:
+            return
+        cur = self._cur
+        cur.executemany("DELETE FROM waiting_keys WHERE wid = ?", wids)
+        cur.executemany("DELETE FROM waiting WHERE wid = ?", wids)
+        if self._waiting_count is not None:
+            self._waiting_count -= len(wids)
+        self._pool_counts.clear()
 
     def take_waiting(self, key: WaitKey) -> list[bytes]:
         if self.waiting_count() == 0:
             return []  # the usual case: no query
-        cur = self._cur
-        rows = cur.execute(
+        rows = self._cur.execute(
             "SELECT w.wid, w.wire FROM waiting_keys k JOIN waiting w ON w.wid = k.wid"
             " WHERE k.community = ? AND k.author = ? AND k.seq = ? AND k.id = ?"
             " ORDER BY w.wid",
@@ -795,10 +852,7 @@ class Store:
         ).fetchall()
         if rows:
             self._write()
-            wids = [(r[0],) for r in rows]
-            cur.executemany("DELETE FROM waiting_keys WHERE wid = ?", wids)
-            cur.executemany("DELETE FROM waiting WHERE wid = ?", wids)
-            self._waiting_count = self.waiting_count() - len(rows)
+            self._unpark([(r[0],) for r in rows])
         return [r[1] for r in rows]
 
     # -- Backend: certificates (witnessed communities) ----------------------------

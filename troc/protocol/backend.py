@@ -15,7 +15,9 @@ A backend stores, per community:
 * one :class:`Head` per author (its first-seen branch, and what was frozen);
 * :class:`RefRow` s: which entry answers, closes or reclaims which other one,
   so "accepted before?" and "who credited a frozen transfer?" are lookups;
-* fork proofs, and entries waiting for a missing dependency (bounded);
+* fork proofs, and entries waiting for a missing dependency: bounded by
+  :class:`WaitLimits` (two pools, per author, per peer, a lifetime), so
+  entries nobody can complete never crowd out those that will be;
 * in a witnessed community, each log's *final chain*: the (seq, id) of every
   entry at or below its final tip on the tip's chain, written when the tip
   moves (in the certificate's or the entry's transaction), so "is this entry
@@ -25,7 +27,7 @@ A backend stores, per community:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -33,7 +35,17 @@ from typing import Protocol
 from troc.crypto.sign import MemberId
 from troc.protocol.entry import CommunityId, Entry, EntryId, Kind
 
-__all__ = ["Backend", "Head", "MemoryBackend", "RefRow", "Stored", "WaitKey", "final_key"]
+__all__ = [
+    "Backend",
+    "Head",
+    "MemoryBackend",
+    "Parking",
+    "RefRow",
+    "Stored",
+    "WaitKey",
+    "WaitLimits",
+    "final_key",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +138,41 @@ def final_key(community: CommunityId, author: MemberId, seq: int, eid: EntryId) 
     return (community, author, -seq, eid)
 
 
+@dataclass(frozen=True, slots=True)
+class WaitLimits:
+    """A node's bounds on its waiting set (docs/protocol.md §4.3).
+
+    Entries of authors whose join the node holds (``members``) and of
+    authors it does not know (``strangers``) are parked in two pools, so
+    that strangers, who cost nothing to make, never crowd out members. A
+    full pool drops its oldest entry to take a new one; an author or a peer
+    (the one that delivered the entry) with ``per_author`` / ``per_peer``
+    entries parked gets no more parked (``waiting_full``). A parked entry is
+    dropped ``lifetime_ms`` after it was parked, by the node's clock.
+    Dropping one never changes a verdict: it is only waiting again, for
+    whoever offers it next (sync does).
+    """
+
+    members: int = 10_000
+    strangers: int = 1_000
+    per_author: int = 1_000
+    per_peer: int = 2_500
+    lifetime_ms: int = 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Parking:
+    """Whose entry is parked, for :class:`WaitLimits`: its author, whether
+    the author's join is held (``member``), the peer that delivered it
+    (``source``, None if not known or local), and the node's clock."""
+
+    community: CommunityId
+    author: MemberId
+    member: bool
+    source: str | None
+    now_ms: int
+
+
 class Backend(Protocol):
     """Storage for one node's ledgers. Reads return None or [] when absent."""
 
@@ -172,8 +219,13 @@ class Backend(Protocol):
         """Record a fork proof; False if one is known for this (author, seq)."""
         ...
 
-    def put_waiting(self, keys: Iterable[WaitKey], wire: bytes) -> bool:
-        """Park ``wire`` until every key is stored; False if full."""
+    def put_waiting(self, keys: Iterable[WaitKey], wire: bytes, parking: Parking) -> bool:
+        """Park ``wire`` until every key is stored, within the backend's
+        :class:`WaitLimits`: first drop what outlived ``lifetime_ms``, then
+        refuse (False) if the author or the source peer is at its bound,
+        then drop the oldest of the pool if it is full. Parking times never
+        go backwards: an entry is parked at ``max(now_ms, newest parked)``,
+        so each pool is oldest first. True if parked (or parked already)."""
         ...
 
     def take_waiting(self, key: WaitKey) -> list[bytes]:
@@ -222,14 +274,22 @@ class Backend(Protocol):
 class MemoryBackend:
     """A :class:`Backend` in dicts, for tests and simulation."""
 
-    def __init__(self, max_waiting: int = 10_000) -> None:
+    def __init__(self, limits: WaitLimits | None = None) -> None:
         self._genesis: dict[CommunityId, Entry] = {}
         self._entries: dict[tuple[CommunityId, MemberId, int], dict[EntryId, Stored]] = {}
         self._heads: dict[CommunityId, dict[MemberId, Head]] = {}
         self._refs: list[tuple[CommunityId, RefRow]] = []
         self.forks: dict[tuple[CommunityId, MemberId, int], tuple[bytes, bytes]] = {}
-        self._waiting: OrderedDict[bytes, list[WaitKey]] = OrderedDict()
-        self._max_waiting = max_waiting
+        self._limits = limits or WaitLimits()
+        # Per pool (member: True/False), wire -> its parking, oldest first.
+        self._pools: dict[bool, OrderedDict[bytes, _Parked]] = {
+            True: OrderedDict(),
+            False: OrderedDict(),
+        }
+        self._by_key: dict[WaitKey, list[bytes]] = {}
+        self._per_author: Counter[tuple[CommunityId, MemberId]] = Counter()
+        self._per_peer: Counter[str] = Counter()
+        self._parked_total = 0  # orders entries across pools, as SQLite's rowid does
         self._certificates: dict[tuple[CommunityId, MemberId, int], tuple[EntryId, bytes]] = {}
         self.witness_faults: dict[tuple[CommunityId, MemberId, int], tuple[bytes, bytes]] = {}
         self._final: dict[tuple[CommunityId, MemberId], dict[int, EntryId]] = {}
@@ -314,22 +374,68 @@ class MemoryBackend:
         self.forks[key] = (first, second)
         return True
 
-    def put_waiting(self, keys: Iterable[WaitKey], wire: bytes) -> bool:
-        if wire in self._waiting:
+    def put_waiting(self, keys: Iterable[WaitKey], wire: bytes, parking: Parking) -> bool:
+        if wire in self._pools[True] or wire in self._pools[False]:
             return True
-        if len(self._waiting) >= self._max_waiting:
+        limits = self._limits
+        newest = [next(reversed(p.values())).at for p in self._pools.values() if p]
+        at = max([parking.now_ms, *newest])
+        for pool in self._pools.values():
+            while pool and next(iter(pool.values())).at < at - limits.lifetime_ms:
+                self._unpark(next(iter(pool)))
+        author = (parking.community, parking.author)
+        if self._per_author[author] >= limits.per_author:
             return False
-        self._waiting[wire] = list(keys)
+        if parking.source is not None and self._per_peer[parking.source] >= limits.per_peer:
+            return False
+        pool = self._pools[parking.member]
+        cap = limits.members if parking.member else limits.strangers
+        if cap <= 0:
+            return False
+        while len(pool) >= cap:
+            self._unpark(next(iter(pool)))
+        self._parked_total += 1
+        parked = _Parked(self._parked_total, list(dict.fromkeys(keys)), author, parking.source, at)
+        pool[wire] = parked
+        for key in parked.keys:
+            self._by_key.setdefault(key, []).append(wire)
+        self._per_author[author] += 1
+        if parking.source is not None:
+            self._per_peer[parking.source] += 1
         return True
 
+    def _unpark(self, wire: bytes) -> _Parked:
+        parked = self._pools[True].pop(wire, None) or self._pools[False].pop(wire)
+        for key in parked.keys:
+            wires = self._by_key[key]
+            wires.remove(wire)
+            if not wires:
+                del self._by_key[key]
+        self._per_author[parked.author] -= 1
+        if not self._per_author[parked.author]:
+            del self._per_author[parked.author]
+        if parked.source is not None:
+            self._per_peer[parked.source] -= 1
+            if not self._per_peer[parked.source]:
+                del self._per_peer[parked.source]
+        return parked
+
     def take_waiting(self, key: WaitKey) -> list[bytes]:
-        found = [w for w, keys in self._waiting.items() if key in keys]
+        found = sorted(self._by_key.get(key, ()), key=lambda w: self._order(w))
         for w in found:
-            del self._waiting[w]
+            self._unpark(w)
         return found
 
+    def _order(self, wire: bytes) -> int:
+        parked = self._pools[True].get(wire) or self._pools[False][wire]
+        return parked.order
+
     def waiting_count(self) -> int:
-        return len(self._waiting)
+        return len(self._pools[True]) + len(self._pools[False])
+
+    def waiting_wires(self) -> list[bytes]:
+        """The parked entries (members' pool first), for tests and the simulator."""
+        return [*self._pools[True], *self._pools[False]]
 
     def certificate(
         self, community: CommunityId, author: MemberId, seq: int
@@ -369,3 +475,12 @@ class MemoryBackend:
         final = self._final.setdefault((community, author), {})
         for seq, eid in chain:
             assert final.setdefault(seq, eid) == eid, "a final chain is never rewritten"
+
+
+@dataclass(slots=True)
+class _Parked:
+    order: int
+    keys: list[WaitKey]
+    author: tuple[CommunityId, MemberId]
+    source: str | None
+    at: int  # parked at, node clock (ms)

@@ -45,7 +45,7 @@ from enum import StrEnum
 
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, RefusedError
-from troc.protocol.backend import Backend, Head, RefRow, Stored, WaitKey, final_key
+from troc.protocol.backend import Backend, Head, Parking, RefRow, Stored, WaitKey, final_key
 from troc.protocol.entry import (
     MAX_AMOUNT,
     Accept,
@@ -257,12 +257,21 @@ class Ledger:
 
     # -- writing ----------------------------------------------------------
 
-    def ingest(self, wire: bytes, now_ms: int, *, community: CommunityId | None = None) -> Outcome:
+    def ingest(
+        self,
+        wire: bytes,
+        now_ms: int,
+        *,
+        community: CommunityId | None = None,
+        source: str | None = None,
+    ) -> Outcome:
         """Decode, check and (if valid) store one entry given as wire bytes.
 
         With ``community``, only that community's log entries are taken (what
         a sync session or a community's gossip topic may carry): a genesis or
         another community's entry is rejected as ``unknown_community``.
+        ``source`` names the peer that delivered it, if known: what it parks
+        counts against that peer's bound (:class:`~troc.protocol.backend.WaitLimits`).
         """
         try:
             entry = Entry.decode(wire)
@@ -275,11 +284,11 @@ class Ledger:
                 Reason.UNKNOWN_COMMUNITY,
                 "not an entry of the community this channel carries",
             )
-        return self.ingest_entry(entry, now_ms)
+        return self.ingest_entry(entry, now_ms, source=source)
 
-    def ingest_entry(self, entry: Entry, now_ms: int) -> Outcome:
+    def ingest_entry(self, entry: Entry, now_ms: int, *, source: str | None = None) -> Outcome:
         """Check and store an already decoded, signature-checked entry."""
-        outcome = self._ingest_one(entry, now_ms)
+        outcome = self._ingest_one(entry, now_ms, source)
         if outcome.status is not Status.ACCEPTED or entry.community is None:
             return outcome
         released = self._release([(entry.community, entry.author, entry.seq, entry.id)], now_ms)
@@ -411,7 +420,7 @@ class Ledger:
                     parked = Entry.decode(wire)
                 except CodecError:  # pragma: no cover - it decoded when parked
                     continue
-                again = self._ingest_one(parked, now_ms)
+                again = self._ingest_one(parked, now_ms, None)
                 if again.status is Status.ACCEPTED:
                     assert parked.community is not None
                     released.append(parked)
@@ -464,7 +473,7 @@ class Ledger:
         self._finalised += keys
         return True
 
-    def _ingest_one(self, entry: Entry, now_ms: int) -> Outcome:
+    def _ingest_one(self, entry: Entry, now_ms: int, source: str | None) -> Outcome:
         if entry.kind is Kind.GENESIS:
             if self.backend.genesis(CommunityId(entry.id)) is not None:
                 return Outcome(Status.DUPLICATE, entry)
@@ -481,12 +490,15 @@ class Ledger:
         except _Wait as exc:
             keys = [(c, r.author, r.seq, r.id) for r in exc.missing]
             keys += [final_key(c, r.author, r.seq, r.id) for r in exc.finals]
-            if not self.backend.put_waiting(keys, entry.wire):
+            # Whether the author's join is held: strangers park in a pool of their own.
+            member = self.backend.head(c, a) is not None
+            parking = Parking(c, a, member, source, now_ms)
+            if not self.backend.put_waiting(keys, entry.wire, parking):
                 return Outcome(
                     Status.REJECTED,
                     entry,
                     Reason.WAITING_FULL,
-                    "too many entries are waiting for dependencies",
+                    "too many entries of this author or from this peer are waiting",
                 )
             return Outcome(
                 Status.WAITING,

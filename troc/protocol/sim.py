@@ -1053,7 +1053,7 @@ class Simulator:
                         f"node {node.index} knows forks at {[s for _a, s in points]}, "
                         f"frozen at {head and head.frozen_at}, not the fork at {fork_seq}"
                     )
-                for wire in backend._waiting:  # a test's look inside the backend
+                for wire in backend.waiting_wires():
                     e = Entry.decode(wire, check_signature=False)
                     if counts(e.author, e.seq):
                         raise self.fail(f"node {node.index} still has {e.ref} waiting")
