@@ -32,6 +32,7 @@ its own newer entries instead of signing new ones at the same seq.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -66,7 +67,7 @@ from troc.node.p2p import (
 from troc.node.quota import PeerQuota
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 from troc.node.witness import Certifier, Progress, WitnessService
-from troc.protocol.entry import CommunityId, Entry, Ref
+from troc.protocol.entry import CommunityId, Entry, Join, Ref
 from troc.protocol.ledger import CertificateOutcome, Outcome, Status
 from troc.protocol.sync import (
     MAX_FRAME,
@@ -115,6 +116,8 @@ MAX_FETCHES = 256
 GOSSIP_BATCH = 256
 #: Entries decoded by the gossip validator kept for ingest, per community, at most.
 GOSSIP_DECODED = 2048
+#: Gossiped entries of unknown authors (not forwarded) queued for ingest, at most.
+GOSSIP_IGNORED = 256
 #: ``wait`` on a signing operation: how long it waits for finality by default.
 FINALITY_WAIT = 30.0
 #: The control socket reads at most this much per request.
@@ -183,9 +186,12 @@ class _StoreView:
     """:class:`~troc.protocol.sync.SyncView` over the node's store, for the
     sessions of one community (it takes no other community's entries)."""
 
-    def __init__(self, local: LocalNode, community: CommunityId | None = None) -> None:
+    def __init__(
+        self, local: LocalNode, community: CommunityId | None = None, peer: str | None = None
+    ) -> None:
         self.local = local
         self.community = community
+        self.peer = peer  # the session's peer: what it parks counts against it
 
     def heads(self, community: CommunityId) -> Heads:
         return {a: (h.seq, h.id) for a, h in self.local.store.heads(community)}
@@ -203,7 +209,9 @@ class _StoreView:
         return self.local.store.forks(community)
 
     def ingest_batch(self, wires: list[bytes]) -> list[Outcome]:
-        return self.local.ingest_many(wires, community=self.community)
+        return self.local.ingest_many(
+            wires, community=self.community, sources=[self.peer] * len(wires)
+        )
 
     def finals(self, community: CommunityId) -> dict[MemberId, tuple[int, bytes]]:
         return {a: (seq, cert) for a, seq, cert in self.local.store.finals(community)}
@@ -604,6 +612,12 @@ class Node:
         # message not found here (our own publishes are never delivered back
         # and age out) is ingested from its bytes.
         decoded: OrderedDict[bytes, Entry] = OrderedDict()
+        # Authors whose join passed the validator lately: their next entries
+        # are forwarded though the join may not be stored yet (it waits in a
+        # batch): a new member's first payment follows its join closely.
+        joining: OrderedDict[MemberId, None] = OrderedDict()
+        # Entries of authors not known here, taken but not forwarded.
+        ignored_send, ignored = trio.open_memory_channel[tuple[Entry, Any]](GOSSIP_IGNORED)
 
         def validate(msg: Any) -> bool:
             if self._peers.is_banned(msg.origin) or (
@@ -618,12 +632,27 @@ class Node:
                 return False
             if entry.community != community:
                 return False
-            if msg.origin != self.peer_id and self.local.store.entry(
+            store = self.local.store
+            if msg.origin != self.peer_id and store.entry(
                 community, entry.author, entry.seq, entry.id
             ):
                 # Held already: not forwarded again. A peer re-sending old
                 # entries under fresh message ids is not amplified to every
                 # member (they already have it, or sync brings it).
+                return False
+            if entry.seq == 1 and isinstance(entry.body, Join):
+                joining[entry.author] = None
+                if len(joining) > GOSSIP_DECODED:
+                    joining.popitem(last=False)
+            elif entry.author not in joining and store.head(community, entry.author) is None:
+                # No join of its author is held: a stranger's entry, which
+                # costs nothing to make and may dangle forever. It is not
+                # forwarded (IGNORE in gossipsub terms), so it reaches no one
+                # through us; it is still taken here, in the strangers' own
+                # bounded pool, and what it waits for is fetched from the
+                # forwarder: a member whose join we lack still converges.
+                with contextlib.suppress(trio.WouldBlock):
+                    ignored_send.send_nowait((entry, msg))
                 return False
             decoded[msg.data] = entry
             if len(decoded) > GOSSIP_DECODED:
@@ -632,7 +661,8 @@ class Node:
 
         gossip.set_validator(topic, validate)
         with scope:
-            async with gossip.subscribe(topic) as sub:
+            async with gossip.subscribe(topic) as sub, trio.open_nursery() as nursery:
+                nursery.start_soon(self._take_ignored, community, ignored)
                 while True:
                     # What has arrived since the last batch goes in one
                     # transaction: per message, the commit and its trio
@@ -642,21 +672,42 @@ class Node:
                     for msg in batch:
                         entry = decoded.pop(msg.data, None)
                         items.append(msg.data if entry is None else entry)
-                    # Any exception, not only a TrocError: one entry that trips
-                    # a bug (ours or a library's) is dropped, not the node.
-                    try:
-                        outcomes = self.local.ingest_many(items, community=community)
-                    except Exception:  # one at a time, then: the others still count
-                        outcomes = []
-                        for msg in batch:
-                            try:
-                                outcomes.append(self.local.ingest(msg.data, community=community))
-                            except Exception:
-                                logger.exception("could not store a gossiped entry")
-                                outcomes.append(Outcome(Status.REJECTED))
-                    for msg, outcome in zip(batch, outcomes, strict=True):
-                        if outcome.status is Status.WAITING and outcome.entry is not None:
-                            self._fetch_for(community, outcome.entry, msg)
+                    self._ingest_gossip(community, batch, items)
+
+    async def _take_ignored(
+        self, community: CommunityId, ignored: trio.MemoryReceiveChannel[tuple[Entry, Any]]
+    ) -> None:
+        """Ingest what the validator took but did not forward, in batches."""
+        async for first in ignored:
+            pairs = [first]
+            while len(pairs) < GOSSIP_BATCH:
+                try:
+                    pairs.append(ignored.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            self._ingest_gossip(community, [m for _e, m in pairs], [e for e, _m in pairs])
+
+    def _ingest_gossip(
+        self, community: CommunityId, batch: list[Any], items: list[bytes | Entry]
+    ) -> None:
+        """Store gossiped entries in one transaction, each charged to the
+        neighbour that relayed it; fetch what the parked ones wait for."""
+        sources = [msg.forwarder or msg.origin for msg in batch]
+        # Any exception, not only a TrocError: one entry that trips a bug
+        # (ours or a library's) is dropped, not the node.
+        try:
+            outcomes = self.local.ingest_many(items, community=community, sources=sources)
+        except Exception:  # one at a time, then: the others still count
+            outcomes = []
+            for msg, source in zip(batch, sources, strict=True):
+                try:
+                    outcomes.append(self.local.ingest(msg.data, community=community, source=source))
+                except Exception:
+                    logger.exception("could not store a gossiped entry")
+                    outcomes.append(Outcome(Status.REJECTED))
+        for msg, outcome in zip(batch, outcomes, strict=True):
+            if outcome.status is Status.WAITING and outcome.entry is not None:
+                self._fetch_for(community, outcome.entry, msg)
 
     def _fetch_for(self, community: CommunityId, entry: Entry, msg: Any) -> None:
         """Fetch what a parked gossiped entry waits for."""
@@ -798,7 +849,7 @@ class Node:
         return results
 
     async def _sync_one(self, peer: str, community: CommunityId) -> SyncStats | None:
-        session = SyncSession(_StoreView(self.local, community), community, initiator=True)
+        session = SyncSession(_StoreView(self.local, community, peer), community, initiator=True)
         try:
             stream = await self.host.open_stream(peer, SYNC_PROTOCOL)
         except DialError as exc:
@@ -852,7 +903,7 @@ class Node:
                     CommunityId(community)
                 ):
                     return  # not a community we follow (or serve): close
-                view = _StoreView(self.local, CommunityId(community))
+                view = _StoreView(self.local, CommunityId(community), peer)
                 session = SyncSession(view, CommunityId(community), initiator=False)
                 await self._run_session(stream, peer, session, list(session.receive(hello)), reader)
         except (RemoteProtocolError, trio.TooSlowError) as exc:
