@@ -248,6 +248,20 @@ class _Peers:
     syncing: set[str] = field(default_factory=set)  # outbound sessions in flight
     dialed: dict[str, float] = field(default_factory=dict)  # mDNS peers: last dial (trio time)
 
+    def enter_inbound(self, peer: str, most: int) -> bool:
+        """Count an inbound session of ``peer``; False (not counted) if it has ``most``."""
+        if self.inbound.get(peer, 0) >= most:
+            return False
+        self.inbound[peer] = self.inbound.get(peer, 0) + 1
+        return True
+
+    def leave_inbound(self, peer: str) -> None:
+        """End one of ``peer``'s inbound sessions; a peer with none is forgotten,
+        so the dict holds only peers with a session open."""
+        left = self.inbound.pop(peer) - 1
+        if left:
+            self.inbound[peer] = left
+
     def is_banned(self, peer: str) -> bool:
         until = self.banned.get(peer)
         if until is None:
@@ -889,9 +903,8 @@ class Node:
     async def _handle_sync(self, stream: Any, peer: str) -> None:
         if self._peers.is_banned(peer):
             return
-        if self._peers.inbound.get(peer, 0) >= MAX_INBOUND_PER_PEER:
+        if not self._peers.enter_inbound(peer, MAX_INBOUND_PER_PEER):
             return
-        self._peers.inbound[peer] = self._peers.inbound.get(peer, 0) + 1
         try:
             reader = FrameReader(stream, max_size=MAX_FRAME, frame_timeout=FRAME_TIMEOUT)
             with trio.fail_after(SESSION_TIMEOUT):
@@ -912,7 +925,7 @@ class Node:
             else:
                 logger.info("inbound sync from %s ended: %s", peer, exc)
         finally:
-            self._peers.inbound[peer] -= 1
+            self._peers.leave_inbound(peer)
 
     async def _run_session(
         self,
