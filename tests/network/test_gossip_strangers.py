@@ -64,8 +64,8 @@ async def test_an_unknown_authors_entry_is_taken_but_not_forwarded(tmp_path: Pat
             assert dangling.wire not in seen_by_b
             assert d_offer.wire not in seen_by_b
             # A took them all the same, in its strangers' pool.
-            for entry in (dangling, d_offer):
-                await until("A parks it", lambda e=entry: _parked(net.a.local.store, e))
+            store = net.a.local.store
+            await until("A parks both", lambda: all(_parked(store, e) for e in (dangling, d_offer)))
             # D's entry converges at A: once B holds D's join (B does not
             # gossip it), sync brings it to A, and what waited for it is stored.
             net.b.local.ingest_many([d_join.wire], community=net.community)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.helpers import T0, World, key
+from tests.node.test_store import OPS, TINY_LIMITS, build
 from troc.crypto.sign import SigningKey
 from troc.node.store import SCHEMA_VERSION, Store
 from troc.protocol.backend import MemoryBackend, WaitLimits
@@ -110,14 +114,21 @@ def gap(w: World, signer: SigningKey) -> tuple[Entry, Entry]:
 # -- (a) strangers cannot crowd members out ----------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def ten_thousand() -> list[Entry]:
+    """10,050 strangers' entries for the community of ``w`` (made once: signing costs)."""
+    return strangers(World(A, credit_limit=100), 10_050)
+
+
 def test_ten_thousand_stranger_entries_do_not_crowd_out_a_member(
-    w: World, make: MakeLedger
+    w: World, make: MakeLedger, ten_thousand: list[Entry]
 ) -> None:
     """Before the bounds, 10,000 parked entries of strangers made every later
     entry that had to wait `waiting_full`, for good."""
     node = make(None)
     follow(node, w)
-    junk = strangers(w, 10_050)
+    junk = ten_thousand
+    assert junk[0].community == w.community
     backend = node.backend
     if isinstance(backend, Store):
         with backend.transaction():  # one transaction: the test's own speed
@@ -276,3 +287,53 @@ def test_a_stranger_join_waiting_for_its_vouch_parks_as_a_stranger(make: MakeLed
     assert ingest(node, vouch.wire) is Status.ACCEPTED
     assert node.head(w.community, d.public) is None  # dropped, so not released
     assert ingest(node, join.wire) is Status.ACCEPTED
+
+
+# -- (d) dropping never changes a verdict --------------------------------------------------
+
+
+@given(ops=OPS, data=st.data(), sqlite=st.booleans())
+def test_verdicts_after_eviction_and_redelivery_equal_those_without(
+    ops: list[tuple[str, int, int, int]], data: st.DataObject, sqlite: bool
+) -> None:
+    """Entries arrive in any order at a node with tiny bounds (pools overflow,
+    authors and peers hit theirs, parked entries outlive their lifetime),
+    then again in some order, as sync would offer them. Every verdict then
+    equals that of a node that never dropped anything, and so do balances,
+    fork proofs and where logs are frozen."""
+    b = build(ops)
+    n = len(b.wires)
+    now = b.now + 1000
+    reference = Ledger(MemoryBackend())
+    first = [0, *data.draw(st.permutations(range(1, n)), label="first delivery")]
+    for i in first:
+        reference.ingest(b.wires[i], now)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "s.sqlite", waiting=TINY_LIMITS) if sqlite else None
+        node = Ledger(store if store is not None else MemoryBackend(TINY_LIMITS))
+        try:
+            again = data.draw(st.permutations(range(n)), label="redelivery")
+            for i in [*first, *again, *range(n)]:  # lastly in the order they were made
+                now += data.draw(st.sampled_from([0, 0, TINY_LIMITS.lifetime_ms]), label="later")
+                outcome(node, b.wires[i], now, data.draw(st.sampled_from([None, "p"])))
+            c = b.community
+            for wire in b.wires:
+                want, got = reference.ingest(wire, now), outcome(node, wire, now)
+                if want.status is Status.WAITING:
+                    assert got.status is Status.WAITING or got.reason is Reason.WAITING_FULL
+                else:
+                    assert (got.status, got.reason) == (want.status, want.reason)
+            # A head follows its first-seen branch, which arrival order picks:
+            # what counts is where a log is frozen and the counted balances.
+            frozen = {a: h.frozen_at for a, h in reference.backend.heads(c)}
+            assert {a: h.frozen_at for a, h in node.backend.heads(c)} == frozen
+            assert list(node.balances(c)) == list(reference.balances(c))
+            # Which pair proves a fork depends on arrival order; where, not.
+            points = {(a, s) for _c, a, s in reference.backend.forks}  # type: ignore[attr-defined]
+            if store is not None:
+                assert {(a, s) for a, s, _f, _g in store.forks(c)} == points
+            else:
+                assert {(a, s) for _c, a, s in node.backend.forks} == points  # type: ignore[attr-defined]
+        finally:
+            if store is not None:
+                store.close()
