@@ -15,6 +15,7 @@ and before anything can send it. Two appends can never take the same seq.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +45,8 @@ from troc.protocol.entry import (
 )
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
 from troc.protocol.witness import Certificate, check_quorum, max_faults, min_quorum
+
+logger = logging.getLogger("troc.node")
 
 __all__ = [
     "BalanceInfo",
@@ -370,12 +373,20 @@ class LocalNode:
             for listener in self.listeners:
                 listener(entry, own)
 
-    def _stored(self, outcomes: list[Outcome]) -> list[Entry]:
+    def _stored(self, outcomes: Sequence[Outcome | CertificateOutcome]) -> list[Entry]:
+        """Entries these outcomes stored; parked ones they dropped are logged."""
         out: list[Entry] = []
         for o in outcomes:
-            if o.status is Status.ACCEPTED and o.entry is not None:
+            if isinstance(o, Outcome) and o.status is Status.ACCEPTED and o.entry is not None:
                 out.append(o.entry)
             out.extend(o.released)
+            for d in o.dropped:
+                logger.info(
+                    "parked entry %s dropped: %s (%s)",
+                    d.entry and d.entry.ref,
+                    d.reason and d.reason.value,
+                    d.detail,
+                )
         return out
 
     def _ingest_checked(self, entry: Entry) -> None:
@@ -455,7 +466,7 @@ class LocalNode:
         with self._lock, self.store.transaction():
             now = self._clock()
             outcomes = [self._ingest_certificate(d, now) for d in datas]
-        self._notify([e for o in outcomes for e in o.released], own=False)
+        self._notify(self._stored(outcomes), own=False)
         return outcomes
 
     def _ingest_certificate(self, data: bytes, now: int) -> CertificateOutcome:

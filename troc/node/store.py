@@ -855,6 +855,16 @@ class Store:
             self._unpark([(r[0],) for r in rows])
         return [r[1] for r in rows]
 
+    def waiting_finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
+        if self.waiting_count() == 0:
+            return []
+        rows = self._cur.execute(
+            "SELECT DISTINCT community, author, seq, id FROM waiting_keys"
+            " WHERE community = ? AND author = ? AND seq < 0 ORDER BY seq, id",
+            (community, author),
+        ).fetchall()
+        return [(CommunityId(c), MemberId(a), s, EntryId(i)) for c, a, s, i in rows]
+
     # -- Backend: certificates (witnessed communities) ----------------------------
 
     def certificate(

@@ -232,6 +232,11 @@ class Backend(Protocol):
         """Entries parked on ``key``, removed from the waiting set."""
         ...
 
+    def waiting_finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
+        """The keys (:func:`final_key`) under which entries wait for an entry
+        of ``author``'s log to become final."""
+        ...
+
     def certificate(
         self, community: CommunityId, author: MemberId, seq: int
     ) -> tuple[EntryId, bytes] | None:
@@ -425,6 +430,9 @@ class MemoryBackend:
         for w in found:
             self._unpark(w)
         return found
+
+    def waiting_finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
+        return sorted(k for k in self._by_key if k[0] == community and k[1] == author and k[2] < 0)
 
     def _order(self, wire: bytes) -> int:
         parked = self._pools[True].get(wire) or self._pools[False][wire]

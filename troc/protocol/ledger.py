@@ -128,6 +128,7 @@ class Reason(StrEnum):
     # Certificates (witnessed communities).
     BAD_CERTIFICATE = "bad_certificate"
     NOT_WITNESSED = "not_witnessed"
+    NOT_FINAL = "not_final"  # an accept's transfer (a reclaim's decline) can never be final
 
 
 class Status(StrEnum):
@@ -146,6 +147,9 @@ class Outcome:
     author forked (a proof was recorded, whether or not the entry itself was
     valid). ``missing_final`` (witnessed communities) lists entries that are
     held but must become final, by a certificate, before this one is valid.
+    ``dropped`` lists the verdicts on parked entries that this one made
+    invalid: they left the waiting set (``not_final``: what they waited to
+    become final never can).
     """
 
     status: Status
@@ -156,6 +160,7 @@ class Outcome:
     released: tuple[Entry, ...] = ()
     fork: bool = False
     missing_final: tuple[Ref, ...] = ()
+    dropped: tuple[Outcome, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -171,7 +176,8 @@ class CertificateOutcome:
     ``conflict`` is True when it certifies another id than a certificate
     held for the same position: it verified, so more than f witnesses lied
     (not the peer that relayed it); ``fault`` is True when that pair was
-    recorded now (the first time).
+    recorded now (the first time). ``dropped``: verdicts on parked entries
+    it made invalid, as in :class:`Outcome`.
     """
 
     status: Status
@@ -182,6 +188,7 @@ class CertificateOutcome:
     released: tuple[Entry, ...] = ()
     fault: bool = False
     conflict: bool = False
+    dropped: tuple[Outcome, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -235,6 +242,9 @@ class Ledger:
         # Keys of entries that became final during the current call: what
         # waited for them is retried (see _release).
         self._finalised: list[WaitKey] = []
+        # Logs whose certificates or final tip changed during the current
+        # call: what waits for their entries to be final may never be.
+        self._certified: set[tuple[CommunityId, MemberId]] = set()
         self._witness_rules: dict[CommunityId, WitnessRules] = {}
 
     # -- reading ----------------------------------------------------------
@@ -291,10 +301,12 @@ class Ledger:
         outcome = self._ingest_one(entry, now_ms, source)
         if outcome.status is not Status.ACCEPTED or entry.community is None:
             return outcome
-        released = self._release([(entry.community, entry.author, entry.seq, entry.id)], now_ms)
-        if not released:  # the usual case; dataclasses.replace costs ~2 µs
+        released, dropped = self._release(
+            [(entry.community, entry.author, entry.seq, entry.id)], now_ms
+        )
+        if not released and not dropped:  # the usual case; dataclasses.replace costs ~2 µs
             return outcome
-        return replace(outcome, released=tuple(released))
+        return replace(outcome, released=tuple(released), dropped=tuple(dropped))
 
     def ingest_certificate(self, data: bytes, now_ms: int) -> CertificateOutcome:
         """Check and keep a certificate (canonical bytes) of a witnessed community.
@@ -335,12 +347,17 @@ class Ledger:
                 conflict=True,
             )
         self.backend.put_certificate(c, a, seq, eid, cert.encode())
+        self._certified.add((c, a))
         stored = self.backend.entry(c, a, seq, eid)
-        if stored is None:
-            return CertificateOutcome(Status.ACCEPTED, cert)
-        moved = self._advance_final(c, a, stored)
-        released = self._release([], now_ms)
-        return CertificateOutcome(Status.ACCEPTED, cert, final=moved, released=tuple(released))
+        moved = stored is not None and self._advance_final(c, a, stored)
+        released, dropped = self._release([], now_ms)
+        return CertificateOutcome(
+            Status.ACCEPTED,
+            cert,
+            final=moved,
+            released=tuple(released),
+            dropped=tuple(dropped),
+        )
 
     def witness_rules(self, community: CommunityId) -> WitnessRules | None:
         """The witness set of a witnessed community (None if optimistic or unknown)."""
@@ -407,28 +424,40 @@ class Ledger:
 
     # -- internals --------------------------------------------------------
 
-    def _release(self, keys: list[WaitKey], now_ms: int) -> list[Entry]:
-        """Retry what waited on ``keys`` and on entries that became final,
-        and what waited for those, in order."""
+    def _release(self, keys: list[WaitKey], now_ms: int) -> tuple[list[Entry], list[Outcome]]:
+        """Retry what waited on ``keys``, on entries that became final, and on
+        entries that never can (:meth:`_never_final`), and what waited for
+        those, in order. Returns the entries stored and the verdicts on
+        those that turned out invalid (they leave the waiting set)."""
         released: list[Entry] = []
+        dropped: list[Outcome] = []
         queue = keys + self._finalised
         self._finalised = []
-        while queue:
-            key = queue.pop(0)
-            for wire in self.backend.take_waiting(key):
-                try:
-                    parked = Entry.decode(wire)
-                except CodecError:  # pragma: no cover - it decoded when parked
-                    continue
-                again = self._ingest_one(parked, now_ms, None)
-                if again.status is Status.ACCEPTED:
-                    assert parked.community is not None
-                    released.append(parked)
-                    queue.append((parked.community, parked.author, parked.seq, parked.id))
-            if self._finalised:
-                queue += self._finalised
-                self._finalised = []
-        return released
+        while True:
+            while queue:
+                key = queue.pop(0)
+                for wire in self.backend.take_waiting(key):
+                    try:
+                        parked = Entry.decode(wire)
+                    except CodecError:  # pragma: no cover - it decoded when parked
+                        continue
+                    again = self._ingest_one(parked, now_ms, None)
+                    if again.status is Status.ACCEPTED:
+                        assert parked.community is not None
+                        released.append(parked)
+                        queue.append((parked.community, parked.author, parked.seq, parked.id))
+                    elif again.status is Status.REJECTED:
+                        dropped.append(again)
+                if self._finalised:
+                    queue += self._finalised
+                    self._finalised = []
+            certified, self._certified = sorted(self._certified), set()
+            for c, author in certified:
+                for key in self.backend.waiting_finals(c, author):
+                    if self._never_final(c, Ref(author, -key[2], key[3])):
+                        queue.append(key)
+            if not queue:
+                return released, dropped
 
     def _advance_final(self, c: CommunityId, author: MemberId, stored: Stored) -> bool:
         """Move ``author``'s final tip up to the certified ``stored`` entry.
@@ -471,7 +500,36 @@ class Ledger:
         self.backend.put_final(c, author, chain)
         keys.reverse()
         self._finalised += keys
+        self._certified.add((c, author))
         return True
+
+    def _never_final(self, c: CommunityId, ref: Ref) -> bool:
+        """True if the held entry ``ref`` can never become final, whatever
+        arrives later (unless more than f witnesses lie): another entry is
+        certified at its position, or its log's final tip is not on its
+        chain (at or above it: a branch beside the certified one; below
+        it: the chain left the certified one lower down, at a fork)."""
+        held = self.backend.certificate(c, ref.author, ref.seq)
+        if held is not None and held[0] != ref.id:
+            return True
+        head = self.backend.head(c, ref.author)
+        if head is None or not head.final_seq or head.final_id is None:
+            return False
+        if ref.seq <= head.final_seq:
+            return not self.is_final(c, ref)
+        stored = self.backend.entry(c, ref.author, ref.seq, ref.id)
+        return stored is not None and not self._is_ancestor(
+            c, ref.author, head.final_seq, head.final_id, stored.entry
+        )
+
+    def _wait_final(self, c: CommunityId, ref: Ref) -> None:
+        """Wait until ``ref`` is final; reject if it never can be."""
+        if self._never_final(c, ref):
+            raise _Reject(
+                Reason.NOT_FINAL,
+                f"{ref} can never become final: another entry of its log is certified",
+            )
+        raise _Wait([], [ref])
 
     def _ingest_one(self, entry: Entry, now_ms: int, source: str | None) -> Outcome:
         if entry.kind is Kind.GENESIS:
@@ -673,7 +731,7 @@ class Ledger:
                 balance = _credit(balance, amount)
                 # A payee takes only final payments (docs/witness.md §6.1).
                 if witnessed and not self.is_final(c, body.transfer):
-                    raise _Wait([], [body.transfer])
+                    self._wait_final(c, body.transfer)
             refs.append(self._row(entry, body.transfer, amount))
         elif isinstance(body, Reclaim):
             d = self._need(c, body.decline)
@@ -690,7 +748,7 @@ class Ledger:
             balance = _credit(balance, t.entry.body.amount)
             # Else the payee could accept on one branch and decline on another.
             if witnessed and not self.is_final(c, body.decline):
-                raise _Wait([], [body.decline])
+                self._wait_final(c, body.decline)
             refs.append(self._row(entry, t_ref, t.entry.body.amount))
         elif isinstance(body, OfferClose):
             o = self._need(c, body.offer)
