@@ -36,6 +36,7 @@ MakeLedger = Callable[[WaitLimits | None], Ledger]
 
 @pytest.fixture
 def w() -> World:
+    """A community where A (the founder), B and C joined."""
     world = World(A, credit_limit=100)
     for member in (A, B, C):
         world.join(member)

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import certify, key, witnessed_world
+from tests.property.test_witnessed_ledger import deliver
 from troc.errors import RefusedError
 from troc.node.store import Store
 from troc.protocol.backend import MemoryBackend
@@ -61,12 +62,6 @@ class Forked:
         out += [("entry", e.wire) for e in self.entries]
         out += [("cert", certify(e)) for e in self.certified]
         return out
-
-
-def deliver(ledger: Ledger, kind: str, data: bytes, now: int) -> Any:
-    if kind == "cert":
-        return ledger.ingest_certificate(data, now)
-    return ledger.ingest(data, now)
 
 
 def verdicts(outcome: Any, into: dict[EntryId, tuple[Status, Reason | None]]) -> None:
