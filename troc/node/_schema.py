@@ -115,7 +115,8 @@ CREATE TABLE waiting (
 CREATE INDEX waiting_pool ON waiting (member, wid);
 CREATE INDEX waiting_author ON waiting (community, author);
 CREATE INDEX waiting_source ON waiting (source) WHERE source IS NOT NULL;
-CREATE INDEX waiting_time ON waiting (parked_at);
+-- No index on parked_at: it never decreases along wid (the Store clamps it),
+-- so the oldest and newest entries are the ends of the table.
 CREATE TABLE waiting_keys (
     community BLOB NOT NULL,
     author BLOB NOT NULL,
@@ -238,7 +239,7 @@ _WAITING_COLUMNS = {
     "source": "TEXT",
     "parked_at": "INTEGER NOT NULL DEFAULT 0",
 }
-_WAITING_INDEXES = ("waiting_pool", "waiting_author", "waiting_source", "waiting_time")
+_WAITING_INDEXES = ("waiting_pool", "waiting_author", "waiting_source")
 
 _HEAD_COLUMNS = (
     "seq, id, balance, lim, frozen_at, cut_balance, frozen_credit,"

@@ -778,13 +778,11 @@ class Store:
         if cur.execute("SELECT 1 FROM waiting WHERE digest = ?", (digest,)).fetchone():
             return True
         limits = self._limits
-        newest = cur.execute("SELECT max(parked_at) FROM waiting").fetchone()[0]
-        at = parking.now_ms if newest is None else max(parking.now_ms, newest)
-        self._unpark(
-            cur.execute(
-                "SELECT wid FROM waiting WHERE parked_at < ?", (at - limits.lifetime_ms,)
-            ).fetchall()
-        )
+        # parked_at never decreases along wid: the newest is the last row,
+        # and what outlived its lifetime is a run of rows from the first.
+        newest = cur.execute("SELECT parked_at FROM waiting ORDER BY wid DESC LIMIT 1").fetchone()
+        at = parking.now_ms if newest is None else max(parking.now_ms, newest[0])
+        self._expire(at - limits.lifetime_ms)
         (by_author,) = cur.execute(
             "SELECT count(*) FROM waiting WHERE community = ? AND author = ?",
             (parking.community, parking.author),
@@ -805,7 +803,8 @@ class Store:
         if excess > 0:  # full: the oldest of this pool make room
             self._unpark(
                 cur.execute(
-                    "SELECT wid FROM waiting WHERE member = ? ORDER BY wid LIMIT ?", (pool, excess)
+                    "SELECT wid, member FROM waiting WHERE member = ? ORDER BY wid LIMIT ?",
+                    (pool, excess),
                 ).fetchall()
             )
         count, total = self._pool_count(pool), self.waiting_count()
@@ -823,6 +822,22 @@ class Store:
         self._pool_counts[pool] = count + 1
         return True
 
+    def _expire(self, cutoff: int) -> None:
+        """Drop the entries parked before ``cutoff`` (ms)."""
+        oldest = self._cur.execute("SELECT parked_at FROM waiting ORDER BY wid LIMIT 1").fetchone()
+        if oldest is None or oldest[0] >= cutoff:
+            return  # the usual case: one look at the first row
+        rows = self._conn.execute(
+            "SELECT wid, member, parked_at FROM waiting ORDER BY wid"
+        )  # its own cursor: _unpark below uses self._cur
+        expired: list[tuple[int, int]] = []
+        for wid, member, parked_at in rows:
+            if parked_at >= cutoff:
+                break
+            expired.append((wid, member))
+        rows.close()
+        self._unpark(expired)
+
     def _pool_count(self, pool: int) -> int:
         if pool not in self._pool_counts:
             self._pool_counts[pool] = self._cur.execute(
@@ -830,30 +845,33 @@ class Store:
             ).fetchone()[0]
         return self._pool_counts[pool]
 
-    def _unpark(self, wids: list[tuple[int]]) -> None:
-        """Remove these parked entries (rows of one-element tuples)."""
-        if not wids:
+    def _unpark(self, rows: list[tuple[int, int]]) -> None:
+        """Remove these parked entries, given as (wid, member) rows."""
+        if not rows:
             return
+        wids = [(wid,) for wid, _member in rows]
         cur = self._cur
         cur.executemany("DELETE FROM waiting_keys WHERE wid = ?", wids)
         cur.executemany("DELETE FROM waiting WHERE wid = ?", wids)
         if self._waiting_count is not None:
-            self._waiting_count -= len(wids)
-        self._pool_counts.clear()
+            self._waiting_count -= len(rows)
+        for _wid, member in rows:
+            if member in self._pool_counts:
+                self._pool_counts[member] -= 1
 
     def take_waiting(self, key: WaitKey) -> list[bytes]:
         if self.waiting_count() == 0:
             return []  # the usual case: no query
         rows = self._cur.execute(
-            "SELECT w.wid, w.wire FROM waiting_keys k JOIN waiting w ON w.wid = k.wid"
+            "SELECT w.wid, w.member, w.wire FROM waiting_keys k JOIN waiting w ON w.wid = k.wid"
             " WHERE k.community = ? AND k.author = ? AND k.seq = ? AND k.id = ?"
             " ORDER BY w.wid",
             key,
         ).fetchall()
         if rows:
             self._write()
-            self._unpark([(r[0],) for r in rows])
-        return [r[1] for r in rows]
+            self._unpark([(wid, member) for wid, member, _wire in rows])
+        return [r[2] for r in rows]
 
     def waiting_finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
         if self.waiting_count() == 0:
