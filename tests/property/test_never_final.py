@@ -114,15 +114,19 @@ def test_an_accept_parked_on_the_losing_branch_is_dropped_when_the_other_is_cert
 
 
 def test_a_certificate_for_another_entry_not_held_yet_is_enough() -> None:
-    """The certificate of x2 names A's seq 2: t1 can never be final even
-    before x2 itself arrives."""
+    """The certificate of x2 names A's seq 2: neither t1 (at seq 2) nor u1
+    (above it, on t1) can ever be final, even before x2 itself arrives."""
     f = Forked()
     node = Ledger(MemoryBackend())
-    for e in [f.w.genesis, *f.joins, f.t1]:
+    for e in [f.w.genesis, *f.joins, f.t1, f.u1]:
         node.ingest(e.wire, f.w.now)
-    assert node.ingest(f.acc_t1.wire, f.w.now).status is Status.WAITING
+    for acc in (f.acc_t1, f.acc_u1):
+        assert node.ingest(acc.wire, f.w.now).status is Status.WAITING
     out = node.ingest_certificate(certify(f.x2), f.w.now)
-    assert [(d.entry, d.reason) for d in out.dropped] == [(f.acc_t1, Reason.NOT_FINAL)]
+    assert {(d.entry, d.reason) for d in out.dropped} == {
+        (f.acc_t1, Reason.NOT_FINAL),
+        (f.acc_u1, Reason.NOT_FINAL),
+    }
 
 
 def test_an_unrelated_certificate_drops_nothing() -> None:

@@ -506,21 +506,27 @@ class Ledger:
     def _never_final(self, c: CommunityId, ref: Ref) -> bool:
         """True if the held entry ``ref`` can never become final, whatever
         arrives later (unless more than f witnesses lie): another entry is
-        certified at its position, or its log's final tip is not on its
-        chain (at or above it: a branch beside the certified one; below
-        it: the chain left the certified one lower down, at a fork)."""
-        held = self.backend.certificate(c, ref.author, ref.seq)
+        certified at its position, or the log's certified chain is not its
+        chain: at or above it, the final tip is on a branch beside it; below
+        it, the final tip or a certificate held lower down (its entry may
+        not be held yet) names an entry that is not its ancestor, so its
+        chain left the certified one at a fork."""
+        a = ref.author
+        held = self.backend.certificate(c, a, ref.seq)
         if held is not None and held[0] != ref.id:
             return True
-        head = self.backend.head(c, ref.author)
-        if head is None or not head.final_seq or head.final_id is None:
+        head = self.backend.head(c, a)
+        if head is None or head.final_seq is None:
             return False
         if ref.seq <= head.final_seq:
             return not self.is_final(c, ref)
-        stored = self.backend.entry(c, ref.author, ref.seq, ref.id)
-        return stored is not None and not self._is_ancestor(
-            c, ref.author, head.final_seq, head.final_id, stored.entry
-        )
+        stored = self.backend.entry(c, a, ref.seq, ref.id)
+        if stored is None:
+            return False
+        below = self.backend.certified_between(c, a, head.final_seq, ref.seq)
+        if head.final_seq and head.final_id is not None:
+            below.append((head.final_seq, head.final_id))
+        return any(not self._is_ancestor(c, a, seq, eid, stored.entry) for seq, eid in below)
 
     def _wait_final(self, c: CommunityId, ref: Ref) -> None:
         """Wait until ``ref`` is final; reject if it never can be."""
