@@ -156,7 +156,7 @@ class WaitLimits:
     members: int = 10_000
     strangers: int = 1_000
     per_author: int = 1_000
-    per_peer: int = 2_500
+    per_peer: int = 5_000
     lifetime_ms: int = 60 * 60 * 1000
 
 
