@@ -25,7 +25,7 @@ Peers that send malformed frames or entries with bad signatures are cut off
 and banned for a while. Every read has a deadline; every batch, frame and
 per-peer stream count is bounded.
 
-Restore guard: a node with peers configured syncs with them before it signs
+Restore guard: a node connected to any peer syncs with one before it signs
 anything (bounded wait), so a node restored from an old backup first learns
 its own newer entries instead of signing new ones at the same seq.
 """
@@ -427,10 +427,22 @@ class Node:
                 logger.info("cannot sync with %s before joining: %s", addr, exc)
 
     async def wait_restore_guard(self) -> None:
-        """Before signing: if peers are configured, wait (bounded) for a first sync."""
-        if self.config.bootstrap and not self._first_sync.is_set():
-            with trio.move_on_after(self.config.restore_guard_seconds):
-                await self._first_sync.wait()
+        """Before signing: while connected to a peer and not yet synced with
+        one since start, wait (bounded by ``restore_guard_seconds``) for that
+        first sync, so a home restored from an old backup learns its own newer
+        entries before it signs new ones at the same seq.
+
+        Whoever the peer is counts: a bootstrap peer, a remembered one
+        (peers.json), an inviter, one found by mDNS or the DHT, one that
+        dialed us. With no peer connected there is nobody to learn from and
+        nothing is held back (offline use goes on).
+        """
+        if self._first_sync.is_set():
+            return
+        if not any(not self._peers.is_banned(p) for p in self.host.connected_peers()):
+            return
+        with trio.move_on_after(self.config.restore_guard_seconds):
+            await self._first_sync.wait()
 
     def _on_stored(self, entry: Entry, own: bool) -> None:
         """Called by LocalNode after each commit (own entries and others')."""
@@ -848,8 +860,9 @@ class Node:
             await self.sync_with(peer)
         finally:
             self._peers.syncing.discard(peer)
-        if not self._first_sync.is_set() and self.progress.sessions:
-            self._first_sync.set()
+        # Asked once (even a peer that shares no community with us, or
+        # whose sessions failed): the restore guard holds signing no longer.
+        self._first_sync.set()
 
     async def sync_with(self, peer: str) -> list[SyncStats]:
         """Run one sync session per community with ``peer``; returns their stats."""
@@ -1044,8 +1057,6 @@ class Node:
         async with trio.open_nursery() as nursery:
             for addr in self._bootstrap_addrs():
                 nursery.start_soon(self._connect_quietly, addr)
-        if not self.host.connected_peers():
-            self._first_sync.set()  # nobody to learn from: do not hold appends back
 
     async def _redial_loop(self) -> None:
         """Reconnect to bootstrap and remembered peers that went away (a
