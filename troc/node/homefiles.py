@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,50 @@ def set_self_addrs(home: Path, addrs: list[str]) -> None:
     data = read_json(home / PEERS_FILE, {})
     data["self"] = addrs
     write_json(home / PEERS_FILE, data)
+
+
+# -- what this home's key has signed -------------------------------------------
+
+#: Per community, the last own entry this home's key signed and the
+#: community's genesis (``{"<community hex>": {"seq": n, "entry": "<id hex>",
+#: "genesis": "<wire hex>"}}``), written after each own entry is durable and
+#: before it leaves the node. A store behind it (emptied, deleted, an old
+#: backup) must not sign until it has caught up: it would sign that seq again.
+#: The genesis lets a store that lost the community follow it again, so that
+#: sync can bring the log back.
+SIGNED_FILE = "signed.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedMark:
+    seq: int
+    entry: bytes
+    genesis: bytes
+
+
+def signed_marks(home: Path) -> dict[bytes, SignedMark] | None:
+    """The marks by community id, ``None`` if there is no file.
+
+    Raises LocalProtocolError (one line, saying what to do) if it is damaged.
+    """
+    path = home / SIGNED_FILE
+    data = read_json(path, None)
+    if data is None:
+        return None
+    try:
+        return {
+            bytes.fromhex(c): SignedMark(
+                int(m["seq"]), bytes.fromhex(m["entry"]), bytes.fromhex(m["genesis"])
+            )
+            for c, m in data.items()
+        }
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise LocalProtocolError(f"{path} is damaged: restore or remove it") from None
+
+
+def write_signed_marks(home: Path, marks: dict[bytes, SignedMark]) -> None:
+    data = {
+        c.hex(): {"seq": m.seq, "entry": m.entry.hex(), "genesis": m.genesis.hex()}
+        for c, m in marks.items()
+    }
+    write_json(home / SIGNED_FILE, data)

@@ -11,6 +11,14 @@ would be signed again, differently, at the same seq, which is a fork of the
 member's own log. So each own entry is prepared, checked, signed and stored
 in one durable (fsynced) transaction, under a lock, before the call returns
 and before anything can send it. Two appends can never take the same seq.
+
+The store alone cannot tell that it lost entries (emptied, deleted, restored
+from an old backup): an empty store looks like a fresh start, and signing
+from it forks the member's log for good. So the home keeps, beside the store,
+the last own entry signed per community (``signed.json``, written after each
+own entry is durable and before it leaves the node), and nothing is signed
+while the store holds less of the member's log than that mark: the node
+first gets its log back from a peer (or the store from a backup).
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from troc.crypto.sign import MemberId, SigningKey
-from troc.errors import CodecError, LocalProtocolError, RefusedError
+from troc.errors import CodecError, LocalProtocolError, RefusedError, StoreError
+from troc.node import homefiles
 from troc.node.store import Store
 from troc.protocol.entry import (
     Accept,
@@ -57,6 +66,9 @@ __all__ = [
     "now_ms",
     "open_local_node",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 def now_ms() -> int:
@@ -156,9 +168,12 @@ class LocalNode:
         clock: Callable[[], int] = now_ms,
         *,
         member: MemberId | None = None,
+        home: Path | None = None,
     ) -> None:
         """``key`` may be None for a read-only node (then ``member`` names whose
-        node it is): reading balances needs no passphrase, signing does."""
+        node it is): reading balances needs no passphrase, signing does.
+        With ``home``, what the key signed is marked there and signing is
+        refused while the store is behind the mark (see the module doc)."""
         self.store = store
         self.key = key
         if key is not None:
@@ -169,6 +184,8 @@ class LocalNode:
         self.ledger = Ledger(store)
         self._clock = clock
         self._lock = threading.RLock()
+        self._home = home
+        self._signed: dict[bytes, homefiles.SignedMark] | None = None  # read when first needed
         #: Called as ``listener(entry, own)`` after each entry is committed.
         self.listeners: list[Callable[[Entry, bool], None]] = []
 
@@ -213,6 +230,7 @@ class LocalNode:
         genesis = self._sign_genesis(rules)
         with self._lock, self.store.transaction(durable=True):
             self._ingest_checked(genesis)
+        # (A genesis starts a new community, not a log: nothing to mark.)
         self._notify([genesis], own=True)
         community = CommunityId(genesis.id)
         self._append(community, Join(name=member_name))
@@ -221,7 +239,98 @@ class LocalNode:
     def _signer(self) -> SigningKey:
         if self.key is None:
             raise LocalProtocolError("this needs the member key, which is not loaded")
+        self.check_can_sign()
         return self.key
+
+    # -- what the key signed (the mark beside the store) ------------------
+
+    def _marks(self) -> dict[bytes, homefiles.SignedMark]:
+        """The home's marks, read once. A home from before the marks gets
+        them from its store (the best it can know)."""
+        if self._signed is None:
+            assert self._home is not None
+            marks = homefiles.signed_marks(self._home)
+            if marks is None:
+                marks = {}
+                for g in self.store.communities():
+                    head = self.store.head(CommunityId(g.id), self.member)
+                    if head is not None:
+                        marks[g.id] = homefiles.SignedMark(head.seq, head.id, g.wire)
+                self._write_marks(marks)
+            self._signed = marks
+        return self._signed
+
+    def _write_marks(self, marks: dict[bytes, homefiles.SignedMark]) -> None:
+        assert self._home is not None
+        try:
+            homefiles.write_signed_marks(self._home, marks)
+        except OSError as exc:  # the entry is durable in the store: go on, loudly
+            logger.warning("cannot record what was signed in %s: %s", self._home, exc)
+
+    def behind(self) -> list[tuple[CommunityId, int, int | None]]:
+        """Communities where the store holds less of the member's own log than
+        the key signed: ``(community, last seq signed, stored head seq or
+        None)``. Empty without a home or a key.
+
+        Raises LocalProtocolError if the home's ``signed.json`` is damaged.
+        """
+        if self._home is None or self.key is None:
+            return []
+        out = []
+        for c, mark in sorted(self._marks().items()):
+            head = self.store.head(CommunityId(c), self.member)
+            if head is None or head.seq < mark.seq:
+                out.append((CommunityId(c), mark.seq, None if head is None else head.seq))
+        return out
+
+    def follow_marked(self) -> None:
+        """Follow again the communities the key signed in that the store
+        lost (from the genesis kept with the mark), so that sync can bring
+        the member's log back. Signs nothing."""
+        if self._home is None or self.key is None:
+            return
+        for c, mark in self._marks().items():
+            if self.store.genesis(CommunityId(c)) is None:
+                outcome = self.ingest(mark.genesis)
+                if outcome.entry is None or outcome.entry.id != c:
+                    logger.warning("the genesis kept for community %s is not valid", c.hex()[:8])
+
+    def check_can_sign(self) -> None:
+        """Raise StoreError (one line: what happened, what to do) while the
+        store is behind what the key signed: signing would fork the log."""
+        behind = self.behind()
+        if not behind:
+            return
+        from troc.crypto.ids import encode_id
+
+        community, seq, have = behind[0]
+        held = "none of it" if have is None else f"it only up to seq {have}"
+        raise StoreError(
+            f"this key signed up to seq {seq} of its log in community"
+            f" {encode_id('c', community)[:14]}… but the store holds {held}"
+            " (emptied, deleted or restored from an old backup): nothing is signed"
+            " until the log is back. Run the node with a peer that has your log"
+            " (troc run --bootstrap ADDR) until it has synced, or restore store.sqlite"
+            " from a backup"
+        )
+
+    def _mark_signed(self, entries: list[Entry]) -> None:
+        """Record own entries just made durable, before they leave the node
+        (after the commit: a mark ahead of the store would block for good)."""
+        if self._home is None:
+            return
+        marks = self._marks()
+        changed = False
+        for e in entries:
+            if e.author == self.member and e.community is not None:
+                old = marks.get(e.community)
+                if old is None or e.seq > old.seq:
+                    genesis = self.store.genesis(e.community)
+                    assert genesis is not None  # the entry was just accepted
+                    marks[e.community] = homefiles.SignedMark(e.seq, e.id, genesis.wire)
+                    changed = True
+        if changed:
+            self._write_marks(marks)
 
     def _sign_genesis(self, rules: Genesis) -> Entry:
         try:
@@ -246,21 +355,23 @@ class LocalNode:
         """
         key = self._signer()
         stored: list[Entry] = []
-        with self._lock, self.store.transaction(durable=True):
-            now = self._clock()
-            outcome = self.ledger.ingest(genesis, now)
-            if (
-                outcome.entry is None
-                or not outcome.ok
-                or not isinstance(outcome.entry.body, Genesis)
-            ):
-                raise LocalProtocolError("that is not a valid community genesis")
-            stored += self._stored([outcome])
-            community = CommunityId(outcome.entry.id)
-            if self.store.head(community, self.member) is None:
-                entry = self.ledger.prepare(key, community, Join(name=name, vouch=vouch), now)
-                self._ingest_checked(entry)
-                stored.append(entry)
+        with self._lock:
+            with self.store.transaction(durable=True):
+                now = self._clock()
+                outcome = self.ledger.ingest(genesis, now)
+                if (
+                    outcome.entry is None
+                    or not outcome.ok
+                    or not isinstance(outcome.entry.body, Genesis)
+                ):
+                    raise LocalProtocolError("that is not a valid community genesis")
+                stored += self._stored([outcome])
+                community = CommunityId(outcome.entry.id)
+                if self.store.head(community, self.member) is None:
+                    entry = self.ledger.prepare(key, community, Join(name=name, vouch=vouch), now)
+                    self._ingest_checked(entry)
+                    stored.append(entry)
+            self._mark_signed(stored)
         self._notify(stored, own=True)
         return community
 
@@ -360,11 +471,13 @@ class LocalNode:
         return self._append(community, Vouch(member=member, limit=limit))
 
     def _append(self, community: CommunityId, body: AnyBody) -> Entry:
-        with self._lock, self.store.transaction(durable=True):
-            if self.store.genesis(community) is None:
-                raise LocalProtocolError("this node does not follow that community")
-            entry = self.ledger.prepare(self._signer(), community, body, self._clock())
-            self._ingest_checked(entry)
+        with self._lock:
+            with self.store.transaction(durable=True):
+                if self.store.genesis(community) is None:
+                    raise LocalProtocolError("this node does not follow that community")
+                entry = self.ledger.prepare(self._signer(), community, body, self._clock())
+                self._ingest_checked(entry)
+            self._mark_signed([entry])
         self._notify([entry], own=True)
         return entry
 
@@ -649,4 +762,12 @@ def open_local_node(
     if not read_only:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
     with Store.open(home / "store.sqlite", read_only=read_only) as store:
-        yield LocalNode(store, key, clock, member=member)
+        node = LocalNode(store, key, clock, member=member, home=home)
+        if key is not None and not read_only:
+            try:
+                # A home from before the marks is marked from its store now;
+                # a store that lost communities the key signed in follows them again.
+                node.follow_marked()
+            except LocalProtocolError as exc:  # a damaged signed.json: signing says so
+                logger.warning("%s", exc)
+        yield node

@@ -666,4 +666,8 @@ def run_op(node: LocalNode, name: str, params: dict[str, Any]) -> dict[str, Any]
     op = OPS.get(name)
     if op is None:
         raise LocalProtocolError(f"unknown operation {name!r}")
+    if needs_key(name, params):
+        # Before anything else: a store that lost the member's log must say
+        # so, not "no community yet" (whose advice, joining, would fork it).
+        node.check_can_sign()
     return op(node, params)
