@@ -344,7 +344,8 @@ def status(data: dict[str, Any]) -> str:
 
 def peers(data: dict[str, Any]) -> str:
     return table(
-        [[p["peer_id"], " ".join(p["addrs"][:2])] for p in data["peers"]], ["peer id", "addresses"]
+        [[p["peer_id"], p.get("state", "alive"), " ".join(p["addrs"][:2])] for p in data["peers"]],
+        ["peer id", "state", "addresses"],
     )
 
 

@@ -53,6 +53,7 @@ from troc.crypto.ids import decode_id
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import RemoteProtocolError, TrocError
 from troc.node import homefiles, ops
+from troc.node.liveness import Liveness
 from troc.node.local import LocalNode, now_ms, open_local_node
 from troc.node.metrics import Counters
 from troc.node.p2p import (
@@ -94,6 +95,10 @@ SESSION_TIMEOUT = 600.0
 FRAME_TIMEOUT = 30.0
 #: Lost bootstrap peers are redialled: checked this often, backing off to REDIAL_MAX.
 REDIAL_TICK = 5.0
+#: A peer lost a short while ago (troc.node.liveness.RECENT), remembered or
+#: not, is redialled this often instead, so that a healed link is used again
+#: within seconds whatever the cut's length (each try costs one SYN).
+REDIAL_RECENT = 2.0
 #: How often the DHT loop looks for newly followed communities (or, as a
 #: client with no peer, for servers).
 DHT_TICK = 5.0
@@ -313,6 +318,7 @@ class Node:
         self.relay_server: Any = None  # troc.node.relay.RelayServer when relaying
         self.relay_client: Any = None  # troc.node.relay.RelayClient with config.relays
         self.dht: Any = None  # troc.node.dht.DHT unless config.dht == "off"
+        self.liveness = Liveness(host)  # pings peers, closes dead links (run by open_node)
         local.listeners.append(self._on_stored)
 
     def serves(self, community: CommunityId) -> bool:
@@ -568,17 +574,10 @@ class Node:
         }
 
     def peers(self) -> dict[str, Any]:
-        store = self.host.libp2p.get_peerstore()
-        out = []
-        for peer in sorted(self.host.connected_peers()):
-            from libp2p.peer.id import ID
-
-            try:
-                addrs = [str(a) for a in store.addrs(ID.from_base58(peer))]
-            except Exception:
-                addrs = []
-            out.append({"peer_id": peer, "addrs": addrs})
-        return {"peers": out}
+        """Connected peers (``state`` alive, or unresponsive once a ping went
+        unanswered) and lost ones (``dead``: closed after unanswered pings,
+        or gone), which the node redials."""
+        return {"peers": self.liveness.describe()}
 
     # -- gossip -----------------------------------------------------------------
 
@@ -1061,23 +1060,33 @@ class Node:
     async def _redial_loop(self) -> None:
         """Reconnect to bootstrap and remembered peers that went away (a
         server restarting, a network change), each with its own backoff:
-        5 s doubling to 5 minutes, back to 5 s once connected."""
+        5 s doubling to 5 minutes, back to 5 s once connected. Any peer lost
+        recently (closed as dead by the liveness pings, or gone), whoever
+        dialed whom, is tried every REDIAL_RECENT seconds meanwhile."""
         delay: dict[str, float] = {}
         due: dict[str, float] = {}
+        dialing: set[str] = set()  # one dial per address at a time (a dead link's hangs)
         while True:
-            await trio.sleep(REDIAL_TICK)
+            await trio.sleep(min(REDIAL_TICK, REDIAL_RECENT))
             now = trio.current_time()
             connected = set(self.host.connected_peers())
-            for addr in self._bootstrap_addrs()[:MAX_REDIAL]:
+            recent = self.liveness.recently_lost()
+            addrs = self._bootstrap_addrs()[:MAX_REDIAL]
+            known = {a.rsplit("/p2p/", 1)[-1] for a in addrs}
+            addrs += [a for p, lost in recent.items() if p not in known for a in lost][:MAX_REDIAL]
+            for addr in addrs:
                 peer = addr.rsplit("/p2p/", 1)[-1]
                 if peer in connected or self._peers.is_banned(peer):
                     delay.pop(addr, None)
                     continue
-                if due.get(addr, 0.0) > now:
+                if due.get(addr, 0.0) > now or addr in dialing:
                     continue
                 delay[addr] = min(REDIAL_MAX, delay.get(addr, REDIAL_TICK / 2) * 2)
-                due[addr] = now + delay[addr]
-                self._nursery.start_soon(self._redial, addr)
+                due[addr] = now + (
+                    min(delay[addr], REDIAL_RECENT) if peer in recent else delay[addr]
+                )
+                dialing.add(addr)
+                self._nursery.start_soon(self._redial, addr, dialing)
 
     async def _dht_loop(self) -> None:
         """Server: announce each served community (the DHT re-announces).
@@ -1105,12 +1114,14 @@ class Node:
         for addr in fresh[:DHT_CONNECT]:
             await self._connect_quietly(addr)
 
-    async def _redial(self, addr: str) -> None:
+    async def _redial(self, addr: str, dialing: set[str]) -> None:
         try:
             peer = await self.host.connect(addr, redial=True)
         except (DialError, TrocError) as exc:
             logger.debug("redial %s: %s", addr, exc)
             return
+        finally:
+            dialing.discard(addr)
         logger.info("reconnected to %s", peer)
         self._sync_soon_send.send_nowait(peer)
 
@@ -1187,6 +1198,7 @@ async def open_node(
             await node._bootstrap()
             nursery.start_soon(node._sync_loop)
             nursery.start_soon(node._redial_loop)
+            nursery.start_soon(node.liveness.run)
             try:
                 yield node
             finally:

@@ -29,6 +29,7 @@ py-libp2p 0.8.1 behaviours this module works around, each measured:
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -42,6 +43,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
+from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.id import ID
@@ -58,6 +60,7 @@ from troc.node.gossip import Gossip, GossipParams
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "PING_PROTOCOL",
     "DialError",
     "FrameError",
     "FrameReader",
@@ -83,6 +86,7 @@ _CLOSE_TIMEOUT = 5.0
 #: A frame length needs at most 10 varint bytes (64 bits); any limit we accept is far below.
 _MAX_VARINT_BYTES = 10
 _READ_CHUNK = 64 * 1024  # Yamux's own frame size: one read per muxer frame.
+_PING_SIZE = 32  # /ipfs/ping/1.0.0 echoes 32 bytes
 
 StreamHandler = Callable[[INetStream, str], Awaitable[None]]
 """Called with an inbound stream and the remote peer id (base58)."""
@@ -307,6 +311,45 @@ class P2PHost:
     def connected_peers(self) -> list[str]:
         return [p.to_base58() for p in self.libp2p.get_connected_peers()]
 
+    def peer_addrs(self, peer_id: str) -> list[str]:
+        """The peer's known addresses, as full multiaddrs ending in ``/p2p/<peer id>``."""
+        try:
+            addrs = self.libp2p.get_peerstore().addrs(ID.from_base58(peer_id))
+        except Exception:  # unknown peer (py-libp2p raises its own PeerStoreError)
+            return []
+        suffix = f"/p2p/{peer_id}"
+        return [a if a.endswith(suffix) else a + suffix for a in map(str, addrs)]
+
+    async def ping(self, peer_id: str, *, within: float) -> float:
+        """One ``/ipfs/ping/1.0.0`` round trip on the connection to ``peer_id``
+        (every py-libp2p host answers it); returns its duration in seconds.
+
+        Raises :class:`DialError` if no answer came ``within`` seconds (a dead
+        link looks exactly like that: writes are buffered, nothing comes
+        back), the stream could not be opened, or the answer is wrong.
+        """
+        payload = secrets.token_bytes(_PING_SIZE)
+        start = trio.current_time()
+        stream = None
+        try:
+            with trio.fail_after(within):
+                stream = await self.libp2p.new_stream(ID.from_base58(peer_id), [PING_PROTOCOL])
+                await stream.write(payload)
+                answer = b""
+                while len(answer) < _PING_SIZE:
+                    chunk = await stream.read(_PING_SIZE - len(answer))
+                    if not chunk:
+                        break
+                    answer += chunk
+        except (BaseLibp2pError, OSError, ValueError, trio.TooSlowError) as exc:
+            if stream is not None:
+                await close_stream(stream, reset=True)
+            raise DialError(f"no ping answer from {peer_id}: {exc!r}") from exc
+        await close_stream(stream, reset=False)
+        if answer != payload:
+            raise DialError(f"wrong ping answer from {peer_id}")
+        return trio.current_time() - start
+
     async def connect(self, addr: str, *, redial: bool = False) -> str:
         """Connect to the peer at full multiaddr ``addr``; return its peer id.
 
@@ -334,8 +377,21 @@ class P2PHost:
             raise DialError(f"cannot connect to {addr}: {exc!r}") from exc
         return str(info.peer_id.to_base58())
 
-    async def disconnect(self, peer_id: str) -> None:
-        await self.libp2p.disconnect(ID.from_base58(peer_id))
+    async def disconnect(self, peer_id: str, *, abort: bool = False) -> None:
+        """Close every connection to ``peer_id``.
+
+        ``abort`` is for a dead link: the TCP sockets are closed first. A
+        plain close sends the muxer's goodbye, which waits behind any write
+        already stuck on the dead link (Yamux's write lock) for as long as
+        the kernel keeps retrying (~15 minutes); cancelled, it leaves the
+        connection listed as open. With the socket gone the goodbye fails at
+        once and py-libp2p cleans the connection up and tells its users.
+        """
+        peer = ID.from_base58(peer_id)
+        if abort:
+            for conn in self.libp2p.get_network().get_connections(peer):
+                _abort_tcp(conn)
+        await self.libp2p.disconnect(peer)
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
         """Serve ``protocol``: ``handler(stream, peer_id)`` runs per inbound stream.
@@ -382,6 +438,18 @@ class P2PHost:
                 return await self.libp2p.new_stream(peer, [TProtocol(protocol)])
         except (BaseLibp2pError, OSError, ValueError, trio.TooSlowError) as exc:
             raise DialError(f"cannot open {protocol} to {peer_id}: {exc!r}") from exc
+
+
+def _abort_tcp(conn: object) -> None:
+    """Close the TCP socket under a py-libp2p 0.8.1 connection (SwarmConn ->
+    Yamux -> Noise session -> its reader-writer -> RawConnection ->
+    TrioTCPStream -> trio SocketStream); any other kind (a relayed circuit)
+    is left to the ordinary close."""
+    try:
+        sock = conn.muxed_conn.secured_conn.conn.conn.stream.stream.socket  # type: ignore[attr-defined]
+    except AttributeError:
+        return
+    sock.close()  # trio wakes whoever waits on it with ClosedResourceError
 
 
 async def close_stream(stream: INetStream, *, reset: bool) -> None:
