@@ -17,6 +17,7 @@ import hashlib
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -421,3 +422,18 @@ def witnessed_world(*, certified: bool = True, **rules: Any) -> World:
     if certified:
         w.certifier = certify
     return w
+
+
+def founded_homes(tmp: Path) -> tuple[SigningKey, SigningKey, CommunityId, bytes]:
+    """Two node homes: ``tmp/"s"`` founded a fresh community, ``tmp/"a"`` joined
+    it (offline). Returns the founder's key, the member's key, the community
+    id and its genesis (wire bytes)."""
+    from troc.node.local import open_local_node  # node-level: imported only here
+
+    ks, ka = SigningKey.generate(), SigningKey.generate()
+    with open_local_node(tmp / "s", ks) as s:
+        community = s.create_community("Test", "h", 10)
+        genesis = s.community(community).genesis
+    with open_local_node(tmp / "a", ka) as a:
+        a.join(genesis)
+    return ks, ka, community, genesis

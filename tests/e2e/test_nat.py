@@ -29,13 +29,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import PASSPHRASE, TROC, troc, wait_until
+from tests.e2e.harness import TROC, troc, wait_until
 from tests.network import netns
 
 pytestmark = pytest.mark.slow
@@ -46,20 +45,6 @@ PORT = 4747
 #: How long a payment may take to reach the other member through the relay
 #: (sync_interval is 0.5 s; gossip over the circuit usually takes well under 1 s).
 DELIVERY = 20.0
-
-
-@pytest.fixture
-def topology(monkeypatch: pytest.MonkeyPatch) -> Iterator[netns.Topology]:
-    try:
-        netns.check_available()
-    except netns.NetnsUnavailable as exc:
-        pytest.skip(f"network namespaces unavailable: {exc}")
-    # netns.Child inherits the environment: the passphrase of the homes below.
-    monkeypatch.setenv("TROC_PASSPHRASE", PASSPHRASE)
-    monkeypatch.delenv("TROC_HOME", raising=False)
-    monkeypatch.delenv("TROC_CONFIG", raising=False)
-    with netns.Topology() as topo:
-        yield topo
 
 
 def _can_connect(topo: netns.Topology, ns: str, ip: str, port: int) -> bool:

@@ -23,13 +23,12 @@ namespaces are deleted in a ``finally`` (``netns.Topology``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import PASSPHRASE, TROC, troc, wait_until
+from tests.e2e.harness import TROC, troc, wait_until
 from tests.network import netns
 
 pytestmark = pytest.mark.slow
@@ -49,19 +48,6 @@ CUT_RULES = """table inet troc_cut {
   chain output { type filter hook output priority 0; policy accept; oifname != "lo" drop; }
 }
 """
-
-
-@pytest.fixture
-def topology(monkeypatch: pytest.MonkeyPatch) -> Iterator[netns.Topology]:
-    try:
-        netns.check_available()
-    except netns.NetnsUnavailable as exc:
-        pytest.skip(f"network namespaces unavailable: {exc}")
-    monkeypatch.setenv("TROC_PASSPHRASE", PASSPHRASE)  # netns.Child inherits it
-    monkeypatch.delenv("TROC_HOME", raising=False)
-    monkeypatch.delenv("TROC_CONFIG", raising=False)
-    with netns.Topology() as topo:
-        yield topo
 
 
 def _ip(me: str, other: str) -> str:

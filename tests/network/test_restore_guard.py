@@ -9,19 +9,14 @@ from pathlib import Path
 
 import trio
 
-from troc.crypto.sign import SigningKey
+from tests.helpers import founded_homes
 from troc.node import homefiles
 from troc.node.local import open_local_node
 from troc.node.node import NodeConfig, open_node
 
 
 async def test_a_remembered_peer_is_synced_with_before_signing(tmp_path: Path) -> None:
-    ks, ka = SigningKey.generate(), SigningKey.generate()
-    with open_local_node(tmp_path / "s", ks) as s_local:
-        community = s_local.create_community("Guard", "h", 10)
-        genesis = s_local.community(community).genesis
-    with open_local_node(tmp_path / "a", ka) as a_local:
-        a_local.join(genesis)
+    ks, ka, community, _genesis = founded_homes(tmp_path)
     shutil.copytree(tmp_path / "a", tmp_path / "backup")  # before the offer below
     with open_local_node(tmp_path / "a", ka) as a_local:
         newer = a_local.offer(community, "Signed after the backup")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import founded_homes
 from troc.crypto.sign import SigningKey
 from troc.errors import StoreError
 from troc.node import homefiles, ops
@@ -19,12 +20,7 @@ from troc.node.local import open_local_node
 def _founded(tmp_path: Path) -> tuple[SigningKey, SigningKey, bytes, list[bytes]]:
     """A community founded by s; a joined it and signed two offers. Returns
     the keys, the genesis and a's own log (wire bytes, oldest first)."""
-    ks, ka = SigningKey.generate(), SigningKey.generate()
-    with open_local_node(tmp_path / "s", ks) as s:
-        community = s.create_community("Mark", "h", 10)
-        genesis = s.community(community).genesis
-    with open_local_node(tmp_path / "a", ka) as a:
-        a.join(genesis)
+    ks, ka, community, genesis = founded_homes(tmp_path)
     shutil.copytree(tmp_path / "a", tmp_path / "backup")  # holds the join only
     with open_local_node(tmp_path / "a", ka) as a:
         a.offer(community, "one")
