@@ -133,9 +133,9 @@ def test_a_silent_partition_is_noticed_and_healed_within_seconds(
         print(f"cut {CUT:.0f} s -> agreed {took:.1f} s after the heal")
         assert took <= HEAL_BOUND, f"agreed {took:.1f} s after the heal"
         # C is back in the others' lists. (Every pair reconnecting directly
-        # is not asserted: in 3 of 8 runs one pair's redials kept failing at
-        # the TCP level for 10 s after the heal while the third link carried
-        # the data; see the report.)
+        # is not asserted: in 5 of 12 runs one pair's redials kept failing in
+        # py-libp2p for over 10 s after the heal while the third link carried
+        # the data; docs/sync.md, "Dead links and partitions".)
         wait_until(
             "A or B to list C as alive again",
             lambda: (
