@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from troc.crypto.sign import SigningKey
+from tests.helpers import founded_homes
 from troc.node import node as node_module
 from troc.node.local import open_local_node
 from troc.node.node import NodeConfig, open_node
@@ -17,12 +17,7 @@ async def test_a_restarted_server_is_redialled_and_synced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(node_module, "REDIAL_TICK", 0.3)
-    ks, ka = SigningKey.generate(), SigningKey.generate()
-    with open_local_node(tmp_path / "s", ks) as s_local:
-        community = s_local.create_community("Redial", "h", 10)
-        genesis = s_local.community(community).genesis
-    with open_local_node(tmp_path / "a", ka) as a_local:
-        a_local.join(genesis)
+    ks, ka, community, _genesis = founded_homes(tmp_path)
 
     def config(home: Path, **kw: object) -> NodeConfig:
         return NodeConfig(
