@@ -59,6 +59,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chaos_check import read_store, recount
-from chaos_net import PORT, Lan, Proc, check_available
+from chaos_net import PORT, START_TIMEOUT, Lan, Proc, check_available
 
 from tests.e2e.harness import control
 from troc.crypto.ids import decode_id, encode_id
@@ -173,6 +174,7 @@ class Chaos:
         self.heal_times: list[float] = []
         self.heal_timeouts = 0
         self.restart_times: list[float] = []  # from exec to the info line
+        self.restarting: dict[str, threading.Thread] = {}
         self.notes: list[str] = []
 
     # -- setting up --------------------------------------------------------------
@@ -240,9 +242,15 @@ class Chaos:
             for n in self.troc_nodes():
                 argv += ["--peer", self.addr(n)]
             return argv
-        # The byzantine witness dials everyone itself; a node that bootstraps to
-        # it would only count failed sync sessions.
-        boot = [self.addr(n) for n in self.nodes.values() if n is not node and n.honest_store]
+        # As members are set up in a community: they know its server (and the
+        # witnesses), and meet each other through them; the nodes remember
+        # peers they met (peers.json) and redial them. The byzantine witness
+        # dials everyone itself.
+        boot = [
+            self.addr(n)
+            for n in self.nodes.values()
+            if n is not node and n.role in ("server", "witness")
+        ]
         if node.role == "server":
             config = node.home.parent / "server.toml"
             config.write_text(
@@ -296,12 +304,7 @@ class Chaos:
         roll = rng.random()
         if roll < 0.45:
             payee = rng.choice([n for n in self.payers() if n.member != node.member])
-            amount = str(rng.randint(1, 20))
-            code, out, err = cli(node.home, "pay", payee.member, amount, "--memo", "chaos", *wait)
-            acked = self.record("pay", node, code, out, err, "transfer")
-            if acked is not None:
-                with self.tally.lock:
-                    self.payer_of[acked.entry] = node.name
+            self.pay(node, payee, rng.randint(1, 20))
         elif roll < 0.75:
             code, out, err = cli(node.home, "pending")
             if code != 0 or not isinstance(out, dict):
@@ -362,9 +365,13 @@ class Chaos:
     # -- faults ------------------------------------------------------------------
 
     def kill_one(self) -> None:
+        """SIGKILL a random running node; it restarts in the background after
+        0-``--down-max`` s, so the next faults need not wait for it."""
         rng = self.rng
         targets = [n for n in self.nodes.values() if n.proc is not None and n.proc.running]
-        targets = [n for n in targets if n.role != "byzantine"]
+        targets = [n for n in targets if n.role != "byzantine" and n.name not in self.restarting]
+        if not targets or len(self.restarting) >= self.args.max_down:
+            return
         weights = [{"member": 3, "twin": 1, "server": 2, "witness": 2}[n.role] for n in targets]
         node = rng.choices(targets, weights)[0]
         assert node.proc is not None
@@ -374,12 +381,7 @@ class Chaos:
             # what the CLI said is what counts.
             how = "append"
             payee = rng.choice([n for n in self.payers() if n.member != node.member])
-
-            def pay() -> None:
-                code, out, err = cli(node.home, "pay", payee.member, "1", "--wait", "0")
-                self.record("pay", node, code, out, err, "transfer")
-
-            threading.Thread(target=pay, daemon=True).start()
+            self.in_background(lambda: self.pay(node, payee, 1))
             time.sleep(rng.uniform(0.05, 0.6))
         elif node.role == "witness" and self.running.is_set():
             how = "vote"  # the driver is paying: the witnesses are voting
@@ -390,10 +392,56 @@ class Chaos:
         self.figures["kills"] += 1
         self.figures[f"kills_{node.role}"] += 1
         self.figures[f"kills_during_{how}"] += 1
-        time.sleep(rng.uniform(0, self.args.down_max))
-        t0 = time.monotonic()
-        self.start(node)
-        self.restart_times.append(time.monotonic() - t0)
+        down = rng.uniform(0, self.args.down_max)
+
+        def restart() -> None:
+            try:
+                time.sleep(down)
+                t0 = time.monotonic()
+                self.start(node)
+                self.restart_times.append(time.monotonic() - t0)
+            except AssertionError as exc:  # did not start in time: finish() tries again
+                self.notes.append(f"{node.name} did not restart: {str(exc)[:200]}")
+            finally:
+                self.restarting.pop(node.name, None)
+
+        thread = threading.Thread(target=restart, daemon=True)
+        self.restarting[node.name] = thread
+        thread.start()
+
+    def wait_restarts(self) -> None:
+        for thread in list(self.restarting.values()):
+            thread.join(timeout=START_TIMEOUT + 30)
+
+    def pay(self, node: Node, payee: Node, amount: int) -> None:
+        code, out, err = cli(node.home, "pay", payee.member, str(amount), "--wait", "0")
+        acked = self.record("pay", node, code, out, err, "transfer")
+        if acked is not None:
+            with self.tally.lock:
+                self.payer_of[acked.entry] = node.name
+
+    def in_background(self, fn: Callable[[], None]) -> None:
+        """Run a client command in a thread, counted as in flight (see pause_driver)."""
+        with self.busy_lock:
+            self.busy += 1
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                with self.busy_lock:
+                    self.busy -= 1
+                    self.busy_lock.notify_all()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def fork_now(self) -> None:
+        """The forker's two homes pay at the same moment: two entries at one seq."""
+        one, two = self.nodes[FORKER], self.nodes[TWIN]
+        others = [n for n in self.payers() if n.member != one.member]
+        for node in (one, two):
+            payee = self.rng.choice(others)
+            self.in_background(lambda node=node, payee=payee: self.pay(node, payee, 3))
 
     def partition(self) -> float:
         """Cut a random group from the rest; returns how long to hold the cut."""
@@ -408,8 +456,10 @@ class Chaos:
         return hold
 
     def heal_and_measure(self) -> float | None:
-        """Heal, with the driver paused; the seconds until all nodes agree (None: timed out)."""
+        """Heal, with the driver paused and every node up; the seconds until
+        all nodes agree (None: timed out)."""
         self.pause_driver()
+        self.wait_restarts()
         self.lan.heal()
         took = self.converge(self.args.converge_timeout)
         if took is None:
@@ -433,6 +483,7 @@ class Chaos:
             for i in range(args.partitions)
         )
         heal_at: float | None = None
+        fork_at = [start + 2.0, start + args.duration / 2]
         self.running.set()
         # Restarts and the pauses after heals take time: faults that fell
         # behind schedule are still made, within a second duration at most.
@@ -440,14 +491,17 @@ class Chaos:
             time.monotonic() < end or kill_at or cut_at or heal_at is not None
         ):
             now = time.monotonic()
-            if heal_at is not None and now >= heal_at:
+            if fork_at and now >= fork_at[0]:
+                fork_at.pop(0)
+                self.fork_now()
+            elif heal_at is not None and now >= heal_at:
                 self.heal_and_measure()
                 heal_at = None
                 self.running.set()
             elif heal_at is None and cut_at and now >= cut_at[0]:
                 cut_at.pop(0)
                 heal_at = now + self.partition()
-            elif kill_at and now >= kill_at[0]:
+            elif kill_at and now >= kill_at[0] and len(self.restarting) < args.max_down:
                 kill_at.pop(0)
                 self.kill_one()
                 if self.figures["kills"] % 10 == 0:
@@ -506,6 +560,7 @@ class Chaos:
     def finish(self) -> dict[str, Any]:
         self.stop_driver.set()
         self.pause_driver()
+        self.wait_restarts()
         for node in self.nodes.values():
             if node.proc is not None and not node.proc.running:
                 self.start(node)
@@ -571,11 +626,11 @@ class Chaos:
             lost |= missing
             self_forks |= set(view.frozen) & honest
             forker_caught = forker_caught and forker in view.frozen
-            again = recount(view)
+            again = recount(view, self.args.witnessed)
             double |= again.credited_twice
             shown = seen.get(node.name)
             reported = {decode_id("m", m): b for m, b in shown[1]} if shown else {}
-            if not self.args.witnessed and sum(reported.values()) + again.in_flight != 0:
+            if sum(reported.values()) + again.in_flight != 0:
                 bad_sum.append(f"{node.name}: {sum(reported.values())} + {again.in_flight}")
             for m in set(reported) | set(again.balances):
                 mid = encode_id("m", m)[:12]
@@ -648,6 +703,7 @@ def main() -> int:
     parser.add_argument("--cut-min", type=float, default=3.0, help="shortest cut, s")
     parser.add_argument("--cut-max", type=float, default=30.0, help="longest cut, s")
     parser.add_argument("--down-max", type=float, default=2.0, help="longest downtime, s")
+    parser.add_argument("--max-down", type=int, default=2, help="nodes down at once, at most")
     parser.add_argument("--sync-interval", type=float, default=1.0)
     parser.add_argument("--converge-timeout", type=float, default=60.0)
     parser.add_argument("--final-timeout", type=float, default=120.0)
