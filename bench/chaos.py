@@ -121,6 +121,7 @@ class Tally:
     acked: list[Acked] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # a message per unexpected failure
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -291,7 +292,11 @@ class Chaos:
             if code != 0 or not isinstance(out, dict) or not out.get(key):
                 reason = (out or {}).get("error", {}) if isinstance(out, dict) else {}
                 why = reason.get("reason") or reason.get("kind") or err[:60]
-                self.tally.failures[f"{op} exit {code}: {why}"] += 1
+                kind = f"{op} exit {code}: {why}"
+                self.tally.failures[kind] += 1
+                if code in (1, -1, 2) and kind not in self.tally.examples:
+                    message = reason.get("message") if reason else err
+                    self.tally.examples[kind] = f"{node.name}: {str(message)[:300]}"
                 return None
             acked = Acked(op, node.name, out[key], out.get("transfer"), time.monotonic())
             self.tally.acked.append(acked)
@@ -386,12 +391,14 @@ class Chaos:
         elif node.role == "witness" and self.running.is_set():
             how = "vote"  # the driver is paying: the witnesses are voting
         exited = node.proc.exited()
-        if exited is not None:
-            self.notes.append(f"{node.name} had exited by itself with {exited}")
         node.proc.kill()
-        self.figures["kills"] += 1
-        self.figures[f"kills_{node.role}"] += 1
-        self.figures[f"kills_during_{how}"] += 1
+        if exited is not None:  # restarted below, but not counted as a kill
+            stamp = time.strftime("%H:%M:%S")
+            self.notes.append(f"{node.name} had exited by itself with {exited} ({stamp})")
+        else:
+            self.figures["kills"] += 1
+            self.figures[f"kills_{node.role}"] += 1
+            self.figures[f"kills_during_{how}"] += 1
         down = rng.uniform(0, self.args.down_max)
 
         def restart() -> None:
@@ -608,6 +615,7 @@ class Chaos:
         with self.tally.lock:
             acked = list(self.tally.acked)
             attempts, failures = dict(self.tally.attempts), dict(self.tally.failures)
+            examples = dict(self.tally.examples)
         # The forker's own entries may be cut off with its log: not counted.
         wanted = {decode_id("e", a.entry) for a in acked if self.nodes[a.home].role == "member"}
         wanted -= {decode_id("e", a.entry) for a in acked if a.home == FORKER}
@@ -662,6 +670,7 @@ class Chaos:
             "acknowledged_by_op": dict(Counter(a.op for a in acked)),
             "attempts": attempts,
             "not_acknowledged": failures,
+            "unexpected_failures": examples,
             "lost": len(lost),
             "self_forks": len(self_forks),
             "forker_caught": forker_caught,

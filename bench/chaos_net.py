@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -185,16 +186,27 @@ class Proc:
     def stop(self) -> None:
         """SIGTERM by PID (SIGKILL after a grace period), and reap."""
         if self.child is not None:
+            try:
+                self.child.proc.send_signal(signal.SIGTERM)
+                self.child.proc.wait(timeout=netns.STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass  # reaped below, with SIGKILL
             self._reap()
 
     def _reap(self) -> None:
         child, self.child = self.child, None
         assert child is not None
         try:
-            with self.log.open("a") as f:
-                f.write(child.stderr())
+            # All of its stderr (netns.Child.stderr() shows only the end).
+            err = child._stderr
+            err.seek(0)
+            text = err.read().decode(errors="replace")
         finally:
             child.stop()
+        with self.log.open("a") as f:
+            stamp = time.strftime("%H:%M:%S")
+            f.write(f"--- {self.name} run {self.starts}: exit {child.proc.returncode} at {stamp}\n")
+            f.write(text)
 
     def exited(self) -> int | None:
         """The exit code if the process ended by itself, else None."""
