@@ -83,6 +83,8 @@ TWIN = "m4b"
 CREDIT_LIMIT = 1_000_000
 #: Bound on one CLI command.
 CLI_TIMEOUT = 45.0
+#: Tries to start a node whose start failed (e.g. the store held by a command).
+START_ATTEMPTS = 5
 #: Bound on one control-socket request while polling for agreement.
 POLL_TIMEOUT = 10.0
 
@@ -271,6 +273,20 @@ class Chaos:
         return argv
 
     def start(self, node: Node) -> None:
+        """Start (or restart) ``node``; a start refused because a `troc`
+        command holds the store offline is tried again a few times."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start(node)
+                return
+            except AssertionError as exc:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                self.figures["start_retries"] += 1
+                self.notes.append(f"{time.strftime('%H:%M:%S')} {str(exc)[:160]}")
+                time.sleep(1)
+
+    def _start(self, node: Node) -> None:
         if node.proc is None:
             node.proc = Proc(
                 node.name, self.lan.ns[node.name], [], node.home.parent / f"{node.name}.log"
@@ -691,7 +707,8 @@ class Chaos:
                 round(statistics.median(self.restart_times), 1) if self.restart_times else None,
                 round(max(self.restart_times), 1) if self.restart_times else None,
             ],
-            "notes": self.notes,
+            "start_retries": self.figures["start_retries"],
+            "notes": self.notes[-10:],
         }
         result["ok"] = not (
             lost or self_forks or double or diverged or bad_sum or mismatches or not_final

@@ -23,6 +23,7 @@ SIGKILLed and restarted by that PID.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -167,10 +168,15 @@ class Proc:
             self.argv = list(argv)
         self.child = netns.Child(self.ns, *self.argv)
         try:
-            self.info = self.child.read_json(timeout=START_TIMEOUT)
+            info = self.child.read_json(timeout=START_TIMEOUT)
+            # With --json a refusal to start (exit 8: a `troc` command holds
+            # the store while the node is down) is a JSON document too.
+            if "peer_id" not in info:
+                raise AssertionError(f"{self.name} did not start: {json.dumps(info)[:300]}")
         except AssertionError:
             self._reap()
             raise
+        self.info = info
         self.starts += 1
         return self.info
 
