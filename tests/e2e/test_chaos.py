@@ -57,3 +57,49 @@ def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     assert result["forker_caught"]
     assert result["final_converge_s"] is not None
     assert proc.returncode == 0, result
+
+
+def test_the_recount_catches_a_double_credit_and_follows_forks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The end-of-run checks can fail: two accepts of one transfer are
+    caught, and a member frozen at its fork counts only its entries below it."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from chaos_check import StoreView, recount
+
+    from troc.crypto.sign import SigningKey
+    from troc.protocol.entry import Accept, CommunityId, Entry, Transfer
+
+    community = CommunityId(bytes(32))
+    payer, payee = SigningKey.generate(), SigningKey.generate()
+
+    def log(key: SigningKey, *bodies: object) -> list[Entry]:
+        out: list[Entry] = []
+        for seq, body in enumerate(bodies, start=1):
+            prev = out[-1].id if out else None
+            out.append(
+                Entry.create(
+                    key, community=community, seq=seq, prev=prev, timestamp_ms=1, body=body
+                )
+            )
+        return out
+
+    [paid] = log(payer, Transfer(to=payee.public, amount=5))
+    twice = log(payee, Accept(transfer=paid.ref), Accept(transfer=paid.ref))
+    entries = {e.id: e for e in [paid, *twice]}
+    tips = {payer.public: paid.id, payee.public: twice[-1].id}
+    logs = {payer.public: (1, 1), payee.public: (2, 2)}
+
+    counted = recount(StoreView(entries, {}, logs, tips), witnessed=False)
+    assert counted.credited_twice == {paid.id}
+    assert counted.balances == {payer.public: -5, payee.public: 10}
+    assert counted.in_flight == 0
+    # The payee frozen at seq 2: its second accept does not count.
+    frozen = recount(StoreView(entries, {payee.public: 2}, logs, tips), witnessed=False)
+    assert frozen.credited_twice == set()
+    assert frozen.balances == {payer.public: -5, payee.public: 5}
+    # Witnessed: only the chain up to each final tip counts.
+    tips[payee.public] = twice[0].id
+    final = recount(StoreView(entries, {}, logs, tips), witnessed=True)
+    assert final.credited_twice == set()
+    assert final.balances == {payer.public: -5, payee.public: 5}
