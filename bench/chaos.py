@@ -40,7 +40,7 @@ one line saying why. What it runs (docs/reliability.md has the figures):
   (``balance_mismatches``) and, witnessed, every entry of an honest member
   final on every node (``not_final``).
 
-It prints progress on stderr-like lines as it goes and, as the last line,
+It prints progress lines as it goes and, as the last line,
 one JSON object; it exits 1 if a check failed.
 """
 
@@ -204,8 +204,9 @@ class Chaos:
             byz = Node("byz", "byzantine", self.root / "byz", encode_id("m", self.byz_key.public))
             self.nodes["byz"] = byz
             create += ["--finality", "witnessed", "--faults", "1"]
-            for w in self.witnesses(honest=False):
-                create += ["--witness", w.member]
+            for w in self.nodes.values():
+                if w.role in ("witness", "byzantine"):
+                    create += ["--witness", w.member]
         m0 = self.nodes["m0"]
         self.community = must(m0.home, *create)["community"]
         invitation = must(m0.home, "community", "invite")["invitation"]
@@ -220,10 +221,6 @@ class Chaos:
         for node in self.nodes.values():
             self.lan.add(node.name)
         log(f"{len(self.nodes)} nodes set up; community {self.community}")
-
-    def witnesses(self, honest: bool = True) -> list[Node]:
-        return [n for n in self.nodes.values() if n.role == "witness" or (
-            not honest and n.role == "byzantine")]  # fmt: skip
 
     def payers(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.role in ("member", "twin")]
