@@ -447,3 +447,32 @@ def test_names_given_at_init_are_shown_to_others_marked_as_self_chosen(
     assert troc(bruno, "contact", "add", "the-mechanic", ada_id).exit_code == 0
     assert "the-mechanic" in troc(bruno, "pending").stdout
     assert "~ada" not in troc(bruno, "pending").stdout
+
+
+def test_a_node_that_dies_before_answering_is_a_network_error(ada: Path) -> None:
+    """Found by bench/chaos.py: a node SIGKILLed while it served a request
+    left the CLI with an empty reply and exit 1 (a "bug")."""
+    import socket
+    import threading
+
+    path = ada / "control.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def die_mid_request() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.close()  # no answer: as a killed node
+
+    thread = threading.Thread(target=die_mid_request)
+    thread.start()
+    try:
+        result = troc(ada, "--json", "balance")
+    finally:
+        thread.join(timeout=10)
+        server.close()
+    assert result.exit_code == 7, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "network"
+    assert "may or may not have been done" in error["message"]

@@ -200,15 +200,28 @@ def _control_request(path: Path, op: str, params: dict[str, Any]) -> dict[str, A
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None
+    data = b""
     with sock:
-        sock.sendall(json.dumps({"op": op, "params": params}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    reply = json.loads(data)
+        try:
+            sock.sendall(json.dumps({"op": op, "params": params}).encode() + b"\n")
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:  # reset, or no answer within the timeout
+            data = b""
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        # The node stopped (or was killed) while it worked on the request: what
+        # it had signed before that is stored, so the member must look, not retry.
+        from troc.errors import NetworkError
+
+        raise NetworkError(
+            f"the node stopped before it answered {op!r}: it may or may not have been done; "
+            "check with `troc history` or `troc pending` before trying again"
+        ) from None
     if reply.get("ok"):
         return dict(reply["result"])
     from troc.cli.main import failure_of
