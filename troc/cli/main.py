@@ -782,10 +782,28 @@ cli.add_command(_relay)
 
 
 @cli.command()
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=0.0,
+    help="Seconds to wait for the node to answer (a script that has just started"
+    " `troc run &`); then exit 6 as without it.",
+)
 @pass_ctx
-def status(ctx: Context) -> None:
+def status(ctx: Context, wait: float) -> None:
     """The running node: peer id, addresses, peers, per-community heads, sync."""
-    ctx.emit(homes.call_running(ctx.home, "status", {}), render.status)
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            result = homes.call_running(ctx.home, "status", {})
+            break
+        except Failure as exc:
+            if exc.kind != "not_running" or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+    ctx.emit(result, render.status)
 
 
 @cli.command()
