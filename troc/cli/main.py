@@ -408,6 +408,12 @@ wait_option = click.option(
 @click.option(
     "--any-amount", is_flag=True, help="With --offer: pay an amount other than its price."
 )
+@click.option(
+    "--to-unknown",
+    is_flag=True,
+    help="Pay MEMBER even though this node has not seen them join (their join"
+    " has not reached it yet); without it such a payment is refused (exit 4).",
+)
 @community_option
 @wait_option
 @pass_ctx
@@ -418,14 +424,16 @@ def pay(
     memo: str,
     offer: str | None,
     any_amount: bool,
+    to_unknown: bool,
     community_: str | None,
     wait: float,
 ) -> None:
     """Pay AMOUNT (in the smallest unit: a whole number from 1 to 2^53 - 1)
     to MEMBER (an id or a contact name).
 
-    In a witnessed community the running node then waits (up to --wait
-    seconds) until the witnesses have made the payment final."""
+    MEMBER must be known to this node as a member of the community (see
+    --to-unknown). In a witnessed community the running node then waits (up
+    to --wait seconds) until the witnesses have made the payment final."""
     params = {
         "community": community_,
         "to": homes.resolve_member(ctx.home, member),
@@ -434,6 +442,7 @@ def pay(
         "offer": offer,
         "any_amount": any_amount,
         "wait": wait,
+        "to_unknown": to_unknown,
     }
     ctx.emit(ctx.sign("pay", params, "transfer"), render.created("transfer"))
 

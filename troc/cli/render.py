@@ -195,8 +195,16 @@ def balance(home: Path) -> Renderer:
                 lines.append(
                     f"    of which not final yet (cannot be accepted): {amount(waiting, unit)}"
                 )
-        if data["pending_out"]:
-            lines.append(f"  outgoing, not yet accepted: {amount(data['pending_out'], unit)}")
+        declined = data.get("declined_out", 0)
+        if data["pending_out"] - declined:
+            lines.append(
+                f"  outgoing, not yet accepted: {amount(data['pending_out'] - declined, unit)}"
+            )
+        if declined:
+            lines.append(
+                f"  outgoing, declined by the payee: {amount(declined, unit)}"
+                f" (`troc reclaim ID` takes it back: {', '.join(i[:12] for i in data['declined'])})"
+            )
         if data["frozen"]:
             lines.append("  FROZEN: this member signed two conflicting entries (troc forks)")
         if not data["joined"]:
@@ -218,17 +226,23 @@ def pending(home: Path) -> Renderer:
                     amount(t["amount"], t["unit"]),
                     t["memo"],
                     ago(t["timestamp_ms"]),
-                    *([("final" if t["final"] else "not final")] if "final" in t else []),
+                    _transfer_status(t),
                 ]
                 for t in data[key]
             ]
-            heads = ["transfer", who, "amount", "memo", "when"]
-            if any("final" in t for t in data[key]):
-                heads.append("status")
+            heads = ["transfer", who, "amount", "memo", "when", "status"]
             out.append(f"{title}:\n" + table(rows, heads))
         return "\n\n".join(out)
 
     return render
+
+
+def _transfer_status(t: dict[str, Any]) -> str:
+    if t.get("status") == "declined":
+        return f"declined: `troc reclaim {t['transfer'][:12]}` takes it back"
+    if "final" in t:
+        return "final" if t["final"] else "not final"
+    return "waiting for an answer"
 
 
 def history(home: Path) -> Renderer:
