@@ -330,7 +330,10 @@ def community_invite(ctx: Context, community_: str | None, for_: str | None) -> 
         "addrs": homes.known_addrs(ctx.home),
         "for": homes.resolve_member(ctx.home, for_) if for_ else None,
     }
-    ctx.emit(ctx.call("community.invite", params), render.invitation)
+    result = ctx.call("community.invite", params)
+    if result.get("warning"):
+        click.echo(f"troc: warning: {result['warning']}", err=True)
+    ctx.emit(result, render.invitation)
 
 
 @community.command("join")

@@ -121,10 +121,13 @@ def created(key: str) -> Renderer:
             return out + f"\nNOT FINAL: {fin['problem']}"
         for witness, lie in sorted(fin.get("witness_problems", {}).items()):
             out += f"\nwitness {witness[:16]}… misbehaves, ignored: {lie}"
-        return out + (
+        out += (
             f"\nnot final yet: {fin['votes']} of {fin['quorum']} witness votes;"
             " the node keeps asking the witnesses (see troc balance)"
         )
+        for witness, why in sorted(fin.get("unreachable", {}).items()):
+            out += f"\n  cannot reach witness {witness[:14]}…: {why}"
+        return out
 
     return render
 
@@ -344,6 +347,7 @@ def status(data: dict[str, Any]) -> str:
     if data.get("relayed_addrs"):
         lines.append("reachable through relays")
         lines += [f"  {a}" for a in data["relayed_addrs"]]
+    lines += [f"WARNING  {w}" for w in data.get("warnings", [])]
     w = data.get("witness")
     if w and (w["serving"] or w["certifying"]):
         lines.append(
