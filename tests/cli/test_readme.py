@@ -96,6 +96,16 @@ def test_five_minute_walkthrough(tmp_path: Path) -> None:
     assert sorted(homes) == ["ada", "bruno"]  # both homes in the fresh folder
 
 
+def test_witnessed_walkthrough(tmp_path: Path) -> None:
+    """Four witnesses, a founder and a payee invited by the founder alone: the
+    payment and its accept become final with no `troc connect` by hand."""
+    (script,) = _blocks("## Witnessed communities")
+    proc = _run_as_newcomer(script, tmp_path, timeout=180)
+    out = proc.stdout
+    assert out.count("final (3 of 3 witness votes needed)") == 2, out  # the pay, the accept
+    assert "me: 3 hours final" in out  # bruno's final balance
+
+
 def test_python_blocks_run(tmp_path: Path) -> None:
     """Every Python block of the README runs as it stands, as a script."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)

@@ -798,8 +798,9 @@ cli.add_command(_relay)
     "--wait",
     type=click.FloatRange(0, 3600),
     default=0.0,
-    help="Seconds to wait for the node to answer (a script that has just started"
-    " `troc run &`); then exit 6 as without it.",
+    help="Seconds to wait for the node to have started (a script that has just run"
+    " `troc run &`): listening, and its first dials to known peers done. No node"
+    " by then: exit 6 as without it.",
 )
 @pass_ctx
 def status(ctx: Context, wait: float) -> None:
@@ -810,11 +811,13 @@ def status(ctx: Context, wait: float) -> None:
     while True:
         try:
             result = homes.call_running(ctx.home, "status", {})
-            break
         except Failure as exc:
             if exc.kind != "not_running" or time.monotonic() >= deadline:
                 raise
-            time.sleep(0.2)
+        else:
+            if result.get("started", True) or time.monotonic() >= deadline:
+                break
+        time.sleep(0.2)
     ctx.emit(result, render.status)
 
 

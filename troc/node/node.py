@@ -304,6 +304,8 @@ class Node:
         self._not_following: set[tuple[str, CommunityId]] = set()
         self._listeners: list[trio.MemorySendChannel[Entry]] = []
         self._ready = trio.Event()
+        #: Start-up is over: listening, and the first dials to known peers done.
+        self.started = False
         self._first_sync = trio.Event()
         self.witness: WitnessService | None = None
         self._certs_send, self._certs_out = trio.open_memory_channel[tuple[CommunityId, bytes]](
@@ -615,6 +617,7 @@ class Node:
         return {
             "member": ops.mid(self.member),
             "peer_id": self.peer_id,
+            "started": self.started,
             "addrs": self.addrs(),
             "peers": sorted(self.host.connected_peers()),
             "communities": communities,
@@ -1282,6 +1285,7 @@ async def open_node(
             if config.control_socket:
                 await nursery.start(node._serve_control)
             await node._bootstrap()
+            node.started = True
             nursery.start_soon(node._sync_loop)
             nursery.start_soon(node._redial_loop)
             nursery.start_soon(node.liveness.run)
