@@ -131,3 +131,33 @@ def test_pay_to_unknown_exit_codes(tmp_path: Path) -> None:
     paid = _troc(home, "--json", "pay", stranger, "2", "--to-unknown")
     assert paid.returncode == 0, paid.stderr
     assert json.loads(_troc(home, "--json", "balance").stdout)["pending_out"] == 2
+
+
+def test_not_final_says_which_witnesses_cannot_be_reached() -> None:
+    """`pay`/`accept --wait` in words: the votes so far, and each witness not reached."""
+    w1, w2 = ops.mid(key(5).public), ops.mid(key(6).public)
+    data = {
+        "accept": "eabc",
+        "finality": {
+            "final": False,
+            "problem": None,
+            "votes": 1,
+            "quorum": 3,
+            "witnesses": 4,
+            "unreachable": {w2: "no answer in time", w1: "no address known for it"},
+        },
+    }
+    lines = render.created("accept")(data).splitlines()
+    assert lines[:2] == [
+        "eabc",
+        "not final yet: 1 of 3 witness votes; the node keeps asking the witnesses"
+        " (see troc balance)",
+    ]
+    assert sorted(lines[2:]) == sorted(
+        [
+            f"  cannot reach witness {w1[:14]}…: no address known for it",
+            f"  cannot reach witness {w2[:14]}…: no answer in time",
+        ]
+    )
+    data["finality"] = {**data["finality"], "final": True, "votes": 3, "unreachable": {}}
+    assert render.created("accept")(data) == "eabc\nfinal (3 of 3 witness votes needed)"
