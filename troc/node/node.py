@@ -127,6 +127,7 @@ GOSSIP_IGNORED = 256
 WITNESS_ADDRS_EACH = 4
 #: A payment to a member not seen joining: how long to sync with peers to learn of the join.
 PAYEE_SYNC_WAIT = 5.0
+PAYEE_SYNC_PAUSE = 0.5
 #: ``wait`` on a signing operation: how long it waits for finality by default.
 FINALITY_WAIT = 30.0
 #: The control socket reads at most this much per request.
@@ -482,12 +483,22 @@ class Node:
             payee = ops.member_of(params.get("to"))
         except TrocError:
             return  # op_pay says what is wrong
+
+        def known() -> bool:
+            return self.local.store.head(community, payee) is not None
+
+        # Rounds, since the join may be on its way to our peers (a member
+        # whose node has just started): bounded in time and in count.
         with trio.move_on_after(PAYEE_SYNC_WAIT):
-            for peer in self.host.connected_peers():
-                if self.local.store.head(community, payee) is not None:
+            for _round in range(int(PAYEE_SYNC_WAIT / PAYEE_SYNC_PAUSE) + 1):
+                peers = [p for p in self.host.connected_peers() if not self._peers.is_banned(p)]
+                if known() or not peers:
                     return
-                if not self._peers.is_banned(peer):
+                for peer in peers:
                     await self._sync_one(peer, community)
+                    if known():
+                        return
+                await trio.sleep(PAYEE_SYNC_PAUSE)
 
     async def wait_final(self, progress: Progress, seconds: Any = None) -> dict[str, Any]:
         """Wait (bounded: ``seconds``, or FINALITY_WAIT for None/True) until
