@@ -161,3 +161,9 @@ def test_not_final_says_which_witnesses_cannot_be_reached() -> None:
     )
     data["finality"] = {**data["finality"], "final": True, "votes": 3, "unreachable": {}}
     assert render.created("accept")(data) == "eabc\nfinal (3 of 3 witness votes needed)"
+    # The line shown while waiting names them too.
+    fin = {"final": False, "votes": 0, "quorum": 3, "witnesses": 4, "unreachable": {w1: "x"}}
+    line = render.finality_progress(fin, 2.0, 20.0)
+    assert line == (
+        f"witnesses: 0 of 3 votes needed (4 witnesses, cannot reach {w1[:14]}…); waited 2 of 20 s"
+    )

@@ -134,9 +134,11 @@ def created(key: str) -> Renderer:
 
 def finality_progress(fin: dict[str, Any], waited: float, limit: float) -> str:
     """One line, rewritten while ``pay``/``accept`` wait for the witnesses."""
+    cannot = sorted(fin.get("unreachable", {}))
+    unreachable = f", cannot reach {', '.join(w[:14] + '…' for w in cannot)}" if cannot else ""
     return (
         f"witnesses: {fin['votes']} of {fin['quorum']} votes needed"
-        f" ({fin['witnesses']} witnesses); waited {waited:.0f} of {limit:.0f} s"
+        f" ({fin['witnesses']} witnesses{unreachable}); waited {waited:.0f} of {limit:.0f} s"
     )
 
 
