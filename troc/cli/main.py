@@ -330,7 +330,10 @@ def community_invite(ctx: Context, community_: str | None, for_: str | None) -> 
         "addrs": homes.known_addrs(ctx.home),
         "for": homes.resolve_member(ctx.home, for_) if for_ else None,
     }
-    ctx.emit(ctx.call("community.invite", params), render.invitation)
+    result = ctx.call("community.invite", params)
+    if result.get("warning"):
+        click.echo(f"troc: warning: {result['warning']}", err=True)
+    ctx.emit(result, render.invitation)
 
 
 @community.command("join")
@@ -408,6 +411,12 @@ wait_option = click.option(
 @click.option(
     "--any-amount", is_flag=True, help="With --offer: pay an amount other than its price."
 )
+@click.option(
+    "--to-unknown",
+    is_flag=True,
+    help="Pay MEMBER even though this node has not seen them join (their join"
+    " has not reached it yet); without it such a payment is refused (exit 4).",
+)
 @community_option
 @wait_option
 @pass_ctx
@@ -418,14 +427,16 @@ def pay(
     memo: str,
     offer: str | None,
     any_amount: bool,
+    to_unknown: bool,
     community_: str | None,
     wait: float,
 ) -> None:
     """Pay AMOUNT (in the smallest unit: a whole number from 1 to 2^53 - 1)
     to MEMBER (an id or a contact name).
 
-    In a witnessed community the running node then waits (up to --wait
-    seconds) until the witnesses have made the payment final."""
+    MEMBER must be known to this node as a member of the community (see
+    --to-unknown). In a witnessed community the running node then waits (up
+    to --wait seconds) until the witnesses have made the payment final."""
     params = {
         "community": community_,
         "to": homes.resolve_member(ctx.home, member),
@@ -434,6 +445,7 @@ def pay(
         "offer": offer,
         "any_amount": any_amount,
         "wait": wait,
+        "to_unknown": to_unknown,
     }
     ctx.emit(ctx.sign("pay", params, "transfer"), render.created("transfer"))
 
@@ -782,10 +794,31 @@ cli.add_command(_relay)
 
 
 @cli.command()
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=0.0,
+    help="Seconds to wait for the node to have started (a script that has just run"
+    " `troc run &`): listening, and its first dials to known peers done. No node"
+    " by then: exit 6 as without it.",
+)
 @pass_ctx
-def status(ctx: Context) -> None:
+def status(ctx: Context, wait: float) -> None:
     """The running node: peer id, addresses, peers, per-community heads, sync."""
-    ctx.emit(homes.call_running(ctx.home, "status", {}), render.status)
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            result = homes.call_running(ctx.home, "status", {})
+        except Failure as exc:
+            if exc.kind != "not_running" or time.monotonic() >= deadline:
+                raise
+        else:
+            if result.get("started", True) or time.monotonic() >= deadline:
+                break
+        time.sleep(0.2)
+    ctx.emit(result, render.status)
 
 
 @cli.command()

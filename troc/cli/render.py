@@ -121,19 +121,24 @@ def created(key: str) -> Renderer:
             return out + f"\nNOT FINAL: {fin['problem']}"
         for witness, lie in sorted(fin.get("witness_problems", {}).items()):
             out += f"\nwitness {witness[:16]}… misbehaves, ignored: {lie}"
-        return out + (
+        out += (
             f"\nnot final yet: {fin['votes']} of {fin['quorum']} witness votes;"
             " the node keeps asking the witnesses (see troc balance)"
         )
+        for witness, why in sorted(fin.get("unreachable", {}).items()):
+            out += f"\n  cannot reach witness {witness[:14]}…: {why}"
+        return out
 
     return render
 
 
 def finality_progress(fin: dict[str, Any], waited: float, limit: float) -> str:
     """One line, rewritten while ``pay``/``accept`` wait for the witnesses."""
+    cannot = sorted(fin.get("unreachable", {}))
+    unreachable = f", cannot reach {', '.join(w[:14] + '…' for w in cannot)}" if cannot else ""
     return (
         f"witnesses: {fin['votes']} of {fin['quorum']} votes needed"
-        f" ({fin['witnesses']} witnesses); waited {waited:.0f} of {limit:.0f} s"
+        f" ({fin['witnesses']} witnesses{unreachable}); waited {waited:.0f} of {limit:.0f} s"
     )
 
 
@@ -195,8 +200,16 @@ def balance(home: Path) -> Renderer:
                 lines.append(
                     f"    of which not final yet (cannot be accepted): {amount(waiting, unit)}"
                 )
-        if data["pending_out"]:
-            lines.append(f"  outgoing, not yet accepted: {amount(data['pending_out'], unit)}")
+        declined = data.get("declined_out", 0)
+        if data["pending_out"] - declined:
+            lines.append(
+                f"  outgoing, not yet accepted: {amount(data['pending_out'] - declined, unit)}"
+            )
+        if declined:
+            lines.append(
+                f"  outgoing, declined by the payee: {amount(declined, unit)}"
+                f" (`troc reclaim ID` takes it back: {', '.join(i[:12] for i in data['declined'])})"
+            )
         if data["frozen"]:
             lines.append("  FROZEN: this member signed two conflicting entries (troc forks)")
         if not data["joined"]:
@@ -218,17 +231,23 @@ def pending(home: Path) -> Renderer:
                     amount(t["amount"], t["unit"]),
                     t["memo"],
                     ago(t["timestamp_ms"]),
-                    *([("final" if t["final"] else "not final")] if "final" in t else []),
+                    _transfer_status(t),
                 ]
                 for t in data[key]
             ]
-            heads = ["transfer", who, "amount", "memo", "when"]
-            if any("final" in t for t in data[key]):
-                heads.append("status")
+            heads = ["transfer", who, "amount", "memo", "when", "status"]
             out.append(f"{title}:\n" + table(rows, heads))
         return "\n\n".join(out)
 
     return render
+
+
+def _transfer_status(t: dict[str, Any]) -> str:
+    if t.get("status") == "declined":
+        return f"declined: `troc reclaim {t['transfer'][:12]}` takes it back"
+    if "final" in t:
+        return "final" if t["final"] else "not final"
+    return "waiting for an answer"
 
 
 def history(home: Path) -> Renderer:
@@ -330,6 +349,7 @@ def status(data: dict[str, Any]) -> str:
     if data.get("relayed_addrs"):
         lines.append("reachable through relays")
         lines += [f"  {a}" for a in data["relayed_addrs"]]
+    lines += [f"WARNING  {w}" for w in data.get("warnings", [])]
     w = data.get("witness")
     if w and (w["serving"] or w["certifying"]):
         lines.append(

@@ -123,6 +123,11 @@ GOSSIP_BATCH = 256
 GOSSIP_DECODED = 2048
 #: Gossiped entries of unknown authors (not forwarded) queued for ingest, at most.
 GOSSIP_IGNORED = 256
+#: Addresses per witness that an invitation carries, at most.
+WITNESS_ADDRS_EACH = 4
+#: A payment to a member not seen joining: how long to sync with peers to learn of the join.
+PAYEE_SYNC_WAIT = 5.0
+PAYEE_SYNC_PAUSE = 0.5
 #: ``wait`` on a signing operation: how long it waits for finality by default.
 FINALITY_WAIT = 30.0
 #: The control socket reads at most this much per request.
@@ -300,6 +305,8 @@ class Node:
         self._not_following: set[tuple[str, CommunityId]] = set()
         self._listeners: list[trio.MemorySendChannel[Entry]] = []
         self._ready = trio.Event()
+        #: Start-up is over: listening, and the first dials to known peers done.
+        self.started = False
         self._first_sync = trio.Event()
         self.witness: WitnessService | None = None
         self._certs_send, self._certs_out = trio.open_memory_channel[tuple[CommunityId, bytes]](
@@ -385,10 +392,18 @@ class Node:
             if invites.is_code(str(params.get("invitation", ""))):
                 redeemed = await invites.redeem(self.host, str(params["invitation"]))
                 params = {**params, "invitation": redeemed.invitation()}
-        if name == "community.invite" and not params.get("addrs"):
-            params = {**params, "addrs": self.addrs()}
+        if name == "community.invite":
+            # Where this node listens now (the home's record may be an older
+            # run's), and where the community's witnesses are.
+            params = {
+                **params,
+                "addrs": self.addrs() or params.get("addrs", []),
+                "witness_addrs": self._witness_addrs(params.get("community")),
+            }
         if ops.needs_key(name, params):
             await self.wait_restore_guard()
+        if name == "pay" and not params.get("to_unknown"):
+            await self._learn_payee(params)
         if name == "community.join":
             await self._before_join(str(params["invitation"]))
         self._last_own = None
@@ -408,8 +423,82 @@ class Node:
         wanted = decode_id("e", entry)
         for (_community, ref), progress in self.certifier.progress.items():
             if ref.id == wanted:
-                return progress.describe()
+                return self.certifier.describe(progress)
         raise ops.NotFoundError(f"no own entry {entry[:12]} awaiting witnesses here")
+
+    def _witness_addrs(self, community_text: Any) -> list[str]:
+        """Addresses this node knows for the witnesses of a witnessed community
+        (its peer store: witnesses it is or was connected to)."""
+        try:
+            community = ops.community_of(self.local, community_text)
+        except TrocError:
+            return []  # op_community_invite says what is wrong
+        rules = self.local.ledger.witness_rules(community)
+        if rules is None:
+            return []
+        from libp2p.peer.id import ID
+
+        from troc.node.witness import member_peer_id
+
+        store = self.host.libp2p.get_peerstore()
+        out: list[str] = []
+        for w in sorted(rules.witnesses):
+            if w == self.member:
+                continue  # this node's own addresses are in the invitation already
+            peer = member_peer_id(w)
+            try:
+                addrs = [str(a) for a in store.addrs(ID.from_base58(peer))]
+            except Exception:  # never met: the peer store knows nothing of it
+                continue
+            for addr in addrs[:WITNESS_ADDRS_EACH]:
+                out.append(addr if "/p2p/" in addr else f"{addr}/p2p/{peer}")
+        return out
+
+    def reach_warnings(self) -> list[str]:
+        """What keeps this node from reaching the others, in words (``troc
+        status``, and the log at start): no peer and no address to dial, in a
+        community it did not found; witnesses its entries cannot reach."""
+        out: list[str] = []
+        if not self.host.connected_peers() and not self._bootstrap_addrs() and not self.config.mdns:
+            joined = [i.name for i in self.local.communities() if i.founder != self.member]
+            if joined:
+                out.append(
+                    f"no way to reach anyone: no peer connected and no address known for"
+                    f" {', '.join(repr(n) for n in joined)} (the invitation held none?)."
+                    " Ask a member for a new invitation (made while their node runs) and"
+                    " join again, or `troc connect ADDR`"
+                )
+        for witness, why in sorted(self.certifier.unreachable().items()):
+            out.append(
+                f"cannot reach witness {ops.mid(witness)[:14]}… ({why}): own entries wait"
+                " for its vote; `troc connect` an address of it"
+            )
+        return out
+
+    async def _learn_payee(self, params: dict[str, Any]) -> None:
+        """A payee this node has not seen join may have joined where its peers
+        heard of it first: sync with them (bounded) before ops.op_pay decides."""
+        try:
+            community = ops.community_of(self.local, params.get("community"))
+            payee = ops.member_of(params.get("to"))
+        except TrocError:
+            return  # op_pay says what is wrong
+
+        def known() -> bool:
+            return self.local.store.head(community, payee) is not None
+
+        # Rounds, since the join may be on its way to our peers (a member
+        # whose node has just started): bounded in time and in count.
+        with trio.move_on_after(PAYEE_SYNC_WAIT):
+            for _round in range(int(PAYEE_SYNC_WAIT / PAYEE_SYNC_PAUSE) + 1):
+                peers = [p for p in self.host.connected_peers() if not self._peers.is_banned(p)]
+                if known() or not peers:
+                    return
+                for peer in peers:
+                    await self._sync_one(peer, community)
+                    if known():
+                        return
+                await trio.sleep(PAYEE_SYNC_PAUSE)
 
     async def wait_final(self, progress: Progress, seconds: Any = None) -> dict[str, Any]:
         """Wait (bounded: ``seconds``, or FINALITY_WAIT for None/True) until
@@ -417,20 +506,27 @@ class Node:
         limit = FINALITY_WAIT if seconds in (None, True) else float(seconds)
         with trio.move_on_after(max(0.0, limit)):
             await progress.done.wait()
-        return progress.describe()
+        return self.certifier.describe(progress)
 
     async def _before_join(self, invitation: str) -> None:
         """Follow the community and sync with the inviter's nodes first, so
         the join can name a vouch that lives in the inviter's log."""
         genesis, addrs, _vouch = ops.decode_invitation(invitation)
         self.local.ingest(genesis)
-        for addr in addrs:
+
+        async def reach(addr: str) -> None:
             try:
                 with trio.fail_after(self.config.restore_guard_seconds):
                     peer = await self.connect(addr)
                     await self.sync_with(peer)
             except (DialError, TrocError, trio.TooSlowError) as exc:
                 logger.info("cannot sync with %s before joining: %s", addr, exc)
+
+        # All at once: an invitation names the inviter and the witnesses,
+        # and one that is down must not hold up the others.
+        async with trio.open_nursery() as nursery:
+            for addr in addrs:
+                nursery.start_soon(reach, addr)
 
     async def wait_restore_guard(self) -> None:
         """Before signing: while connected to a peer and not yet synced with
@@ -532,6 +628,7 @@ class Node:
         return {
             "member": ops.mid(self.member),
             "peer_id": self.peer_id,
+            "started": self.started,
             "addrs": self.addrs(),
             "peers": sorted(self.host.connected_peers()),
             "communities": communities,
@@ -561,6 +658,7 @@ class Node:
                 "bytes_out": self.counters.bytes_out,
                 "throttled": self.quota.throttled,
             },
+            "warnings": self.reach_warnings(),
             "witness": {
                 "serving": self.witness is not None,
                 "answered": 0 if self.witness is None else self.witness.answered,
@@ -1056,6 +1154,8 @@ class Node:
         async with trio.open_nursery() as nursery:
             for addr in self._bootstrap_addrs():
                 nursery.start_soon(self._connect_quietly, addr)
+        for warning in self.reach_warnings():
+            logger.warning("%s", warning)
 
     async def _redial_loop(self) -> None:
         """Reconnect to bootstrap and remembered peers that went away (a
@@ -1196,6 +1296,7 @@ async def open_node(
             if config.control_socket:
                 await nursery.start(node._serve_control)
             await node._bootstrap()
+            node.started = True
             nursery.start_soon(node._sync_loop)
             nursery.start_soon(node._redial_loop)
             nursery.start_soon(node.liveness.run)

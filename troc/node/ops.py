@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 INVITE_PREFIX = "troc-invite:"
+#: Addresses in one invitation, at most (what decode_invitation accepts).
+MAX_INVITE_ADDRS = 64
 DEFAULT_COMMUNITY = "default_community"
 
 
@@ -140,7 +142,7 @@ def eid(entry: bytes) -> str:
     return encode_id("e", entry)
 
 
-def _member(text: Any) -> MemberId:
+def member_of(text: Any) -> MemberId:
     if not isinstance(text, str):
         raise LocalProtocolError("a member id is text")
     return MemberId(decode_id("m", text))
@@ -261,7 +263,12 @@ def decode_invitation(text: str) -> tuple[bytes, list[str], Ref | None]:
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         data = msgpack.unpackb(
-            raw, raw=False, max_bin_len=65536, max_array_len=64, max_map_len=8, max_str_len=1024
+            raw,
+            raw=False,
+            max_bin_len=65536,
+            max_array_len=MAX_INVITE_ADDRS,
+            max_map_len=8,
+            max_str_len=1024,
         )
         genesis, addrs = data["g"], data["a"]
         if not isinstance(genesis, bytes) or not isinstance(addrs, list):
@@ -326,7 +333,7 @@ def op_community_create(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
         int(p["credit_limit"]),
         admission=p.get("admission", "open"),
         finality=p.get("finality", "optimistic"),
-        witnesses=tuple(_member(w) for w in p.get("witnesses", [])),
+        witnesses=tuple(member_of(w) for w in p.get("witnesses", [])),
         faults=int(p.get("faults", 0)),
         quorum=p.get("quorum"),
         ceiling=p.get("ceiling"),
@@ -356,12 +363,24 @@ def op_community_invite(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     info = node.community(community)
     vouch = None
     if p.get("for"):
-        vouch = node.vouch(community, _member(p["for"])).ref
+        vouch = node.vouch(community, member_of(p["for"])).ref
     elif info.admission == "vouch":
         raise LocalProtocolError(
             "this community admits members by vouch: say whom the invitation is for (--for)"
         )
-    return {"invitation": encode_invitation(info.genesis, list(p.get("addrs", [])), vouch)}
+    own = [str(a) for a in p.get("addrs", [])]
+    # A witnessed community: where its witnesses are (as the running node
+    # knows them), so the newcomer can have its entries certified without
+    # first finding them (docs/invitations.md). Own addresses come first.
+    extra = [str(a) for a in p.get("witness_addrs", []) if a not in own]
+    addrs = (own + extra)[:MAX_INVITE_ADDRS]
+    result: dict[str, Any] = {"invitation": encode_invitation(info.genesis, addrs, vouch)}
+    if not own:
+        result["warning"] = (
+            "this invitation holds no address of this node (it has never run): the newcomer's"
+            " node will have no way to reach anyone. Start `troc run` and invite again"
+        )
+    return result
 
 
 def op_community_join(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
@@ -404,8 +423,18 @@ def op_community_follow(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
 
 def op_pay(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
-    to = _member(p["to"])
+    to = member_of(p["to"])
     amount = _amount(p["amount"])
+    if not p.get("to_unknown") and node.store.head(community, to) is None:
+        # The ledger would take it, but nobody is there to accept: the
+        # credit would wait for a decline that never comes. The payer may
+        # know better (a join that has not reached this node yet).
+        raise RefusedError(
+            "unknown_payee",
+            f"{mid(to)[:14]}… is not a member of {node.community(community).name!r} as far as"
+            " this node knows (check the id; if they joined and it has not reached this node"
+            " yet, pay with --to-unknown)",
+        )
     offer = node.find_offer(community, p["offer"]) if p.get("offer") else None
     if offer is not None:
         _check_offer_payment(node, community, offer, to, amount, bool(p.get("any_amount")))
@@ -462,6 +491,8 @@ def op_pending(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
         out = []
         for t in transfers:
             item = _transfer_json(t, info.unit)
+            # Outgoing ones stay listed after a decline until reclaimed.
+            item["status"] = _transfer_status(node, community, t)
             if witnessed:
                 item["final"] = node.is_final(community, t.ref)
             out.append(item)
@@ -476,17 +507,37 @@ def op_pending(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _transfer_status(node: LocalNode, community: CommunityId, t: TransferInfo) -> str:
+    """``pending`` (no answer yet) or ``declined`` (the payer may reclaim it)
+    for a transfer still listed as pending; accepted and reclaimed ones are
+    not listed."""
+    return "declined" if node.decline_of(community, t.ref) is not None else "pending"
+
+
+def _declined_out(node: LocalNode, community: CommunityId, member: MemberId) -> list[TransferInfo]:
+    """``member``'s transfers that their payees declined and that are not reclaimed yet."""
+    return [
+        t
+        for t in (TransferInfo.of(e) for e in node.store.pending_out(community, member))
+        if node.decline_of(community, t.ref) is not None
+    ]
+
+
 def op_balance(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
-    member = _member(p["member"]) if p.get("member") else node.member
+    member = member_of(p["member"]) if p.get("member") else node.member
     info = node.community(community)
     b = node.balance(community, member)
+    declined = _declined_out(node, community, member)
     return {
         "member": mid(b.member),
         "balance": b.balance,
         "credit_limit": b.credit_limit,
         "pending_in": b.pending_in,
         "pending_out": b.pending_out,
+        # Of pending_out: declined by the payee, waiting for `troc reclaim`.
+        "declined_out": sum(t.amount for t in declined),
+        "declined": [eid(t.ref.id) for t in declined],
         "unit": info.unit,
         "joined": b.joined,
         "frozen": b.frozen_at is not None,
@@ -511,7 +562,7 @@ def op_balances(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
 
 def op_history(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
-    member = _member(p["member"]) if p.get("member") else node.member
+    member = member_of(p["member"]) if p.get("member") else node.member
     limit = int(p.get("limit", 50))
     entries = node.history(community, member, before_ms=p.get("before_ms"), limit=limit)
     return {
@@ -568,7 +619,7 @@ def op_offer_add(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
 
 def op_offer_list(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
-    author = _member(p["author"]) if p.get("author") else None
+    author = member_of(p["author"]) if p.get("author") else None
     offers = node.offers(
         community,
         p.get("text"),
@@ -594,7 +645,7 @@ def op_offer_close(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
 def op_vouch(node: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     community = community_of(node, p.get("community"))
     limit = int(p["limit"]) if p.get("limit") is not None else None
-    entry = node.vouch(community, _member(p["member"]), limit=limit)
+    entry = node.vouch(community, member_of(p["member"]), limit=limit)
     return {"vouch": eid(entry.id), "ref": [mid(entry.author), entry.seq, eid(entry.id)]}
 
 

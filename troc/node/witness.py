@@ -38,6 +38,7 @@ entry, while the others are.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ import trio
 from libp2p.crypto.ed25519 import Ed25519PublicKey
 from libp2p.peer.id import ID
 
+from troc.crypto.ids import encode_id
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, RemoteProtocolError, TrocError
 from troc.node.local import LocalNode
@@ -104,9 +106,25 @@ MAX_TRACKED = 10_000
 CHAIN_WINDOW = 32
 
 
+#: How Progress.answers records a witness that could not be asked.
+UNREACHABLE = "unreachable: "
+#: A witness that stays unreachable is logged again after this many seconds.
+UNREACHABLE_LOG_EVERY = 60.0
+
+
 def entry_ref(progress: Progress) -> str:
     e = progress.entry
     return f"{e.author.hex()[:8]}#{e.seq}"
+
+
+def _unreachable_reason(exc: BaseException) -> str:
+    """A short reason for a failed ask: no address known, or the dial's own error."""
+    text = str(exc)
+    if isinstance(exc, DialError) and "no known addresses" in text.lower():
+        return "no address known for it"
+    if isinstance(exc, trio.TooSlowError):
+        return "no answer in time"
+    return text[:200]
 
 
 def member_peer_id(member: bytes) -> str:
@@ -298,6 +316,15 @@ class Progress:
     faulty: dict[str, str] = field(default_factory=dict)  # witness hex → its lie
     asked: bool = False  # its own certificate was asked for (not only a later entry's)
 
+    def unreachable(self) -> dict[MemberId, str]:
+        """Witnesses that have not voted and could not be reached when last asked, and why."""
+        voted = set(self.collector.votes)
+        return {
+            MemberId(bytes.fromhex(w)): last[len(UNREACHABLE) :]
+            for w, last in self.answers.items()
+            if last.startswith(UNREACHABLE) and bytes.fromhex(w) not in voted
+        }
+
     def describe(self) -> dict[str, Any]:
         votes = len(self.collector.votes)
         if self.final and not self.certificate:
@@ -344,6 +371,7 @@ class Certifier:
         self._slots: dict[MemberId, trio.Semaphore] = {}
         #: Lies caught per witness since the node started (status, metrics).
         self.lies: Counter[MemberId] = Counter()
+        self._warned: dict[MemberId, float] = {}  # unreachable witness → when logged (trio time)
 
     # -- what to certify ----------------------------------------------------
 
@@ -514,8 +542,45 @@ class Certifier:
                 progress.collector.blame(witness, f"sent garbage: {exc}"[:300])
                 self._lied(progress, witness)
         except (DialError, FrameError, trio.TooSlowError) as exc:
-            progress.answers[witness.hex()] = f"unreachable: {exc}"[:300]
+            why = _unreachable_reason(exc)
+            progress.answers[witness.hex()] = f"{UNREACHABLE}{why}"
             logger.debug("witness %s: %s", witness.hex()[:8], exc)
+            self._log_unreachable(witness, why)
+        else:
+            self._warned.pop(witness, None)
+
+    def _log_unreachable(self, witness: MemberId, why: str) -> None:
+        """A warning when a witness becomes unreachable, and again now and then
+        while it stays so (each ask is retried within seconds)."""
+        now = trio.current_time()
+        if now - self._warned.get(witness, -math.inf) < UNREACHABLE_LOG_EVERY:
+            return
+        self._warned[witness] = now
+        logger.warning(
+            "cannot reach witness %s (peer %s): %s; own entries wait for its vote",
+            encode_id("m", witness)[:14] + "…",
+            member_peer_id(witness),
+            why,
+        )
+
+    def unreachable(self, community: CommunityId | None = None) -> dict[MemberId, str]:
+        """Witnesses (of ``community``, or of any) that own entries still
+        waiting for a certificate could not reach, and why."""
+        out: dict[MemberId, str] = {}
+        for (c, _ref), p in self.progress.items():
+            if not p.done.is_set() and community in (None, c):
+                out.update(p.unreachable())
+        return out
+
+    def describe(self, progress: Progress) -> dict[str, Any]:
+        """:meth:`Progress.describe`, and the witnesses that could not be
+        reached (the log's driver may be asking for an older or newer entry
+        of the same log: its certificate would make this one final too)."""
+        out = progress.describe()
+        c = progress.entry.community
+        missing = {} if progress.final or c is None else self.unreachable(c)
+        out["unreachable"] = {encode_id("m", w): why for w, why in sorted(missing.items())}
+        return out
 
     def _lied(self, progress: Progress, witness: MemberId) -> None:
         """Report a witness caught lying about ``progress.entry`` (once per entry)."""
