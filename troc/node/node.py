@@ -380,7 +380,8 @@ class Node:
         if name == "finality":
             return self.finality(str(params["entry"]))
         if name == "connect":
-            peer = await self.connect(str(params["addr"]))
+            # Asked for by the member: now, even if a dial failed a moment ago.
+            peer = await self.connect(str(params["addr"]), redial=True)
             return {"peer_id": peer}
         # Server-issued invitation codes (troc.node.invites): the server's
         # invite.* operations, and a join with a code redeemed first.
@@ -580,8 +581,13 @@ class Node:
 
     # -- peers ------------------------------------------------------------------
 
-    async def connect(self, addr: str) -> str:
-        peer = await self.host.connect(addr)
+    async def connect(self, addr: str, *, redial: bool = False) -> str:
+        """Connect to ``addr``, remember it, sync with the peer soon.
+
+        ``redial`` forgets a recent failed dial to that peer first (py-libp2p
+        refuses for 60 s to dial a peer whose addresses all failed once).
+        """
+        peer = await self.host.connect(addr, redial=redial)
         self._remember(addr)
         self._sync_soon_send.send_nowait(peer)
         return peer
