@@ -22,6 +22,7 @@ namespaces are deleted in a ``finally`` (``netns.Topology``).
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ def _states(home: Path) -> dict[str, str]:
     return {p["peer_id"]: p["state"] for p in troc(home, "peers").json["peers"]}
 
 
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables (.ci/run installs it)")
 def test_a_silent_partition_is_noticed_and_healed_within_seconds(
     topology: netns.Topology, tmp_path: Path
 ) -> None:

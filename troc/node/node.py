@@ -1173,7 +1173,12 @@ class Node:
         due: dict[str, float] = {}
         dialing: set[str] = set()  # one dial per address at a time (a dead link's hangs)
         while True:
-            await trio.sleep(min(REDIAL_TICK, REDIAL_RECENT))
+            # Jittered: two nodes that lost each other redial each other, and
+            # when both dials land together each side's py-libp2p keeps one
+            # connection and closes the other, not always the same one, so
+            # both go. In lock-step (both on 2 s ticks from the same heal)
+            # that repeated for minutes (tests/e2e/test_partition.py).
+            await trio.sleep(min(REDIAL_TICK, REDIAL_RECENT) * random.uniform(0.5, 1.0))
             now = trio.current_time()
             connected = set(self.host.connected_peers())
             recent = self.liveness.recently_lost()
@@ -1188,9 +1193,10 @@ class Node:
                 if due.get(addr, 0.0) > now or addr in dialing:
                     continue
                 delay[addr] = min(REDIAL_MAX, delay.get(addr, REDIAL_TICK / 2) * 2)
-                due[addr] = now + (
-                    min(delay[addr], REDIAL_RECENT) if peer in recent else delay[addr]
-                )
+                wait = min(delay[addr], REDIAL_RECENT) if peer in recent else delay[addr]
+                if peer in recent and peer < self.peer_id:
+                    wait *= 2  # of two nodes redialling each other, one goes first
+                due[addr] = now + wait * random.uniform(0.75, 1.25)
                 dialing.add(addr)
                 self._nursery.start_soon(self._redial, addr, dialing)
 
