@@ -13,16 +13,17 @@ from troc.node.local import open_local_node
 from troc.node.node import NodeConfig, open_node
 
 
+def config(home: Path, **kw: object) -> NodeConfig:
+    return NodeConfig(
+        home=home, sync_interval=600, control_socket=False, remember_peers=False, **kw
+    )  # type: ignore[arg-type]
+
+
 async def test_a_restarted_server_is_redialled_and_synced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(node_module, "REDIAL_TICK", 0.3)
     ks, ka, community, _genesis = founded_homes(tmp_path)
-
-    def config(home: Path, **kw: object) -> NodeConfig:
-        return NodeConfig(
-            home=home, sync_interval=600, control_socket=False, remember_peers=False, **kw
-        )  # type: ignore[arg-type]
 
     async with open_node(config(tmp_path / "s"), ks) as s:
         addr = s.addrs()[0]
@@ -42,11 +43,6 @@ async def test_troc_connect_reaches_a_peer_whose_dial_failed_a_moment_ago(tmp_pa
     """py-libp2p refuses for 60 s to dial a peer whose addresses all failed
     once; a member who asks to connect (``troc connect``) means now."""
     ks, ka, _community, _genesis = founded_homes(tmp_path)
-
-    def config(home: Path, **kw: object) -> NodeConfig:
-        return NodeConfig(
-            home=home, sync_interval=600, control_socket=False, remember_peers=False, **kw
-        )  # type: ignore[arg-type]
 
     async with open_node(config(tmp_path / "s"), ks) as s:
         addr = s.addrs()[0]
