@@ -172,6 +172,14 @@ def test_answering_twice_is_refused_as_already_answered(ada: Path, bruno: Path) 
     assert result.exit_code == 4
     assert json.loads(result.stdout)["error"]["reason"] == "already_answered"
     assert "already declined" in result.stderr
+    # The payer takes the declined one back, once (found by bench/chaos.py:
+    # a second reclaim was exit 2 "no transfer … here").
+    exchange(bruno, ada)
+    assert troc(ada, "reclaim", second).exit_code == 0
+    result = troc(ada, "--json", "reclaim", second)
+    assert result.exit_code == 4, result.output
+    assert json.loads(result.stdout)["error"]["reason"] == "already_reclaimed"
+    assert "already reclaimed" in result.stderr
 
 
 def test_accept_of_what_pending_q_printed_when_not_exactly_one(ada: Path, bruno: Path) -> None:

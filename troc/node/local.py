@@ -696,14 +696,18 @@ class LocalNode:
             answered = self._answers(community)
             found = _matching(text_or_prefix, "transfer", list(answered))
             if len(found) == 1:
+                state = answered[found[0]]
+                reason = (
+                    Reason.ALREADY_RECLAIMED if state == "reclaimed" else Reason.ALREADY_ANSWERED
+                )
                 raise RefusedError(
-                    Reason.ALREADY_ANSWERED.value,
-                    f"transfer {text_or_prefix.strip()} is already {answered[found[0]]}",
+                    reason.value, f"transfer {text_or_prefix.strip()} is already {state}"
                 )
         return _resolve(text_or_prefix, "transfer", refs)
 
     def _answers(self, community: CommunityId) -> dict[Ref, str]:
-        """Transfers this member answered: ref -> "accepted" or "declined"."""
+        """Transfers this member answered (as payee: "accepted" or "declined")
+        or took back (as payer: "reclaimed")."""
         out: dict[Ref, str] = {}
         after = 0
         while wires := self.store.entries_since(community, self.member, after):
@@ -714,6 +718,11 @@ class LocalNode:
                     out[entry.body.transfer] = "accepted"
                 elif isinstance(entry.body, Decline):
                     out[entry.body.transfer] = "declined"
+                elif isinstance(entry.body, Reclaim):
+                    d = entry.body.decline
+                    decline = self.store.entry(community, d.author, d.seq, d.id)
+                    if decline is not None and isinstance(decline.entry.body, Decline):
+                        out[decline.entry.body.transfer] = "reclaimed"
         return out
 
     def find_offer(self, community: CommunityId, text_or_prefix: str) -> Ref:
