@@ -55,8 +55,6 @@ from troc.protocol.entry import (
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
 from troc.protocol.witness import Certificate, check_quorum, max_faults, min_quorum
 
-logger = logging.getLogger("troc.node")
-
 __all__ = [
     "BalanceInfo",
     "CommunityInfo",
@@ -457,6 +455,15 @@ class LocalNode:
             raise RefusedError("not_declined", "that transfer has not been declined by its payee")
         return self._append(community, Reclaim(decline=decline))
 
+    def reclaimed_transfer(self, community: CommunityId, reclaim: Reclaim) -> Ref | None:
+        """The transfer a reclaim took back (its body names only the payee's
+        decline), if this node holds that decline."""
+        d = reclaim.decline
+        decline = self.store.entry(community, d.author, d.seq, d.id)
+        if decline is None or not isinstance(decline.entry.body, Decline):
+            return None
+        return decline.entry.body.transfer
+
     def decline_of(self, community: CommunityId, transfer: Ref) -> Ref | None:
         """The payee's decline of ``transfer``, if this node holds one."""
         stored = self.store.entry(community, transfer.author, transfer.seq, transfer.id)
@@ -719,10 +726,9 @@ class LocalNode:
                 elif isinstance(entry.body, Decline):
                     out[entry.body.transfer] = "declined"
                 elif isinstance(entry.body, Reclaim):
-                    d = entry.body.decline
-                    decline = self.store.entry(community, d.author, d.seq, d.id)
-                    if decline is not None and isinstance(decline.entry.body, Decline):
-                        out[decline.entry.body.transfer] = "reclaimed"
+                    taken_back = self.reclaimed_transfer(community, entry.body)
+                    if taken_back is not None:
+                        out[taken_back] = "reclaimed"
         return out
 
     def find_offer(self, community: CommunityId, text_or_prefix: str) -> Ref:

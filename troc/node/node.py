@@ -67,7 +67,7 @@ from troc.node.p2p import (
 )
 from troc.node.quota import PeerQuota
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
-from troc.node.witness import Certifier, Progress, WitnessService
+from troc.node.witness import Certifier, Progress, WitnessService, member_peer_id
 from troc.protocol.entry import CommunityId, Entry, Join, Ref
 from troc.protocol.ledger import CertificateOutcome, Outcome, Status
 from troc.protocol.sync import (
@@ -437,22 +437,12 @@ class Node:
         rules = self.local.ledger.witness_rules(community)
         if rules is None:
             return []
-        from libp2p.peer.id import ID
-
-        from troc.node.witness import member_peer_id
-
-        store = self.host.libp2p.get_peerstore()
         out: list[str] = []
         for w in sorted(rules.witnesses):
             if w == self.member:
                 continue  # this node's own addresses are in the invitation already
-            peer = member_peer_id(w)
-            try:
-                addrs = [str(a) for a in store.addrs(ID.from_base58(peer))]
-            except Exception:  # never met: the peer store knows nothing of it
-                continue
-            for addr in addrs[:WITNESS_ADDRS_EACH]:
-                out.append(addr if "/p2p/" in addr else f"{addr}/p2p/{peer}")
+            # Never met: the peer store knows nothing of it, and this is empty.
+            out += self.host.peer_addrs(member_peer_id(w))[:WITNESS_ADDRS_EACH]
         return out
 
     def reach_warnings(self) -> list[str]:

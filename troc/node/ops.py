@@ -23,7 +23,6 @@ from troc.node.local import LocalNode, OfferInfo, TransferInfo
 from troc.protocol.entry import (
     MAX_AMOUNT,
     CommunityId,
-    Decline,
     Entry,
     Join,
     Kind,
@@ -595,10 +594,9 @@ def _history_json(node: LocalNode, community: CommunityId, e: Entry) -> dict[str
     (its body names only the payee's decline)."""
     out = _entry_json(e)
     if isinstance(e.body, Reclaim):
-        ref = e.body.decline
-        decline = node.store.entry(community, ref.author, ref.seq, ref.id)
-        if decline is not None and isinstance(decline.entry.body, Decline):
-            out["transfer"] = eid(decline.entry.body.transfer.id)
+        taken_back = node.reclaimed_transfer(community, e.body)
+        if taken_back is not None:
+            out["transfer"] = eid(taken_back.id)
     return out
 
 
