@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from troc.crypto.sign import SigningKey
 from troc.errors import TrocError
-from troc.node.p2p import (
+from troc.net.p2p import (
     DialError,
     FrameError,
     FrameReader,

@@ -20,7 +20,7 @@ import time
 import trio
 from libp2p.abc import INetStream
 
-from troc.node.p2p import (
+from troc.net.p2p import (
     FrameError,
     FrameReader,
     P2PHost,

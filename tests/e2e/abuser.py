@@ -35,11 +35,11 @@ import trio
 
 from troc.crypto.ids import decode_id
 from troc.crypto.sign import SigningKey
-from troc.node.gossip import GossipParams
+from troc.net.gossip import GossipParams
+from troc.net.p2p import DialError, FrameError, FrameReader, P2PHost, encode_frame, open_host
+from troc.net.relay import HOP_PROTOCOL, RelayRefused, reserve
 from troc.node.local import now_ms
 from troc.node.node import topic_of
-from troc.node.p2p import DialError, FrameError, FrameReader, P2PHost, encode_frame, open_host
-from troc.node.relay import HOP_PROTOCOL, RelayRefused, reserve
 from troc.protocol.entry import CommunityId, Entry, EntryId, Join, Offer
 from troc.protocol.sync import MAX_FRAME, decode_message, encode_message
 from troc.protocol.sync import PROTOCOL_ID as SYNC

@@ -123,7 +123,7 @@ def free_port() -> int:
 def peer_id_of(m: Member) -> str:
     """The libp2p peer id the node in ``m.home`` will have (from its key)."""
     from troc.crypto.keystore import load_key
-    from troc.node.p2p import peer_id_from_seed
+    from troc.net.p2p import peer_id_from_seed
 
     return peer_id_from_seed(load_key(m.home / "key", PASSPHRASE))
 

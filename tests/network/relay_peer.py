@@ -21,8 +21,8 @@ import socket
 import multiaddr
 import trio
 
-from troc.node.p2p import open_host, read_frame, write_frame
-from troc.node.relay import RelayLimits, open_relay_client, open_relay_server
+from troc.net.p2p import open_host, read_frame, write_frame
+from troc.net.relay import RelayLimits, open_relay_client, open_relay_server
 
 ECHO = "/troc/test-echo/1.0.0"
 STEP = 20.0  # bound on each step

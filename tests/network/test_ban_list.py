@@ -7,9 +7,9 @@ from pathlib import Path
 import trio
 
 from troc.crypto.sign import SigningKey
+from troc.net.p2p import peer_id_from_seed
 from troc.node.local import open_local_node
 from troc.node.node import NodeConfig, open_node
-from troc.node.p2p import peer_id_from_seed
 
 
 async def test_a_banned_peer_is_cut_off_and_learns_nothing(tmp_path: Path) -> None:

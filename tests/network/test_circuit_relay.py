@@ -1,4 +1,4 @@
-"""Circuit relay v2 (troc.node.relay) between real hosts: on 127.0.0.1, and across namespaces."""
+"""Circuit relay v2 (troc.net.relay) between real hosts: on 127.0.0.1, and across namespaces."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import Status as PbStatus
 
 from tests.network import netns
 from troc.errors import LocalProtocolError
-from troc.node.p2p import (
+from troc.net.p2p import (
     DialError,
     FrameError,
     P2PHost,
@@ -27,7 +27,7 @@ from troc.node.p2p import (
     read_frame,
     write_frame,
 )
-from troc.node.relay import (
+from troc.net.relay import (
     HOP_PROTOCOL,
     STOP_PROTOCOL,
     RelayClient,

@@ -1,4 +1,4 @@
-"""troc.node.dht between real hosts on 127.0.0.1: providers found, expiry, bounds."""
+"""troc.net.dht between real hosts on 127.0.0.1: providers found, expiry, bounds."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import trio
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.peer.id import ID
 
-from troc.node.dht import (
+from troc.net.dht import (
     DHT,
     PROTOCOL,
     DHTParams,
@@ -22,7 +22,7 @@ from troc.node.dht import (
     community_key,
     open_dht,
 )
-from troc.node.p2p import (
+from troc.net.p2p import (
     DialError,
     FrameError,
     P2PHost,

@@ -1,6 +1,6 @@
 """GossipSub meshes over many real py-libp2p hosts on 127.0.0.1.
 
-Each test pins one py-libp2p 0.8.1 trap that :mod:`troc.node.gossip` works
+Each test pins one py-libp2p 0.8.1 trap that :mod:`troc.net.gossip` works
 around (its module docstring has the measurements); each fails with the
 previous parameters (``degree_high=12``, adaptive gossip on, no duplicate
 check).
@@ -14,8 +14,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
 
-from troc.node.gossip import GossipMessage, Subscription
-from troc.node.p2p import P2PHost, open_host
+from troc.net.gossip import GossipMessage, Subscription
+from troc.net.p2p import P2PHost, open_host
 
 TOPIC = "troc/test/mesh"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from tests.network.test_hostile import HONEST_WAIT, chain, open_net, until
 from troc.crypto.sign import SigningKey
-from troc.node.gossip import GossipParams
+from troc.net.gossip import GossipParams
 from troc.node.local import now_ms
 from troc.node.node import topic_of
 from troc.protocol.entry import Entry, EntryId, Join, Offer

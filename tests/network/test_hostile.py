@@ -2,7 +2,7 @@
 
 Each test runs a victim node A and an honest node B (both :func:`open_node`,
 one community, connected) and attacks A from a raw libp2p host X
-(:func:`troc.node.p2p.open_host`), which writes whatever bytes it likes on
+(:func:`troc.net.p2p.open_host`), which writes whatever bytes it likes on
 ``/troc/sync/2`` streams or on the community's gossip topic. Each then
 checks what an operator would notice:
 
@@ -34,10 +34,10 @@ from libp2p.abc import INetStream
 
 import troc.node.node as node_mod
 from troc.crypto.sign import Domain, SigningKey
-from troc.node.gossip import GossipParams
+from troc.net.gossip import GossipParams
+from troc.net.p2p import FrameError, FrameReader, P2PHost, encode_frame, open_host
 from troc.node.local import LocalNode, now_ms, open_local_node
 from troc.node.node import MAX_INBOUND_PER_PEER, Node, NodeConfig, open_node, topic_of
-from troc.node.p2p import FrameError, FrameReader, P2PHost, encode_frame, open_host
 from troc.protocol import codec
 from troc.protocol.entry import AnyBody, CommunityId, Entry, EntryId, Genesis, Join, Offer
 from troc.protocol.sync import MAX_FRAME, decode_message, encode_message

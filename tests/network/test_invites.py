@@ -16,11 +16,11 @@ import trio
 
 from troc.crypto.sign import SigningKey
 from troc.errors import NetworkError
+from troc.net.p2p import open_host
 from troc.node import invites, ops
 from troc.node.invites import CodeRefused, InviteBook, Throttle, format_code
 from troc.node.local import now_ms, open_local_node
 from troc.node.node import Node, NodeConfig, open_node
-from troc.node.p2p import open_host
 from troc.protocol.entry import CommunityId, Kind
 
 

@@ -1,4 +1,4 @@
-"""Dead links are found by pinging (troc.node.liveness): a connected peer
+"""Dead links are found by pinging (troc.net.liveness): a connected peer
 that stops answering is closed and listed as dead, with the addresses to
 redial; one that answers stays alive. (The real partition, with packets
 dropped in network namespaces, is tests/e2e/test_partition.py.)"""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import trio
 
-from troc.node.liveness import Liveness
-from troc.node.p2p import PING_PROTOCOL, open_host
+from troc.net.liveness import Liveness
+from troc.net.p2p import PING_PROTOCOL, open_host
 
 
 async def test_a_peer_that_stops_answering_pings_is_closed_and_listed_dead() -> None:

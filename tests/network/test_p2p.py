@@ -23,8 +23,8 @@ from libp2p.transport.tcp.tcp import TCP
 from nacl.signing import SigningKey
 
 from troc.errors import LocalProtocolError, NetworkError
-from troc.node.gossip import GossipMessage
-from troc.node.p2p import (
+from troc.net.gossip import GossipMessage
+from troc.net.p2p import (
     DialError,
     FrameError,
     FrameReader,

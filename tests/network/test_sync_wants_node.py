@@ -20,7 +20,7 @@ from tests.network.test_hostile import (
     reset,
     until,
 )
-from troc.node.p2p import FrameReader
+from troc.net.p2p import FrameReader
 from troc.protocol.sync import MAX_FRAME, MAX_WANT_ROUNDS, MAX_WANTS, decode_message
 from troc.protocol.sync import PROTOCOL_ID as SYNC
 

@@ -22,12 +22,12 @@ import trio
 
 from troc.crypto.sign import SigningKey
 from troc.errors import RefusedError
+from troc.net.gossip import GossipParams
+from troc.net.p2p import DialError, FrameError, FrameReader, P2PHost, open_host, write_frame
 from troc.node import ops
 from troc.node.config import PeerQuotas
-from troc.node.gossip import GossipParams
 from troc.node.local import open_local_node
 from troc.node.node import Node, NodeConfig, final_topic_of, open_node
-from troc.node.p2p import DialError, FrameError, FrameReader, P2PHost, open_host, write_frame
 from troc.node.witness import WitnessService
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
 from troc.protocol.witness import (

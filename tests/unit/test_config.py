@@ -369,7 +369,7 @@ def test_communities_reach_the_node_as_raw_ids() -> None:
 
 
 def test_relay_limits_match_the_relay_module() -> None:
-    relay = pytest.importorskip("troc.node.relay")
+    relay = pytest.importorskip("troc.net.relay")
     limits = relay.RelayLimits(**load_config(None, {}).relay_limits_kwargs())
     assert limits.circuit_seconds == 600.0
     assert limits.reservation_ttl == 3600.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from troc.node.quota import PeerQuota
+from troc.net.quota import PeerQuota
 
 
 class Clock:

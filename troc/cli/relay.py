@@ -379,7 +379,7 @@ class ServedNode:
             snap["troc_witness_lies_total"] = [
                 ({"witness": w.hex()}, n) for w, n in sorted(certifier.lies.items())
             ]
-        relay = getattr(node, "relay_server", None)  # troc.node.relay.RelayServer
+        relay = getattr(node, "relay_server", None)  # troc.net.relay.RelayServer
         if relay is not None:
             snap["troc_relay_circuits"] = relay.circuit_count()
             snap["troc_relay_reservations"] = len(relay.reservations())

@@ -211,7 +211,7 @@ def _multiaddr_protocols(text: str) -> list[str]:
 
 def _listen_addr(text: str) -> str:
     text = text.strip()
-    # The same rule as troc.node.p2p._listen_addr (without importing libp2p).
+    # The same rule as troc.net.p2p._listen_addr (without importing libp2p).
     if _multiaddr_protocols(text) not in (["ip4", "tcp"], ["ip6", "tcp"]):
         raise _Bad(f"expected /ip4/<addr>/tcp/<port> or /ip6/<addr>/tcp/<port>, got {_shown(text)}")
     return text
@@ -280,7 +280,7 @@ def split_host_port(text: str) -> tuple[str, int]:
 @dataclass(frozen=True, slots=True)
 class RelayOptions:
     """Circuit relay v2 service and its limits (awaiting the hook that starts
-    :func:`troc.node.relay.open_relay_server`; :meth:`ServerConfig.relay_limits_kwargs`
+    :func:`troc.net.relay.open_relay_server`; :meth:`ServerConfig.relay_limits_kwargs`
     maps these to that module's ``RelayLimits``)."""
 
     enabled: bool = True
@@ -294,7 +294,7 @@ class RelayOptions:
     reservation_seconds: float = 3600.0
 
 
-#: RelayOptions field -> troc.node.relay.RelayLimits field (None: no such limit there).
+#: RelayOptions field -> troc.net.relay.RelayLimits field (None: no such limit there).
 RELAY_LIMITS_FIELDS: dict[str, str | None] = {
     "max_reservations": "max_reservations",
     "max_reservations_per_peer": None,  # that relay keeps one per peer: reserving refreshes
@@ -318,7 +318,7 @@ class PeerQuotas:
 
 
 def relay_limits_kwargs(options: RelayOptions, quotas: PeerQuotas | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``troc.node.relay.RelayLimits``: ``relay.*`` by
+    """Keyword arguments for ``troc.net.relay.RelayLimits``: ``relay.*`` by
     RELAY_LIMITS_FIELDS, and ``quota.reservations`` (requests per minute)."""
     kwargs: dict[str, Any] = {
         target: getattr(options, name)
@@ -331,8 +331,8 @@ def relay_limits_kwargs(options: RelayOptions, quotas: PeerQuotas | None = None)
 
 
 def relay_limits(options: RelayOptions, quotas: PeerQuotas | None = None) -> Any:
-    """The :class:`troc.node.relay.RelayLimits` of ``options`` and ``quotas``."""
-    from troc.node.relay import RelayLimits
+    """The :class:`troc.net.relay.RelayLimits` of ``options`` and ``quotas``."""
+    from troc.net.relay import RelayLimits
 
     return RelayLimits(**relay_limits_kwargs(options, quotas))
 
@@ -672,7 +672,7 @@ class ServerConfig:
         ]
 
     def relay_limits_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``troc.node.relay.RelayLimits`` (start the relay
+        """Keyword arguments for ``troc.net.relay.RelayLimits`` (start the relay
         server only if ``relay.enabled``)."""
         return relay_limits_kwargs(self.relay, self.quotas)
 

@@ -72,8 +72,8 @@ from troc.protocol.codec import Limits, pack, unpack
 from troc.protocol.entry import CommunityId, Entry, Genesis, Kind
 
 if TYPE_CHECKING:
+    from troc.net.p2p import P2PHost
     from troc.node.local import LocalNode
-    from troc.node.p2p import P2PHost
 
 __all__ = [
     "CODE_PREFIX",
@@ -600,7 +600,7 @@ class InviteService:
     async def handle_stream(self, stream: Any, peer: str) -> None:
         import trio
 
-        from troc.node.p2p import FrameError, FrameReader, write_frame
+        from troc.net.p2p import FrameError, FrameReader, write_frame
 
         try:
             self._handlers.acquire_nowait()
@@ -784,7 +784,7 @@ async def redeem(host: P2PHost, code: str, *, io_timeout: float = IO_TIMEOUT) ->
     """
     import trio
 
-    from troc.node.p2p import DialError, FrameError, FrameReader, close_stream, write_frame
+    from troc.net.p2p import DialError, FrameError, FrameReader, close_stream, write_frame
 
     addr, secret = parse_code(code)
     try:
@@ -857,7 +857,7 @@ def redeem_offline(
         raise LocalProtocolError("inside trio, redeem a code with Node.run_op or invites.redeem")
 
     async def main() -> Redeemed:
-        from troc.node.p2p import open_host
+        from troc.net.p2p import open_host
 
         async with open_host(gossip=None, connect_timeout=timeout, key_seed=key_seed) as host:
             try:
@@ -866,7 +866,7 @@ def redeem_offline(
                 error = exc  # raised outside the host's nurseries: not as a group
         raise error
 
-    import troc.node.p2p  # noqa: F401 - libp2p sets its loggers' levels when imported
+    import troc.net.p2p  # noqa: F401 - libp2p sets its loggers' levels when imported
 
     quiet = logging.getLogger("libp2p")  # its dial retries would speak on stderr
     level = quiet.level

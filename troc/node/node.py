@@ -5,7 +5,7 @@ Theory of operation
 One trio program owns, for the length of ``async with open_node(config)``:
 
 * the store and the member's :class:`~troc.node.local.LocalNode`;
-* a libp2p host (TCP, Noise only, Yamux; :mod:`troc.node.p2p`);
+* a libp2p host (TCP, Noise only, Yamux; :mod:`troc.net.p2p`);
 * per community, a gossipsub topic: every own entry is published there the
   moment it is durable; every node validates (decodes and checks the
   signature of) a message before forwarding it, so invalid data dies at the
@@ -52,11 +52,8 @@ import trio
 from troc.crypto.ids import decode_id
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import RemoteProtocolError, TrocError
-from troc.node import homefiles, ops
-from troc.node.liveness import Liveness
-from troc.node.local import LocalNode, now_ms, open_local_node
-from troc.node.metrics import Counters
-from troc.node.p2p import (
+from troc.net.liveness import Liveness
+from troc.net.p2p import (
     DialError,
     FrameError,
     FrameReader,
@@ -65,7 +62,10 @@ from troc.node.p2p import (
     open_host,
     write_frames,
 )
-from troc.node.quota import PeerQuota
+from troc.net.quota import PeerQuota
+from troc.node import homefiles, ops
+from troc.node.local import LocalNode, now_ms, open_local_node
+from troc.node.metrics import Counters
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 from troc.node.witness import Certifier, Progress, WitnessService, member_peer_id
 from troc.protocol.entry import CommunityId, Entry, Join, Ref
@@ -95,7 +95,7 @@ SESSION_TIMEOUT = 600.0
 FRAME_TIMEOUT = 30.0
 #: Lost bootstrap peers are redialled: checked this often, backing off to REDIAL_MAX.
 REDIAL_TICK = 5.0
-#: A peer lost a short while ago (troc.node.liveness.RECENT), remembered or
+#: A peer lost a short while ago (troc.net.liveness.RECENT), remembered or
 #: not, is redialled this often instead, so that a healed link is used again
 #: within seconds whatever the cut's length (each try costs one SYN).
 REDIAL_RECENT = 2.0
@@ -171,7 +171,7 @@ class NodeConfig:
     #: Relays to hold reservations on, for a node behind NAT (full multiaddrs
     #: with /p2p/): peers then reach it at its /p2p-circuit addresses.
     relays: tuple[str, ...] = ()
-    #: Kademlia DHT (troc.node.dht): "server" answers and announces this node
+    #: Kademlia DHT (troc.net.dht): "server" answers and announces this node
     #: as a provider of each community it serves; "client" looks servers up
     #: when no peer is connected; "off". Bootstraps from ``bootstrap``.
     dht: str = "off"
@@ -322,9 +322,9 @@ class Node:
         )
         self.max_streams = DEFAULT_STREAMS_PER_PEER if quotas is None else quotas.streams
         self._streams: dict[str, int] = {}  # inbound witness/invite streams per peer
-        self.relay_server: Any = None  # troc.node.relay.RelayServer when relaying
-        self.relay_client: Any = None  # troc.node.relay.RelayClient with config.relays
-        self.dht: Any = None  # troc.node.dht.DHT unless config.dht == "off"
+        self.relay_server: Any = None  # troc.net.relay.RelayServer when relaying
+        self.relay_client: Any = None  # troc.net.relay.RelayClient with config.relays
+        self.dht: Any = None  # troc.net.dht.DHT unless config.dht == "off"
         self.liveness = Liveness(host)  # pings peers, closes dead links (run by open_node)
         local.listeners.append(self._on_stored)
 
@@ -1266,13 +1266,13 @@ async def open_node(
                 )
                 nursery.start_soon(node.witness.run)
             if config.relay is not None and config.relay.enabled:
+                from troc.net.relay import open_relay_server
                 from troc.node.config import relay_limits
-                from troc.node.relay import open_relay_server
 
                 limits = relay_limits(config.relay, config.quotas)
                 node.relay_server = await stack.enter_async_context(open_relay_server(host, limits))
             if config.dht != "off":
-                from troc.node.dht import open_dht
+                from troc.net.dht import open_dht
 
                 node.dht = await stack.enter_async_context(
                     open_dht(
@@ -1284,7 +1284,7 @@ async def open_node(
                 )
                 nursery.start_soon(node._dht_loop)
             if config.relays:
-                from troc.node.relay import open_relay_client
+                from troc.net.relay import open_relay_client
 
                 node.relay_client = await stack.enter_async_context(
                     open_relay_client(host, config.relays)

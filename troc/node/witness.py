@@ -51,9 +51,9 @@ from libp2p.peer.id import ID
 from troc.crypto.ids import encode_id
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, RemoteProtocolError, TrocError
+from troc.net.p2p import DialError, FrameError, FrameReader, P2PHost, close_stream, write_frame
+from troc.net.quota import PeerQuota
 from troc.node.local import LocalNode
-from troc.node.p2p import DialError, FrameError, FrameReader, P2PHost, close_stream, write_frame
-from troc.node.quota import PeerQuota
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
 from troc.protocol.sync import certificate_for
 from troc.protocol.witness import (

@@ -14,7 +14,7 @@ write runs under a deadline: a peer that stalls mid-frame costs a timeout, not
 a task. All stream trouble surfaces as :class:`FrameError`, which the
 per-peer boundary catches.
 
-GossipSub lives in :mod:`troc.node.gossip`; this module only runs it.
+GossipSub lives in :mod:`troc.net.gossip`; this module only runs it.
 
 py-libp2p 0.8.1 behaviours this module works around, each measured:
 
@@ -56,7 +56,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.transport.tcp.tcp import TCP
 
 from troc.errors import LocalProtocolError, NetworkError, RemoteProtocolError
-from troc.node.gossip import Gossip, GossipParams
+from troc.net.gossip import Gossip, GossipParams
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -358,10 +358,10 @@ class P2PHost:
         Noise handshake or muxer negotiation fails or times out.
 
         A relayed address (``…/p2p/<relay>/p2p-circuit/p2p/<id>``) is dialed
-        through the relay (:func:`troc.node.relay.dial_via_relay`).
+        through the relay (:func:`troc.net.relay.dial_via_relay`).
         """
         if "/p2p-circuit" in addr:
-            from troc.node.relay import dial_via_relay  # relay imports this module
+            from troc.net.relay import dial_via_relay  # relay imports this module
 
             return await dial_via_relay(self, addr, dial_timeout=self._connect_timeout)
         try:

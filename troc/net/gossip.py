@@ -1,7 +1,7 @@
 """GossipSub for troc: publish, subscribe and validate, over py-libp2p 0.8.1.
 
 Gossip carries announcements and small entries; bulk data goes over streams
-and anti-entropy repairs whatever gossip loses. :func:`troc.node.p2p.open_host`
+and anti-entropy repairs whatever gossip loses. :func:`troc.net.p2p.open_host`
 creates one :class:`Gossip` per host and runs it for the host's lifetime.
 
 py-libp2p behaviours that shape this wrapper (see FACTS.md):
@@ -152,7 +152,7 @@ class Subscription:
 
 
 class Gossip:
-    """GossipSub on one host. Obtain it as :attr:`troc.node.p2p.P2PHost.gossip`."""
+    """GossipSub on one host. Obtain it as :attr:`troc.net.p2p.P2PHost.gossip`."""
 
     def __init__(self, host: IHost, params: GossipParams) -> None:
         self._params = params

@@ -56,7 +56,7 @@ from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.peer.id import ID
 
 from troc.errors import LocalProtocolError
-from troc.node.p2p import (
+from troc.net.p2p import (
     DialError,
     FrameError,
     P2PHost,
@@ -741,7 +741,7 @@ async def open_dht(
     """Run the DHT on ``host`` for the length of the ``async with`` block.
 
     Args:
-        host: from :func:`troc.node.p2p.open_host`.
+        host: from :func:`troc.net.p2p.open_host`.
         server: answer queries and store provider records (community
             servers); ``False``: only ask (members).
         bootstrap: full multiaddrs (``…/p2p/<id>``) of DHT servers to start

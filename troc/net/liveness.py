@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from troc.node.p2p import DialError, P2PHost
+from troc.net.p2p import DialError, P2PHost
 
 __all__ = ["Liveness", "LostPeer", "PeerHealth"]
 

@@ -22,7 +22,7 @@ implementations can use a troc relay and the reverse. It has three parts:
   (refreshed before they expire, renewed at once if the connection to the
   relay drops) and accepts the connections relays forward to us;
 * :func:`dial_via_relay` (also reached through :meth:`P2PHost.connect
-  <troc.node.p2p.P2PHost.connect>` for any address containing
+  <troc.net.p2p.P2PHost.connect>` for any address containing
   ``/p2p-circuit``) connects to a peer through a relay.
 
 Limits, all enforced by the relay (:class:`RelayLimits`): reservations in
@@ -117,7 +117,7 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import Reservation as PbReservation
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import Status as PbStatus
 
 from troc.errors import LocalProtocolError
-from troc.node.p2p import (
+from troc.net.p2p import (
     DEFAULT_IO_TIMEOUT,
     DialError,
     FrameError,
@@ -127,7 +127,7 @@ from troc.node.p2p import (
     remote_peer_id,
     write_frame,
 )
-from troc.node.quota import TokenBucket
+from troc.net.quota import TokenBucket
 
 __all__ = [
     "HOP_PROTOCOL",
@@ -639,7 +639,7 @@ async def open_relay_server(
     """Serve circuit relay v2 (HOP) on ``host`` for the length of the block.
 
     Args:
-        host: a running host (:func:`troc.node.p2p.open_host`).
+        host: a running host (:func:`troc.net.p2p.open_host`).
         limits: what the relay grants.
         announce: full multiaddrs (``/ip4/…/tcp/…/p2p/<id>``) sent to reserving
             peers as the relay's addresses, e.g. the public address a port
