@@ -174,7 +174,7 @@ def resolve_member(home: Path, text: str) -> str:
         return member_id(home)
     if text.startswith("m") and len(text) > 50:
         return encode_id("m", decode_id("m", text))
-    from troc.node.ops import NotFoundError
+    from troc.node.opdata import NotFoundError
 
     raise NotFoundError(f"{text!r} is neither a member id nor a contact (troc contact add)")
 
@@ -270,12 +270,13 @@ def call_offline(
     home: Path, op: str, params: dict[str, Any], passphrase_file: Path | None
 ) -> dict[str, Any]:
     """Run ``op`` on the store directly (no node running)."""
-    from troc.node.ops import READ_OPS, needs_key, run_op
+    from troc.node.operations import operation, run_offline
 
-    read_only = op in READ_OPS and not writable(home)
-    signing = needs_key(op, params)
+    found = operation(op)
+    read_only = found.read_only and not writable(home)
+    signing = found.needs_key(params)
     with offline_node(home, passphrase_file, signing=signing, read_only=read_only) as node:
-        return run_op(node, op, params)
+        return run_offline(node, op, params)
 
 
 def call_running(home: Path, op: str, params: dict[str, Any]) -> dict[str, Any]:

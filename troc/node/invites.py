@@ -68,12 +68,14 @@ from troc.errors import (
     StoreError,
     TrocError,
 )
+from troc.node.invitation import encode_invitation
+from troc.node.local import LocalNode
+from troc.node.opdata import Done, NotFoundError, community_of
 from troc.protocol.codec import Limits, pack, unpack
 from troc.protocol.entry import CommunityId, Entry, Genesis, Kind
 
 if TYPE_CHECKING:
     from troc.net.p2p import P2PHost
-    from troc.node.local import LocalNode
 
 __all__ = [
     "CODE_PREFIX",
@@ -406,8 +408,6 @@ class InviteBook:
             else:
                 raise LocalProtocolError(f"expected a code, its secret or its id, got {text!r}")
         if not rows:
-            from troc.node.ops import NotFoundError
-
             raise NotFoundError(f"no code {text!r} here")
         if len(rows) > 1:
             raise LocalProtocolError(f"{text!r} names several codes: give more of the id")
@@ -674,10 +674,8 @@ def _server_addr(addrs: list[str], wanted: str | None) -> str:
     return (public or usable)[0]
 
 
-def op_create(local: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+def op_create(local: LocalNode, p: dict[str, Any]) -> Done:
     """``invite.create``: community, uses, expires, label, addrs, addr."""
-    from troc.node.ops import community_of
-
     community = community_of(local, p.get("community"))
     genesis = local.store.genesis(community)
     assert genesis is not None
@@ -701,20 +699,22 @@ def op_create(local: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
         expires_s=parse_expiry(p.get("expires") or "7d"),
         label=str(p.get("label") or ""),
     )
-    return {
-        "code": format_code(addr, secret),
-        "secret": format_secret(secret),
-        "server": addr,
-        "policy": policy,
-        **info.to_json(book.clock()),
-    }
+    return Done(
+        {
+            "code": format_code(addr, secret),
+            "secret": format_secret(secret),
+            "server": addr,
+            "policy": policy,
+            **info.to_json(book.clock()),
+        }
+    )
 
 
-def op_list(local: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+def op_list(local: LocalNode, p: dict[str, Any]) -> Done:
     """``invite.list``: every code (``all``) or only the active ones."""
     home = local.store.path.parent
     if not serves(home):
-        return {"codes": []}
+        return Done({"codes": []})
     book = book_of(home)
     now = book.clock()
     codes = [c.to_json(now) for c in book.codes()]
@@ -723,39 +723,16 @@ def op_list(local: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
     names = {encode_id("c", i.id): i.name for i in local.communities()}
     for c in codes:
         c["community_name"] = names.get(c["community"])
-    return {"codes": codes}
+    return Done({"codes": codes})
 
 
-def op_revoke(local: LocalNode, p: dict[str, Any]) -> dict[str, Any]:
+def op_revoke(local: LocalNode, p: dict[str, Any]) -> Done:
     """``invite.revoke``: a code by its text, secret or id."""
     home = local.store.path.parent
     if not serves(home):
-        from troc.node.ops import NotFoundError
-
         raise NotFoundError("this node has issued no invitation codes")
     book = book_of(home)
-    return book.revoke(str(p["code"])).to_json(book.clock())
-
-
-OPS: dict[str, Callable[[LocalNode, dict[str, Any]], dict[str, Any]]] = {
-    "invite.create": op_create,
-    "invite.list": op_list,
-    "invite.revoke": op_revoke,
-}
-
-
-async def run_op(node: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """An ``invite.*`` operation on a running node: addresses are the node's,
-    and the node serves /troc/invite/1 from the first code on."""
-    op = OPS.get(name)
-    if op is None:
-        raise LocalProtocolError(f"unknown operation {name!r}")
-    if name == "invite.create":
-        params = {**params, "addrs": node.addrs()}
-    result = op(node.local, params)
-    if name == "invite.create":
-        attach(node)
-    return result
+    return Done(book.revoke(str(p["code"])).to_json(book.clock()))
 
 
 # -- the joiner ---------------------------------------------------------------
@@ -769,8 +746,6 @@ class Redeemed:
 
     def invitation(self) -> str:
         """The same thing as a ``troc-invite:`` text, for the usual join path."""
-        from troc.node.ops import encode_invitation
-
         return encode_invitation(self.genesis, self.addrs)
 
 

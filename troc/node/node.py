@@ -63,9 +63,11 @@ from troc.net.p2p import (
     write_frames,
 )
 from troc.net.quota import PeerQuota
-from troc.node import homefiles, ops
+from troc.node import homefiles, invites
 from troc.node.local import LocalNode, now_ms, open_local_node
 from troc.node.metrics import Counters
+from troc.node.opdata import NotFoundError, cid, describe_error, mid
+from troc.node.operations import run_online
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 from troc.node.witness import Certifier, Progress, WitnessService, member_peer_id
 from troc.protocol.entry import CommunityId, Entry, Join, Ref
@@ -313,7 +315,6 @@ class Node:
             10_000
         )
         self.certifier = Certifier(local, host, self._publish_certificate)
-        self._last_own: Entry | None = None
         self.counters = Counters()
         quotas = config.quotas
         self.quota = PeerQuota(
@@ -372,50 +373,10 @@ class Node:
     # -- acting ---------------------------------------------------------------
 
     async def run_op(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Run a CLI/library operation (:mod:`troc.node.ops`) on this node."""
-        if name == "status":
-            return self.status()
-        if name == "peers":
-            return self.peers()
-        if name == "finality":
-            return self.finality(str(params["entry"]))
-        if name == "connect":
-            # Asked for by the member: now, even if a dial failed a moment ago.
-            peer = await self.connect(str(params["addr"]), redial=True)
-            return {"peer_id": peer}
-        # Server-issued invitation codes (troc.node.invites): the server's
-        # invite.* operations, and a join with a code redeemed first.
-        if name.startswith("invite.") or name == "community.join":
-            from troc.node import invites
-
-            if name.startswith("invite."):
-                return await invites.run_op(self, name, params)
-            if invites.is_code(str(params.get("invitation", ""))):
-                redeemed = await invites.redeem(self.host, str(params["invitation"]))
-                params = {**params, "invitation": redeemed.invitation()}
-        if name == "community.invite":
-            # Where this node listens now (the home's record may be an older
-            # run's), and where the community's witnesses are.
-            params = {
-                **params,
-                "addrs": self.addrs() or params.get("addrs", []),
-                "witness_addrs": self._witness_addrs(params.get("community")),
-            }
-        if ops.needs_key(name, params):
-            await self.wait_restore_guard()
-        if name == "pay" and not params.get("to_unknown"):
-            await self._learn_payee(params)
-        if name == "community.join":
-            await self._before_join(str(params["invitation"]))
-        self._last_own = None
-        result = ops.run_op(self.local, name, params)
-        self._refresh_subscriptions()
-        entry = self._last_own
-        if entry is not None and entry.community is not None and "wait" in params:
-            progress = self.certifier.track(entry)
-            if progress is not None:
-                result["finality"] = await self.wait_final(progress, params.get("wait"))
-        return result
+        """Run operation ``name`` (:data:`troc.node.operations.OPERATIONS`) on
+        this node: the control socket's requests, the web app's. Raises
+        TrocError subclasses for the caller's mistakes."""
+        return await run_online(self, name, params)
 
     def finality(self, entry: str) -> dict[str, Any]:
         """Where the certification of own entry ``entry`` (its text id) stands,
@@ -425,15 +386,11 @@ class Node:
         for (_community, ref), progress in self.certifier.progress.items():
             if ref.id == wanted:
                 return self.certifier.describe(progress)
-        raise ops.NotFoundError(f"no own entry {entry[:12]} awaiting witnesses here")
+        raise NotFoundError(f"no own entry {entry[:12]} awaiting witnesses here")
 
-    def _witness_addrs(self, community_text: Any) -> list[str]:
+    def witness_addrs(self, community: CommunityId) -> list[str]:
         """Addresses this node knows for the witnesses of a witnessed community
         (its peer store: witnesses it is or was connected to)."""
-        try:
-            community = ops.community_of(self.local, community_text)
-        except TrocError:
-            return []  # op_community_invite says what is wrong
         rules = self.local.ledger.witness_rules(community)
         if rules is None:
             return []
@@ -461,19 +418,15 @@ class Node:
                 )
         for witness, why in sorted(self.certifier.unreachable().items()):
             out.append(
-                f"cannot reach witness {ops.mid(witness)[:14]}… ({why}): own entries wait"
+                f"cannot reach witness {mid(witness)[:14]}… ({why}): own entries wait"
                 " for its vote; `troc connect` an address of it"
             )
         return out
 
-    async def _learn_payee(self, params: dict[str, Any]) -> None:
-        """A payee this node has not seen join may have joined where its peers
-        heard of it first: sync with them (bounded) before ops.op_pay decides."""
-        try:
-            community = ops.community_of(self.local, params.get("community"))
-            payee = ops.member_of(params.get("to"))
-        except TrocError:
-            return  # op_pay says what is wrong
+    async def learn_member(self, community: CommunityId, payee: MemberId) -> None:
+        """Sync with the connected peers (bounded in time and rounds) until
+        this node holds ``payee``'s join in ``community``: a member not seen
+        joining may have joined where its peers heard of it first."""
 
         def known() -> bool:
             return self.local.store.head(community, payee) is not None
@@ -499,10 +452,9 @@ class Node:
             await progress.done.wait()
         return self.certifier.describe(progress)
 
-    async def _before_join(self, invitation: str) -> None:
-        """Follow the community and sync with the inviter's nodes first, so
-        the join can name a vouch that lives in the inviter's log."""
-        genesis, addrs, _vouch = ops.decode_invitation(invitation)
+    async def reach_inviters(self, genesis: bytes, addrs: list[str]) -> None:
+        """Follow the community of ``genesis`` and sync with the nodes at
+        ``addrs`` (bounded), so a join can name a vouch in the inviter's log."""
         self.local.ingest(genesis)
 
         async def reach(addr: str) -> None:
@@ -542,7 +494,6 @@ class Node:
         if not own:
             self.counters.entries_received += 1
         if own:
-            self._last_own = entry
             try:
                 self._outbox_send.send_nowait(entry)
             except trio.WouldBlock:
@@ -613,16 +564,16 @@ class Node:
             heads = self._view.heads(info.id)
             communities.append(
                 {
-                    "community": ops.cid(info.id),
+                    "community": cid(info.id),
                     "name": info.name,
                     "members": len(heads),
                     "entries": self.local.store.entry_count(info.id),
-                    "heads": {ops.mid(a): seq for a, (seq, _i) in sorted(heads.items())},
+                    "heads": {mid(a): seq for a, (seq, _i) in sorted(heads.items())},
                 }
             )
         p = self.progress
         return {
-            "member": ops.mid(self.member),
+            "member": mid(self.member),
             "peer_id": self.peer_id,
             "started": self.started,
             "addrs": self.addrs(),
@@ -675,7 +626,8 @@ class Node:
 
     # -- gossip -----------------------------------------------------------------
 
-    def _refresh_subscriptions(self) -> None:
+    def refresh_subscriptions(self) -> None:
+        """Subscribe to the topics of communities followed since the last call."""
         for info in self.local.communities():
             if info.id not in self._subscribed and self.serves(info.id):
                 scope = trio.CancelScope()
@@ -987,7 +939,7 @@ class Node:
                 key = (peer, community)
                 level = logging.DEBUG if key in self._not_following else logging.INFO
                 self._not_following.add(key)
-                logger.log(level, "%s does not sync %s with us", peer, ops.cid(community))
+                logger.log(level, "%s does not sync %s with us", peer, cid(community))
                 await close_stream(stream, reset=True)
                 return None
             self.progress.failed += 1
@@ -1127,7 +1079,7 @@ class Node:
                 result = await self.run_op(str(request["op"]), dict(request.get("params", {})))
                 reply: dict[str, Any] = {"ok": True, "result": result}
             except Exception as exc:
-                reply = {"ok": False, "error": ops.describe_error(exc)}
+                reply = {"ok": False, "error": describe_error(exc)}
                 if reply["error"]["kind"] == "bug":
                     logger.exception("control request failed")
             try:
@@ -1254,8 +1206,6 @@ async def open_node(
         ):
             node = Node(local, host, config, nursery)
             host.set_stream_handler(SYNC_PROTOCOL, node._handle_sync)
-            from troc.node import invites  # answers /troc/invite/1 once it issued codes
-
             if invites.serves(config.home):
                 invites.attach(node)
             if config.witness:
@@ -1289,7 +1239,7 @@ async def open_node(
                 node.relay_client = await stack.enter_async_context(
                     open_relay_client(host, config.relays)
                 )
-            node._refresh_subscriptions()
+            node.refresh_subscriptions()
             nursery.start_soon(node._publisher)
             nursery.start_soon(node._certificate_publisher)
             # Own entries a previous run left uncertified: one driver per log.

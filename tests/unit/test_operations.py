@@ -1,0 +1,102 @@
+"""The operation table (troc.node.operations): what each operation declares,
+and what its store step says it signed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import key
+from troc.errors import LocalProtocolError
+from troc.node import ops, steps
+from troc.node.invitation import encode_invitation
+from troc.node.local import LocalNode, open_local_node
+from troc.node.opdata import mid
+from troc.node.operations import OPERATIONS, operation, run_offline
+from troc.protocol.entry import CommunityId, Kind
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[LocalNode, LocalNode, CommunityId]]:
+    """ada founded a community; bruno joined it; ada holds bruno's join."""
+    with ExitStack() as stack:
+        ada = stack.enter_context(open_local_node(tmp_path / "ada", key(1)))
+        bruno = stack.enter_context(open_local_node(tmp_path / "bruno", key(2)))
+        community = ada.create_community("Valley LETS", "hours", 20)
+        bruno.join(ada.community(community).genesis)
+        head = bruno.store.head(community, bruno.member)
+        assert head is not None
+        stored = bruno.store.entry(community, bruno.member, head.seq, head.id)
+        assert stored is not None
+        ada.ingest(stored.entry.wire)
+        yield ada, bruno, community
+
+
+def test_the_table_declares_what_each_operation_needs() -> None:
+    # The CLI's old lists, now read off the table (the web app asks it too).
+    assert {
+        "community.create",
+        "community.join",
+        "pay",
+        "accept",
+        "decline",
+        "reclaim",
+        "offer.add",
+        "offer.close",
+        "vouch",
+    } == ops.SIGNING_OPS
+    assert {n for n, op in OPERATIONS.items() if op.network} == {
+        "status",
+        "peers",
+        "finality",
+        "connect",
+    }
+    for op in OPERATIONS.values():
+        assert op.offline != op.network  # a store step, or only a running node
+        assert not (op.read_only and op.signs)
+    invite = operation("community.invite")  # signs only when it vouches
+    assert not invite.needs_key({})
+    assert invite.needs_key({"for": "m…"})
+    assert operation("community.join").redeems
+
+
+def test_unknown_and_node_only_operations_are_usage_errors(
+    pair: tuple[LocalNode, LocalNode, CommunityId],
+) -> None:
+    ada, _bruno, _community = pair
+    with pytest.raises(LocalProtocolError, match="unknown operation 'nope'"):
+        operation("nope")
+    with pytest.raises(LocalProtocolError, match="needs a running node"):
+        run_offline(ada, "status", {})
+
+
+def test_each_store_step_returns_the_entry_it_signed(
+    pair: tuple[LocalNode, LocalNode, CommunityId],
+) -> None:
+    """What a running node follows for ``wait``: the entry the step made,
+    not whatever the node stored last."""
+    ada, bruno, community = pair
+    paid = steps.op_pay(ada, {"to": mid(bruno.member), "amount": 3})
+    assert paid.signed is not None
+    assert paid.signed.kind is Kind.TRANSFER
+    assert mid(paid.signed.author) == mid(ada.member)
+    assert paid.result["transfer"].startswith("e")
+    offer = steps.op_offer_add(ada, {"title": "bread"})
+    assert offer.signed is not None
+    assert offer.signed.kind is Kind.OFFER
+    # Reads sign nothing; nor does an invitation that vouches for no one.
+    assert steps.op_balance(ada, {}).signed is None
+    assert steps.op_community_invite(ada, {"addrs": ["/ip4/1/tcp/2"]}).signed is None
+    vouching = steps.op_community_invite(ada, {"for": mid(key(3).public), "addrs": []})
+    assert vouching.signed is not None
+    assert vouching.signed.kind is Kind.VOUCH
+    # A join signs its join entry; joining again (idempotent) signs nothing.
+    genesis = ada.community(community).genesis
+    again = steps.op_community_join(bruno, {"invitation": encode_invitation(genesis, [])})
+    assert again.signed is None
+    created = steps.op_community_create(ada, {"name": "Second", "unit": "seeds", "credit_limit": 5})
+    assert created.signed is not None
+    assert created.signed.kind is Kind.JOIN

@@ -1,0 +1,269 @@
+"""Operations' data at the edges: parameters in, JSON out, errors as data.
+
+Parameters arrive as JSON (ids in their text form, amounts as text or
+numbers, communities by id or by name); results leave as JSON-able dicts.
+The helpers here read the one and write the other for every operation
+(:mod:`troc.node.steps`), and :func:`describe_error` turns any exception into
+the ``{"kind", "reason", "message"}`` the CLI maps to an exit code and the
+control socket sends back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from troc.crypto.ids import IdError, decode_id, encode_id
+from troc.crypto.sign import MemberId
+from troc.errors import (
+    KeystoreError,
+    LocalProtocolError,
+    NetworkError,
+    RefusedError,
+    StoreError,
+    TrocError,
+)
+from troc.node.local import LocalNode, OfferInfo, TransferInfo
+from troc.node.store import store_error, unusable_file
+from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Join, Reclaim
+
+__all__ = [
+    "DEFAULT_COMMUNITY",
+    "Done",
+    "NotFoundError",
+    "amount_of",
+    "cid",
+    "community_of",
+    "describe_error",
+    "eid",
+    "member_of",
+    "mid",
+]
+
+#: The store's meta key naming the community used when none is named.
+DEFAULT_COMMUNITY = "default_community"
+
+#: Codec reasons the ledger gives when the caller's own entry would be
+#: malformed (a memo too long, too many tags, an amount out of range): the
+#: request was malformed, so these are usage errors, not the ledger's verdict.
+MALFORMED_REASONS = frozenset({"bad_shape", "bad_amount", "bad_member", "too_large"})
+
+
+class NotFoundError(LocalProtocolError):
+    """Something named by the caller does not exist here."""
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """What went wrong, as data: ``kind`` (usage, refused, not_found, key,
+    store, network, error, bug), ``reason`` (a ledger code, for refused) and
+    a one-line ``message``. The CLI maps kinds to exit codes."""
+    if isinstance(exc, sqlite3.Error):  # a read of a damaged (or locked …) store
+        exc = store_error(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:  # a file of the home
+        return {"kind": "store", "reason": None, "message": unusable_file(exc)}
+    reason = None
+    if isinstance(exc, RefusedError) and exc.reason in MALFORMED_REASONS:
+        kind, reason = "usage", exc.reason
+    elif isinstance(exc, RefusedError):
+        kind, reason = "refused", exc.reason
+    elif isinstance(exc, NotFoundError):
+        kind = "not_found"
+    elif isinstance(exc, IdError | LocalProtocolError):
+        kind = "usage"
+    elif isinstance(exc, KeystoreError):
+        kind = "key"
+    elif isinstance(exc, StoreError):
+        kind = "store"
+    elif isinstance(exc, NetworkError | OSError):
+        kind = "network"
+    elif isinstance(exc, TrocError):
+        kind = "error"
+    else:
+        return {"kind": "bug", "reason": None, "message": f"unexpected {type(exc).__name__}: {exc}"}
+    return {"kind": kind, "reason": reason, "message": str(exc)}
+
+
+def mid(member: bytes) -> str:
+    return encode_id("m", member)
+
+
+def cid(community: bytes) -> str:
+    return encode_id("c", community)
+
+
+def eid(entry: bytes) -> str:
+    return encode_id("e", entry)
+
+
+def member_of(text: Any) -> MemberId:
+    if not isinstance(text, str):
+        raise LocalProtocolError("a member id is text")
+    return MemberId(decode_id("m", text))
+
+
+def amount_of(value: Any) -> int:
+    if isinstance(value, str):
+        value = value.strip()
+        # ASCII digits only: str.isdigit() also takes fullwidth and superscript digits
+        # (int() then reads the first and fails on the second).
+        if not (value.isascii() and value.isdigit()):
+            raise LocalProtocolError(
+                f"amount must be a positive whole number in digits 0-9, got {value!r}"
+            )
+        value = int(value)
+    if type(value) is int and value > MAX_AMOUNT:
+        raise LocalProtocolError(f"amount too large: the most is {MAX_AMOUNT}, got {value}")
+    if type(value) is not int or value <= 0:
+        raise LocalProtocolError(f"amount must be a positive whole number, got {value!r}")
+    return value
+
+
+def community_of(node: LocalNode, text: str | None) -> CommunityId:
+    """The community named by id or by name, or the default one."""
+    communities = node.communities()
+    if not communities:
+        raise NotFoundError("this node is in no community yet: create one or join one")
+    if text is None:
+        default = node.store.get_meta(DEFAULT_COMMUNITY)
+        if default is not None:
+            return CommunityId(bytes.fromhex(default))
+        if len(communities) == 1:
+            return communities[0].id
+        raise LocalProtocolError("this node is in several communities: say which (--community)")
+    if text.startswith("c") and len(text) > 50:
+        wanted = CommunityId(decode_id("c", text))
+        for info in communities:
+            if info.id == wanted:
+                return wanted
+        raise NotFoundError(f"unknown community {text[:16]}…: join it first")
+    named = [c for c in communities if c.name == text]
+    if len(named) == 1:
+        return named[0].id
+    if len(named) > 1:
+        ids = ", ".join(cid(c.id) for c in named)
+        raise LocalProtocolError(f"several communities are named {text!r}: use an id: {ids}")
+    raise NotFoundError(f"unknown community {text!r}")
+
+
+def transfer_json(t: TransferInfo, unit: str, state: str | None = None) -> dict[str, Any]:
+    out = {
+        "transfer": eid(t.ref.id),
+        "from": mid(t.payer),
+        "to": mid(t.payee),
+        "amount": t.amount,
+        "unit": unit,
+        "memo": t.memo,
+        "timestamp_ms": t.timestamp_ms,
+        "offer": None if t.offer is None else eid(t.offer.id),
+    }
+    if state is not None:
+        out["state"] = state
+    return out
+
+
+def offer_json(o: OfferInfo) -> dict[str, Any]:
+    return {
+        "offer": eid(o.ref.id),
+        "author": mid(o.author),
+        "side": o.side,
+        "title": o.title,
+        "description": o.description,
+        "tags": list(o.tags),
+        "price": o.price,
+        "expires_ms": o.expires_ms,
+        "timestamp_ms": o.timestamp_ms,
+        "closed": o.closed,
+    }
+
+
+def entry_json(e: Entry) -> dict[str, Any]:
+    body = e.body.to_wire()
+    for key, value in list(body.items()):
+        if isinstance(value, bytes):
+            body[key] = mid(value)
+        elif isinstance(value, list) and len(value) == 3 and isinstance(value[2], bytes):
+            body[key] = eid(value[2])
+    return {
+        "entry": eid(e.id),
+        "author": mid(e.author),
+        "seq": e.seq,
+        "kind": e.kind.value,
+        "timestamp_ms": e.timestamp_ms,
+        "body": body,
+    }
+
+
+def community_json(node: LocalNode, community: CommunityId) -> dict[str, Any]:
+    info = node.community(community)
+    return {
+        "community": cid(info.id),
+        "name": info.name,
+        "unit": info.unit,
+        "credit_limit": info.credit_limit,
+        "admission": info.admission,
+        "finality": info.finality,
+        "founder": mid(info.founder),
+        "witnesses": [mid(w) for w in info.witnesses],
+        "faults": info.faults,
+        "quorum": info.quorum,
+        "ceiling": info.ceiling,
+        "members": sum(1 for _ in node.store.heads(community)),
+        "entries": node.store.entry_count(community),
+    }
+
+
+def join_names(node: LocalNode, community: CommunityId, members: Any) -> dict[str, str]:
+    """The names members gave in their join entries (self-chosen, unverified),
+    for the members in ``members`` that gave one: ``{member id: name}``."""
+    out = {}
+    for member in set(members):
+        first = node.store.entries_since(community, MemberId(member), 0, limit=1)
+        entry = Entry.decode(first[0], check_signature=False) if first else None
+        if entry is not None and isinstance(entry.body, Join) and entry.body.name:
+            out[mid(member)] = entry.body.name
+    return out
+
+
+def history_json(node: LocalNode, community: CommunityId, e: Entry) -> dict[str, Any]:
+    """An entry of a history; a reclaim also names the transfer it took back
+    (its body names only the payee's decline)."""
+    out = entry_json(e)
+    if isinstance(e.body, Reclaim):
+        taken_back = node.reclaimed_transfer(community, e.body)
+        if taken_back is not None:
+            out["transfer"] = eid(taken_back.id)
+    return out
+
+
+def transfer_status(node: LocalNode, community: CommunityId, t: TransferInfo) -> str:
+    """``pending`` (no answer yet) or ``declined`` (the payer may reclaim it)
+    for a transfer still listed as pending; accepted and reclaimed ones are
+    not listed."""
+    return "declined" if node.decline_of(community, t.ref) is not None else "pending"
+
+
+def declined_out(node: LocalNode, community: CommunityId, member: MemberId) -> list[TransferInfo]:
+    """``member``'s transfers that their payees declined and that are not reclaimed yet."""
+    return [
+        t
+        for t in (TransferInfo.of(e) for e in node.store.pending_out(community, member))
+        if node.decline_of(community, t.ref) is not None
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What an operation's store step gives back: its JSON-able ``result``,
+    and the entry it signed (the last, if several), for the running node to
+    follow (certification, ``wait``). None when it signed nothing."""
+
+    result: dict[str, Any]
+    signed: Entry | None = None
+
+
+def own_head(node: LocalNode, community: CommunityId) -> Entry | None:
+    """This member's latest entry in ``community`` (None if it has none)."""
+    head = node.store.head(community, node.member)
+    stored = None if head is None else node.store.entry(community, node.member, head.seq, head.id)
+    return None if stored is None else stored.entry
