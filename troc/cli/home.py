@@ -19,21 +19,20 @@ restored node first learns its own head from peers (docs/operations.md).
 from __future__ import annotations
 
 import getpass
-import json
 import os
-import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from troc.cli.failures import failure_of, not_running
 from troc.errors import KeystoreError, LocalProtocolError
+from troc.node import control
 from troc.node.homefiles import (
     read_json,
     remember_bootstrap,
     self_addrs,
     set_self_addrs,
-    socket_address,
     write_json,
 )
 
@@ -41,7 +40,6 @@ KEY_FILE = "key"
 PROFILE_FILE = "profile.json"
 CONTACTS_FILE = "contacts.json"
 STORE_FILE = "store.sqlite"
-CONTROL_SOCKET = "control.sock"
 
 
 def default_home() -> Path:
@@ -190,45 +188,6 @@ def remember_addrs(home: Path, addrs: list[str]) -> None:
 # -- reaching the node --------------------------------------------------------
 
 
-def _control_request(path: Path, op: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    """Send one request to a running node; None if no node answers there."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(60)
-    try:
-        with socket_address(path) as address:  # a home of any length
-            sock.connect(address)
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        return None
-    data = b""
-    with sock:
-        try:
-            sock.sendall(json.dumps({"op": op, "params": params}).encode() + b"\n")
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError:  # reset, or no answer within the timeout
-            data = b""
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        # The node stopped (or was killed) while it worked on the request: what
-        # it had signed before that is stored, so the member must look, not retry.
-        from troc.errors import NetworkError
-
-        raise NetworkError(
-            f"the node stopped before it answered {op!r}: it may or may not have been done; "
-            "check with `troc history` or `troc pending` before trying again"
-        ) from None
-    if reply.get("ok"):
-        return dict(reply["result"])
-    from troc.cli.main import failure_of
-
-    raise failure_of(reply["error"])
-
-
 def writable(home: Path) -> bool:
     """Whether this user can write the home and its store (a read-only file
     system or folder makes reads open the store read-only)."""
@@ -262,8 +221,12 @@ def call(
 
 
 def call_if_running(home: Path, op: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    """Run ``op`` on the running node; None if no node is running."""
-    return _control_request(home / CONTROL_SOCKET, op, params)
+    """Run ``op`` on the running node (through its control socket); None if
+    no node is running. Its error, described by the node, becomes a Failure."""
+    try:
+        return control.request(home, op, params)
+    except control.OperationFailed as exc:
+        raise failure_of(exc.error) from None
 
 
 def call_offline(
@@ -283,13 +246,7 @@ def call_running(home: Path, op: str, params: dict[str, Any]) -> dict[str, Any]:
     """Run ``op`` on the running node; fail with 'not running' if there is none."""
     reply = call_if_running(home, op, params)
     if reply is None:
-        from troc.cli.main import EXIT_NOT_RUNNING, Failure
-
-        raise Failure(
-            EXIT_NOT_RUNNING,
-            "not_running",
-            f"no node is running for {home}: start one with `troc run`",
-        )
+        raise not_running(home)
     return reply
 
 

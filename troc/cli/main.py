@@ -1,21 +1,9 @@
 """The ``troc`` command.
 
 Every command prints data on stdout (one JSON document with ``--json``) and
-messages on stderr. Exit codes are decided here and nowhere else:
-
-====  =====================================================================
-code  meaning
-====  =====================================================================
-0     success
-1     an unexpected error (a bug: please report it)
-2     usage: a malformed argument, id, amount or invitation
-3     the member key: none yet (run ``troc init``), wrong passphrase, damaged
-4     refused by the ledger: overdraft, paying oneself, already answered …
-5     not found: unknown community, transfer, offer or contact
-6     no node running, for commands that need one
-7     network: address in use, peer unreachable
-8     the store is unusable: locked by another program, damaged, too new
-====  =====================================================================
+messages on stderr. Exit codes are decided in one place,
+:mod:`troc.cli.failures` (the table of codes is there), and the process
+exits only here.
 
 Commands reach a running node (``troc run``) through its control socket; with
 no node running, they open the store themselves (it is locked against a
@@ -36,54 +24,7 @@ import click
 
 from troc.cli import home as homes
 from troc.cli import render
-
-EXIT_OK = 0
-EXIT_BUG = 1
-EXIT_USAGE = 2
-EXIT_KEY = 3
-EXIT_REFUSED = 4
-EXIT_NOT_FOUND = 5
-EXIT_NOT_RUNNING = 6
-EXIT_NETWORK = 7
-EXIT_STORE = 8
-
-
-class Failure(Exception):
-    """An error to show as one line with an exit code."""
-
-    def __init__(self, code: int, kind: str, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.kind = kind
-        self.reason = reason
-
-
-_EXIT_BY_KIND = {
-    "usage": EXIT_USAGE,
-    "key": EXIT_KEY,
-    "refused": EXIT_REFUSED,
-    "not_found": EXIT_NOT_FOUND,
-    "not_running": EXIT_NOT_RUNNING,
-    "network": EXIT_NETWORK,
-    "store": EXIT_STORE,
-}
-
-
-def failure_of(error: dict[str, Any]) -> Failure:
-    """A Failure from :func:`troc.node.ops.describe_error`'s description."""
-    kind = str(error["kind"])
-    return Failure(
-        _EXIT_BY_KIND.get(kind, EXIT_BUG), kind, str(error["message"]), error.get("reason")
-    )
-
-
-def classify(exc: BaseException) -> Failure:
-    """Map an exception to the exit code and kind a script can rely on."""
-    from troc.node.ops import describe_error
-
-    if isinstance(exc, Failure):
-        return exc
-    return failure_of(describe_error(exc))
+from troc.cli.failures import EXIT_NOT_FOUND, EXIT_USAGE, Failure, classify
 
 
 class Context:

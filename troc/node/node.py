@@ -33,10 +33,8 @@ its own newer entries instead of signing new ones at the same seq.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
 import random
 import socket as _stdlib_socket
 import time
@@ -64,9 +62,10 @@ from troc.net.p2p import (
 )
 from troc.net.quota import PeerQuota
 from troc.node import homefiles, invites
+from troc.node.control import serve_control
 from troc.node.local import LocalNode, now_ms, open_local_node
 from troc.node.metrics import Counters
-from troc.node.opdata import NotFoundError, cid, describe_error, mid
+from troc.node.opdata import NotFoundError, cid, mid
 from troc.node.operations import run_online
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 from troc.node.witness import Certifier, Progress, WitnessService, member_peer_id
@@ -90,7 +89,6 @@ __all__ = ["Node", "NodeConfig", "open_node"]
 
 logger = logging.getLogger("troc.node")
 
-CONTROL_SOCKET = "control.sock"
 #: A whole sync session may not take longer (a 100k-entry catch-up takes ~20 s).
 SESSION_TIMEOUT = 600.0
 #: One frame must arrive within this.
@@ -132,8 +130,6 @@ PAYEE_SYNC_WAIT = 5.0
 PAYEE_SYNC_PAUSE = 0.5
 #: ``wait`` on a signing operation: how long it waits for finality by default.
 FINALITY_WAIT = 30.0
-#: The control socket reads at most this much per request.
-MAX_CONTROL_REQUEST = 1024 * 1024
 #: Frame errors only a broken or hostile peer causes (a timeout, a reset or
 #: an EOF may be the network's doing).
 MALFORMED_FRAME = frozenset({"too_large", "bad_varint"})
@@ -1039,54 +1035,6 @@ class Node:
                 session.stats.sent,
             )
 
-    # -- control socket ---------------------------------------------------------
-
-    async def _serve_control(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        path = self.config.home / CONTROL_SOCKET
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        sock = trio.socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # the socket file is created owner-only
-        try:
-            with homefiles.socket_address(path) as address:  # a long home fits too
-                await sock.bind(address)
-        finally:
-            os.umask(old_umask)
-        sock.listen(16)
-        listener = trio.SocketListener(sock)
-        task_status.started()
-        try:
-            await trio.serve_listeners(self._control_client, [listener])
-        finally:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-
-    async def _control_client(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            data = b""
-            with trio.move_on_after(30):
-                while not data.endswith(b"\n") and len(data) < MAX_CONTROL_REQUEST:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-            try:
-                request = json.loads(data)
-                result = await self.run_op(str(request["op"]), dict(request.get("params", {})))
-                reply: dict[str, Any] = {"ok": True, "result": result}
-            except Exception as exc:
-                reply = {"ok": False, "error": describe_error(exc)}
-                if reply["error"]["kind"] == "bug":
-                    logger.exception("control request failed")
-            try:
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-
     # -- start-up ---------------------------------------------------------------
 
     def _bootstrap_addrs(self) -> list[str]:
@@ -1246,7 +1194,7 @@ async def open_node(
             for entry in node.certifier.uncertified():
                 node.certifier.submit(entry, nursery.start_soon)
             if config.control_socket:
-                await nursery.start(node._serve_control)
+                await nursery.start(serve_control, config.home, node.run_op)
             await node._bootstrap()
             node.started = True
             nursery.start_soon(node._sync_loop)
