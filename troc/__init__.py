@@ -23,8 +23,9 @@ from troc.errors import (
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
 
 if TYPE_CHECKING:
+    from troc.node.config import NodeConfig
     from troc.node.local import LocalNode
-    from troc.node.node import Node, NodeConfig, open_node
+    from troc.node.node import Node, open_node
     from troc.node.store import Store
 
 __all__ = [
@@ -52,7 +53,7 @@ _LAZY = {
     "LocalNode": "troc.node.local",
     "Store": "troc.node.store",
     "Node": "troc.node.node",
-    "NodeConfig": "troc.node.node",
+    "NodeConfig": "troc.node.config",
     "open_node": "troc.node.node",
 }
 

@@ -48,8 +48,9 @@ async def _demo(
     import trio
 
     from troc.crypto.sign import SigningKey
-    from troc.node.node import Node, NodeConfig, open_node
-    from troc.node.ops import mid
+    from troc.node.config import NodeConfig
+    from troc.node.node import Node, open_node
+    from troc.node.opdata import mid
 
     names = NAMES[:members]
     async with AsyncExitStack() as stack:

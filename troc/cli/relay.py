@@ -19,16 +19,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 logger = logging.getLogger("troc.relay")
-
-#: How long entry counts are reused between scrapes (counting is O(entries)).
-COUNT_TTL = 15.0
 
 
 @click.group("relay", invoke_without_command=True)
@@ -279,7 +275,7 @@ def run_relay(
 
 async def _serve(config: Any, node_config: Any, key: Any, *, as_json: bool) -> None:
     from troc.cli.runner import serve_node
-    from troc.node.metrics import bound_address, open_metrics_listeners, serve_metrics
+    from troc.node.metrics import ServedNode, bound_address, open_metrics_listeners, serve_metrics
 
     address = config.metrics_address
     listeners = await open_metrics_listeners(*address) if address else []
@@ -303,104 +299,3 @@ async def _serve(config: Any, node_config: Any, key: Any, *, as_json: bool) -> N
     finally:
         for listener in listeners:
             await listener.aclose()
-
-
-class ServedNode:
-    """What the metrics endpoint reads from a running :class:`~troc.node.node.Node`.
-
-    It uses the node's public surface only (host, local, progress, subscribe);
-    counters the node does not keep yet come from ``node.counters`` (a
-    :class:`troc.node.metrics.Counters`) and the relay gauges from
-    ``node.relay_server`` once the node has them, and are left out of the
-    page until then.
-    """
-
-    def __init__(self, node: Any, communities: tuple[str, ...] = ()) -> None:
-        self.node = node
-        self.served = frozenset(communities)
-        self.started = time.monotonic()
-        self.received = 0  # entries by other members stored since start
-        self._counts: list[tuple[dict[str, str], int]] = []
-        self._counted_at = -COUNT_TTL
-
-    def _communities(self) -> list[Any]:
-        from troc.node.ops import cid
-
-        infos = self.node.local.communities()
-        return [i for i in infos if not self.served or cid(i.id) in self.served]
-
-    def is_witness(self) -> bool:
-        """Whether this node's member is a witness of a community it serves."""
-        return any(self.node.member in i.witnesses for i in self._communities())
-
-    async def count_received(self) -> None:
-        """Count other members' entries as the node stores them (until the
-        node keeps ``counters.entries_received`` itself)."""
-        async with self.node.subscribe(100_000) as stored:
-            async for entry in stored:
-                if entry.author != self.node.member:
-                    self.received += 1
-
-    def _entry_counts(self, communities: list[Any]) -> list[tuple[dict[str, str], int]]:
-        from troc.node.ops import cid
-
-        now = time.monotonic()
-        if now - self._counted_at >= COUNT_TTL:
-            store = self.node.local.store
-            self._counts = [
-                ({"community": cid(i.id)}, store.entry_count(i.id)) for i in communities
-            ]
-            self._counted_at = now
-        return self._counts
-
-    def snapshot(self) -> dict[str, Any]:
-        node = self.node
-        communities = self._communities()
-        progress = node.progress
-        lag = progress.current_expected - progress.current_received if progress.current_peer else 0
-        snap: dict[str, Any] = {
-            "troc_peers": len(node.host.connected_peers()),
-            "troc_communities": len(communities),
-            "troc_entries_stored_total": self._entry_counts(communities),
-            "troc_entries_received_total": self.received,
-            "troc_sync_lag_entries": max(0, lag),
-            "troc_uptime_seconds": round(time.monotonic() - self.started, 3),
-        }
-        counters = getattr(node, "counters", None)
-        if counters is not None:
-            snap.update(
-                troc_entries_served_total=counters.entries_served,
-                troc_entries_received_total=counters.entries_received,
-                troc_bytes_in_total=counters.bytes_in,
-                troc_bytes_out_total=counters.bytes_out,
-            )
-        certifier = getattr(node, "certifier", None)  # troc.node.witness.Certifier
-        if certifier is not None:
-            snap["troc_witness_lies_total"] = [
-                ({"witness": w.hex()}, n) for w, n in sorted(certifier.lies.items())
-            ]
-        relay = getattr(node, "relay_server", None)  # troc.net.relay.RelayServer
-        if relay is not None:
-            snap["troc_relay_circuits"] = relay.circuit_count()
-            snap["troc_relay_reservations"] = len(relay.reservations())
-        return snap
-
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy when the node listens and its store answers a query."""
-        from troc.node.ops import mid
-
-        node = self.node
-        try:
-            communities = len(self._communities())  # reads the store
-        except Exception as exc:
-            return False, {"status": "unavailable", "error": f"store: {exc}"[:200]}
-        if not node.host.listen_addrs():
-            return False, {"status": "unavailable", "error": "not listening"}
-        return True, {
-            "status": "ok",
-            "member": mid(node.member),
-            "peer_id": node.peer_id,
-            "peers": len(node.host.connected_peers()),
-            "communities": communities,
-            "uptime_seconds": round(time.monotonic() - self.started, 3),
-        }

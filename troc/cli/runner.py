@@ -43,8 +43,8 @@ def run_node(
 ) -> None:
     import trio
 
+    from troc.node.config import NodeConfig
     from troc.node.metrics import configure_logging
-    from troc.node.node import NodeConfig
 
     configure_logging("text", log_level)
     key = ensure_key(home, passphrase_file, no_passphrase)

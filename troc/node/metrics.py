@@ -23,7 +23,9 @@ scraper and a health checker, not on the public internet.
   the body as JSON when ok, 503 otherwise (and 503 when it raises).
 
 :class:`Counters` is what the node should keep for the counters no public
-API shows yet (docs/operations.md lists which metric reads which).
+API shows yet (docs/operations.md lists which metric reads which), and
+:class:`ServedNode` reads a running node for ``troc relay``'s snapshot and
+health.
 
 :func:`configure_logging` sets up troc's logging on stderr: the classic text
 line, or with ``json`` one JSON object per line (``ts``, ``level``,
@@ -44,10 +46,13 @@ from typing import Any
 
 import trio
 
+from troc.node.opdata import cid, mid
+
 __all__ = [
     "METRICS",
     "Counters",
     "Metric",
+    "ServedNode",
     "configure_logging",
     "open_metrics_listeners",
     "render",
@@ -356,6 +361,108 @@ async def serve_metrics(
 ) -> None:
     """Serve /metrics and /health on ``listeners`` until cancelled."""
     await trio.serve_listeners(_Handler(snapshot, health), listeners)
+
+
+# -- what a running node shows -----------------------------------------------------
+
+
+#: How long entry counts are reused between scrapes (counting is O(entries)).
+COUNT_TTL = 15.0
+
+
+class ServedNode:
+    """What the metrics endpoint reads from a running :class:`~troc.node.node.Node`.
+
+    It uses the node's public surface only (host, local, progress, subscribe);
+    counters the node does not keep yet come from ``node.counters`` (a
+    :class:`troc.node.metrics.Counters`) and the relay gauges from
+    ``node.relay_server`` once the node has them, and are left out of the
+    page until then.
+    """
+
+    def __init__(self, node: Any, communities: tuple[str, ...] = ()) -> None:
+        self.node = node
+        self.served = frozenset(communities)
+        self.started = time.monotonic()
+        self.received = 0  # entries by other members stored since start
+        self._counts: list[tuple[dict[str, str], int]] = []
+        self._counted_at = -COUNT_TTL
+
+    def _communities(self) -> list[Any]:
+        infos = self.node.local.communities()
+        return [i for i in infos if not self.served or cid(i.id) in self.served]
+
+    def is_witness(self) -> bool:
+        """Whether this node's member is a witness of a community it serves."""
+        return any(self.node.member in i.witnesses for i in self._communities())
+
+    async def count_received(self) -> None:
+        """Count other members' entries as the node stores them (until the
+        node keeps ``counters.entries_received`` itself)."""
+        async with self.node.subscribe(100_000) as stored:
+            async for entry in stored:
+                if entry.author != self.node.member:
+                    self.received += 1
+
+    def _entry_counts(self, communities: list[Any]) -> list[tuple[dict[str, str], int]]:
+        now = time.monotonic()
+        if now - self._counted_at >= COUNT_TTL:
+            store = self.node.local.store
+            self._counts = [
+                ({"community": cid(i.id)}, store.entry_count(i.id)) for i in communities
+            ]
+            self._counted_at = now
+        return self._counts
+
+    def snapshot(self) -> dict[str, Any]:
+        node = self.node
+        communities = self._communities()
+        progress = node.progress
+        lag = progress.current_expected - progress.current_received if progress.current_peer else 0
+        snap: dict[str, Any] = {
+            "troc_peers": len(node.host.connected_peers()),
+            "troc_communities": len(communities),
+            "troc_entries_stored_total": self._entry_counts(communities),
+            "troc_entries_received_total": self.received,
+            "troc_sync_lag_entries": max(0, lag),
+            "troc_uptime_seconds": round(time.monotonic() - self.started, 3),
+        }
+        counters = getattr(node, "counters", None)
+        if counters is not None:
+            snap.update(
+                troc_entries_served_total=counters.entries_served,
+                troc_entries_received_total=counters.entries_received,
+                troc_bytes_in_total=counters.bytes_in,
+                troc_bytes_out_total=counters.bytes_out,
+            )
+        certifier = getattr(node, "certifier", None)  # troc.node.witness.Certifier
+        if certifier is not None:
+            snap["troc_witness_lies_total"] = [
+                ({"witness": w.hex()}, n) for w, n in sorted(certifier.lies.items())
+            ]
+        relay = getattr(node, "relay_server", None)  # troc.net.relay.RelayServer
+        if relay is not None:
+            snap["troc_relay_circuits"] = relay.circuit_count()
+            snap["troc_relay_reservations"] = len(relay.reservations())
+        return snap
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy when the node listens and its store answers a query."""
+        node = self.node
+        try:
+            communities = len(self._communities())  # reads the store
+        except Exception as exc:
+            return False, {"status": "unavailable", "error": f"store: {exc}"[:200]}
+        if not node.host.listen_addrs():
+            return False, {"status": "unavailable", "error": "not listening"}
+        return True, {
+            "status": "ok",
+            "member": mid(node.member),
+            "peer_id": node.peer_id,
+            "peers": len(node.host.connected_peers()),
+            "communities": communities,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+        }
 
 
 # -- logging --------------------------------------------------------------------------

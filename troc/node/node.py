@@ -42,7 +42,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -62,11 +61,13 @@ from troc.net.p2p import (
 )
 from troc.net.quota import PeerQuota
 from troc.node import homefiles, invites
+from troc.node.config import NodeConfig
 from troc.node.control import serve_control
 from troc.node.local import LocalNode, now_ms, open_local_node
 from troc.node.metrics import Counters
 from troc.node.opdata import NotFoundError, cid, mid
 from troc.node.operations import run_online
+from troc.node.options import relay_limits
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 from troc.node.witness import Certifier, Progress, WitnessService, member_peer_id
 from troc.protocol.entry import CommunityId, Entry, Join, Ref
@@ -142,39 +143,6 @@ def final_topic_of(community: CommunityId) -> str:
 
 def topic_of(community: CommunityId) -> str:
     return f"/troc/community/{community.hex()}"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    """How to run a node. Every field has a default but ``home``."""
-
-    home: Path
-    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
-    bootstrap: tuple[str, ...] = ()
-    mdns: bool = False
-    sync_interval: float = 2.0
-    control_socket: bool = True
-    ban_seconds: float = 600.0
-    restore_guard_seconds: float = 10.0
-    remember_peers: bool = True
-    #: Answer ``/troc/witness/1`` for the communities that name this member a witness.
-    witness: bool = False
-    #: Serve only these communities (ids); empty: every community followed.
-    communities: tuple[bytes, ...] = ()
-    #: Run a circuit relay v2 with these limits (troc.node.config.RelayOptions);
-    #: None or ``enabled=False``: no relay service.
-    relay: Any = None
-    #: Per-peer budgets (troc.node.config.PeerQuotas); None: the defaults below.
-    quotas: Any = None
-    #: Relays to hold reservations on, for a node behind NAT (full multiaddrs
-    #: with /p2p/): peers then reach it at its /p2p-circuit addresses.
-    relays: tuple[str, ...] = ()
-    #: Kademlia DHT (troc.net.dht): "server" answers and announces this node
-    #: as a provider of each community it serves; "client" looks servers up
-    #: when no peer is connected; "off". Bootstraps from ``bootstrap``.
-    dht: str = "off"
-    #: Peer ids banned for as long as the node runs (the operator's ban list).
-    banned: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -1165,7 +1133,6 @@ async def open_node(
                 nursery.start_soon(node.witness.run)
             if config.relay is not None and config.relay.enabled:
                 from troc.net.relay import open_relay_server
-                from troc.node.config import relay_limits
 
                 limits = relay_limits(config.relay, config.quotas)
                 node.relay_server = await stack.enter_async_context(open_relay_server(host, limits))
