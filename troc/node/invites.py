@@ -43,42 +43,49 @@ The node serves the protocol when ``invites.sqlite`` exists in its home
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
 import logging
-import os
-import re
-import secrets
-import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from troc.crypto.ids import encode_id
 from troc.errors import (
     CodecError,
     LocalProtocolError,
     NetworkError,
-    RefusedError,
     RemoteProtocolError,
-    StoreError,
     TrocError,
 )
+from troc.node.codes import (
+    _ALPHABET,  # noqa: F401 - re-exported (tests read it here)
+    CODE_PREFIX,
+    ERRORS,
+    MAX_USES,
+    SECRET_BYTES,
+    CodeRefused,
+    format_code,
+    format_secret,
+    hash_secret,
+    is_code,
+    parse_code,
+    parse_expiry,
+    parse_secret,
+    policy_of,
+)
 from troc.node.invitation import encode_invitation
+from troc.node.invitebook import INVITES_FILE, CodeInfo, InviteBook, book_of, serves
 from troc.node.local import LocalNode
-from troc.node.opdata import Done, NotFoundError, community_of
+from troc.node.opdata import Done, NotFoundError, cid, community_of
 from troc.protocol.codec import Limits, pack, unpack
-from troc.protocol.entry import CommunityId, Entry, Genesis, Kind
+from troc.protocol.entry import CommunityId, Entry
 
 if TYPE_CHECKING:
     from troc.net.p2p import P2PHost
 
 __all__ = [
     "CODE_PREFIX",
+    "ERRORS",
     "INVITES_FILE",
     "PROTOCOL_ID",
     "CodeInfo",
@@ -87,29 +94,24 @@ __all__ = [
     "InviteService",
     "Redeemed",
     "Throttle",
+    "attach",
+    "book_of",
     "format_code",
+    "format_secret",
+    "hash_secret",
     "is_code",
     "parse_code",
+    "parse_expiry",
+    "parse_secret",
     "policy_of",
     "redeem",
+    "redeem_offline",
+    "serves",
 ]
 
 logger = logging.getLogger("troc.invites")
 
 PROTOCOL_ID = "/troc/invite/1"
-CODE_PREFIX = "troc-code:"
-INVITES_FILE = "invites.sqlite"
-
-SECRET_BYTES = 10  # 80 bits
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
-_VALUE = {c: i for i, c in enumerate(_ALPHABET)} | {"I": 1, "L": 1, "O": 0}
-_SECRET_CHARS = 18  # 16 for 80 bits, 2 check characters
-_HASH_DOMAIN = b"troc/invite-code/v1"
-_CHECK_DOMAIN = b"troc/invite-check/v1"
-
-MAX_USES = 1_000_000
-MAX_EXPIRY_S = 366 * 86400
-MAX_LABEL = 100
 MAX_ADDRS = 16
 #: Bounds of the protocol: a request is tiny, an answer holds a genesis (≤ 16 KiB).
 MAX_REQUEST = 256
@@ -124,369 +126,6 @@ LIMITS = Limits(
     max_array=64,
     max_map=16,
 )
-
-ERRORS = {
-    "unknown": "the server knows no such code: check it, or ask for a new one",
-    "expired": "this code has expired: ask whoever gave it to you for a new one",
-    "used_up": "this code has been used as many times as it allowed: ask for a new one",
-    "revoked": "this code was withdrawn by the server's operator: ask for a new one",
-    "needs_vouch": "this community admits members by vouch, and a server cannot vouch:"
-    " ask a member for an invitation made for you (troc community invite --for YOUR-ID)",
-    "unavailable": "the server no longer serves the community of this code",
-    "throttled": "too many attempts from here",
-    "bad_request": "the server did not understand the request",
-}
-
-
-class CodeRefused(RefusedError):
-    """A code that cannot be redeemed; ``reason`` is one of :data:`ERRORS`."""
-
-    def __init__(self, reason: str, message: str | None = None) -> None:
-        super().__init__(reason, message or ERRORS.get(reason, reason))
-
-
-# -- codes --------------------------------------------------------------------
-
-
-def _b32(data: bytes, chars: int) -> str:
-    n = int.from_bytes(data, "big")
-    bits = len(data) * 8
-    n <<= chars * 5 - bits
-    return "".join(_ALPHABET[(n >> (5 * (chars - 1 - i))) & 31] for i in range(chars))
-
-
-def _check(secret: bytes) -> str:
-    digest = hashlib.sha256(_CHECK_DOMAIN + secret).digest()
-    return _ALPHABET[digest[0] >> 3] + _ALPHABET[digest[1] >> 3]
-
-
-def format_secret(secret: bytes) -> str:
-    """The 18 characters of a secret, grouped by six: ``K7M2Q9-XA4B8C-ZT3H0R``."""
-    text = _b32(secret, 16) + _check(secret)
-    return "-".join(text[i : i + 6] for i in range(0, _SECRET_CHARS, 6))
-
-
-def parse_secret(text: str) -> bytes:
-    """The 10 secret bytes of a typed secret; LocalProtocolError if mistyped."""
-    clean = re.sub(r"[\s\-]", "", text).upper()
-    if len(clean) != _SECRET_CHARS or any(c not in _VALUE for c in clean):
-        raise LocalProtocolError(
-            f"an invitation code's secret is {_SECRET_CHARS} letters and digits"
-            f" (like K7M2Q9-XA4B8C-ZT3H0R), got {text!r}"
-        )
-    n = 0
-    for c in clean[:16]:
-        n = (n << 5) | _VALUE[c]
-    secret = n.to_bytes(SECRET_BYTES, "big")
-    if _check(secret) != "".join(_ALPHABET[_VALUE[c]] for c in clean[16:]):
-        raise LocalProtocolError("this code is mistyped (its check letters do not match)")
-    return secret
-
-
-def format_code(addr: str, secret: bytes) -> str:
-    return f"{CODE_PREFIX}{addr}#{format_secret(secret)}"
-
-
-def is_code(text: str) -> bool:
-    return text.strip().startswith(CODE_PREFIX)
-
-
-def parse_code(text: str) -> tuple[str, bytes]:
-    """(server multiaddr, secret bytes) of a code; LocalProtocolError if damaged."""
-    text = text.strip()
-    if not text.startswith(CODE_PREFIX):
-        raise LocalProtocolError(f"not an invitation code (they start with {CODE_PREFIX!r})")
-    addr, sep, secret = text[len(CODE_PREFIX) :].rpartition("#")
-    if not sep or "/p2p/" not in addr or len(addr) > 1024:
-        raise LocalProtocolError(
-            "this code is damaged: it should read troc-code:<server address>#<secret>"
-        )
-    return addr, parse_secret(secret)
-
-
-def hash_secret(secret: bytes) -> bytes:
-    return hashlib.sha256(_HASH_DOMAIN + secret).digest()
-
-
-def parse_expiry(value: Any) -> int:
-    """Seconds from ``7d``, ``12h``, ``30m``, ``90s``, ``2w`` or a number of seconds."""
-    text = str(value).strip().lower()
-    match = re.fullmatch(r"(\d+)\s*([smhdw]?)", text)
-    if not match:
-        raise LocalProtocolError(f"expiry: expected e.g. 7d, 12h, 30m or 3600, got {value!r}")
-    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[match.group(2)]
-    seconds = int(match.group(1)) * scale
-    if not 0 < seconds <= MAX_EXPIRY_S:
-        raise LocalProtocolError("expiry: from 1 second to 366 days")
-    return seconds
-
-
-def policy_of(genesis: Entry) -> dict[str, Any]:
-    """A community's policy, as its genesis states it (JSON-able, text ids)."""
-    g = genesis.body
-    if genesis.kind is not Kind.GENESIS or not isinstance(g, Genesis):
-        raise LocalProtocolError("not a genesis entry")
-    return {
-        "community": encode_id("c", genesis.id),
-        "name": g.name,
-        "unit": g.unit,
-        "credit_limit": g.credit_limit,
-        "admission": g.admission,
-        "finality": g.finality,
-        "founder": encode_id("m", genesis.author),
-        "witnesses": [encode_id("m", w) for w in g.witnesses],
-        "faults": g.faults,
-        "quorum": g.quorum,
-        "ceiling": g.ceiling,
-    }
-
-
-# -- the book -----------------------------------------------------------------
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class CodeInfo:
-    id: str  # the first 10 hex digits of the secret's hash: safe to show and log
-    community: bytes
-    uses: int
-    uses_left: int
-    expires_ms: int
-    created_ms: int
-    label: str
-    revoked: bool
-    #: This redemption repeats one by the same member: no use was consumed.
-    again: bool = False
-
-    def state(self, now: int) -> str:
-        if self.revoked:
-            return "revoked"
-        if self.uses_left <= 0:
-            return "used_up"
-        if now >= self.expires_ms:
-            return "expired"
-        return "active"
-
-    def to_json(self, now: int) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "community": encode_id("c", self.community),
-            "label": self.label,
-            "uses": self.uses,
-            "uses_left": self.uses_left,
-            "redeemed": self.uses - self.uses_left,
-            "expires_ms": self.expires_ms,
-            "created_ms": self.created_ms,
-            "state": self.state(now),
-        }
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS codes (
-    hash       BLOB PRIMARY KEY,
-    id         TEXT NOT NULL UNIQUE,
-    community  BLOB NOT NULL,
-    uses       INTEGER NOT NULL,
-    uses_left  INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL,
-    label      TEXT NOT NULL DEFAULT '',
-    revoked    INTEGER NOT NULL DEFAULT 0,
-    last_ms    INTEGER
-) WITHOUT ROWID;
--- Who redeemed which code (the redeeming peer: its key is the member key),
--- so a member redeeming the same code again gets the same answer without
--- using another use. Created by IF NOT EXISTS in books made before it.
-CREATE TABLE IF NOT EXISTS redemptions (
-    code_id    TEXT NOT NULL,
-    redeemer   TEXT NOT NULL,
-    PRIMARY KEY (code_id, redeemer)
-) WITHOUT ROWID;
-"""
-_COLUMNS = "id, community, uses, uses_left, expires_ms, created_ms, label, revoked"
-
-
-def _info(row: tuple[Any, ...]) -> CodeInfo:
-    return CodeInfo(row[0], bytes(row[1]), row[2], row[3], row[4], row[5], row[6], bool(row[7]))
-
-
-class InviteBook:
-    """The codes a server issued (``invites.sqlite``). Each call opens its own
-    connection, so a book may be used from any thread or process at once."""
-
-    def __init__(self, path: Path, clock: Callable[[], int] = now_ms) -> None:
-        self.path = path
-        self.clock = clock
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise StoreError(f"cannot create {path}: {exc.strerror}") from None
-        else:
-            os.close(fd)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
-
-    @contextlib.contextmanager
-    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        try:
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from None
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a consumed use must stay consumed
-            if write:
-                db.execute("BEGIN IMMEDIATE")  # the write lock first: no lost updates
-            yield db
-            if write:
-                db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise StoreError(f"{self.path}: {exc}") from None
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
-
-    def create(
-        self, community: bytes, *, uses: int = 1, expires_s: int = 7 * 86400, label: str = ""
-    ) -> tuple[bytes, CodeInfo]:
-        """A new code: (its secret, shown once and never stored; its record)."""
-        if type(uses) is not int or not 1 <= uses <= MAX_USES:
-            raise LocalProtocolError(f"uses: from 1 to {MAX_USES}, got {uses!r}")
-        if not 0 < expires_s <= MAX_EXPIRY_S:
-            raise LocalProtocolError("expiry: from 1 second to 366 days")
-        if len(label) > MAX_LABEL:
-            raise LocalProtocolError(f"label: at most {MAX_LABEL} characters")
-        secret = secrets.token_bytes(SECRET_BYTES)
-        digest = hash_secret(secret)
-        now = self.clock()
-        info = CodeInfo(
-            digest[:5].hex(),
-            bytes(community),
-            uses,
-            uses,
-            now + expires_s * 1000,
-            now,
-            label,
-            False,
-        )
-        with self._db(write=True) as db:
-            db.execute(
-                f"INSERT INTO codes (hash, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                (digest, info.id, info.community, uses, uses, info.expires_ms, now, label),
-            )
-        return secret, info
-
-    def codes(self) -> list[CodeInfo]:
-        with self._db() as db:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM codes ORDER BY created_ms").fetchall()
-        return [_info(r) for r in rows]
-
-    def find(self, text: str) -> CodeInfo:
-        """A code by its full text, its secret, or its id (or a unique prefix of 4+)."""
-        text = text.strip()
-        with self._db() as db:
-            if is_code(text) or len(re.sub(r"[\s\-]", "", text)) == _SECRET_CHARS:
-                secret = parse_code(text)[1] if is_code(text) else parse_secret(text)
-                rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM codes WHERE hash = ?", (hash_secret(secret),)
-                ).fetchall()
-            elif re.fullmatch(r"[0-9a-f]{4,10}", text.lower()):
-                rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM codes WHERE substr(id, 1, ?) = ?",
-                    (len(text), text.lower()),
-                ).fetchall()
-            else:
-                raise LocalProtocolError(f"expected a code, its secret or its id, got {text!r}")
-        if not rows:
-            raise NotFoundError(f"no code {text!r} here")
-        if len(rows) > 1:
-            raise LocalProtocolError(f"{text!r} names several codes: give more of the id")
-        return _info(rows[0])
-
-    def revoke(self, text: str) -> CodeInfo:
-        info = self.find(text)
-        with self._db(write=True) as db:
-            db.execute("UPDATE codes SET revoked = 1 WHERE id = ?", (info.id,))
-        return self.find(info.id)
-
-    def redeem(
-        self,
-        secret: bytes,
-        check: Callable[[CodeInfo], None] | None = None,
-        *,
-        redeemer: str | None = None,
-    ) -> CodeInfo:
-        """Consume one use of the code of ``secret``, atomically.
-
-        ``check`` may refuse (raise CodeRefused) before the use is consumed.
-        ``redeemer`` (the redeeming peer id) is recorded; the same redeemer
-        redeeming the same code again, before it expires or is revoked, gets
-        it without consuming another use (``again`` is then true), even once
-        the code is used up.
-        Raises CodeRefused: ``unknown``, ``revoked``, ``expired``, ``used_up``.
-        """
-        with self._db(write=True) as db:
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM codes WHERE hash = ?", (hash_secret(secret),)
-            ).fetchone()
-            if row is None:
-                raise CodeRefused("unknown")
-            info = _info(row)
-            now = self.clock()
-            state = info.state(now)
-            again = redeemer is not None and (
-                db.execute(
-                    "SELECT 1 FROM redemptions WHERE code_id = ? AND redeemer = ?",
-                    (info.id, redeemer),
-                ).fetchone()
-                is not None
-            )
-            if state != "active" and not (again and state == "used_up"):
-                raise CodeRefused(state)
-            if check is not None:
-                check(info)
-            if again:
-                return dataclasses.replace(info, again=True)
-            db.execute(
-                "UPDATE codes SET uses_left = uses_left - 1, last_ms = ? WHERE id = ?",
-                (now, info.id),
-            )
-            if redeemer is not None:
-                db.execute(
-                    "INSERT INTO redemptions (code_id, redeemer) VALUES (?, ?)",
-                    (info.id, redeemer),
-                )
-        return dataclasses.replace(info, uses_left=info.uses_left - 1)
-
-    def refund(self, code_id: str, redeemer: str | None = None) -> None:
-        """Give back a use whose answer could not be delivered."""
-        with self._db(write=True) as db:
-            db.execute(
-                "UPDATE codes SET uses_left = MIN(uses, uses_left + 1) WHERE id = ?", (code_id,)
-            )
-            db.execute(
-                "DELETE FROM redemptions WHERE code_id = ? AND redeemer = ?", (code_id, redeemer)
-            )
-
-
-def serves(home: Path) -> bool:
-    """Whether the node of ``home`` answers /troc/invite/1 from its start."""
-    return (home / INVITES_FILE).exists()
-
-
-def book_of(home: Path) -> InviteBook:
-    return InviteBook(home / INVITES_FILE)
-
 
 # -- brute-force guard --------------------------------------------------------
 
@@ -553,6 +192,8 @@ class InviteService:
         addrs: Callable[[], list[str]],
         throttle: Throttle | None = None,
     ) -> None:
+        # trio and troc.net.p2p (libp2p) are imported inside the functions of
+        # this module: operations.py imports it on the offline CLI's path.
         import trio
 
         self.local = local
@@ -598,7 +239,7 @@ class InviteService:
         return reply, None if info.again else info
 
     async def handle_stream(self, stream: Any, peer: str) -> None:
-        import trio
+        import trio  # as in __init__: off the offline CLI's path
 
         from troc.net.p2p import FrameError, FrameReader, write_frame
 
@@ -720,7 +361,7 @@ def op_list(local: LocalNode, p: dict[str, Any]) -> Done:
     codes = [c.to_json(now) for c in book.codes()]
     if not p.get("all"):
         codes = [c for c in codes if c["state"] == "active"]
-    names = {encode_id("c", i.id): i.name for i in local.communities()}
+    names = {cid(i.id): i.name for i in local.communities()}
     for c in codes:
         c["community_name"] = names.get(c["community"])
     return Done({"codes": codes})
@@ -757,7 +398,7 @@ async def redeem(host: P2PHost, code: str, *, io_timeout: float = IO_TIMEOUT) ->
     ``unavailable``, ``throttled``, ``no_invites``), NetworkError (the server
     is unreachable or did not answer), RemoteProtocolError (a bad answer).
     """
-    import trio
+    import trio  # as in InviteService: off the offline CLI's path
 
     from troc.net.p2p import DialError, FrameError, FrameReader, close_stream, write_frame
 
@@ -821,7 +462,8 @@ def redeem_offline(
     """Redeem ``code`` from a program with no node running: a host is opened
     for the length of the call, with the peer id of ``key_seed`` (the member
     key's, so the server knows a second redemption by the same member) or a
-    throwaway one."""
+    throwaway one. It is the offline runner's (troc.node.operations) host:
+    trio and libp2p are imported only when a code is redeemed."""
     import trio
 
     try:

@@ -46,6 +46,7 @@ from typing import Any
 
 import trio
 
+from troc.errors import NetworkError
 from troc.node.opdata import cid, mid
 
 __all__ = [
@@ -337,8 +338,6 @@ async def open_metrics_listeners(host: str, port: int) -> list[trio.SocketListen
     Raises:
         NetworkError: the address is in use or cannot be bound.
     """
-    from troc.errors import NetworkError
-
     try:
         return list(await trio.open_tcp_listeners(port, host=host))
     except OSError as exc:

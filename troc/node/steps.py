@@ -16,8 +16,8 @@ from typing import Any
 
 from troc.crypto.sign import MemberId
 from troc.errors import LocalProtocolError, RefusedError
+from troc.node.codes import policy_of
 from troc.node.invitation import MAX_INVITE_ADDRS, decode_invitation, encode_invitation
-from troc.node.invites import policy_of
 from troc.node.local import LocalNode, TransferInfo
 from troc.node.opdata import (
     DEFAULT_COMMUNITY,
