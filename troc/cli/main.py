@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,68 +23,11 @@ import click
 
 from troc.cli import home as homes
 from troc.cli import render
+from troc.cli.context import Context, community_option, pass_ctx, wait_option
 from troc.cli.failures import EXIT_NOT_FOUND, EXIT_USAGE, Failure, classify
-
-
-class Context:
-    def __init__(self, home: Path, as_json: bool, passphrase_file: Path | None) -> None:
-        self.home = home
-        self.as_json = as_json
-        self.passphrase_file = passphrase_file
-
-    def emit(
-        self, data: dict[str, Any], human: Callable[[dict[str, Any]], str] | None = None
-    ) -> None:
-        if self.as_json:
-            click.echo(json.dumps(data, sort_keys=True))
-        else:
-            click.echo((human or render.generic)(data))
-
-    def call(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Run ``op`` on the running node, or offline on the store."""
-        return homes.call(self.home, op, params, self.passphrase_file)
-
-    def sign(self, op: str, params: dict[str, Any], signed: str) -> dict[str, Any]:
-        """Run signing operation ``op``; ``signed`` names the result's entry.
-
-        Offline, say that the entry waits for the node. Online, in a
-        witnessed community, wait up to ``params["wait"]`` seconds for the
-        witnesses, showing the votes so far on stderr."""
-        limit = float(params.get("wait") or 0)
-        reply = homes.call_if_running(self.home, op, {**params, "wait": 0})
-        if reply is None:
-            reply = homes.call_offline(self.home, op, params, self.passphrase_file)
-            click.echo(
-                "troc: no node is running: signed and stored here; it leaves when"
-                " `troc run` next starts",
-                err=True,
-            )
-            return reply
-        fin = reply.get("finality")
-        if fin is None or fin["final"] or fin["problem"] or limit <= 0:
-            return reply
-        reply["finality"] = self._wait_final(str(reply[signed]), fin, limit)
-        return reply
-
-    def _wait_final(self, entry: str, fin: dict[str, Any], limit: float) -> dict[str, Any]:
-        import time
-
-        start = time.monotonic()
-        tty = sys.stderr.isatty()  # a terminal: one line rewritten; else a line per change
-        shown = ""
-        while True:
-            waited = min(time.monotonic() - start, limit)
-            line = render.finality_progress(fin, waited, limit)
-            over = fin["final"] or fin["problem"] or waited >= limit
-            if tty:
-                click.echo(f"\r{line}", err=True, nl=over)
-            elif over or line.split(";")[0] != shown.split(";")[0]:
-                click.echo(line, err=True)
-            shown = line
-            if over:
-                return fin
-            time.sleep(min(0.5, limit - waited))
-            fin = homes.call_running(self.home, "finality", {"entry": entry})
+from troc.cli.offers import offer
+from troc.cli.relay import relay
+from troc.cli.running import connect, demo, peers, run, status
 
 
 def fail(ctx: Context | None, failure: Failure) -> NoReturn:
@@ -122,9 +64,6 @@ class TrocGroup(click.Group):
             if os.environ.get("TROC_DEBUG"):
                 raise
             fail(obj, classify(exc))
-
-
-pass_ctx = click.make_pass_decorator(Context)
 
 
 @click.group(cls=TrocGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -326,21 +265,6 @@ def community_policy(ctx: Context, community_: str | None) -> None:
 
 # -- money --------------------------------------------------------------------
 
-community_option = click.option(
-    "--community",
-    "-c",
-    "community_",
-    help="Community id or name (default: your default community).",
-)
-wait_option = click.option(
-    "--wait",
-    type=click.FloatRange(0, 3600),
-    default=30.0,
-    show_default=True,
-    help="Witnessed communities: seconds to wait for the witnesses to make it final"
-    " (0: do not wait; the node keeps asking them in the background).",
-)
-
 
 @cli.command()
 @click.argument("member")
@@ -521,97 +445,6 @@ def forks(ctx: Context, community_: str | None) -> None:
     ctx.emit(ctx.call("forks", {"community": community_}), render.forks)
 
 
-# -- offers -------------------------------------------------------------------
-
-
-@cli.group()
-def offer() -> None:
-    """Publish, find and close offers and wants."""
-
-
-@offer.command("add")
-@click.option("--title", required=True, help="At most 200 characters.")
-@click.option("--description", default="", help="At most 4000 characters.")
-@click.option("--want", is_flag=True, help="Publish a want instead of an offer.")
-@click.option(
-    "--price",
-    metavar="AMOUNT",
-    default=None,
-    help="In the smallest unit: a whole number from 1 to 2^53 - 1 (digits 0-9).",
-)
-@click.option(
-    "--tag", "tags", multiple=True, help="A tag of 1 to 40 characters (repeatable, at most 16)."
-)
-@click.option("--expires", default=None, help="Expiry date, YYYY-MM-DD.")
-@community_option
-@pass_ctx
-def offer_add(
-    ctx: Context,
-    title: str,
-    description: str,
-    want: bool,
-    price: str | None,
-    tags: tuple[str, ...],
-    expires: str | None,
-    community_: str | None,
-) -> None:
-    """Publish an offer (or, with --want, a want)."""
-    params = {
-        "community": community_,
-        "title": title,
-        "description": description,
-        "side": "want" if want else "offer",
-        "price": price,
-        "tags": list(tags),
-        "expires_ms": render.parse_date_ms(expires) if expires else None,
-    }
-    ctx.emit(ctx.call("offer.add", params), render.created("offer"))
-
-
-@offer.command("list")
-@click.option("--tag", default=None)
-@click.option("--wants", is_flag=True, help="Only wants.")
-@click.option("--offers", "offers_only", is_flag=True, help="Only offers.")
-@click.option("--all", "include_closed", is_flag=True, help="Include closed ones.")
-@community_option
-@pass_ctx
-def offer_list(
-    ctx: Context,
-    tag: str | None,
-    wants: bool,
-    offers_only: bool,
-    include_closed: bool,
-    community_: str | None,
-) -> None:
-    """List open offers and wants."""
-    side = "want" if wants else "offer" if offers_only else None
-    params = {"community": community_, "tag": tag, "side": side, "include_closed": include_closed}
-    ctx.emit(ctx.call("offer.list", params), render.offers(ctx.home))
-
-
-@offer.command("search")
-@click.argument("text")
-@community_option
-@pass_ctx
-def offer_search(ctx: Context, text: str, community_: str | None) -> None:
-    """Search offers and wants by words."""
-    ctx.emit(
-        ctx.call("offer.list", {"community": community_, "text": text}), render.offers(ctx.home)
-    )
-
-
-@offer.command("close")
-@click.argument("offer_id", metavar="OFFER")
-@community_option
-@pass_ctx
-def offer_close(ctx: Context, offer_id: str, community_: str | None) -> None:
-    """Withdraw one of your offers (OFFER: its id, or its first 6 or more characters)."""
-    ctx.emit(
-        ctx.call("offer.close", {"community": community_, "offer": offer_id}),
-        render.created("close"),
-    )
-
-
 # -- contacts -----------------------------------------------------------------
 
 
@@ -636,155 +469,11 @@ def contact_list(ctx: Context) -> None:
     ctx.emit({"contacts": homes.contacts(ctx.home)}, render.contacts)
 
 
-# -- running ------------------------------------------------------------------
+# -- the commands in files of their own ----------------------------------------
 
-
-@cli.command()
-@click.option(
-    "--listen",
-    multiple=True,
-    envvar="TROC_LISTEN",
-    help="Multiaddr to listen on (repeatable). Default /ip4/0.0.0.0/tcp/4747. "
-    "Env: TROC_LISTEN (space-separated).",
-)
-@click.option(
-    "--bootstrap",
-    multiple=True,
-    envvar="TROC_BOOTSTRAP",
-    help="A peer's full multiaddr, /ip4/…/tcp/…/p2p/… (repeatable). Env: TROC_BOOTSTRAP.",
-)
-@click.option(
-    "--relay",
-    "relays",
-    multiple=True,
-    envvar="TROC_RELAYS",
-    help="Behind NAT: a relay server's full multiaddr to hold a reservation on"
-    " (repeatable); peers reach this node through it. Env: TROC_RELAYS.",
-)
-@click.option("--mdns", is_flag=True, envvar="TROC_MDNS", help="Find peers on the local network.")
-@click.option(
-    "--dht",
-    type=click.Choice(["off", "client", "server"]),
-    default="client",
-    show_default=True,
-    envvar="TROC_DHT",
-    help="Kademlia DHT: look up the servers of your communities (client), also answer"
-    " and announce (server), or off.",
-)
-@click.option(
-    "--sync-interval",
-    type=click.FloatRange(0.1, 3600),
-    default=5.0,
-    show_default=True,
-    envvar="TROC_SYNC_INTERVAL",
-    help="Seconds between anti-entropy rounds with a random peer.",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-    envvar="TROC_LOG_LEVEL",
-)
-@click.option(
-    "--no-passphrase",
-    is_flag=True,
-    help="On first run, create the key unencrypted (unattended servers).",
-)
-@click.option(
-    "--witness",
-    is_flag=True,
-    envvar="TROC_WITNESS",
-    help="Vote for entries of the communities whose genesis names this member a witness.",
-)
-@pass_ctx
-def run(
-    ctx: Context,
-    listen: tuple[str, ...],
-    bootstrap: tuple[str, ...],
-    relays: tuple[str, ...],
-    mdns: bool,
-    dht: str,
-    sync_interval: float,
-    log_level: str,
-    no_passphrase: bool,
-    witness: bool,
-) -> None:
-    """Run the node in the foreground until interrupted (Ctrl-C or SIGTERM)."""
-    from troc.cli.runner import run_node
-
-    run_node(
-        ctx.home,
-        listen=listen or ("/ip4/0.0.0.0/tcp/4747",),
-        bootstrap=bootstrap,
-        mdns=mdns,
-        sync_interval=sync_interval,
-        log_level=log_level,
-        as_json=ctx.as_json,
-        passphrase_file=ctx.passphrase_file,
-        no_passphrase=no_passphrase,
-        witness=witness,
-        relays=relays,
-        dht=dht,
-    )
-
-
-from troc.cli.relay import relay as _relay  # noqa: E402 - `troc relay`, beside `run`
-
-cli.add_command(_relay)
-
-
-@cli.command()
-@click.option(
-    "--wait",
-    type=click.FloatRange(0, 3600),
-    default=0.0,
-    help="Seconds to wait for the node to have started (a script that has just run"
-    " `troc run &`): listening, and its first dials to known peers done. No node"
-    " by then: exit 6 as without it.",
-)
-@pass_ctx
-def status(ctx: Context, wait: float) -> None:
-    """The running node: peer id, addresses, peers, per-community heads, sync."""
-    import time
-
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            result = homes.call_running(ctx.home, "status", {})
-        except Failure as exc:
-            if exc.kind != "not_running" or time.monotonic() >= deadline:
-                raise
-        else:
-            if result.get("started", True) or time.monotonic() >= deadline:
-                break
-        time.sleep(0.2)
-    ctx.emit(result, render.status)
-
-
-@cli.command()
-@pass_ctx
-def peers(ctx: Context) -> None:
-    """Peers the running node is connected to."""
-    ctx.emit(homes.call_running(ctx.home, "peers", {}), render.peers)
-
-
-@cli.command()
-@click.argument("addr")
-@pass_ctx
-def connect(ctx: Context, addr: str) -> None:
-    """Connect the running node to a peer (full multiaddr with /p2p/…)."""
-    ctx.emit(homes.call_running(ctx.home, "connect", {"addr": addr}), render.generic)
-
-
-@cli.command()
-@click.option("--members", type=click.IntRange(2, 8), default=3, show_default=True)
-@pass_ctx
-def demo(ctx: Context, members: int) -> None:
-    """Start a small community of local nodes, trade, and show they agree."""
-    from troc.cli.demo import run_demo
-
-    ctx.emit(run_demo(members, progress=None if ctx.as_json else click.echo), render.demo)
+cli.add_command(offer)
+for _command in (run, relay, status, peers, connect, demo):
+    cli.add_command(_command)
 
 
 def _json_after_subcommand(click_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
