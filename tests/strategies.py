@@ -35,6 +35,7 @@ from troc.protocol.entry import (
     Join,
     Offer,
     OfferClose,
+    Profile,
     Reclaim,
     Ref,
     Transfer,
@@ -119,6 +120,14 @@ log_bodies = st.one_of(
     st.builds(Decline, transfer=refs, reason=texts(200)),
     st.builds(Reclaim, decline=refs),
     st.builds(Vouch, member=member_ids, limit=st.none() | st.integers(0, MAX_AMOUNT)),
+    st.builds(
+        Profile,
+        name=texts(200, 1),
+        about=texts(1000),
+        place=texts(200),
+        languages=tags,
+        contact=texts(200),
+    ),
 )
 
 
@@ -197,7 +206,19 @@ def mutated(draw: st.DrawFn, data: bytes) -> bytes:
 # -- histories -----------------------------------------------------------------
 
 #: Operations of the history model: (op, actor index, other index, amount).
-OPS = ("pay", "pay", "pay", "accept", "accept", "decline", "reclaim", "offer", "close", "vouch")
+OPS = (
+    "pay",
+    "pay",
+    "pay",
+    "accept",
+    "accept",
+    "decline",
+    "reclaim",
+    "offer",
+    "close",
+    "vouch",
+    "profile",
+)
 ops = st.tuples(st.sampled_from(OPS), st.integers(0, 7), st.integers(0, 7), st.integers(1, 120))
 
 
@@ -253,8 +274,25 @@ class History:
                 self.offers.remove(o)
             elif op == "vouch" and actor is not other:
                 w.vouch(actor, other)
+            elif op == "profile":
+                self.profile(actor, f"m{i % n} v{amount}", back_ms=amount * 1000)
         except RefusedError:
             pass  # overdraft, ceiling, frozen log: the model just moves on
+
+    def profile(self, author: SigningKey, name: str, back_ms: int) -> Entry | None:
+        """A profile by ``author`` stamped ``back_ms`` before the clock, so a
+        later profile is often older by its timestamp (the latest is decided
+        by seq alone). None if the author has no log or a frozen one."""
+        w = self.world
+        head = w.ledger.head(w.community, author.public)
+        if head is None or head.frozen_at is not None:
+            return None
+        body = Profile(name=name, place=f"place {back_ms % 7}")
+        entry = w.create(author, body, timestamp_ms=w.tick() - back_ms)
+        outcome = w.ingest(entry)
+        assert outcome.ok, outcome
+        w.log.append(entry)
+        return entry
 
     def member(self, public: MemberId) -> SigningKey:
         return next(m for m in self.members if m.public == public)

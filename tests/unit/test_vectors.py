@@ -53,6 +53,12 @@ def test_vector(name: str) -> None:
         m.hex(): h.frozen_at for m, h in ledger.backend.heads(community) if h.frozen_at is not None
     }
     assert frozen == vector["frozen"]
+    profiles = {}
+    for member, _head in ledger.backend.heads(community):
+        profile = ledger.profile(community, member)
+        if profile is not None:
+            profiles[member.hex()] = profile.id.hex()
+    assert profiles == vector["profiles"]
 
 
 def test_every_reason_is_covered() -> None:

@@ -39,6 +39,7 @@ from troc.protocol.entry import (
     Join,
     Offer,
     OfferClose,
+    Profile,
     Reclaim,
     Transfer,
     Vouch,
@@ -218,7 +219,18 @@ class Vector:
                 for m, h in self.ledger.backend.heads(self.community)
                 if h.frozen_at is not None
             },
+            "profiles": profiles(self.ledger, self.community),
         }
+
+
+def profiles(ledger: Ledger, community: CommunityId) -> dict[str, str]:
+    """Each member's profile entry id (docs/protocol.md §4.4), for those with one."""
+    out = {}
+    for member, _head in ledger.backend.heads(community):
+        entry = ledger.profile(community, member)
+        if entry is not None:
+            out[member.hex()] = entry.id.hex()
+    return out
 
 
 def sized_offer(fields: list[Any], size: int) -> list[Any]:
@@ -346,6 +358,55 @@ def accepted_vectors() -> list[Vector]:
         now_ms=T0 + 10**6 - FUTURE_TOLERANCE_MS - 1,
     )
     v.step("exactly 10 min ahead", late, now_ms=T0 + 10**6 - FUTURE_TOLERANCE_MS)
+    out.append(v)
+
+    v = Vector(
+        "profile",
+        "The latest profile by seq wins, not by timestamp: alice's second profile is "
+        "stamped an hour before her first and still replaces it. Bob forks at seq 3, "
+        "two profiles at one seq: neither counts, his profile at seq 2 stays.",
+    )
+    v.start(ALICE, BOB)
+    v.add(
+        "alice's profile",
+        ALICE,
+        Profile(name="Alice", about="Bakes bread", place="Old town", languages=("en", "fr")),
+    )
+    v.step(
+        "alice's next profile, stamped an hour earlier",
+        v.make(ALICE, Profile(name="Alice B.", place="Riverside"), timestamp_ms=v.now - 3_600_000),
+    )
+    v.add("bob's profile", BOB, Profile(name="Bob", contact="bob@example.org"))
+    b1 = v.add("bob's next profile", BOB, Profile(name="Bobby"))
+    v.step(
+        "another at the same seq: a fork",
+        v.make(BOB, Profile(name="Robert"), seq=b1.seq, prev=b1.prev),
+    )
+    v.reject(
+        "a profile without a name",
+        sign_raw(
+            ALICE,
+            v.raw_fields(
+                ALICE,
+                "profile",
+                {"about": "", "contact": "", "languages": [], "name": "", "place": ""},
+            ),
+        ),
+        Reason.BAD_SHAPE,
+    )
+    v.reject(
+        "languages not sorted",
+        sign_raw(
+            ALICE,
+            v.raw_fields(
+                ALICE,
+                "profile",
+                {"about": "", "contact": "", "languages": ["fr", "en"], "name": "A", "place": ""},
+            ),
+        ),
+        Reason.BAD_SHAPE,
+    )
+    v.reject("carol's profile at seq 1", v.make(CAROL, Profile(name="Carol")), Reason.JOIN_FIRST)
     out.append(v)
     return out
 

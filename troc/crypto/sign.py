@@ -60,6 +60,7 @@ class Domain(Enum):
     VOTE = b"troc/vote/v1"
     INVITE = b"troc/invite/v1"
     CONTROL = b"troc/control/v1"
+    STATEMENT = b"troc/statement/v1"
 
 
 def signed_message(domain: Domain, message: bytes) -> bytes:

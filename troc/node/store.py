@@ -642,6 +642,20 @@ class Store:
         self._where.put((c, e.id), (a, e.seq))
         self._no_refs.put((c, e.id), True)
 
+    def latest(
+        self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
+    ) -> Stored | None:
+        log = self._log(community, author)
+        if log is None:
+            return None
+        # The primary key (lid, seq, id) read backwards from ``below``.
+        row = self._cur.execute(
+            "SELECT balance, lim, wire FROM entries WHERE lid = ? AND seq < ? AND kind = ?"
+            " ORDER BY seq DESC, id DESC LIMIT 1",
+            (log.lid, _NO_BOUND if below is None else below, kind.value),
+        ).fetchone()
+        return None if row is None else Stored(_decode_trusted(row[2]), row[0], row[1])
+
     def _index_offer(self, e: Entry, body: Offer) -> None:
         c = e.community
         cur = self._cur

@@ -185,6 +185,13 @@ class Backend(Protocol):
     def ids_at(self, community: CommunityId, author: MemberId, seq: int) -> list[EntryId]: ...
     def put_entry(self, stored: Stored, refs: Iterable[RefRow]) -> None: ...
 
+    def latest(
+        self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
+    ) -> Stored | None:
+        """``author``'s entry of ``kind`` at the highest seq < ``below`` (no
+        bound if None); ties (entries of a forked log at one seq) by id."""
+        ...
+
     def head(self, community: CommunityId, author: MemberId) -> Head | None: ...
     def put_head(self, community: CommunityId, author: MemberId, head: Head) -> None: ...
     def heads(self, community: CommunityId) -> Iterator[tuple[MemberId, Head]]: ...
@@ -318,6 +325,18 @@ class MemoryBackend:
         assert e.community is not None
         self._entries.setdefault((e.community, e.author, e.seq), {})[e.id] = stored
         self._refs.extend((e.community, r) for r in refs)
+
+    def latest(
+        self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
+    ) -> Stored | None:
+        found = [
+            s
+            for (c, a, seq), at_seq in self._entries.items()
+            if c == community and a == author and (below is None or seq < below)
+            for s in at_seq.values()
+            if s.entry.kind is kind
+        ]
+        return max(found, key=lambda s: (s.entry.seq, s.entry.id), default=None)
 
     def head(self, community: CommunityId, author: MemberId) -> Head | None:
         return self._heads.get(community, {}).get(author)

@@ -42,6 +42,7 @@ __all__ = [
     "Kind",
     "Offer",
     "OfferClose",
+    "Profile",
     "Reclaim",
     "Ref",
     "Transfer",
@@ -59,6 +60,8 @@ MAX_TEXT = 4000
 MAX_TAGS = 16
 MAX_TAG = 40
 MAX_WITNESSES = 64
+MAX_ABOUT = 1000
+MAX_LANGUAGES = 8
 
 EntryId = NewType("EntryId", bytes)
 CommunityId = NewType("CommunityId", bytes)
@@ -81,6 +84,7 @@ class Kind(StrEnum):
     DECLINE = "decline"
     RECLAIM = "reclaim"
     VOUCH = "vouch"
+    PROFILE = "profile"
 
 
 def _bad(message: str) -> CodecError:
@@ -139,13 +143,22 @@ def _choice(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
-def _tags(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or len(v) > MAX_TAGS:
-        raise _bad(f"tags must be a list of at most {MAX_TAGS}")
-    tags = tuple(_text("tag", MAX_TAG, min_len=1)(t) for t in v)
-    if list(tags) != sorted(set(tags)):
-        raise _bad("tags must be sorted and unique")
-    return tags
+def _text_set(name: str, max_items: int, max_len: int) -> Callable[[Any], tuple[str, ...]]:
+    """A list of at most ``max_items`` texts of 1 to ``max_len`` characters,
+    sorted (by code point) and unique: one set, one encoding."""
+
+    def check(v: Any) -> tuple[str, ...]:
+        if not isinstance(v, list) or len(v) > max_items:
+            raise _bad(f"{name} must be a list of at most {max_items}")
+        items = tuple(_text(name, max_len, min_len=1)(t) for t in v)
+        if list(items) != sorted(set(items)):
+            raise _bad(f"{name} must be sorted and unique")
+        return items
+
+    return check
+
+
+_tags = _text_set("tags", MAX_TAGS, MAX_TAG)
 
 
 def _members(v: Any) -> tuple[MemberId, ...]:
@@ -388,13 +401,47 @@ class Vouch(Body):
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Profile(Body):
+    """How the author presents itself to its community: a display name, a
+    few words about itself, a coarse place, the languages it speaks, how to
+    reach it. Public to everyone who follows the community. The author's
+    profile entry at the highest seq that counts is its profile
+    (docs/protocol.md §4.4): no clock decides, the author's own seq does."""
+
+    KIND: ClassVar[Kind] = Kind.PROFILE
+    name: str
+    about: str = ""
+    place: str = ""
+    languages: tuple[str, ...] = ()
+    contact: str = ""
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "name": (_text("name", MAX_TITLE, min_len=1), True),
+        "about": (_text("about", MAX_ABOUT), True),
+        "place": (_text("place", MAX_TITLE), True),
+        "languages": (_text_set("languages", MAX_LANGUAGES, MAX_TAG), True),
+        "contact": (_text("contact", MAX_TITLE), True),
+    }
+
+
 AnyBody: TypeAlias = (
-    Genesis | Join | Offer | OfferClose | Transfer | Accept | Decline | Reclaim | Vouch
+    Genesis | Join | Offer | OfferClose | Transfer | Accept | Decline | Reclaim | Vouch | Profile
 )
 
 _BODIES: dict[str, type[Body]] = {
     cls.KIND.value: cls
-    for cls in (Genesis, Join, Offer, OfferClose, Transfer, Accept, Decline, Reclaim, Vouch)
+    for cls in (
+        Genesis,
+        Join,
+        Offer,
+        OfferClose,
+        Transfer,
+        Accept,
+        Decline,
+        Reclaim,
+        Vouch,
+        Profile,
+    )
 }
 
 

@@ -261,6 +261,20 @@ class Ledger:
     def head(self, community: CommunityId, member: MemberId) -> Head | None:
         return self.backend.head(community, member)
 
+    def profile(self, community: CommunityId, member: MemberId) -> Entry | None:
+        """``member``'s profile: its ``profile`` entry at the highest seq that
+        counts (below its fork point, if it forked), or None if it has none.
+
+        "Latest" is by the author's seq, never by timestamp: the same on every
+        node holding the same entries, whatever order they arrived in
+        (docs/protocol.md §4.4).
+        """
+        head = self.backend.head(community, member)
+        if head is None:
+            return None
+        stored = self.backend.latest(community, member, Kind.PROFILE, head.frozen_at)
+        return None if stored is None else stored.entry
+
     def balances(self, community: CommunityId) -> Iterator[tuple[MemberId, int]]:
         for member, head in self.backend.heads(community):
             yield member, head.counted_balance
@@ -778,7 +792,7 @@ class Ledger:
                 )
         elif isinstance(body, Genesis):  # pragma: no cover - decode forbids it here
             raise _Reject(Reason.BAD_SHAPE, "a genesis cannot be part of a log")
-        # Offer: nothing to check beyond its schema.
+        # Offer, Profile: nothing to check beyond the schema.
         assert -MAX_BALANCE <= balance <= MAX_BALANCE  # the credit limit and _credit
         return _Checked(Stored(entry, balance, limit), refs, witnessed)
 
