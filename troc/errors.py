@@ -6,7 +6,8 @@ Every error troc raises on purpose derives from :class:`TrocError`::
     ├── LocalProtocolError      the caller misused the API (bad argument, wrong state)
     │   └── RefusedError        a well-formed request the ledger refuses (overdraft, …)
     ├── RemoteProtocolError     a peer sent something invalid
-    │   └── CodecError          bytes that are not a well-formed, canonical troc message
+    │   ├── CodecError          bytes that are not a well-formed, canonical troc message
+    │   └── BundleError         a statement bundle that does not verify (docs/protocol.md §9)
     ├── KeystoreError           a key file that cannot be opened (wrong passphrase, damaged)
     ├── StoreError              the on-disk store is unusable (locked, corrupt, newer format)
     └── NetworkError            cannot listen (address in use) or reach a peer
@@ -47,6 +48,16 @@ class CodecError(RemoteProtocolError):
 
     ``reason`` is a short code (``too_large``, ``non_canonical`` …).
     """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BundleError(RemoteProtocolError):
+    """A verifiable statement that does not check: ``reason`` is a short code
+    (``malformed``, ``bad_signature``, ``rejected``, ``missing`` …), ``str(err)``
+    the first thing that failed."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

@@ -291,6 +291,10 @@ class MemoryBackend:
         self._entries: dict[tuple[CommunityId, MemberId, int], dict[EntryId, Stored]] = {}
         self._heads: dict[CommunityId, dict[MemberId, Head]] = {}
         self._refs: list[tuple[CommunityId, RefRow]] = []
+        # refs_by's rows by (community, by_author, kind, target_id): every
+        # accept, decline and reclaim asks it, and a scan made replaying a
+        # long log (a statement bundle's, say) quadratic.
+        self._refs_by: dict[tuple[CommunityId, MemberId, Kind, EntryId], list[RefRow]] = {}
         self.forks: dict[tuple[CommunityId, MemberId, int], tuple[bytes, bytes]] = {}
         self._limits = limits or WaitLimits()
         # Per pool (member: True/False), wire -> its parking, oldest first.
@@ -324,7 +328,9 @@ class MemoryBackend:
         e = stored.entry
         assert e.community is not None
         self._entries.setdefault((e.community, e.author, e.seq), {})[e.id] = stored
-        self._refs.extend((e.community, r) for r in refs)
+        for r in refs:
+            self._refs.append((e.community, r))
+            self._refs_by.setdefault((e.community, r.by_author, r.kind, r.target_id), []).append(r)
 
     def latest(
         self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
@@ -350,14 +356,7 @@ class MemoryBackend:
     def refs_by(
         self, community: CommunityId, by_author: MemberId, kind: Kind, target_id: EntryId
     ) -> list[RefRow]:
-        return [
-            r
-            for c, r in self._refs
-            if c == community
-            and r.by_author == by_author
-            and r.kind is kind
-            and r.target_id == target_id
-        ]
+        return list(self._refs_by.get((community, by_author, kind, target_id), ()))
 
     def refs_to(
         self,

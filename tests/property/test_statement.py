@@ -1,0 +1,163 @@
+"""Verifiable statements (docs/protocol.md §9).
+
+(a) A bundle built from any valid history (forks included), for any member
+    and any period, verifies, and shows the statement the source ledger
+    computes: same movements, balances and totals; with the period ending
+    at the head of a log that counts, the closing balance less what a
+    forked payer's frozen part gave is the member's counted balance.
+(b) Witnessed communities: the period's last entry is final in the
+    verifier exactly when the source holds it final.
+(c) Any single byte changed is refused (hypothesis over the position), and
+    so is a bundle its member re-signed after leaving out or adding an
+    entry: the verifier trusts the rules, not the member.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import World, key, witnessed_world
+from tests.strategies import histories
+from troc.crypto.sign import Domain
+from troc.errors import BundleError
+from troc.protocol import codec
+from troc.protocol.entry import Accept, Ref, Transfer
+from troc.protocol.ledger import Ledger
+from troc.protocol.statement import (
+    BUNDLE_LIMITS,
+    build_bundle,
+    chain_of,
+    statement_of,
+    verify_bundle,
+)
+
+EXAMPLES = settings().max_examples
+
+
+def not_counted(ledger: Ledger, community: bytes, chain: list) -> int:  # type: ignore[type-arg]
+    """Credit along ``chain`` from transfers in a forked payer's frozen part."""
+    total = 0
+    for s in chain:
+        if isinstance(s.entry.body, Accept):
+            t = s.entry.body.transfer
+            payer = ledger.head(community, t.author)  # type: ignore[arg-type]
+            if payer is not None and not payer.counts(t.seq):
+                stored = ledger.backend.entry(community, t.author, t.seq, t.id)  # type: ignore[arg-type]
+                assert stored is not None
+                assert isinstance(stored.entry.body, Transfer)
+                total += stored.entry.body.amount
+    return total
+
+
+@settings(max_examples=max(EXAMPLES // 2, 10))
+@given(st.data())
+def test_a_bundle_verifies_with_the_ledgers_statement(data: st.DataObject) -> None:
+    h = data.draw(histories(max_ops=30, forks=data.draw(st.sampled_from([0, 0, 2]))))
+    w = h.world
+    c = w.community
+    m = data.draw(st.sampled_from(h.members), label="member")
+    head = w.ledger.head(c, m.public)
+    assert head is not None
+    full = chain_of(w.backend, c, Ref(m.public, head.seq, head.id))
+    to_seq = data.draw(st.integers(1, len(full)), label="to_seq")
+    from_seq = data.draw(st.integers(1, to_seq + 1), label="from_seq")
+    chain = full[:to_seq]
+    expected = statement_of(w.backend, c, chain, from_seq, to_seq)
+    end = chain[-1].entry.ref
+    verified = verify_bundle(build_bundle(w.ledger, m, c, end, from_seq, w.now), w.now)
+    assert verified.statement == expected
+    assert verified.final is None
+    frozen = head.frozen_at if head.frozen_at is not None and head.frozen_at <= to_seq else None
+    assert verified.frozen_at == frozen
+    assert verified.not_counted == not_counted(w.ledger, c, chain)
+    if to_seq == head.seq and head.frozen_at is None:
+        assert expected.closing - verified.not_counted == w.ledger.balance(c, m.public)
+
+
+@settings(max_examples=max(EXAMPLES // 4, 5))
+@given(
+    ops=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(1, 30)), max_size=12)
+)
+def test_witnessed_bundles_prove_finality(ops: list[tuple[int, int, int]]) -> None:
+    w = witnessed_world()
+    members = [key(i) for i in range(3)]
+    for m in members:
+        w.join(m)
+    for i, j, amount in ops:
+        if i != j and w.ledger.head(w.community, members[i].public).balance - amount >= -100:  # type: ignore[union-attr]
+            t = w.pay(members[i], members[j], amount)
+            w.accept(members[j], t)
+    # The last entry is not certified: the statement still verifies, final
+    # up to the entry before it.
+    w.certifier = None
+    last = w.pay(members[1], members[2], 1)
+    c = w.community
+    for end, final in ((last.ref, False), (Ref(last.author, last.seq - 1, last.prev), True)):  # type: ignore[arg-type]
+        v = verify_bundle(build_bundle(w.ledger, members[1], c, end, 1, w.now), w.now)
+        assert v.final is final
+        assert v.final_seq == last.seq - 1
+        assert v.statement.closing == w.backend.entry(c, end.author, end.seq, end.id).balance  # type: ignore[union-attr]
+
+
+@cache
+def sample_bundle() -> tuple[bytes, int]:
+    w = World(key(0), credit_limit=100)
+    a, b, c = key(0), key(1), key(2)
+    for m in (a, b, c):
+        w.join(m)
+    w.accept(b, w.pay(a, b, 30, memo="bread"))
+    w.reclaim(b, w.decline(c, w.pay(b, c, 10)))
+    w.accept(b, w.pay(c, b, 5))
+    head = w.ledger.head(w.community, b.public)
+    assert head is not None
+    return build_bundle(w.ledger, b, w.community, Ref(b.public, head.seq, head.id), 2, w.now), w.now
+
+
+@settings(max_examples=EXAMPLES * 2)
+@given(st.data())
+def test_any_single_byte_changed_is_refused(data: st.DataObject) -> None:
+    bundle, now = sample_bundle()
+    assert verify_bundle(bundle, now).statement.closing == 35
+    at = data.draw(st.integers(0, len(bundle) - 1), label="position")
+    new = data.draw(st.integers(0, 255).filter(lambda x: x != bundle[at]), label="byte")
+    with pytest.raises(BundleError):
+        verify_bundle(bundle[:at] + bytes([new]) + bundle[at + 1 :], now)
+
+
+def resigned(bundle: bytes, **changes: object) -> bytes:
+    """``bundle`` with body fields changed and signed again by its member
+    (key 1 in :func:`sample_bundle`): what a dishonest member could make."""
+    outer = codec.unpack(bundle, BUNDLE_LIMITS)
+    body = codec.unpack(outer[0], BUNDLE_LIMITS)
+    body.update(changes)
+    raw = codec.pack(body, BUNDLE_LIMITS)
+    return codec.pack([raw, key(1).sign(Domain.STATEMENT, raw)], BUNDLE_LIMITS)
+
+
+def test_the_verifier_trusts_the_rules_not_the_members_signature() -> None:
+    bundle, now = sample_bundle()
+    body = codec.unpack(codec.unpack(bundle, BUNDLE_LIMITS)[0], BUNDLE_LIMITS)
+    entries = body["entries"]
+    assert verify_bundle(resigned(bundle), now).statement.total_in == 45
+    cases = {
+        "missing": resigned(bundle, entries=entries[:3] + entries[4:]),
+        "duplicate": resigned(bundle, entries=[*entries, entries[-1]]),
+        "bad_period": resigned(bundle, to_seq=body["to_seq"] + 1),
+        "bad_genesis": resigned(bundle, community=bytes(32)),
+        "malformed": resigned(bundle, format="troc-statement/2"),
+    }
+    for reason, data in cases.items():
+        with pytest.raises(BundleError) as info:
+            verify_bundle(data, now)
+        assert info.value.reason == reason, (reason, str(info.value))
+    # An entry its author never signed that way.
+    forged = bytearray(entries[-1])
+    forged[-1] ^= 1
+    with pytest.raises(BundleError) as info:
+        verify_bundle(resigned(bundle, entries=[*entries[:-1], bytes(forged)]), now)
+    assert info.value.reason == "rejected"
+    assert "bad_signature" in str(info.value)
