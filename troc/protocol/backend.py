@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from troc.crypto.sign import MemberId
@@ -348,7 +348,7 @@ class MemoryBackend:
         return self._heads.get(community, {}).get(author)
 
     def put_head(self, community: CommunityId, author: MemberId, head: Head) -> None:
-        self._heads.setdefault(community, {})[author] = replace(head)
+        self._heads.setdefault(community, {})[author] = head  # frozen: no copy needed
 
     def heads(self, community: CommunityId) -> Iterator[tuple[MemberId, Head]]:
         return iter(sorted(self._heads.get(community, {}).items()))
