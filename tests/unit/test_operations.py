@@ -47,6 +47,8 @@ def test_the_table_declares_what_each_operation_needs() -> None:
         "offer.add",
         "offer.close",
         "vouch",
+        "profile.set",
+        "statement.bundle",  # no entry: the statement, with the member key
     } == ops.SIGNING_OPS
     assert {n for n, op in OPERATIONS.items() if op.network} == {
         "status",

@@ -24,6 +24,7 @@ import click
 from troc.cli import home as homes
 from troc.cli import render
 from troc.cli.context import Context, community_option, pass_ctx, wait_option
+from troc.cli.directory import members, profile, statement, verify
 from troc.cli.failures import EXIT_NOT_FOUND, EXIT_USAGE, Failure, classify
 from troc.cli.offers import offer
 from troc.cli.relay import relay
@@ -472,7 +473,7 @@ def contact_list(ctx: Context) -> None:
 # -- the commands in files of their own ----------------------------------------
 
 cli.add_command(offer)
-for _command in (run, relay, status, peers, connect, demo):
+for _command in (run, relay, status, peers, connect, demo, profile, members, statement, verify):
     cli.add_command(_command)
 
 

@@ -47,6 +47,7 @@ from troc.protocol.entry import (
     Kind,
     Offer,
     OfferClose,
+    Profile,
     Reclaim,
     Ref,
     Transfer,
@@ -476,6 +477,20 @@ class LocalNode:
 
     def vouch(self, community: CommunityId, member: MemberId, *, limit: int | None = None) -> Entry:
         return self._append(community, Vouch(member=member, limit=limit))
+
+    def set_profile(self, community: CommunityId, profile: Profile) -> Entry:
+        """Sign a new profile: public, and the latest by seq is the member's
+        profile (docs/protocol.md §4.4)."""
+        return self._append(community, profile)
+
+    def signing_key(self) -> SigningKey:
+        """The member key, for what the node signs besides entries (a
+        statement bundle, docs/protocol.md §9)."""
+        return self._signer()
+
+    def now(self) -> int:
+        """The node's clock, ms."""
+        return self._clock()
 
     def _append(self, community: CommunityId, body: AnyBody) -> Entry:
         with self._lock:

@@ -17,6 +17,7 @@ from typing import Any
 from troc.crypto.ids import IdError, decode_id, encode_id
 from troc.crypto.sign import MemberId
 from troc.errors import (
+    BundleError,
     KeystoreError,
     LocalProtocolError,
     NetworkError,
@@ -26,7 +27,7 @@ from troc.errors import (
 )
 from troc.node.local import LocalNode, OfferInfo, TransferInfo
 from troc.node.store import store_error, unusable_file
-from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Join, Reclaim
+from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Reclaim
 
 __all__ = [
     "DEFAULT_COMMUNITY",
@@ -63,6 +64,8 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     elif isinstance(exc, OSError) and exc.filename is not None:  # a file of the home
         return {"kind": "store", "reason": None, "message": unusable_file(exc)}
     reason = None
+    if isinstance(exc, BundleError):  # a statement that does not verify: refused, and why
+        return {"kind": "refused", "reason": exc.reason, "message": str(exc)}
     if isinstance(exc, RefusedError) and exc.reason in MALFORMED_REASONS:
         kind, reason = "usage", exc.reason
     elif isinstance(exc, RefusedError):
@@ -214,14 +217,16 @@ def community_json(node: LocalNode, community: CommunityId) -> dict[str, Any]:
 
 
 def join_names(node: LocalNode, community: CommunityId, members: Any) -> dict[str, str]:
-    """The names members gave in their join entries (self-chosen, unverified),
-    for the members in ``members`` that gave one: ``{member id: name}``."""
+    """The names members gave themselves (self-chosen, unverified): their
+    profile's, else their join's, for the members in ``members`` that gave
+    one: ``{member id: name}``."""
+    from troc.node.directory import display_name  # it builds on this module
+
     out = {}
     for member in set(members):
-        first = node.store.entries_since(community, MemberId(member), 0, limit=1)
-        entry = Entry.decode(first[0], check_signature=False) if first else None
-        if entry is not None and isinstance(entry.body, Join) and entry.body.name:
-            out[mid(member)] = entry.body.name
+        name = display_name(node, community, MemberId(member))
+        if name:
+            out[mid(member)] = name
     return out
 
 

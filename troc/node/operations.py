@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from troc.errors import LocalProtocolError, TrocError
-from troc.node import steps
+from troc.node import directory, steps
 from troc.node.invitation import decode_invitation
 from troc.node.invites import (
     Redeemed,
@@ -238,6 +238,12 @@ OPERATIONS: dict[str, Operation] = _table(
     _signs("offer.close", steps.op_offer_close),
     _signs("vouch", steps.op_vouch),
     _reads("forks", steps.op_forks),
+    _signs("profile.set", directory.op_profile_set),
+    _reads("profile.show", directory.op_profile_show),
+    _reads("members", directory.op_members),
+    _reads("statement", directory.op_statement),
+    # Signs no entry, but the statement with the member key.
+    _signs("statement.bundle", directory.op_statement_bundle),
     Operation("invite.create", op_create, prepare=_code_addrs, settle=serve_invites),
     Operation("invite.list", op_list),
     Operation("invite.revoke", op_revoke),

@@ -1266,6 +1266,17 @@ class Store:
         rows = self._cur.execute(sql, params).fetchall()
         return [(_decode_trusted(r[0]), bool(r[1])) for r in rows]
 
+    def of_kind(self, community: CommunityId, kind: Kind) -> list[Entry]:
+        """Every stored entry of ``kind`` in ``community``, every branch, by
+        author and seq. A scan of the community's entries (no index on kind):
+        for directory views, not for the ingest path."""
+        rows = self._cur.execute(
+            "SELECT e.wire FROM logs l JOIN entries e ON e.lid = l.lid"
+            " WHERE l.community = ? AND e.kind = ? ORDER BY l.author, e.seq, e.id",
+            (community, kind.value),
+        ).fetchall()
+        return [_decode_trusted(r[0]) for r in rows]
+
     def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
         """Fork proofs known in ``community``: (author, seq, first wire, second wire)."""
         rows = self._cur.execute(
