@@ -1,7 +1,8 @@
 """Verifiable statements (docs/protocol.md §9).
 
 (a) A bundle built from any valid history (forks included), for any member
-    and any period, verifies, and shows the statement the source ledger
+    and any period, from the in-memory backend or from the SQLite store fed
+    in any order, verifies, and shows the statement the source ledger
     computes: same movements, balances and totals; with the period ending
     at the head of a log that counts, the closing balance less what a
     forked payer's frozen part gave is the member's counted balance.
@@ -14,16 +15,19 @@
 
 from __future__ import annotations
 
+import tempfile
 from functools import cache
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import World, key, witnessed_world
-from tests.strategies import histories
+from tests.strategies import arrivals, histories
 from troc.crypto.sign import Domain
 from troc.errors import BundleError
+from troc.node.store import Store
 from troc.protocol import codec
 from troc.protocol.entry import Accept, Ref, Transfer
 from troc.protocol.ledger import Ledger
@@ -76,6 +80,17 @@ def test_a_bundle_verifies_with_the_ledgers_statement(data: st.DataObject) -> No
     assert verified.not_counted == not_counted(w.ledger, c, chain)
     if to_seq == head.seq and head.frozen_at is None:
         assert expected.closing - verified.not_counted == w.ledger.balance(c, m.public)
+    # The same bundle's evidence from the SQLite store, fed in another order.
+    order = data.draw(arrivals(h), label="order")
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "s.sqlite") as store:
+        node = Ledger(store)
+        with store.transaction():
+            node.ingest(w.genesis.wire, w.now)
+            for e in order:
+                node.ingest(e.wire, w.now)
+            again = verify_bundle(build_bundle(node, m, c, end, from_seq, w.now), w.now)
+    assert again.statement == expected
+    assert (again.frozen_at, again.not_counted) == (verified.frozen_at, verified.not_counted)
 
 
 @settings(max_examples=max(EXAMPLES // 4, 5))

@@ -12,6 +12,7 @@ import base64
 import csv
 import datetime as dt
 import io
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def profile_set(
     }
     if all(params[f] is None for f in ("name", "about", "place", "languages", "contact")):
         # Nothing given: ask, and say first who will read it.
-        if ctx.as_json or not click.get_text_stream("stdin").isatty():
+        if ctx.as_json or not sys.stdin.isatty():
             raise click.UsageError("give at least one field (--name, --about, …)")
         click.echo(PUBLIC, err=True)
         params["name"] = click.prompt("Name", err=True)

@@ -252,7 +252,7 @@ def _refs(entry: Entry) -> Iterator[Ref]:
     if entry.prev is not None:
         yield Ref(entry.author, entry.seq - 1, entry.prev)
     body = entry.body
-    for f in dataclasses.fields(body):  # type: ignore[arg-type]
+    for f in dataclasses.fields(body):
         value = getattr(body, f.name)
         if isinstance(value, Ref):
             yield value
@@ -437,12 +437,12 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
     c = CommunityId(community)
     ledger = Ledger(MemoryBackend())
     g = ledger.ingest(genesis_wire, now_ms)
-    if g.status is not Status.ACCEPTED or g.entry is None or g.entry.id != c:
+    if g.status is not Status.ACCEPTED or g.entry is None or bytes(g.entry.id) != community:
         raise _fail("bad_genesis", "the bundle's genesis is not the community's")
     for n, cert in enumerate(certs, 1):
-        out = ledger.ingest_certificate(cert, now_ms)
-        if out.status is not Status.ACCEPTED:
-            what = "repeated" if out.status is Status.DUPLICATE else out.detail
+        taken = ledger.ingest_certificate(cert, now_ms)
+        if taken.status is not Status.ACCEPTED:
+            what = "repeated" if taken.status is Status.DUPLICATE else taken.detail
             raise _fail("bad_certificate", f"certificate {n}: {what}")
     for n, wire in enumerate(wires, 1):
         out = ledger.ingest(wire, now_ms, community=c)
