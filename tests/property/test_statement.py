@@ -29,7 +29,7 @@ from troc.crypto.sign import Domain
 from troc.errors import BundleError
 from troc.node.store import Store
 from troc.protocol import codec
-from troc.protocol.entry import Accept, Ref, Transfer
+from troc.protocol.entry import Accept, Offer, Ref, Transfer
 from troc.protocol.ledger import Ledger
 from troc.protocol.statement import (
     BUNDLE_LIMITS,
@@ -176,3 +176,41 @@ def test_the_verifier_trusts_the_rules_not_the_members_signature() -> None:
         verify_bundle(resigned(bundle, entries=[*entries[:-1], bytes(forged)]), now)
     assert info.value.reason == "rejected"
     assert "bad_signature" in str(info.value)
+
+
+def test_what_a_bundle_cannot_prove_in_an_optimistic_community() -> None:
+    """docs/protocol.md §9.3: a member who shows the community one branch and
+    a verifier another gets a bundle that verifies (a hidden fork cannot be
+    excluded); a bundle from a node that knows both branches shows the fork."""
+    a, b = key(0), key(1)
+    community, hidden = World(a), World(a)  # one genesis: same founder, same clock
+    for w in (community, hidden):
+        w.join(a)
+        w.join(b)
+    paid = community.pay(a, b, 20)
+    other = community.create(a, Offer(side="offer", title="hidden"), seq=paid.seq, prev=paid.prev)
+    assert hidden.ingest(other).ok  # the member's second store: the other branch only
+    c = community.community
+    v = verify_bundle(build_bundle(hidden.ledger, a, c, other.ref, 1, hidden.now), hidden.now)
+    assert (v.statement.closing, v.final, v.frozen_at) == (0, None, None)
+    # A node holding both branches proves the fork, and its bundles carry it.
+    assert community.ingest(other).fork
+    bundle = build_bundle(community.ledger, a, c, other.ref, 1, community.now)
+    v = verify_bundle(bundle, community.now)
+    assert v.frozen_at == other.seq
+
+
+def test_a_forked_branch_is_never_final_in_a_witnessed_community() -> None:
+    w = witnessed_world()
+    a, b = key(0), key(1)
+    w.join(a)
+    w.join(b)
+    certified = w.pay(a, b, 5)
+    w.certifier = None
+    branch = w.create(a, Transfer(to=b.public, amount=7), seq=certified.seq, prev=certified.prev)
+    assert w.ingest(branch).fork
+    c = w.community
+    v = verify_bundle(build_bundle(w.ledger, a, c, branch.ref, 1, w.now), w.now)
+    assert (v.final, v.final_seq, v.frozen_at) == (False, certified.seq - 1, certified.seq)
+    v = verify_bundle(build_bundle(w.ledger, a, c, certified.ref, 1, w.now), w.now)
+    assert (v.final, v.final_seq) == (True, certified.seq)
