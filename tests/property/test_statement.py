@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import World, key, witnessed_world
+from tests.helpers import World, certify, key, witnessed_world
 from tests.strategies import arrivals, histories
 from troc.crypto.sign import Domain
 from troc.errors import BundleError
@@ -116,6 +116,38 @@ def test_witnessed_bundles_prove_finality(ops: list[tuple[int, int, int]]) -> No
         assert v.final is final
         assert v.final_seq == last.seq - 1
         assert v.statement.closing == w.backend.entry(c, end.author, end.seq, end.id).balance  # type: ignore[union-attr]
+
+
+def test_witnessed_bundles_carry_logs_up_to_their_next_certificate(tmp_path: Path) -> None:
+    """A transfer final only through a later certified entry of its payer's
+    log: the bundle carries the payer's log up to that entry and its
+    certificate, from the in-memory backend and from the SQLite store."""
+    w = witnessed_world()
+    a, b = key(0), key(1)
+    w.join(a)
+    w.join(b)
+    w.certifier = None
+    t1 = w.pay(a, b, 4)  # no certificate of its own
+    w.certifier = certify
+    w.offer(a, "bread")  # certified: t1 below it is final
+    w.accept(b, t1)
+    c = w.community
+    head = w.ledger.head(c, b.public)
+    assert head is not None
+    end = Ref(b.public, head.seq, head.id)
+    with Store.open(tmp_path / "s.sqlite") as store:
+        node = Ledger(store)
+        with store.transaction():
+            node.ingest(w.genesis.wire, w.now)
+            for e in w.log:
+                node.ingest(e.wire, w.now)
+                cert = w.ledger.certificate_of(c, e.ref)
+                if cert is not None:
+                    node.ingest_certificate(cert, w.now)
+            for ledger in (w.ledger, node):
+                v = verify_bundle(build_bundle(ledger, b, c, end, 1, w.now), w.now)
+                assert (v.final, v.statement.closing) == (True, 4)
+                assert v.entries == 5  # both joins, t1, the offer, the accept
 
 
 @cache

@@ -290,14 +290,35 @@ class _Closure:
                 continue
             seen.add(key)
             stack.append((r, stored))
-            stack.extend((d, None) for d in reversed(list(_refs(stored.entry))))
+            needs = list(_refs(stored.entry))
+            # Witnessed: an accept (a reclaim) is valid only once its transfer
+            # (decline) is final, maybe through a later certified entry of
+            # that log: the entry that makes it final comes first too.
+            for target in needs[stored.entry.prev is not None :]:
+                anchor = self.anchor(target.author, target.seq)
+                if anchor is not None and anchor != target:
+                    needs.append(anchor)
+            stack.extend((d, None) for d in reversed(needs))
+
+    def anchor(self, author: MemberId, seq: int) -> Ref | None:
+        """The lowest certified entry at or above ``seq`` on ``author``'s
+        final chain (what makes the entry at ``seq`` final), or None if the
+        log has none there (an optimistic community has none)."""
+        backend, c = self.ledger.backend, self.c
+        head = backend.head(c, author)
+        if head is None or not head.final_seq or seq > head.final_seq:
+            return None
+        for at, eid in backend.certified_between(c, author, seq - 1, head.final_seq + 1):
+            if backend.final_at(c, author, at) == eid:
+                return Ref(author, at, eid)
+        return None  # pragma: no cover - the final tip itself is certified
 
     def widen(self) -> bool:
         """Add the evidence the rules read beyond references: the other
         entries at a known fork point (so the verifier freezes the same
         logs), and, in a witnessed community, each log up to its next
-        certified entry (so what is final here is final there). True if
-        anything was added."""
+        certified entry (so what is final here is final there: the
+        member's own last entry above all). True if anything was added."""
         backend, c = self.ledger.backend, self.c
         before = len(self.order)
         for author, top in sorted(self.top.items()):
@@ -307,11 +328,9 @@ class _Closure:
             if head.frozen_at is not None and head.frozen_at <= top:
                 for eid in backend.ids_at(c, author, head.frozen_at):
                     self.add(Ref(author, head.frozen_at, eid))
-            if head.final_seq and top <= head.final_seq:
-                for seq, eid in backend.certified_between(c, author, top - 1, head.final_seq + 1):
-                    if backend.final_at(c, author, seq) == eid:
-                        self.add(Ref(author, seq, eid))
-                        break
+            anchor = self.anchor(author, top)
+            if anchor is not None:
+                self.add(anchor)
         return len(self.order) > before
 
 
