@@ -20,13 +20,13 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import World, certify, key, witnessed_world
 from tests.strategies import arrivals, histories
 from troc.crypto.sign import Domain
-from troc.errors import BundleError
+from troc.errors import BundleError, RefusedError
 from troc.node.store import Store
 from troc.protocol import codec
 from troc.protocol.entry import Accept, Offer, Ref, Transfer
@@ -93,29 +93,51 @@ def test_a_bundle_verifies_with_the_ledgers_statement(data: st.DataObject) -> No
     assert (again.frozen_at, again.not_counted) == (verified.frozen_at, verified.not_counted)
 
 
-@settings(max_examples=max(EXAMPLES // 4, 5))
-@given(
-    ops=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(1, 30)), max_size=12)
+witnessed_ops = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(1, 30), st.booleans()),
+    max_size=14,
 )
-def test_witnessed_bundles_prove_finality(ops: list[tuple[int, int, int]]) -> None:
+
+
+@settings(max_examples=max(EXAMPLES // 4, 5))
+@given(ops=witnessed_ops, data=st.data())
+def test_witnessed_bundles_prove_finality(
+    ops: list[tuple[int, int, int, bool]], data: st.DataObject
+) -> None:
+    """Entries certified or not at random (a transfer is final once it or a
+    later entry of its log is certified; accepts wait for that): every
+    member's bundle verifies, with the source's statement, and the period's
+    last entry is final in the verifier exactly when it is in the source."""
     w = witnessed_world()
     members = [key(i) for i in range(3)]
     for m in members:
         w.join(m)
-    for i, j, amount in ops:
-        if i != j and w.ledger.head(w.community, members[i].public).balance - amount >= -100:  # type: ignore[union-attr]
-            t = w.pay(members[i], members[j], amount)
-            w.accept(members[j], t)
-    # The last entry is not certified: the statement still verifies, final
-    # up to the entry before it.
-    w.certifier = None
-    last = w.pay(members[1], members[2], 1)
+    open_transfers = []
+    for i, j, amount, certified in ops:
+        w.certifier = certify if certified else None
+        if i != j:
+            try:
+                open_transfers.append(w.pay(members[i], members[j], amount))
+            except RefusedError:
+                pass  # overdraft
+        for t in list(open_transfers):
+            if w.ledger.is_final(w.community, t.ref):
+                payee = next(m for m in members if m.public == t.body.to)  # type: ignore[union-attr]
+                w.accept(payee, t)
+                open_transfers.remove(t)
+                event("accepted" if w.ledger.certificate_of(w.community, t.ref) else "final later")
     c = w.community
-    for end, final in ((last.ref, False), (Ref(last.author, last.seq - 1, last.prev), True)):  # type: ignore[arg-type]
-        v = verify_bundle(build_bundle(w.ledger, members[1], c, end, 1, w.now), w.now)
-        assert v.final is final
-        assert v.final_seq == last.seq - 1
-        assert v.statement.closing == w.backend.entry(c, end.author, end.seq, end.id).balance  # type: ignore[union-attr]
+    for m in members:
+        head = w.ledger.head(c, m.public)
+        assert head is not None
+        chain = chain_of(w.backend, c, Ref(m.public, head.seq, head.id))
+        to_seq = data.draw(st.integers(1, len(chain)), label="to_seq")
+        end = chain[to_seq - 1].entry.ref
+        v = verify_bundle(build_bundle(w.ledger, m, c, end, 1, w.now), w.now)
+        assert v.statement == statement_of(w.backend, c, chain[:to_seq], 1, to_seq)
+        assert v.final is w.ledger.is_final(c, end)
+        final_here = [s.entry.seq for s in chain[:to_seq] if w.ledger.is_final(c, s.entry.ref)]
+        assert v.final_seq == max(final_here, default=0)
 
 
 def test_witnessed_bundles_carry_logs_up_to_their_next_certificate(tmp_path: Path) -> None:
