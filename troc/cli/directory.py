@@ -268,9 +268,15 @@ def verify(ctx: Context, file: Path) -> None:
     signature and rule, offline, with no home. Prints the verified totals;
     exit 4 with the first thing that does not check."""
     from troc.crypto.ids import encode_id
+    from troc.errors import BundleError
     from troc.node.directory import statement_json
-    from troc.protocol.statement import verify_bundle
+    from troc.protocol.statement import BUNDLE_LIMITS, verify_bundle
 
+    size = file.stat().st_size
+    if size > BUNDLE_LIMITS.max_size:  # refused before it is read into memory
+        raise BundleError(
+            "malformed", f"{size} bytes: a bundle is at most {BUNDLE_LIMITS.max_size}"
+        )
     v = verify_bundle(file.read_bytes(), int(time.time() * 1000))
     s = v.statement
     data = {
