@@ -20,8 +20,15 @@ from troc.errors import LocalProtocolError
 from troc.node.local import LocalNode
 from troc.node.notices import PROFILE_IS_PUBLIC
 from troc.node.opdata import Done, NotFoundError, community_of, eid, member_of, mid
-from troc.protocol.entry import MAX_TAG, CommunityId, Entry, Join, Kind, Profile, Ref, Vouch
-from troc.protocol.statement import Statement, build_bundle, chain_of, period, statement_of
+from troc.protocol.entry import MAX_TAG, CommunityId, Entry, Kind, Profile, Ref, Vouch
+from troc.protocol.statement import (
+    Statement,
+    build_bundle,
+    chain_of,
+    name_of,
+    period,
+    statement_of,
+)
 
 __all__ = [
     "PUBLIC",
@@ -41,15 +48,7 @@ _PROFILE_FIELDS = ("name", "about", "place", "languages", "contact")
 
 def display_name(node: LocalNode, community: CommunityId, member: MemberId) -> str | None:
     """The name a member gives itself: its profile's, else its join's, else None."""
-    profile = node.ledger.profile(community, member)
-    if profile is not None:
-        assert isinstance(profile.body, Profile)
-        return profile.body.name
-    first = node.store.entries_since(community, member, 0, limit=1)
-    join = Entry.decode(first[0], check_signature=False) if first else None
-    if join is not None and isinstance(join.body, Join) and join.body.name:
-        return join.body.name
-    return None
+    return name_of(node.ledger, community, member)
 
 
 def _profile_json(entry: Entry | None) -> dict[str, Any] | None:

@@ -60,6 +60,7 @@ __all__ = [
     "Verified",
     "build_bundle",
     "chain_of",
+    "name_of",
     "period",
     "statement_of",
     "verify_bundle",
@@ -494,12 +495,18 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
         final = ledger.is_final(c, Ref(mid, to_seq, EntryId(end_id)))
         final_seq = max((s.entry.seq for s in chain if ledger.is_final(c, s.entry.ref)), default=0)
     not_counted = 0
-    for s in chain:
-        if isinstance(s.entry.body, Accept) and final is None:
-            t = s.entry.body.transfer
-            payer = backend.head(c, t.author)
-            if payer is not None and not payer.counts(t.seq):
-                not_counted += statement_amount(backend, c, t)
+    if final is None:  # optimistic: credit from a forked payer's frozen part
+        for s in chain:
+            if isinstance(s.entry.body, Accept):
+                t = s.entry.body.transfer
+                payer = backend.head(c, t.author)
+                if payer is not None and not payer.counts(t.seq):
+                    not_counted += _amount_of(backend, c, t)
+    names = {}
+    for m, _head in backend.heads(c):
+        name = name_of(ledger, c, m)
+        if name is not None:
+            names[m] = name
     return Verified(
         statement,
         rules,
@@ -510,30 +517,27 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
         final_seq,
         head.frozen_at,
         not_counted,
-        names(ledger, c),
+        names,
     )
 
 
-def statement_amount(backend: Backend, community: CommunityId, transfer: Ref) -> int:
+def _amount_of(backend: Backend, community: CommunityId, transfer: Ref) -> int:
     t = backend.entry(community, transfer.author, transfer.seq, transfer.id)
     assert t is not None
     assert isinstance(t.entry.body, Transfer)
     return t.entry.body.amount
 
 
-def names(ledger: Ledger, community: CommunityId) -> dict[MemberId, str]:
-    """Each member's name as the held entries show it: its profile's name
-    (§4.4), else the name in its join, if any."""
-    out: dict[MemberId, str] = {}
+def name_of(ledger: Ledger, community: CommunityId, member: MemberId) -> str | None:
+    """The name a member gives itself in the held entries: its profile's
+    (§4.4), else its join's, else None. Self-chosen: show it as such."""
+    profile = ledger.profile(community, member)
+    if profile is not None:
+        assert isinstance(profile.body, Profile)
+        return profile.body.name
     backend = ledger.backend
-    for member, _head in backend.heads(community):
-        profile = ledger.profile(community, member)
-        if profile is not None:
-            assert isinstance(profile.body, Profile)
-            out[member] = profile.body.name
-            continue
-        ids = backend.ids_at(community, member, 1)
-        join = backend.entry(community, member, 1, ids[0]) if ids else None
-        if join is not None and isinstance(join.entry.body, Join) and join.entry.body.name:
-            out[member] = join.entry.body.name
-    return out
+    ids = backend.ids_at(community, member, 1)
+    join = backend.entry(community, member, 1, ids[0]) if ids else None
+    if join is not None and isinstance(join.entry.body, Join) and join.entry.body.name:
+        return join.entry.body.name
+    return None
