@@ -223,7 +223,7 @@ def _csv(data: dict[str, Any]) -> str:
                 _date(m["timestamp_ms"]),
                 m["seq"],
                 m["kind"],
-                m["counterparty"],
+                m["counterparty"] or "",
                 m["name"] or "",
                 m["memo"],
                 m["amount"],
@@ -236,12 +236,19 @@ def _csv(data: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+def _who(m: dict[str, Any]) -> str:
+    if m["counterparty"] is None:
+        return ""
+    name = f"~{m['name']} " if m["name"] else ""
+    return f"{name}{m['counterparty'][:10]}…"
+
+
 def _statement_text(data: dict[str, Any]) -> str:
     rows = [
         [
             _date(m["timestamp_ms"]),
             m["kind"],
-            ("~" + m["name"] + " " if m["name"] else "") + m["counterparty"][:10] + "…",
+            _who(m),
             m["memo"],
             _signed(m["amount"]),
             str(m["balance"]),

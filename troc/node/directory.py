@@ -173,8 +173,8 @@ def statement_json(s: Statement, names: dict[MemberId, str]) -> dict[str, Any]:
                 "entry": eid(m.id),
                 "timestamp_ms": m.timestamp_ms,
                 "kind": m.kind.value,
-                "counterparty": mid(m.counterparty),
-                "name": names.get(m.counterparty),
+                "counterparty": None if m.counterparty is None else mid(m.counterparty),
+                "name": None if m.counterparty is None else names.get(m.counterparty),
                 "memo": m.memo,
                 "amount": m.amount,
                 "balance": m.balance,
@@ -198,7 +198,7 @@ def op_statement(node: LocalNode, p: dict[str, Any]) -> Done:
     s = statement_of(node.store, community, chain, from_seq, to_seq)
     names = {
         m: n
-        for m in {mv.counterparty for mv in s.movements}
+        for m in {mv.counterparty for mv in s.movements if mv.counterparty is not None}
         if (n := display_name(node, community, m)) is not None
     }
     info = node.community(community)

@@ -95,17 +95,18 @@ _FIELDS = (
 class Movement:
     """One entry of the member's log that moved its balance.
 
-    ``amount`` is signed: negative for a transfer out, positive for an
-    accept (credit from ``counterparty``, the payer) or a reclaim (the
-    payee, ``counterparty``, declined). ``memo`` is the transfer's.
-    ``balance`` is the nominal balance after it (§4.5).
+    ``amount`` is the change it made, signed: negative for a transfer out,
+    positive for an accept (credit from ``counterparty``, the payer) or a
+    reclaim (the payee, ``counterparty``, declined); any other kind that
+    moves the balance is a movement too, by the same measure. ``memo`` is
+    the transfer's. ``balance`` is the nominal balance after it (§4.5).
     """
 
     seq: int
     id: EntryId
     timestamp_ms: int
     kind: Kind
-    counterparty: MemberId
+    counterparty: MemberId | None
     amount: int
     memo: str
     balance: int
@@ -197,26 +198,49 @@ def period(chain: list[Stored], from_ms: int | None, to_ms: int | None) -> tuple
     return min(from_seq, to_seq + 1), to_seq
 
 
-def _movement(backend: Backend, community: CommunityId, stored: Stored) -> Movement | None:
-    e, body = stored.entry, stored.entry.body
+def _counterparty(
+    backend: Backend, community: CommunityId, entry: Entry
+) -> tuple[MemberId | None, str]:
+    """Who is on the other side of a movement, and the transfer's memo.
+
+    A transfer: its payee. A reclaim: the payee who declined. Any other
+    entry that names a transfer (an accept, or a kind that takes a transfer
+    back): the transfer's other party. None if the entry names no transfer.
+    """
+    body = entry.body
     if isinstance(body, Transfer):
-        other, amount, memo = body.to, -body.amount, body.memo
-    elif isinstance(body, Accept | Reclaim):
-        if isinstance(body, Accept):
-            t_ref = body.transfer
-            other = t_ref.author
-        else:
-            d = backend.entry(community, body.decline.author, body.decline.seq, body.decline.id)
-            assert d is not None
-            assert isinstance(d.entry.body, Decline)
-            t_ref, other = d.entry.body.transfer, d.entry.author
-        t = backend.entry(community, t_ref.author, t_ref.seq, t_ref.id)
-        assert t is not None
-        assert isinstance(t.entry.body, Transfer)
-        amount, memo = t.entry.body.amount, t.entry.body.memo
-    else:
+        return body.to, body.memo
+    if isinstance(body, Reclaim):
+        d = backend.entry(community, body.decline.author, body.decline.seq, body.decline.id)
+        assert d is not None
+        assert isinstance(d.entry.body, Decline)
+        t = d.entry.body.transfer
+        found = backend.entry(community, t.author, t.seq, t.id)
+        assert found is not None
+        assert isinstance(found.entry.body, Transfer)
+        return d.entry.author, found.entry.body.memo
+    for ref in _refs(entry):
+        if ref.author == entry.author and ref.seq == entry.seq - 1:
+            continue  # the prev link
+        found = backend.entry(community, ref.author, ref.seq, ref.id)
+        if found is not None and isinstance(found.entry.body, Transfer):
+            paid = found.entry.body
+            return (paid.to if ref.author == entry.author else ref.author), paid.memo
+    return None, ""
+
+
+def _movement(
+    backend: Backend, community: CommunityId, stored: Stored, before: int
+) -> Movement | None:
+    """``stored`` as a movement if it changed its log's nominal balance
+    (from ``before``): whatever its kind, the amount is that change."""
+    if stored.balance == before:
         return None
-    return Movement(e.seq, e.id, e.timestamp_ms, e.kind, other, amount, memo, stored.balance)
+    e = stored.entry
+    other, memo = _counterparty(backend, community, e)
+    return Movement(
+        e.seq, e.id, e.timestamp_ms, e.kind, other, stored.balance - before, memo, stored.balance
+    )
 
 
 def statement_of(
@@ -230,10 +254,12 @@ def statement_of(
     opening = chain[from_seq - 2].balance if from_seq > 1 else 0
     closing = chain[to_seq - 1].balance if to_seq >= 1 else 0
     moves = []
+    before = opening
     for stored in chain[from_seq - 1 : to_seq]:
-        m = _movement(backend, community, stored)
+        m = _movement(backend, community, stored, before)
         if m is not None:
             moves.append(m)
+        before = stored.balance
     total_in = sum(m.amount for m in moves if m.amount > 0)
     total_out = -sum(m.amount for m in moves if m.amount < 0)
     assert closing == opening + total_in - total_out  # each movement is its balance step
