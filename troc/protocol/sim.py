@@ -327,6 +327,15 @@ class PairResult:
         """The message types, in the order they were delivered."""
         return [str(decode_message(f)["t"]) for _, f in self.frames]
 
+    @property
+    def flights(self) -> int:
+        """Runs of frames in one direction: with ``lockstep`` delivery, each
+        is one one-way trip, so a session costs ``ceil(flights / 2)`` round
+        trips of latency."""
+        return sum(
+            1 for i, (d, _f) in enumerate(self.frames) if i == 0 or d != self.frames[i - 1][0]
+        )
+
 
 def sync_pair(
     initiator: MemoryView,
@@ -337,11 +346,15 @@ def sync_pair(
     max_frames: int = 100_000,
     batch_entries: int = MAX_BATCH,
     batch_bytes: int = MAX_FRAME // 2,
+    lockstep: bool = False,
 ) -> PairResult:
     """Run one sync session between two views over a reliable in-memory stream.
 
     Frames are encoded and decoded with the real codec and delivered one at
-    a time, alternating directions. ``cut_after`` stops delivery after that
+    a time, alternating directions; with ``lockstep``, every frame in flight
+    one way is delivered before any the other way (as over a link whose
+    latency dwarfs the work: :attr:`PairResult.flights` then counts one-way
+    trips). ``cut_after`` stops delivery after that
     many frames (a dropped connection). Raises RemoteProtocolError if a side
     refuses a frame, SimulationError if a frame reaches a side that has
     finished, or past ``max_frames`` (a livelock).
@@ -372,7 +385,8 @@ def sync_pair(
             raise SimulationError(f"a frame reached a finished session: {data[:40]!r}")
         for out in side.receive(decode_message(data)):
             queues[1 - turn].append(encode_message(out))
-        turn = 1 - turn
+        if not lockstep or not queues[turn]:
+            turn = 1 - turn
     return result
 
 
