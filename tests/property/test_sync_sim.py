@@ -775,15 +775,23 @@ def test_simulated_network_converges(seed: int, config: SimConfig) -> None:
     assert report.acknowledged == len(sim.acknowledged) > 0, replay
 
 
-def test_simulator_with_a_forking_member() -> None:
+@pytest.mark.parametrize(("seed", "v2_nodes"), [(5, 30), (12, 0)], ids=["v2", "v3"])
+def test_simulator_with_a_forking_member(seed: int, v2_nodes: int) -> None:
     """A fixed run with a twin that spends again, partitioned from part of
     the network for a while: honest members accept payments from both
     branches, and still every node converges on one digest, one frozen
-    point and the same counted balances."""
+    point and the same counted balances. Once with every node on
+    /troc/sync/2, once on /troc/sync/3 (a seed where both branches are
+    accepted: the protocols' frames differ, so do the runs)."""
     config = SimConfig(
-        nodes=30, ops=300, loss=0.05, partitions=(Partition(0.3, 0.8, 2),), fork_at=0.3
+        nodes=30,
+        ops=300,
+        loss=0.05,
+        partitions=(Partition(0.3, 0.8, 2),),
+        fork_at=0.3,
+        v2_nodes=v2_nodes,
     )
-    sim = Simulator(5, config)
+    sim = Simulator(seed, config)
     report = sim.run()
     sim.heal_and_converge()
     sim.check()

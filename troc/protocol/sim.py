@@ -79,6 +79,7 @@ from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, St
 from troc.protocol.sync import (
     MAX_BATCH,
     MAX_FRAME,
+    VERSIONS,
     Finals,
     Heads,
     SyncSession,
@@ -347,6 +348,7 @@ def sync_pair(
     batch_entries: int = MAX_BATCH,
     batch_bytes: int = MAX_FRAME // 2,
     lockstep: bool = False,
+    version: int = 2,
 ) -> PairResult:
     """Run one sync session between two views over a reliable in-memory stream.
 
@@ -354,18 +356,16 @@ def sync_pair(
     a time, alternating directions; with ``lockstep``, every frame in flight
     one way is delivered before any the other way (as over a link whose
     latency dwarfs the work: :attr:`PairResult.flights` then counts one-way
-    trips). ``cut_after`` stops delivery after that
+    trips). ``version`` is the sync protocol's (both sides speak it).
+    ``cut_after`` stops delivery after that
     many frames (a dropped connection). Raises RemoteProtocolError if a side
     refuses a frame, SimulationError if a frame reaches a side that has
     finished, or past ``max_frames`` (a livelock).
     """
     c = initiator.community if community is None else community
-    ini = SyncSession(
-        initiator, c, initiator=True, batch_entries=batch_entries, batch_bytes=batch_bytes
-    )
-    res = SyncSession(
-        responder, c, initiator=False, batch_entries=batch_entries, batch_bytes=batch_bytes
-    )
+    sizes = {"batch_entries": batch_entries, "batch_bytes": batch_bytes, "version": version}
+    ini = SyncSession(initiator, c, initiator=True, **sizes)
+    res = SyncSession(responder, c, initiator=False, **sizes)
     result = PairResult(ini, res)
     # queues[0] flows to the responder, queues[1] to the initiator.
     queues: tuple[deque[bytes], deque[bytes]] = (deque(), deque())
@@ -426,6 +426,9 @@ class SimConfig:
     fork_at: float | None = None  # when (fraction of the run) a member's twin appears
     twin_ops: int = 5  # entries the twin attempts after its first
     max_heal_rounds: int | None = None  # default: grows with log2(nodes)
+    #: Nodes (the last ones, twin aside) that speak only ``/troc/sync/2``; the
+    #: others speak 3 and 2, and a session uses the newest both speak.
+    v2_nodes: int = 0
 
     @property
     def duration_ms(self) -> int:
@@ -868,11 +871,18 @@ class Simulator:
         peer += peer >= node.index
         self._start_session(node.index, peer)
 
+    def _version(self, index: int) -> int:
+        """The newest sync version node ``index`` speaks (a twin: its member's)."""
+        n = self.config.nodes
+        member = index if index < n else (self.forker.index if self.forker else index)
+        return 2 if member >= n - self.config.v2_nodes else max(VERSIONS)
+
     def _start_session(self, a: int, b: int) -> None:
         c = self.community
+        version = min(self._version(a), self._version(b))
         sides = (
-            SyncSession(self.nodes[a].view, c, initiator=True),
-            SyncSession(self.nodes[b].view, c, initiator=False),
+            SyncSession(self.nodes[a].view, c, initiator=True, version=version),
+            SyncSession(self.nodes[b].view, c, initiator=False, version=version),
         )
         self._next_link += 1
         link = _Link(self._next_link, (a, b), sides, [0, 0])
@@ -1004,7 +1014,10 @@ class Simulator:
             for a in order:
                 b = rng.randrange(n - 1)
                 b += b >= a
-                result = sync_pair(self.nodes[a].view, self.nodes[b].view, self.community)
+                version = min(self._version(a), self._version(b))
+                result = sync_pair(
+                    self.nodes[a].view, self.nodes[b].view, self.community, version=version
+                )
                 self.report.heal_sessions += 1
                 self.report.heal_bytes += result.bytes_exchanged
                 if not result.done:

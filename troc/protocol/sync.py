@@ -95,11 +95,15 @@ from troc.errors import CodecError, RemoteProtocolError
 from troc.protocol import codec
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
+from troc.protocol.recon import Reconciler, Record
 from troc.protocol.witness import Certificate
 
 __all__ = [
     "FRAME_LIMITS",
     "MAX_REPLY_BYTES",
+    "PROTOCOL_ID",
+    "PROTOCOL_ID_V3",
+    "VERSIONS",
     "Finals",
     "Frozen",
     "Heads",
@@ -116,6 +120,11 @@ __all__ = [
 
 #: Version 2: the digest covers final tips, and certificates travel (``certs``).
 PROTOCOL_ID = "/troc/sync/2"
+#: Version 3: the heads that differ are found by range-based reconciliation
+#: (``recon``, :mod:`troc.protocol.recon`) instead of sent whole.
+PROTOCOL_ID_V3 = "/troc/sync/3"
+#: The protocol id of each version spoken, newest (preferred) first.
+VERSIONS = {3: PROTOCOL_ID_V3, 2: PROTOCOL_ID}
 MAX_FRAME = 1024 * 1024
 MAX_BATCH = 512
 MAX_HEADS = 10_000
@@ -428,7 +437,11 @@ class SyncSession:
         initiator: bool,
         batch_entries: int = MAX_BATCH,
         batch_bytes: int = MAX_FRAME // 2,
+        version: int = 2,
     ) -> None:
+        if version not in VERSIONS:
+            raise ValueError(f"no sync version {version}")
+        self.version = version
         self.view = view
         self.community = community
         self.initiator = initiator
@@ -461,6 +474,7 @@ class SyncSession:
         self._peer_frozen: dict[MemberId, int] = {}  # fork points it sent proofs of
         self._peer_proofs: list[bytes] = []  # their entries, ingested after its stream
         self._theirs: Heads | None = None
+        self._recon: Reconciler | None = None  # version 3
 
     @property
     def done(self) -> bool:
@@ -488,8 +502,10 @@ class SyncSession:
         elif kind == "same":
             self._sent_fin = self._got_fin = True
             self.stats.same = True
-        elif kind == "heads":
+        elif kind == "heads" and self.version == 2:
             yield from self._on_heads(msg)
+        elif kind == "recon" and self.version == 3:
+            yield from self._on_recon(msg)
         elif kind == "entries":
             yield from self._on_entries(msg)
         elif kind == "want":
@@ -500,13 +516,17 @@ class SyncSession:
             if self._got_end:
                 raise _bad("end twice")
             self._got_end = True
+            if self.version == 3:
+                # Version 3 sends its fork proofs with its end.
+                for a, b in _parse_proofs(msg.get("f"), self.community):
+                    self._peer_proofs += [a.wire, b.wire]
             if self.initiator and self._theirs is not None and not self._sent_end:
                 yield from self._send_missing(self._theirs)
                 # Re-read: the responder's entries may have made final what
                 # a certificate we held alone already named.
                 yield from self._send_certificates(self.view.finals(self.community))
                 self._sent_end = True
-                yield {"t": "end"}
+                yield self._end()
             # The peer's stream is over, so what its fork proofs build on has
             # arrived: ingest them now (wanting whatever they still lack).
             proofs, self._peer_proofs = self._peer_proofs, []
@@ -537,15 +557,28 @@ class SyncSession:
             self.stats.same = True
             yield {"t": "same"}
             return
+        if self.version == 3:
+            self._recon = Reconciler(self._records())
+            yield self._recon.opening()
+            return
         self._sent_heads = True
         yield self._heads_msg()
 
-    def _heads_msg(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {
-            "t": "heads",
-            "h": [[a, s, i] for a, (s, i) in sorted(self._mine.items())],
-        }
-        # The proofs of our frozen points, but those the peer just sent us.
+    def _records(self) -> list[Record]:
+        """Our record of each author, for version 3's reconciliation."""
+        authors = self._mine.keys() | self._frozen.keys() | self._finals.keys()
+        out = []
+        for a in authors:
+            seq, eid = self._mine.get(a, (0, b""))
+            final = self._finals.get(a, (0, b""))[0]
+            frozen = self._frozen.get(a, (0, b"", b""))[0]
+            out.append(Record(a, seq, eid, final, frozen))
+        return out
+
+    def _proofs(self) -> tuple[list[list[bytes]], int]:
+        """The proofs of our frozen points the peer lacks (those of which it
+        did not send or report the same or a lower point), within bounds;
+        and their bytes."""
         proofs: list[list[bytes]] = []
         size = 0
         for author, (seq, first, second) in sorted(self._frozen.items()):
@@ -555,6 +588,23 @@ class SyncSession:
                 break  # the rest travel in later sessions (the peer then sends its own)
             size += len(first) + len(second)
             proofs.append([first, second])
+        return proofs, size
+
+    def _end(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"t": "end"}
+        if self.version == 3:
+            proofs, _size = self._proofs()
+            if proofs:
+                msg["f"] = proofs
+        return msg
+
+    def _heads_msg(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "t": "heads",
+            "h": [[a, s, i] for a, (s, i) in sorted(self._mine.items())],
+        }
+        # The proofs of our frozen points, but those the peer just sent us.
+        proofs, size = self._proofs()
         if proofs:
             msg["f"] = proofs
         if self._finals:
@@ -581,12 +631,54 @@ class SyncSession:
             if a.seq < self._peer_frozen.get(a.author, a.seq + 1):
                 self._peer_frozen[a.author] = a.seq
             self._peer_proofs += [a.wire, b.wire]
-        self.stats.expected = sum(
-            max(0, seq - self._mine.get(a, (0, b""))[0]) for a, (seq, _i) in theirs.items()
-        )
         if not self._sent_heads:
             self._sent_heads = True
             yield self._heads_msg()
+        yield from self._after_heads(theirs)
+
+    def _on_recon(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if self._got_heads:
+            raise _bad("recon after reconciliation")
+        if self._recon is None:
+            if not self.initiator:
+                raise _bad("recon before hello")
+            self._recon = Reconciler(self._records())
+        reply = self._recon.receive(msg)
+        if reply is not None:
+            yield reply
+        if self._recon.done:
+            yield from self._after_heads(self._reconciled(self._recon))
+
+    def _reconciled(self, recon: Reconciler) -> Heads:
+        """The peer's heads, final seqs and (claimed) fork points, from ours
+        where reconciliation found them equal and its records elsewhere."""
+        theirs = dict(self._mine)
+        self._peer_finals = {a: seq for a, (seq, _c) in self._finals.items()}
+        self._peer_frozen = {a: seq for a, (seq, _f, _s) in self._frozen.items()}
+        for a, r in recon.peer.items():
+            theirs.pop(a, None)
+            self._peer_finals.pop(a, None)
+            self._peer_frozen.pop(a, None)
+            if r is None:
+                continue
+            if r.seq:
+                theirs[a] = (r.seq, EntryId(r.id))
+            if r.final:
+                self._peer_finals[a] = r.final
+            if r.frozen:
+                # Claimed, proved with its end: a false claim only keeps
+                # from the peer what it said it would not count.
+                self._peer_frozen[a] = r.frozen
+        return theirs
+
+    def _after_heads(self, theirs: Heads) -> Iterator[dict[str, Any]]:
+        """Both sides know each other's heads: stream (the responder), or wait
+        for the responder's stream (the initiator)."""
+        self._got_heads = True
+        self._peer = theirs
+        self.stats.expected = sum(
+            max(0, seq - self._mine.get(a, (0, b""))[0]) for a, (seq, _i) in theirs.items()
+        )
         # A peer head below ours that we do not hold is on another branch of
         # a forked log: ask for it (the reply brings its branch below it).
         # The responder asks after its stream: the reply may be large and
@@ -603,7 +695,7 @@ class SyncSession:
         yield from self._send_missing(theirs)
         yield from self._send_certificates(self._finals)
         self._sent_end = True
-        yield {"t": "end"}
+        yield self._end()
         yield from self._want(forked)
 
     def _send_missing(self, theirs: Heads) -> Iterator[dict[str, Any]]:
