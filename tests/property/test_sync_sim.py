@@ -304,6 +304,8 @@ def forked_pair(
 
 
 FORK_SEQ = 3  # join, common offer, then the two branches
+#: Both sync versions (/troc/sync/2's heads, /troc/sync/3's reconciliation).
+VERSIONS = pytest.mark.parametrize("version", [2, 3], ids=["v2", "v3"])
 
 
 def heads_messages(result: PairResult) -> list[dict[str, Any]]:
@@ -333,14 +335,15 @@ def heads_messages(result: PairResult) -> list[dict[str, Any]]:
         "accept-on-long-branch",
     ],
 )
+@VERSIONS
 def test_fork_is_detected_by_both_and_frozen_at_the_same_seq(
-    big: tuple[World, list[Entry]], extra_a: int, extra_b: int, accept_on_b: bool
+    big: tuple[World, list[Entry]], version: int, extra_a: int, extra_b: int, accept_on_b: bool
 ) -> None:
     world, _ = big
     a, b = forked_pair(world, extra_b=extra_b, extra_a=extra_a, accept_on_b=accept_on_b)
     forker, other = world.keys[6].public, world.keys[7].public
     c = world.community
-    result = sync_pair(a, b)
+    result = sync_pair(a, b, version=version)
     assert result.done
     for s in (result.initiator, result.responder):
         assert s.misbehaviour is None  # a fork is the author's fault, not the peer's
@@ -354,7 +357,7 @@ def test_fork_is_detected_by_both_and_frozen_at_the_same_seq(
     # A second session brings what the first one could not store yet; then
     # both hold the same entries that count. Beyond the fork point they may
     # hold different entries: those are fetched only when referenced.
-    assert sync_pair(b, a).done
+    assert sync_pair(b, a, version=version).done
     assert a.content_digest(counted=True) == b.content_digest(counted=True)
     assert a.balances() == b.balances()
     assert a.balances()[forker] == 0  # only join and the common offer count
@@ -372,7 +375,7 @@ def test_fork_is_detected_by_both_and_frozen_at_the_same_seq(
         assert heads[forker] == (FORK_SEQ - 1, common.id)
         assert sorted((m, s) for m, (s, _f, _s) in frozen.items()) == [(forker, FORK_SEQ)]
     assert a.digest() == b.digest()
-    assert sync_pair(a, b).kinds() == ["hello", "same"]
+    assert sync_pair(a, b, version=version).kinds() == ["hello", "same"]
 
 
 def test_fork_proof_reaches_a_third_node(big: tuple[World, list[Entry]]) -> None:
@@ -395,8 +398,48 @@ def test_fork_proof_reaches_a_third_node(big: tuple[World, list[Entry]]) -> None
     assert sync_pair(c_node, b).kinds() == ["hello", "same"]
 
 
+def test_fork_proof_reaches_a_third_node_in_v3_end(big: tuple[World, list[Entry]]) -> None:
+    """Version 3 has no heads: the proof travels in the end of the side
+    whose peer does not report the fork point."""
+    world, _ = big
+    a, b = forked_pair(world, extra_b=0)
+    c_node = world.node(a.entries())  # a's branch only, no proof
+    assert sync_pair(a, b, version=3).done
+    forker = world.keys[6].public
+    result = sync_pair(c_node, a, version=3)
+    assert result.done
+    ends = [(way, decode_message(f)) for way, f in result.frames]
+    ends = [(way, m) for way, m in ends if m["t"] == "end"]
+    # The responder (a) sends the proof; the initiator (c) has none to send.
+    assert [(way, len(m.get("f", []))) for way, m in ends] == [(False, 1), (True, 0)]
+    assert "heads" not in result.kinds()
+    head = c_node.ledger.head(world.community, forker)
+    assert head is not None
+    assert head.frozen_at == FORK_SEQ
+    assert c_node.digest() == a.digest() == b.digest()
+    assert c_node.balances() == a.balances() == b.balances()
+    assert sync_pair(c_node, b, version=3).kinds() == ["hello", "same"]
+
+
+def test_v3_sends_no_proof_where_both_report_the_fork(big: tuple[World, list[Entry]]) -> None:
+    """Once both know a fork, a session about another author's news carries
+    no proof at all (version 2 sends the responder's with its heads)."""
+    world, _ = big
+    a, b = forked_pair(world, extra_b=2)
+    assert sync_pair(a, b, version=3).done
+    world.append(a, world.keys[7], Offer(side="offer", title="news"))
+    result = sync_pair(a, b, version=3)
+    assert result.done
+    ends = [decode_message(f) for _, f in result.frames if decode_message(f)["t"] == "end"]
+    assert len(ends) == 2
+    assert all("f" not in m for m in ends)
+    assert a.digest() == b.digest()
+
+
+@VERSIONS
 def test_fork_at_seq_one_leaves_the_author_out_of_the_heads(
     big: tuple[World, list[Entry]],
+    version: int,
 ) -> None:
     """Two joins by one key: nothing of that log counts, so it is not in the
     heads at all; the proof alone makes digests equal."""
@@ -408,7 +451,7 @@ def test_fork_at_seq_one_leaves_the_author_out_of_the_heads(
     world.append(a, forker, Join(name="first"))
     world.append(b, forker, Join(name="second"))
     world.append(b, forker, Offer(side="offer", title="on b"))
-    assert sync_pair(a, b).done
+    assert sync_pair(a, b, version=version).done
     c = world.community
     for view in (a, b):
         head = view.ledger.head(c, forker.public)
@@ -417,7 +460,7 @@ def test_fork_at_seq_one_leaves_the_author_out_of_the_heads(
         assert forker.public not in sync_state(view, c)[0]
     assert a.digest() == b.digest()
     empty = world.node()
-    result = sync_pair(empty, b)
+    result = sync_pair(empty, b, version=version)
     assert result.done
     assert empty.digest() == b.digest()
     head = empty.ledger.head(c, forker.public)
@@ -428,8 +471,10 @@ def test_fork_at_seq_one_leaves_the_author_out_of_the_heads(
     assert empty.balances() == b.balances()
 
 
+@VERSIONS
 def test_entries_beyond_the_fork_are_fetched_only_on_demand(
     big: tuple[World, list[Entry]],
+    version: int,
 ) -> None:
     """A node that knows a fork streams nothing beyond its fork point; an
     entry that references one (an accept of a transfer deep in a branch)
@@ -438,11 +483,11 @@ def test_entries_beyond_the_fork_are_fetched_only_on_demand(
     a, b = forked_pair(world, extra_b=10, extra_a=20, accept_on_b=True)
     forker, other = world.keys[6].public, world.keys[7].public
     c = world.community
-    assert sync_pair(a, b).done
-    assert sync_pair(b, a).done
+    assert sync_pair(a, b, version=version).done
+    assert sync_pair(b, a, version=version).done
     assert a.digest() == b.digest()
     fresh = world.node()
-    result = sync_pair(fresh, a)
+    result = sync_pair(fresh, a, version=version)
     assert result.done
     assert result.initiator.stats.rejected == {}
     assert fresh.digest() == a.digest()
@@ -470,6 +515,92 @@ def test_the_initiator_sends_only_the_proofs_the_responder_did_not(
     assert len(heads[0]["f"]) == 1  # the responder's
     assert "f" not in heads[1]
     assert a.digest() == b.digest()
+
+
+# -- /troc/sync/3: reconciling heads -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wide() -> tuple[World, list[Entry]]:
+    """600 entries from 60 members (enough authors for ranges to split), built once."""
+    world = make_world(60, seed=3)
+    view = world.node()
+    return world, build_history(world, view, 600, seed=4)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_two_random_stores_converge_over_v3(
+    wide: tuple[World, list[Entry]], data: st.DataObject
+) -> None:
+    """Two stores holding random parts of one history (a prefix, then random
+    later entries, some of which wait for what they lack): the first
+    version 3 session finds exactly the authors whose records differ, and a
+    few sessions make the stores equal, with no side flagged."""
+    world, history = wide
+    stores = []
+    for _ in range(2):
+        cut = data.draw(st.integers(0, len(history)))
+        later = data.draw(st.lists(st.sampled_from(history[cut:] or history), max_size=40))
+        view = world.node(history[:cut])
+        for e in later:
+            view.ingest(e.wire)
+        stores.append(view)
+    a, b = stores
+    heads = [sync_state(v, world.community)[0] for v in (a, b)]
+    differ = {m for m in heads[0].keys() | heads[1].keys() if heads[0].get(m) != heads[1].get(m)}
+    for n in range(6):
+        ini, res = (a, b) if n % 2 == 0 else (b, a)
+        result = sync_pair(ini, res, version=3)
+        assert result.done
+        for side in (result.initiator, result.responder):
+            assert side.misbehaviour is None
+        if n == 0:
+            if not differ:
+                assert result.kinds() == ["hello", "same"]
+            else:
+                for side in (result.initiator, result.responder):
+                    assert side._recon is not None
+                    assert set(side._recon.peer) == differ
+        if a.digest() == b.digest():
+            break
+    assert a.digest() == b.digest()
+    assert a.content_digest() == b.content_digest()
+    assert a.balances() == b.balances()
+
+
+def test_one_differing_entry_at_1000_members_is_small_in_v3() -> None:
+    """The aim of issue 16 (part 3), at 1,000 members here (bench/sync_cost.py
+    measures 10,000): one entry more on one side costs under 2 KB and 4
+    round trips, where version 2 sends every head both ways."""
+    world = make_world(1000, seed=5)
+    base = world.node()
+    joins = [world.append(base, k, Join()) for k in world.keys]
+    a, b = world.node(joins), world.node(joins)
+    world.append(b, world.keys[17], Offer(side="offer", title="bread"))
+    cost = {}
+    for version in (2, 3):
+        ini, res = world.node(a.entries()), world.node(b.entries())
+        result = sync_pair(ini, res, version=version, lockstep=True)
+        assert result.done
+        assert ini.digest() == res.digest()
+        cost[version] = (result.bytes_exchanged, (result.flights + 1) // 2)
+    assert cost[3][0] < 2048, cost
+    assert cost[3][1] <= 4, cost
+    assert cost[2][0] > 100_000, cost  # every head, both ways
+
+
+def test_v3_refuses_heads_and_v2_refuses_recon(big: tuple[World, list[Entry]]) -> None:
+    world, history = big
+    for version, wrong in ((3, {"t": "heads", "h": []}), (2, {"t": "recon", "r": []})):
+        session = SyncSession(
+            world.node(history[:10]), world.community, initiator=True, version=version
+        )
+        session.start()
+        with pytest.raises(RemoteProtocolError):
+            list(session.receive(wrong))
 
 
 # -- a faulty or hostile peer ------------------------------------------------------
@@ -718,9 +849,12 @@ def sim_configs(draw: st.DrawFn) -> SimConfig:
         st.lists(st.tuples(st.floats(0, 0.9), st.floats(0.05, 0.5), st.integers(2, 4)), max_size=3)
     ):
         partitions.append(Partition(start, start + length, groups))
+    nodes = draw(st.integers(20, MAX_NODES))
     return SimConfig(
-        nodes=draw(st.integers(20, MAX_NODES)),
+        nodes=nodes,
         ops=ops,
+        # Most nodes speak /troc/sync/3; some only 2, or all only 2.
+        v2_nodes=draw(st.sampled_from([0, 0, 1, nodes // 3, nodes])),
         loss=draw(st.sampled_from([0.0, 0.01, 0.05, 0.15, 0.3])),
         dup=draw(st.sampled_from([0.0, 0.1, 0.5])),
         interrupt=draw(st.sampled_from([0.0, 0.01, 0.05])),

@@ -209,10 +209,20 @@ class Reconciler:
             else:
                 out.add(lo, hi, "fp", _fingerprint(count, self._hashes[i:j]))
             return
-        parts = min(RECON_BRANCHES, -(-count // RECON_LEAF))
-        if not out.room(parts, 0):
-            out.add(lo, hi, "fp", _fingerprint(count, self._hashes[i:j]))
+        # As many parts as the message has room for, keeping one range for
+        # each of the peer's still to answer; but the first split of a
+        # message always happens (two parts, past what is kept if need be:
+        # a range of the peer's then goes unanswered, left for the next
+        # session), so that a full message still makes progress.
+        room = out.ranges_left()
+        if not out.split and room < 2:
+            room = min(2, MAX_RANGES - out.ranges)
+        parts = min(RECON_BRANCHES, -(-count // RECON_LEAF), room)
+        if parts < 2:
+            if out.room(1, 0):
+                out.add(lo, hi, "fp", _fingerprint(count, self._hashes[i:j]))
             return
+        out.split = True
         start, low = i, lo
         for k in range(1, parts + 1):
             end = i + (count * k) // parts
@@ -287,6 +297,7 @@ class Reconciler:
         r_at = x_at = 0
         opens = iter(self._open)
         current: _Open | None = next(opens, None)
+        out.reserved = sum(1 for i in ranges if isinstance(i, list) and len(i) == 2)
         for item in ranges:
             if not isinstance(item, list) or not 1 <= len(item) <= 3:
                 raise _bad("recon range")
@@ -303,6 +314,8 @@ class Reconciler:
                 inside = current is not None and current.lo <= lo and hi <= current.hi
                 if not first and not inside:
                     raise _bad("a range we did not open")
+            if len(item) == 2:
+                out.reserved -= 1  # answered now
             if len(item) == 2 and isinstance(item[1], bytes):
                 if len(item[1]) != FP_SIZE:
                     raise _bad("fingerprint")
@@ -367,12 +380,19 @@ class _Out:
         self.items: list[tuple[Any, ...]] = []
         self.ranges = 0
         self.records = 0
+        #: Ranges kept for the answers to the peer's ranges still to come
+        #: (one each at least), so that none goes unanswered.
+        self.reserved = 0
+        self.split = False  # whether a range was split in this message
 
     def records_left(self) -> int:
         return MAX_RECORDS - self.records
 
+    def ranges_left(self) -> int:
+        return MAX_RANGES - self.reserved - self.ranges
+
     def room(self, ranges: int, records: int) -> bool:
-        return self.ranges + ranges <= MAX_RANGES and self.records + records <= MAX_RECORDS
+        return ranges <= self.ranges_left() and self.records + records <= MAX_RECORDS
 
     def add(self, lo: bytes, hi: bytes, kind: str, *payload: Any) -> None:
         self.ranges += 1
