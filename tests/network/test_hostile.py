@@ -453,7 +453,13 @@ async def test_peer_resetting_mid_session(tmp_path: Path, caplog: pytest.LogCapt
         async def answer_then_reset(stream: INetStream, peer: str) -> None:
             nonlocal resets
             reader = FrameReader(stream, max_size=MAX_FRAME, frame_timeout=60)
-            await reader.read_frame()  # hello
+            try:
+                await reader.read_frame()  # hello
+            except FrameError:
+                # A gave up first (its negotiation, now one more round trip
+                # for /troc/sync/3, timed out under load): X's own handler
+                # must not count as a failure of A's.
+                return
             await stream.write(NO_HEADS + frame({"t": "end"}))
             await stream.reset()
             resets += 1

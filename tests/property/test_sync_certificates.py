@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -294,9 +295,10 @@ def rich_history() -> tuple[World, tuple[Entry, ...]]:
     return w, tuple(w.log)
 
 
+@pytest.mark.parametrize("version", [2, 3], ids=["v2", "v3"])
 @settings(max_examples=40, deadline=None)
 @given(st.data())
-def test_any_entries_and_certificates_converge(data: st.DataObject) -> None:
+def test_any_entries_and_certificates_converge(version: int, data: st.DataObject) -> None:
     w, log = rich_history()
     authors = sorted({e.author for e in log})
     by_author = {a: [e for e in log if e.author == a] for a in authors}
@@ -325,7 +327,8 @@ def test_any_entries_and_certificates_converge(data: st.DataObject) -> None:
     while one.digest() != two.digest():
         sessions += 1
         assert sessions <= 8, "no convergence"
-        result = sync_pair(one, two) if sessions % 2 else sync_pair(two, one)
+        ini, res = (one, two) if sessions % 2 else (two, one)
+        result = sync_pair(ini, res, version=version)
         assert result.done
         assert result.initiator.misbehaviour is None
         assert result.responder.misbehaviour is None
@@ -333,12 +336,14 @@ def test_any_entries_and_certificates_converge(data: st.DataObject) -> None:
     assert tips(one) == tips(two)
 
 
-def test_a_full_and_an_empty_node_converge_in_one_session() -> None:
+@pytest.mark.parametrize("version", [2, 3], ids=["v2", "v3"])
+def test_a_full_and_an_empty_node_converge_in_one_session(version: int) -> None:
     w, log = rich_history()
     full = node(w, log, [certify(e) for e in log])
     for empty_starts in (True, False):
         empty = node(w)
-        result = sync_pair(empty, full) if empty_starts else sync_pair(full, empty)
+        ini, res = (empty, full) if empty_starts else (full, empty)
+        result = sync_pair(ini, res, version=version)
         assert result.done
         assert final_state(empty) == final_state(full)
         assert empty.digest() == full.digest()

@@ -417,8 +417,13 @@ class P2PHost:
     def remove_stream_handler(self, protocol: str) -> None:
         self.libp2p.remove_stream_handler(TProtocol(protocol))
 
-    async def open_stream(self, peer_id: str, protocol: str, *, redial: bool = False) -> INetStream:
+    async def open_stream(
+        self, peer_id: str, protocol: str | Sequence[str], *, redial: bool = False
+    ) -> INetStream:
         """Open a stream to ``peer_id`` for ``protocol``, dialing known addresses if need be.
+
+        ``protocol`` may be several ids, preferred first: the stream speaks
+        the first the peer serves (``stream.get_protocol()`` says which).
 
         Raises :class:`DialError` if the peer is unreachable, does not speak
         ``protocol``, or negotiation times out. Close the stream when done
@@ -435,7 +440,8 @@ class P2PHost:
                 peer = ID.from_base58(peer_id)
                 if redial:
                     self.libp2p.get_network().unblock_peer(peer)  # type: ignore[attr-defined]
-                return await self.libp2p.new_stream(peer, [TProtocol(protocol)])
+                ids = [protocol] if isinstance(protocol, str) else list(protocol)
+                return await self.libp2p.new_stream(peer, [TProtocol(p) for p in ids])
         except (BaseLibp2pError, OSError, ValueError, trio.TooSlowError) as exc:
             raise DialError(f"cannot open {protocol} to {peer_id}: {exc!r}") from exc
 

@@ -11,7 +11,8 @@ One trio program owns, for the length of ``async with open_node(config)``:
   signature of) a message before forwarding it, so invalid data dies at the
   first hop. Gossip is lossy, so it only makes things fast;
 * anti-entropy: on every new connection and every ``sync_interval`` seconds
-  with a random peer, a ``/troc/sync/2`` session per community
+  with a random peer, a sync session per community (``/troc/sync/3``, or
+  ``/troc/sync/2`` with a peer that serves only that)
   (:mod:`troc.protocol.sync`) makes the two stores equal. That makes
   convergence certain;
 * the control socket (``control.sock`` in the home, owner-only), through
@@ -33,6 +34,7 @@ its own newer entries instead of signing new ones at the same seq.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -82,7 +84,7 @@ from troc.protocol.sync import (
     encode_message,
 )
 from troc.protocol.sync import (
-    PROTOCOL_ID as SYNC_PROTOCOL,
+    VERSIONS as SYNC_VERSIONS,
 )
 from troc.protocol.witness import Certificate
 
@@ -197,6 +199,12 @@ class _StoreView:
 
     def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
         return self.local.ingest_certificates(datas)
+
+
+def _sync_version(stream: Any) -> int:
+    """The sync version a stream negotiated (``/troc/sync/2`` if unsaid)."""
+    protocol = stream.get_protocol()
+    return next((v for v, p in SYNC_VERSIONS.items() if p == protocol), 2)
 
 
 def _dialable(addrs: list[str]) -> list[str]:
@@ -885,13 +893,16 @@ class Node:
         return results
 
     async def _sync_one(self, peer: str, community: CommunityId) -> SyncStats | None:
-        session = SyncSession(_StoreView(self.local, community, peer), community, initiator=True)
         try:
-            stream = await self.host.open_stream(peer, SYNC_PROTOCOL)
+            # The newest version the peer serves (docs/sync.md, "Negotiation").
+            stream = await self.host.open_stream(peer, list(SYNC_VERSIONS.values()))
         except DialError as exc:
             logger.debug("sync with %s: %s", peer, exc)
             self.progress.failed += 1
             return None
+        version = _sync_version(stream)
+        view = _StoreView(self.local, community, peer)
+        session = SyncSession(view, community, initiator=True, version=version)
         self.progress.current_peer = peer
         try:
             with trio.fail_after(SESSION_TIMEOUT):
@@ -922,7 +933,7 @@ class Node:
         await close_stream(stream, reset=False)
         return session.stats
 
-    async def _handle_sync(self, stream: Any, peer: str) -> None:
+    async def _handle_sync(self, stream: Any, peer: str, version: int = 2) -> None:
         if self._peers.is_banned(peer):
             return
         if not self._peers.enter_inbound(peer, MAX_INBOUND_PER_PEER):
@@ -939,7 +950,9 @@ class Node:
                 ):
                     return  # not a community we follow (or serve): close
                 view = _StoreView(self.local, CommunityId(community), peer)
-                session = SyncSession(view, CommunityId(community), initiator=False)
+                session = SyncSession(
+                    view, CommunityId(community), initiator=False, version=version
+                )
                 await self._run_session(stream, peer, session, list(session.receive(hello)), reader)
         except (RemoteProtocolError, trio.TooSlowError) as exc:
             if _misbehaved(exc):
@@ -1121,7 +1134,10 @@ async def open_node(
             AsyncExitStack() as stack,  # services with nurseries of their own: inside ours
         ):
             node = Node(local, host, config, nursery)
-            host.set_stream_handler(SYNC_PROTOCOL, node._handle_sync)
+            for version, protocol in SYNC_VERSIONS.items():
+                host.set_stream_handler(
+                    protocol, functools.partial(node._handle_sync, version=version)
+                )
             if invites.serves(config.home):
                 invites.attach(node)
             if config.witness:

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Gossip is fast but lossy; this protocol makes convergence certain. One sync
 session runs over one ordered, reliable channel (a libp2p stream
-``/troc/sync/2`` in the node; an in-memory pair in tests). Both sides run
+``/troc/sync/3`` or ``/troc/sync/2`` in the node; an in-memory pair in tests). Both sides run
 a :class:`SyncSession`; it is fed messages and returns messages to send, and
 never touches a socket, a clock or a file (h11's shape).
 
@@ -13,7 +13,12 @@ never touches a socket, a clock or a file (h11's shape).
    digest is equal the responder answers ``same`` and the session ends: an
    up-to-date pair exchanges a few hundred bytes, whatever the history.
 2. Otherwise both send their ``heads`` (author, seq, id of each log's head;
-   and fork proofs, see 6).
+   and fork proofs, see 6). Version 3 (``version=3``) sends no heads: the
+   responder opens a range-based reconciliation of per-author records
+   (:mod:`troc.protocol.recon`, ``recon`` messages) that ends with each
+   side knowing the peer's heads where they differ from its own, in bytes
+   that grow with the difference, not with the community; its fork proofs
+   ride on its ``end``. All that follows is the same in both versions.
    Each side then knows what the other lacks and streams it in ``entries``
    batches, oldest first per author, the authors' entries merged by
    timestamp so that an accept tends to arrive after the transfer it names
@@ -417,6 +422,7 @@ class SyncStats:
     bytes_in: int = 0
     bytes_out: int = 0
     same: bool = False
+    version: int = 2  # the protocol version the session spoke
     rejected: dict[str, int] = field(default_factory=dict)
     #: Certificates (witnessed communities): sent, received, kept as new,
     #: and refused by reason code.
@@ -447,7 +453,7 @@ class SyncSession:
         self.initiator = initiator
         self.batch_entries = min(batch_entries, MAX_BATCH)
         self.batch_bytes = min(batch_bytes, MAX_FRAME // 2)
-        self.stats = SyncStats()
+        self.stats = SyncStats(version=version)
         self.misbehaviour: str | None = None
         self._mine: Heads = {}
         self._frozen: Frozen = {}
