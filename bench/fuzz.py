@@ -9,7 +9,8 @@ Targets (each input goes to one of them):
 * ``decode``: arbitrary bytes as an entry's wire form (``Entry.decode``, signature
   checked) and as msgpack under the entry limits (``codec.unpack``);
 * ``frames``: arbitrary bytes as a sync frame (``decode_message``), and what
-  parses is fed to a live :class:`SyncSession` over a small community, with
+  parses is fed to a live :class:`SyncSession` over a small community (a
+  version 2 responder, and a version 3 initiator past its hello), with
   every frame it answers consumed; also as witness requests and answers;
 * ``ingest``: structure-aware and differential: signed entries of every kind
   with boundary values, wrong links, forks, strangers, dangling references and
@@ -199,6 +200,7 @@ class ByteTargets:
         fresh2.ingest(self.genesis.wire, T0)
         other = MemoryView(fresh2, self.community, lambda: T0 + 10**7)
         frames += [f for _, f in sync_pair(self._view(), other).frames]
+        frames += [f for _, f in sync_pair(empty, self._view(), version=3).frames]
         e = self.entries[-1]
         request = witness.VoteRequest(e.wire, (self.entries[-2].wire,))
         frames.append(witness.encode_request(request))
@@ -209,14 +211,18 @@ class ByteTargets:
         _expect_troc(lambda: codec.unpack(data))
 
     def frames(self, data: bytes) -> None:
-        def session() -> None:
+        def session(initiator: bool, version: int) -> None:
             msg = decode_message(data)
-            # A fresh responder each time: the input is the first frame it gets.
-            s = SyncSession(self._view(), self.community, initiator=False)
+            # A fresh session each time: the input is the first frame a
+            # responder gets, or (version 3) the first after the hello.
+            s = SyncSession(self._view(), self.community, initiator=initiator, version=version)
+            if initiator:
+                s.start()
             for out in s.receive(msg):
                 encode_message(out)
 
-        _expect_troc(session)
+        _expect_troc(lambda: session(False, 2))
+        _expect_troc(lambda: session(True, 3))
         _expect_troc(lambda: witness.decode_request(data))
         _expect_troc(lambda: witness.decode_answer(data))
 

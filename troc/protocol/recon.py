@@ -175,7 +175,6 @@ class Reconciler:
         self.records = sorted(records, key=lambda r: r.author)
         self._keys = [r.author for r in self.records]
         self._hashes = [r.item_hash() for r in self.records]
-        self._by_author = {r.author: r for r in self.records}
         self.peer: dict[MemberId, Record | None] = {}
         self.sent = 0
         self.received = 0
