@@ -204,6 +204,43 @@ def test_random_sets_reconcile_exactly(
     assert len(frames) <= recon.MAX_RECON_ROUNDS
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    common=records_strategy,
+    a_only=records_strategy,
+    b_only=records_strategy,
+    max_ranges=st.sampled_from([3, 8, 40]),
+    max_records=st.sampled_from([5, 9, 30]),
+)
+def test_tight_bounds_never_mislead(
+    common: dict[int, tuple[int, int, int]],
+    a_only: dict[int, tuple[int, int, int]],
+    b_only: dict[int, tuple[int, int, int]],
+    max_ranges: int,
+    max_records: int,
+) -> None:
+    """With bounds far below the real ones, messages keep to them, and what
+    a side learns is right (it may learn less: the rest waits a session)."""
+
+    def build(parts: dict[int, tuple[int, int, int]]) -> dict[int, Record]:
+        return {i: record(i, seq, final, frozen) for i, (seq, final, frozen) in parts.items()}
+
+    a = list({**build(common), **build(a_only)}.values())
+    b = list({**build(common), **build(b_only)}.values())
+    saved = recon.MAX_RANGES, recon.MAX_RECORDS
+    recon.MAX_RANGES, recon.MAX_RECORDS = max_ranges, max_records
+    try:
+        ini, res, frames = run(a, b)
+    finally:
+        recon.MAX_RANGES, recon.MAX_RECORDS = saved
+    for side, truth in ((ini, expected(a, b)), (res, expected(b, a))):
+        assert all(side.peer[m] == truth[m] for m in side.peer)
+    for f in frames:
+        m = decode_message(f)
+        assert sum(1 for r in m["r"] if len(r) > 1) <= max_ranges
+        assert len(m.get("h", [])) + len(m.get("x", [])) <= max_records
+
+
 def test_one_differing_author_in_ten_thousand() -> None:
     """Five messages, about 1.3 KB (issue 16's aim: under 2 KB for the session)."""
     rng = random.Random(2)
