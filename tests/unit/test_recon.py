@@ -242,7 +242,7 @@ def test_tight_bounds_never_mislead(
 
 
 def test_one_differing_author_in_ten_thousand() -> None:
-    """Five messages, about 1.3 KB (issue 16's aim: under 2 KB for the session)."""
+    """Five messages, under 1.5 KB (issue 16's aim: under 2 KB for the session)."""
     rng = random.Random(2)
     recs = [
         Record(SigningKey(rng.randbytes(32)).public, 1, rng.randbytes(32)) for _ in range(10_000)

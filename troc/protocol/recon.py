@@ -40,7 +40,7 @@ unequal range. Reconciliation ends with a message that opens no range (no
 ``fp`` nor ``list``): then both sides know the set of differing authors and
 the peer's record of each (:attr:`Reconciler.peer`; ``None``: the peer has
 no record of that author). One differing author among 10,000 takes five
-messages and about 1.3 KB.
+messages and about 1.5 KB.
 
 Bounds (each side checks the peer's): RECON_LEAF records in a list,
 MAX_RANGES ranges (skips aside) and MAX_RECORDS records (with lacks) in a
