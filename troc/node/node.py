@@ -299,6 +299,8 @@ class Node:
         self.relay_client: Any = None  # troc.net.relay.RelayClient with config.relays
         self.dht: Any = None  # troc.net.dht.DHT unless config.dht == "off"
         self.liveness = Liveness(host)  # pings peers, closes dead links (run by open_node)
+        #: Operations of services running beside the node (the web app's ``web.login``).
+        self.extra_ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         local.listeners.append(self._on_stored)
 
     def serves(self, community: CommunityId) -> bool:
@@ -348,6 +350,8 @@ class Node:
         """Run operation ``name`` (:data:`troc.node.operations.OPERATIONS`) on
         this node: the control socket's requests, the web app's. Raises
         TrocError subclasses for the caller's mistakes."""
+        if name in self.extra_ops:  # services beside the node (the web app's web.login)
+            return self.extra_ops[name](params)
         return await run_online(self, name, params)
 
     def finality(self, entry: str) -> dict[str, Any]:
