@@ -28,7 +28,7 @@ from troc.cli.directory import members, profile, statement, verify
 from troc.cli.failures import EXIT_NOT_FOUND, EXIT_USAGE, Failure, classify
 from troc.cli.offers import offer
 from troc.cli.relay import relay
-from troc.cli.running import connect, demo, peers, run, status
+from troc.cli.running import connect, demo, peers, run, status, web
 
 
 def fail(ctx: Context | None, failure: Failure) -> NoReturn:
@@ -473,7 +473,19 @@ def contact_list(ctx: Context) -> None:
 # -- the commands in files of their own ----------------------------------------
 
 cli.add_command(offer)
-for _command in (run, relay, status, peers, connect, demo, profile, members, statement, verify):
+for _command in (
+    run,
+    relay,
+    status,
+    peers,
+    connect,
+    demo,
+    profile,
+    members,
+    statement,
+    verify,
+    web,
+):
     cli.add_command(_command)
 
 

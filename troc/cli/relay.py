@@ -38,6 +38,7 @@ logger = logging.getLogger("troc.relay")
 @click.option("--listen", multiple=True, help="Multiaddr to listen on (repeatable).")
 @click.option("--bootstrap", multiple=True, help="A peer's full multiaddr (repeatable).")
 @click.option("--metrics-listen", help="host:port for /metrics and /health; '' turns it off.")
+@click.option("--web", help="host:port of the member web app; '' turns it off.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines on stderr.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option(
@@ -53,6 +54,7 @@ def relay(
     listen: tuple[str, ...],
     bootstrap: tuple[str, ...],
     metrics_listen: str | None,
+    web: str | None,
     log_format: str | None,
     log_level: str | None,
     no_passphrase: bool,
@@ -77,6 +79,7 @@ def relay(
         "listen": listen or None,
         "bootstrap": bootstrap or None,
         "metrics_listen": metrics_listen,
+        "web": web,
         "log_format": log_format,
         "log_level": log_level,
     }
@@ -295,7 +298,7 @@ async def _serve(config: Any, node_config: Any, key: Any, *, as_json: bool) -> N
         return info
 
     try:
-        await serve_node(node_config, key, as_json=as_json, started=started)
+        await serve_node(node_config, key, as_json=as_json, started=started, web=config.web or None)
     finally:
         for listener in listeners:
             await listener.aclose()

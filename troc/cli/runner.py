@@ -40,6 +40,7 @@ def run_node(
     witness: bool = False,
     relays: tuple[str, ...] = (),
     dht: str = "off",
+    web: str | None = None,
 ) -> None:
     import trio
 
@@ -58,7 +59,7 @@ def run_node(
         dht=dht,
         bootstrap=tuple(dict.fromkeys((*bootstrap, *relays))),
     )
-    trio.run(functools.partial(serve_node, config, key, as_json=as_json))
+    trio.run(functools.partial(serve_node, config, key, as_json=as_json, web=web))
 
 
 def ensure_key(home: Path, passphrase_file: Path | None, no_passphrase: bool) -> Any:
@@ -76,9 +77,15 @@ StartedHook = Callable[[Any, Any], Awaitable[dict[str, Any]]]
 
 
 async def serve_node(
-    config: Any, key: Any, *, as_json: bool, started: StartedHook | None = None
+    config: Any,
+    key: Any,
+    *,
+    as_json: bool,
+    started: StartedHook | None = None,
+    web: str | None = None,
 ) -> None:
-    """Run the node of ``config`` until SIGINT or SIGTERM (the body of `troc run`)."""
+    """Run the node of ``config`` until SIGINT or SIGTERM (the body of `troc run`),
+    with its web app on ``web`` (``host:port``; None: none)."""
     import trio
 
     from troc.node.node import open_node
@@ -91,6 +98,8 @@ async def serve_node(
             info = {"member": homes.member_id(home), "peer_id": node.peer_id, "addrs": addrs}
             if started is not None:
                 info.update(await started(node, nursery))
+            if web is not None:
+                info["web"] = await _start_web(node, nursery, web)
             if as_json:
                 click.echo(json.dumps(info, sort_keys=True))
             else:
@@ -98,6 +107,8 @@ async def serve_node(
                 click.echo(f"peer id {node.peer_id}")
                 for a in addrs:
                     click.echo(f"listening on {a}")
+                if info.get("web"):
+                    click.echo(f"web app (this link logs you in once): {info['web']}")
             sys.stdout.flush()
             nursery.start_soon(_show_progress, node)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -112,6 +123,19 @@ async def serve_node(
             f"cannot listen on {' '.join(config.listen)}: {exc.strerror or exc}"
             " (is another node using that port?)"
         ) from None
+
+
+async def _start_web(node: Any, nursery: Any, web: str) -> str | None:
+    """Start the web app beside the node; its one-time login URL, or None
+    (it could not listen: said on stderr, and the node goes on without it)."""
+    from troc.web.server import parse_web_addr, serve_web
+
+    host, port = parse_web_addr(web)
+    server = await nursery.start(serve_web, node, host, port)
+    if server is None:
+        click.echo(f"troc: the web app cannot listen on {web}: running without it", err=True)
+        return None
+    return str(server.login_url())
 
 
 async def _show_progress(node: object) -> None:

@@ -12,7 +12,7 @@ from troc.cli import render
 from troc.cli.context import Context, pass_ctx
 from troc.cli.failures import Failure
 
-__all__ = ["connect", "demo", "peers", "run", "status"]
+__all__ = ["connect", "demo", "peers", "run", "status", "web"]
 
 
 @click.command()
@@ -73,6 +73,15 @@ __all__ = ["connect", "demo", "peers", "run", "status"]
     envvar="TROC_WITNESS",
     help="Vote for entries of the communities whose genesis names this member a witness.",
 )
+@click.option(
+    "--web",
+    default="127.0.0.1:8787",
+    show_default=True,
+    envvar="TROC_WEB",
+    help="host:port of the member web app (a busy port: the next free one). Beyond"
+    " loopback only if you mean it: anyone with a login link acts as you. Env: TROC_WEB.",
+)
+@click.option("--no-web", is_flag=True, envvar="TROC_NO_WEB", help="Serve no web app.")
 @pass_ctx
 def run(
     ctx: Context,
@@ -85,8 +94,13 @@ def run(
     log_level: str,
     no_passphrase: bool,
     witness: bool,
+    web: str,
+    no_web: bool,
 ) -> None:
-    """Run the node in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    """Run the node in the foreground until interrupted (Ctrl-C or SIGTERM).
+
+    It also serves the member web app and prints a link that logs you in
+    once (`troc web` prints a new one)."""
     from troc.cli.runner import run_node
 
     run_node(
@@ -102,7 +116,26 @@ def run(
         witness=witness,
         relays=relays,
         dht=dht,
+        web=None if no_web or not web else web,
     )
+
+
+@click.command("web")
+@click.option("--open", "open_", is_flag=True, help="Open the link in the web browser.")
+@pass_ctx
+def web(ctx: Context, open_: bool) -> None:
+    """Print a link that logs into the running node's web app (once)."""
+    try:
+        result = homes.call_running(ctx.home, "web.login", {})
+    except Failure as exc:
+        if exc.kind == "usage":  # the node knows no web.login: it serves no web app
+            exc = Failure(exc.code, exc.kind, "the running node serves no web app (--no-web?)")
+        raise exc from None
+    if open_:
+        import webbrowser
+
+        webbrowser.open(result["url"])
+    ctx.emit(result, lambda data: str(data["url"]))
 
 
 @click.command()

@@ -51,6 +51,7 @@ from troc.errors import LocalProtocolError
 from troc.node.options import (
     DEFAULT_LISTEN,
     DEFAULT_METRICS_LISTEN,
+    DEFAULT_WEB,
     ENV_PREFIX,
     OPTIONS,
     RELAY_LIMITS_FIELDS,
@@ -87,7 +88,7 @@ __all__ = [
 MAX_FILE_BYTES = 1024 * 1024
 #: Options for which an empty variable is a value (the empty list, or "off");
 #: for every other option an empty variable counts as unset, as click does.
-EMPTY_MEANS_SOMETHING = frozenset({"bootstrap", "communities", "metrics_listen"})
+EMPTY_MEANS_SOMETHING = frozenset({"bootstrap", "communities", "metrics_listen", "web"})
 #: Tables of the file; a variable with one of these prefixes must be an option.
 SECTIONS = ("relay", "quota")
 
@@ -158,6 +159,7 @@ class ServerConfig:
     banned: tuple[str, ...] = ()
     communities: tuple[str, ...] = ()
     metrics_listen: str = DEFAULT_METRICS_LISTEN
+    web: str = DEFAULT_WEB
     log_format: str = "text"
     log_level: str = "info"
     relay: RelayOptions = field(default_factory=RelayOptions)

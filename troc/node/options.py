@@ -27,6 +27,7 @@ from troc.crypto.ids import IdError, decode_id, encode_id
 __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_METRICS_LISTEN",
+    "DEFAULT_WEB",
     "ENV_PREFIX",
     "OPTIONS",
     "RELAY_LIMITS_FIELDS",
@@ -44,6 +45,7 @@ __all__ = [
 ENV_PREFIX = "TROC_"
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/4747",)
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+DEFAULT_WEB = "127.0.0.1:8787"
 
 
 class BadValue(ValueError):
@@ -424,6 +426,14 @@ OPTIONS: tuple[Option, ...] = (
         DEFAULT_METRICS_LISTEN,
         "host:port of the HTTP endpoint for /metrics and /health ([addr]:port for "
         "IPv6, port 0: any free port); empty: no endpoint.",
+    ),
+    Option(
+        "web",
+        _host_port,
+        DEFAULT_WEB,
+        "host:port of the member web app (docs/http-api.md; a busy port: the next free"
+        " one); beyond loopback only when asked (login links must then be kept secret);"
+        " empty: no web app.",
     ),
     Option(
         "log_format",
