@@ -33,10 +33,27 @@ class WebNode:
     client: httpx.AsyncClient
     community: CommunityId
     other: SigningKey  # a second member (joined offline, no node running)
+    me: SigningKey
+    home: Path  # tmp_path: a's home is home / "a", b's home / "b"
 
     @property
     def other_id(self) -> str:
         return mid(self.other.public)
+
+    @property
+    def my_id(self) -> str:
+        return mid(self.me.public)
+
+    def as_b(self) -> Any:
+        """b's LocalNode (``with``), holding a's log as sync would have brought it."""
+        b = open_local_node(self.home / "b", self.other)
+        local = b.__enter__()
+        copy_log(self.node.local, local, self.community)
+        return _Closing(b, local)
+
+    def from_b(self, b_local: Any) -> int:
+        """Bring b's log to a's running node (as sync would)."""
+        return copy_log(b_local, self.node.local, self.community)
 
     async def login(self, client: httpx.AsyncClient | None = None) -> str:
         """Log ``client`` (default: ours) in; returns the session's CSRF token."""
@@ -47,6 +64,17 @@ class WebNode:
         found = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
         assert found is not None
         return found.group(1)
+
+
+class _Closing:
+    def __init__(self, cm: Any, value: Any) -> None:
+        self.cm, self.value = cm, value
+
+    def __enter__(self) -> Any:
+        return self.value
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cm.__exit__(*exc)
 
 
 def client_of(app: Any, **kw: Any) -> httpx.AsyncClient:
@@ -79,4 +107,13 @@ async def web_node(tmp_path: Path, **config: Any) -> AsyncIterator[WebNode]:
         auth = WebAuth()
         app = create_app(NodeDoor(node), auth, allowed_hosts("127.0.0.1", 8787))
         async with client_of(app) as client:
-            yield WebNode(node, auth, app, client, community, kb)
+            yield WebNode(node, auth, app, client, community, kb, ka, tmp_path)
+
+
+def copy_log(src: Any, dst: Any, community: CommunityId) -> int:
+    """Copy the own log of LocalNode ``src``'s member into LocalNode ``dst``
+    (what sync would do); returns how many entries were new there."""
+    wires = [
+        e.wire for e in reversed(src.history(community, limit=10_000)) if e.author == src.member
+    ]
+    return sum(1 for w in wires if dst.ingest(w).ok)
