@@ -240,8 +240,9 @@ class Web:
         from troc.node.ops import eid
 
         async def stream() -> Any:
-            yield b"retry: 1000\n\n"
             async with self.door.entries() as channel:
+                # Subscribed first: an entry stored once the client has this line is sent.
+                yield b"retry: 1000\n\n"
                 while True:
                     with trio.move_on_after(15):
                         entry = await channel.receive()

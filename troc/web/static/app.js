@@ -56,6 +56,9 @@
     }
   });
   source.addEventListener("open", function () {
+    // Entries stored between this page's rendering and the subscription (or
+    // while reconnecting) sent no event: look once.
+    refresh();
     document.body.setAttribute("data-live-ready", "yes");
   });
   window.addEventListener("pagehide", function () {
