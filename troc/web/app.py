@@ -45,7 +45,9 @@ CSP = (
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),  # the login URL holds a token
+    # The login URL holds a token: never sent to another site. (Not
+    # no-referrer: Chromium then sends "Origin: null" on the app's own forms.)
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"cache-control", b"no-store"),
 ]
