@@ -117,9 +117,9 @@ def create_app(
         Route("/login", web.login, methods=["GET"]),
         Route("/logout", web.guarded(web.logout), methods=["POST"]),
         Route("/lang", web.set_language, methods=["POST"]),
-        Route("/events", web.guarded(web.events), methods=["GET"]),
-        Route("/api/ops", web.guarded(web.api_list), methods=["GET"]),
-        Route("/api/op/{name:path}", web.guarded(web.api_op), methods=["POST"]),
+        Route("/events", web.guarded(web.events, api=True), methods=["GET"]),
+        Route("/api/ops", web.guarded(web.api_list, api=True), methods=["GET"]),
+        Route("/api/op/{name:path}", web.guarded(web.api_op, api=True), methods=["POST"]),
         *screens.routes(web),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
@@ -149,13 +149,13 @@ class Web:
             request.cookies.get(i18n.COOKIE), request.headers.get("accept-language")
         )
 
-    def guarded(self, handler: Handler) -> Handler:
+    def guarded(self, handler: Handler, *, api: bool = False) -> Handler:
         """``handler`` for a logged-in session only, with the CSRF token on
-        every state-changing request (form field or header)."""
+        every state-changing request (form field, or header for the ``api``
+        handlers, which answer errors in JSON)."""
 
         async def guard(request: Request) -> Response:
             session = self.session_of(request)
-            api = request.url.path.startswith("/api/") or request.url.path == "/events"
             if session is None:
                 if api:
                     return error_json("auth", "no session: log in with the link troc printed")
