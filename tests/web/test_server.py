@@ -164,3 +164,45 @@ def test_the_catalogues_have_the_same_keys_and_every_key_used_exists() -> None:
     # French that a SEL would recognise, not English left behind.
     assert fr["home.balance"] == "Solde"
     assert fr["nav.offers"] == "Offres et demandes"
+
+
+async def test_the_history_shows_the_running_balance_and_downloads_as_csv(web: WebNode) -> None:
+    import csv
+    import io
+
+    csrf = await web.login()
+    headers = {"x-csrf-token": csrf}
+
+    async def op(name: str, params: dict[str, object]) -> dict[str, object]:
+        r = await web.client.post(f"/api/op/{name}", json=params, headers=headers)
+        assert r.status_code == 200, r.text
+        return dict(r.json()["result"])
+
+    paid = str((await op("pay", {"to": web.other_id, "amount": 4}))["transfer"])
+    with web.as_b() as b_local:
+        b_local.decline(web.community, b_local.find_transfer(web.community, paid))
+        incoming = b_local.pay(web.community, web.me.public, 7, memo="eggs")
+        web.from_b(b_local)
+    await op("reclaim", {"transfer": paid})
+    await op("accept", {"transfer": eid(incoming.id)})
+    await op("pay", {"to": web.other_id, "amount": 2})
+    r = await web.client.get("/history.csv")
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    # Newest first; b's payment counts once accepted, a's own when signed.
+    assert [(x["kind"], x["change"], x["balance_after"], x["incoming"]) for x in rows] == [
+        ("transfer", "-2", "5", ""),
+        ("accept", "7", "7", ""),
+        ("reclaim", "4", "0", ""),
+        ("transfer", "", "-4", "7"),
+        ("transfer", "-4", "-4", ""),
+        ("join", "", "0", ""),
+    ]
+    assert (await op("balance", {}))["balance"] == 5
+    with_b = await web.client.get(f"/history.csv?with={web.other_id}")
+    assert {x["counterparty"] for x in csv.DictReader(io.StringIO(with_b.text))} == {web.other_id}
+    future = await web.client.get("/history.csv?from=2999-01-01")
+    assert list(csv.DictReader(io.StringIO(future.text))) == []
+    page = await web.client.get("/history", headers={"accept-language": "fr"})
+    assert "Solde après" in page.text
+    assert "(+7)" in page.text

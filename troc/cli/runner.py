@@ -95,7 +95,11 @@ async def serve_node(
         async with open_node(config, key) as node, trio.open_nursery() as nursery:
             addrs = node.addrs()
             homes.remember_self(home, addrs)
-            info = {"member": homes.member_id(home), "peer_id": node.peer_id, "addrs": addrs}
+            info: dict[str, Any] = {
+                "member": homes.member_id(home),
+                "peer_id": node.peer_id,
+                "addrs": addrs,
+            }
             if started is not None:
                 info.update(await started(node, nursery))
             if web is not None:

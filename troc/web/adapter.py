@@ -89,7 +89,8 @@ class NodeDoor:
         if not self.is_operation(name):
             raise OpFailed(describe_error(LocalProtocolError(f"unknown operation {name!r}")))
         try:
-            return await self.node.run_op(name, dict(params))
+            result: dict[str, Any] = await self.node.run_op(name, dict(params))
+            return result
         except trio.Cancelled:
             raise
         except KeyError as exc:

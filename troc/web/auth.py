@@ -124,7 +124,7 @@ def allowed_hosts(host: str, port: int) -> frozenset[str]:
         name = socket.gethostname()
         names |= {name, f"{name}.local"}
         try:
-            names |= {info[4][0] for info in socket.getaddrinfo(name, None)}
+            names |= {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
         except OSError:
             pass
     out = set()

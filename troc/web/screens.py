@@ -64,14 +64,16 @@ class Screens:
         session = request.state.session
         flashes, session.flash = list(session.flash), []
         ctx.setdefault("community", None)
-        return self.web.page(request, template, {"flashes": flashes, **ctx}, code)
+        response: Response = self.web.page(request, template, {"flashes": flashes, **ctx}, code)
+        return response
 
     def done(self, request: Request, where: str, message_key: str) -> Response:
         request.state.session.flash.append(("ok", message_key))
         return RedirectResponse(where, status_code=303)
 
     async def community(self) -> dict[str, Any] | None:
-        return await self.door.try_call("community.show", {})
+        shown: dict[str, Any] | None = await self.door.try_call("community.show", {})
+        return shown
 
     def failure(self, request: Request, failed: OpFailed) -> dict[str, Any]:
         """An error document as the page shows it: the ledger's reason in the
@@ -220,10 +222,14 @@ class Screens:
         q = request.query_params
         data = await self.door.call("history", {"limit": HISTORY_LIMIT})
         me = data["member"]
+        balance = await self.door.call("balance", {})
+        # Witnessed communities count final entries only: no running balance there.
+        now = balance["balance"] if balance["finality"] != "witnessed" else None
+        after = running_balances(data["entries"], me, now)
         start, end = _day_ms(q.get("from")), _day_ms(q.get("to"))
         counterparty = (q.get("with") or "").strip()
         rows = []
-        for e in data["entries"]:
+        for e, (change, balance_after) in zip(data["entries"], after, strict=True):
             if start is not None and e["timestamp_ms"] < start:
                 continue
             if end is not None and e["timestamp_ms"] >= end + 86_400_000:
@@ -234,16 +240,16 @@ class Screens:
                 other = b["to"] if e["author"] == me else e["author"]
             if counterparty and other != counterparty:
                 continue
-            amount = None
-            if e["kind"] == "transfer":
-                amount = -b["amount"] if e["author"] == me else b["amount"]
+            incoming = b["amount"] if e["kind"] == "transfer" and e["author"] != me else None
             rows.append(
                 {
                     "entry": e["entry"],
                     "kind": e["kind"],
                     "when": _when(e["timestamp_ms"]),
                     "other": other,
-                    "amount": amount,
+                    "amount": change or None,
+                    "incoming": incoming,
+                    "balance_after": balance_after,
                     "memo": b.get("memo", "") or b.get("title", ""),
                     "ref": b.get("transfer") or e.get("transfer") or "",
                 }
@@ -272,12 +278,31 @@ class Screens:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(
-            ["entry", "kind", "time_utc", "counterparty", "amount", "memo", "refers_to"]
+            [
+                "entry",
+                "kind",
+                "time_utc",
+                "counterparty",
+                "change",
+                "balance_after",
+                "incoming",
+                "memo",
+                "refers_to",
+            ]
         )
         for r in rows:
-            amount = "" if r["amount"] is None else r["amount"]
             writer.writerow(
-                [r["entry"], r["kind"], r["when"], r["other"] or "", amount, r["memo"], r["ref"]]
+                [
+                    r["entry"],
+                    r["kind"],
+                    r["when"],
+                    r["other"] or "",
+                    "" if r["amount"] is None else r["amount"],
+                    "" if r["balance_after"] is None else r["balance_after"],
+                    "" if r["incoming"] is None else r["incoming"],
+                    r["memo"],
+                    r["ref"],
+                ]
             )
         return Response(
             out.getvalue(),
@@ -471,6 +496,32 @@ def _create_params(v: dict[str, str]) -> dict[str, Any]:
     if v["member_name"]:
         params["member_name"] = v["member_name"]
     return params
+
+
+def running_balances(
+    entries: list[dict[str, Any]], me: str, now: int | None
+) -> list[tuple[int | None, int | None]]:
+    """For each entry of a history (newest first): (what it changed in
+    ``me``'s balance, the balance right after it), walking back from the
+    balance ``now``. The ledger counts a payment against the payer when it
+    is signed and for the payee when accepted; a reclaim gives it back: so
+    only ``me``'s own entries change the balance. An accept or reclaim whose
+    transfer is older than the entries given makes the older balances
+    unknown (None)."""
+    amounts = {e["entry"]: e["body"]["amount"] for e in entries if e["kind"] == "transfer"}
+    out: list[tuple[int | None, int | None]] = []
+    after = now
+    for e in entries:
+        change: int | None = 0
+        if e["author"] == me and e["kind"] == "transfer":
+            change = -e["body"]["amount"]
+        elif e["author"] == me and e["kind"] == "accept":
+            change = amounts.get(e["body"]["transfer"])
+        elif e["author"] == me and e["kind"] == "reclaim":
+            change = amounts.get(e.get("transfer", ""))
+        out.append((change, after))
+        after = None if after is None or change is None else after - change
+    return out
 
 
 def _day_ms(text: str | None) -> int | None:
