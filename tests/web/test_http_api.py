@@ -228,3 +228,28 @@ async def test_pages_have_a_strict_csp_and_no_inline_script(web: WebNode) -> Non
         assert "unsafe-inline" not in csp
         assert not re.search(r"<script(?![^>]*\bsrc=)", r.text), path
         assert not re.search(r"<[^>]+\son\w+=", r.text), path  # no inline handlers
+
+
+async def test_an_address_is_a_safe_host_but_a_name_must_be_known(web: WebNode) -> None:
+    await web.login()
+    # A LAN address (a node bound to every interface): no DNS involved, no rebinding.
+    assert (await web.client.get("/", headers={"host": "192.168.1.20:8787"})).status_code == 200
+    assert (await web.client.get("/", headers={"host": "[fe80::1]:8787"})).status_code == 200
+    assert (await web.client.get("/", headers={"host": "192.168.1.20:9999"})).status_code == 403
+    assert (await web.client.get("/", headers={"host": "rebind.example:8787"})).status_code == 403
+    assert (await web.client.get("/", headers={"host": "192.168.1.20"})).status_code == 403
+
+
+async def test_the_language_switch_redirects_only_to_this_app(web: WebNode) -> None:
+    for back, where in (
+        ("/offers", "/offers"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example", "/"),
+    ):
+        r = await web.client.post("/lang", data={"lang": "fr", "back": back})
+        assert r.status_code == 303
+        assert r.headers["location"] == where
+        assert "troc_lang=fr" in r.headers["set-cookie"]
+    r = await web.client.post("/lang", data={"lang": "xx", "back": "/"})
+    assert "set-cookie" not in r.headers

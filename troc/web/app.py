@@ -73,7 +73,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "").lower()
         why = None
-        if host not in self.hosts:
+        if host not in self.hosts and not _ip_literal_here(host, scope.get("server")):
             why = f"unknown host {host!r}: open the app by the address troc printed"
         elif scope["method"] not in SAFE_METHODS:
             origin = headers.get("origin")
@@ -99,6 +99,22 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, secured)
+
+
+def _ip_literal_here(host: str, server: Any) -> bool:
+    """True for ``Host: ADDRESS:PORT`` naming this server's port by an IP
+    address: DNS rebinding needs a name, so an address is always safe, and a
+    server bound to every interface is reached by its LAN addresses."""
+    import ipaddress
+
+    name, sep, port = host.rpartition(":")
+    if not sep or server is None or port != str(server[1]):
+        return False
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def create_app(
@@ -202,7 +218,7 @@ class Web:
         form = await request.form()
         lang = str(form.get("lang", ""))
         back = str(form.get("back", "/"))
-        if not back.startswith("/") or back.startswith("//"):
+        if not back.startswith("/") or back.startswith(("//", "/\\")):
             back = "/"
         response = RedirectResponse(back, status_code=303)
         if lang in i18n.LANGUAGES:
