@@ -24,20 +24,26 @@ HISTORY_LIMIT = 1000
 
 def routes(web: Any) -> list[Route]:
     s = Screens(web)
-    g = web.guarded
+
+    def g(handler: Any) -> Any:
+        return web.guarded(handler)
+
+    def c(handler: Any) -> Any:
+        return web.guarded(s.in_community(handler))
+
     return [
         Route("/", g(s.home), methods=["GET"]),
-        Route("/pay", g(s.pay_form), methods=["GET"]),
-        Route("/pay", g(s.pay), methods=["POST"]),
-        Route("/pending", g(s.pending), methods=["GET"]),
-        Route("/answer", g(s.answer), methods=["POST"]),
-        Route("/history", g(s.history), methods=["GET"]),
-        Route("/history.csv", g(s.history_csv), methods=["GET"]),
-        Route("/offers", g(s.offers), methods=["GET"]),
-        Route("/offers/add", g(s.offer_add), methods=["POST"]),
-        Route("/offers/close", g(s.offer_close), methods=["POST"]),
-        Route("/members", g(s.members), methods=["GET"]),
-        Route("/invite", g(s.invite), methods=["POST"]),
+        Route("/pay", c(s.pay_form), methods=["GET"]),
+        Route("/pay", c(s.pay), methods=["POST"]),
+        Route("/pending", c(s.pending), methods=["GET"]),
+        Route("/answer", c(s.answer), methods=["POST"]),
+        Route("/history", c(s.history), methods=["GET"]),
+        Route("/history.csv", c(s.history_csv), methods=["GET"]),
+        Route("/offers", c(s.offers), methods=["GET"]),
+        Route("/offers/add", c(s.offer_add), methods=["POST"]),
+        Route("/offers/close", c(s.offer_close), methods=["POST"]),
+        Route("/members", c(s.members), methods=["GET"]),
+        Route("/invite", c(s.invite), methods=["POST"]),
         Route("/join", g(s.join_form), methods=["GET"]),
         Route("/join", g(s.join), methods=["POST"]),
         Route("/create", g(s.create_form), methods=["GET"]),
@@ -47,8 +53,9 @@ def routes(web: Any) -> list[Route]:
     ]
 
 
-def short(member: str) -> str:
-    return member[:10] + "…"
+def by_name(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Members with a name first, alphabetically, then the others by id."""
+    return sorted(rows, key=lambda r: (r["name"] == "", r["name"].lower(), r["member"]))
 
 
 def form_text(form: Any, name: str, most: int = 10_000) -> str:
@@ -70,6 +77,20 @@ class Screens:
     def done(self, request: Request, where: str, message_key: str) -> Response:
         request.state.session.flash.append(("ok", message_key))
         return RedirectResponse(where, status_code=303)
+
+    def in_community(self, handler: Any) -> Any:
+        """``handler`` with ``request.state.community`` (the default
+        community, as ``community.show`` gives it); none yet: to the home
+        page, which offers to join or create one."""
+
+        async def screen(request: Request) -> Response:
+            request.state.community = await self.community()
+            if request.state.community is None:
+                return RedirectResponse("/", status_code=303)
+            response: Response = await handler(request)
+            return response
+
+        return screen
 
     async def community(self) -> dict[str, Any] | None:
         shown: dict[str, Any] | None = await self.door.try_call("community.show", {})
@@ -131,8 +152,7 @@ class Screens:
             for m in balances["balances"]
             if m != me
         ]
-        members.sort(key=lambda x: (x["name"] == "", x["name"].lower(), x["member"]))
-        return contacts, members
+        return contacts, by_name(members)
 
     async def pay_form(
         self,
@@ -141,9 +161,7 @@ class Screens:
         error: dict[str, Any] | None = None,
         status: int = 200,
     ) -> Response:
-        community = await self.community()
-        if community is None:
-            return RedirectResponse("/", status_code=303)
+        community = request.state.community
         q = request.query_params
         values = values or {k: q.get(k, "") for k in ("to", "amount", "memo", "offer")}
         offer = None
@@ -185,9 +203,7 @@ class Screens:
     # -- pending ------------------------------------------------------------
 
     async def pending(self, request: Request, error: dict[str, Any] | None = None) -> Response:
-        community = await self.community()
-        if community is None:
-            return RedirectResponse("/", status_code=303)
+        community = request.state.community
         pending = await self.door.call("pending", {})
         return self.render(
             request,
@@ -257,9 +273,7 @@ class Screens:
         return data, rows
 
     async def history(self, request: Request) -> Response:
-        community = await self.community()
-        if community is None:
-            return RedirectResponse("/", status_code=303)
+        community = request.state.community
         data, rows = await self.history_rows(request)
         _contacts, members = await self.members_to_pay()
         return self.render(
@@ -319,9 +333,7 @@ class Screens:
         values: dict[str, str] | None = None,
         status: int = 200,
     ) -> Response:
-        community = await self.community()
-        if community is None:
-            return RedirectResponse("/", status_code=303)
+        community = request.state.community
         q = request.query_params
         params: dict[str, Any] = {"limit": 200}
         if q.get("text"):
@@ -381,16 +393,13 @@ class Screens:
     async def members(
         self, request: Request, invitation: str | None = None, error: Any = None
     ) -> Response:
-        community = await self.community()
-        if community is None:
-            return RedirectResponse("/", status_code=303)
+        community = request.state.community
         balances = await self.door.call("balances", {})
-        rows = sorted(
-            (
+        rows = by_name(
+            [
                 {"member": m, "name": balances["names"].get(m, ""), "balance": v}
                 for m, v in balances["balances"].items()
-            ),
-            key=lambda r: (r["name"] == "", r["name"].lower(), r["member"]),
+            ]
         )
         return self.render(
             request,
