@@ -29,7 +29,8 @@ def env() -> dict[str, str]:
     e["TROC_PASSPHRASE"] = PASSPHRASE
     e.pop("TROC_HOME", None)
     if "TROC_WEB" not in e:  # the web app's tests ask for it; the others skip its start-up
-        e["TROC_NO_WEB"] = "1"
+        e["TROC_NO_WEB"] = "1"  # troc run
+        e["TROC_WEB"] = ""  # troc relay (its config's web option)
     return e
 
 
