@@ -48,7 +48,9 @@ def run_node(
     from troc.node.metrics import configure_logging
 
     configure_logging("text", log_level)
-    key = ensure_key(home, passphrase_file, no_passphrase)
+    # An encrypted key and no way to ask for its passphrase here: the web app asks.
+    locked = web is not None and _unlock_in_browser(home, passphrase_file)
+    key = None if locked else ensure_key(home, passphrase_file, no_passphrase)
     config = NodeConfig(
         home=home,
         listen=listen,
@@ -60,6 +62,22 @@ def run_node(
         bootstrap=tuple(dict.fromkeys((*bootstrap, *relays))),
     )
     trio.run(functools.partial(serve_node, config, key, as_json=as_json, web=web))
+
+
+def _unlock_in_browser(home: Path, passphrase_file: Path | None) -> bool:
+    """True if the key of ``home`` is encrypted and its passphrase can be had
+    neither from TROC_PASSPHRASE, a passphrase file nor a terminal."""
+    import os
+
+    if passphrase_file is not None or "TROC_PASSPHRASE" in os.environ:
+        return False
+    if sys.stdin is not None and sys.stdin.isatty():
+        return False
+    if not homes.has_identity(home):
+        return False
+    from troc.crypto.keystore import is_encrypted
+
+    return is_encrypted(home / homes.KEY_FILE)
 
 
 def ensure_key(home: Path, passphrase_file: Path | None, no_passphrase: bool) -> Any:
@@ -85,12 +103,20 @@ async def serve_node(
     web: str | None = None,
 ) -> None:
     """Run the node of ``config`` until SIGINT or SIGTERM (the body of `troc run`),
-    with its web app on ``web`` (``host:port``; None: none)."""
+    with its web app on ``web`` (``host:port``; None: none). ``key`` None:
+    the key is encrypted, and the web app asks for its passphrase first."""
     import trio
 
     from troc.node.node import open_node
 
     home = config.home
+    auth = None
+    if key is None:
+        assert web is not None
+        unlocked = await _unlock_or_stop(home, web)
+        if unlocked is None:
+            return
+        key, auth, web = unlocked
     try:
         async with open_node(config, key) as node, trio.open_nursery() as nursery:
             addrs = node.addrs()
@@ -103,7 +129,7 @@ async def serve_node(
             if started is not None:
                 info.update(await started(node, nursery))
             if web is not None:
-                info["web"] = await _start_web(node, nursery, web)
+                info["web"] = await _start_web(node, nursery, web, auth)
             if as_json:
                 click.echo(json.dumps(info, sort_keys=True))
             else:
@@ -129,13 +155,61 @@ async def serve_node(
         ) from None
 
 
-async def _start_web(node: Any, nursery: Any, web: str) -> str | None:
+async def _unlock_or_stop(home: Path, web: str) -> tuple[Any, Any, str] | None:
+    """:func:`_unlock`, or None on SIGINT or SIGTERM while waiting."""
+    import trio
+
+    result: list[tuple[Any, Any, str]] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def unlock() -> None:
+                result.append(await _unlock(home, web))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(unlock)
+            async for signum in signals:
+                click.echo(f"troc: stopping ({signal.Signals(signum).name})", err=True)
+                nursery.cancel_scope.cancel()
+                break
+    return result[0] if result else None
+
+
+async def _unlock(home: Path, web: str) -> tuple[Any, Any, str]:
+    """The key, opened with the passphrase typed in the browser (troc.web.unlock);
+    the sessions to keep and the address the web app got."""
+    from troc.errors import KeystoreError
+    from troc.web.server import parse_web_addr
+    from troc.web.unlock import unlock_in_browser
+
+    host, port = parse_web_addr(web)
+
+    def announce(url: str) -> None:
+        click.echo(
+            "troc: the member key is encrypted and no passphrase was given: unlock it in"
+            f" the browser: {url}",
+            err=True,
+        )
+
+    try:
+        key, auth, port = await unlock_in_browser(home, host, port, announce=announce)
+    except OSError as exc:
+        raise KeystoreError(
+            "the key needs a passphrase, and the web app that would ask for it cannot listen"
+            f" on {web} ({exc.strerror or exc}): set TROC_PASSPHRASE or --passphrase-file"
+        ) from None
+    shown = f"[{host}]" if ":" in host else host
+    return key, auth, f"{shown}:{port}"
+
+
+async def _start_web(node: Any, nursery: Any, web: str, auth: Any = None) -> str | None:
     """Start the web app beside the node; its one-time login URL, or None
-    (it could not listen: said on stderr, and the node goes on without it)."""
+    (it could not listen: said on stderr, and the node goes on without it).
+    ``auth``: sessions to keep (those of the unlock app)."""
     from troc.web.server import parse_web_addr, serve_web
 
     host, port = parse_web_addr(web)
-    server = await nursery.start(serve_web, node, host, port)
+    server = await nursery.start(functools.partial(serve_web, node, host, port, auth=auth))
     if server is None:
         click.echo(f"troc: the web app cannot listen on {web}: running without it", err=True)
         return None

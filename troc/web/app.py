@@ -127,8 +127,7 @@ def create_app(
     """
     from troc.web import screens
 
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    web = Web(door, auth, templates, secure_cookie)
+    web = Web(door, auth, templates(), secure_cookie)
     routes = [
         Route("/login", web.login, methods=["GET"]),
         Route("/logout", web.guarded(web.logout), methods=["POST"]),
@@ -144,13 +143,24 @@ def create_app(
     return Guard(app, frozenset(h.lower() for h in hosts))
 
 
+def templates() -> Jinja2Templates:
+    return Jinja2Templates(directory=str(HERE / "templates"))
+
+
 class Web:
     """What every handler needs: the node, the sessions, the templates."""
 
     def __init__(
-        self, door: NodeDoor, auth: WebAuth, templates: Jinja2Templates, secure_cookie: bool
+        self,
+        door: NodeDoor | None,
+        auth: WebAuth,
+        templates: Jinja2Templates,
+        secure_cookie: bool,
+        *,
+        member: str = "",
     ) -> None:
-        self.door = door
+        self.door: NodeDoor = door  # type: ignore[assignment]  # None: the unlock app only
+        self.member = door.member if door is not None else member
         self.auth = auth
         self.templates = templates
         self.secure_cookie = secure_cookie
@@ -243,7 +253,7 @@ class Web:
             "csrf": session.csrf if session else "",
             "logged_in": session is not None,
             "path": request.url.path,
-            "me": self.door.member,
+            "me": self.member,
             **context,
         }
         return self.templates.TemplateResponse(request, template, full, status_code=status)

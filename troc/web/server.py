@@ -95,13 +95,30 @@ def _bind(host: str, port: int) -> socket.socket:
     raise last or OSError(errno.EADDRINUSE, "no free port")
 
 
+def hypercorn_config(sock: socket.socket) -> Any:
+    """hypercorn's configuration for serving on the listening socket ``sock`` (taken over)."""
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    config.errorlog = logger
+    config.graceful_timeout = 0.5
+    return config
+
+
 async def serve_web(
-    node: Any, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    node: Any,
+    host: str,
+    port: int,
+    *,
+    auth: Any = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the web app of ``node`` until cancelled; ``task_status.started``
     gets the :class:`WebServer`, or None if it could not listen (the node
-    goes on without its web app: that is logged)."""
-    from hypercorn.config import Config
+    goes on without its web app: that is logged). ``auth``: the sessions to
+    keep (a :class:`~troc.web.auth.WebAuth`; default: new ones)."""
     from hypercorn.trio import serve
 
     from troc.web.adapter import NodeDoor
@@ -127,13 +144,9 @@ async def serve_web(
             host,
             bound_port,
         )
-    server = WebServer(host, bound_port, WebAuth())
+    server = WebServer(host, bound_port, auth or WebAuth())
     app = create_app(NodeDoor(node), server.auth, allowed_hosts(host, bound_port))
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.accesslog = None
-    config.errorlog = logger
-    config.graceful_timeout = 0.5
+    config = hypercorn_config(sock)
     node.extra_ops["web.login"] = server.login_op
     task_status.started(server)
     try:
