@@ -68,6 +68,12 @@ async def test_every_operation_answers_over_http(web: WebNode, api: Api, tmp_pat
     kinds = [e["kind"] for e in (await api("history", {"limit": 100}))["entries"]]
     assert kinds[:2] == ["decline", "accept"]
     assert (await api("forks"))["forks"] == []
+    assert (await api("profile.set", {"place": "Hilltop"}))["profile"].startswith("e")
+    assert (await api("profile.show"))["profile"]["place"] == "Hilltop"
+    found = (await api("members", {"search": "hilltop", "balances": True}))["members"]
+    assert [(m["name"], m["balance"]) for m in found] == [("Ana", 2)]
+    assert (await api("statement"))["totals"]["closing"] == 2
+    assert (await api("statement.bundle"))["bytes"] > 0
     assert (await api("status"))["member"] == a
     assert (await api("peers"))["peers"] == []
     invitation = (await api("community.invite"))["invitation"]

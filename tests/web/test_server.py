@@ -189,14 +189,12 @@ async def test_the_history_shows_the_running_balance_and_downloads_as_csv(web: W
     r = await web.client.get("/history.csv")
     assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    # Newest first; b's payment counts once accepted, a's own when signed.
-    assert [(x["kind"], x["change"], x["balance_after"], x["incoming"]) for x in rows] == [
-        ("transfer", "-2", "5", ""),
-        ("accept", "7", "7", ""),
-        ("reclaim", "4", "0", ""),
-        ("transfer", "", "-4", "7"),
-        ("transfer", "-4", "-4", ""),
-        ("join", "", "0", ""),
+    # Newest first: the statement's movements, with the balance after each.
+    assert [(x["kind"], x["amount"], x["balance"], x["name"]) for x in rows] == [
+        ("transfer", "-2", "5", "Bruno"),
+        ("accept", "7", "7", "Bruno"),
+        ("reclaim", "4", "0", "Bruno"),
+        ("transfer", "-4", "-4", "Bruno"),
     ]
     assert (await op("balance", {}))["balance"] == 5
     with_b = await web.client.get(f"/history.csv?with={web.other_id}")
@@ -205,4 +203,4 @@ async def test_the_history_shows_the_running_balance_and_downloads_as_csv(web: W
     assert list(csv.DictReader(io.StringIO(future.text))) == []
     page = await web.client.get("/history", headers={"accept-language": "fr"})
     assert "Solde après" in page.text
-    assert "(+7)" in page.text
+    assert "+7" in page.text

@@ -68,19 +68,20 @@ class NodeDoor:
         return mid(self.node.member)
 
     def operations(self) -> list[str]:
-        from troc.node.ops import OPS
+        from troc.node.operations import OPERATIONS
 
-        return sorted({*OPS, *NODE_OPS})
+        return sorted(OPERATIONS)
 
     def is_operation(self, name: str) -> bool:
-        from troc.node.ops import OPS
+        from troc.node.operations import OPERATIONS
 
-        return name in OPS or name in NODE_OPS
+        return name in OPERATIONS
 
     def signs(self, name: str, params: dict[str, Any]) -> bool:
-        from troc.node.ops import needs_key
+        """Whether ``name`` with ``params`` signs an entry (it needs the member key)."""
+        from troc.node.operations import OPERATIONS
 
-        return needs_key(name, params)
+        return OPERATIONS[name].needs_key(params)
 
     async def call(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Run operation ``name``; raises :class:`OpFailed` with the error document."""
@@ -123,7 +124,3 @@ class NodeDoor:
 
         path = self.home / "key"
         return {"encrypted": path.exists() and is_encrypted(path), "path": str(path)}
-
-
-#: Operations the running node answers itself (troc.node.node.Node.run_op).
-NODE_OPS = frozenset({"status", "peers", "finality", "connect"})

@@ -146,11 +146,11 @@ class Screens:
         except Exception:  # a damaged contacts file: the members list still works
             book = {}
         contacts = [{"member": m, "name": n} for n, m in sorted(book.items()) if m != me]
-        balances = await self.door.try_call("balances", {}) or {"balances": {}, "names": {}}
+        found = await self.door.try_call("members", {}) or {"members": []}
         members = [
-            {"member": m, "name": balances["names"].get(m, "")}
-            for m in balances["balances"]
-            if m != me
+            {"member": m["member"], "name": m["name"] or ""}
+            for m in found["members"]
+            if m["member"] != me
         ]
         return contacts, by_name(members)
 
@@ -232,91 +232,48 @@ class Screens:
 
     # -- history ------------------------------------------------------------
 
-    async def history_rows(self, request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The member's entries, newest first, filtered by the query's period
-        (``from``, ``to``: YYYY-MM-DD, UTC days) and ``with`` (a member id)."""
+    async def history_rows(self, request: Request) -> list[dict[str, Any]]:
+        """The member's movements (the ``statement`` operation: every entry
+        that changed the balance, with the balance after it), newest first,
+        for the query's period (``from``, ``to``: YYYY-MM-DD, UTC days) and
+        counterparty (``with``: a member id)."""
         q = request.query_params
-        data = await self.door.call("history", {"limit": HISTORY_LIMIT})
-        me = data["member"]
-        balance = await self.door.call("balance", {})
-        # Witnessed communities count final entries only: no running balance there.
-        now = balance["balance"] if balance["finality"] != "witnessed" else None
-        after = running_balances(data["entries"], me, now)
+        params: dict[str, Any] = {}
         start, end = _day_ms(q.get("from")), _day_ms(q.get("to"))
+        if start is not None:
+            params["from_ms"] = start
+        if end is not None:
+            params["to_ms"] = end + 86_400_000 - 1
+        statement = await self.door.call("statement", params)
         counterparty = (q.get("with") or "").strip()
-        rows = []
-        for e, (change, balance_after) in zip(data["entries"], after, strict=True):
-            if start is not None and e["timestamp_ms"] < start:
-                continue
-            if end is not None and e["timestamp_ms"] >= end + 86_400_000:
-                continue
-            b = e["body"]
-            other = None
-            if e["kind"] == "transfer":
-                other = b["to"] if e["author"] == me else e["author"]
-            if counterparty and other != counterparty:
-                continue
-            incoming = b["amount"] if e["kind"] == "transfer" and e["author"] != me else None
-            rows.append(
-                {
-                    "entry": e["entry"],
-                    "kind": e["kind"],
-                    "when": _when(e["timestamp_ms"]),
-                    "other": other,
-                    "amount": change or None,
-                    "incoming": incoming,
-                    "balance_after": balance_after,
-                    "memo": b.get("memo", "") or b.get("title", ""),
-                    "ref": b.get("transfer") or e.get("transfer") or "",
-                }
-            )
-        return data, rows
+        return [
+            {**m, "when": _when(m["timestamp_ms"])}
+            for m in reversed(statement["movements"])
+            if not counterparty or m["counterparty"] == counterparty
+        ]
 
     async def history(self, request: Request) -> Response:
-        community = request.state.community
-        data, rows = await self.history_rows(request)
+        rows = await self.history_rows(request)
         _contacts, members = await self.members_to_pay()
         return self.render(
             request,
             "history.html",
-            community=community,
+            community=request.state.community,
             rows=rows,
-            names=data["names"],
             members=members,
             q=dict(request.query_params),
             query=str(request.url.query),
         )
 
     async def history_csv(self, request: Request) -> Response:
-        _data, rows = await self.history_rows(request)
+        rows = await self.history_rows(request)
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(
-            [
-                "entry",
-                "kind",
-                "time_utc",
-                "counterparty",
-                "change",
-                "balance_after",
-                "incoming",
-                "memo",
-                "refers_to",
-            ]
-        )
+        columns = ["entry", "kind", "timestamp_ms", "counterparty", "name", "amount", "balance"]
+        writer.writerow(["time_utc", *columns, "memo"])
         for r in rows:
             writer.writerow(
-                [
-                    r["entry"],
-                    r["kind"],
-                    r["when"],
-                    r["other"] or "",
-                    "" if r["amount"] is None else r["amount"],
-                    "" if r["balance_after"] is None else r["balance_after"],
-                    "" if r["incoming"] is None else r["incoming"],
-                    r["memo"],
-                    r["ref"],
-                ]
+                [r["when"], *("" if r[c] is None else r[c] for c in columns), r["memo"]]
             )
         return Response(
             out.getvalue(),
@@ -394,19 +351,19 @@ class Screens:
         self, request: Request, invitation: str | None = None, error: Any = None
     ) -> Response:
         community = request.state.community
-        balances = await self.door.call("balances", {})
-        rows = by_name(
-            [
-                {"member": m, "name": balances["names"].get(m, ""), "balance": v}
-                for m, v in balances["balances"].items()
-            ]
-        )
+        q = request.query_params
+        params: dict[str, Any] = {"balances": True}
+        if q.get("search"):
+            params["search"] = q["search"][:200]
+        found = await self.door.call("members", params)
+        rows = by_name([{**m, "name": m["name"] or ""} for m in found["members"]])
         return self.render(
             request,
             "members.html",
             200 if error is None else 409,
             community=community,
             rows=rows,
+            q=dict(q),
             invitation=invitation,
             error=error,
         )
@@ -505,32 +462,6 @@ def _create_params(v: dict[str, str]) -> dict[str, Any]:
     if v["member_name"]:
         params["member_name"] = v["member_name"]
     return params
-
-
-def running_balances(
-    entries: list[dict[str, Any]], me: str, now: int | None
-) -> list[tuple[int | None, int | None]]:
-    """For each entry of a history (newest first): (what it changed in
-    ``me``'s balance, the balance right after it), walking back from the
-    balance ``now``. The ledger counts a payment against the payer when it
-    is signed and for the payee when accepted; a reclaim gives it back: so
-    only ``me``'s own entries change the balance. An accept or reclaim whose
-    transfer is older than the entries given makes the older balances
-    unknown (None)."""
-    amounts = {e["entry"]: e["body"]["amount"] for e in entries if e["kind"] == "transfer"}
-    out: list[tuple[int | None, int | None]] = []
-    after = now
-    for e in entries:
-        change: int | None = 0
-        if e["author"] == me and e["kind"] == "transfer":
-            change = -e["body"]["amount"]
-        elif e["author"] == me and e["kind"] == "accept":
-            change = amounts.get(e["body"]["transfer"])
-        elif e["author"] == me and e["kind"] == "reclaim":
-            change = amounts.get(e.get("transfer", ""))
-        out.append((change, after))
-        after = None if after is None or change is None else after - change
-    return out
 
 
 def _day_ms(text: str | None) -> int | None:
