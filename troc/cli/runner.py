@@ -73,11 +73,14 @@ def _unlock_in_browser(home: Path, passphrase_file: Path | None) -> bool:
         return False
     if sys.stdin is not None and sys.stdin.isatty():
         return False
-    if not homes.has_identity(home):
-        return False
     from troc.crypto.keystore import is_encrypted
+    from troc.errors import KeystoreError
 
-    return is_encrypted(home / homes.KEY_FILE)
+    try:
+        homes.check_identity(home)
+        return is_encrypted(home / homes.KEY_FILE)
+    except KeystoreError:  # no key, or a damaged one: ensure_key says what to do
+        return False
 
 
 def ensure_key(home: Path, passphrase_file: Path | None, no_passphrase: bool) -> Any:
