@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.harness import PASSPHRASE, TROC, env
+from tests.e2e.harness import PASSPHRASE, TROC, Member, env
 
 
 def test_the_web_app_unlocks_an_encrypted_key_once(tmp_path: Path) -> None:
@@ -67,13 +66,6 @@ def test_the_web_app_unlocks_an_encrypted_key_once(tmp_path: Path) -> None:
             assert me.status_code == 200
             assert me.json()["result"]["member"] == info["member"]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    assert proc.returncode == 0
+        code = Member("ana", home, proc=proc).stop()  # SIGTERM by its PID, then SIGKILL
+    assert code == 0
     assert not os.path.exists(home / "control.sock")
