@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from troc.errors import LocalProtocolError
 from troc.node import ops, steps
 from troc.node.invitation import encode_invitation
 from troc.node.local import LocalNode, open_local_node
-from troc.node.opdata import mid
+from troc.node.opdata import describe_error, mid
 from troc.node.operations import OPERATIONS, operation, run_offline
 from troc.protocol.entry import CommunityId, Kind
 
@@ -102,3 +103,27 @@ def test_each_store_step_returns_the_entry_it_signed(
     created = steps.op_community_create(ada, {"name": "Second", "unit": "seeds", "credit_limit": 5})
     assert created.signed is not None
     assert created.signed.kind is Kind.JOIN
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "missing"),
+    [
+        ("pay", {"amount": 1}, "'to'"),
+        ("accept", {}, "'transfer'"),
+        ("community.create", {"name": "x", "unit": None}, "'unit', 'credit_limit'"),
+        ("invite.revoke", {}, "'code'"),
+    ],
+)
+def test_a_missing_parameter_is_a_usage_error_not_a_bug(
+    pair: tuple[LocalNode, LocalNode, CommunityId], name: str, params: dict[str, Any], missing: str
+) -> None:
+    """A request on the control socket (or over HTTP) may leave a parameter
+    out: the caller hears which (exit 2, HTTP 400), not 'unexpected KeyError'."""
+    ada, _bruno, _community = pair
+    with pytest.raises(LocalProtocolError) as exc:
+        run_offline(ada, name, params)
+    assert describe_error(exc.value) == {
+        "kind": "usage",
+        "reason": None,
+        "message": f"{name!r} needs the parameter {missing}",
+    }

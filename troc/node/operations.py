@@ -108,6 +108,8 @@ class Operation:
     name: str
     #: The store step (troc.node.steps); None for the ones only a running node answers.
     run: StoreStep | None = None
+    #: The parameters it cannot do without (the others have defaults).
+    needs: tuple[str, ...] = ()
     #: It signs an entry: it needs the member key (and, online, the restore guard).
     signs: bool = False
     #: It needs a running node (it asks the network, or the node's own state).
@@ -130,6 +132,15 @@ class Operation:
     def needs_key(self, params: Params) -> bool:
         """True if, with these parameters, the operation signs an entry."""
         return self.signs and (self.signs_if is None or bool(params.get(self.signs_if)))
+
+    def check(self, params: Params) -> None:
+        """LocalProtocolError unless ``params`` holds every parameter it needs
+        (a caller's mistake, not a bug: a request on the control socket or
+        over HTTP may leave one out)."""
+        missing = [n for n in self.needs if params.get(n) is None]
+        if missing:
+            names = ", ".join(repr(n) for n in missing)
+            raise LocalProtocolError(f"{self.name!r} needs the parameter {names}")
 
 
 # -- what a running node does first --------------------------------------------
@@ -205,38 +216,44 @@ def _reads(name: str, run: StoreStep) -> Operation:
     return Operation(name, run, read_only=True)
 
 
-def _signs(name: str, run: StoreStep, **more: Any) -> Operation:
-    return Operation(name, run, signs=True, **more)
+def _signs(name: str, run: StoreStep, *needs: str, **more: Any) -> Operation:
+    return Operation(name, run, needs, signs=True, **more)
 
 
-def _served(name: str, serve: Serve) -> Operation:
-    return Operation(name, serve=serve, network=True, offline=False)
+def _served(name: str, serve: Serve, *needs: str) -> Operation:
+    return Operation(name, needs=needs, serve=serve, network=True, offline=False)
 
 
 #: Every operation, by name.
 OPERATIONS: dict[str, Operation] = _table(
     _reads("whoami", steps.op_whoami),
-    _signs("community.create", steps.op_community_create),
+    _signs("community.create", steps.op_community_create, "name", "unit", "credit_limit"),
     _reads("community.list", steps.op_community_list),
     _reads("community.show", steps.op_community_show),
     _reads("community.policy", steps.op_community_policy),
     _signs(
         "community.invite", steps.op_community_invite, signs_if="for", prepare=_invitation_addrs
     ),
-    _signs("community.join", steps.op_community_join, redeems=True, prepare=_reach_inviters),
-    Operation("community.follow", steps.op_community_follow),
-    _signs("pay", steps.op_pay, prepare=_learn_payee),
-    _signs("accept", steps.op_answer("accept")),
-    _signs("decline", steps.op_answer("decline")),
-    _signs("reclaim", steps.op_answer("reclaim")),
+    _signs(
+        "community.join",
+        steps.op_community_join,
+        "invitation",
+        redeems=True,
+        prepare=_reach_inviters,
+    ),
+    Operation("community.follow", steps.op_community_follow, ("invitation",)),
+    _signs("pay", steps.op_pay, "to", "amount", prepare=_learn_payee),
+    _signs("accept", steps.op_answer("accept"), "transfer"),
+    _signs("decline", steps.op_answer("decline"), "transfer"),
+    _signs("reclaim", steps.op_answer("reclaim"), "transfer"),
     _reads("pending", steps.op_pending),
     _reads("balance", steps.op_balance),
     _reads("balances", steps.op_balances),
     _reads("history", steps.op_history),
-    _signs("offer.add", steps.op_offer_add),
+    _signs("offer.add", steps.op_offer_add, "title"),
     _reads("offer.list", steps.op_offer_list),
-    _signs("offer.close", steps.op_offer_close),
-    _signs("vouch", steps.op_vouch),
+    _signs("offer.close", steps.op_offer_close, "offer"),
+    _signs("vouch", steps.op_vouch, "member"),
     _reads("forks", steps.op_forks),
     _signs("profile.set", directory.op_profile_set),
     _reads("profile.show", directory.op_profile_show),
@@ -246,11 +263,11 @@ OPERATIONS: dict[str, Operation] = _table(
     _signs("statement.bundle", directory.op_statement_bundle),
     Operation("invite.create", op_create, prepare=_code_addrs, settle=serve_invites),
     Operation("invite.list", op_list),
-    Operation("invite.revoke", op_revoke),
+    Operation("invite.revoke", op_revoke, ("code",)),
     _served("status", _status),
     _served("peers", _peers),
-    _served("finality", _finality),
-    _served("connect", _connect),
+    _served("finality", _finality, "entry"),
+    _served("connect", _connect, "addr"),
 )
 
 
@@ -281,6 +298,7 @@ def run_offline(local: LocalNode, name: str, params: Params) -> dict[str, Any]:
     op = operation(name)
     if op.run is None or not op.offline:
         raise LocalProtocolError(f"{name!r} needs a running node: start one with `troc run`")
+    op.check(params)
     if op.needs_key(params):
         # Before anything else: a store that lost the member's log must say
         # so, not "no community yet" (whose advice, joining, would fork it).
@@ -299,6 +317,7 @@ async def run_online(node: RunningNode, name: str, params: Params) -> dict[str, 
     ``finality`` when ``wait`` is in ``params`` and the entry it signed
     needs witnesses). Raises TrocError subclasses."""
     op = operation(name)
+    op.check(params)
     if op.serve is not None:
         return await op.serve(node, params)
     assert op.run is not None
