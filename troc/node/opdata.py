@@ -28,6 +28,7 @@ from troc.errors import (
 from troc.node.local import LocalNode, OfferInfo, TransferInfo
 from troc.node.store import store_error, unusable_file
 from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Reclaim
+from troc.protocol.statement import name_of
 
 __all__ = [
     "DEFAULT_COMMUNITY",
@@ -220,11 +221,9 @@ def join_names(node: LocalNode, community: CommunityId, members: Any) -> dict[st
     """The names members gave themselves (self-chosen, unverified): their
     profile's, else their join's, for the members in ``members`` that gave
     one: ``{member id: name}``."""
-    from troc.node.directory import display_name  # it builds on this module
-
     out = {}
     for member in set(members):
-        name = display_name(node, community, MemberId(member))
+        name = name_of(node.ledger, community, MemberId(member))
         if name:
             out[mid(member)] = name
     return out
