@@ -125,5 +125,5 @@ def test_a_missing_parameter_is_a_usage_error_not_a_bug(
     assert describe_error(exc.value) == {
         "kind": "usage",
         "reason": None,
-        "message": f"{name!r} needs the parameter {missing}",
+        "message": f"missing parameter{'s' if ',' in missing else ''} {missing}",
     }

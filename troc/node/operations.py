@@ -137,10 +137,10 @@ class Operation:
         """LocalProtocolError unless ``params`` holds every parameter it needs
         (a caller's mistake, not a bug: a request on the control socket or
         over HTTP may leave one out)."""
-        missing = [n for n in self.needs if params.get(n) is None]
+        missing = [repr(n) for n in self.needs if params.get(n) is None]
         if missing:
-            names = ", ".join(repr(n) for n in missing)
-            raise LocalProtocolError(f"{self.name!r} needs the parameter {names}")
+            plural = "s" if len(missing) > 1 else ""
+            raise LocalProtocolError(f"missing parameter{plural} {', '.join(missing)}")
 
 
 # -- what a running node does first --------------------------------------------
