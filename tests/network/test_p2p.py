@@ -463,3 +463,27 @@ async def test_peer_id_derives_from_seed() -> None:
         assert other.peer_id == _expected_peer_id(bytes(32)) != expected
     with pytest.raises(LocalProtocolError):
         peer_id_from_seed(b"short")
+
+
+async def test_a_group_of_dial_failures_is_one_dial_error(
+    pair: tuple[P2PHost, P2PHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """py-libp2p may raise its negotiation failures as an ExceptionGroup
+    (`troc demo` crashed on one): it is a DialError like any failed dial, and
+    a group holding anything else (a cancellation, a bug) is not swallowed."""
+    a, b = pair
+    await a.connect(b.listen_addrs()[0])
+
+    async def failing(*_: object) -> INetStream:
+        raise ExceptionGroup("negotiation", [OSError("reset"), ValueError("handshake")])
+
+    monkeypatch.setattr(a.libp2p, "new_stream", failing)
+    with pytest.raises(DialError):
+        await a.open_stream(b.peer_id, RAW)
+
+    async def buggy(*_: object) -> INetStream:
+        raise ExceptionGroup("negotiation", [OSError("reset"), KeyError("bug")])
+
+    monkeypatch.setattr(a.libp2p, "new_stream", buggy)
+    with pytest.raises(ExceptionGroup):
+        await a.open_stream(b.peer_id, RAW)

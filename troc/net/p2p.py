@@ -442,8 +442,21 @@ class P2PHost:
                     self.libp2p.get_network().unblock_peer(peer)  # type: ignore[attr-defined]
                 ids = [protocol] if isinstance(protocol, str) else list(protocol)
                 return await self.libp2p.new_stream(peer, [TProtocol(p) for p in ids])
-        except (BaseLibp2pError, OSError, ValueError, trio.TooSlowError) as exc:
+        except _DIAL_FAILURES as exc:
             raise DialError(f"cannot open {protocol} to {peer_id}: {exc!r}") from exc
+        except BaseExceptionGroup as group:
+            # py-libp2p's negotiation can fail from inside its own nursery: a
+            # group of ordinary dial failures is one failed dial (seen as
+            # `troc demo` crashing on a multiselect error under load); anything
+            # else in the group (a cancellation, a bug) goes on up.
+            _, rest = group.split(_DIAL_FAILURES)
+            if rest is not None:
+                raise
+            raise DialError(f"cannot open {protocol} to {peer_id}: {group!r}") from group
+
+
+#: What a failed dial or negotiation raises in py-libp2p 0.8.1.
+_DIAL_FAILURES = (BaseLibp2pError, OSError, ValueError, trio.TooSlowError)
 
 
 def _abort_tcp(conn: object) -> None:
