@@ -15,7 +15,10 @@ from typing import Any
 
 import trio
 
+from troc.crypto.keystore import is_encrypted
 from troc.errors import LocalProtocolError
+from troc.node.operations import OPERATIONS
+from troc.node.ops import describe_error, mid
 
 __all__ = ["HTTP_STATUS", "NodeDoor", "OpFailed", "http_status"]
 
@@ -63,30 +66,20 @@ class NodeDoor:
 
     @property
     def member(self) -> str:
-        from troc.node.ops import mid
-
         return mid(self.node.member)
 
     def operations(self) -> list[str]:
-        from troc.node.operations import OPERATIONS
-
         return sorted(OPERATIONS)
 
     def is_operation(self, name: str) -> bool:
-        from troc.node.operations import OPERATIONS
-
         return name in OPERATIONS
 
     def signs(self, name: str, params: dict[str, Any]) -> bool:
         """Whether ``name`` with ``params`` signs an entry (it needs the member key)."""
-        from troc.node.operations import OPERATIONS
-
         return OPERATIONS[name].needs_key(params)
 
     async def call(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Run operation ``name``; raises :class:`OpFailed` with the error document."""
-        from troc.node.ops import describe_error
-
         if not self.is_operation(name):
             raise OpFailed(describe_error(LocalProtocolError(f"unknown operation {name!r}")))
         try:
@@ -94,14 +87,6 @@ class NodeDoor:
             return result
         except trio.Cancelled:
             raise
-        except KeyError as exc:
-            # The operations read required parameters as params[name].
-            missing = exc.args[0] if exc.args else None
-            if isinstance(missing, str) and missing not in params:
-                raise OpFailed(
-                    {"kind": "usage", "reason": None, "message": f"missing parameter {missing!r}"}
-                ) from None
-            raise OpFailed(describe_error(exc)) from None
         except Exception as exc:
             raise OpFailed(describe_error(exc)) from None
 
@@ -120,7 +105,5 @@ class NodeDoor:
 
     def key_facts(self) -> dict[str, Any]:
         """Whether the member key file is encrypted (the key itself stays in the node)."""
-        from troc.crypto.keystore import is_encrypted
-
         path = self.home / "key"
         return {"encrypted": path.exists() and is_encrypted(path), "path": str(path)}
