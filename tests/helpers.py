@@ -37,6 +37,8 @@ from troc.protocol.entry import (
     Offer,
     OfferClose,
     Reclaim,
+    Refusal,
+    Request,
     Transfer,
     Vouch,
 )
@@ -171,6 +173,16 @@ class World:
 
     def vouch(self, signer: SigningKey, member: SigningKey, limit: int | None = None) -> Entry:
         return self.add(signer, Vouch(member=member.public, limit=limit))
+
+    def request(self, payee: SigningKey, payer: SigningKey, amount: int, **kw: Any) -> Entry:
+        return self.add(payee, Request(to=payer.public, amount=amount, **kw))
+
+    def pay_request(self, payer: SigningKey, request: Entry) -> Entry:
+        """The transfer that pays ``request`` (which carries it)."""
+        return self.add(payer, Transfer.paying(request))
+
+    def refuse(self, payer: SigningKey, request: Entry) -> Entry:
+        return self.add(payer, Refusal(request=request.ref))
 
     # -- arbitrary entries ------------------------------------------------
 

@@ -218,6 +218,9 @@ OPS = (
     "close",
     "vouch",
     "profile",
+    "request",
+    "pay_request",
+    "refuse",
 )
 ops = st.tuples(st.sampled_from(OPS), st.integers(0, 7), st.integers(0, 7), st.integers(1, 120))
 
@@ -233,6 +236,9 @@ class History:
     open_transfers: list[Entry] = field(default_factory=list)
     declines: list[Entry] = field(default_factory=list)
     offers: list[Entry] = field(default_factory=list)
+    #: Requests made; ``paid`` maps a paid request's id to its transfer.
+    requests: list[Entry] = field(default_factory=list)
+    paid: dict[EntryId, Entry] = field(default_factory=dict)
 
     @property
     def genesis(self) -> Entry:
@@ -276,6 +282,18 @@ class History:
                 w.vouch(actor, other)
             elif op == "profile":
                 self.profile(actor, f"m{i % n} v{amount}", back_ms=amount * 1000)
+            elif op == "request" and actor is not other:
+                self.requests.append(w.request(actor, other, amount, memo="please"))
+            elif op in ("pay_request", "refuse") and self.requests:
+                # Paid or refused requests stay in the list: trying again is refused.
+                q = self.requests[j % len(self.requests)]
+                payer = self.member(q.body.to)  # type: ignore[union-attr]
+                if op == "refuse":
+                    w.refuse(payer, q)
+                else:
+                    t = w.pay_request(payer, q)
+                    self.paid[q.id] = t
+                    self.open_transfers.append(t)
         except RefusedError:
             pass  # overdraft, ceiling, frozen log: the model just moves on
 

@@ -53,6 +53,8 @@ from troc.protocol.entry import (
     Offer,
     OfferClose,
     Reclaim,
+    Refusal,
+    Request,
     Transfer,
 )
 from troc.protocol.ledger import MAX_BALANCE, Ledger, Outcome, Reason, Status
@@ -109,6 +111,7 @@ class LedgerMachine(RuleBasedStateMachine):
     transfers = Bundle("transfers")
     declines = Bundle("declines")
     offers = Bundle("offers")
+    requests = Bundle("requests")
 
     def __init__(self) -> None:
         super().__init__()
@@ -119,6 +122,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.payer: dict[EntryId, MemberId] = {}
         self.state: dict[EntryId, str] = {}  # open, accepted, declined, reclaimed
         self.closed: set[EntryId] = set()
+        self.request_state: dict[EntryId, str] = {}  # open, paid, refused
 
     # -- doing ------------------------------------------------------------
 
@@ -230,6 +234,63 @@ class LedgerMachine(RuleBasedStateMachine):
     def reclaim_without_decline(self, who: SigningKey | None, t: Entry) -> None:
         m = who or self.member(t.author)
         self.attempt(m, Reclaim(decline=t.ref), self.not_joined(m) or Reason.NOT_A_DECLINE)
+
+    @rule(
+        target=requests,
+        m=st.sampled_from(MEMBERS),
+        payer=st.sampled_from(MEMBERS),
+        amount=st.integers(1, 80),
+    )
+    def request(self, m: SigningKey, payer: SigningKey, amount: int) -> Any:
+        expected = self.not_joined(m)
+        if expected is None and m is payer:
+            expected = Reason.SELF_PAYMENT
+        q = self.attempt(m, Request(to=payer.public, amount=amount), expected)
+        if q is None:
+            return multiple()
+        self.request_state[q.id] = "open"
+        return q
+
+    def request_answered(self, q: Entry) -> Reason | None:
+        return {"paid": Reason.ALREADY_PAID, "refused": Reason.ALREADY_REFUSED}.get(
+            self.request_state[q.id]
+        )
+
+    @rule(target=transfers, who=actors, q=requests)
+    def pay_request(self, who: SigningKey | None, q: Entry) -> Any:
+        assert isinstance(q.body, Request)
+        m = who or self.member(q.body.to)
+        amount = q.body.amount
+        expected = self.not_joined(m)
+        if expected is None and q.author == m.public:
+            expected = Reason.SELF_PAYMENT
+        if expected is None and q.body.to != m.public:
+            expected = Reason.REQUEST_MISMATCH
+        expected = expected or self.request_answered(q)
+        if expected is None and self.balance[m.public] - amount < -LIMIT:
+            expected = Reason.OVERDRAFT
+        t = self.attempt(m, Transfer.paying(q), expected)
+        if t is None:
+            return multiple()
+        self.request_state[q.id] = "paid"
+        self.balance[m.public] -= amount
+        self.amount[t.id], self.payer[t.id], self.state[t.id] = amount, m.public, "open"
+        return t
+
+    @rule(who=actors, q=requests)
+    def refuse(self, who: SigningKey | None, q: Entry) -> None:
+        assert isinstance(q.body, Request)
+        m = who or self.member(q.body.to)
+        expected = self.not_joined(m)
+        if expected is None and q.body.to != m.public:
+            expected = Reason.NOT_ASKED
+        expected = expected or self.request_answered(q)
+        if self.attempt(m, Refusal(request=q.ref), expected):
+            self.request_state[q.id] = "refused"
+
+    @rule(m=st.sampled_from(MEMBERS), t=transfers)
+    def refuse_a_transfer(self, m: SigningKey, t: Entry) -> None:
+        self.attempt(m, Refusal(request=t.ref), self.not_joined(m) or Reason.NOT_A_REQUEST)
 
     @rule(target=offers, m=st.sampled_from(MEMBERS))
     def offer(self, m: SigningKey) -> Any:
@@ -360,6 +421,9 @@ def _samples() -> tuple[World, list[tuple[SigningKey, Entry]]]:
     w.reclaim(key(0), w.decline(key(2), t2))
     w.close(key(1), o)
     w.vouch(key(2), key(3), limit=5)
+    q = w.request(key(1), key(0), 4, memo="jam", expires_ms=w.now + 10**6)
+    w.pay_request(key(0), q)
+    w.refuse(key(2), w.request(key(1), key(2), 3))
     signers = {key(i).public: key(i) for i in range(4)}
     pairs = [(signers[e.author], e) for e in [w.genesis, *w.log]]
     return w, pairs

@@ -41,6 +41,8 @@ from troc.protocol.entry import (
     OfferClose,
     Profile,
     Reclaim,
+    Refusal,
+    Request,
     Transfer,
     Vouch,
 )
@@ -408,6 +410,29 @@ def accepted_vectors() -> list[Vector]:
     )
     v.reject("carol's profile at seq 1", v.make(CAROL, Profile(name="Carol")), Reason.JOIN_FIRST)
     out.append(v)
+
+    v = Vector(
+        "request",
+        "Payment requests: bob asks alice for 30 for his bread; alice pays it with a "
+        "transfer carrying the request, bob accepts. Carol asks alice for 5; alice "
+        "refuses. Bob's second request reaches this node only after alice's payment "
+        "of it, which is stored at once: the request travels inside the transfer.",
+    )
+    v.start(ALICE, BOB, CAROL)
+    bread = v.add("bob offers bread", BOB, Offer(side="offer", title="Bread"))
+    q1 = v.add(
+        "bob asks alice for 30",
+        BOB,
+        Request(to=ALICE.public, amount=30, memo="bread", offer=bread.ref, expires_ms=T0 + 10**6),
+    )
+    t1 = v.add("alice pays the request", ALICE, Transfer.paying(q1))
+    v.add("bob accepts", BOB, Accept(transfer=t1.ref))
+    q2 = v.add("carol asks alice for 5", CAROL, Request(to=ALICE.public, amount=5, memo="jam"))
+    v.add("alice refuses", ALICE, Refusal(request=q2.ref, reason="I had none"))
+    q3 = v.make(BOB, Request(to=ALICE.public, amount=4, memo="eggs"))
+    v.add("alice pays bob's next request, which this node has not seen", ALICE, Transfer.paying(q3))
+    v.step("the request arrives", q3)
+    out.append(v)
     return out
 
 
@@ -721,6 +746,98 @@ def rule_vectors() -> list[Vector]:
     o = v.add("alice offers", ALICE, Offer(side="offer", title="Bread"))
     v.add("alice closes it", ALICE, OfferClose(offer=o.ref))
     v.reject("alice closes it again", v.make(ALICE, OfferClose(offer=o.ref)), Reason.ALREADY_CLOSED)
+
+    # Payment requests.
+    v = vec(
+        Reason.BAD_REQUEST,
+        "A transfer carrying something that is not a valid request of this community: "
+        "another kind, another community's request, a bad signature.",
+        ALICE,
+        BOB,
+    )
+    o = v.add("bob offers", BOB, Offer(side="offer", title="Bread"))
+    v.reject(
+        "alice pays carrying bob's offer",
+        v.make(ALICE, Transfer(to=BOB.public, amount=5, request=o.wire)),
+        Reason.BAD_REQUEST,
+    )
+    foreign = v.make(BOB, Request(to=ALICE.public, amount=5), community=bytes(32))
+    v.reject(
+        "alice pays carrying a request of another community",
+        v.make(ALICE, Transfer(to=BOB.public, amount=5, request=foreign.wire)),
+        Reason.BAD_REQUEST,
+    )
+    q = v.make(BOB, Request(to=ALICE.public, amount=5))
+    forged = q.wire[:-1] + bytes([q.wire[-1] ^ 1])
+    v.reject(
+        "alice pays carrying a request with a bad signature",
+        v.make(ALICE, Transfer(to=BOB.public, amount=5, request=forged)),
+        Reason.BAD_REQUEST,
+    )
+
+    v = vec(
+        Reason.REQUEST_MISMATCH,
+        "The transfer must pay the request's author, from the member it names, its "
+        "amount, for its offer.",
+        ALICE,
+        BOB,
+        CAROL,
+    )
+    q = v.add("bob asks alice for 5", BOB, Request(to=ALICE.public, amount=5))
+    v.reject(
+        "alice pays 6",
+        v.make(ALICE, Transfer(to=BOB.public, amount=6, request=q.wire)),
+        Reason.REQUEST_MISMATCH,
+    )
+    v.reject(
+        "alice pays carol",
+        v.make(ALICE, Transfer(to=CAROL.public, amount=5, request=q.wire)),
+        Reason.REQUEST_MISMATCH,
+    )
+    v.reject("carol pays it", v.make(CAROL, Transfer.paying(q)), Reason.REQUEST_MISMATCH)
+    v.reject(
+        "alice pays it naming an offer it does not name",
+        v.make(ALICE, Transfer(to=BOB.public, amount=5, request=q.wire, offer=q.ref)),
+        Reason.REQUEST_MISMATCH,
+    )
+
+    v = vec(
+        Reason.REQUEST_EXPIRED,
+        "A transfer stamped after the request's expires_ms does not pay it; one "
+        "stamped exactly then does.",
+        ALICE,
+        BOB,
+    )
+    expiry = v.now + 5000
+    q = v.add("bob asks alice for 5", BOB, Request(to=ALICE.public, amount=5, expires_ms=expiry))
+    v.reject(
+        "alice pays 1 ms late",
+        v.make(ALICE, Transfer.paying(q), timestamp_ms=expiry + 1),
+        Reason.REQUEST_EXPIRED,
+    )
+    v.step("alice pays in time", v.make(ALICE, Transfer.paying(q), timestamp_ms=expiry))
+
+    v = vec(Reason.ALREADY_PAID, "A request is paid at most once.", ALICE, BOB)
+    q = v.add("bob asks alice for 5", BOB, Request(to=ALICE.public, amount=5))
+    v.add("alice pays it", ALICE, Transfer.paying(q))
+    v.reject("alice pays it again", v.make(ALICE, Transfer.paying(q)), Reason.ALREADY_PAID)
+    v.reject("alice refuses it", v.make(ALICE, Refusal(request=q.ref)), Reason.ALREADY_PAID)
+
+    v = vec(Reason.ALREADY_REFUSED, "A refused request is not paid or refused again.", ALICE, BOB)
+    q = v.add("bob asks alice for 5", BOB, Request(to=ALICE.public, amount=5))
+    v.add("alice refuses it", ALICE, Refusal(request=q.ref))
+    v.reject("alice pays it", v.make(ALICE, Transfer.paying(q)), Reason.ALREADY_REFUSED)
+    v.reject(
+        "alice refuses it again", v.make(ALICE, Refusal(request=q.ref)), Reason.ALREADY_REFUSED
+    )
+
+    v = vec(Reason.NOT_A_REQUEST, "Refusing something that is not a request.", ALICE, BOB)
+    t = v.add("bob pays alice", BOB, Transfer(to=ALICE.public, amount=5))
+    v.reject("alice refuses it", v.make(ALICE, Refusal(request=t.ref)), Reason.NOT_A_REQUEST)
+
+    v = vec(Reason.NOT_ASKED, "Refusing a request made to someone else.", ALICE, BOB, CAROL)
+    q = v.add("bob asks alice for 5", BOB, Request(to=ALICE.public, amount=5))
+    v.reject("carol refuses it", v.make(CAROL, Refusal(request=q.ref)), Reason.NOT_ASKED)
     return out
 
 

@@ -15,7 +15,7 @@ from troc.errors import StoreError
 from troc.protocol.entry import Entry, Kind
 
 #: The format this code writes. A store with a higher version is refused.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: ``PRAGMA application_id``: "troc" in ASCII, so other SQLite files are told apart.
 APPLICATION_ID = 0x74726F63
 _VERSION_KEY = "schema_version"
@@ -218,6 +218,20 @@ CREATE TABLE final_chain (
     PRIMARY KEY (lid, seq)
 ) WITHOUT ROWID;
 """
+    + """
+-- Derived (format 5): payment requests by the payer they name (payer_lid)
+-- and by their author (lid). Whether one is paid or refused is not kept
+-- here: it is the payer's transfer or refusal naming it, found through
+-- entries_by_target (a transfer may be held before the request it pays).
+CREATE TABLE requests (
+    payer_lid INTEGER NOT NULL,
+    lid INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    PRIMARY KEY (payer_lid, lid, seq, id)
+) WITHOUT ROWID;
+CREATE INDEX requests_by ON requests (lid, seq);
+"""
 )
 
 # Version 1 to 2: final tips in logs, and the witnessed-community tables.
@@ -256,6 +270,7 @@ _SELECT_ENTRY = "SELECT balance, lim, wire FROM entries WHERE lid = ? AND seq = 
 _INSERT_MORE_REF = "INSERT OR IGNORE INTO more_refs VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_TIMELINE = "INSERT INTO timeline VALUES (?, ?, ?, ?, ?)"
 _INSERT_TIMELINE_2 = "INSERT INTO timeline VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)"
+_INSERT_REQUEST = "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?)"
 _INSERT_PENDING = "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?, 'open')"
 # Reference rows as RefRow columns, from entries (r) or more_refs (r); the
 # caller appends the WHERE clause, on columns named alike in both tables.
@@ -367,6 +382,16 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             _fill_final_chains(conn)
         if version < 4:
             _migrate_waiting(conn)
+        if version < 5:
+            # IF NOT EXISTS: a hand-made older file (the tests') may have them.
+            for statement in _statements(_SCHEMA):
+                if (
+                    "CREATE TABLE requests " in statement
+                    or "CREATE INDEX requests_by " in statement
+                ):
+                    conn.execute(statement.replace(" requests", " IF NOT EXISTS requests", 1))
+            # No store of an older format holds a request (older code refuses
+            # the kind), so there is nothing to fill in.
         conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), _VERSION_KEY))
         conn.execute("COMMIT")
     except BaseException:

@@ -89,6 +89,7 @@ from troc.node._schema import (
     _INSERT_ENTRY,
     _INSERT_MORE_REF,
     _INSERT_PENDING,
+    _INSERT_REQUEST,
     _INSERT_TIMELINE,
     _INSERT_TIMELINE_2,
     _PENDING_MOVES,
@@ -101,9 +102,9 @@ from troc.node._schema import (
     prepare,
 )
 from troc.protocol.backend import Head, Parking, RefRow, Stored, WaitKey, WaitLimits
-from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Offer, Ref, Transfer
+from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Offer, Ref, Request, Transfer
 
-__all__ = ["SCHEMA_VERSION", "Store", "TransferState"]
+__all__ = ["SCHEMA_VERSION", "RequestState", "Store", "TransferState"]
 
 # Above any seq or timestamp (both < 2**53): "no upper bound" in range queries.
 _NO_BOUND = 2**62
@@ -119,6 +120,14 @@ class TransferState(StrEnum):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     RECLAIMED = "reclaimed"
+
+
+class RequestState(StrEnum):
+    """Where a payment request stands, from its payer's log."""
+
+    OPEN = "open"
+    PAID = "paid"
+    REFUSED = "refused"
 
 
 class _Cache(Generic[_K, _V]):
@@ -634,13 +643,24 @@ class Store:
                 (lid, e.timestamp_ms, e.id, lid, e.seq, payee, e.timestamp_ms, e.id, lid, e.seq),
             )
             execute(_INSERT_PENDING, (lid, e.seq, e.id, payee, body.amount))
+        elif isinstance(body, Request):
+            # In the timelines of both, as a transfer is.
+            payer = self._lid(c, body.to)
+            execute(
+                _INSERT_TIMELINE_2,
+                (lid, e.timestamp_ms, e.id, lid, e.seq, payer, e.timestamp_ms, e.id, lid, e.seq),
+            )
+            execute(_INSERT_REQUEST, (payer, lid, e.seq, e.id))
         else:
             execute(_INSERT_TIMELINE, (lid, e.timestamp_ms, e.id, lid, e.seq))
             if isinstance(body, Offer):
                 self._index_offer(e, body)
         self._stored.put((c, a, e.seq, e.id), stored)
         self._where.put((c, e.id), (a, e.seq))
-        self._no_refs.put((c, e.id), True)
+        if e.kind is not Kind.REQUEST:
+            # A request is the one kind that may be named before it is held:
+            # a transfer carries the request it pays.
+            self._no_refs.put((c, e.id), True)
 
     def latest(
         self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
@@ -1161,6 +1181,38 @@ class Store:
             (log.lid,),
         ).fetchall()
         return [(_decode_trusted(r[0]), TransferState(r[1])) for r in rows]
+
+    def requests(
+        self, community: CommunityId, member: MemberId, *, to_member: bool
+    ) -> list[tuple[Entry, RequestState, Ref | None]]:
+        """Payment requests naming ``member`` as payer (``to_member``), or
+        signed by it, oldest first, each with its state and the payer's
+        transfer or refusal that settled it (the first on the payer's log)."""
+        log = self._log(community, member)
+        if log is None:
+            return []
+        column = "q.payer_lid" if to_member else "q.lid"
+        rows = self._cur.execute(
+            "SELECT e.wire, q.payer_lid, q.lid, q.seq, q.id FROM requests q"
+            " JOIN entries e ON e.lid = q.lid AND e.seq = q.seq AND e.id = q.id"
+            f" WHERE {column} = ? ORDER BY e.ts, q.lid, q.seq",
+            (log.lid,),
+        ).fetchall()
+        out: list[tuple[Entry, RequestState, Ref | None]] = []
+        for wire, payer_lid, lid, seq, eid in rows:
+            answers = self._refs(
+                "r.target_lid = ? AND r.target_seq = ? AND r.kind IN (?, ?) AND r.target_id = ?"
+                " AND r.lid = ?",
+                (lid, seq, Kind.TRANSFER.value, Kind.REFUSAL.value, eid, payer_lid),
+            )
+            entry = _decode_trusted(wire)
+            if not answers:
+                out.append((entry, RequestState.OPEN, None))
+                continue
+            first = min(answers, key=lambda r: (r.by_seq, r.by_id))
+            state = RequestState.PAID if first.kind is Kind.TRANSFER else RequestState.REFUSED
+            out.append((entry, state, Ref(first.by_author, first.by_seq, first.by_id)))
+        return out
 
     def decline_of(self, community: CommunityId, transfer: Ref) -> Ref | None:
         """The decline that answered ``transfer`` (for the payer's reclaim), or None."""

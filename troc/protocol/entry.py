@@ -45,6 +45,8 @@ __all__ = [
     "Profile",
     "Reclaim",
     "Ref",
+    "Refusal",
+    "Request",
     "Transfer",
     "Vouch",
     "entry_id",
@@ -62,6 +64,9 @@ MAX_TAG = 40
 MAX_WITNESSES = 64
 MAX_ABOUT = 1000
 MAX_LANGUAGES = 8
+#: The most bytes a transfer's embedded request may take: a request with the
+#: longest memo in 4-byte characters and every optional field is ~1 200 bytes.
+MAX_REQUEST_WIRE = 2048
 
 EntryId = NewType("EntryId", bytes)
 CommunityId = NewType("CommunityId", bytes)
@@ -85,6 +90,8 @@ class Kind(StrEnum):
     RECLAIM = "reclaim"
     VOUCH = "vouch"
     PROFILE = "profile"
+    REQUEST = "request"
+    REFUSAL = "refusal"
 
 
 def _bad(message: str) -> CodecError:
@@ -141,6 +148,14 @@ def _choice(name: str, options: tuple[str, ...]) -> Callable[[Any], str]:
         return str(v)
 
     return check
+
+
+def _request_wire(v: Any) -> bytes:
+    # Only the size here: whether the bytes are a valid request of the
+    # transfer's community is a ledger rule (``bad_request``, docs/protocol.md §4.4).
+    if not isinstance(v, bytes) or not 1 <= len(v) <= MAX_REQUEST_WIRE:
+        raise _bad(f"request must be 1 to {MAX_REQUEST_WIRE} bytes")
+    return v
 
 
 def _text_set(name: str, max_items: int, max_len: int) -> Callable[[Any], tuple[str, ...]]:
@@ -336,19 +351,37 @@ class OfferClose(Body):
 
 @dataclass(frozen=True, slots=True)
 class Transfer(Body):
-    """A payment: debits the author at once, credits ``to`` when accepted."""
+    """A payment: debits the author at once, credits ``to`` when accepted.
+
+    ``request``, if set, holds the wire bytes of the payment request this
+    transfer pays (signed by ``to``): the request travels with the payment,
+    so the payment can be checked without the requester's log.
+    """
 
     KIND: ClassVar[Kind] = Kind.TRANSFER
     to: MemberId
     amount: int
     memo: str = ""
     offer: Ref | None = None
+    request: bytes | None = None
     _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
         "to": (_member("to"), True),
         "amount": (_amount("amount"), True),
         "memo": (_text("memo", MAX_TITLE), True),
         "offer": (_ref("offer"), False),
+        "request": (_request_wire, False),
     }
+
+    @classmethod
+    def paying(cls, request: Entry) -> Transfer:
+        """The transfer that pays ``request`` (a request entry): to its
+        author, its amount, memo and offer, carrying its wire bytes."""
+        r = request.body
+        if not isinstance(r, Request):
+            raise _bad(f"a {request.kind.value} is not a request")
+        return cls(
+            to=request.author, amount=r.amount, memo=r.memo, offer=r.offer, request=request.wire
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,8 +457,53 @@ class Profile(Body):
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Request(Body):
+    """The author asks ``to`` for a payment of ``amount`` (docs/protocol.md
+    §4.4): ``to`` pays it with a transfer that embeds this entry, at most
+    once, or refuses it. ``expires_ms``: no transfer stamped later pays it."""
+
+    KIND: ClassVar[Kind] = Kind.REQUEST
+    to: MemberId
+    amount: int
+    memo: str = ""
+    offer: Ref | None = None
+    expires_ms: int | None = None
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "to": (_member("to"), True),
+        "amount": (_amount("amount"), True),
+        "memo": (_text("memo", MAX_TITLE), True),
+        "offer": (_ref("offer"), False),
+        "expires_ms": (_int("expires_ms", 0, MAX_AMOUNT), False),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal(Body):
+    """The payer a request names refuses it: no transfer of its log pays it after."""
+
+    KIND: ClassVar[Kind] = Kind.REFUSAL
+    request: Ref
+    reason: str = ""
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "request": (_ref("request"), True),
+        "reason": (_text("reason", MAX_TITLE), True),
+    }
+
+
 AnyBody: TypeAlias = (
-    Genesis | Join | Offer | OfferClose | Transfer | Accept | Decline | Reclaim | Vouch | Profile
+    Genesis
+    | Join
+    | Offer
+    | OfferClose
+    | Transfer
+    | Accept
+    | Decline
+    | Reclaim
+    | Vouch
+    | Profile
+    | Request
+    | Refusal
 )
 
 _BODIES: dict[str, type[Body]] = {
@@ -441,6 +519,8 @@ _BODIES: dict[str, type[Body]] = {
         Reclaim,
         Vouch,
         Profile,
+        Request,
+        Refusal,
     )
 }
 

@@ -61,6 +61,8 @@ from troc.protocol.entry import (
     OfferClose,
     Reclaim,
     Ref,
+    Refusal,
+    Request,
     Transfer,
     Vouch,
 )
@@ -123,6 +125,14 @@ class Reason(StrEnum):
     NOT_AN_OFFER = "not_an_offer"
     NOT_OWN_OFFER = "not_own_offer"
     ALREADY_CLOSED = "already_closed"
+    # Payment requests (docs/protocol.md §4.4).
+    BAD_REQUEST = "bad_request"
+    REQUEST_MISMATCH = "request_mismatch"
+    REQUEST_EXPIRED = "request_expired"
+    ALREADY_PAID = "already_paid"
+    ALREADY_REFUSED = "already_refused"
+    NOT_A_REQUEST = "not_a_request"
+    NOT_ASKED = "not_asked"
     FORK_LIMIT = "fork_limit"
     WAITING_FULL = "waiting_full"
     # Certificates (witnessed communities).
@@ -717,6 +727,8 @@ class Ledger:
         elif isinstance(body, Transfer):
             if body.to == a:
                 raise _Reject(Reason.SELF_PAYMENT, "a member cannot pay itself")
+            if body.request is not None:
+                refs.append(self._paid_request(c, entry, body, body.request))
             if body.offer is not None:
                 offer = self._need(c, body.offer)
                 if not isinstance(offer.entry.body, Offer):
@@ -782,6 +794,23 @@ class Ledger:
                 if self._is_ancestor(c, a, row.by_seq, row.by_id, entry):
                     raise _Reject(Reason.ALREADY_CLOSED, "this offer is already closed")
             refs.append(self._row(entry, body.offer, 0))
+        elif isinstance(body, Request):
+            if body.to == a:
+                raise _Reject(Reason.SELF_PAYMENT, "a member cannot ask itself for a payment")
+            if body.offer is not None and not isinstance(
+                self._need(c, body.offer).entry.body, Offer
+            ):
+                raise _Reject(
+                    Reason.NOT_AN_OFFER, "the request names an entry that is not an offer"
+                )
+        elif isinstance(body, Refusal):
+            q = self._need(c, body.request)
+            if not isinstance(q.entry.body, Request):
+                raise _Reject(Reason.NOT_A_REQUEST, "the entry named is not a request")
+            if q.entry.body.to != a:
+                raise _Reject(Reason.NOT_ASKED, "the request is addressed to someone else")
+            self._request_open(c, entry, body.request.id)
+            refs.append(self._row(entry, body.request, q.entry.body.amount))
         elif isinstance(body, Vouch):
             if body.member == a:
                 raise _Reject(Reason.BAD_VOUCH, "a member cannot vouch for itself")
@@ -795,6 +824,55 @@ class Ledger:
         # Offer, Profile: nothing to check beyond the schema.
         assert -MAX_BALANCE <= balance <= MAX_BALANCE  # the credit limit and _credit
         return _Checked(Stored(entry, balance, limit), refs, witnessed)
+
+    def _paid_request(self, c: CommunityId, entry: Entry, body: Transfer, wire: bytes) -> RefRow:
+        """Check the request a transfer pays (embedded, so no wait): its
+        reference row, or _Reject."""
+        try:
+            req = Entry.decode(wire)
+        except CodecError as exc:
+            raise _Reject(
+                Reason.BAD_REQUEST, f"the request embedded does not decode ({exc.reason}): {exc}"
+            ) from None
+        r = req.body
+        if not isinstance(r, Request) or req.community != c:
+            raise _Reject(
+                Reason.BAD_REQUEST, "the entry embedded is not a request of this community"
+            )
+        if req.author != body.to or r.to != entry.author:
+            raise _Reject(Reason.REQUEST_MISMATCH, "the request is not from the payee to the payer")
+        if r.amount != body.amount or r.offer != body.offer:
+            raise _Reject(
+                Reason.REQUEST_MISMATCH,
+                f"the request asks {r.amount} (offer {r.offer}), the transfer pays"
+                f" {body.amount} (offer {body.offer})",
+            )
+        if r.expires_ms is not None and entry.timestamp_ms > r.expires_ms:
+            raise _Reject(
+                Reason.REQUEST_EXPIRED,
+                f"the transfer is stamped {entry.timestamp_ms}, the request expired at"
+                f" {r.expires_ms}",
+            )
+        self._request_open(c, entry, req.id)
+        return self._row(entry, req.ref, body.amount)
+
+    def _request_open(self, c: CommunityId, entry: Entry, request: EntryId) -> None:
+        """Refuse ``entry`` if its chain already paid or refused ``request``.
+
+        Only the payer a request names can pay or refuse it, and both live on
+        the payer's log: "the first on the chain" is decided by seq, so the
+        verdict is the same in every arrival order.
+        """
+        a = entry.author
+        for kind, reason in (
+            (Kind.TRANSFER, Reason.ALREADY_PAID),
+            (Kind.REFUSAL, Reason.ALREADY_REFUSED),
+        ):
+            for row in self.backend.refs_by(c, a, kind, request):
+                if self._is_ancestor(c, a, row.by_seq, row.by_id, entry):
+                    raise _Reject(
+                        reason, f"this request was already {reason.value.removeprefix('already_')}"
+                    )
 
     def _join_limit(self, c: CommunityId, entry: Entry, body: Join, rules: Genesis) -> int:
         genesis = self.backend.genesis(c)
