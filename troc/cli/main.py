@@ -268,8 +268,8 @@ def community_policy(ctx: Context, community_: str | None) -> None:
 
 
 @cli.command()
-@click.argument("member")
-@click.argument("amount")
+@click.argument("member", required=False)
+@click.argument("amount", required=False)
 @click.option("--memo", default="", help="What the payment is for (at most 200 characters).")
 @click.option(
     "--offer", help="The offer this pays for (its id, or the first 6 or more characters of it)."
@@ -283,26 +283,45 @@ def community_policy(ctx: Context, community_: str | None) -> None:
     help="Pay MEMBER even though this node has not seen them join (their join"
     " has not reached it yet); without it such a payment is refused (exit 4).",
 )
+@click.option(
+    "--request",
+    "request_",
+    metavar="REQUEST",
+    help="Pay a payment request instead of MEMBER AMOUNT: its id (or first 6 or more"
+    " characters, see troc pending), or its troc-request: text, which pays it even if"
+    " this node has never seen it.",
+)
 @community_option
 @wait_option
 @pass_ctx
 def pay(
     ctx: Context,
-    member: str,
-    amount: str,
+    member: str | None,
+    amount: str | None,
     memo: str,
     offer: str | None,
     any_amount: bool,
     to_unknown: bool,
+    request_: str | None,
     community_: str | None,
     wait: float,
 ) -> None:
     """Pay AMOUNT (in the smallest unit: a whole number from 1 to 2^53 - 1)
-    to MEMBER (an id or a contact name).
+    to MEMBER (an id or a contact name), or pay a request (--request).
 
     MEMBER must be known to this node as a member of the community (see
     --to-unknown). In a witnessed community the running node then waits (up
     to --wait seconds) until the witnesses have made the payment final."""
+    if request_ is not None:
+        if member is not None or amount is not None or offer or memo:
+            raise click.UsageError(
+                "--request pays what the request asks: give no MEMBER, AMOUNT, --memo or --offer"
+            )
+        params = {"community": community_, "request": request_, "wait": wait}
+        ctx.emit(ctx.sign("request.pay", params, "transfer"), render.created("transfer"))
+        return
+    if member is None or amount is None:
+        raise click.UsageError(f"Missing argument '{'MEMBER' if member is None else 'AMOUNT'}'.")
     params = {
         "community": community_,
         "to": homes.resolve_member(ctx.home, member),
@@ -314,6 +333,78 @@ def pay(
         "to_unknown": to_unknown,
     }
     ctx.emit(ctx.sign("pay", params, "transfer"), render.created("transfer"))
+
+
+class _RequestGroup(TrocGroup):
+    """``troc request MEMBER AMOUNT`` makes a request; ``troc request list``
+    and ``troc request refuse`` are subcommands: anything that is not a
+    subcommand's name goes to the hidden ``new``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["new", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=_RequestGroup)
+def request() -> None:
+    """Ask a member for a payment: troc request MEMBER AMOUNT [--qr]; list and refuse requests."""
+
+
+@request.command("new", hidden=True)
+@click.argument("member")
+@click.argument("amount")
+@click.option("--memo", default="", help="What it is for (at most 200 characters).")
+@click.option("--offer", help="The offer it is for (its id, or its first 6 or more characters).")
+@click.option(
+    "--expires",
+    default=None,
+    help="No payment after: a duration (30m, 2h, 7d) or a date (YYYY-MM-DD).",
+)
+@click.option("--qr", is_flag=True, help="Also print the request as a QR code for the payer.")
+@community_option
+@pass_ctx
+def request_new(
+    ctx: Context,
+    member: str,
+    amount: str,
+    memo: str,
+    offer: str | None,
+    expires: str | None,
+    qr: bool,
+    community_: str | None,
+) -> None:
+    """Ask MEMBER to pay you AMOUNT. Prints the request's id and its
+    troc-request: text, which the payer pays with `troc pay --request TEXT`."""
+    params = {
+        "community": community_,
+        "to": homes.resolve_member(ctx.home, member),
+        "amount": amount,
+        "memo": memo,
+        "offer": offer,
+        "expires_ms": render.parse_expiry_ms(expires) if expires else None,
+    }
+    result = ctx.sign("request.create", params, "request")
+    ctx.emit(result, render.request_created(qr))
+
+
+@request.command("list")
+@community_option
+@pass_ctx
+def request_list(ctx: Context, community_: str | None) -> None:
+    """Requests made to you and by you, with their state."""
+    ctx.emit(ctx.call("request.list", {"community": community_}), render.requests(ctx.home))
+
+
+@request.command("refuse")
+@click.argument("request_id", metavar="REQUEST")
+@click.option("--reason", default="", help="Why (at most 200 characters).")
+@community_option
+@pass_ctx
+def request_refuse(ctx: Context, request_id: str, reason: str, community_: str | None) -> None:
+    """Refuse a request made to you (REQUEST: its id, or its first 6 or more characters)."""
+    params = {"community": community_, "request": request_id, "reason": reason}
+    ctx.emit(ctx.sign("request.refuse", params, "refusal"), render.created("refusal"))
 
 
 @cli.command()

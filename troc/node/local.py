@@ -50,6 +50,8 @@ from troc.protocol.entry import (
     Profile,
     Reclaim,
     Ref,
+    Refusal,
+    Request,
     Transfer,
     Vouch,
 )
@@ -491,6 +493,18 @@ class LocalNode:
     def now(self) -> int:
         """The node's clock, ms."""
         return self._clock()
+
+    def request(self, community: CommunityId, body: Request) -> Entry:
+        """Ask ``body.to`` for a payment (docs/protocol.md §4.10)."""
+        return self._append(community, body)
+
+    def refuse(self, community: CommunityId, request: Ref, *, reason: str = "") -> Entry:
+        """Refuse a payment request made to this member."""
+        return self._append(community, Refusal(request=request, reason=reason))
+
+    def pay_request(self, community: CommunityId, request: Entry) -> Entry:
+        """Pay a request with a transfer that carries it (held here or not)."""
+        return self._append(community, Transfer.paying(request))
 
     def _append(self, community: CommunityId, body: AnyBody) -> Entry:
         with self._lock:

@@ -184,7 +184,9 @@ def offer_json(o: OfferInfo) -> dict[str, Any]:
 def entry_json(e: Entry) -> dict[str, Any]:
     body = e.body.to_wire()
     for key, value in list(body.items()):
-        if isinstance(value, bytes):
+        if key == "request" and isinstance(value, bytes):  # a transfer carries the request
+            body[key] = eid(Entry.decode(value, check_signature=False).id)
+        elif isinstance(value, bytes):
             body[key] = mid(value)
         elif isinstance(value, list) and len(value) == 3 and isinstance(value[2], bytes):
             body[key] = eid(value[2])

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from troc.errors import LocalProtocolError, TrocError
-from troc.node import directory, steps
+from troc.node import directory, requests, steps
 from troc.node.invitation import decode_invitation
 from troc.node.invites import (
     Redeemed,
@@ -255,6 +255,10 @@ OPERATIONS: dict[str, Operation] = _table(
     _signs("offer.close", steps.op_offer_close, "offer"),
     _signs("vouch", steps.op_vouch, "member"),
     _reads("forks", steps.op_forks),
+    _signs("request.create", requests.op_request_create),
+    _reads("request.list", requests.op_request_list),
+    _signs("request.refuse", requests.op_request_refuse),
+    _signs("request.pay", requests.op_request_pay),
     _signs("profile.set", directory.op_profile_set),
     _reads("profile.show", directory.op_profile_show),
     _reads("members", directory.op_members),

@@ -226,12 +226,17 @@ def op_pending(node: LocalNode, p: dict[str, Any]) -> Done:
         return out
 
     incoming, outgoing = node.pending(community), node.pending_out(community)
+    from troc.node.requests import pending_requests
+
+    requests = pending_requests(node, community)
     return Done(
         {
             "incoming": rows(incoming),
             "outgoing": rows(outgoing),
+            "requests": requests,
             "names": join_names(node, community, [t.payer for t in incoming + outgoing])
-            | join_names(node, community, [t.payee for t in outgoing]),
+            | join_names(node, community, [t.payee for t in outgoing])
+            | join_names(node, community, [member_of(r["from"]) for r in requests]),
         }
     )
 
