@@ -39,6 +39,7 @@ from troc.protocol.entry import (
     Reclaim,
     Refusal,
     Request,
+    TakeBack,
     Transfer,
     Vouch,
 )
@@ -184,6 +185,9 @@ class World:
     def refuse(self, payer: SigningKey, request: Entry) -> Entry:
         return self.add(payer, Refusal(request=request.ref))
 
+    def take_back(self, payer: SigningKey, transfer: Entry) -> Entry:
+        return self.add(payer, TakeBack(transfer=transfer.ref))
+
     # -- arbitrary entries ------------------------------------------------
 
     def next_position(self, author: MemberId) -> tuple[int, EntryId | None]:
@@ -267,8 +271,10 @@ def counted_balances(entries: Iterable[Entry]) -> tuple[dict[MemberId, int], int
 
     An entry counts if it lies below its author's first fork. A counted
     transfer debits; a counted accept of a counted transfer credits the payee;
-    a counted reclaim credits the payer. In flight: counted transfers not
-    credited by a counted accept or reclaim.
+    a counted reclaim credits the payer; a counted take-back credits the
+    payer unless a counted accept of its transfer is among the entries (the
+    accept wins, §4.11). In flight: counted transfers not credited by a
+    counted accept, reclaim or take-back.
     """
     entries = list({e.id: e for e in entries}.values())
     frozen = fork_points(entries)
@@ -294,6 +300,19 @@ def counted_balances(entries: Iterable[Entry]) -> tuple[dict[MemberId, int], int
             t = by_id[body.transfer.id]
             if counts(t.author, t.seq):
                 assert isinstance(t.body, Transfer)
+                balances[e.author] += t.body.amount
+                in_flight -= t.body.amount
+                credited[t.id] += 1
+        elif isinstance(body, TakeBack):
+            t = by_id[body.transfer.id]
+            assert isinstance(t.body, Transfer)
+            accepted = any(
+                isinstance(x.body, Accept)
+                and x.body.transfer.id == t.id
+                and counts(x.author, x.seq)
+                for x in entries
+            )
+            if not accepted:
                 balances[e.author] += t.body.amount
                 in_flight -= t.body.amount
                 credited[t.id] += 1

@@ -221,6 +221,8 @@ OPS = (
     "request",
     "pay_request",
     "refuse",
+    "take_back",
+    "take_back",
 )
 ops = st.tuples(st.sampled_from(OPS), st.integers(0, 7), st.integers(0, 7), st.integers(1, 120))
 
@@ -259,7 +261,9 @@ class History:
         actor, other = self.members[i % n], self.members[j % n]
         try:
             if op == "pay" and actor is not other:
-                self.open_transfers.append(w.pay(actor, other, amount))
+                # Some transfers carry an expiry of their own (§4.11).
+                expires = w.now + amount * 100 if i % 3 == 0 else None
+                self.open_transfers.append(w.pay(actor, other, amount, expires_ms=expires))
             elif op in ("accept", "decline") and self.open_transfers:
                 t = self.open_transfers[j % len(self.open_transfers)]
                 payee = self.member(t.body.to)  # type: ignore[union-attr]
@@ -284,6 +288,11 @@ class History:
                 self.profile(actor, f"m{i % n} v{amount}", back_ms=amount * 1000)
             elif op == "request" and actor is not other:
                 self.requests.append(w.request(actor, other, amount, memo="please"))
+            elif op == "take_back" and self.open_transfers:
+                # Taken back transfers stay open: a later accept races it, and wins.
+                t = self.open_transfers[j % len(self.open_transfers)]
+                w.now += amount * 200  # time passes: 0.2 to 24 s
+                w.take_back(self.member(t.author), t)
             elif op in ("pay_request", "refuse") and self.requests:
                 # Paid or refused requests stay in the list: trying again is refused.
                 q = self.requests[j % len(self.requests)]
@@ -366,6 +375,8 @@ def histories(
         credit_limit=credit_limit,
         admission=admission,
         ceiling=draw(st.none() | st.sampled_from([60, 200])),
+        # Each entry moves the clock 1 s: transfers expire a few entries later.
+        transfer_expiry_ms=draw(st.sampled_from([None, 1000, 3000, 8000])),
     )
     h = History(world, members)
     world.join(members[0])

@@ -185,9 +185,10 @@ def test_a_format_4_store_is_migrated_and_takes_requests(w: World, tmp_path: Pat
         with store.transaction():
             for e in [w.genesis, *w.log]:
                 assert ledger.ingest(e.wire, w.now).ok
-    # Format 4 had no requests table.
+    # Format 4 had no requests table and no logs.undone.
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE requests")
+    conn.execute("ALTER TABLE logs DROP COLUMN undone")
     conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()

@@ -43,6 +43,7 @@ from troc.protocol.entry import (
     Reclaim,
     Refusal,
     Request,
+    TakeBack,
     Transfer,
     Vouch,
 )
@@ -432,6 +433,34 @@ def accepted_vectors() -> list[Vector]:
     q3 = v.make(BOB, Request(to=ALICE.public, amount=4, memo="eggs"))
     v.add("alice pays bob's next request, which this node has not seen", ALICE, Transfer.paying(q3))
     v.step("the request arrives", q3)
+    out.append(v)
+
+    v = Vector(
+        "expiry",
+        "Transfers that expire (community default 60 s, or a transfer's own expires_ms). "
+        "Alice takes back her expired transfer to carol; she also takes back the one to "
+        "bob, whose accept (signed in time) arrives after: the accept wins, and alice's "
+        "take-back of it no longer counts (her counted balance is 15 below her nominal one).",
+        transfer_expiry_ms=60_000,
+    )
+    v.start(ALICE, BOB, CAROL)
+    t1 = v.add("alice pays bob 15", ALICE, Transfer(to=BOB.public, amount=15))
+    t2 = v.add(
+        "alice pays carol 7, expiring in 2 s",
+        ALICE,
+        Transfer(to=CAROL.public, amount=7, expires_ms=v.now + 2000),
+    )
+    accept = v.make(BOB, Accept(transfer=t1.ref))
+    v.step(
+        "alice takes back the one to carol",
+        v.make(ALICE, TakeBack(transfer=t2.ref), timestamp_ms=v.now + 2000),
+    )
+    v.step(
+        "alice takes back the one to bob, 60 s + 1 ms after it",
+        v.make(ALICE, TakeBack(transfer=t1.ref), timestamp_ms=t1.timestamp_ms + 60_001),
+        now_ms=t1.timestamp_ms + 60_001,
+    )
+    v.step("bob's accept arrives: it wins", accept, now_ms=t1.timestamp_ms + 60_001)
     out.append(v)
     return out
 
@@ -834,6 +863,27 @@ def rule_vectors() -> list[Vector]:
     v = vec(Reason.NOT_A_REQUEST, "Refusing something that is not a request.", ALICE, BOB)
     t = v.add("bob pays alice", BOB, Transfer(to=ALICE.public, amount=5))
     v.reject("alice refuses it", v.make(ALICE, Refusal(request=t.ref)), Reason.NOT_A_REQUEST)
+
+    v = vec(
+        Reason.NOT_EXPIRED,
+        "A take-back stamped before or exactly when its transfer expires (60 s after its "
+        "timestamp here); one stamped 1 ms later is accepted.",
+        ALICE,
+        BOB,
+        transfer_expiry_ms=60_000,
+    )
+    t = v.add("alice pays bob 5", ALICE, Transfer(to=BOB.public, amount=5))
+    v.reject(
+        "alice takes it back exactly 60 s after",
+        v.make(ALICE, TakeBack(transfer=t.ref), timestamp_ms=t.timestamp_ms + 60_000),
+        Reason.NOT_EXPIRED,
+        now_ms=t.timestamp_ms + 60_000,
+    )
+    v.step(
+        "alice takes it back 60 s + 1 ms after",
+        v.make(ALICE, TakeBack(transfer=t.ref), timestamp_ms=t.timestamp_ms + 60_001),
+        now_ms=t.timestamp_ms + 60_001,
+    )
 
     v = vec(Reason.NOT_ASKED, "Refusing a request made to someone else.", ALICE, BOB, CAROL)
     q = v.add("bob asks alice for 5", BOB, Request(to=ALICE.public, amount=5))

@@ -49,7 +49,8 @@ CREATE TABLE logs (
     frozen_credit INTEGER,
     final_seq INTEGER,
     final_id BLOB,
-    final_balance INTEGER
+    final_balance INTEGER,
+    undone INTEGER
 );
 CREATE UNIQUE INDEX logs_key ON logs (community, author);
 
@@ -219,10 +220,11 @@ CREATE TABLE final_chain (
 ) WITHOUT ROWID;
 """
     + """
--- Derived (format 5): payment requests by the payer they name (payer_lid)
--- and by their author (lid). Whether one is paid or refused is not kept
--- here: it is the payer's transfer or refusal naming it, found through
--- entries_by_target (a transfer may be held before the request it pays).
+-- Derived (format 5, which also added logs.undone): payment requests by
+-- the payer they name (payer_lid) and by their author (lid). Whether one
+-- is paid or refused is not kept here: it is the payer's transfer or
+-- refusal naming it, found through entries_by_target (a transfer may be
+-- held before the request it pays).
 CREATE TABLE requests (
     payer_lid INTEGER NOT NULL,
     lid INTEGER NOT NULL,
@@ -257,13 +259,13 @@ _WAITING_INDEXES = ("waiting_pool", "waiting_author", "waiting_source")
 
 _HEAD_COLUMNS = (
     "seq, id, balance, lim, frozen_at, cut_balance, frozen_credit,"
-    " final_seq, final_id, coalesce(final_balance, 0)"
+    " final_seq, final_id, coalesce(final_balance, 0), coalesce(undone, 0)"
 )
 _SELECT_LOG = f"SELECT lid, top, {_HEAD_COLUMNS} FROM logs WHERE community = ? AND author = ?"
 _UPDATE_LOG = (
     "UPDATE logs SET top = ?, seq = ?, id = ?, balance = ?, lim = ?, frozen_at = ?,"
-    " cut_balance = ?, frozen_credit = ?, final_seq = ?, final_id = ?, final_balance = ?"
-    " WHERE lid = ?"
+    " cut_balance = ?, frozen_credit = ?, final_seq = ?, final_id = ?, final_balance = ?,"
+    " undone = ? WHERE lid = ?"
 )
 _INSERT_ENTRY = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT_ENTRY = "SELECT balance, lim, wire FROM entries WHERE lid = ? AND seq = ? AND id = ?"
@@ -290,6 +292,8 @@ _PENDING_MOVES = {
     Kind.RECLAIM: (
         "DELETE FROM pending WHERE payer_lid = ? AND seq = ? AND id = ? AND state = 'declined'"
     ),
+    # An expired transfer taken back leaves, answered or not (docs/protocol.md §4.11).
+    Kind.TAKE_BACK: "DELETE FROM pending WHERE payer_lid = ? AND seq = ? AND id = ?",
 }
 _CLOSE_OFFER = (
     "UPDATE offers SET closed = 1 WHERE community = ? AND author = ? AND seq = ? AND id = ?"
@@ -383,6 +387,8 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         if version < 4:
             _migrate_waiting(conn)
         if version < 5:
+            if "undone" not in {row[1] for row in conn.execute("PRAGMA table_info(logs)")}:
+                conn.execute("ALTER TABLE logs ADD COLUMN undone INTEGER")
             # IF NOT EXISTS: a hand-made older file (the tests') may have them.
             for statement in _statements(_SCHEMA):
                 if (

@@ -477,7 +477,7 @@ class Store:
         for log in self._dirty.values():
             h = log.head
             if h is None:
-                rows.append((log.top, *(None,) * 10, log.lid))
+                rows.append((log.top, *(None,) * 11, log.lid))
             else:
                 rows.append(
                     (
@@ -492,6 +492,7 @@ class Store:
                         h.final_seq,
                         h.final_id,
                         h.final_balance,
+                        h.undone,
                         log.lid,
                     )
                 )

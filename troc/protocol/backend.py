@@ -86,6 +86,10 @@ class Head:
     final_seq: int | None = None
     final_id: EntryId | None = None
     final_balance: int = 0
+    #: Optimistic communities (docs/protocol.md §4.11): the amounts of this
+    #: log's counted take-backs whose transfer its payee's counted accept
+    #: took after all. The accept wins: they do not count.
+    undone: int = 0
 
     @property
     def witnessed(self) -> bool:
@@ -102,15 +106,16 @@ class Head:
         if self.final_seq is not None:
             return self.final_balance
         base = self.balance if self.frozen_at is None else self.cut_balance
-        return base - self.frozen_credit
+        return base - self.frozen_credit - self.undone
 
 
 @dataclass(frozen=True, slots=True)
 class RefRow:
     """Entry (by_author, by_seq, by_id) of ``kind`` points at ``target``.
 
-    For accept and decline the target is the transfer; for reclaim, the
-    transfer that was declined (so one transfer is reclaimed at most once
+    For accept, decline and take_back the target is the transfer; for a
+    transfer that pays a request, the request; for a refusal, the request;
+    for reclaim, the transfer that was declined (so one transfer is reclaimed at most once
     whichever decline names it); for offer_close, the offer; for a transfer
     that pays for an offer, nothing is recorded. ``amount`` is the transfer's
     amount (0 for offer_close).

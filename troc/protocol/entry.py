@@ -47,9 +47,11 @@ __all__ = [
     "Ref",
     "Refusal",
     "Request",
+    "TakeBack",
     "Transfer",
     "Vouch",
     "entry_id",
+    "expiry_of",
 ]
 
 VERSION = 1
@@ -72,6 +74,19 @@ EntryId = NewType("EntryId", bytes)
 CommunityId = NewType("CommunityId", bytes)
 
 
+def expiry_of(transfer: Entry, rules: Genesis) -> int | None:
+    """When ``transfer`` expires (docs/protocol.md §4.11): its own
+    ``expires_ms``, else its timestamp plus the community's
+    ``transfer_expiry_ms``, else never (None)."""
+    body = transfer.body
+    assert isinstance(body, Transfer)
+    if body.expires_ms is not None:
+        return body.expires_ms
+    if rules.transfer_expiry_ms is not None:
+        return transfer.timestamp_ms + rules.transfer_expiry_ms
+    return None
+
+
 def entry_id(signed: bytes) -> EntryId:
     """An entry's id: SHA-256 of its signed bytes (docs/protocol.md §3)."""
     return EntryId(hashlib.sha256(signed).digest())
@@ -92,6 +107,7 @@ class Kind(StrEnum):
     PROFILE = "profile"
     REQUEST = "request"
     REFUSAL = "refusal"
+    TAKE_BACK = "take_back"
 
 
 def _bad(message: str) -> CodecError:
@@ -278,6 +294,7 @@ class Genesis(Body):
     faults: int = 0
     quorum: int = 0
     ceiling: int | None = None
+    transfer_expiry_ms: int | None = None
     _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
         "name": (_text("name", MAX_TITLE, min_len=1), True),
         "unit": (_text("unit", 40, min_len=1), True),
@@ -288,6 +305,8 @@ class Genesis(Body):
         "faults": (_int("faults", 0, MAX_WITNESSES), True),
         "quorum": (_int("quorum", 0, MAX_WITNESSES), True),
         "ceiling": (_int("ceiling", 1, MAX_AMOUNT), False),
+        # A transfer without expires_ms of its own expires this long after its timestamp.
+        "transfer_expiry_ms": (_int("transfer_expiry_ms", 1, MAX_AMOUNT), False),
     }
 
     def _check(self) -> None:
@@ -364,12 +383,14 @@ class Transfer(Body):
     memo: str = ""
     offer: Ref | None = None
     request: bytes | None = None
+    expires_ms: int | None = None
     _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
         "to": (_member("to"), True),
         "amount": (_amount("amount"), True),
         "memo": (_text("memo", MAX_TITLE), True),
         "offer": (_ref("offer"), False),
         "request": (_request_wire, False),
+        "expires_ms": (_int("expires_ms", 0, MAX_AMOUNT), False),
     }
 
     @classmethod
@@ -416,6 +437,18 @@ class Reclaim(Body):
     decline: Ref
     _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
         "decline": (_ref("decline"), True),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TakeBack(Body):
+    """The payer takes back an expired transfer without the payee's decline
+    (docs/protocol.md §4.11): credits the author."""
+
+    KIND: ClassVar[Kind] = Kind.TAKE_BACK
+    transfer: Ref
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "transfer": (_ref("transfer"), True),
     }
 
 
@@ -504,6 +537,7 @@ AnyBody: TypeAlias = (
     | Profile
     | Request
     | Refusal
+    | TakeBack
 )
 
 _BODIES: dict[str, type[Body]] = {
@@ -521,6 +555,7 @@ _BODIES: dict[str, type[Body]] = {
         Profile,
         Request,
         Refusal,
+        TakeBack,
     )
 }
 

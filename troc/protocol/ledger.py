@@ -63,8 +63,10 @@ from troc.protocol.entry import (
     Ref,
     Refusal,
     Request,
+    TakeBack,
     Transfer,
     Vouch,
+    expiry_of,
 )
 from troc.protocol.witness import Certificate, WitnessRules
 
@@ -133,6 +135,8 @@ class Reason(StrEnum):
     ALREADY_REFUSED = "already_refused"
     NOT_A_REQUEST = "not_a_request"
     NOT_ASKED = "not_asked"
+    # Transfers that expire (docs/protocol.md §4.11).
+    NOT_EXPIRED = "not_expired"
     FORK_LIMIT = "fork_limit"
     WAITING_FULL = "waiting_full"
     # Certificates (witnessed communities).
@@ -224,6 +228,9 @@ class _Checked:
     stored: Stored
     refs: list[RefRow] = field(default_factory=list)
     witnessed: bool = False
+    #: An accept or take-back of a transfer that expires (optimistic
+    #: communities): the accept may undo a take-back (docs/protocol.md §4.11).
+    expiring: bool = False
 
 
 def _credit(balance: int, amount: int) -> int:
@@ -643,6 +650,14 @@ class Ledger:
         self.backend.put_head(
             c, author, replace(head, frozen_at=at, cut_balance=cut, frozen_credit=frozen_credit)
         )
+        # Take-backs undone by accepts (§4.11): the author's own that no
+        # longer count, and those whose undoing accept, by the author, no
+        # longer counts. Forks are rare; this walks the author's log.
+        if not head.witnessed:
+            self._recount_undone(c, author)
+            for row in self.backend.refs_from(c, author, Kind.ACCEPT, None):
+                if row.by_seq >= at:
+                    self._recount_undone(c, row.target_author)
 
     def _apply(self, checked: _Checked) -> None:
         entry = checked.stored.entry
@@ -672,6 +687,7 @@ class Ledger:
                 head.final_seq,
                 head.final_id,
                 head.final_balance,
+                head.undone,
             )
         # else: a branch beside the first-seen one; the head stays.
         if isinstance(entry.body, Accept) and head.counts(entry.seq):
@@ -679,7 +695,17 @@ class Ledger:
             payer = self.backend.head(c, t.author)
             if payer is not None and not payer.counts(t.seq):
                 head = replace(head, frozen_credit=head.frozen_credit + checked.refs[0].amount)
+        if (
+            checked.expiring
+            and isinstance(entry.body, TakeBack)
+            and head.counts(entry.seq)
+            and self._accepted(c, checked.refs[0])
+        ):
+            # The payee's accept is held already: it wins (§4.11).
+            head = replace(head, undone=head.undone + checked.refs[0].amount)
         self.backend.put_head(c, a, head)
+        if checked.expiring and isinstance(entry.body, Accept) and head.counts(entry.seq):
+            self._undo_take_backs(c, checked.refs[0])
         if checked.witnessed and self.certificate_of(c, entry.ref) is not None:
             self._advance_final(c, a, checked.stored)
 
@@ -722,6 +748,7 @@ class Ledger:
             raise _Reject(Reason.JOIN_FIRST, "a log starts with one join, at seq 1")
 
         refs: list[RefRow] = []
+        expiring = False
         if isinstance(body, Join):
             limit = self._join_limit(c, entry, body, rules)
         elif isinstance(body, Transfer):
@@ -756,6 +783,7 @@ class Ledger:
                         )
             amount = t.entry.body.amount
             if isinstance(body, Accept):
+                expiring = not witnessed and expiry_of(t.entry, rules) is not None
                 if rules.ceiling is not None and balance + amount > rules.ceiling:
                     raise _Reject(
                         Reason.OVER_CEILING, f"balance would pass the ceiling of {rules.ceiling}"
@@ -772,9 +800,7 @@ class Ledger:
             t_ref = d.entry.body.transfer
             if t_ref.author != a or not self._is_ancestor(c, a, t_ref.seq, t_ref.id, entry):
                 raise _Reject(Reason.NOT_PAYER, "the declined transfer is not in this log")
-            for row in self.backend.refs_by(c, a, Kind.RECLAIM, t_ref.id):
-                if self._is_ancestor(c, a, row.by_seq, row.by_id, entry):
-                    raise _Reject(Reason.ALREADY_RECLAIMED, "this transfer was already reclaimed")
+            self._not_taken_back(c, entry, t_ref.id)
             t = self._need(c, t_ref)
             assert isinstance(t.entry.body, Transfer)
             balance = _credit(balance, t.entry.body.amount)
@@ -782,6 +808,26 @@ class Ledger:
             if witnessed and not self.is_final(c, body.decline):
                 self._wait_final(c, body.decline)
             refs.append(self._row(entry, t_ref, t.entry.body.amount))
+        elif isinstance(body, TakeBack):
+            t = self._need(c, body.transfer)
+            if not isinstance(t.entry.body, Transfer):
+                raise _Reject(Reason.NOT_A_TRANSFER, "the entry named is not a transfer")
+            t_ref = body.transfer
+            if t_ref.author != a or not self._is_ancestor(c, a, t_ref.seq, t_ref.id, entry):
+                raise _Reject(Reason.NOT_PAYER, "the transfer is not in this log")
+            self._not_taken_back(c, entry, t_ref.id)
+            expiry = expiry_of(t.entry, rules)
+            if expiry is None or entry.timestamp_ms <= expiry:
+                raise _Reject(
+                    Reason.NOT_EXPIRED,
+                    "the transfer never expires"
+                    if expiry is None
+                    else f"the transfer expires at {expiry}, this is stamped {entry.timestamp_ms}",
+                )
+            amount = t.entry.body.amount
+            balance = _credit(balance, amount)
+            refs.append(self._row(entry, t_ref, amount))
+            expiring = not witnessed
         elif isinstance(body, OfferClose):
             o = self._need(c, body.offer)
             if not isinstance(o.entry.body, Offer):
@@ -823,7 +869,57 @@ class Ledger:
             raise _Reject(Reason.BAD_SHAPE, "a genesis cannot be part of a log")
         # Offer, Profile: nothing to check beyond the schema.
         assert -MAX_BALANCE <= balance <= MAX_BALANCE  # the credit limit and _credit
-        return _Checked(Stored(entry, balance, limit), refs, witnessed)
+        return _Checked(Stored(entry, balance, limit), refs, witnessed, expiring)
+
+    def _not_taken_back(self, c: CommunityId, entry: Entry, transfer: EntryId) -> None:
+        """Refuse ``entry`` if its chain already reclaimed or took back ``transfer``."""
+        a = entry.author
+        for kind in (Kind.RECLAIM, Kind.TAKE_BACK):
+            for row in self.backend.refs_by(c, a, kind, transfer):
+                if self._is_ancestor(c, a, row.by_seq, row.by_id, entry):
+                    raise _Reject(
+                        Reason.ALREADY_RECLAIMED,
+                        "this transfer was already "
+                        + ("reclaimed" if kind is Kind.RECLAIM else "taken back"),
+                    )
+
+    # -- take-backs undone by an accept (optimistic communities, §4.11) --
+
+    def _accepted(self, c: CommunityId, row: RefRow) -> bool:
+        """True if a counted accept of the transfer ``row`` points at is held."""
+        for acc in self.backend.refs_to(
+            c, row.target_author, Kind.ACCEPT, row.target_seq, row.target_seq + 1
+        ):
+            if acc.target_id == row.target_id:
+                payee = self.backend.head(c, acc.by_author)
+                if payee is not None and payee.counts(acc.by_seq):
+                    return True
+        return False
+
+    def _recount_undone(self, c: CommunityId, member: MemberId) -> None:
+        """Sum again ``member``'s counted take-backs that an accept undid
+        (after a fork changed which entries count)."""
+        head = self.backend.head(c, member)
+        if head is None or head.witnessed:
+            return
+        undone = sum(
+            row.amount
+            for row in self.backend.refs_from(c, member, Kind.TAKE_BACK, head.frozen_at)
+            if self._accepted(c, row)
+        )
+        if undone != head.undone:
+            self.backend.put_head(c, member, replace(head, undone=undone))
+
+    def _undo_take_backs(self, c: CommunityId, accept: RefRow) -> None:
+        """A counted accept was stored: the take-backs of its transfer that
+        count stop counting (the accept wins)."""
+        payer = accept.target_author
+        for row in self.backend.refs_to(
+            c, payer, Kind.TAKE_BACK, accept.target_seq, accept.target_seq + 1
+        ):
+            head = self.backend.head(c, payer)
+            if row.target_id == accept.target_id and head is not None and head.counts(row.by_seq):
+                self.backend.put_head(c, payer, replace(head, undone=head.undone + row.amount))
 
     def _paid_request(self, c: CommunityId, entry: Entry, body: Transfer, wire: bytes) -> RefRow:
         """Check the request a transfer pays (embedded, so no wait): its
