@@ -163,6 +163,13 @@ def community() -> None:
     is_flag=True,
     help="Create it even if this node already has a community of that name.",
 )
+@click.option(
+    "--transfer-expiry",
+    metavar="DURATION",
+    default=None,
+    help="Transfers expire this long after they are made unless they say otherwise"
+    " (14d, 48h …); after it the payer may take back one its payee never answered.",
+)
 @pass_ctx
 def community_create(
     ctx: Context,
@@ -176,6 +183,7 @@ def community_create(
     quorum: int | None,
     ceiling: int | None,
     allow_duplicate_name: bool,
+    transfer_expiry: str | None,
 ) -> None:
     """Found a community, with you as its first member."""
     params = {
@@ -190,6 +198,9 @@ def community_create(
         "ceiling": ceiling,
         "member_name": homes.member_name(ctx.home),
         "allow_duplicate_name": allow_duplicate_name,
+        "transfer_expiry_ms": render.parse_duration_ms(transfer_expiry)
+        if transfer_expiry
+        else None,
     }
     ctx.emit(ctx.call("community.create", params), render.created("community"))
 
@@ -291,6 +302,12 @@ def community_policy(ctx: Context, community_: str | None) -> None:
     " characters, see troc pending), or its troc-request: text, which pays it even if"
     " this node has never seen it.",
 )
+@click.option(
+    "--expires",
+    default=None,
+    help="After this (a duration such as 2h or 7d, or a date YYYY-MM-DD) you may take"
+    " the payment back if it is still unanswered (default: the community's, if any).",
+)
 @community_option
 @wait_option
 @pass_ctx
@@ -303,6 +320,7 @@ def pay(
     any_amount: bool,
     to_unknown: bool,
     request_: str | None,
+    expires: str | None,
     community_: str | None,
     wait: float,
 ) -> None:
@@ -331,6 +349,7 @@ def pay(
         "any_amount": any_amount,
         "wait": wait,
         "to_unknown": to_unknown,
+        "expires_ms": render.parse_expiry_ms(expires) if expires else None,
     }
     ctx.emit(ctx.sign("pay", params, "transfer"), render.created("transfer"))
 
@@ -427,15 +446,26 @@ def pending(ctx: Context, quiet: bool, community_: str | None) -> None:
 
 
 def _answer_command(verb: str, doc: str) -> None:
+    op = verb.replace("-", "_")
+
     @cli.command(verb, help=doc)
     @click.argument("transfer")
     @community_option
     @wait_option
+    @click.option(
+        "--late",
+        is_flag=True,
+        hidden=verb != "accept",
+        help="Accept a transfer that has expired: the payer may have taken it back,"
+        " and this accept then takes the amount from them again.",
+    )
     @pass_ctx
-    def command(ctx: Context, transfer: str, community_: str | None, wait: float) -> None:
+    def command(
+        ctx: Context, transfer: str, community_: str | None, wait: float, late: bool
+    ) -> None:
         _one_transfer_named(ctx, transfer, community_)
-        params = {"community": community_, "transfer": transfer, "wait": wait}
-        ctx.emit(ctx.sign(verb, params, verb), render.created(verb))
+        params = {"community": community_, "transfer": transfer, "wait": wait, "late": late}
+        ctx.emit(ctx.sign(op, params, op), render.created(op))
 
 
 def _one_transfer_named(ctx: Context, transfer: str, community_: str | None) -> None:
@@ -461,6 +491,11 @@ _ID_HELP = " TRANSFER is its id, or the first 6 or more characters of it (troc p
 _answer_command("accept", "Accept a transfer made to you." + _ID_HELP)
 _answer_command("decline", "Decline a transfer made to you; the payer can reclaim it." + _ID_HELP)
 _answer_command("reclaim", "Take back a transfer of yours that its payee declined." + _ID_HELP)
+_answer_command(
+    "take-back",
+    "Take back a transfer of yours that expired unanswered; if its payee's accept"
+    " turns up later, the accept wins (troc balance shows it)." + _ID_HELP,
+)
 
 
 @cli.command()

@@ -27,14 +27,24 @@ def parse_date_ms(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def parse_expiry_ms(text: str, now_ms: int | None = None) -> int:
-    """A request's expiry: a duration from now (``30m``, ``2h``, ``7d``, ``90s``)
-    or the end of a day (YYYY-MM-DD, UTC)."""
-    units = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """A duration: digits and a unit (``90s``, ``30m``, ``2h``, ``14d``), in ms."""
     text = text.strip()
-    if text[-1:] in units and text[:-1].isascii() and text[:-1].isdigit():
+    if text[-1:] in _UNITS and text[:-1].isascii() and text[:-1].isdigit():
+        return int(text[:-1]) * _UNITS[text[-1]]
+    raise LocalProtocolError(f"expected a duration such as 90s, 30m, 2h or 14d, got {text!r}")
+
+
+def parse_expiry_ms(text: str, now_ms: int | None = None) -> int:
+    """An expiry: a duration from now (``30m``, ``2h``, ``7d``, ``90s``) or
+    the end of a day (YYYY-MM-DD, UTC)."""
+    text = text.strip()
+    if text[-1:] in _UNITS:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        return now_ms + int(text[:-1]) * units[text[-1]]
+        return now_ms + parse_duration_ms(text)
     try:
         return parse_date_ms(text)
     except LocalProtocolError:
@@ -274,6 +284,22 @@ def balance(home: Path) -> Renderer:
                 f"  outgoing, declined by the payee: {amount(declined, unit)}"
                 f" (`troc reclaim ID` takes it back: {', '.join(i[:12] for i in data['declined'])})"
             )
+        if data.get("expired_out"):
+            ids = ", ".join(i[:12] for i in data["expired"])
+            lines.append(
+                f"  outgoing, expired unanswered: {amount(data['expired_out'], unit)}"
+                f" (`troc take-back ID` takes it back: {ids})"
+            )
+        if data.get("taken_back"):
+            lines.append(
+                f"  taken back after expiry: {amount(data['taken_back'], unit)}, counted"
+                " until a payee's accept arrives: it would win, and take it from you again"
+            )
+        if data.get("undone"):
+            lines.append(
+                f"  taken back, but the payee had accepted: {amount(data['undone'], unit)}"
+                " (counted against you)"
+            )
         if data["frozen"]:
             lines.append("  FROZEN: this member signed two conflicting entries (troc forks)")
         if not data["joined"]:
@@ -321,6 +347,8 @@ def pending(home: Path) -> Renderer:
 
 
 def _transfer_status(t: dict[str, Any]) -> str:
+    if t.get("status") == "expired":
+        return f"expired: `troc take-back {t['transfer'][:12]}` takes it back"
     if t.get("status") == "declined":
         return f"declined: `troc reclaim {t['transfer'][:12]}` takes it back"
     if "final" in t:

@@ -52,8 +52,10 @@ from troc.protocol.entry import (
     Ref,
     Refusal,
     Request,
+    TakeBack,
     Transfer,
     Vouch,
+    expiry_of,
 )
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
 from troc.protocol.witness import Certificate, check_quorum, max_faults, min_quorum
@@ -205,6 +207,7 @@ class LocalNode:
         quorum: int | None = None,
         ceiling: int | None = None,
         member_name: str | None = None,
+        transfer_expiry_ms: int | None = None,
     ) -> CommunityId:
         """Found a community (this member is the founder) and join it."""
         if finality == "witnessed":
@@ -227,6 +230,7 @@ class LocalNode:
             faults=faults,
             quorum=quorum or 0,
             ceiling=ceiling,
+            transfer_expiry_ms=transfer_expiry_ms,
         )
         genesis = self._sign_genesis(rules)
         with self._lock, self.store.transaction(durable=True):
@@ -439,11 +443,13 @@ class LocalNode:
         *,
         memo: str = "",
         offer: Ref | None = None,
+        expires_ms: int | None = None,
     ) -> Entry:
         """Pay ``amount`` (smallest unit) to ``to``. Raises RefusedError on overdraft."""
         if to == self.member:
             raise RefusedError("self_payment", "a member cannot pay itself")
-        return self._append(community, Transfer(to=to, amount=amount, memo=memo, offer=offer))
+        body = Transfer(to=to, amount=amount, memo=memo, offer=offer, expires_ms=expires_ms)
+        return self._append(community, body)
 
     def accept(self, community: CommunityId, transfer: Ref) -> Entry:
         return self._append(community, Accept(transfer=transfer))
@@ -493,6 +499,23 @@ class LocalNode:
     def now(self) -> int:
         """The node's clock, ms."""
         return self._clock()
+
+    def take_back(self, community: CommunityId, transfer: Ref) -> Entry:
+        """Take back an expired transfer of this member's (docs/protocol.md §4.11)."""
+        return self._append(community, TakeBack(transfer=transfer))
+
+    def expiry(self, community: CommunityId, transfer: Ref) -> int | None:
+        """When ``transfer`` (held here) expires, or None if never."""
+        stored = self.store.entry(community, transfer.author, transfer.seq, transfer.id)
+        genesis = self.store.genesis(community)
+        if stored is None or genesis is None or not isinstance(stored.entry.body, Transfer):
+            return None
+        return expiry_of(stored.entry, genesis.body)  # type: ignore[arg-type]
+
+    def expired(self, community: CommunityId, transfer: Ref) -> bool:
+        """True if ``transfer`` has expired by this node's clock."""
+        expiry = self.expiry(community, transfer)
+        return expiry is not None and expiry < self._clock()
 
     def request(self, community: CommunityId, body: Request) -> Entry:
         """Ask ``body.to`` for a payment (docs/protocol.md §4.10)."""

@@ -27,7 +27,7 @@ from troc.errors import (
 )
 from troc.node.local import LocalNode, OfferInfo, TransferInfo
 from troc.node.store import store_error, unusable_file
-from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Reclaim
+from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Genesis, Reclaim
 from troc.protocol.statement import name_of
 
 __all__ = [
@@ -200,6 +200,13 @@ def entry_json(e: Entry) -> dict[str, Any]:
     }
 
 
+def _rules(node: LocalNode, community: CommunityId) -> Genesis:
+    genesis = node.store.genesis(community)
+    assert genesis is not None
+    assert isinstance(genesis.body, Genesis)
+    return genesis.body
+
+
 def community_json(node: LocalNode, community: CommunityId) -> dict[str, Any]:
     info = node.community(community)
     return {
@@ -214,6 +221,7 @@ def community_json(node: LocalNode, community: CommunityId) -> dict[str, Any]:
         "faults": info.faults,
         "quorum": info.quorum,
         "ceiling": info.ceiling,
+        "transfer_expiry_ms": _rules(node, community).transfer_expiry_ms,
         "members": sum(1 for _ in node.store.heads(community)),
         "entries": node.store.entry_count(community),
     }
@@ -243,10 +251,13 @@ def history_json(node: LocalNode, community: CommunityId, e: Entry) -> dict[str,
 
 
 def transfer_status(node: LocalNode, community: CommunityId, t: TransferInfo) -> str:
-    """``pending`` (no answer yet) or ``declined`` (the payer may reclaim it)
-    for a transfer still listed as pending; accepted and reclaimed ones are
-    not listed."""
-    return "declined" if node.decline_of(community, t.ref) is not None else "pending"
+    """``pending`` (no answer yet), ``declined`` (the payer may reclaim it)
+    or ``expired`` (the payer may take it back, docs/protocol.md §4.11) for a
+    transfer still listed as pending; accepted, reclaimed and taken back ones
+    are not listed."""
+    if node.decline_of(community, t.ref) is not None:
+        return "declined"
+    return "expired" if node.expired(community, t.ref) else "pending"
 
 
 def declined_out(node: LocalNode, community: CommunityId, member: MemberId) -> list[TransferInfo]:

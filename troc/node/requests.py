@@ -45,9 +45,7 @@ def _request_json(
 ) -> dict[str, Any]:
     r = e.body
     assert isinstance(r, Request)
-    expired = (
-        state is RequestState.OPEN and r.expires_ms is not None and r.expires_ms < node._clock()
-    )
+    expired = state is RequestState.OPEN and r.expires_ms is not None and r.expires_ms < node.now()
     return {
         "request": eid(e.id),
         "from": mid(e.author),

@@ -38,7 +38,7 @@ from troc.node.opdata import (
     transfer_json,
     transfer_status,
 )
-from troc.protocol.entry import CommunityId, Entry, Offer, Ref, Transfer
+from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Kind, Offer, Ref, Transfer
 
 
 def op_whoami(node: LocalNode, p: dict[str, Any]) -> Done:
@@ -64,6 +64,7 @@ def op_community_create(node: LocalNode, p: dict[str, Any]) -> Done:
         faults=int(p.get("faults", 0)),
         quorum=p.get("quorum"),
         ceiling=p.get("ceiling"),
+        transfer_expiry_ms=p.get("transfer_expiry_ms"),
         member_name=p.get("member_name"),
     )
     if node.store.get_meta(DEFAULT_COMMUNITY) is None:
@@ -165,8 +166,11 @@ def op_pay(node: LocalNode, p: dict[str, Any]) -> Done:
     offer = node.find_offer(community, p["offer"]) if p.get("offer") else None
     if offer is not None:
         _check_offer_payment(node, community, offer, to, amount, bool(p.get("any_amount")))
-    entry = node.pay(community, to, amount, memo=p.get("memo", ""), offer=offer)
-    return Done({"transfer": eid(entry.id)}, entry)
+    expires = p.get("expires_ms")
+    if expires is not None and (type(expires) is not int or not 0 <= expires <= MAX_AMOUNT):
+        raise LocalProtocolError("expires_ms must be a time in milliseconds")
+    entry = node.pay(community, to, amount, memo=p.get("memo", ""), offer=offer, expires_ms=expires)
+    return Done({"transfer": eid(entry.id), "expires_ms": node.expiry(community, entry.ref)}, entry)
 
 
 def _check_offer_payment(
@@ -199,7 +203,17 @@ def op_answer(verb: str) -> Callable[[LocalNode, dict[str, Any]], Done]:
         community = community_of(node, p.get("community"))
         ref = node.find_transfer(community, p["transfer"])
         if verb == "accept":
+            if node.expired(community, ref) and not p.get("late"):
+                # The payer may have taken it back: this accept would win,
+                # and the payer lose what it spent again (docs/protocol.md §4.11).
+                raise RefusedError(
+                    "expired",
+                    f"transfer {eid(ref.id)[:12]} has expired: the payer may have taken it"
+                    " back; accepting now takes the amount from them again (insist with --late)",
+                )
             entry = node.accept(community, ref)
+        elif verb == "take_back":
+            entry = node.take_back(community, ref)
         elif verb == "decline":
             entry = node.decline(community, ref, reason=p.get("reason", ""))
         else:
@@ -247,6 +261,14 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> Done:
     info = node.community(community)
     b = node.balance(community, member)
     declined = declined_out(node, community, member)
+    expired = [
+        t
+        for t in (TransferInfo.of(e) for e in node.store.pending_out(community, member))
+        if node.expired(community, t.ref) and node.decline_of(community, t.ref) is None
+    ]
+    head = node.store.head(community, member)
+    undone = 0 if head is None or head.witnessed else head.undone
+    taken = sum(r.amount for r in node.store.refs_from(community, member, Kind.TAKE_BACK, None))
     return Done(
         {
             "member": mid(b.member),
@@ -257,6 +279,13 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> Done:
             # Of pending_out: declined by the payee, waiting for `troc reclaim`.
             "declined_out": sum(t.amount for t in declined),
             "declined": [eid(t.ref.id) for t in declined],
+            # Of pending_out: expired, unanswered: `troc take-back` takes them back.
+            "expired_out": sum(t.amount for t in expired),
+            "expired": [eid(t.ref.id) for t in expired],
+            # Take-backs (docs/protocol.md §4.11): counted until an accept of
+            # their transfer arrives (at risk), and those an accept undid.
+            "taken_back": taken - undone,
+            "undone": undone,
             "unit": info.unit,
             "joined": b.joined,
             "frozen": b.frozen_at is not None,
