@@ -50,6 +50,7 @@ from troc.protocol.entry import (
     Offer,
     Reclaim,
     Ref,
+    TakeBack,
     Transfer,
 )
 from troc.protocol.ledger import Ledger, Status
@@ -886,6 +887,13 @@ class SimSpec:
     retry_ms: int = 250
     forker_rounds: int = 12
     lie: str | None = None  # byzantine witnesses always answer this (LIE_KINDS)
+    #: Transfers expire this long after they are made (docs/witness.md §3.5);
+    #: the payer then takes back each one with probability ``take_backs``,
+    #: racing the payee's accept, a little after expiry by the clock of a
+    #: witness that runs up to ``skew_ms`` ahead or behind.
+    expiry_ms: int | None = None
+    take_backs: float = 0.0
+    skew_ms: int = 0
 
 
 #: What a simulated byzantine witness may answer ("vote": what was asked).
@@ -948,6 +956,8 @@ class Task:
     rounds: int = 0
     announced: bool = False
     stopped: bool = False  # a fork was proven: its node stops asking (as the Certifier does)
+    #: An accept or a take-back of this transfer: at most one of the two can win.
+    race: EntryId | None = None
 
 
 @dataclass
@@ -963,6 +973,9 @@ class SimResult:
     equivocations: int = 0
     crashes: int = 0
     certified_forker: int = 0
+    take_backs: int = 0  # take-backs asked for
+    take_backs_won: int = 0  # certified (their transfer's accept then never is)
+    races_stuck: int = 0  # race entries never certified: their log stops there
 
 
 class FinalitySim:
@@ -1001,6 +1014,7 @@ class FinalitySim:
                 witnesses=tuple(sorted(k.public for k in wkeys)),
                 faults=f,
                 quorum=q,
+                transfer_expiry_ms=spec.expiry_ms,
             ),
         )
         self.community = CommunityId(self.genesis.id)
@@ -1008,7 +1022,8 @@ class FinalitySim:
         byzantine = set(rng.sample(range(spec.n), spec.byzantine))
         self.witnesses: list[SimWitness] = []
         for i, k in enumerate(wkeys):
-            view = LedgerView(self._ledger(), lambda: self.now)
+            skew = rng.randint(-spec.skew_ms, spec.skew_ms)  # each witness's own clock
+            view = LedgerView(self._ledger(), lambda skew=skew: self.now + skew)
             votes = FlakyVoteLog(rng, spec.put_crash)
             self.witnesses.append(SimWitness(i, k, i in byzantine, votes, view, None))
         for w in self.witnesses:
@@ -1073,8 +1088,8 @@ class FinalitySim:
         assert entry is not None  # at most 12 payments of at most 8 < LIMIT
         self.start(entry, honest=True)
 
-    def start(self, entry: Entry, *, honest: bool) -> None:
-        task = Task(entry, Collector.for_entry(self.rules, entry), honest)
+    def start(self, entry: Entry, *, honest: bool, race: EntryId | None = None) -> None:
+        task = Task(entry, Collector.for_entry(self.rules, entry), honest, race=race)
         self.tasks.append(task)
         if honest:
             self.result.honest_tasks += 1
@@ -1091,7 +1106,22 @@ class FinalitySim:
         assert ledger.ingest_certificate(cert.encode(), self.now).ok
         entry = self.sign(payee, Accept(transfer=transfer.ref))
         assert entry is not None, "an honest payee could not accept a final payment"
-        self.start(entry, honest=True)
+        self.start(entry, honest=True, race=transfer.id if self.spec.expiry_ms else None)
+
+    def schedule_take_back(self, transfer: Entry) -> None:
+        """The payer, not knowing of any accept, takes back after expiry."""
+        expiry = self.spec.expiry_ms
+        if expiry is None or self.rng.random() >= self.spec.take_backs:
+            return
+        when = transfer.timestamp_ms + expiry + 1 + self.rng.randrange(400)
+        self.at(when, partial(self.take_back, transfer))
+
+    def take_back(self, transfer: Entry) -> None:
+        payer = next(k for k in self.payers if k.public == transfer.author)
+        entry = self.sign(payer, TakeBack(transfer=transfer.ref))
+        assert entry is not None, "an honest payer could not take back an expired payment"
+        self.result.take_backs += 1
+        self.start(entry, honest=True, race=transfer.id)
 
     def spawn_forker(self) -> None:
         """Signs two branches from its join and asks witnesses for both."""
@@ -1161,6 +1191,8 @@ class FinalitySim:
             return encode_request(VoteRequest(entry.wire))
         deps = self.chain(entry)
         needs = [certificate_needed(e) for e in [*deps, entry]]
+        # An accept or take-back below: its own certificate, if it won its race.
+        needs += [e.ref for e in deps if isinstance(e.body, Accept | TakeBack)]
         for ref in needs:
             if ref is not None and ref.id in self.store:
                 target = self.store[ref.id]
@@ -1328,6 +1360,8 @@ class FinalitySim:
                 self.result.certified_forker += 1
             if isinstance(task.entry.body, Transfer):
                 self.after(1 + self.rng.randrange(200), lambda: self.accept(task.entry, cert))
+                if task.honest:
+                    self.schedule_take_back(task.entry)
 
     # -- crashes ----------------------------------------------------------------
 
@@ -1384,9 +1418,22 @@ class FinalitySim:
             w.votes.armed = False
             self.restart(w)
 
+    def excused(self) -> set[EntryId]:
+        """Honest entries that may never become final: an accept or a
+        take-back that lost its race (the witnesses voted for the other), or
+        that neither won (split votes: docs/witness.md §8), and every entry
+        of its author's chain after it."""
+        stuck = {t.entry.id for t in self.tasks if t.race is not None and not t.collector.done}
+        return {
+            t.entry.id
+            for t in self.tasks
+            if t.entry.id in stuck or any(e.id in stuck for e in self.chain(t.entry))
+        }
+
     def settled(self) -> bool:
+        excused = self.excused() if self.spec.expiry_ms else set()
         return (
-            all(t.collector.done for t in self.tasks if t.honest)
+            all(t.collector.done for t in self.tasks if t.honest and t.entry.id not in excused)
             and all(t.announced or not t.honest for t in self.tasks)
             and not any(
                 isinstance(t.entry.body, Transfer) and t.announced and not self._accepted(t.entry)
@@ -1457,6 +1504,11 @@ class FinalitySim:
                     assert isinstance(t.body, Transfer)
                     balance += t.body.amount
                     credited[t.id] = credited.get(t.id, 0) + 1
+                elif isinstance(e.body, TakeBack):
+                    t = self.store[e.body.transfer.id]
+                    assert isinstance(t.body, Transfer)
+                    balance += t.body.amount
+                    credited[t.id] = credited.get(t.id, 0) + 1
                 elif isinstance(e.body, Reclaim | Decline):  # pragma: no cover - not simulated
                     raise AssertionError("the simulation makes no declines")
             balances[author] = balance
@@ -1469,7 +1521,18 @@ class FinalitySim:
         in_flight = sum(a for t, a in final_transfers.items() if t not in credited)
         if sum(balances.values()) + in_flight != 0:
             v.append(f"final balances plus in flight sum to {sum(balances.values()) + in_flight}")
-        undone = [t for t in self.tasks if t.honest and not t.collector.done]
+        finals = [self.store[e] for e in final_ids if e in self.store]
+        taken = {e.body.transfer.id for e in finals if isinstance(e.body, TakeBack)}
+        if taken & {e.body.transfer.id for e in finals if isinstance(e.body, Accept)}:
+            v.append("an accept and a take-back of one transfer are both certified")
+        excused = self.excused()
+        self.result.races_stuck = sum(1 for t in self.tasks if t.race and not t.collector.done)
+        self.result.take_backs_won = sum(
+            1 for e in final_ids if isinstance(self.store[e].body, TakeBack)
+        )
+        undone = [
+            t for t in self.tasks if t.honest and not t.collector.done and t.entry.id not in excused
+        ]
         if undone:
             v.append(f"{len(undone)} honest entries never became final")
 

@@ -77,6 +77,9 @@ from troc.protocol.entry import (
     Kind,
     Reclaim,
     Ref,
+    TakeBack,
+    Transfer,
+    expiry_of,
 )
 
 if TYPE_CHECKING:  # the ledger imports this module (certificates) at run time
@@ -157,6 +160,10 @@ Position: TypeAlias = tuple[CommunityId, MemberId, int]
 #: Refusal codes of the witness itself; the others are ledger reasons
 #: (:class:`troc.protocol.ledger.Reason`) and codec reasons.
 UNKNOWN_COMMUNITY = "unknown_community"
+#: Refusals of the accept / take-back rule (docs/witness.md §3.5).
+NOT_EXPIRED_HERE = "not_expired_here"
+VOTED_TAKE_BACK = "voted_take_back"
+VOTED_ACCEPT = "voted_accept"
 
 
 def _bad(message: str, reason: str = "bad_shape") -> CodecError:
@@ -809,6 +816,20 @@ class WitnessView(Protocol):
         """Keep a verified certificate."""
         ...
 
+    def now(self) -> int:
+        """The witness's clock (ms): it judges expiry by it (§3.5)."""
+        ...
+
+    def expiry(self, community: CommunityId, transfer: Ref) -> int | None:
+        """When the stored transfer ``transfer`` expires (None: never)."""
+        ...
+
+    def answers(
+        self, community: CommunityId, author: MemberId, kind: Kind, transfer: EntryId
+    ) -> list[Ref]:
+        """``author``'s stored entries of ``kind`` naming ``transfer``."""
+        ...
+
 
 def certificate_needed(entry: Entry) -> Ref | None:
     """The entry whose certificate ``entry`` needs in a witnessed community,
@@ -896,6 +917,10 @@ class WitnessState:
             need = self._needs_certificate(below)
             if need is not None:
                 return need
+            if self._exclusive(below) is not None:
+                # Locked with E: the same rule, unless it is certified, which
+                # the requester shows with its certificate (§3.5).
+                return Waiting(certificates=(below.ref,))
             chain.append(below)
             cur = below
         if last:
@@ -922,7 +947,42 @@ class WitnessState:
         need = self._needs_certificate(entry)
         if need is not None:
             return need
-        return self.view.check(entry)
+        return self.view.check(entry) or self._exclusive(entry)
+
+    def _exclusive(self, entry: Entry) -> Refused | None:
+        """An accept and a take-back of one transfer: vote for at most one
+        (or for one that is certified already), and for a take-back only
+        once this witness's clock is past the transfer's expiry
+        (docs/witness.md §3.5). ``entry`` is stored."""
+        body, c = entry.body, self.rules.community
+        if isinstance(body, Accept | TakeBack) and self.view.certified(c, entry.ref):
+            # Certified already: a quorum voted for it, so at least q - f
+            # honest witnesses refuse the other one for good, which can get
+            # at most n - q + f < q votes (2q >= n + f + 1). Locking it now,
+            # as part of a later entry's chain, keeps its log live.
+            return None
+        if isinstance(body, Accept):
+            ref = body.transfer
+            other = (ref.author, Kind.TAKE_BACK, VOTED_TAKE_BACK)
+        elif isinstance(body, TakeBack):
+            ref = body.transfer
+            transfer = self.view.get(c, ref)
+            if transfer is None or not isinstance(transfer.body, Transfer):
+                return None  # the ledger refused it already
+            expiry = self.view.expiry(c, ref)
+            now = self.view.now()
+            if expiry is None or now <= expiry:
+                return Refused(
+                    NOT_EXPIRED_HERE, f"by this witness's clock ({now}) it expires at {expiry}"
+                )
+            other = (transfer.body.to, Kind.ACCEPT, VOTED_ACCEPT)
+        else:
+            return None
+        author, kind, reason = other
+        for answer in self.view.answers(c, author, kind, ref.id):
+            if self.votes.get(c, answer.author, answer.seq) == answer.id:
+                return Refused(reason, f"this witness voted for {answer}, which excludes it")
+        return None
 
     def _conflict(self, recorded: Ref, second: bytes) -> Conflicting:
         first = self.view.get(self.rules.community, recorded)
@@ -1011,6 +1071,22 @@ class LedgerView:
 
     def add_certificate(self, certificate: Certificate) -> None:
         self.ledger.ingest_certificate(certificate.encode(), self.clock())
+
+    def now(self) -> int:
+        return self.clock()
+
+    def expiry(self, community: CommunityId, transfer: Ref) -> int | None:
+        t = self.get(community, transfer)
+        rules = self.ledger.rules(community)
+        if t is None or rules is None or not isinstance(t.body, Transfer):
+            return None
+        return expiry_of(t, rules)
+
+    def answers(
+        self, community: CommunityId, author: MemberId, kind: Kind, transfer: EntryId
+    ) -> list[Ref]:
+        rows = self.ledger.backend.refs_by(community, author, kind, transfer)
+        return [Ref(r.by_author, r.by_seq, r.by_id) for r in rows]
 
 
 # -- the payer's side ----------------------------------------------------------------
