@@ -36,9 +36,9 @@ def expiry_specs(draw: st.DrawFn) -> SimSpec:
     )
 
 
-# A run takes ~0.4 s: a quarter of the profile's count keeps CI near 10 s.
+# A run takes ~1 s: an eighth of the profile's count keeps CI near 12 s.
 @settings(
-    max_examples=max(EXAMPLES // 4, 5), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=max(EXAMPLES // 8, 4), deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(seed=st.integers(0, 2**32 - 1), spec=expiry_specs())
 def test_an_accept_and_a_take_back_are_never_both_certified(seed: int, spec: SimSpec) -> None:
@@ -50,7 +50,7 @@ def test_the_races_happen_and_go_both_ways() -> None:
     """Fixed busy runs: take-backs are asked for, some win (their accept is
     never certified), some lose; nothing is certified twice."""
     won = lost = 0
-    for seed in range(6):
+    for seed in range(3):
         spec = SimSpec(
             n=4, byzantine=1, payments=6, fork="none", expiry_ms=1000, take_backs=1.0, skew_ms=200
         )
