@@ -50,6 +50,10 @@ def test_the_table_declares_what_each_operation_needs() -> None:
         "vouch",
         "profile.set",
         "statement.bundle",  # no entry: the statement, with the member key
+        "take_back",
+        "request.create",
+        "request.refuse",
+        "request.pay",
     } == ops.SIGNING_OPS
     assert {n for n, op in OPERATIONS.items() if op.network} == {
         "status",
