@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 
 from troc.crypto.sign import Domain, MemberId, SigningKey
+from troc.errors import RefusedError
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import (
     Accept,
@@ -43,7 +44,7 @@ from troc.protocol.entry import (
     Transfer,
     Vouch,
 )
-from troc.protocol.ledger import Ledger, Outcome, Status
+from troc.protocol.ledger import Ledger, Outcome, Reason, Status
 from troc.protocol.witness import Certificate, Vote, default_quorum
 
 #: A fixed "now": 2023-11-14T22:13:20Z.
@@ -187,6 +188,19 @@ class World:
 
     def take_back(self, payer: SigningKey, transfer: Entry) -> Entry:
         return self.add(payer, TakeBack(transfer=transfer.ref))
+
+    def refused(self, signer: SigningKey, body: AnyBody, reason: Reason) -> Outcome:
+        """``prepare`` refuses ``body`` for ``reason``; signed anyway, the
+        ledger rejects it for the same reason."""
+        import pytest
+
+        with pytest.raises(RefusedError) as info:
+            self.ledger.prepare(signer, self.community, body, self.now)
+        assert info.value.reason == reason.value, info.value
+        outcome = self.ingest(self.create(signer, body))
+        assert outcome.status is Status.REJECTED, outcome
+        assert outcome.reason is reason, outcome.detail
+        return outcome
 
     # -- arbitrary entries ------------------------------------------------
 

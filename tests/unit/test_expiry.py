@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from tests.helpers import T0, World, key
-from troc.errors import RefusedError
 from troc.node.store import Store
 from troc.protocol.backend import MemoryBackend
-from troc.protocol.entry import AnyBody, Entry, Offer, Reclaim, TakeBack, Transfer
-from troc.protocol.ledger import Ledger, Outcome, Reason, Status
+from troc.protocol.entry import Entry, Offer, Reclaim, TakeBack, Transfer
+from troc.protocol.ledger import Ledger, Reason, Status
 
 A, B, C = key(0), key(1), key(2)
 DAY = 86_400_000
@@ -29,28 +28,18 @@ def w() -> World:
     return world
 
 
-def refused(w: World, signer: Any, body: AnyBody, reason: Reason) -> Outcome:
-    with pytest.raises(RefusedError) as info:
-        w.ledger.prepare(signer, w.community, body, w.now)
-    assert info.value.reason == reason.value, info.value
-    outcome = w.ingest(w.create(signer, body))
-    assert outcome.status is Status.REJECTED, outcome
-    assert outcome.reason is reason, outcome.detail
-    return outcome
-
-
 def test_take_back_after_the_community_default(w: World) -> None:
     t = w.pay(A, B, 30)
     w.now = t.timestamp_ms + 14 * DAY
-    refused(w, A, TakeBack(transfer=t.ref), Reason.NOT_EXPIRED)  # stamped exactly at expiry
+    w.refused(A, TakeBack(transfer=t.ref), Reason.NOT_EXPIRED)  # stamped exactly at expiry
     w.take_back(A, t)  # stamped 1 s after
     assert w.balance(A) == 0
-    refused(w, A, TakeBack(transfer=t.ref), Reason.ALREADY_RECLAIMED)
+    w.refused(A, TakeBack(transfer=t.ref), Reason.ALREADY_RECLAIMED)
 
 
 def test_a_transfer_s_own_expiry(w: World) -> None:
     t = w.pay(A, B, 5, expires_ms=w.now + 5000)
-    refused(w, A, TakeBack(transfer=t.ref), Reason.NOT_EXPIRED)
+    w.refused(A, TakeBack(transfer=t.ref), Reason.NOT_EXPIRED)
     w.now += 4000  # the take-back is stamped 5 s later: 1 s after the transfer's own expiry
     w.take_back(A, t)
     assert w.balance(A) == 0
@@ -62,24 +51,24 @@ def test_without_an_expiry_nothing_is_taken_back() -> None:
     w.join(B)
     t = w.pay(A, B, 5)
     w.now += 10**12
-    refused(w, A, TakeBack(transfer=t.ref), Reason.NOT_EXPIRED)
+    w.refused(A, TakeBack(transfer=t.ref), Reason.NOT_EXPIRED)
 
 
 def test_take_back_rules(w: World) -> None:
     t = w.pay(A, B, 5)
     w.now += 15 * DAY
-    refused(w, C, TakeBack(transfer=t.ref), Reason.NOT_PAYER)
-    refused(w, B, TakeBack(transfer=t.ref), Reason.NOT_PAYER)
+    w.refused(C, TakeBack(transfer=t.ref), Reason.NOT_PAYER)
+    w.refused(B, TakeBack(transfer=t.ref), Reason.NOT_PAYER)
     o = w.add(A, Offer(side="offer", title="x"))
-    refused(w, A, TakeBack(transfer=o.ref), Reason.NOT_A_TRANSFER)
+    w.refused(A, TakeBack(transfer=o.ref), Reason.NOT_A_TRANSFER)
     # Declined, then reclaimed: no take-back after; taken back: no reclaim after.
     d = w.decline(B, t)
     w.reclaim(A, d)
-    refused(w, A, TakeBack(transfer=t.ref), Reason.ALREADY_RECLAIMED)
+    w.refused(A, TakeBack(transfer=t.ref), Reason.ALREADY_RECLAIMED)
     t2 = w.pay(A, B, 5, expires_ms=w.now)
     d2 = w.decline(B, t2)
     w.take_back(A, t2)
-    refused(w, A, Reclaim(decline=d2.ref), Reason.ALREADY_RECLAIMED)
+    w.refused(A, Reclaim(decline=d2.ref), Reason.ALREADY_RECLAIMED)
     assert w.balances() == {A.public: 0, B.public: 0, C.public: 0}
 
 

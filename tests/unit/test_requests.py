@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from tests.helpers import T0, World, key
-from troc.errors import RefusedError
 from troc.node.store import RequestState, Store
 from troc.protocol.backend import MemoryBackend
-from troc.protocol.entry import AnyBody, Entry, Refusal, Request, Transfer
-from troc.protocol.ledger import Ledger, Outcome, Reason, Status
+from troc.protocol.entry import Entry, Refusal, Request, Transfer
+from troc.protocol.ledger import Ledger, Reason, Status
 
 A, B, C = key(0), key(1), key(2)
 
@@ -25,17 +24,6 @@ def w() -> World:
     for member in (A, B, C):
         world.join(member)
     return world
-
-
-def refused(w: World, signer: Any, body: AnyBody, reason: Reason) -> Outcome:
-    """``prepare`` refuses ``body``; signed anyway, the ledger rejects it."""
-    with pytest.raises(RefusedError) as info:
-        w.ledger.prepare(signer, w.community, body, w.now)
-    assert info.value.reason == reason.value, info.value
-    outcome = w.ingest(w.create(signer, body))
-    assert outcome.status is Status.REJECTED, outcome
-    assert outcome.reason is reason, outcome.detail
-    return outcome
 
 
 def test_request_paid_then_accepted(w: World) -> None:
@@ -50,26 +38,26 @@ def test_request_paid_then_accepted(w: World) -> None:
 
 
 def test_request_rules(w: World) -> None:
-    refused(w, B, Request(to=B.public, amount=5), Reason.SELF_PAYMENT)
+    w.refused(B, Request(to=B.public, amount=5), Reason.SELF_PAYMENT)
     t = w.pay(C, B, 1)
-    refused(w, B, Request(to=A.public, amount=5, offer=t.ref), Reason.NOT_AN_OFFER)
+    w.refused(B, Request(to=A.public, amount=5, offer=t.ref), Reason.NOT_AN_OFFER)
 
 
 def test_pay_a_request_once(w: World) -> None:
     q = w.request(B, A, 10)
     w.pay_request(A, q)
-    refused(w, A, Transfer.paying(q), Reason.ALREADY_PAID)
-    refused(w, A, Refusal(request=q.ref), Reason.ALREADY_PAID)
+    w.refused(A, Transfer.paying(q), Reason.ALREADY_PAID)
+    w.refused(A, Refusal(request=q.ref), Reason.ALREADY_PAID)
     w.pay(A, B, 10)  # a payment that names no request is another matter
 
 
 def test_refuse_a_request(w: World) -> None:
     q = w.request(B, A, 10)
     w.refuse(A, q)
-    refused(w, A, Transfer.paying(q), Reason.ALREADY_REFUSED)
-    refused(w, A, Refusal(request=q.ref), Reason.ALREADY_REFUSED)
-    refused(w, C, Refusal(request=q.ref), Reason.NOT_ASKED)
-    refused(w, A, Refusal(request=w.pay(C, A, 1).ref), Reason.NOT_A_REQUEST)
+    w.refused(A, Transfer.paying(q), Reason.ALREADY_REFUSED)
+    w.refused(A, Refusal(request=q.ref), Reason.ALREADY_REFUSED)
+    w.refused(C, Refusal(request=q.ref), Reason.NOT_ASKED)
+    w.refused(A, Refusal(request=w.pay(C, A, 1).ref), Reason.NOT_A_REQUEST)
 
 
 def test_the_transfer_must_match_the_request(w: World) -> None:
@@ -80,18 +68,18 @@ def test_the_transfer_must_match_the_request(w: World) -> None:
         Transfer(to=B.public, amount=10, request=q.wire, offer=w.offer(B).ref),
         Transfer(to=C.public, amount=10, request=q.wire),  # another payee
     ):
-        refused(w, A, wrong, Reason.REQUEST_MISMATCH)
-    refused(w, C, paying, Reason.REQUEST_MISMATCH)  # another payer
+        w.refused(A, wrong, Reason.REQUEST_MISMATCH)
+    w.refused(C, paying, Reason.REQUEST_MISMATCH)  # another payer
     # Another community's request, tampered bytes, another kind: bad_request.
     other = World(A, name="Another valley")
     other.join(B)
     foreign = other.request(B, A, 10)
-    refused(w, A, Transfer(to=B.public, amount=10, request=foreign.wire), Reason.BAD_REQUEST)
+    w.refused(A, Transfer(to=B.public, amount=10, request=foreign.wire), Reason.BAD_REQUEST)
     tampered = q.wire[:-1] + bytes([q.wire[-1] ^ 1])
-    refused(w, A, Transfer(to=B.public, amount=10, request=tampered), Reason.BAD_REQUEST)
+    w.refused(A, Transfer(to=B.public, amount=10, request=tampered), Reason.BAD_REQUEST)
     t = w.pay(B, C, 1)
-    refused(w, B, Transfer(to=B.public, amount=1, request=t.wire), Reason.SELF_PAYMENT)
-    refused(w, C, Transfer(to=B.public, amount=1, request=t.wire), Reason.BAD_REQUEST)
+    w.refused(B, Transfer(to=B.public, amount=1, request=t.wire), Reason.SELF_PAYMENT)
+    w.refused(C, Transfer(to=B.public, amount=1, request=t.wire), Reason.BAD_REQUEST)
     w.pay_request(A, q)  # the right one still pays
 
 
@@ -99,7 +87,7 @@ def test_an_expired_request_is_not_paid(w: World) -> None:
     q = w.request(B, A, 10, expires_ms=w.now + 1500)
     w.tick()
     w.tick()  # now > expires_ms: a transfer stamped now is late
-    refused(w, A, Transfer.paying(q), Reason.REQUEST_EXPIRED)
+    w.refused(A, Transfer.paying(q), Reason.REQUEST_EXPIRED)
     q2 = w.request(B, A, 10, expires_ms=w.now + 2000)  # request at +1 s, transfer at +2 s
     w.pay_request(A, q2)  # stamped exactly at expires_ms: in time
 
