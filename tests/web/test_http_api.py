@@ -12,6 +12,7 @@ import pytest
 
 from tests.web.conftest import WebNode, client_of
 from troc.node.ops import cid, describe_error, eid, encode_invitation
+from troc.protocol.entry import Request
 from troc.web.adapter import HTTP_STATUS, OpFailed
 
 
@@ -74,6 +75,19 @@ async def test_every_operation_answers_over_http(web: WebNode, api: Api, tmp_pat
     assert [(m["name"], m["balance"]) for m in found] == [("Ana", 2)]
     assert (await api("statement"))["totals"]["closing"] == 2
     assert (await api("statement.bundle"))["bytes"] > 0
+    # b asks a twice (issue 14): a pays one and refuses the other, and asks b.
+    with web.as_b() as b_local:
+        q1 = b_local.request(web.community, Request(to=web.me.public, amount=1))
+        q2 = b_local.request(web.community, Request(to=web.me.public, amount=1))
+        web.from_b(b_local)
+    asked = [r["request"] for r in (await api("request.list"))["incoming"]]
+    assert asked == [eid(q1.id), eid(q2.id)]
+    assert (await api("request.pay", {"request": eid(q1.id)}))["request"] == eid(q1.id)
+    assert (await api("request.refuse", {"request": eid(q2.id)}))["request"] == eid(q2.id)
+    assert (await api("request.create", {"to": b, "amount": 1}))["text"].startswith("troc-req")
+    # A payment that expired at once, taken back.
+    gone = (await api("pay", {"to": b, "amount": 1, "expires_ms": 0}))["transfer"]
+    assert (await api("take_back", {"transfer": gone}))["transfer"] == gone
     assert (await api("status"))["member"] == a
     assert (await api("peers"))["peers"] == []
     invitation = (await api("community.invite"))["invitation"]
