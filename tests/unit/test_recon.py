@@ -10,7 +10,7 @@ import random
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from troc.crypto.sign import MemberId, SigningKey
@@ -205,6 +205,15 @@ def test_random_sets_reconcile_exactly(
 
 
 @settings(max_examples=60, deadline=None)
+@example(  # a split took the last range; a leaf answered after it passed the bound
+    common={0: (0, 0, 0), 1: (0, 0, 0), 5: (0, 0, 0), 6: (0, 0, 0), 7: (0, 0, 0), 8: (0, 0, 0)}
+    | {9: (0, 0, 0)},
+    a_only={3: (0, 0, 0)},
+    b_only={0: (0, 0, 0), 4: (0, 0, 0), 12: (0, 0, 0), 17: (0, 0, 0), 24: (0, 0, 0)}
+    | {2: (0, 0, 0)},
+    max_ranges=3,
+    max_records=5,
+)
 @given(
     common=records_strategy,
     a_only=records_strategy,

@@ -205,8 +205,10 @@ class Reconciler:
         if count <= RECON_LEAF:
             if out.room(1, count):
                 out.add(lo, hi, "list", self.records[i:j])
-            else:
+            elif out.room(1, 0):
                 out.add(lo, hi, "fp", _fingerprint(count, self._hashes[i:j]))
+            # else no range is left (a split earlier in this message took the
+            # last): this one waits for the next session, as the bound says.
             return
         # As many parts as the message has room for, keeping one range for
         # each of the peer's still to answer; but the first split of a
