@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from troc.crypto.sign import SigningKey
-from troc.node import node as node_module
+from troc.node import peers as node_module
 from troc.node.local import open_local_node
 from troc.node.node import NodeConfig, open_node
 

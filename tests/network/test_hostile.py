@@ -32,7 +32,7 @@ import pytest
 import trio
 from libp2p.abc import INetStream
 
-import troc.node.node as node_mod
+import troc.node.sync as node_mod
 from troc.crypto.sign import Domain, SigningKey
 from troc.net.gossip import GossipParams
 from troc.net.p2p import FrameError, FrameReader, P2PHost, encode_frame, open_host

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.network.test_hostile import open_net, until
-from troc.node.node import MAX_INBOUND_PER_PEER, _Peers
+from troc.node.peers import PeerTable as _Peers
+from troc.node.sync import MAX_INBOUND_PER_PEER
 
 
 def test_a_peer_is_forgotten_when_its_last_inbound_session_ends() -> None:

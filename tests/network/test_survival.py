@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-import troc.node.node as node_mod
+import troc.node.sync as node_mod
 from tests.network.test_hostile import HONEST_WAIT, open_net, until
 from troc.protocol.entry import Entry
 

@@ -39,7 +39,7 @@ PING_TIMEOUT = 4.0
 #: ... and is given up after this many unanswered pings in a row.
 PING_MISSES = 2
 #: A peer lost less than this long ago is redialled every few seconds
-#: (troc.node.node.REDIAL_RECENT); after that, with the usual backoff.
+#: (troc.node.peers.REDIAL_RECENT); after that, with the usual backoff.
 RECENT = 600.0
 #: Lost peers remembered (for ``troc peers`` and redials), at most; the oldest go first.
 MAX_LOST = 256

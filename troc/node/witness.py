@@ -366,7 +366,7 @@ class Certifier:
         self._drivers: set[tuple[CommunityId, MemberId]] = set()
         self._idle: dict[MemberId, list[Any]] = {}  # open streams to witnesses, for reuse
         # Requests in flight per witness, at most MAX_IDLE: a witness serves a
-        # bounded number of streams per peer (Node.limit_streams) and closes
+        # bounded number of streams per peer (Peers.limit_streams) and closes
         # the rest at once.
         self._slots: dict[MemberId, trio.Semaphore] = {}
         #: Lies caught per witness since the node started (status, metrics).

@@ -1,0 +1,372 @@
+"""Anti-entropy over streams: the I/O half of :mod:`troc.protocol.sync`.
+
+Theory of operation
+-------------------
+:mod:`troc.protocol.sync` decides what two stores say to each other to
+become equal; this module carries it over ``/troc/sync/3`` streams (or
+``/troc/sync/2`` with a peer that speaks only that), as
+:mod:`troc.node.witness` does for :mod:`troc.protocol.witness`.
+
+:meth:`Syncer.run` starts sessions: with each newly connected peer, with
+each peer named on the sync requests channel (a new connection, a gossiped
+entry that waits for another, a redial), and every ``interval`` seconds with a
+random peer. Each peer's sessions run one at a time in a task of their own.
+:meth:`Syncer.handle_stream` answers the sessions peers start, at most
+``MAX_INBOUND_PER_PEER`` per peer at once.
+
+Every frame has a deadline (FRAME_TIMEOUT) and every session one
+(SESSION_TIMEOUT); what a peer sends is charged to its quota, and a peer that
+sends malformed frames or entries is banned (:meth:`troc.node.peers.Peers.ban`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from troc.crypto.ids import encode_id
+from troc.crypto.sign import MemberId
+from troc.errors import RemoteProtocolError
+from troc.net.p2p import (
+    DialError,
+    FrameError,
+    FrameReader,
+    P2PHost,
+    close_stream,
+    write_frames,
+)
+from troc.node.local import LocalNode
+from troc.node.metrics import Counters
+from troc.node.peers import Peers
+from troc.protocol.entry import CommunityId, Ref
+from troc.protocol.ledger import CertificateOutcome, Outcome
+from troc.protocol.sync import (
+    MAX_FRAME,
+    VERSIONS,
+    Heads,
+    SyncSession,
+    SyncStats,
+    certificate_for,
+    decode_message,
+    encode_message,
+)
+
+__all__ = ["SyncProgress", "Syncer"]
+
+logger = logging.getLogger(__name__)
+
+#: A whole sync session may not take longer (a 100k-entry catch-up takes ~20 s).
+SESSION_TIMEOUT = 600.0
+#: One frame must arrive within this.
+FRAME_TIMEOUT = 30.0
+#: Inbound sync sessions one peer may have open at once.
+MAX_INBOUND_PER_PEER = 2
+#: Frame errors only a broken or hostile peer causes (a timeout, a reset or
+#: an EOF may be the network's doing).
+MALFORMED_FRAME = frozenset({"too_large", "bad_varint"})
+
+
+@dataclass(slots=True)
+class SyncProgress:
+    """The sync in flight and the totals so far (``troc status``)."""
+
+    sessions: int = 0
+    failed: int = 0
+    fetched: int = 0
+    current_peer: str | None = None
+    current_expected: int = 0
+    current_received: int = 0
+    last_ms: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """As ``sync`` in ``troc status``."""
+        return {
+            "sessions": self.sessions,
+            "failed": self.failed,
+            "fetched": self.fetched,
+            "peer": self.current_peer,
+            "expected": self.current_expected,
+            "received": self.current_received,
+            "last_ms": self.last_ms,
+        }
+
+
+class _StoreView:
+    """:class:`~troc.protocol.sync.SyncView` over the node's store, for the
+    sessions of one community (it takes no other community's entries)."""
+
+    def __init__(
+        self, local: LocalNode, community: CommunityId | None = None, peer: str | None = None
+    ) -> None:
+        self.local = local
+        self.community = community
+        self.peer = peer  # the session's peer: what it parks counts against it
+
+    def heads(self, community: CommunityId) -> Heads:
+        return {a: (h.seq, h.id) for a, h in self.local.store.heads(community)}
+
+    def entries_after(
+        self, community: CommunityId, author: Any, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        return self.local.store.timed_entries_since(community, author, after_seq, limit)
+
+    def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None:
+        stored = self.local.store.entry(community, ref.author, ref.seq, ref.id)
+        return None if stored is None else stored.entry.wire
+
+    def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
+        return self.local.store.forks(community)
+
+    def ingest_batch(self, wires: list[bytes]) -> list[Outcome]:
+        return self.local.ingest_many(
+            wires, community=self.community, sources=[self.peer] * len(wires)
+        )
+
+    def finals(self, community: CommunityId) -> dict[MemberId, tuple[int, bytes]]:
+        return {a: (seq, cert) for a, seq, cert in self.local.store.finals(community)}
+
+    def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
+        return certificate_for(self.local.ledger, community, ref)
+
+    def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
+        return self.local.ingest_certificates(datas)
+
+
+def _sync_version(stream: Any) -> int:
+    """The sync version a stream negotiated (``/troc/sync/2`` if unsaid)."""
+    protocol = stream.get_protocol()
+    return next((v for v, p in VERSIONS.items() if p == protocol), 2)
+
+
+def misbehaved(exc: Exception) -> bool:
+    """Whether a session's error proves the peer broken or hostile."""
+    if isinstance(exc, FrameError):
+        return exc.reason in MALFORMED_FRAME
+    return isinstance(exc, RemoteProtocolError)
+
+
+class Syncer:
+    """Sync sessions of one node, both ways (see the module's docstring).
+
+    Args:
+        local: the member's node, whose store the sessions read and fill.
+        host: the node's libp2p host.
+        peers: bans, quotas and the peers this node talks to.
+        counters: the node's metrics counters (bytes and entries served).
+        requests: peers to sync with soon (None wakes the loop only).
+        interval: a session with a random peer this often (jittered), seconds.
+        serves: whether the node serves a community (others are not synced).
+        nursery: the node's nursery, for the per-peer session tasks.
+    """
+
+    def __init__(
+        self,
+        local: LocalNode,
+        host: P2PHost,
+        peers: Peers,
+        counters: Counters,
+        requests: trio.MemoryReceiveChannel[str | None],
+        *,
+        interval: float,
+        serves: Callable[[CommunityId], bool],
+        nursery: trio.Nursery,
+    ) -> None:
+        self.local = local
+        self.host = host
+        self.peers = peers
+        self.counters = counters
+        self.progress = SyncProgress()
+        #: Set once the first session with any peer is over (the restore guard waits for it).
+        self.first_sync = trio.Event()
+        self._requests = requests
+        self._interval = interval
+        self._serves = serves
+        self._nursery = nursery
+        self._seen: set[str] = set()  # connected peers already synced with on connecting
+        self._syncing: set[str] = set()  # outbound sessions in flight
+        # (peer, community) pairs a peer would not sync: said once, then at debug.
+        self._not_following: set[tuple[str, CommunityId]] = set()
+
+    async def run(self) -> None:
+        """On new peers, on request, and every interval with a random peer.
+
+        Each peer's sessions run in a task of their own, one at a time per
+        peer: a peer that answers slowly (a session may last SESSION_TIMEOUT)
+        holds up only itself, and requests (a gossip flood can make many)
+        do not crowd out the periodic sync with a random peer.
+        """
+        next_random = trio.current_time()
+        while True:
+            peer: str | None = None
+            with trio.move_on_at(next_random):
+                peer = await self._requests.receive()
+            connected = self.peers.usable()
+            # A peer that went away and came back is new again: sync with it.
+            self._seen.intersection_update(connected)
+            new = [p for p in connected if p not in self._seen]
+            self._seen.update(new)
+            targets = set(new)
+            if peer is not None and peer in connected:
+                targets.add(peer)
+            if trio.current_time() >= next_random:
+                next_random = trio.current_time() + self._interval * random.uniform(0.5, 1.5)
+                idle = [p for p in connected if p not in self._syncing]
+                if idle:
+                    targets.add(random.choice(idle))
+            for target in targets - self._syncing:
+                self._syncing.add(target)
+                self._nursery.start_soon(self._sync_task, target)
+
+    async def _sync_task(self, peer: str) -> None:
+        try:
+            await self.sync_with(peer)
+        finally:
+            self._syncing.discard(peer)
+        # Asked once (even a peer that shares no community with us, or
+        # whose sessions failed): the restore guard holds signing no longer.
+        self.first_sync.set()
+
+    async def sync_with(self, peer: str) -> list[SyncStats]:
+        """Run one sync session per community with ``peer``; returns their stats."""
+        results = []
+        for info in self.local.communities():
+            if not self._serves(info.id):
+                continue
+            stats = await self.sync_one(peer, info.id)
+            if stats is not None:
+                results.append(stats)
+        return results
+
+    async def sync_one(self, peer: str, community: CommunityId) -> SyncStats | None:
+        """One session with ``peer`` for ``community``; None if it failed or
+        the peer does not sync that community (logged, never raised)."""
+        try:
+            # The newest version the peer serves (docs/sync.md, "Negotiation").
+            stream = await self.host.open_stream(peer, list(VERSIONS.values()))
+        except DialError as exc:
+            logger.debug("sync with %s: %s", peer, exc)
+            self.progress.failed += 1
+            return None
+        version = _sync_version(stream)
+        view = _StoreView(self.local, community, peer)
+        session = SyncSession(view, community, initiator=True, version=version)
+        self.progress.current_peer = peer
+        try:
+            with trio.fail_after(SESSION_TIMEOUT):
+                await self._run_session(stream, peer, session, session.start())
+        except (FrameError, RemoteProtocolError, trio.TooSlowError) as exc:
+            if isinstance(exc, FrameError) and exc.reason == "eof" and not session.answered:
+                # The peer follows other communities, not this one: not a failure,
+                # and said once (at info) rather than every sync interval.
+                key = (peer, community)
+                level = logging.DEBUG if key in self._not_following else logging.INFO
+                self._not_following.add(key)
+                logger.log(level, "%s does not sync %s with us", peer, encode_id("c", community))
+                await close_stream(stream, reset=True)
+                return None
+            self.progress.failed += 1
+            logger.info("sync with %s failed: %s", peer, exc)
+            if misbehaved(exc):
+                self.peers.ban(peer, str(exc))
+            await close_stream(stream, reset=True)
+            return None
+        except Exception:  # a bug, not proof against the peer: end the session, no ban
+            self.progress.failed += 1
+            logger.warning("sync with %s stopped by an unexpected error", peer, exc_info=True)
+            await close_stream(stream, reset=True)
+            return None
+        finally:
+            self.progress.current_peer = None
+        await close_stream(stream, reset=False)
+        return session.stats
+
+    async def handle_stream(self, stream: Any, peer: str, version: int = 2) -> None:
+        """Answer a session ``peer`` started (the handler of ``/troc/sync/<version>``)."""
+        if self.peers.is_banned(peer):
+            return
+        table = self.peers.table
+        if not table.enter_inbound(peer, MAX_INBOUND_PER_PEER):
+            return
+        try:
+            reader = FrameReader(stream, max_size=MAX_FRAME, frame_timeout=FRAME_TIMEOUT)
+            with trio.fail_after(SESSION_TIMEOUT):
+                hello = decode_message(await reader.read_frame())
+                community = hello.get("c")
+                if hello.get("t") != "hello" or not isinstance(community, bytes):
+                    raise RemoteProtocolError("a sync session starts with hello")
+                if self.local.store.genesis(CommunityId(community)) is None or not self._serves(
+                    CommunityId(community)
+                ):
+                    return  # not a community we follow (or serve): close
+                view = _StoreView(self.local, CommunityId(community), peer)
+                session = SyncSession(
+                    view, CommunityId(community), initiator=False, version=version
+                )
+                await self._run_session(stream, peer, session, list(session.receive(hello)), reader)
+        except (RemoteProtocolError, trio.TooSlowError) as exc:
+            if misbehaved(exc):
+                self.peers.ban(peer, str(exc))
+            else:
+                logger.info("inbound sync from %s ended: %s", peer, exc)
+        finally:
+            table.leave_inbound(peer)
+
+    async def _run_session(
+        self,
+        stream: Any,
+        peer: str,
+        session: SyncSession,
+        first: list[dict[str, Any]],
+        reader: FrameReader | None = None,
+    ) -> None:
+        reader = reader or FrameReader(stream, max_size=MAX_FRAME, frame_timeout=FRAME_TIMEOUT)
+        self.progress.sessions += 1
+        # Every write goes through write_frames: it has a deadline (a peer that
+        # stops reading fills the flow-control window), and a peer resetting
+        # the stream surfaces as a FrameError, not as libp2p's StreamReset
+        # (which escaped sync_one and stopped the node).
+        await write_frames(stream, [encode_message(m) for m in first], frame_timeout=FRAME_TIMEOUT)
+        while not session.done:
+            frame = await reader.read_frame()
+            msg = decode_message(frame)
+            entries = msg.get("e")
+            over = self.peers.quota.charge(
+                peer, nbytes=len(frame), entries=len(entries) if isinstance(entries, list) else 0
+            )
+            if over > 0:  # slow this peer down to its budget; others' sessions go on
+                await trio.sleep(min(over, FRAME_TIMEOUT / 2))
+            self.counters.bytes_in += len(frame)
+            sent_before = session.stats.sent
+            before = session.stats.accepted
+            out: list[bytes] = []
+            size = 0
+            for reply in session.receive(msg):
+                data = encode_message(reply)
+                out.append(data)
+                size += len(data)
+                if size >= MAX_FRAME // 2:
+                    await write_frames(stream, out, frame_timeout=FRAME_TIMEOUT)
+                    out, size = [], 0
+            if out:
+                await write_frames(stream, out, frame_timeout=FRAME_TIMEOUT)
+            self.counters.entries_served += session.stats.sent - sent_before
+            self.counters.bytes_out += size
+            self.progress.fetched += session.stats.accepted - before
+            self.progress.current_expected = session.stats.expected
+            self.progress.current_received = session.stats.received
+            if session.misbehaviour:
+                raise RemoteProtocolError(session.misbehaviour)
+        self.progress.last_ms = int(time.time() * 1000)
+        if session.stats.accepted:
+            logger.info(
+                "synced with %s: %d entries in, %d out",
+                peer,
+                session.stats.accepted,
+                session.stats.sent,
+            )
