@@ -101,7 +101,16 @@ from troc.node._schema import (
     SCHEMA_VERSION,
     prepare,
 )
-from troc.protocol.backend import Head, Parking, RefRow, Stored, WaitKey, WaitLimits
+from troc.protocol.backend import (
+    Head,
+    Parking,
+    RefRow,
+    Stored,
+    WaitKey,
+    WaitLimits,
+    parking_time,
+    room_to_park,
+)
 from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Offer, Ref, Request, Transfer
 
 __all__ = ["SCHEMA_VERSION", "RequestState", "Store", "TransferState"]
@@ -812,34 +821,37 @@ class Store:
         cur = self._cur
         if cur.execute("SELECT 1 FROM waiting WHERE digest = ?", (digest,)).fetchone():
             return True
-        limits = self._limits
         # parked_at never decreases along wid: the newest is the last row,
         # and what outlived its lifetime is a run of rows from the first.
         newest = cur.execute("SELECT parked_at FROM waiting ORDER BY wid DESC LIMIT 1").fetchone()
-        at = parking.now_ms if newest is None else max(parking.now_ms, newest[0])
-        self._expire(at - limits.lifetime_ms)
+        at, cutoff = parking_time(
+            self._limits, parking.now_ms, None if newest is None else newest[0]
+        )
+        self._expire(cutoff)
         (by_author,) = cur.execute(
             "SELECT count(*) FROM waiting WHERE community = ? AND author = ?",
             (parking.community, parking.author),
         ).fetchone()
-        if by_author >= limits.per_author:
-            return False
+        by_peer = 0
         if parking.source is not None:
             (by_peer,) = cur.execute(
                 "SELECT count(*) FROM waiting WHERE source = ?", (parking.source,)
             ).fetchone()
-            if by_peer >= limits.per_peer:
-                return False
         pool = int(parking.member)
-        cap = limits.members if parking.member else limits.strangers
-        if cap <= 0:
+        evict = room_to_park(
+            self._limits,
+            parking,
+            by_author=by_author,
+            by_peer=by_peer,
+            in_pool=self._pool_count(pool),
+        )
+        if evict is None:
             return False
-        excess = self._pool_count(pool) - cap + 1
-        if excess > 0:  # full: the oldest of this pool make room
+        if evict:  # full: the oldest of this pool make room
             self._unpark(
                 cur.execute(
                     "SELECT wid, member FROM waiting WHERE member = ? ORDER BY wid LIMIT ?",
-                    (pool, excess),
+                    (pool, evict),
                 ).fetchall()
             )
         count, total = self._pool_count(pool), self.waiting_count()

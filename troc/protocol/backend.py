@@ -45,6 +45,8 @@ __all__ = [
     "WaitKey",
     "WaitLimits",
     "final_key",
+    "parking_time",
+    "room_to_park",
 ]
 
 
@@ -176,6 +178,42 @@ class Parking:
     member: bool
     source: str | None
     now_ms: int
+
+
+def parking_time(limits: WaitLimits, now_ms: int, newest_ms: int | None) -> tuple[int, int]:
+    """When an entry is parked, and what was parked too long before it.
+
+    Returns ``(at, cutoff)``: ``at`` is ``now_ms``, or the newest parking time
+    if the clock went back (parking times never decrease, so each pool stays
+    oldest first); entries parked before ``cutoff`` have outlived
+    ``limits.lifetime_ms`` and go before anything else is decided.
+    """
+    at = now_ms if newest_ms is None else max(now_ms, newest_ms)
+    return at, at - limits.lifetime_ms
+
+
+def room_to_park(
+    limits: WaitLimits, parking: Parking, *, by_author: int, by_peer: int, in_pool: int
+) -> int | None:
+    """The waiting set's decision for one more entry (both backends call it).
+
+    ``by_author`` entries of the same log, ``by_peer`` from the same source
+    (ignored when ``parking.source`` is None) and ``in_pool`` in its pool
+    (members' or strangers', by ``parking.member``) are parked already, once
+    the expired ones are gone (:func:`parking_time`).
+
+    Returns None if the entry is refused (its author or peer has its share,
+    or its pool has no room at all), else how many of the pool's oldest
+    entries must leave first to make room (0 if there is room).
+    """
+    if by_author >= limits.per_author:
+        return None
+    if parking.source is not None and by_peer >= limits.per_peer:
+        return None
+    cap = limits.members if parking.member else limits.strangers
+    if cap <= 0:
+        return None
+    return max(0, in_pool - cap + 1)
 
 
 class Backend(Protocol):
@@ -405,22 +443,23 @@ class MemoryBackend:
     def put_waiting(self, keys: Iterable[WaitKey], wire: bytes, parking: Parking) -> bool:
         if wire in self._pools[True] or wire in self._pools[False]:
             return True
-        limits = self._limits
         newest = [next(reversed(p.values())).at for p in self._pools.values() if p]
-        at = max([parking.now_ms, *newest])
+        at, cutoff = parking_time(self._limits, parking.now_ms, max(newest, default=None))
         for pool in self._pools.values():
-            while pool and next(iter(pool.values())).at < at - limits.lifetime_ms:
+            while pool and next(iter(pool.values())).at < cutoff:
                 self._unpark(next(iter(pool)))
         author = (parking.community, parking.author)
-        if self._per_author[author] >= limits.per_author:
-            return False
-        if parking.source is not None and self._per_peer[parking.source] >= limits.per_peer:
-            return False
         pool = self._pools[parking.member]
-        cap = limits.members if parking.member else limits.strangers
-        if cap <= 0:
+        evict = room_to_park(
+            self._limits,
+            parking,
+            by_author=self._per_author[author],
+            by_peer=0 if parking.source is None else self._per_peer[parking.source],
+            in_pool=len(pool),
+        )
+        if evict is None:
             return False
-        while len(pool) >= cap:
+        for _ in range(evict):
             self._unpark(next(iter(pool)))
         self._parked_total += 1
         parked = _Parked(self._parked_total, list(dict.fromkeys(keys)), author, parking.source, at)
