@@ -19,6 +19,8 @@ SCHEMA_VERSION = 5
 #: ``PRAGMA application_id``: "troc" in ASCII, so other SQLite files are told apart.
 APPLICATION_ID = 0x74726F63
 _VERSION_KEY = "schema_version"
+#: Above any seq or timestamp (both < 2**53): "no upper bound" in range queries.
+NO_BOUND = 2**62
 
 _SCHEMA = (
     """
