@@ -28,20 +28,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from troc.crypto.sign import MemberId, SigningKey
-from troc.errors import CodecError, LocalProtocolError, RefusedError, StoreError
-from troc.node import homefiles
+from troc.errors import CodecError, LocalProtocolError, RefusedError
+from troc.node.marks import SignedMarks
 from troc.node.store import Store
+from troc.node.views import (
+    BalanceInfo,
+    CommunityInfo,
+    OfferInfo,
+    TransferInfo,
+    matching,
+    resolve,
+)
 from troc.protocol.entry import (
     Accept,
     AnyBody,
     CommunityId,
     Decline,
     Entry,
-    EntryId,
     Genesis,
     Join,
     Kind,
@@ -79,88 +85,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class CommunityInfo:
-    id: CommunityId
-    name: str
-    unit: str
-    credit_limit: int
-    admission: str
-    finality: str
-    founder: MemberId
-    witnesses: tuple[MemberId, ...]
-    quorum: int
-    faults: int
-    ceiling: int | None
-    genesis: bytes  # the genesis entry's wire bytes: what a newcomer needs to join
-
-
-@dataclass(frozen=True, slots=True)
-class BalanceInfo:
-    member: MemberId
-    balance: int  # counted: what everyone agrees on
-    credit_limit: int
-    pending_in: int  # sent to this member, not yet accepted or declined
-    pending_out: int  # sent by this member, not yet accepted, or declined and not reclaimed
-    joined: bool
-    frozen_at: int | None  # seq of a known fork of this member's log
-    # Witnessed communities: ``balance`` is final (certified); ``unconfirmed``
-    # is what the member's own newer entries change, not final yet.
-    witnessed: bool = False
-    unconfirmed: int = 0
-    pending_in_final: int = 0  # of pending_in: certified, so acceptable now
-
-
-@dataclass(frozen=True, slots=True)
-class TransferInfo:
-    ref: Ref
-    payer: MemberId
-    payee: MemberId
-    amount: int
-    memo: str
-    timestamp_ms: int
-    offer: Ref | None
-
-    @classmethod
-    def of(cls, entry: Entry) -> TransferInfo:
-        body = entry.body
-        assert isinstance(body, Transfer)
-        return cls(
-            entry.ref, entry.author, body.to, body.amount, body.memo, entry.timestamp_ms, body.offer
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class OfferInfo:
-    ref: Ref
-    author: MemberId
-    side: str
-    title: str
-    description: str
-    tags: tuple[str, ...]
-    price: int | None
-    expires_ms: int | None
-    timestamp_ms: int
-    closed: bool
-
-    @classmethod
-    def of(cls, entry: Entry, closed: bool) -> OfferInfo:
-        body = entry.body
-        assert isinstance(body, Offer)
-        return cls(
-            entry.ref,
-            entry.author,
-            body.side,
-            body.title,
-            body.description,
-            body.tags,
-            body.price,
-            body.expires_ms,
-            entry.timestamp_ms,
-            closed,
-        )
-
-
 class LocalNode:
     """A member's node over an open :class:`Store`. Thread-safe for appends."""
 
@@ -187,8 +111,7 @@ class LocalNode:
         self.ledger = Ledger(store)
         self._clock = clock
         self._lock = threading.RLock()
-        self._home = home
-        self._signed: dict[bytes, homefiles.SignedMark] | None = None  # read when first needed
+        self._marks = None if home is None else SignedMarks(home, store, member)
         #: Called as ``listener(entry, own)`` after each entry is committed.
         self.listeners: list[Callable[[Entry, bool], None]] = []
 
@@ -249,29 +172,6 @@ class LocalNode:
 
     # -- what the key signed (the mark beside the store) ------------------
 
-    def _marks(self) -> dict[bytes, homefiles.SignedMark]:
-        """The home's marks, read once. A home from before the marks gets
-        them from its store (the best it can know)."""
-        if self._signed is None:
-            assert self._home is not None
-            marks = homefiles.signed_marks(self._home)
-            if marks is None:
-                marks = {}
-                for g in self.store.communities():
-                    head = self.store.head(CommunityId(g.id), self.member)
-                    if head is not None:
-                        marks[g.id] = homefiles.SignedMark(head.seq, head.id, g.wire)
-                self._write_marks(marks)
-            self._signed = marks
-        return self._signed
-
-    def _write_marks(self, marks: dict[bytes, homefiles.SignedMark]) -> None:
-        assert self._home is not None
-        try:
-            homefiles.write_signed_marks(self._home, marks)
-        except OSError as exc:  # the entry is durable in the store: go on, loudly
-            logger.warning("cannot record what was signed in %s: %s", self._home, exc)
-
     def behind(self) -> list[tuple[CommunityId, int, int | None]]:
         """Communities where the store holds less of the member's own log than
         the key signed: ``(community, last seq signed, stored head seq or
@@ -279,63 +179,32 @@ class LocalNode:
 
         Raises LocalProtocolError if the home's ``signed.json`` is damaged.
         """
-        if self._home is None or self.key is None:
+        if self._marks is None or self.key is None:
             return []
-        out = []
-        for c, mark in sorted(self._marks().items()):
-            head = self.store.head(CommunityId(c), self.member)
-            if head is None or head.seq < mark.seq:
-                out.append((CommunityId(c), mark.seq, None if head is None else head.seq))
-        return out
+        return self._marks.behind()
 
     def follow_marked(self) -> None:
         """Follow again the communities the key signed in that the store
         lost (from the genesis kept with the mark), so that sync can bring
         the member's log back. Signs nothing."""
-        if self._home is None or self.key is None:
+        if self._marks is None or self.key is None:
             return
-        for c, mark in self._marks().items():
-            if self.store.genesis(CommunityId(c)) is None:
-                outcome = self.ingest(mark.genesis)
-                if outcome.entry is None or outcome.entry.id != c:
-                    logger.warning("the genesis kept for community %s is not valid", c.hex()[:8])
+        for c, genesis in self._marks.lost():
+            outcome = self.ingest(genesis)
+            if outcome.entry is None or outcome.entry.id != c:
+                logger.warning("the genesis kept for community %s is not valid", c.hex()[:8])
 
     def check_can_sign(self) -> None:
         """Raise StoreError (one line: what happened, what to do) while the
         store is behind what the key signed: signing would fork the log."""
-        behind = self.behind()
-        if not behind:
-            return
-        from troc.crypto.ids import encode_id
-
-        community, seq, have = behind[0]
-        held = "none of it" if have is None else f"it only up to seq {have}"
-        raise StoreError(
-            f"this key signed up to seq {seq} of its log in community"
-            f" {encode_id('c', community)[:14]}… but the store holds {held}"
-            " (emptied, deleted or restored from an old backup): nothing is signed"
-            " until the log is back. Run the node with a peer that has your log"
-            " (troc run --bootstrap ADDR) until it has synced, or restore store.sqlite"
-            " from a backup"
-        )
+        if self._marks is not None and self.key is not None:
+            self._marks.check()
 
     def _mark_signed(self, entries: list[Entry]) -> None:
         """Record own entries just made durable, before they leave the node
         (after the commit: a mark ahead of the store would block for good)."""
-        if self._home is None:
-            return
-        marks = self._marks()
-        changed = False
-        for e in entries:
-            if e.author == self.member and e.community is not None:
-                old = marks.get(e.community)
-                if old is None or e.seq > old.seq:
-                    genesis = self.store.genesis(e.community)
-                    assert genesis is not None  # the entry was just accepted
-                    marks[e.community] = homefiles.SignedMark(e.seq, e.id, genesis.wire)
-                    changed = True
-        if changed:
-            self._write_marks(marks)
+        if self._marks is not None:
+            self._marks.record(entries)
 
     def _sign_genesis(self, rules: Genesis) -> Entry:
         try:
@@ -749,11 +618,11 @@ class LocalNode:
         (``already_answered``) if it names a transfer this member already
         accepted or declined, else LocalProtocolError if none or several match."""
         refs = [t.ref for t in self.pending(community) + self.pending_out(community)]
-        if not _matching(text_or_prefix, "transfer", refs):
+        if not matching(text_or_prefix, "transfer", refs):
             # Not waiting for an answer: say so if this member already gave one
             # (a second `accept` is refused by the ledger, not a typo).
             answered = self._answers(community)
-            found = _matching(text_or_prefix, "transfer", list(answered))
+            found = matching(text_or_prefix, "transfer", list(answered))
             if len(found) == 1:
                 state = answered[found[0]]
                 reason = (
@@ -762,7 +631,7 @@ class LocalNode:
                 raise RefusedError(
                     reason.value, f"transfer {text_or_prefix.strip()} is already {state}"
                 )
-        return _resolve(text_or_prefix, "transfer", refs)
+        return resolve(text_or_prefix, "transfer", refs)
 
     def _answers(self, community: CommunityId) -> dict[Ref, str]:
         """Transfers this member answered (as payee: "accepted" or "declined")
@@ -784,34 +653,11 @@ class LocalNode:
         return out
 
     def find_offer(self, community: CommunityId, text_or_prefix: str) -> Ref:
-        return _resolve(
+        return resolve(
             text_or_prefix,
             "offer",
             [o.ref for o in self.offers(community, include_closed=True, limit=10_000)],
         )
-
-
-def _matching(text: str, what: str, refs: list[Ref]) -> list[Ref]:
-    """The refs a full entry id or an id prefix of 6 characters or more names."""
-    from troc.crypto.ids import decode_id, encode_id
-
-    text = text.strip().lower()
-    if len(text) >= 50:
-        wanted = EntryId(decode_id("e", text))
-        return [r for r in refs if r.id == wanted]
-    if len(text) < 6:
-        raise LocalProtocolError(f"give at least 6 characters of the {what} id")
-    return [r for r in refs if encode_id("e", r.id).startswith(text)]
-
-
-def _resolve(text: str, what: str, refs: list[Ref]) -> Ref:
-    found = _matching(text, what, refs)
-    text = text.strip().lower()
-    if not found:
-        raise LocalProtocolError(f"no {what} {text} here")
-    if len(found) > 1:
-        raise LocalProtocolError(f"{text} names several {what}s: give more characters")
-    return found[0]
 
 
 @contextmanager

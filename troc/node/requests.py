@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from troc.errors import LocalProtocolError, RefusedError
-from troc.node.local import LocalNode, _resolve
+from troc.node.local import LocalNode
 from troc.node.opdata import (
     Done,
     NotFoundError,
@@ -27,6 +27,7 @@ from troc.node.opdata import (
     mid,
 )
 from troc.node.store import RequestState
+from troc.node.views import resolve
 from troc.protocol.entry import CommunityId, Entry, Ref, Request
 from troc.protocol.ledger import Status
 from troc.protocol.request_text import PREFIX, decode_request_text, encode_request_text
@@ -118,7 +119,7 @@ def _find_incoming(
 ) -> tuple[Entry, RequestState]:
     """A request made to this member, named by (a prefix of) its id."""
     rows = {e.ref: (e, state) for e, state, _ in _listed(node, community, to_me=True)}
-    return rows[_resolve(text, "request", list(rows))]
+    return rows[resolve(text, "request", list(rows))]
 
 
 def op_request_refuse(node: LocalNode, p: dict[str, Any]) -> Done:
