@@ -42,6 +42,10 @@ class WaitingRows:
         # Entries parked per pool (member: 1, stranger: 0), read when needed.
         self._pool_counts: dict[int, int] = {}
 
+    def close(self) -> None:
+        """Close the cursor (before the store's connection: see ``Store.close``)."""
+        self._cur.close()
+
     def forget(self) -> None:
         """Drop the cached counts (the transaction rolled back)."""
         self._waiting_count = None

@@ -229,6 +229,12 @@ class Store(StoreFinality, StoreQueries):
         try:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA optimize")
+            # A cursor's unfinished statement keeps the database open, and
+            # its locks held, past conn.close() until the cursor is garbage
+            # collected (SQLite's close_v2): whoever opened the store next
+            # found it locked when a reference cycle kept the Store alive.
+            self._cur.close()
+            self._waiting.close()
             self._conn.close()
         finally:
             os.close(self._lock_fd)
