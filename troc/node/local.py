@@ -18,7 +18,12 @@ from it forks the member's log for good. So the home keeps, beside the store,
 the last own entry signed per community (``signed.json``, written after each
 own entry is durable and before it leaves the node), and nothing is signed
 while the store holds less of the member's log than that mark: the node
-first gets its log back from a peer (or the store from a backup).
+first gets its log back from a peer (or the store from a backup)
+(:mod:`troc.node.marks`).
+
+This module is one concept, the member's API (acting, taking in, reading),
+and reads best whole; what it returns is in
+:mod:`troc.node.views`.
 """
 
 from __future__ import annotations
