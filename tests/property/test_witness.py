@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import World, fresh_ledger, key, make_genesis, pack_raw
@@ -56,6 +56,8 @@ from troc.protocol.entry import (
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.witness import (
     LIES,
+    MAX_CERTIFICATES,
+    MAX_DEPS,
     MESSAGE_LIMITS,
     Answer,
     Certificate,
@@ -1190,9 +1192,12 @@ class FinalitySim:
         if not task.with_deps:
             return encode_request(VoteRequest(entry.wire))
         deps = self.chain(entry)
-        needs = [certificate_needed(e) for e in [*deps, entry]]
-        # An accept or take-back below: its own certificate, if it won its race.
-        needs += [e.ref for e in deps if isinstance(e.body, Accept | TakeBack)]
+        # An accept or take-back below: its own certificate, if it won its race;
+        # then what each entry names, the entry's own need last, so that the
+        # newest survive the request's bounds (MAX_CERTIFICATES, MAX_DEPS), as
+        # the node's Certifier keeps them.
+        needs: list[Ref | None] = [e.ref for e in deps if isinstance(e.body, Accept | TakeBack)]
+        needs += [certificate_needed(e) for e in [*deps, entry]]
         for ref in needs:
             if ref is not None and ref.id in self.store:
                 target = self.store[ref.id]
@@ -1208,7 +1213,9 @@ class FinalitySim:
             if d.id not in seen:
                 seen.add(d.id)
                 wires.append(d.wire)
-        return encode_request(VoteRequest(entry.wire, tuple(wires), tuple(certs)))
+        return encode_request(
+            VoteRequest(entry.wire, tuple(wires[-MAX_DEPS:]), tuple(certs[-MAX_CERTIFICATES:]))
+        )
 
     def lost(self) -> bool:
         return not self.healed and self.rng.random() < self.spec.loss
@@ -1560,6 +1567,28 @@ def sim_specs(draw: st.DrawFn) -> SimSpec:
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), spec=sim_specs())
+@example(  # more certificates below the entry than one request carries
+    seed=0,
+    spec=SimSpec(
+        n=4,
+        byzantine=0,
+        loss=0.0,
+        dup=0.2,
+        max_delay_ms=5,
+        payments=11,
+        fork="same_seq",
+        ask_decoy=False,
+        crashes=0,
+        put_crash=0.0,
+        heal_ms=4000,
+        retry_ms=250,
+        forker_rounds=12,
+        lie=None,
+        expiry_ms=None,
+        take_backs=0.0,
+        skew_ms=0,
+    ),
+)
 def test_simulated_witnesses_never_certify_a_double_spend(seed: int, spec: SimSpec) -> None:
     result = FinalitySim(seed, spec).run()
     assert not result.violations, f"{result.violations}; {_replay(seed, spec)}"
