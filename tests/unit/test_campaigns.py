@@ -27,6 +27,7 @@ from troc.protocol.entry import (
     Withdraw,
 )
 from troc.protocol.ledger import Reason, Status
+from troc.protocol.statement import build_bundle, verify_bundle
 
 A, B, C, D = key(0), key(1), key(2), key(3)
 
@@ -232,3 +233,25 @@ def test_close_schema() -> None:
     assert isinstance(
         Entry.decode(w.raw(A, "campaign", body, seq=2, prev=bytes(32))).body, Campaign
     )
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_statement_bundles_carry_a_close_and_its_pledges(w: World, fork: bool) -> None:
+    """A close names up to 200 pledges: the bundle of its author's log
+    carries each of them (they are its causal past), and a pledge in a
+    forked pledger's frozen part shows as credit that does not count."""
+    camp = campaign(w, goal=30)
+    pb = pledge(w, B, camp, 20)
+    pc = pledge(w, C, camp, 20)
+    if fork:  # C also pays D the same 20 at the pledge's seq
+        spend = w.create(C, Transfer(to=D.public, amount=100), seq=pc.seq, prev=pc.prev)
+        assert w.ingest(spend).fork
+    closed = close(w, camp, pb, pc)
+    verified = verify_bundle(build_bundle(w.ledger, A, w.community, closed.ref, 1, w.now), w.now)
+    assert verified.statement.closing == 40
+    assert verified.statement.total_in == 40
+    assert verified.not_counted == (20 if fork else 0)
+    assert w.balance(A) == 40 - verified.not_counted
+    # The pledger's side: its pledge is a movement out.
+    v = verify_bundle(build_bundle(w.ledger, B, w.community, pb.ref, 1, w.now), w.now)
+    assert (v.statement.closing, v.statement.total_out) == (-20, 20)
