@@ -5,60 +5,16 @@ real ``troc`` command its ``--json`` output and exit codes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import key
+from tests.cli.test_directory import DAY, T0, Clock, _troc, everyone_knows
+from tests.cli.test_directory import trio_ as trio_  # the fixture: ada, bruno, chloe
 from troc.errors import RefusedError
 from troc.node import ops
-from troc.node.local import LocalNode, open_local_node
+from troc.node.local import LocalNode
 from troc.protocol.entry import CommunityId
-
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-DAY = 24 * 3600 * 1000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        self.now += 1000
-        return self.now
-
-
-def share(nodes: list[LocalNode], community: CommunityId) -> None:
-    """Every node gets every entry the others hold."""
-    for src in nodes:
-        for dst in nodes:
-            if src is dst:
-                continue
-            for author, _head in list(src.store.heads(community)):
-                for stored in src.store.log(community, author, after_seq=0, limit=1000):
-                    dst.ingest(stored.entry.wire)
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[list[LocalNode], CommunityId, Clock]]:
-    """ada founded a community (credit limit 50), bruno and chloe joined."""
-    clock = Clock()
-    with ExitStack() as stack:
-        nodes = [
-            stack.enter_context(open_local_node(tmp_path / n, key(i), clock))
-            for i, n in enumerate(("ada", "bruno", "chloe"), 1)
-        ]
-        ada, bruno, chloe = nodes
-        community = ada.create_community("Valley LETS", "hours", 50, member_name="ada")
-        bruno.join(ada.community(community).genesis, name="bruno")
-        chloe.join(ada.community(community).genesis)
-        share(nodes, community)
-        yield nodes, community, clock
 
 
 def balances(node: LocalNode, community: CommunityId) -> dict[str, int]:
@@ -66,34 +22,35 @@ def balances(node: LocalNode, community: CommunityId) -> dict[str, int]:
 
 
 def test_a_campaign_succeeds_and_another_fails_on_every_node(
-    world: tuple[list[LocalNode], CommunityId, Clock],
+    trio_: tuple[list[LocalNode], CommunityId, Clock],
 ) -> None:
-    nodes, community, clock = world
+    """ada (the author), bruno and chloe (credit limit 20) share every entry."""
+    nodes, community, clock = trio_
     ada, bruno, chloe = nodes
     made = ops.run_op(
-        ada, "campaign.create", {"title": "Oven", "goal": "60", "deadline_ms": T0 + DAY}
+        ada, "campaign.create", {"title": "Oven", "goal": "25", "deadline_ms": T0 + DAY}
     )
     oven = made["campaign"]
-    share(nodes, community)
-    ops.run_op(bruno, "campaign.pledge", {"campaign": oven[:10], "amount": 40})
-    ops.run_op(chloe, "campaign.pledge", {"campaign": oven, "amount": "30"})
+    everyone_knows(nodes, community)
+    ops.run_op(bruno, "campaign.pledge", {"campaign": oven[:10], "amount": 15})
+    ops.run_op(chloe, "campaign.pledge", {"campaign": oven, "amount": "12"})
     # Reserved: bruno cannot spend what he pledged.
     with pytest.raises(RefusedError) as info:
-        ops.run_op(bruno, "pay", {"to": ops.mid(chloe.member), "amount": 11})
+        ops.run_op(bruno, "pay", {"to": ops.mid(chloe.member), "amount": 6})
     assert info.value.reason == "overdraft"
     # No withdrawal before the close (docs/protocol.md §10.5).
     with pytest.raises(RefusedError) as info:
         ops.run_op(bruno, "campaign.withdraw", {"campaign": oven})
     assert info.value.reason == "not_closed"
-    share(nodes, community)
+    everyone_knows(nodes, community)
     # The node's guard: not before the deadline, unless early.
     with pytest.raises(RefusedError) as info:
         ops.run_op(ada, "campaign.close", {"campaign": oven})
     assert info.value.reason == "before_deadline"
     closed = ops.run_op(ada, "campaign.close", {"campaign": oven, "early": True})
-    assert (closed["state"], closed["pledges"], closed["pledged"]) == ("succeeded", 2, 70)
-    share(nodes, community)
-    want = {ops.mid(ada.member): 70, ops.mid(bruno.member): -40, ops.mid(chloe.member): -30}
+    assert (closed["state"], closed["pledges"], closed["pledged"]) == ("succeeded", 2, 27)
+    everyone_knows(nodes, community)
+    want = {ops.mid(ada.member): 27, ops.mid(bruno.member): -15, ops.mid(chloe.member): -12}
     for n in nodes:
         assert balances(n, community) == want
         shown = ops.run_op(n, "campaign.show", {"campaign": oven})
@@ -108,19 +65,19 @@ def test_a_campaign_succeeds_and_another_fails_on_every_node(
     shed = ops.run_op(
         bruno, "campaign.create", {"title": "Shed", "goal": 100, "deadline_ms": clock.now + DAY}
     )["campaign"]
-    share(nodes, community)
+    everyone_knows(nodes, community)
     ops.run_op(ada, "campaign.pledge", {"campaign": shed, "amount": 20})
-    ops.run_op(chloe, "campaign.pledge", {"campaign": shed, "amount": 10})
-    share(nodes, community)
+    ops.run_op(chloe, "campaign.pledge", {"campaign": shed, "amount": 8})
+    everyone_knows(nodes, community)
     clock.now += 2 * DAY
     with pytest.raises(RefusedError) as info:  # past the deadline: the node's guard
         ops.run_op(ada, "campaign.pledge", {"campaign": shed, "amount": 1})
     assert info.value.reason == "past_deadline"
     assert ops.run_op(bruno, "campaign.close", {"campaign": shed})["state"] == "failed"
-    share(nodes, community)
+    everyone_knows(nodes, community)
     ops.run_op(ada, "campaign.withdraw", {"campaign": shed})
     ops.run_op(chloe, "campaign.withdraw", {"campaign": shed})
-    share(nodes, community)
+    everyone_knows(nodes, community)
     for n in nodes:
         assert balances(n, community) == want
         listed = ops.run_op(n, "campaign.list", {})["campaigns"]
@@ -128,7 +85,7 @@ def test_a_campaign_succeeds_and_another_fails_on_every_node(
             ("Shed", "failed"),
             ("Oven", "succeeded"),
         ]
-        assert ops.run_op(n, "campaign.list", {"text": "oven"})["campaigns"][0]["pledged"] == 70
+        assert ops.run_op(n, "campaign.list", {"text": "oven"})["campaigns"][0]["pledged"] == 27
         assert ops.run_op(n, "campaign.list", {"open": True})["campaigns"] == []
     statuses = [
         p["status"] for p in ops.run_op(ada, "campaign.show", {"campaign": shed})["pledge_list"]
@@ -137,18 +94,6 @@ def test_a_campaign_succeeds_and_another_fails_on_every_node(
     # The history of the author shows the close (its pledges as entry ids).
     history = ops.run_op(ada, "history", {})
     assert json.dumps(history)
-
-
-def _troc(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TROC_")}
-    env["TROC_PASSPHRASE"] = "test"
-    return subprocess.run(
-        [sys.executable, "-m", "troc", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 def test_the_command_json_and_exit_codes(tmp_path: Path) -> None:

@@ -622,15 +622,22 @@ def codec_vectors() -> list[Vector]:
     return out
 
 
+def reject_vector(
+    out: list[Vector], reason: Reason, description: str, *members: SigningKey, **rules: Any
+) -> Vector:
+    """A new ``reject_<reason>`` vector in ``out``: the genesis and each member's join."""
+    v = Vector(f"reject_{reason.value}", description, **rules)
+    v.start(*members)
+    out.append(v)
+    return v
+
+
 def rule_vectors() -> list[Vector]:
     """Rejections by the ledger rules."""
-    out = []
+    out: list[Vector] = []
 
     def vec(reason: Reason, description: str, *members: SigningKey, **rules: Any) -> Vector:
-        v = Vector(f"reject_{reason.value}", description, **rules)
-        v.start(*members)
-        out.append(v)
-        return v
+        return reject_vector(out, reason, description, *members, **rules)
 
     v = vec(
         Reason.BAD_PREV,
@@ -957,10 +964,12 @@ def campaign_vectors() -> list[Vector]:
 
     # -- one rejection per reason ------------------------------------------------
     def vec(reason: Reason, description: str, *members: SigningKey, **rules: Any) -> Vector:
-        v = Vector(f"reject_{reason.value}", description, **rules)
-        v.start(*members)
-        out.append(v)
-        return v
+        return reject_vector(out, reason, description, *members, **rules)
+
+    def pledged(v: Vector, goal: int = 50) -> tuple[Entry, Entry]:
+        """Alice opens a campaign, bob pledges 5 to it."""
+        c = camp(v, f"alice opens a campaign for {goal}", ALICE, goal)
+        return c, v.add("bob pledges 5", BOB, Pledge(campaign=c.ref, amount=5))
 
     v = vec(
         Reason.OPTIMISTIC_ONLY,
@@ -1008,8 +1017,7 @@ def campaign_vectors() -> list[Vector]:
     v.reject("alice closes the first, naming it", v.make(ALICE, closing(c, p)), Reason.NOT_A_PLEDGE)
 
     v = vec(Reason.NOT_PLEDGER, "Withdrawing someone else's pledge.", ALICE, BOB, CAROL)
-    c = camp(v, "alice opens a campaign", ALICE, 50)
-    p = v.add("bob pledges 5", BOB, Pledge(campaign=c.ref, amount=5))
+    c, p = pledged(v)
     cl = v.add("alice closes, naming nothing", ALICE, closing(c))
     v.reject(
         "carol withdraws bob's pledge",
@@ -1018,8 +1026,7 @@ def campaign_vectors() -> list[Vector]:
     )
 
     v = vec(Reason.ALREADY_WITHDRAWN, "Withdrawing a pledge twice.", ALICE, BOB)
-    c = camp(v, "alice opens a campaign", ALICE, 50)
-    p = v.add("bob pledges 5", BOB, Pledge(campaign=c.ref, amount=5))
+    c, p = pledged(v)
     cl = v.add("alice closes, naming nothing", ALICE, closing(c))
     v.add("bob withdraws", BOB, Withdraw(pledge=p.ref, close=cl.ref))
     v.reject(
@@ -1029,8 +1036,7 @@ def campaign_vectors() -> list[Vector]:
     )
 
     v = vec(Reason.NOT_A_CLOSE, "Withdrawing with the campaign, not its close.", ALICE, BOB)
-    c = camp(v, "alice opens a campaign", ALICE, 50)
-    p = v.add("bob pledges 5", BOB, Pledge(campaign=c.ref, amount=5))
+    c, p = pledged(v)
     v.reject(
         "bob withdraws naming the campaign",
         v.make(BOB, Withdraw(pledge=p.ref, close=c.ref)),
@@ -1038,8 +1044,7 @@ def campaign_vectors() -> list[Vector]:
     )
 
     v = vec(Reason.PLEDGE_COUNTED, "Withdrawing a pledge the close counted.", ALICE, BOB)
-    c = camp(v, "alice opens a campaign for 5", ALICE, 5)
-    p = v.add("bob pledges 5", BOB, Pledge(campaign=c.ref, amount=5))
+    c, p = pledged(v, goal=5)
     cl = v.add("alice closes, naming it: success", ALICE, closing(c, p))
     v.reject(
         "bob withdraws it",
