@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import T0, World, fresh_ledger, key
+from tests.helpers import T0, World, certify, fresh_ledger, key, witnessed_world
 from troc.errors import CodecError, RefusedError
 from troc.protocol.entry import (
     MAX_PLEDGES,
@@ -255,3 +255,74 @@ def test_statement_bundles_carry_a_close_and_its_pledges(w: World, fork: bool) -
     # The pledger's side: its pledge is a movement out.
     v = verify_bundle(build_bundle(w.ledger, B, w.community, pb.ref, 1, w.now), w.now)
     assert (v.statement.closing, v.statement.total_out) == (-20, 20)
+
+
+# -- witnessed communities (docs/protocol.md §10.6) ------------------------------------
+
+
+def test_witnessed_a_close_waits_for_every_pledge_to_be_final() -> None:
+    w = witnessed_world(credit_limit=100)
+    for m in (A, B, C):
+        w.join(m)
+    camp = campaign(w, goal=30)
+    pb, pc = pledge(w, B, camp, 20), pledge(w, C, camp, 20)
+    closed = close(w, camp, pb, pc)
+    assert w.balances() == {A.public: 40, B.public: -20, C.public: -20}
+    # A node that holds the entries but not the pledges' certificates.
+    node = fresh_ledger(w.genesis)
+    for e in w.log:
+        if e not in (pb, pc, closed):
+            assert node.ingest_entry(e, w.now).status is Status.ACCEPTED
+            assert node.ingest_certificate(certify(e), w.now).ok
+    for e in (pb, pc):
+        assert node.ingest_entry(e, w.now).status is Status.ACCEPTED
+    waiting = node.ingest_entry(closed, w.now)
+    assert waiting.status is Status.WAITING
+    assert set(waiting.missing_final) == {pb.ref, pc.ref}  # all of them at once
+    assert node.ingest_certificate(certify(pb), w.now).released == ()
+    assert node.ingest_certificate(certify(pc), w.now).released == (closed,)
+    # Counted in a witnessed community: only once the close itself is final.
+    assert node.balance(w.community, A.public) == 0
+    assert node.ingest_certificate(certify(closed), w.now).ok
+    assert node.balance(w.community, A.public) == 40
+
+
+def test_witnessed_a_pledge_that_can_never_be_final_is_not_counted() -> None:
+    """A pledger forks: a pledge on one branch, the same capacity paid away on
+    the other, which the witnesses certify. A close naming the pledge is
+    refused (not_final): the certified chain spent it."""
+    w = witnessed_world(certified=False, credit_limit=100)
+    for m in (A, B, C):
+        assert w.ledger.ingest_certificate(certify(w.join(m)), w.now).ok
+    camp = campaign(w, goal=10)
+    assert w.ledger.ingest_certificate(certify(camp), w.now).ok
+    pb = pledge(w, B, camp, 100)
+    spend = w.create(B, Transfer(to=C.public, amount=100), seq=pb.seq, prev=pb.prev)
+    assert w.ingest(spend).fork
+    assert w.ledger.ingest_certificate(certify(spend), w.now).ok
+    body = CampaignClose(campaign=camp.ref, pledges=(pb.ref,))
+    with pytest.raises(RefusedError) as info:
+        w.ledger.prepare(A, w.community, body, w.now)
+    assert info.value.reason == "not_final"
+    assert w.ingest(w.create(A, body)).reason is Reason.NOT_FINAL
+
+
+def test_witnessed_a_withdraw_waits_for_the_close_to_be_final() -> None:
+    w = witnessed_world(certified=False, credit_limit=100)
+    for m in (A, B):
+        assert w.ledger.ingest_certificate(certify(w.join(m)), w.now).ok
+    camp = campaign(w, goal=50)
+    pb = pledge(w, B, camp, 20)
+    for e in (camp, pb):
+        assert w.ledger.ingest_certificate(certify(e), w.now).ok
+    closed = close(w, camp, pb)  # 20 < 50: failed
+    body = Withdraw(pledge=pb.ref, close=closed.ref)
+    with pytest.raises(RefusedError) as info:
+        w.ledger.prepare(B, w.community, body, w.now)
+    assert info.value.reason == "not_final"
+    entry = w.create(B, body)
+    assert w.ingest(entry).missing_final == (closed.ref,)
+    released = w.ledger.ingest_certificate(certify(closed), w.now).released
+    assert released == (entry,)
+    assert w.ledger.ingest_certificate(certify(entry), w.now).ok
+    assert w.balances() == {A.public: 0, B.public: 0}

@@ -971,21 +971,6 @@ def campaign_vectors() -> list[Vector]:
         c = camp(v, f"alice opens a campaign for {goal}", ALICE, goal)
         return c, v.add("bob pledges 5", BOB, Pledge(campaign=c.ref, amount=5))
 
-    v = vec(
-        Reason.OPTIMISTIC_ONLY,
-        "A campaign in a witnessed community (not defined there yet, §10.6).",
-        ALICE,
-        finality="witnessed",
-        witnesses=[DAVE.public],
-        faults=0,
-        quorum=1,
-    )
-    v.reject(
-        "alice opens a campaign",
-        v.make(ALICE, Campaign(title="Oven", goal=10, deadline_ms=T0)),
-        Reason.OPTIMISTIC_ONLY,
-    )
-
     v = vec(Reason.NOT_A_CAMPAIGN, "Pledging to, or closing, an offer.", ALICE, BOB)
     o = v.add("alice offers", ALICE, Offer(side="offer", title="Bread"))
     v.reject(

@@ -144,7 +144,6 @@ class Reason(StrEnum):
     FORK_LIMIT = "fork_limit"
     WAITING_FULL = "waiting_full"
     # Campaigns (docs/protocol.md §10).
-    OPTIMISTIC_ONLY = "optimistic_only"
     NOT_A_CAMPAIGN = "not_a_campaign"
     BELOW_MINIMUM = "below_minimum"
     ALREADY_PLEDGED = "already_pledged"
@@ -584,6 +583,19 @@ class Ledger:
             below.append((head.final_seq, head.final_id))
         return any(not self._is_ancestor(c, a, seq, eid, stored.entry) for seq, eid in below)
 
+    def _wait_all_final(self, c: CommunityId, named: tuple[Ref, ...]) -> None:
+        """Wait until every entry ``named`` is final (all listed at once);
+        reject if one never can be."""
+        waiting = [r for r in named if not self.is_final(c, r)]
+        for r in waiting:
+            if self._never_final(c, r):
+                raise _Reject(
+                    Reason.NOT_FINAL,
+                    f"{r} can never become final: another entry of its log is certified",
+                )
+        if waiting:
+            raise _Wait([], waiting)
+
     def _wait_final(self, c: CommunityId, ref: Ref) -> None:
         """Wait until ``ref`` is final; reject if it never can be."""
         if self._never_final(c, ref):
@@ -893,12 +905,7 @@ class Ledger:
             self._request_open(c, entry, body.request.id)
             refs.append(self._row(entry, body.request, q.entry.body.amount))
         elif isinstance(body, Campaign | Pledge | CampaignClose | Withdraw):
-            if witnessed:
-                raise _Reject(
-                    Reason.OPTIMISTIC_ONLY,
-                    "campaigns are not yet defined for witnessed communities (§10.6)",
-                )
-            balance = self._campaign_rule(entry, balance, limit, rules, refs)
+            balance = self._campaign_rule(entry, balance, limit, rules, refs, witnessed)
         elif isinstance(body, Vouch):
             if body.member == a:
                 raise _Reject(Reason.BAD_VOUCH, "a member cannot vouch for itself")
@@ -1013,11 +1020,17 @@ class Ledger:
                     )
 
     def _campaign_rule(
-        self, entry: Entry, balance: int, limit: int, rules: Genesis, refs: list[RefRow]
+        self,
+        entry: Entry,
+        balance: int,
+        limit: int,
+        rules: Genesis,
+        refs: list[RefRow],
+        witnessed: bool,
     ) -> int:
         """The rules of campaign, pledge, campaign_close and withdraw
-        (docs/protocol.md §10.3). Returns the new nominal balance and adds
-        the entry's reference rows to ``refs``."""
+        (docs/protocol.md §10.2, §10.6). Returns the new nominal balance and
+        adds the entry's reference rows to ``refs``."""
         assert entry.community is not None
         c, a, body = entry.community, entry.author, entry.body
         if isinstance(body, Pledge):
@@ -1068,6 +1081,8 @@ class Ledger:
                     )
                 amounts.append(p.amount)
             total = sum(amounts)
+            if witnessed:  # a close names only final pledges (§10.6), as an accept
+                self._wait_all_final(c, body.pledges)
             refs.append(self._row(entry, body.campaign, 0))
             if total < camp.entry.body.goal:
                 return balance  # failed: nothing counts, every pledge lapses
@@ -1095,7 +1110,11 @@ class Ledger:
             if body.pledge in cb.pledges and self._succeeded(c, closed):
                 raise _Reject(Reason.PLEDGE_COUNTED, "the close counts this pledge: it is paid")
             refs.append(self._row(entry, body.pledge, p.amount))
-            return _credit(balance, p.amount)
+            balance = _credit(balance, p.amount)
+            # Else the author could close one way on one branch and another on another.
+            if witnessed and not self.is_final(c, body.close):
+                self._wait_final(c, body.close)
+            return balance
         return balance  # a campaign: nothing to check beyond its schema
 
     def _succeeded(self, c: CommunityId, close: Stored) -> bool:

@@ -528,12 +528,12 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
     if final is None:  # optimistic: credit from a forked payer's frozen part
         before = 0
         for s in chain:
-            what = s.entry.body
+            eb = s.entry.body
             credited: tuple[Ref, ...] = ()
-            if isinstance(what, Accept):
-                credited = (what.transfer,)
-            elif isinstance(what, CampaignClose) and s.balance != before:  # it succeeded
-                credited = what.pledges
+            if isinstance(eb, Accept):
+                credited = (eb.transfer,)
+            elif isinstance(eb, CampaignClose) and s.balance != before:  # it succeeded
+                credited = eb.pledges
             for t in credited:
                 payer = backend.head(c, t.author)
                 if payer is not None and not payer.counts(t.seq):
