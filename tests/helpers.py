@@ -28,6 +28,8 @@ from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import (
     Accept,
     AnyBody,
+    Campaign,
+    CampaignClose,
     CommunityId,
     Decline,
     Entry,
@@ -37,12 +39,14 @@ from troc.protocol.entry import (
     Kind,
     Offer,
     OfferClose,
+    Pledge,
     Reclaim,
     Refusal,
     Request,
     TakeBack,
     Transfer,
     Vouch,
+    Withdraw,
 )
 from troc.protocol.ledger import Ledger, Outcome, Reason, Status
 from troc.protocol.witness import Certificate, Vote, default_quorum
@@ -280,15 +284,17 @@ def fork_points(entries: Iterable[Entry]) -> dict[MemberId, int]:
 
 def counted_balances(entries: Iterable[Entry]) -> tuple[dict[MemberId, int], int]:
     """Counted balances and the counted amount in flight, computed from a set
-    of *valid* entries by the rules of docs/protocol.md §4 alone (a second,
-    independent implementation of "what counts").
+    of *valid* entries by the rules of docs/protocol.md §4 and §10 alone (a
+    second, independent implementation of "what counts").
 
     An entry counts if it lies below its author's first fork. A counted
     transfer debits; a counted accept of a counted transfer credits the payee;
     a counted reclaim credits the payer; a counted take-back credits the
     payer unless a counted accept of its transfer is among the entries (the
-    accept wins, §4.11). In flight: counted transfers not credited by a
-    counted accept, reclaim or take-back.
+    accept wins, §4.11). A counted pledge debits like a transfer; a counted
+    close whose named pledges reach the goal credits its author with each
+    counted one; a counted withdraw credits the pledger. In flight: counted
+    transfers and pledges not credited yet.
     """
     entries = list({e.id: e for e in entries}.values())
     frozen = fork_points(entries)
@@ -338,7 +344,27 @@ def counted_balances(entries: Iterable[Entry]) -> tuple[dict[MemberId, int], int
             balances[e.author] += t.body.amount
             in_flight -= t.body.amount
             credited[t.id] += 1
-    assert all(n == 1 for n in credited.values()), "a transfer was credited twice"
+        elif isinstance(body, Pledge):  # §10: debited at once, in flight
+            balances[e.author] -= body.amount
+            in_flight += body.amount
+        elif isinstance(body, CampaignClose):
+            camp = by_id[body.campaign.id].body
+            assert isinstance(camp, Campaign)
+            named = [by_id[r.id] for r in body.pledges]
+            amounts = [p.body.amount for p in named if isinstance(p.body, Pledge)]
+            if sum(amounts) >= camp.goal:  # succeeded: each counted pledge is credited
+                for p, amount in zip(named, amounts, strict=True):
+                    if counts(p.author, p.seq):
+                        balances[e.author] += amount
+                        in_flight -= amount
+                        credited[p.id] += 1
+        elif isinstance(body, Withdraw):
+            p = by_id[body.pledge.id]
+            assert isinstance(p.body, Pledge)
+            balances[e.author] += p.body.amount
+            in_flight -= p.body.amount
+            credited[p.id] += 1
+    assert all(n == 1 for n in credited.values()), "a transfer or pledge was credited twice"
     return dict(balances), in_flight
 
 

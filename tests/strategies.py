@@ -27,6 +27,8 @@ from troc.protocol.entry import (
     MAX_TAG,
     MAX_TAGS,
     Accept,
+    Campaign,
+    CampaignClose,
     CommunityId,
     Decline,
     Entry,
@@ -35,11 +37,13 @@ from troc.protocol.entry import (
     Join,
     Offer,
     OfferClose,
+    Pledge,
     Profile,
     Reclaim,
     Ref,
     Transfer,
     Vouch,
+    Withdraw,
 )
 
 # -- plain values ------------------------------------------------------------
@@ -128,6 +132,26 @@ log_bodies = st.one_of(
         languages=tags,
         contact=texts(200),
     ),
+    st.builds(
+        Campaign,
+        title=texts(200, 1),
+        goal=amounts,
+        deadline_ms=timestamps,
+        description=texts(4000),
+        tags=tags,
+        reward=texts(1000),
+        min_pledge=st.none() | st.just(1),
+    ),
+    st.builds(Pledge, campaign=refs, amount=amounts),
+    st.builds(
+        CampaignClose,
+        campaign=refs,
+        # One pledge per pledger, sorted by pledger (docs/protocol.md §2.5).
+        pledges=st.lists(refs, max_size=8, unique_by=lambda r: r.author).map(
+            lambda rs: tuple(sorted(rs, key=lambda r: r.author))
+        ),
+    ),
+    st.builds(Withdraw, pledge=refs, close=refs),
 )
 
 

@@ -54,6 +54,10 @@ def test_the_table_declares_what_each_operation_needs() -> None:
         "request.create",
         "request.refuse",
         "request.pay",
+        "campaign.create",
+        "campaign.pledge",
+        "campaign.close",
+        "campaign.withdraw",
     } == ops.SIGNING_OPS
     assert {n for n, op in OPERATIONS.items() if op.network} == {
         "status",

@@ -32,6 +32,8 @@ from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import (
     Accept,
     AnyBody,
+    Campaign,
+    CampaignClose,
     CommunityId,
     Decline,
     Entry,
@@ -39,6 +41,7 @@ from troc.protocol.entry import (
     Join,
     Offer,
     OfferClose,
+    Pledge,
     Profile,
     Reclaim,
     Refusal,
@@ -46,6 +49,7 @@ from troc.protocol.entry import (
     TakeBack,
     Transfer,
     Vouch,
+    Withdraw,
 )
 from troc.protocol.ledger import (
     FUTURE_TOLERANCE_MS,
@@ -618,15 +622,22 @@ def codec_vectors() -> list[Vector]:
     return out
 
 
+def reject_vector(
+    out: list[Vector], reason: Reason, description: str, *members: SigningKey, **rules: Any
+) -> Vector:
+    """A new ``reject_<reason>`` vector in ``out``: the genesis and each member's join."""
+    v = Vector(f"reject_{reason.value}", description, **rules)
+    v.start(*members)
+    out.append(v)
+    return v
+
+
 def rule_vectors() -> list[Vector]:
     """Rejections by the ledger rules."""
-    out = []
+    out: list[Vector] = []
 
     def vec(reason: Reason, description: str, *members: SigningKey, **rules: Any) -> Vector:
-        v = Vector(f"reject_{reason.value}", description, **rules)
-        v.start(*members)
-        out.append(v)
-        return v
+        return reject_vector(out, reason, description, *members, **rules)
 
     v = vec(
         Reason.BAD_PREV,
@@ -891,6 +902,143 @@ def rule_vectors() -> list[Vector]:
     return out
 
 
+def campaign_vectors() -> list[Vector]:
+    """Campaigns (docs/protocol.md §10): success, failure, a forked pledger,
+    and one rejection per campaign reason."""
+    out = []
+
+    def camp(v: Vector, label: str, author: SigningKey, goal: int, **kw: Any) -> Entry:
+        body = Campaign(title="A bread oven", goal=goal, deadline_ms=T0 + 86_400_000, **kw)
+        return v.add(label, author, body)
+
+    def closing(c: Entry, *pledges: Entry) -> CampaignClose:
+        refs = tuple(sorted((p.ref for p in pledges), key=lambda r: r.author))
+        return CampaignClose(campaign=c.ref, pledges=refs)
+
+    v = Vector(
+        "campaign_success",
+        "Bob and carol pledge and alice's close names them: their 60 reach the goal of 50,"
+        " so alice is credited with all 60 (no step by bob or carol). Dave's pledge is not"
+        " named: it lapsed, and dave withdraws it.",
+    )
+    out.append(v)
+    v.start(ALICE, BOB, CAROL, DAVE)
+    c = camp(v, "alice opens a campaign for 50", ALICE, 50)
+    pb = v.add("bob pledges 30", BOB, Pledge(campaign=c.ref, amount=30))
+    pc = v.add("carol pledges 30", CAROL, Pledge(campaign=c.ref, amount=30))
+    pd = v.add("dave pledges 10", DAVE, Pledge(campaign=c.ref, amount=10))
+    cl = v.add("alice closes, naming bob and carol", ALICE, closing(c, pb, pc))
+    v.add("dave withdraws his lapsed pledge", DAVE, Withdraw(pledge=pd.ref, close=cl.ref))
+
+    v = Vector(
+        "campaign_failed",
+        "The close arrives before carol's pledge and waits for it; the pledges it names"
+        " (60) miss the goal of 100, so nothing is credited and both pledgers withdraw.",
+    )
+    out.append(v)
+    v.start(ALICE, BOB, CAROL)
+    c = camp(v, "alice opens a campaign for 100", ALICE, 100)
+    pb = v.add("bob pledges 30", BOB, Pledge(campaign=c.ref, amount=30))
+    pc = v.make(CAROL, Pledge(campaign=c.ref, amount=30))
+    cl = v.make(ALICE, closing(c, pb, pc))
+    v.step("alice's close, before carol's pledge: it waits", cl, Status.WAITING)
+    released = v.step("carol's pledge arrives and releases the close", pc).released
+    assert released == (cl,)
+    v.add("bob withdraws", BOB, Withdraw(pledge=pb.ref, close=cl.ref))
+    v.add("carol withdraws", CAROL, Withdraw(pledge=pc.ref, close=cl.ref))
+
+    v = Vector(
+        "campaign_forked_pledger",
+        "Bob signs two entries at seq 2: a pledge of his whole capacity (100) on one branch"
+        " and a payment of it to carol on the other. Alice's close counts the pledge; the"
+        " fork freezes bob at 2, and alice's credit from it does not count (frozen credit),"
+        " as for an accept of a forked payer's transfer.",
+    )
+    out.append(v)
+    v.start(ALICE, BOB, CAROL)
+    c = camp(v, "alice opens a campaign for 100", ALICE, 100)
+    pb = v.add("bob pledges 100", BOB, Pledge(campaign=c.ref, amount=100))
+    spend = v.make(BOB, Transfer(to=CAROL.public, amount=100), seq=pb.seq, prev=pb.prev)
+    v.add("alice closes, naming bob's pledge", ALICE, closing(c, pb))
+    assert v.step("bob's other seq 2: a payment of the same 100", spend).fork
+
+    # -- one rejection per reason ------------------------------------------------
+    def vec(reason: Reason, description: str, *members: SigningKey, **rules: Any) -> Vector:
+        return reject_vector(out, reason, description, *members, **rules)
+
+    def pledged(v: Vector, goal: int = 50) -> tuple[Entry, Entry]:
+        """Alice opens a campaign, bob pledges 5 to it."""
+        c = camp(v, f"alice opens a campaign for {goal}", ALICE, goal)
+        return c, v.add("bob pledges 5", BOB, Pledge(campaign=c.ref, amount=5))
+
+    v = vec(Reason.NOT_A_CAMPAIGN, "Pledging to, or closing, an offer.", ALICE, BOB)
+    o = v.add("alice offers", ALICE, Offer(side="offer", title="Bread"))
+    v.reject(
+        "bob pledges to it", v.make(BOB, Pledge(campaign=o.ref, amount=5)), Reason.NOT_A_CAMPAIGN
+    )
+    v.reject("alice closes it", v.make(ALICE, closing(o)), Reason.NOT_A_CAMPAIGN)
+
+    v = vec(Reason.BELOW_MINIMUM, "A pledge below the campaign's min_pledge.", ALICE, BOB)
+    c = camp(v, "alice opens a campaign, pledges of 10 or more", ALICE, 50, min_pledge=10)
+    v.reject("bob pledges 9", v.make(BOB, Pledge(campaign=c.ref, amount=9)), Reason.BELOW_MINIMUM)
+
+    v = vec(Reason.ALREADY_PLEDGED, "Pledging twice to one campaign.", ALICE, BOB)
+    c = camp(v, "alice opens a campaign", ALICE, 50)
+    v.add("bob pledges 5", BOB, Pledge(campaign=c.ref, amount=5))
+    v.reject(
+        "bob pledges 5 again",
+        v.make(BOB, Pledge(campaign=c.ref, amount=5)),
+        Reason.ALREADY_PLEDGED,
+    )
+
+    v = vec(Reason.NOT_OWN_CAMPAIGN, "Closing another member's campaign.", ALICE, BOB)
+    c = camp(v, "alice opens a campaign", ALICE, 50)
+    v.reject("bob closes it", v.make(BOB, closing(c)), Reason.NOT_OWN_CAMPAIGN)
+
+    v = vec(Reason.NOT_A_PLEDGE, "A close naming a pledge to another campaign.", ALICE, BOB)
+    c = camp(v, "alice opens a campaign", ALICE, 50)
+    other = camp(v, "alice opens another", ALICE, 50)
+    p = v.add("bob pledges to the other", BOB, Pledge(campaign=other.ref, amount=5))
+    v.reject("alice closes the first, naming it", v.make(ALICE, closing(c, p)), Reason.NOT_A_PLEDGE)
+
+    v = vec(Reason.NOT_PLEDGER, "Withdrawing someone else's pledge.", ALICE, BOB, CAROL)
+    c, p = pledged(v)
+    cl = v.add("alice closes, naming nothing", ALICE, closing(c))
+    v.reject(
+        "carol withdraws bob's pledge",
+        v.make(CAROL, Withdraw(pledge=p.ref, close=cl.ref)),
+        Reason.NOT_PLEDGER,
+    )
+
+    v = vec(Reason.ALREADY_WITHDRAWN, "Withdrawing a pledge twice.", ALICE, BOB)
+    c, p = pledged(v)
+    cl = v.add("alice closes, naming nothing", ALICE, closing(c))
+    v.add("bob withdraws", BOB, Withdraw(pledge=p.ref, close=cl.ref))
+    v.reject(
+        "bob withdraws again",
+        v.make(BOB, Withdraw(pledge=p.ref, close=cl.ref)),
+        Reason.ALREADY_WITHDRAWN,
+    )
+
+    v = vec(Reason.NOT_A_CLOSE, "Withdrawing with the campaign, not its close.", ALICE, BOB)
+    c, p = pledged(v)
+    v.reject(
+        "bob withdraws naming the campaign",
+        v.make(BOB, Withdraw(pledge=p.ref, close=c.ref)),
+        Reason.NOT_A_CLOSE,
+    )
+
+    v = vec(Reason.PLEDGE_COUNTED, "Withdrawing a pledge the close counted.", ALICE, BOB)
+    c, p = pledged(v, goal=5)
+    cl = v.add("alice closes, naming it: success", ALICE, closing(c, p))
+    v.reject(
+        "bob withdraws it",
+        v.make(BOB, Withdraw(pledge=p.ref, close=cl.ref)),
+        Reason.PLEDGE_COUNTED,
+    )
+    return out
+
+
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -930,7 +1078,7 @@ def text_id_vectors(chain: Vector) -> tuple[list[dict[str, Any]], list[dict[str,
 
 
 def build() -> dict[str, Any]:
-    vectors = accepted_vectors() + codec_vectors() + rule_vectors()
+    vectors = accepted_vectors() + codec_vectors() + rule_vectors() + campaign_vectors()
     text_ids, text_id_errors = text_id_vectors(vectors[0])
     return {
         "format": FORMAT,

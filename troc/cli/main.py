@@ -23,6 +23,7 @@ import click
 
 from troc.cli import home as homes
 from troc.cli import render
+from troc.cli.campaigns import campaign
 from troc.cli.context import Context, community_option, pass_ctx, wait_option
 from troc.cli.directory import members, profile, statement, verify
 from troc.cli.failures import EXIT_NOT_FOUND, EXIT_USAGE, Failure, classify
@@ -599,6 +600,7 @@ def contact_list(ctx: Context) -> None:
 # -- the commands in files of their own ----------------------------------------
 
 cli.add_command(offer)
+cli.add_command(campaign)
 for _command in (
     run,
     relay,

@@ -365,6 +365,12 @@ class LocalNode:
         profile (docs/protocol.md §4.4)."""
         return self._append(community, profile)
 
+    def append(self, community: CommunityId, body: AnyBody) -> Entry:
+        """Sign, store and announce the member's next entry: ``body``, which
+        the ledger must find valid (RefusedError with its reason if not).
+        For operations kept in modules of their own (campaigns)."""
+        return self._append(community, body)
+
     def signing_key(self) -> SigningKey:
         """The member key, for what the node signs besides entries (a
         statement bundle, docs/protocol.md §9)."""

@@ -181,6 +181,10 @@ def offer_json(o: OfferInfo) -> dict[str, Any]:
     }
 
 
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 3 and isinstance(value[2], bytes)
+
+
 def entry_json(e: Entry) -> dict[str, Any]:
     body = e.body.to_wire()
     for key, value in list(body.items()):
@@ -188,8 +192,10 @@ def entry_json(e: Entry) -> dict[str, Any]:
             body[key] = eid(Entry.decode(value, check_signature=False).id)
         elif isinstance(value, bytes):
             body[key] = mid(value)
-        elif isinstance(value, list) and len(value) == 3 and isinstance(value[2], bytes):
+        elif _is_ref(value):
             body[key] = eid(value[2])
+        elif isinstance(value, list) and value and all(_is_ref(v) for v in value):
+            body[key] = [eid(v[2]) for v in value]  # a campaign_close's pledges
     return {
         "entry": eid(e.id),
         "author": mid(e.author),

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from troc.errors import LocalProtocolError, TrocError
-from troc.node import directory, requests, steps
+from troc.node import campaigns, directory, requests, steps
 from troc.node.invitation import decode_invitation
 from troc.node.invites import (
     Redeemed,
@@ -266,6 +266,12 @@ OPERATIONS: dict[str, Operation] = _table(
     _reads("statement", directory.op_statement),
     # Signs no entry, but the statement with the member key.
     _signs("statement.bundle", directory.op_statement_bundle),
+    _signs("campaign.create", campaigns.op_campaign_create, "title", "goal", "deadline_ms"),
+    _reads("campaign.list", campaigns.op_campaign_list),
+    _reads("campaign.show", campaigns.op_campaign_show),
+    _signs("campaign.pledge", campaigns.op_campaign_pledge, "campaign", "amount"),
+    _signs("campaign.close", campaigns.op_campaign_close, "campaign"),
+    _signs("campaign.withdraw", campaigns.op_campaign_withdraw, "campaign"),
     Operation("invite.create", op_create, prepare=_code_addrs, settle=serve_invites),
     Operation("invite.list", op_list),
     Operation("invite.revoke", op_revoke, ("code",)),

@@ -33,6 +33,8 @@ __all__ = [
     "VERSION",
     "Accept",
     "Body",
+    "Campaign",
+    "CampaignClose",
     "CommunityId",
     "Decline",
     "Entry",
@@ -42,6 +44,7 @@ __all__ = [
     "Kind",
     "Offer",
     "OfferClose",
+    "Pledge",
     "Profile",
     "Reclaim",
     "Ref",
@@ -50,6 +53,7 @@ __all__ = [
     "TakeBack",
     "Transfer",
     "Vouch",
+    "Withdraw",
     "entry_id",
     "expiry_of",
 ]
@@ -69,6 +73,9 @@ MAX_LANGUAGES = 8
 #: The most bytes a transfer's embedded request may take: a request with the
 #: longest memo in 4-byte characters and every optional field is ~1 200 bytes.
 MAX_REQUEST_WIRE = 2048
+#: At most this many pledges in one campaign_close: 200 references of at
+#: most 78 bytes each keep the entry under the 16 384-byte limit.
+MAX_PLEDGES = 200
 
 EntryId = NewType("EntryId", bytes)
 CommunityId = NewType("CommunityId", bytes)
@@ -108,6 +115,10 @@ class Kind(StrEnum):
     REQUEST = "request"
     REFUSAL = "refusal"
     TAKE_BACK = "take_back"
+    CAMPAIGN = "campaign"
+    PLEDGE = "pledge"
+    CAMPAIGN_CLOSE = "campaign_close"
+    WITHDRAW = "withdraw"
 
 
 def _bad(message: str) -> CodecError:
@@ -234,6 +245,19 @@ class Ref:
 
 def _ref(name: str) -> Callable[[Any], Ref]:
     return lambda v: Ref.from_wire(v, name)
+
+
+def _pledge_refs(v: Any) -> tuple[Ref, ...]:
+    """A close's pledges: at most MAX_PLEDGES references sorted by author
+    (bytewise), one per author: one set, one encoding, and no pledger
+    counted twice, even one that forked and pledged on both branches."""
+    if not isinstance(v, list) or len(v) > MAX_PLEDGES:
+        raise _bad(f"pledges must be a list of at most {MAX_PLEDGES}")
+    refs = tuple(Ref.from_wire(r, "pledge") for r in v)
+    authors = [r.author for r in refs]
+    if authors != sorted(set(authors)):
+        raise _bad("pledges must be sorted by author, one per author")
+    return refs
 
 
 class Body:
@@ -524,6 +548,82 @@ class Refusal(Body):
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Campaign(Body):
+    """An all-or-nothing crowdfunding campaign (docs/protocol.md §10): the
+    author asks for ``goal`` units by ``deadline_ms`` (the author's promise,
+    not a rule: the close is judged by what it names, never by a clock)."""
+
+    KIND: ClassVar[Kind] = Kind.CAMPAIGN
+    title: str
+    goal: int
+    deadline_ms: int
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    reward: str = ""
+    min_pledge: int | None = None
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "title": (_text("title", MAX_TITLE, min_len=1), True),
+        "description": (_text("description", MAX_TEXT), True),
+        "tags": (_tags, True),
+        "goal": (_amount("goal"), True),
+        "deadline_ms": (_int("deadline_ms", 0, MAX_AMOUNT), True),
+        "min_pledge": (_amount("min_pledge"), False),
+        "reward": (_text("reward", MAX_ABOUT), True),
+    }
+
+    def _check(self) -> None:
+        if self.min_pledge is not None and self.min_pledge > self.goal:
+            raise _bad(f"min_pledge {self.min_pledge} is above the goal {self.goal}")
+
+
+@dataclass(frozen=True, slots=True)
+class Pledge(Body):
+    """The author reserves ``amount`` for a campaign: debited at once, held
+    in flight until the campaign's close counts it (the campaign's author is
+    credited) or lets it lapse (the pledger withdraws it)."""
+
+    KIND: ClassVar[Kind] = Kind.PLEDGE
+    campaign: Ref
+    amount: int
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "campaign": (_ref("campaign"), True),
+        "amount": (_amount("amount"), True),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignClose(Body):
+    """Ends one of the author's campaigns, naming the pledges that count. If
+    they reach the goal the campaign succeeds and the author is credited
+    with all of them; otherwise it failed and every pledge lapses."""
+
+    KIND: ClassVar[Kind] = Kind.CAMPAIGN_CLOSE
+    campaign: Ref
+    pledges: tuple[Ref, ...] = ()
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "campaign": (_ref("campaign"), True),
+        "pledges": (_pledge_refs, True),
+    }
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"campaign": self.campaign.to_wire(), "pledges": [r.to_wire() for r in self.pledges]}
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw(Body):
+    """The pledger takes back a pledge that lapsed: ``close`` is its
+    campaign's close, which does not count it."""
+
+    KIND: ClassVar[Kind] = Kind.WITHDRAW
+    pledge: Ref
+    close: Ref
+    _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
+        "pledge": (_ref("pledge"), True),
+        "close": (_ref("close"), True),
+    }
+
+
 AnyBody: TypeAlias = (
     Genesis
     | Join
@@ -538,6 +638,10 @@ AnyBody: TypeAlias = (
     | Request
     | Refusal
     | TakeBack
+    | Campaign
+    | Pledge
+    | CampaignClose
+    | Withdraw
 )
 
 _BODIES: dict[str, type[Body]] = {
@@ -556,6 +660,10 @@ _BODIES: dict[str, type[Body]] = {
         Request,
         Refusal,
         TakeBack,
+        Campaign,
+        Pledge,
+        CampaignClose,
+        Withdraw,
     )
 }
 

@@ -39,7 +39,7 @@ an uncertified transfer ever counts, and a forker's other branch never did.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -50,6 +50,8 @@ from troc.protocol.entry import (
     MAX_AMOUNT,
     Accept,
     AnyBody,
+    Campaign,
+    CampaignClose,
     CommunityId,
     Decline,
     Entry,
@@ -59,6 +61,7 @@ from troc.protocol.entry import (
     Kind,
     Offer,
     OfferClose,
+    Pledge,
     Reclaim,
     Ref,
     Refusal,
@@ -66,6 +69,7 @@ from troc.protocol.entry import (
     TakeBack,
     Transfer,
     Vouch,
+    Withdraw,
     expiry_of,
 )
 from troc.protocol.witness import Certificate, WitnessRules
@@ -139,6 +143,16 @@ class Reason(StrEnum):
     NOT_EXPIRED = "not_expired"
     FORK_LIMIT = "fork_limit"
     WAITING_FULL = "waiting_full"
+    # Campaigns (docs/protocol.md §10).
+    NOT_A_CAMPAIGN = "not_a_campaign"
+    BELOW_MINIMUM = "below_minimum"
+    ALREADY_PLEDGED = "already_pledged"
+    NOT_OWN_CAMPAIGN = "not_own_campaign"
+    NOT_A_PLEDGE = "not_a_pledge"
+    NOT_PLEDGER = "not_pledger"
+    ALREADY_WITHDRAWN = "already_withdrawn"
+    NOT_A_CLOSE = "not_a_close"
+    PLEDGE_COUNTED = "pledge_counted"
     # Certificates (witnessed communities).
     BAD_CERTIFICATE = "bad_certificate"
     NOT_WITNESSED = "not_witnessed"
@@ -245,6 +259,16 @@ def _credit(balance: int, amount: int) -> int:
             f"balance {balance} + {amount} would pass the highest balance, {MAX_BALANCE}",
         )
     return balance + amount
+
+
+def _crediting(query: Callable[..., list[RefRow]], *args: object) -> list[RefRow]:
+    """The rows by which entries credit their author with someone else's
+    units: accepts (of a transfer) and a successful close's counted pledges
+    (the close's row naming its own campaign carries no amount). ``query``
+    is ``refs_to`` or ``refs_from``; ``args`` its arguments after the kind."""
+    c, member, *bounds = args
+    rows = query(c, member, Kind.ACCEPT, *bounds) + query(c, member, Kind.CAMPAIGN_CLOSE, *bounds)
+    return [r for r in rows if r.amount]
 
 
 class Ledger:
@@ -559,6 +583,19 @@ class Ledger:
             below.append((head.final_seq, head.final_id))
         return any(not self._is_ancestor(c, a, seq, eid, stored.entry) for seq, eid in below)
 
+    def _wait_all_final(self, c: CommunityId, named: tuple[Ref, ...]) -> None:
+        """Wait until every entry ``named`` is final (all listed at once);
+        reject if one never can be."""
+        waiting = [r for r in named if not self.is_final(c, r)]
+        for r in waiting:
+            if self._never_final(c, r):
+                raise _Reject(
+                    Reason.NOT_FINAL,
+                    f"{r} can never become final: another entry of its log is certified",
+                )
+        if waiting:
+            raise _Wait([], waiting)
+
     def _wait_final(self, c: CommunityId, ref: Ref) -> None:
         """Wait until ``ref`` is final; reject if it never can be."""
         if self._never_final(c, ref):
@@ -627,8 +664,9 @@ class Ledger:
         old = head.frozen_at
         if old is not None and old <= at:
             return
-        # Credits others took from the newly frozen transfers stop counting.
-        for row in self.backend.refs_to(c, author, Kind.ACCEPT, at, old):
+        # Credits others took from the newly frozen transfers (and pledges,
+        # counted by a campaign's close) stop counting.
+        for row in _crediting(self.backend.refs_to, c, author, at, old):
             payee = self.backend.head(c, row.by_author)
             if payee is not None and payee.counts(row.by_seq):
                 self.backend.put_head(
@@ -643,7 +681,7 @@ class Ledger:
             assert cut_entry is not None
             cut = cut_entry.balance
         frozen_credit = 0
-        for row in self.backend.refs_from(c, author, Kind.ACCEPT, at):
+        for row in _crediting(self.backend.refs_from, c, author, at):
             payer = self.backend.head(c, row.target_author)
             if payer is not None and not payer.counts(row.target_seq):
                 frozen_credit += row.amount
@@ -703,6 +741,15 @@ class Ledger:
         ):
             # The payee's accept is held already: it wins (§4.11).
             head = replace(head, undone=head.undone + checked.refs[0].amount)
+        if isinstance(entry.body, CampaignClose) and head.counts(entry.seq):
+            # Credit from a pledge in its pledger's frozen part never counts.
+            frozen = 0
+            for row in checked.refs:
+                pledger = self.backend.head(c, row.target_author)
+                if row.amount and pledger is not None and not pledger.counts(row.target_seq):
+                    frozen += row.amount
+            if frozen:
+                head = replace(head, frozen_credit=head.frozen_credit + frozen)
         self.backend.put_head(c, a, head)
         if checked.expiring and isinstance(entry.body, Accept) and head.counts(entry.seq):
             self._undo_take_backs(c, checked.refs[0])
@@ -857,6 +904,8 @@ class Ledger:
                 raise _Reject(Reason.NOT_ASKED, "the request is addressed to someone else")
             self._request_open(c, entry, body.request.id)
             refs.append(self._row(entry, body.request, q.entry.body.amount))
+        elif isinstance(body, Campaign | Pledge | CampaignClose | Withdraw):
+            balance = self._campaign_rule(entry, balance, limit, rules, refs, witnessed)
         elif isinstance(body, Vouch):
             if body.member == a:
                 raise _Reject(Reason.BAD_VOUCH, "a member cannot vouch for itself")
@@ -969,6 +1018,123 @@ class Ledger:
                     raise _Reject(
                         reason, f"this request was already {reason.value.removeprefix('already_')}"
                     )
+
+    def _campaign_rule(
+        self,
+        entry: Entry,
+        balance: int,
+        limit: int,
+        rules: Genesis,
+        refs: list[RefRow],
+        witnessed: bool,
+    ) -> int:
+        """The rules of campaign, pledge, campaign_close and withdraw
+        (docs/protocol.md §10.2, §10.6). Returns the new nominal balance and
+        adds the entry's reference rows to ``refs``."""
+        assert entry.community is not None
+        c, a, body = entry.community, entry.author, entry.body
+        if isinstance(body, Pledge):
+            camp = self._need(c, body.campaign)
+            if not isinstance(camp.entry.body, Campaign):
+                raise _Reject(
+                    Reason.NOT_A_CAMPAIGN, "the pledge names an entry that is not a campaign"
+                )
+            if body.campaign.author == a:
+                raise _Reject(Reason.SELF_PAYMENT, "a member cannot pledge to its own campaign")
+            least = camp.entry.body.min_pledge
+            if least is not None and body.amount < least:
+                raise _Reject(
+                    Reason.BELOW_MINIMUM, f"this campaign takes pledges of {least} or more"
+                )
+            if self._on_log(c, a, Kind.PLEDGE, body.campaign.id, entry):
+                raise _Reject(Reason.ALREADY_PLEDGED, "this log already pledged to this campaign")
+            if balance - body.amount < -limit:
+                raise _Reject(
+                    Reason.OVERDRAFT,
+                    f"balance {balance} - {body.amount} would pass the credit limit of -{limit}",
+                )
+            refs.append(self._row(entry, body.campaign, body.amount))
+            return balance - body.amount
+        if isinstance(body, CampaignClose):
+            camp = self._need(c, body.campaign)
+            if not isinstance(camp.entry.body, Campaign):
+                raise _Reject(
+                    Reason.NOT_A_CAMPAIGN, "the close names an entry that is not a campaign"
+                )
+            if body.campaign.author != a or not self._is_ancestor(
+                c, a, body.campaign.seq, body.campaign.id, entry
+            ):
+                raise _Reject(Reason.NOT_OWN_CAMPAIGN, "a member can close only its own campaigns")
+            if self._on_log(c, a, Kind.CAMPAIGN_CLOSE, body.campaign.id, entry):
+                raise _Reject(Reason.ALREADY_CLOSED, "this campaign is already closed")
+            found = [self.backend.entry(c, r.author, r.seq, r.id) for r in body.pledges]
+            missing = [r for r, s in zip(body.pledges, found, strict=True) if s is None]
+            if missing:
+                raise _Wait(missing)
+            amounts: list[int] = []
+            for s in found:
+                assert s is not None
+                p = s.entry.body
+                if not isinstance(p, Pledge) or p.campaign != body.campaign:
+                    raise _Reject(
+                        Reason.NOT_A_PLEDGE, f"{s.entry.ref} is no pledge to this campaign"
+                    )
+                amounts.append(p.amount)
+            total = sum(amounts)
+            if witnessed:  # a close names only final pledges (§10.6), as an accept
+                self._wait_all_final(c, body.pledges)
+            refs.append(self._row(entry, body.campaign, 0))
+            if total < camp.entry.body.goal:
+                return balance  # failed: nothing counts, every pledge lapses
+            if rules.ceiling is not None and balance + total > rules.ceiling:
+                raise _Reject(
+                    Reason.OVER_CEILING, f"balance would pass the ceiling of {rules.ceiling}"
+                )
+            refs += [self._row(entry, r, n) for r, n in zip(body.pledges, amounts, strict=True)]
+            return _credit(balance, total)
+        if isinstance(body, Withdraw):
+            pledged = self._need(c, body.pledge)
+            p = pledged.entry.body
+            if not isinstance(p, Pledge):
+                raise _Reject(Reason.NOT_A_PLEDGE, "the entry named is not a pledge")
+            if body.pledge.author != a or not self._is_ancestor(
+                c, a, body.pledge.seq, body.pledge.id, entry
+            ):
+                raise _Reject(Reason.NOT_PLEDGER, "the pledge is not in this log")
+            if self._on_log(c, a, Kind.WITHDRAW, body.pledge.id, entry):
+                raise _Reject(Reason.ALREADY_WITHDRAWN, "this pledge was already withdrawn")
+            closed = self._need(c, body.close)
+            cb = closed.entry.body
+            if not isinstance(cb, CampaignClose) or cb.campaign != p.campaign:
+                raise _Reject(Reason.NOT_A_CLOSE, "the entry named is not this campaign's close")
+            if body.pledge in cb.pledges and self._succeeded(c, closed):
+                raise _Reject(Reason.PLEDGE_COUNTED, "the close counts this pledge: it is paid")
+            refs.append(self._row(entry, body.pledge, p.amount))
+            balance = _credit(balance, p.amount)
+            # Else the author could close one way on one branch and another on another.
+            if witnessed and not self.is_final(c, body.close):
+                self._wait_final(c, body.close)
+            return balance
+        return balance  # a campaign: nothing to check beyond its schema
+
+    def _succeeded(self, c: CommunityId, close: Stored) -> bool:
+        """True if the stored campaign_close ``close`` reached its goal: it
+        credited its author (a failed close changes no balance, and a
+        campaign comes before its close, so the close has a prev)."""
+        e = close.entry
+        assert e.prev is not None
+        prev = self.backend.entry(c, e.author, e.seq - 1, e.prev)
+        assert prev is not None
+        return close.balance != prev.balance
+
+    def _on_log(
+        self, c: CommunityId, a: MemberId, kind: Kind, target: EntryId, entry: Entry
+    ) -> bool:
+        """True if an entry of ``kind`` naming ``target`` lies on the chain ``entry`` extends."""
+        return any(
+            self._is_ancestor(c, a, row.by_seq, row.by_id, entry)
+            for row in self.backend.refs_by(c, a, kind, target)
+        )
 
     def _join_limit(self, c: CommunityId, entry: Entry, body: Join, rules: Genesis) -> int:
         genesis = self.backend.genesis(c)

@@ -39,6 +39,7 @@ from troc.protocol import codec
 from troc.protocol.backend import Backend, MemoryBackend, Stored
 from troc.protocol.entry import (
     Accept,
+    CampaignClose,
     CommunityId,
     Decline,
     Entry,
@@ -46,6 +47,7 @@ from troc.protocol.entry import (
     Genesis,
     Join,
     Kind,
+    Pledge,
     Profile,
     Reclaim,
     Ref,
@@ -283,6 +285,8 @@ def _refs(entry: Entry) -> Iterator[Ref]:
         value = getattr(body, f.name)
         if isinstance(value, Ref):
             yield value
+        elif isinstance(value, tuple):  # a campaign_close's pledges
+            yield from (v for v in value if isinstance(v, Ref))
 
 
 class _Closure:
@@ -522,12 +526,19 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
         final_seq = max((s.entry.seq for s in chain if ledger.is_final(c, s.entry.ref)), default=0)
     not_counted = 0
     if final is None:  # optimistic: credit from a forked payer's frozen part
+        before = 0
         for s in chain:
-            if isinstance(s.entry.body, Accept):
-                t = s.entry.body.transfer
+            eb = s.entry.body
+            credited: tuple[Ref, ...] = ()
+            if isinstance(eb, Accept):
+                credited = (eb.transfer,)
+            elif isinstance(eb, CampaignClose) and s.balance != before:  # it succeeded
+                credited = eb.pledges
+            for t in credited:
                 payer = backend.head(c, t.author)
                 if payer is not None and not payer.counts(t.seq):
                     not_counted += _amount_of(backend, c, t)
+            before = s.balance
     names = {}
     for m, _head in backend.heads(c):
         name = name_of(ledger, c, m)
@@ -550,7 +561,7 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
 def _amount_of(backend: Backend, community: CommunityId, transfer: Ref) -> int:
     t = backend.entry(community, transfer.author, transfer.seq, transfer.id)
     assert t is not None
-    assert isinstance(t.entry.body, Transfer)
+    assert isinstance(t.entry.body, Transfer | Pledge)
     return t.entry.body.amount
 
 

@@ -1,0 +1,124 @@
+"""``troc campaign`` (issue 15): the operations over real SQLite homes
+(three members, their entries shared between their stores), and through the
+real ``troc`` command its ``--json`` output and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_directory import DAY, T0, Clock, _troc, everyone_knows
+from tests.cli.test_directory import trio_ as trio_  # the fixture: ada, bruno, chloe
+from troc.errors import RefusedError
+from troc.node import ops
+from troc.node.local import LocalNode
+from troc.protocol.entry import CommunityId
+
+
+def balances(node: LocalNode, community: CommunityId) -> dict[str, int]:
+    return {ops.mid(m): b for m, b in node.balances(community).items()}
+
+
+def test_a_campaign_succeeds_and_another_fails_on_every_node(
+    trio_: tuple[list[LocalNode], CommunityId, Clock],
+) -> None:
+    """ada (the author), bruno and chloe (credit limit 20) share every entry."""
+    nodes, community, clock = trio_
+    ada, bruno, chloe = nodes
+    made = ops.run_op(
+        ada, "campaign.create", {"title": "Oven", "goal": "25", "deadline_ms": T0 + DAY}
+    )
+    oven = made["campaign"]
+    everyone_knows(nodes, community)
+    ops.run_op(bruno, "campaign.pledge", {"campaign": oven[:10], "amount": 15})
+    ops.run_op(chloe, "campaign.pledge", {"campaign": oven, "amount": "12"})
+    # Reserved: bruno cannot spend what he pledged.
+    with pytest.raises(RefusedError) as info:
+        ops.run_op(bruno, "pay", {"to": ops.mid(chloe.member), "amount": 6})
+    assert info.value.reason == "overdraft"
+    # No withdrawal before the close (docs/protocol.md §10.5).
+    with pytest.raises(RefusedError) as info:
+        ops.run_op(bruno, "campaign.withdraw", {"campaign": oven})
+    assert info.value.reason == "not_closed"
+    everyone_knows(nodes, community)
+    # The node's guard: not before the deadline, unless early.
+    with pytest.raises(RefusedError) as info:
+        ops.run_op(ada, "campaign.close", {"campaign": oven})
+    assert info.value.reason == "before_deadline"
+    closed = ops.run_op(ada, "campaign.close", {"campaign": oven, "early": True})
+    assert (closed["state"], closed["pledges"], closed["pledged"]) == ("succeeded", 2, 27)
+    everyone_knows(nodes, community)
+    want = {ops.mid(ada.member): 27, ops.mid(bruno.member): -15, ops.mid(chloe.member): -12}
+    for n in nodes:
+        assert balances(n, community) == want
+        shown = ops.run_op(n, "campaign.show", {"campaign": oven})
+        assert shown["state"] == "succeeded"
+        assert sorted(p["status"] for p in shown["pledge_list"]) == ["paid", "paid"]
+    with pytest.raises(RefusedError) as info:
+        ops.run_op(bruno, "campaign.withdraw", {"campaign": oven})
+    assert info.value.reason == "pledge_counted"
+
+    # A second campaign misses its goal: both pledgers get the full amount back.
+    clock.now += 2 * DAY
+    shed = ops.run_op(
+        bruno, "campaign.create", {"title": "Shed", "goal": 100, "deadline_ms": clock.now + DAY}
+    )["campaign"]
+    everyone_knows(nodes, community)
+    ops.run_op(ada, "campaign.pledge", {"campaign": shed, "amount": 20})
+    ops.run_op(chloe, "campaign.pledge", {"campaign": shed, "amount": 8})
+    everyone_knows(nodes, community)
+    clock.now += 2 * DAY
+    with pytest.raises(RefusedError) as info:  # past the deadline: the node's guard
+        ops.run_op(ada, "campaign.pledge", {"campaign": shed, "amount": 1})
+    assert info.value.reason == "past_deadline"
+    assert ops.run_op(bruno, "campaign.close", {"campaign": shed})["state"] == "failed"
+    everyone_knows(nodes, community)
+    ops.run_op(ada, "campaign.withdraw", {"campaign": shed})
+    ops.run_op(chloe, "campaign.withdraw", {"campaign": shed})
+    everyone_knows(nodes, community)
+    for n in nodes:
+        assert balances(n, community) == want
+        listed = ops.run_op(n, "campaign.list", {})["campaigns"]
+        assert [(c["title"], c["state"]) for c in listed] == [
+            ("Shed", "failed"),
+            ("Oven", "succeeded"),
+        ]
+        assert ops.run_op(n, "campaign.list", {"text": "oven"})["campaigns"][0]["pledged"] == 27
+        assert ops.run_op(n, "campaign.list", {"open": True})["campaigns"] == []
+    statuses = [
+        p["status"] for p in ops.run_op(ada, "campaign.show", {"campaign": shed})["pledge_list"]
+    ]
+    assert statuses == ["withdrawn", "withdrawn"]
+    # The history of the author shows the close (its pledges as entry ids).
+    history = ops.run_op(ada, "history", {})
+    assert json.dumps(history)
+
+
+def test_the_command_json_and_exit_codes(tmp_path: Path) -> None:
+    home = tmp_path / "ada"
+    assert _troc(home, "init", "--name", "ada").returncode == 0
+    made = _troc(home, "community", "create", "--name", "V", "--unit", "h", "--credit-limit", "9")
+    assert made.returncode == 0, made.stderr
+    created = _troc(
+        home, "--json", "campaign", "create", "--title", "Oven", "--goal", "5", "--days", "3"
+    )
+    assert created.returncode == 0, created.stderr
+    oven = json.loads(created.stdout)["campaign"]
+    listed = json.loads(_troc(home, "--json", "campaign", "list").stdout)["campaigns"]
+    assert [(c["campaign"], c["state"], c["pledged"]) for c in listed] == [(oven, "open", 0)]
+    own = _troc(home, "--json", "campaign", "pledge", oven[:8], "2")
+    assert own.returncode == 4, own.stderr  # refused: one's own campaign
+    assert json.loads(own.stdout)["error"]["reason"] == "self_payment"
+    early = _troc(home, "--json", "campaign", "close", oven[:8])
+    assert early.returncode == 4
+    assert json.loads(early.stdout)["error"]["reason"] == "before_deadline"
+    closed = _troc(home, "--json", "campaign", "close", oven[:8], "--early")
+    assert closed.returncode == 0, closed.stderr
+    assert json.loads(closed.stdout)["state"] == "failed"
+    shown = _troc(home, "campaign", "show", oven[:8])
+    assert shown.returncode == 0, shown.stderr
+    assert "0 h of 5 h (0%, 0 pledges), failed" in shown.stdout
+    usage = _troc(home, "campaign", "create", "--title", "x", "--goal", "5")
+    assert usage.returncode == 2
