@@ -12,7 +12,7 @@ import pytest
 
 from tests.web.conftest import WebNode, client_of
 from troc.node.ops import cid, describe_error, eid, encode_invitation
-from troc.protocol.entry import Request
+from troc.protocol.entry import Campaign, CampaignClose, Request
 from troc.web.adapter import HTTP_STATUS, OpFailed
 
 
@@ -88,6 +88,20 @@ async def test_every_operation_answers_over_http(web: WebNode, api: Api, tmp_pat
     # A payment that expired at once, taken back.
     gone = (await api("pay", {"to": b, "amount": 1, "expires_ms": 0}))["transfer"]
     assert (await api("take_back", {"transfer": gone}))["transfer"] == gone
+    # Campaigns: a's own (its deadline passed: it closes, failed, with no pledge),
+    # and b's, which a pledges to and b closes without it, so a withdraws.
+    own = await api("campaign.create", {"title": "Oven", "goal": 5, "deadline_ms": 1})
+    assert [c["title"] for c in (await api("campaign.list"))["campaigns"]] == ["Oven"]
+    assert (await api("campaign.show", {"campaign": own["campaign"]}))["title"] == "Oven"
+    assert (await api("campaign.close", {"campaign": own["campaign"]}))["state"] == "failed"
+    with web.as_b() as b_local:
+        shed = b_local.append(web.community, Campaign(title="Shed", goal=9, deadline_ms=2**50))
+        web.from_b(b_local)
+    await api("campaign.pledge", {"campaign": eid(shed.id), "amount": 1})
+    with web.as_b() as b_local:
+        b_local.append(web.community, CampaignClose(campaign=shed.ref, pledges=()))
+        web.from_b(b_local)
+    assert (await api("campaign.withdraw", {"campaign": eid(shed.id)}))["withdraw"]
     assert (await api("status"))["member"] == a
     assert (await api("peers"))["peers"] == []
     invitation = (await api("community.invite"))["invitation"]
