@@ -85,6 +85,13 @@ replies (docs/sync.md, "Limits on wants"). A peer that sends bytes that
 are not well-formed, or entries with bad signatures, (or certificates that
 do not verify) is reported in :attr:`SyncSession.misbehaviour` so the node
 can cut it off.
+
+The frames are :mod:`troc.protocol.sync_wire`, what a session reads of a
+ledger :mod:`troc.protocol.sync_view` (both re-exported here). This module
+is the session alone, one state machine; at ~700 lines it stays whole on
+purpose: its steps (hello, recon or heads, wants, entries, certs, done)
+share the session's state, and reading them in order is how one checks
+that both sides end equal.
 """
 
 from __future__ import annotations
@@ -138,6 +145,14 @@ from troc.protocol.witness import Certificate
 
 __all__ = [
     "FRAME_LIMITS",
+    "MAX_BATCH",
+    "MAX_CERTS",
+    "MAX_FRAME",
+    "MAX_HEADS",
+    "MAX_PROOFS",
+    "MAX_PROOF_BYTES",
+    "MAX_WANTS",
+    "MAX_WANT_ROUNDS",
     "MAX_REPLY_BYTES",
     "PROTOCOL_ID",
     "PROTOCOL_ID_V3",

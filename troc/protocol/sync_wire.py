@@ -16,6 +16,14 @@ from troc.protocol.entry import CommunityId, Entry, EntryId
 
 __all__ = [
     "FRAME_LIMITS",
+    "MAX_BATCH",
+    "MAX_CERTS",
+    "MAX_FRAME",
+    "MAX_HEADS",
+    "MAX_PROOFS",
+    "MAX_PROOF_BYTES",
+    "MAX_WANTS",
+    "MAX_WANT_ROUNDS",
     "MAX_REPLY_BYTES",
     "PROTOCOL_ID",
     "PROTOCOL_ID_V3",
