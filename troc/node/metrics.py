@@ -434,7 +434,7 @@ class ServedNode:
                 troc_bytes_in_total=counters.bytes_in,
                 troc_bytes_out_total=counters.bytes_out,
             )
-        certifier = getattr(node, "certifier", None)  # troc.node.witness.Certifier
+        certifier = getattr(node, "certifier", None)  # troc.node.certifier.Certifier
         if certifier is not None:
             snap["troc_witness_lies_total"] = [
                 ({"witness": w.hex()}, n) for w, n in sorted(certifier.lies.items())

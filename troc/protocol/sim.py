@@ -44,29 +44,28 @@ forker's entries beyond the fork point may differ from node to node: they
 are fetched only when something references them). Every failure message
 names the seed: the same seed replays the same run exactly (iteration never
 depends on hash order).
+
+The parts: :mod:`troc.protocol.sync_pair` (a node's view and one session
+between two views), :mod:`troc.protocol.sim_net` (configuration, report,
+nodes and the virtual network) and, here, the :class:`Simulator` that
+drives them; this module re-exports the names of both.
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 import math
 import random
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import partial
 
 from troc.crypto.sign import MemberId, SigningKey
-from troc.errors import CodecError, RefusedError, RemoteProtocolError
-from troc.protocol.backend import MemoryBackend, Stored
+from troc.errors import RefusedError, RemoteProtocolError
+from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import (
     Accept,
     AnyBody,
     CommunityId,
     Decline,
     Entry,
-    EntryId,
     Genesis,
     Join,
     Offer,
@@ -75,19 +74,24 @@ from troc.protocol.entry import (
     Ref,
     Transfer,
 )
-from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
+from troc.protocol.ledger import Ledger, Reason, Status
+from troc.protocol.sim_net import (
+    BASE_TIME_MS,
+    Network,
+    Partition,
+    Report,
+    SimConfig,
+    SimNode,
+    _bump,
+    _Link,
+)
 from troc.protocol.sync import (
-    MAX_BATCH,
-    MAX_FRAME,
     VERSIONS,
-    Finals,
-    Heads,
     SyncSession,
-    certificate_for,
     decode_message,
     encode_message,
-    view_digest,
 )
+from troc.protocol.sync_pair import MemoryView, PairResult, SimulationError, sync_pair
 
 __all__ = [
     "BASE_TIME_MS",
@@ -103,480 +107,6 @@ __all__ = [
     "run",
     "sync_pair",
 ]
-
-#: Virtual time starts here (2023-11-14), so timestamps look like real ones.
-BASE_TIME_MS = 1_700_000_000_000
-
-
-class SimulationError(AssertionError):
-    """A simulated run broke an invariant. The message names the seed."""
-
-
-# -- one node's store, seen by a sync session ---------------------------------
-
-
-class MemoryView:
-    """A :class:`~troc.protocol.sync.SyncView` over a ledger, for one community.
-
-    ``clock`` gives the ``now_ms`` that ingestion is checked against.
-    ``decoded`` may be shared by the views of one simulation: decoding and
-    signature checking are pure functions of the bytes, so one decode per
-    distinct wire is enough (it is most of the simulator's cost otherwise).
-    Bytes that do not decode are never cached; the ledger words their rejection.
-    """
-
-    def __init__(
-        self,
-        ledger: Ledger,
-        community: CommunityId,
-        clock: Callable[[], int],
-        decoded: dict[bytes, Entry] | None = None,
-    ) -> None:
-        self.ledger = ledger
-        self.community = community
-        self.clock = clock
-        self._decoded: dict[bytes, Entry] = {} if decoded is None else decoded
-
-    # -- SyncView ----------------------------------------------------------
-
-    def heads(self, community: CommunityId) -> Heads:
-        """(seq, id) of each author's first-seen branch head."""
-        return {a: (h.seq, h.id) for a, h in self.ledger.backend.heads(community)}
-
-    def entries_after(
-        self, community: CommunityId, author: MemberId, after_seq: int, limit: int
-    ) -> list[tuple[int, bytes]]:
-        return [
-            (s.entry.timestamp_ms, s.entry.wire)
-            for s in self.chain(author, after_seq, limit, community=community)
-        ]
-
-    def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None:
-        stored = self.ledger.backend.entry(community, ref.author, ref.seq, ref.id)
-        return None if stored is None else stored.entry.wire
-
-    def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
-        backend = self.ledger.backend
-        assert isinstance(backend, MemoryBackend)
-        return [
-            (author, seq, first, second)
-            for (c, author, seq), (first, second) in sorted(backend.forks.items())
-            if c == community
-        ]
-
-    def ingest_batch(self, wires: list[bytes]) -> list[Outcome]:
-        return [self.ingest(w) for w in wires]
-
-    def finals(self, community: CommunityId) -> Finals:
-        """Per author with a final tip: its seq and the certificate of it."""
-        backend = self.ledger.backend
-        out: Finals = {}
-        for author, head in backend.heads(community):
-            if head.final_seq and head.final_id is not None:
-                held = backend.certificate(community, author, head.final_seq)
-                if held is not None and held[0] == head.final_id:
-                    out[author] = (head.final_seq, held[1])
-        return out
-
-    def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
-        return certificate_for(self.ledger, community, ref)
-
-    def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
-        return [self.ledger.ingest_certificate(d, self.clock()) for d in datas]
-
-    # -- helpers -----------------------------------------------------------
-
-    def ingest(self, wire: bytes) -> Outcome:
-        """Offer one entry to the ledger, as a node does for gossip and sync.
-
-        Entries of another community (a genesis included) are refused: a
-        session or topic is about one community, and a peer must not make
-        this node follow others.
-        """
-        entry = self._decoded.get(wire)
-        if entry is None:
-            try:
-                entry = Entry.decode(wire)
-            except CodecError:
-                return self.ledger.ingest(wire, self.clock())
-            self._decoded[wire] = entry
-        if entry.community != self.community:
-            return Outcome(
-                Status.REJECTED, entry, Reason.UNKNOWN_COMMUNITY, "not this view's community"
-            )
-        return self.ledger.ingest_entry(entry, self.clock())
-
-    def chain(
-        self,
-        author: MemberId,
-        after_seq: int = 0,
-        limit: int | None = None,
-        *,
-        community: CommunityId | None = None,
-    ) -> list[Stored]:
-        """``author``'s entries on its first-seen branch with seq > ``after_seq``,
-        oldest first, at most ``limit``."""
-        c = self.community if community is None else community
-        backend = self.ledger.backend
-        head = backend.head(c, author)
-        if head is None or head.seq <= after_seq:
-            return []
-        hi = head.seq if limit is None else min(head.seq, after_seq + limit)
-        out: list[Stored] = []
-        if head.frozen_at is None:
-            # No fork known, so one entry per seq: walk up by seq.
-            for seq in range(after_seq + 1, hi + 1):
-                ids = backend.ids_at(c, author, seq)
-                stored = backend.entry(c, author, seq, ids[0])
-                assert stored is not None
-                out.append(stored)
-            return out
-        # A forked log: follow prev links down from the first-seen head.
-        seq, eid = head.seq, head.id
-        while seq > after_seq:
-            stored = backend.entry(c, author, seq, eid)
-            assert stored is not None
-            if seq <= hi:
-                out.append(stored)
-            if stored.entry.prev is None:
-                break
-            seq, eid = seq - 1, stored.entry.prev
-        out.reverse()
-        return out
-
-    def holds(self, ref: Ref) -> bool:
-        return self.ledger.backend.entry(self.community, ref.author, ref.seq, ref.id) is not None
-
-    def digest(self) -> bytes:
-        """The digest a sync session compares (:func:`troc.protocol.sync.view_digest`)."""
-        return view_digest(self, self.community)
-
-    def content_digest(self, *, counted: bool = False) -> bytes:
-        """A fingerprint of every entry id held, on every branch: equal
-        digests mean equal stores (waiting entries aside). With ``counted``,
-        only the entries that count (below their author's fork point)."""
-        h = hashlib.sha256(b"troc/sim/content")
-        backend = self.ledger.backend
-        for author, head in backend.heads(self.community):
-            seq = 1
-            # Every branch is contiguous from seq 1, so the first empty seq
-            # past the head ends the log.
-            while (not counted or head.counts(seq)) and (
-                ids := backend.ids_at(self.community, author, seq)
-            ):
-                for eid in sorted(ids):
-                    h.update(author + seq.to_bytes(8, "big") + eid)
-                seq += 1
-            assert counted or seq > head.seq
-        return h.digest()
-
-    def entries(self) -> Iterator[Entry]:
-        """Every entry on every author's first-seen branch."""
-        for author, _head in self.ledger.backend.heads(self.community):
-            for stored in self.chain(author):
-                yield stored.entry
-
-    def balances(self) -> dict[MemberId, int]:
-        return dict(self.ledger.balances(self.community))
-
-    def in_flight(self) -> int:
-        """Units debited by counted transfers and not (yet) credited back to
-        anyone: neither accepted nor reclaimed. With balances it sums to 0."""
-        backend = self.ledger.backend
-        transfers: dict[EntryId, int] = {}
-        settled: set[EntryId] = set()
-        for author, head in backend.heads(self.community):
-            for stored in self.chain(author):
-                e = stored.entry
-                if not head.counts(e.seq):
-                    continue
-                body = e.body
-                if isinstance(body, Transfer):
-                    transfers[e.id] = body.amount
-                elif isinstance(body, Accept):
-                    settled.add(body.transfer.id)
-                elif isinstance(body, Reclaim):
-                    d = body.decline
-                    decline = backend.entry(self.community, d.author, d.seq, d.id)
-                    assert decline is not None
-                    assert isinstance(decline.entry.body, Decline)
-                    settled.add(decline.entry.body.transfer.id)
-        return sum(amount for eid, amount in transfers.items() if eid not in settled)
-
-
-# -- a session between two views, in memory (h11's ConnectionPair) -------------
-
-
-@dataclass(slots=True)
-class PairResult:
-    """What :func:`sync_pair` did: both sessions and every frame, in order
-    (``True`` for a frame the initiator sent)."""
-
-    initiator: SyncSession
-    responder: SyncSession
-    frames: list[tuple[bool, bytes]] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        return self.initiator.done and self.responder.done
-
-    @property
-    def bytes_exchanged(self) -> int:
-        return sum(len(f) for _, f in self.frames)
-
-    def kinds(self) -> list[str]:
-        """The message types, in the order they were delivered."""
-        return [str(decode_message(f)["t"]) for _, f in self.frames]
-
-    @property
-    def flights(self) -> int:
-        """Runs of frames in one direction: with ``lockstep`` delivery, each
-        is one one-way trip, so a session costs ``ceil(flights / 2)`` round
-        trips of latency."""
-        return sum(
-            1 for i, (d, _f) in enumerate(self.frames) if i == 0 or d != self.frames[i - 1][0]
-        )
-
-
-def sync_pair(
-    initiator: MemoryView,
-    responder: MemoryView,
-    community: CommunityId | None = None,
-    *,
-    cut_after: int | None = None,
-    max_frames: int = 100_000,
-    batch_entries: int = MAX_BATCH,
-    batch_bytes: int = MAX_FRAME // 2,
-    lockstep: bool = False,
-    version: int = 2,
-) -> PairResult:
-    """Run one sync session between two views over a reliable in-memory stream.
-
-    Frames are encoded and decoded with the real codec and delivered one at
-    a time, alternating directions; with ``lockstep``, every frame in flight
-    one way is delivered before any the other way (as over a link whose
-    latency dwarfs the work: :attr:`PairResult.flights` then counts one-way
-    trips). ``version`` is the sync protocol's (both sides speak it).
-    ``cut_after`` stops delivery after that
-    many frames (a dropped connection). Raises RemoteProtocolError if a side
-    refuses a frame, SimulationError if a frame reaches a side that has
-    finished, or past ``max_frames`` (a livelock).
-    """
-    c = initiator.community if community is None else community
-    sizes = {"batch_entries": batch_entries, "batch_bytes": batch_bytes, "version": version}
-    ini = SyncSession(initiator, c, initiator=True, **sizes)
-    res = SyncSession(responder, c, initiator=False, **sizes)
-    result = PairResult(ini, res)
-    # queues[0] flows to the responder, queues[1] to the initiator.
-    queues: tuple[deque[bytes], deque[bytes]] = (deque(), deque())
-    queues[0].extend(encode_message(m) for m in ini.start())
-    turn = 0
-    while queues[0] or queues[1]:
-        if not queues[turn]:
-            turn = 1 - turn
-        data = queues[turn].popleft()
-        result.frames.append((turn == 0, data))
-        if cut_after is not None and len(result.frames) >= cut_after:
-            return result
-        if len(result.frames) > max_frames:
-            raise SimulationError(f"a sync session went past {max_frames} frames")
-        side = res if turn == 0 else ini
-        if side.done:
-            raise SimulationError(f"a frame reached a finished session: {data[:40]!r}")
-        for out in side.receive(decode_message(data)):
-            queues[1 - turn].append(encode_message(out))
-        if not lockstep or not queues[turn]:
-            turn = 1 - turn
-    return result
-
-
-# -- configuration and report ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Partition:
-    """From ``start`` to ``end`` (fractions of the run) the nodes are split
-    into ``groups`` random non-empty groups."""
-
-    start: float
-    end: float
-    groups: int = 2
-
-
-@dataclass(frozen=True, slots=True)
-class SimConfig:
-    """The shape of one simulated run. Probabilities are per message."""
-
-    nodes: int = 30
-    ops: int = 200  # own entries attempted after the joins
-    op_gap_ms: int = 100  # mean virtual time between two own entries (any node)
-    credit_limit: int = 100
-    fanout: int = 3
-    gossip_hops: int = 2
-    gossip_delay_ms: int = 500
-    loss: float = 0.05  # gossip frames and session frames alike
-    dup: float = 0.05  # gossip only: streams never duplicate
-    interrupt: float = 0.005  # a session's stream is cut at this frame
-    link_latency_ms: int = 40
-    sync_interval_ms: int = 3_000
-    partitions: tuple[Partition, ...] = ()
-    crashes: tuple[float, ...] = ()  # when (fraction of the run) a random node crashes
-    crash_down_ms: int = 2_000  # mean downtime
-    crash_loses_queue: bool = True
-    fork_at: float | None = None  # when (fraction of the run) a member's twin appears
-    twin_ops: int = 5  # entries the twin attempts after its first
-    max_heal_rounds: int | None = None  # default: grows with log2(nodes)
-    #: Nodes (the last ones, twin aside) that speak only ``/troc/sync/2``; the
-    #: others speak 3 and 2, and a session uses the newest both speak.
-    v2_nodes: int = 0
-
-    @property
-    def duration_ms(self) -> int:
-        return max(1_000, self.ops * self.op_gap_ms)
-
-
-@dataclass(slots=True)
-class Report:
-    """What a run did. Two runs of one seed and config give equal reports."""
-
-    seed: int
-    nodes: int
-    appended: dict[str, int] = field(default_factory=dict)
-    refused: dict[str, int] = field(default_factory=dict)
-    skipped_crashed: int = 0
-    gossip_sent: int = 0
-    gossip_lost: int = 0
-    gossip_duplicated: int = 0
-    gossip_outcomes: dict[str, int] = field(default_factory=dict)
-    sessions_started: int = 0
-    sessions_done: int = 0
-    sessions_same: int = 0
-    sessions_aborted: dict[str, int] = field(default_factory=dict)
-    sync_frames: int = 0
-    sync_bytes: int = 0
-    sync_entries_sent: int = 0
-    crashes: int = 0
-    partitions: int = 0
-    virtual_ms: int = 0
-    heal_rounds: int | None = None
-    heal_sessions: int = 0
-    heal_bytes: int = 0
-    entries: int = 0  # entries each node holds at the end
-    digest: bytes | None = None  # the common digest at the end
-    forker: int | None = None  # the node whose member forked (its twin is the last node)
-    fork_seq: int | None = None  # the seq both signed an entry at
-    gossip_rejected: int = 0  # the forker's, refused as bad_prev (not parked) by a ledger
-
-    @property
-    def acknowledged(self) -> int:
-        return sum(self.appended.values())
-
-
-def _bump(counter: dict[str, int], key: str, n: int = 1) -> None:
-    counter[key] = counter.get(key, 0) + n
-
-
-# -- nodes and network ------------------------------------------------------------
-
-
-@dataclass(eq=False, slots=True)
-class SimNode:
-    """One member's node. Its ledger is its durable store: a crash keeps it."""
-
-    index: int
-    key: SigningKey
-    view: MemoryView
-    crashed: bool = False
-    #: Bumped at each crash: gossip queued for the node before it is then lost.
-    epoch: int = 0
-    own: list[Ref] = field(default_factory=list)
-    # Derived from the node's own (durable) log, so they survive crashes too.
-    answered: set[EntryId] = field(default_factory=set)
-    reclaimed: set[EntryId] = field(default_factory=set)
-    open_offers: list[Ref] = field(default_factory=list)
-
-    @property
-    def member(self) -> MemberId:
-        return self.key.public
-
-    @property
-    def ledger(self) -> Ledger:
-        return self.view.ledger
-
-    @property
-    def joined(self) -> bool:
-        return bool(self.own)
-
-
-class Network:
-    """The virtual clock, the event queue and the fault model.
-
-    Events are callbacks run at a virtual time; ties run in scheduling order.
-    """
-
-    def __init__(self, rng: random.Random, config: SimConfig) -> None:
-        self.rng = rng
-        self.config = config
-        self.now_ms = BASE_TIME_MS
-        self._queue: list[tuple[int, int, Callable[[], None]]] = []
-        self._tie = 0
-        #: Group of each node while partitioned, else None.
-        self.groups: list[int] | None = None
-        self.faults = True
-
-    def at(self, when_ms: int, action: Callable[[], None]) -> None:
-        self._tie += 1
-        heapq.heappush(self._queue, (max(when_ms, self.now_ms), self._tie, action))
-
-    def after(self, delay_ms: int, action: Callable[[], None]) -> None:
-        self.at(self.now_ms + delay_ms, action)
-
-    def step(self, until_ms: int) -> bool:
-        """Run the next event due by ``until_ms``; False if there is none."""
-        if not self._queue or self._queue[0][0] > until_ms:
-            return False
-        when, _tie, action = heapq.heappop(self._queue)
-        self.now_ms = when
-        action()
-        return True
-
-    def clear(self) -> int:
-        """Drop every pending event (messages in flight are lost)."""
-        n = len(self._queue)
-        self._queue.clear()
-        return n
-
-    def partition(self, n_nodes: int, groups: int) -> None:
-        order = list(range(n_nodes))
-        self.rng.shuffle(order)
-        groups = max(1, min(groups, n_nodes))
-        cuts = sorted(self.rng.sample(range(1, n_nodes), groups - 1))
-        self.groups = [0] * n_nodes
-        for g, (lo, hi) in enumerate(zip([0, *cuts], [*cuts, n_nodes], strict=True)):
-            for i in order[lo:hi]:
-                self.groups[i] = g
-
-    def separated(self, a: int, b: int) -> bool:
-        return self.groups is not None and self.groups[a] != self.groups[b]
-
-    def lost(self, src: int, dst: int) -> bool:
-        """Whether a message from ``src`` to ``dst`` sent now is lost."""
-        if not self.faults:
-            return False
-        return self.separated(src, dst) or self.rng.random() < self.config.loss
-
-
-@dataclass(eq=False, slots=True)
-class _Link:
-    """A sync session in flight between two nodes: sides[0] initiated it."""
-
-    id: int
-    ends: tuple[int, int]
-    sides: tuple[SyncSession, SyncSession]
-    arrival: list[int]  # the last scheduled arrival at each side (streams are FIFO)
-    in_flight: int = 0
-    alive: bool = True
-
 
 # -- the simulator ----------------------------------------------------------------
 

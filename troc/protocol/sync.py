@@ -85,27 +85,75 @@ replies (docs/sync.md, "Limits on wants"). A peer that sends bytes that
 are not well-formed, or entries with bad signatures, (or certificates that
 do not verify) is reported in :attr:`SyncSession.misbehaviour` so the node
 can cut it off.
+
+The frames are :mod:`troc.protocol.sync_wire`, what a session reads of a
+ledger :mod:`troc.protocol.sync_view` (both re-exported here). This module
+is the session alone, one state machine; at ~700 lines it stays whole on
+purpose: its steps (hello, recon or heads, wants, entries, certs, done)
+share the session's state, and reading them in order is how one checks
+that both sides end equal.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from troc.crypto.sign import MemberId, is_valid_public_key
-from troc.errors import CodecError, RemoteProtocolError
-from troc.protocol import codec
+from troc.crypto.sign import MemberId
+from troc.errors import CodecError
 from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
-from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
+from troc.protocol.ledger import CertificateOutcome, Reason, Status
 from troc.protocol.recon import Reconciler, Record
+from troc.protocol.sync_view import (
+    SyncView,
+    _points,
+    _tips,
+    certificate_for,
+    digest,
+    sync_state,
+    view_digest,
+)
+from troc.protocol.sync_wire import (
+    _FINAL_ITEM,
+    _HEAD_ITEM,
+    FRAME_LIMITS,
+    MAX_BATCH,
+    MAX_CERTS,
+    MAX_FRAME,
+    MAX_HEADS,
+    MAX_PROOF_BYTES,
+    MAX_PROOFS,
+    MAX_REPLY_BYTES,
+    MAX_WANT_ROUNDS,
+    MAX_WANTS,
+    PROTOCOL_ID,
+    PROTOCOL_ID_V3,
+    VERSIONS,
+    Finals,
+    Frozen,
+    Heads,
+    _bad,
+    _parse_finals,
+    _parse_heads,
+    _parse_proofs,
+    decode_message,
+    encode_message,
+)
 from troc.protocol.witness import Certificate
 
 __all__ = [
     "FRAME_LIMITS",
+    "MAX_BATCH",
+    "MAX_CERTS",
+    "MAX_FRAME",
+    "MAX_HEADS",
+    "MAX_PROOFS",
+    "MAX_PROOF_BYTES",
     "MAX_REPLY_BYTES",
+    "MAX_WANTS",
+    "MAX_WANT_ROUNDS",
     "PROTOCOL_ID",
     "PROTOCOL_ID_V3",
     "VERSIONS",
@@ -123,44 +171,6 @@ __all__ = [
     "view_digest",
 ]
 
-#: Version 2: the digest covers final tips, and certificates travel (``certs``).
-PROTOCOL_ID = "/troc/sync/2"
-#: Version 3: the heads that differ are found by range-based reconciliation
-#: (``recon``, :mod:`troc.protocol.recon`) instead of sent whole.
-PROTOCOL_ID_V3 = "/troc/sync/3"
-#: The protocol id of each version spoken, newest (preferred) first.
-VERSIONS = {3: PROTOCOL_ID_V3, 2: PROTOCOL_ID}
-MAX_FRAME = 1024 * 1024
-MAX_BATCH = 512
-MAX_HEADS = 10_000
-MAX_WANTS = 256
-#: Wants one side sends per session (entries and certificates together), at
-#: most; a peer that sends more is out of protocol.
-MAX_WANT_ROUNDS = 16
-#: Bytes of entries and certificates one side serves in replies to wants per
-#: session, at most (past it, replies are empty: the asker asks again in the
-#: next session). Without it, 16 replies of half a frame each.
-MAX_REPLY_BYTES = 2 * 1024 * 1024
-#: Fork proofs in one ``heads`` message: at most this many, and this many
-#: bytes of entries (with MAX_HEADS heads the frame stays under MAX_FRAME).
-MAX_PROOFS = 64
-MAX_PROOF_BYTES = 200 * 1024
-#: Certificates in one ``certs`` frame, at most (and batch_bytes of them).
-MAX_CERTS = 512
-#: Bytes of one ``[author, final seq]`` item of ``heads.k``, at most: the
-#: list is cut to what fits beside the heads and proofs in one frame.
-_FINAL_ITEM = 1 + 34 + 9
-_HEAD_ITEM = 1 + 34 + 9 + 34
-
-FRAME_LIMITS = codec.Limits(
-    max_size=MAX_FRAME,
-    max_depth=4,
-    max_str=64,
-    max_bin=codec.ENTRY_LIMITS.max_size + 64,
-    max_array=MAX_HEADS,
-    max_map=8,
-)
-
 #: Reasons that show the *sender* is faulty: an honest node never stores such an entry.
 MALICIOUS = frozenset(
     {
@@ -176,239 +186,6 @@ MALICIOUS = frozenset(
         Reason.BAD_SIGNATURE,
     }
 )
-
-#: (seq, id) of one author's head.
-Heads = dict[MemberId, tuple[int, EntryId]]
-#: Per author with a final tip above 0 (witnessed communities): its final
-#: seq and the bytes of the certificate held for the final tip entry.
-Finals = dict[MemberId, tuple[int, bytes]]
-#: Per frozen author: (seq, first wire, second wire) of the fork proof at its
-#: lowest fork point, the seq from which its entries stop counting.
-Frozen = dict[MemberId, tuple[int, bytes, bytes]]
-
-
-class SyncView(Protocol):
-    """What a sync session needs from its node."""
-
-    def heads(self, community: CommunityId) -> Heads:
-        """(seq, id) of each author's head as stored (its first-seen branch)."""
-        ...
-
-    def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
-        """Every fork proof held: (author, seq, first wire, second wire), where
-        ``first`` is the entry that was stored first (so it is valid)."""
-        ...
-
-    def entries_after(
-        self, community: CommunityId, author: MemberId, after_seq: int, limit: int
-    ) -> list[tuple[int, bytes]]:
-        """(timestamp_ms, wire) of ``author``'s entries with seq > after_seq, in seq order."""
-        ...
-
-    def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None: ...
-
-    def ingest_batch(self, wires: list[bytes]) -> list[Outcome]: ...
-
-    def finals(self, community: CommunityId) -> Finals:
-        """Per author whose final tip is above 0: (final seq, the certificate
-        held for the final tip entry). Empty in an optimistic community."""
-        ...
-
-    def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
-        """A certificate held that makes the entry ``ref`` final: see
-        :func:`certificate_for`."""
-        ...
-
-    def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
-        """Offer certificates (canonical bytes) to the ledger, in order."""
-        ...
-
-
-#: How far above a wanted entry :func:`certificate_for` looks for a certificate.
-CERTIFICATE_REACH = 64
-
-
-def certificate_for(ledger: Ledger, community: CommunityId, ref: Ref) -> bytes | None:
-    """The certificate that makes the entry ``ref`` final with the fewest
-    entries above it: its own, else that of the lowest certified entry above
-    it on its log's certified chain (within CERTIFICATE_REACH seqs), else
-    that of the final tip; None if ``ref`` is not final here.
-
-    A bounded number of lookups, whatever the log's length or forks (a
-    peer's want names up to MAX_WANTS refs, any it likes): finality is one
-    lookup (:meth:`Ledger.is_final`), the certificates above ``ref`` one
-    range read.
-    """
-    exact = ledger.certificate_of(community, ref)
-    if exact is not None:
-        return exact
-    if not ledger.is_final(community, ref):
-        return None
-    head = ledger.head(community, ref.author)
-    assert head is not None  # final: a final tip is held
-    assert head.final_seq
-    assert head.final_id is not None
-    backend = ledger.backend
-    above = backend.certified_between(
-        community, ref.author, ref.seq, min(head.final_seq, ref.seq + CERTIFICATE_REACH)
-    )
-    for seq, eid in above:
-        # A certificate of an entry off the final chain (more than f
-        # witnesses lied) does not make ``ref`` final.
-        if backend.final_at(community, ref.author, seq) == eid:
-            return ledger.certificate_of(community, Ref(ref.author, seq, eid))
-    return ledger.certificate_of(community, Ref(ref.author, head.final_seq, head.final_id))
-
-
-def sync_state(view: SyncView, community: CommunityId) -> tuple[Heads, Frozen]:
-    """The heads a node reports to sync, and the proofs of its frozen points.
-
-    A frozen author's reported head is its last counted entry (seq
-    ``frozen_at - 1``, the prefix every node that knows the fork agrees on);
-    an author frozen at seq 1 is left out.
-    """
-    frozen: Frozen = {}
-    for author, seq, first, second in view.forks(community):
-        if author not in frozen or seq < frozen[author][0]:
-            frozen[author] = (seq, first, second)
-    heads = dict(view.heads(community))
-    for author, (seq, first, _second) in frozen.items():
-        if seq == 1:
-            heads.pop(author, None)
-            continue
-        # ``first`` was stored, so it is valid: its prev is the entry at
-        # seq - 1, the only one there (a lower fork would be the frozen point).
-        prev = Entry.decode(first, check_signature=False).prev
-        assert prev is not None
-        heads[author] = (seq - 1, prev)
-    return heads, frozen
-
-
-def digest(
-    heads: Heads,
-    frozen: Iterable[tuple[MemberId, int]] = (),
-    finals: Iterable[tuple[MemberId, int]] = (),
-) -> bytes:
-    """A fingerprint of a node's reported heads, frozen points (author, seq)
-    and final tips (author, final seq) in one community."""
-    points = sorted(frozen)
-    tips = sorted(finals)
-    h = hashlib.sha256(b"troc/heads/v3")
-    h.update(len(heads).to_bytes(4, "big"))
-    for author in sorted(heads):
-        seq, eid = heads[author]
-        h.update(author + seq.to_bytes(8, "big") + eid)
-    h.update(len(points).to_bytes(4, "big"))
-    for author, seq in points:
-        h.update(author + seq.to_bytes(8, "big"))
-    h.update(len(tips).to_bytes(4, "big"))
-    for author, seq in tips:
-        h.update(author + seq.to_bytes(8, "big"))
-    return h.digest()
-
-
-def view_digest(view: SyncView, community: CommunityId) -> bytes:
-    """The digest a session started on ``view`` announces."""
-    heads, frozen = sync_state(view, community)
-    return digest(heads, _points(frozen), _tips(view.finals(community)))
-
-
-def _points(frozen: Frozen) -> list[tuple[MemberId, int]]:
-    return [(a, seq) for a, (seq, _f, _s) in frozen.items()]
-
-
-def _tips(finals: Finals) -> list[tuple[MemberId, int]]:
-    return [(a, seq) for a, (seq, _c) in finals.items()]
-
-
-def encode_message(msg: dict[str, Any]) -> bytes:
-    return codec.pack(msg, FRAME_LIMITS)
-
-
-def decode_message(data: bytes) -> dict[str, Any]:
-    """Parse one sync frame. Raises RemoteProtocolError if it is not one."""
-    try:
-        msg = codec.unpack(data, FRAME_LIMITS)
-    except CodecError as exc:
-        raise RemoteProtocolError(f"bad sync frame: {exc}") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
-        raise RemoteProtocolError("bad sync frame: not a message")
-    return msg
-
-
-def _bad(what: str) -> RemoteProtocolError:
-    return RemoteProtocolError(f"bad sync message: {what}")
-
-
-def _parse_heads(raw: Any) -> Heads:
-    if not isinstance(raw, list) or len(raw) > MAX_HEADS:
-        raise _bad("heads")
-    heads: Heads = {}
-    for item in raw:
-        if (
-            not isinstance(item, list)
-            or len(item) != 3
-            or not isinstance(item[0], bytes)
-            or type(item[1]) is not int
-            or not isinstance(item[2], bytes)
-            or len(item[2]) != 32
-            or item[1] < 1
-            or not is_valid_public_key(item[0])
-        ):
-            raise _bad("head")
-        heads[MemberId(item[0])] = (item[1], EntryId(item[2]))
-    return heads
-
-
-def _parse_finals(raw: Any) -> dict[MemberId, int]:
-    """``heads.k``: [author, final seq] pairs."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, list) or len(raw) > MAX_HEADS:
-        raise _bad("final tips")
-    finals: dict[MemberId, int] = {}
-    for item in raw:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not isinstance(item[0], bytes)
-            or type(item[1]) is not int
-            or item[1] < 1
-            or not is_valid_public_key(item[0])
-        ):
-            raise _bad("final tip")
-        finals[MemberId(item[0])] = item[1]
-    return finals
-
-
-def _parse_proofs(raw: Any, community: CommunityId) -> list[tuple[Entry, Entry]]:
-    """Fork proofs as sent in ``heads``: pairs of distinct entries of this
-    community at one (author, seq). Signatures are checked when they are
-    ingested, like any entry's."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or len(raw) > MAX_PROOFS:
-        raise _bad("fork proofs")
-    proofs = []
-    for item in raw:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not all(isinstance(w, bytes) for w in item)
-        ):
-            raise _bad("fork proof")
-        try:
-            a, b = (Entry.decode(w, check_signature=False) for w in item)
-        except CodecError:
-            raise _bad("fork proof entry") from None
-        if (
-            a.community != community
-            or (a.community, a.author, a.seq) != (b.community, b.author, b.seq)
-            or a.id == b.id
-        ):
-            raise _bad("not a fork proof")
-        proofs.append((a, b))
-    return proofs
 
 
 @dataclass(slots=True)

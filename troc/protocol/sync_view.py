@@ -1,0 +1,153 @@
+"""What a sync session reads of a node's copy of a community (docs/sync.md):
+the :class:`SyncView` interface a ledger offers, the heads and frozen points
+it sums up (:func:`sync_state`), the digest two peers compare first
+(:func:`digest`), and the certificate that travels with a final tip
+(:func:`certificate_for`). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Protocol
+
+from troc.crypto.sign import MemberId
+from troc.protocol.entry import CommunityId, Entry, Ref
+from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome
+from troc.protocol.sync_wire import Finals, Frozen, Heads
+
+__all__ = ["SyncView", "certificate_for", "digest", "sync_state", "view_digest"]
+
+
+class SyncView(Protocol):
+    """What a sync session needs from its node."""
+
+    def heads(self, community: CommunityId) -> Heads:
+        """(seq, id) of each author's head as stored (its first-seen branch)."""
+        ...
+
+    def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
+        """Every fork proof held: (author, seq, first wire, second wire), where
+        ``first`` is the entry that was stored first (so it is valid)."""
+        ...
+
+    def entries_after(
+        self, community: CommunityId, author: MemberId, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """(timestamp_ms, wire) of ``author``'s entries with seq > after_seq, in seq order."""
+        ...
+
+    def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None: ...
+
+    def ingest_batch(self, wires: list[bytes]) -> list[Outcome]: ...
+
+    def finals(self, community: CommunityId) -> Finals:
+        """Per author whose final tip is above 0: (final seq, the certificate
+        held for the final tip entry). Empty in an optimistic community."""
+        ...
+
+    def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
+        """A certificate held that makes the entry ``ref`` final: see
+        :func:`certificate_for`."""
+        ...
+
+    def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
+        """Offer certificates (canonical bytes) to the ledger, in order."""
+        ...
+
+
+#: How far above a wanted entry :func:`certificate_for` looks for a certificate.
+CERTIFICATE_REACH = 64
+
+
+def certificate_for(ledger: Ledger, community: CommunityId, ref: Ref) -> bytes | None:
+    """The certificate that makes the entry ``ref`` final with the fewest
+    entries above it: its own, else that of the lowest certified entry above
+    it on its log's certified chain (within CERTIFICATE_REACH seqs), else
+    that of the final tip; None if ``ref`` is not final here.
+
+    A bounded number of lookups, whatever the log's length or forks (a
+    peer's want names up to MAX_WANTS refs, any it likes): finality is one
+    lookup (:meth:`Ledger.is_final`), the certificates above ``ref`` one
+    range read.
+    """
+    exact = ledger.certificate_of(community, ref)
+    if exact is not None:
+        return exact
+    if not ledger.is_final(community, ref):
+        return None
+    head = ledger.head(community, ref.author)
+    assert head is not None  # final: a final tip is held
+    assert head.final_seq
+    assert head.final_id is not None
+    backend = ledger.backend
+    above = backend.certified_between(
+        community, ref.author, ref.seq, min(head.final_seq, ref.seq + CERTIFICATE_REACH)
+    )
+    for seq, eid in above:
+        # A certificate of an entry off the final chain (more than f
+        # witnesses lied) does not make ``ref`` final.
+        if backend.final_at(community, ref.author, seq) == eid:
+            return ledger.certificate_of(community, Ref(ref.author, seq, eid))
+    return ledger.certificate_of(community, Ref(ref.author, head.final_seq, head.final_id))
+
+
+def sync_state(view: SyncView, community: CommunityId) -> tuple[Heads, Frozen]:
+    """The heads a node reports to sync, and the proofs of its frozen points.
+
+    A frozen author's reported head is its last counted entry (seq
+    ``frozen_at - 1``, the prefix every node that knows the fork agrees on);
+    an author frozen at seq 1 is left out.
+    """
+    frozen: Frozen = {}
+    for author, seq, first, second in view.forks(community):
+        if author not in frozen or seq < frozen[author][0]:
+            frozen[author] = (seq, first, second)
+    heads = dict(view.heads(community))
+    for author, (seq, first, _second) in frozen.items():
+        if seq == 1:
+            heads.pop(author, None)
+            continue
+        # ``first`` was stored, so it is valid: its prev is the entry at
+        # seq - 1, the only one there (a lower fork would be the frozen point).
+        prev = Entry.decode(first, check_signature=False).prev
+        assert prev is not None
+        heads[author] = (seq - 1, prev)
+    return heads, frozen
+
+
+def digest(
+    heads: Heads,
+    frozen: Iterable[tuple[MemberId, int]] = (),
+    finals: Iterable[tuple[MemberId, int]] = (),
+) -> bytes:
+    """A fingerprint of a node's reported heads, frozen points (author, seq)
+    and final tips (author, final seq) in one community."""
+    points = sorted(frozen)
+    tips = sorted(finals)
+    h = hashlib.sha256(b"troc/heads/v3")
+    h.update(len(heads).to_bytes(4, "big"))
+    for author in sorted(heads):
+        seq, eid = heads[author]
+        h.update(author + seq.to_bytes(8, "big") + eid)
+    h.update(len(points).to_bytes(4, "big"))
+    for author, seq in points:
+        h.update(author + seq.to_bytes(8, "big"))
+    h.update(len(tips).to_bytes(4, "big"))
+    for author, seq in tips:
+        h.update(author + seq.to_bytes(8, "big"))
+    return h.digest()
+
+
+def view_digest(view: SyncView, community: CommunityId) -> bytes:
+    """The digest a session started on ``view`` announces."""
+    heads, frozen = sync_state(view, community)
+    return digest(heads, _points(frozen), _tips(view.finals(community)))
+
+
+def _points(frozen: Frozen) -> list[tuple[MemberId, int]]:
+    return [(a, seq) for a, (seq, _f, _s) in frozen.items()]
+
+
+def _tips(finals: Finals) -> list[tuple[MemberId, int]]:
+    return [(a, seq) for a, (seq, _c) in finals.items()]

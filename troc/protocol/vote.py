@@ -1,0 +1,410 @@
+"""Votes and certificates of witnessed finality (docs/witness.md §2, §3): the
+quorum arithmetic of a genesis's witness set (:class:`WitnessRules`), a
+witness's signed :class:`Vote`, the :class:`Certificate` q of them make, and
+the proofs (:func:`fork_proof_problem`, :class:`Equivocation`).
+
+These are the objects every other part of witnessed finality passes around:
+the ledger checks certificates, the witness (:mod:`troc.protocol.witness`)
+signs votes, the payer's :mod:`troc.protocol.collector` counts them, and the
+wire messages (:mod:`troc.protocol.witness_wire`) carry them. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from troc.crypto.sign import Domain, MemberId, SigningKey, is_valid_public_key, verify
+from troc.errors import CodecError, LocalProtocolError
+from troc.protocol import codec
+from troc.protocol.entry import (
+    MAX_SEQ,
+    MAX_WITNESSES,
+    CommunityId,
+    Entry,
+    EntryId,
+    Genesis,
+    Kind,
+    Ref,
+)
+
+__all__ = [
+    "CERTIFICATE_LIMITS",
+    "VOTE_LIMITS",
+    "Certificate",
+    "Equivocation",
+    "Position",
+    "Vote",
+    "WitnessRules",
+    "check_quorum",
+    "default_quorum",
+    "fork_proof_problem",
+    "max_faults",
+    "min_quorum",
+    "quorum_problem",
+    "vote_message",
+]
+
+#: A vote: ``[community, author, seq, id, witness, signature]``, ~210 bytes.
+VOTE_LIMITS = codec.Limits(
+    max_size=512, max_depth=1, max_str=64, max_bin=64, max_array=8, max_map=4
+)
+#: A certificate: ``[community, author, seq, id, [[witness, signature], …]]``.
+CERTIFICATE_LIMITS = codec.Limits(
+    max_size=8 * 1024, max_depth=3, max_str=64, max_bin=64, max_array=MAX_WITNESSES, max_map=4
+)
+
+#: Where a vote sits: (community, author, seq).
+Position: TypeAlias = tuple[CommunityId, MemberId, int]
+
+
+def _bad(message: str, reason: str = "bad_shape") -> CodecError:
+    return CodecError(reason, message)
+
+
+# -- quorum arithmetic ---------------------------------------------------------
+
+
+def max_faults(n: int) -> int:
+    """The most faulty witnesses that n witnesses tolerate: the largest f
+    with n >= 3f + 1 (which 2q >= n+f+1 and q <= n-f together imply)."""
+    if n < 1:
+        raise LocalProtocolError("a witnessed community needs at least one witness")
+    return (n - 1) // 3
+
+
+def min_quorum(n: int, f: int) -> int:
+    """The smallest q with 2q >= n + f + 1: ceil((n + f + 1) / 2)."""
+    return (n + f + 2) // 2
+
+
+def default_quorum(n: int, faults: int | None = None) -> tuple[int, int]:
+    """(f, q) for n witnesses: f defaults to :func:`max_faults`, q is the
+    smallest safe quorum (q = 2f + 1 when n = 3f + 1). Raises
+    LocalProtocolError if no quorum is both safe and live for (n, f)."""
+    f = max_faults(n) if faults is None else faults
+    q = min_quorum(n, f)
+    check_quorum(n, f, q)
+    return f, q
+
+
+def quorum_problem(n: int, f: int, q: int) -> str | None:
+    """Why n witnesses, f faults and quorum q are refused, or None if the
+    genesis accepts them (exactly :class:`~troc.protocol.entry.Genesis`'s check)."""
+    if not 1 <= n <= MAX_WITNESSES:
+        return f"a witnessed community names 1 to {MAX_WITNESSES} witnesses, not {n}"
+    if not 0 <= f <= MAX_WITNESSES or not 0 <= q <= MAX_WITNESSES:
+        return f"faults and quorum must be 0 to {MAX_WITNESSES}"
+    if 2 * q < n + f + 1:
+        return (
+            f"quorum {q} of {n} witnesses is unsafe with {f} faulty: two quorums share only "
+            f"{max(2 * q - n, 0)} witnesses, which must be more than {f} "
+            f"(2q >= n+f+1: q >= {min_quorum(n, f)})"
+        )
+    if q > n - f:
+        return (
+            f"quorum {q} of {n} witnesses is not live with {f} faulty: with {f} down only "
+            f"{n - f} can answer (q <= n-f)"
+        )
+    return None
+
+
+def check_quorum(n: int, f: int, q: int) -> None:
+    """Raise LocalProtocolError (with :func:`quorum_problem`'s sentence) unless valid."""
+    problem = quorum_problem(n, f, q)
+    if problem is not None:
+        raise LocalProtocolError(problem)
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessRules:
+    """A witnessed community's witness set, faults and quorum."""
+
+    community: CommunityId
+    witnesses: frozenset[MemberId]
+    faults: int
+    quorum: int
+
+    def __post_init__(self) -> None:
+        check_quorum(len(self.witnesses), self.faults, self.quorum)
+
+    @classmethod
+    def from_genesis(cls, genesis: Entry) -> WitnessRules:
+        """The rules of the community ``genesis`` founds. Raises
+        LocalProtocolError if it is not a genesis of a witnessed community."""
+        body = genesis.body
+        if genesis.kind is not Kind.GENESIS or not isinstance(body, Genesis):
+            raise LocalProtocolError("not a genesis entry")
+        if body.finality != "witnessed":
+            raise LocalProtocolError("this community's finality is optimistic: it has no witnesses")
+        return cls(CommunityId(genesis.id), frozenset(body.witnesses), body.faults, body.quorum)
+
+
+# -- field checks ----------------------------------------------------------------
+
+
+def _bin(v: Any, size: int, name: str) -> bytes:
+    if not isinstance(v, bytes) or len(v) != size:
+        raise _bad(f"{name} must be {size} bytes")
+    return v
+
+
+def _member(v: Any, name: str) -> MemberId:
+    if not isinstance(v, bytes) or not is_valid_public_key(v):
+        raise _bad(f"{name} is not a valid member id", "bad_member")
+    return MemberId(v)
+
+
+def _seq(v: Any) -> int:
+    if type(v) is not int or not 1 <= v <= MAX_SEQ:
+        raise _bad(f"seq must be an integer from 1 to {MAX_SEQ}")
+    return v
+
+
+def _text(v: Any, max_len: int, name: str) -> str:
+    if not isinstance(v, str) or len(v) > max_len:
+        raise _bad(f"{name} must be text of at most {max_len} characters")
+    return v
+
+
+# -- votes ----------------------------------------------------------------------
+
+
+def vote_message(community: CommunityId, author: MemberId, seq: int, eid: EntryId) -> bytes:
+    """The bytes a vote signs (in the ``troc/vote/v1`` domain): the canonical
+    msgpack array ``[community, author, seq, id]``."""
+    return codec.pack([community, author, seq, eid], VOTE_LIMITS)
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """A witness's signature for "(author, seq) of community is entry id".
+
+    Wire form: ``[community, author, seq, id, witness, signature]``.
+    :meth:`decode` checks the shape only; :meth:`verify` checks the signature.
+    """
+
+    community: CommunityId
+    author: MemberId
+    seq: int
+    id: EntryId
+    witness: MemberId
+    signature: bytes = field(repr=False)
+
+    @property
+    def position(self) -> Position:
+        return (self.community, self.author, self.seq)
+
+    @property
+    def ref(self) -> Ref:
+        return Ref(self.author, self.seq, self.id)
+
+    @classmethod
+    def sign(cls, key: SigningKey, community: CommunityId, ref: Ref) -> Vote:
+        """``key``'s vote for ``ref`` (deterministic: the same bytes every time)."""
+        message = vote_message(community, ref.author, ref.seq, ref.id)
+        return cls(
+            community, ref.author, ref.seq, ref.id, key.public, key.sign(Domain.VOTE, message)
+        )
+
+    def verify(self) -> bool:
+        """True if the signature is the witness's strict Ed25519 signature."""
+        message = vote_message(self.community, self.author, self.seq, self.id)
+        return verify(Domain.VOTE, self.witness, message, self.signature)
+
+    def to_wire(self) -> list[Any]:
+        return [self.community, self.author, self.seq, self.id, self.witness, self.signature]
+
+    def encode(self) -> bytes:
+        return codec.pack(self.to_wire(), VOTE_LIMITS)
+
+    @classmethod
+    def from_wire(cls, v: Any) -> Vote:
+        if not isinstance(v, list) or len(v) != 6:
+            raise _bad("a vote is [community, author, seq, id, witness, signature]")
+        return cls(
+            CommunityId(_bin(v[0], 32, "community")),
+            _member(v[1], "author"),
+            _seq(v[2]),
+            EntryId(_bin(v[3], 32, "id")),
+            _member(v[4], "witness"),
+            _bin(v[5], 64, "signature"),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Vote:
+        """Parse a vote's canonical bytes (shape only). Raises CodecError."""
+        return cls.from_wire(codec.unpack(data, VOTE_LIMITS))
+
+
+# -- certificates -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """Votes of distinct witnesses for one entry, enough to make it final.
+
+    Wire form: ``[community, author, seq, id, [[witness, signature], …]]``,
+    the pairs sorted by witness (bytewise), each witness once.
+    """
+
+    community: CommunityId
+    author: MemberId
+    seq: int
+    id: EntryId
+    votes: tuple[tuple[MemberId, bytes], ...] = field(repr=False)
+
+    @property
+    def position(self) -> Position:
+        return (self.community, self.author, self.seq)
+
+    @property
+    def ref(self) -> Ref:
+        return Ref(self.author, self.seq, self.id)
+
+    @property
+    def witnesses(self) -> tuple[MemberId, ...]:
+        return tuple(w for w, _sig in self.votes)
+
+    @classmethod
+    def from_votes(cls, votes: Iterable[Vote]) -> Certificate:
+        """A certificate of ``votes`` (one per witness, the first given kept).
+        Raises LocalProtocolError if they are not all for one entry or none
+        is given. Does not verify them: see :meth:`verify`."""
+        by_witness: dict[MemberId, Vote] = {}
+        for vote in votes:
+            by_witness.setdefault(vote.witness, vote)
+        if not by_witness:
+            raise LocalProtocolError("a certificate needs votes")
+        first = next(iter(by_witness.values()))
+        if any((v.position, v.id) != (first.position, first.id) for v in by_witness.values()):
+            raise LocalProtocolError("the votes of a certificate must be for one entry")
+        pairs = tuple(sorted((w, v.signature) for w, v in by_witness.items()))
+        return cls(first.community, first.author, first.seq, first.id, pairs)
+
+    def vote_list(self) -> list[Vote]:
+        """The votes, one object each."""
+        c, a, s, i = self.community, self.author, self.seq, self.id
+        return [Vote(c, a, s, i, w, sig) for w, sig in self.votes]
+
+    def problem(self, rules: WitnessRules) -> str | None:
+        """Why this certificate does not make its entry final under ``rules``,
+        or None if it does: at least ``rules.quorum`` votes, from distinct
+        witnesses of the genesis's set, each signature valid."""
+        if self.community != rules.community:
+            return "a certificate of another community"
+        witnesses = self.witnesses
+        if len(set(witnesses)) != len(witnesses):
+            return "a witness is counted twice"
+        if len(witnesses) < rules.quorum:
+            return f"{len(witnesses)} votes, the quorum is {rules.quorum}"
+        outsiders = [w for w in witnesses if w not in rules.witnesses]
+        if outsiders:
+            return f"{outsiders[0].hex()[:16]}… is not a witness of this community"
+        message = vote_message(self.community, self.author, self.seq, self.id)
+        for witness, signature in self.votes:
+            if not verify(Domain.VOTE, witness, message, signature):
+                return f"the vote of {witness.hex()[:16]}… does not verify"
+        return None
+
+    def verify(self, rules: WitnessRules) -> bool:
+        return self.problem(rules) is None
+
+    def certifies(self, entry: Entry) -> bool:
+        """True if this certificate names ``entry`` (whether or not it verifies)."""
+        return (entry.community, entry.author, entry.seq, entry.id) == (
+            self.community,
+            self.author,
+            self.seq,
+            self.id,
+        )
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.community,
+            self.author,
+            self.seq,
+            self.id,
+            [[w, sig] for w, sig in self.votes],
+        ]
+
+    def encode(self) -> bytes:
+        return codec.pack(self.to_wire(), CERTIFICATE_LIMITS)
+
+    @classmethod
+    def from_wire(cls, v: Any) -> Certificate:
+        if not isinstance(v, list) or len(v) != 5:
+            raise _bad("a certificate is [community, author, seq, id, votes]")
+        raw = v[4]
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_WITNESSES:
+            raise _bad(f"a certificate holds 1 to {MAX_WITNESSES} votes")
+        pairs: list[tuple[MemberId, bytes]] = []
+        for item in raw:
+            if not isinstance(item, list) or len(item) != 2:
+                raise _bad("a certificate's vote is [witness, signature]")
+            pairs.append((_member(item[0], "witness"), _bin(item[1], 64, "signature")))
+        witnesses = [w for w, _sig in pairs]
+        if witnesses != sorted(set(witnesses)):
+            raise _bad("a certificate's votes must be sorted by witness, each witness once")
+        return cls(
+            CommunityId(_bin(v[0], 32, "community")),
+            _member(v[1], "author"),
+            _seq(v[2]),
+            EntryId(_bin(v[3], 32, "id")),
+            tuple(pairs),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Certificate:
+        """Parse a certificate's canonical bytes (shape only). Raises CodecError."""
+        return cls.from_wire(codec.unpack(data, CERTIFICATE_LIMITS))
+
+
+# -- proofs ------------------------------------------------------------------------
+
+
+def fork_proof_problem(first: bytes, second: bytes) -> str | None:
+    """Why ``first`` and ``second`` are not two entries one author signed at
+    one seq of one community (checked by signatures alone), or None."""
+    try:
+        a, b = Entry.decode(first), Entry.decode(second)
+    except CodecError as exc:
+        return f"an entry of the proof does not decode: {exc}"
+    if a.community is None or (a.community, a.author, a.seq) != (b.community, b.author, b.seq):
+        return "the entries are not at one (community, author, seq)"
+    if a.id == b.id:
+        return "the entries are the same"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Equivocation:
+    """Proof that a witness voted for two ids at one (community, author, seq):
+    a faulty witness. Wire form: ``[first vote, second vote]`` (as arrays)."""
+
+    first: Vote
+    second: Vote
+
+    def problem(self) -> str | None:
+        a, b = self.first, self.second
+        if a.witness != b.witness or a.position != b.position:
+            return "the votes are not one witness's at one position"
+        if a.id == b.id:
+            return "the votes are for the same entry"
+        if not (a.verify() and b.verify()):
+            return "a vote does not verify"
+        return None
+
+    def verify(self) -> bool:
+        return self.problem() is None
+
+    def encode(self) -> bytes:
+        return codec.pack([self.first.to_wire(), self.second.to_wire()], CERTIFICATE_LIMITS)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Equivocation:
+        raw = codec.unpack(data, CERTIFICATE_LIMITS)
+        if not isinstance(raw, list) or len(raw) != 2:
+            raise _bad("an equivocation is [vote, vote]")
+        return cls(Vote.from_wire(raw[0]), Vote.from_wire(raw[1]))
