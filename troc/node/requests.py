@@ -60,6 +60,8 @@ def _request_json(
         # open, paid, refused; or expired: open, and no payment can be stamped in time now.
         "state": "expired" if expired else state.value,
         "by": None if by is None else eid(by.id),
+        # What the payer's node (or a QR code) pays it by, even unsynced.
+        "text": encode_request_text(e),
     }
 
 
