@@ -142,7 +142,7 @@ def test_statement_over_a_period(trio_: tuple[list[LocalNode], CommunityId, Cloc
     # The last day alone: the opening balance carries what came before.
     last = ops.run_op(bruno, "statement", {"from_ms": clock.now - DAY // 2})
     assert last["totals"] == {"opening": 7, "in": 0, "out": 1, "closing": 6, "movements": 1}
-    rows = list(csv.reader(io.StringIO(cli_directory._csv(last))))
+    rows = list(csv.reader(io.StringIO(cli_directory.statement_csv(last))))
     assert rows[0][:3] == ["date", "seq", "kind"]
     assert [r[2] for r in rows[1:]] == ["opening", "transfer", "closing"]
     assert (rows[-1][6], rows[-1][7]) == ("-1", "6")

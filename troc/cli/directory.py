@@ -23,7 +23,7 @@ from troc.cli import render
 from troc.cli.context import Context, community_option, pass_ctx
 from troc.node.notices import PROFILE_IS_PUBLIC
 
-__all__ = ["members", "profile", "statement", "verify"]
+__all__ = ["members", "profile", "statement", "statement_csv", "verify"]
 
 PUBLIC = PROFILE_IS_PUBLIC
 _DAY_MS = 24 * 3600 * 1000
@@ -205,12 +205,14 @@ def statement(
         return
     data = ctx.call("statement", params)
     if as_csv and not ctx.as_json:
-        click.echo(_csv(data), nl=False)
+        click.echo(statement_csv(data), nl=False)
         return
     ctx.emit(data, _statement_text)
 
 
-def _csv(data: dict[str, Any]) -> str:
+def statement_csv(data: dict[str, Any]) -> str:
+    """A statement (the ``statement`` operation's result) as CSV, with the
+    opening and closing rows: `troc statement --csv` and the web app's download."""
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["date", "seq", "kind", "counterparty", "name", "memo", "amount", "balance", "unit"])
