@@ -254,6 +254,9 @@ async def test_pages_have_a_strict_csp_and_no_inline_script(web: WebNode) -> Non
         "/create",
         "/key",
         "/node",
+        "/request",
+        "/profile",
+        f"/profile?member={web.other_id}",
     ):
         r = await web.client.get(path)
         assert r.status_code == 200, path

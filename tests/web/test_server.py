@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from tests.web.conftest import WebNode, web_node
+from troc.node.notices import PROFILE_IS_PUBLIC
 from troc.node.ops import eid
 from troc.protocol.entry import Kind
 from troc.web import i18n
@@ -147,7 +148,7 @@ def test_the_catalogues_have_the_same_keys_and_every_key_used_exists() -> None:
             # Same placeholders in both languages.
             assert set(re.findall(r"{(\w+)}", en[key])) == set(re.findall(r"{(\w+)}", text))
     used = set()
-    sources = [*TEMPLATES.glob("*.html"), TEMPLATES.parent / "screens.py"]
+    sources = [*TEMPLATES.glob("*.html"), *TEMPLATES.parent.glob("*.py")]
     for path in sources:
         used |= set(re.findall(r"""t\(\s*["']([a-z_]+\.[a-z_]+)["']""", path.read_text()))
         used |= set(re.findall(r'"(flash\.[a-z_]+)"', path.read_text()))
@@ -157,6 +158,7 @@ def test_the_catalogues_have_the_same_keys_and_every_key_used_exists() -> None:
     # Keys built from a value ("kind." ~ r.kind …): every value has its text.
     built = {f"kind.{k.value}" for k in Kind} | {f"kind.{k}" for k in HTTP_STATUS}
     built |= {f"node.state_{s}" for s in ("alive", "unresponsive", "dead")}
+    built |= {f"request.state_{s}" for s in ("open", "paid", "refused", "expired")}
     built |= {f"offers.side_{s}" for s in ("offer", "want")} | {
         f"lang.{la}" for la in i18n.LANGUAGES
     }
@@ -164,6 +166,8 @@ def test_the_catalogues_have_the_same_keys_and_every_key_used_exists() -> None:
     # French that a SEL would recognise, not English left behind.
     assert fr["home.balance"] == "Solde"
     assert fr["nav.offers"] == "Offres et demandes"
+    # The notice a member reads where it types its profile: the node's own words.
+    assert en["profile.public"] == PROFILE_IS_PUBLIC
 
 
 async def test_the_history_shows_the_running_balance_and_downloads_as_csv(web: WebNode) -> None:

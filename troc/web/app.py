@@ -144,7 +144,11 @@ def create_app(
 
 
 def templates() -> Jinja2Templates:
-    return Jinja2Templates(directory=str(HERE / "templates"))
+    from troc.web.screens import utc_time
+
+    made = Jinja2Templates(directory=str(HERE / "templates"))
+    made.env.filters["utc"] = utc_time
+    return made
 
 
 class Web:

@@ -20,9 +20,19 @@ __all__ = ["routes"]
 
 #: The history screen reads at most this many of the member's latest entries.
 HISTORY_LIMIT = 1000
+#: The pending screen's answers: form verb -> (operation, message shown after it).
+ANSWERS = {
+    "accept": ("accept", "flash.accept"),
+    "accept_late": ("accept", "flash.accept_late"),
+    "decline": ("decline", "flash.decline"),
+    "reclaim": ("reclaim", "flash.reclaim"),
+    "take_back": ("take_back", "flash.take_back"),
+}
 
 
 def routes(web: Any) -> list[Route]:
+    from troc.web import everyday  # it builds on this module
+
     s = Screens(web)
 
     def g(handler: Any) -> Any:
@@ -50,6 +60,7 @@ def routes(web: Any) -> list[Route]:
         Route("/create", g(s.create), methods=["POST"]),
         Route("/key", g(s.key), methods=["GET"]),
         Route("/node", g(s.node), methods=["GET"]),
+        *everyday.routes(web, s),
     ]
 
 
@@ -205,30 +216,35 @@ class Screens:
     async def pending(self, request: Request, error: dict[str, Any] | None = None) -> Response:
         community = request.state.community
         pending = await self.door.call("pending", {})
+        asked = await self.door.try_call("request.list", {}) or {"outgoing": [], "names": {}}
         return self.render(
             request,
             "pending.html",
             200 if error is None else 409,
             community=community,
             p=pending,
-            names=pending["names"],
+            names=pending["names"] | asked["names"],
+            my_requests=[r for r in asked["outgoing"] if r["state"] == "open"],
             error=error,
         )
 
     async def answer(self, request: Request) -> Response:
         form = await request.form()
         verb = form_text(form, "verb")
-        if verb not in ("accept", "decline", "reclaim"):
+        if verb not in ANSWERS:
             failed = OpFailed({"kind": "usage", "reason": None, "message": "unknown answer"})
             return await self.pending(request, self.failure(request, failed))
-        params = {"transfer": form_text(form, "transfer")}
+        params: dict[str, Any] = {"transfer": form_text(form, "transfer")}
         if verb == "decline" and form_text(form, "reason"):
             params["reason"] = form_text(form, "reason", 200)
+        if verb == "accept_late":
+            # An expired transfer the payer may have taken back (docs/protocol.md §4.11).
+            params["late"] = True
         try:
-            await self.door.call(verb, params)
+            await self.door.call(ANSWERS[verb][0], params)
         except OpFailed as failed:
             return await self.pending(request, self.failure(request, failed))
-        return self.done(request, "/pending", f"flash.{verb}")
+        return self.done(request, "/pending", ANSWERS[verb][1])
 
     # -- history ------------------------------------------------------------
 
@@ -238,26 +254,24 @@ class Screens:
         for the query's period (``from``, ``to``: YYYY-MM-DD, UTC days) and
         counterparty (``with``: a member id)."""
         q = request.query_params
-        params: dict[str, Any] = {}
-        start, end = _day_ms(q.get("from")), _day_ms(q.get("to"))
-        if start is not None:
-            params["from_ms"] = start
-        if end is not None:
-            params["to_ms"] = end + 86_400_000 - 1
-        statement = await self.door.call("statement", params)
+        statement = await self.door.call("statement", period_params(q))
         counterparty = (q.get("with") or "").strip()
         return [
-            {**m, "when": _when(m["timestamp_ms"])}
+            {**m, "when": utc_time(m["timestamp_ms"])}
             for m in reversed(statement["movements"])
             if not counterparty or m["counterparty"] == counterparty
         ]
 
-    async def history(self, request: Request) -> Response:
+    async def history(
+        self, request: Request, error: dict[str, Any] | None = None, status: int = 200
+    ) -> Response:
         rows = await self.history_rows(request)
         _contacts, members = await self.members_to_pay()
         return self.render(
             request,
             "history.html",
+            status,
+            error=error,
             community=request.state.community,
             rows=rows,
             members=members,
@@ -464,6 +478,18 @@ def _create_params(v: dict[str, str]) -> dict[str, Any]:
     return params
 
 
+def period_params(q: Any) -> dict[str, Any]:
+    """The ``statement`` operation's period from a query's ``from`` and
+    ``to`` (YYYY-MM-DD, UTC days, both included; a bad date is no bound)."""
+    params: dict[str, Any] = {}
+    start, end = _day_ms(q.get("from")), _day_ms(q.get("to"))
+    if start is not None:
+        params["from_ms"] = start
+    if end is not None:
+        params["to_ms"] = end + 86_400_000 - 1
+    return params
+
+
 def _day_ms(text: str | None) -> int | None:
     """Midnight UTC of a YYYY-MM-DD day, in ms; None for no or a bad date."""
     try:
@@ -474,5 +500,6 @@ def _day_ms(text: str | None) -> int | None:
     return int(start.timestamp() * 1000)
 
 
-def _when(ms: int) -> str:
+def utc_time(ms: int) -> str:
+    """A time in ms as the pages show it: ``YYYY-MM-DD HH:MM`` (UTC)."""
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M")
