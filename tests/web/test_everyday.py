@@ -77,6 +77,8 @@ async def test_requests_to_me_are_paid_or_refused_from_pending_once(web: WebNode
         q1 = b_local.request(web.community, Request(to=web.me.public, amount=2, memo="eggs"))
         q2 = b_local.request(web.community, Request(to=web.me.public, amount=1))
         web.from_b(b_local)
+    home = await web.client.get("/")
+    assert "Pay or refuse a request for 2 h" in home.text  # needs your action
     page = await web.client.get("/pending")
     for q in (q1, q2):
         assert f'data-request="{eid(q.id)}"' in page.text
@@ -148,6 +150,7 @@ async def test_expired_payments_are_taken_back_or_accepted_late_with_the_race_ex
         theirs = b_local.pay(web.community, web.me.public, 3, expires_ms=0)
         web.from_b(b_local)
     en, fr = i18n.catalogue("en"), i18n.catalogue("fr")
+    assert "Take back 4 h (expired without an answer)" in (await web.client.get("/")).text
     page = await web.client.get("/pending", headers=FR)
     assert fr["pending.race_out"] in page.text.replace("&#39;", "'")
     assert fr["pending.race_in"] in page.text.replace("&#39;", "'")

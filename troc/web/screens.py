@@ -133,7 +133,7 @@ class Screens:
         balance = await self.door.call("balance", {})
         pending = await self.door.call("pending", {})
         waiting = [p for p in pending["incoming"] if p["status"] == "pending"]
-        declined = [p for p in pending["outgoing"] if p["status"] == "declined"]
+        declined = [p for p in pending["outgoing"] if p["status"] in ("declined", "expired")]
         return self.render(
             request,
             "home.html",
@@ -142,6 +142,7 @@ class Screens:
             available=balance["balance"] + balance["credit_limit"],
             waiting=waiting,
             declined=declined,
+            asked=pending["requests"],
             names=pending["names"],
         )
 
