@@ -154,6 +154,22 @@ def test_the_member_journey(browser: Any, nodes: tuple[Member, Member]) -> None:
     assert "past your credit limit" in error.inner_text()
     assert "Nothing was signed" in error.inner_text()
     assert entries(ana) == before
+
+    # Face to face: Ana asks Bruno in her browser; Bruno's CLI pays the text.
+    page.goto(a_base + "/request")
+    page.select_option("#to", bruno.member)
+    page.fill("#amount", "3")
+    page.fill("#memo", "seedlings")
+    page.click('form[action="/request"] button[type=submit]')
+    page.wait_for_selector("text=Request made.")
+    assert page.locator("img.qr").evaluate("i => i.complete && i.naturalWidth > 0")
+    text = page.locator("#request-out").input_value()
+    assert text.startswith("troc-request:")
+    paid = bruno("pay", "--request", text).json
+    state = page.locator("#request-state")
+    wait_until("Ana sees it paid", lambda: page.reload() or state.inner_text() == "paid", 20)
+    page.goto(a_base + "/pending")
+    page.locator(f'li.transfer[data-transfer="{paid["transfer"]}"]').wait_for()
     a_ctx.close()
     b_ctx.close()
 
@@ -189,7 +205,8 @@ def test_the_main_screens_fit_a_phone(browser: Any, nodes: tuple[Member, Member]
     url = login_url(ana)
     page.goto(url)
     base = base_of(url)
-    for screen in ("", "pay", "pending", "history", "offers", "members", "node", "key", "join"):
+    screens = ("", "pay", "request", "pending", "history", "offers", "members", "profile")
+    for screen in (*screens, "node", "key", "join"):
         page.goto(f"{base}/{screen}")
         assert page.locator("h1").count() == 1
         width = page.evaluate("document.documentElement.scrollWidth")
