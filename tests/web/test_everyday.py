@@ -247,3 +247,20 @@ async def test_statements_download_as_csv_and_as_a_bundle_anyone_can_verify(
     assert r.status_code == 400
     assert 'data-kind="usage"' in r.text
     assert "Relevé de compte" in r.text
+
+
+async def test_a_request_for_one_of_my_offers_names_it(web: WebNode) -> None:
+    csrf = await web.login()
+    offer = str(
+        (await api(web, csrf, "offer.add", {"title": "Bike repair", "price": "5"}))["offer"]
+    )
+    offers = await web.client.get("/offers")
+    assert f'href="/request?offer={offer}&amp;amount=5"' in offers.text
+    form = await web.client.get(f"/request?offer={offer}&amount=5")
+    assert "Bike repair" in form.text
+    assert f'name="offer" value="{offer}"' in form.text
+    data = {"csrf": csrf, "to": web.other_id, "amount": "5", "offer": offer}
+    assert (await web.client.post("/request", data=data)).status_code == 303
+    made = (await api(web, csrf, "request.list", {}))["outgoing"]
+    assert isinstance(made, list)
+    assert [(r["offer"], r["amount"]) for r in made] == [(offer, 5)]

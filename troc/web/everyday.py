@@ -99,6 +99,7 @@ class Everyday:
             values=values,
             error=error,
             members=members,
+            offer=await self.s.offer_named(values.get("offer")),
             mine=listed["outgoing"],
             names=listed["names"],
         )

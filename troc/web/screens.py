@@ -176,12 +176,7 @@ class Screens:
         community = request.state.community
         q = request.query_params
         values = values or {k: q.get(k, "") for k in ("to", "amount", "memo", "offer")}
-        offer = None
-        if values.get("offer"):
-            found = await self.door.try_call("offer.list", {"text": None, "limit": 1000})
-            for o in (found or {"offers": []})["offers"]:
-                if o["offer"] == values["offer"]:
-                    offer = o
+        offer = await self.offer_named(values.get("offer"))
         contacts, members = await self.members_to_pay()
         balance = await self.door.call("balance", {})
         return self.render(
@@ -196,6 +191,16 @@ class Screens:
             offer=offer,
             available=balance["balance"] + balance["credit_limit"],
         )
+
+    async def offer_named(self, offer_id: str | None) -> dict[str, Any] | None:
+        """The offer (as ``offer.list`` gives it) with this id, if listed."""
+        if not offer_id:
+            return None
+        found = await self.door.try_call("offer.list", {"text": None, "limit": 1000})
+        for o in (found or {"offers": []})["offers"]:
+            if o["offer"] == offer_id:
+                return dict(o)
+        return None
 
     async def pay(self, request: Request) -> Response:
         form = await request.form()
