@@ -31,12 +31,9 @@ REQUEST_FIELDS = ("to", "amount", "memo", "offer", "expires")
 PROFILE_FIELDS = ("name", "about", "place", "languages", "contact")
 
 
-def routes(web: Any, screens: Screens) -> list[Route]:
+def routes(screens: Screens, c: Any) -> list[Route]:
+    """The routes; ``c`` wraps a handler for a logged-in member of a community."""
     e = Everyday(screens)
-
-    def c(handler: Any) -> Any:
-        return web.guarded(screens.in_community(handler))
-
     return [
         Route("/request", c(e.request_form), methods=["GET"]),
         Route("/request", c(e.request_create), methods=["POST"]),

@@ -60,7 +60,7 @@ def routes(web: Any) -> list[Route]:
         Route("/create", g(s.create), methods=["POST"]),
         Route("/key", g(s.key), methods=["GET"]),
         Route("/node", g(s.node), methods=["GET"]),
-        *everyday.routes(web, s),
+        *everyday.routes(s, c),
     ]
 
 
