@@ -166,8 +166,12 @@ def test_the_member_journey(browser: Any, nodes: tuple[Member, Member]) -> None:
     text = page.locator("#request-out").input_value()
     assert text.startswith("troc-request:")
     paid = bruno("pay", "--request", text).json
-    state = page.locator("#request-state")
-    wait_until("Ana sees it paid", lambda: page.reload() or state.inner_text() == "paid", 20)
+
+    def seen_paid() -> bool:
+        page.reload()
+        return page.locator("#request-state").inner_text() == "paid"
+
+    wait_until("Ana sees it paid", seen_paid, timeout=20)
     page.goto(a_base + "/pending")
     page.locator(f'li.transfer[data-transfer="{paid["transfer"]}"]').wait_for()
     a_ctx.close()
