@@ -162,7 +162,8 @@ def test_the_member_journey(browser: Any, nodes: tuple[Member, Member]) -> None:
     page.fill("#memo", "seedlings")
     page.click('form[action="/request"] button[type=submit]')
     page.wait_for_selector("text=Request made.")
-    assert page.locator("img.qr").evaluate("i => i.complete && i.naturalWidth > 0")
+    drawn = "i => i.complete && i.naturalWidth > 0"  # the SVG loaded, under the CSP
+    wait_until("the QR code is drawn", lambda: page.locator("img.qr").evaluate(drawn), timeout=10)
     text = page.locator("#request-out").input_value()
     assert text.startswith("troc-request:")
     paid = bruno("pay", "--request", text).json
