@@ -259,6 +259,41 @@ async def test_one_lying_witness_does_not_stop_finality(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
+def fail_once(witness: Node) -> None:
+    """Make ``witness`` fail on its own side once (its service returns no
+    answer: it closes the stream, as one killed mid-answer does)."""
+    service = witness.witness
+    assert service is not None
+    ask = service.ask
+    failed: list[bool] = []
+
+    async def once(request: VoteRequest) -> Answer | None:
+        if not failed:
+            failed.append(True)
+            return None
+        return await ask(request)
+
+    service.ask = once  # type: ignore[method-assign]
+
+
+async def test_a_witness_that_hangs_up_is_asked_again_not_called_a_liar(tmp_path: Path) -> None:
+    """A witness whose stream ends before its answer (killed, or failing on
+    its own side) is unreachable for now, not a liar: with another witness
+    down, its vote is needed, and the payment becomes final once it answers."""
+    cl = Cluster(tmp_path)
+    c = cl.community
+    async with trio.open_nursery() as nursery:
+        for i in range(4):
+            await cl.start_witness(nursery, i)
+        async with cl.member("a", cl.a) as a:
+            cl.stop_witness(3)
+            fail_once(cl.witnesses[0][0])
+            result = await pay(a, c, cl.b.public, 5, wait=20)
+            assert result["finality"]["final"], result
+            assert a.status()["witness"]["lies"] == {}
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_replayed_held_certificate_is_not_checked_or_forwarded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,8 +13,9 @@ became final by a later entry's certificate needs no certificate of its own.
 A witness's proof that the member's key signed another entry at that seq
 (``conflict`` with both entries, validly signed) is stored like any fork
 proof, and the node stops asking. A witness that answers what no honest
-witness would (a ``conflict`` that proves no fork, a bad or misplaced vote, a
-garbage frame) is a liar: logged, counted (:attr:`Certifier.lies`, ``troc
+witness would (a ``conflict`` that proves no fork, a bad or misplaced vote,
+an undecodable answer or a malformed frame; not a stream that ends before the
+answer, which is the network's or the witness's own failure) is a liar: logged, counted (:attr:`Certifier.lies`, ``troc
 status``), named in the entry's progress, and not asked again for that
 entry, while the others are.
 """
@@ -77,6 +78,10 @@ CHAIN_WINDOW = 32
 
 #: How Progress.answers records a witness that could not be asked.
 UNREACHABLE = "unreachable: "
+#: Frame errors only a broken or lying witness causes (troc.net.frames.FrameError);
+#: an EOF, a truncation, a reset or a timeout may be the network's doing, or
+#: the witness's own failure (it closes the stream without an answer).
+GARBLED_FRAMES = frozenset({"too_large", "bad_varint"})
 #: A witness that stays unreachable is logged again after this many seconds.
 UNREACHABLE_LOG_EVERY = 60.0
 
@@ -335,18 +340,34 @@ class Certifier:
                     if more is None:
                         return  # it needs what we lack too: later
                     request = more
+        except FrameError as exc:
+            if exc.reason not in GARBLED_FRAMES:
+                # The stream ended, was reset or timed out: the witness was
+                # killed, failed on its side or the network cut it. Not a lie:
+                # asked again with the others (a quorum may need its vote).
+                self._unreachable(progress, witness, exc)
+            else:
+                self._garbage(progress, witness, exc)
         except RemoteProtocolError as exc:
-            progress.answers[witness.hex()] = f"bad answer: {exc}"[:300]
-            if self.service is None or witness != self.service.key.public:
-                progress.collector.blame(witness, f"sent garbage: {exc}"[:300])
-                self._lied(progress, witness)
-        except (DialError, FrameError, trio.TooSlowError) as exc:
-            why = _unreachable_reason(exc)
-            progress.answers[witness.hex()] = f"{UNREACHABLE}{why}"
-            logger.debug("witness %s: %s", witness.hex()[:8], exc)
-            self._log_unreachable(witness, why)
+            self._garbage(progress, witness, exc)
+        except (DialError, trio.TooSlowError) as exc:
+            self._unreachable(progress, witness, exc)
         else:
             self._warned.pop(witness, None)
+
+    def _garbage(self, progress: Progress, witness: MemberId, exc: Exception) -> None:
+        """An answer no honest witness sends (an undecodable message or a
+        malformed frame): a lie, held against ``witness`` for this entry."""
+        progress.answers[witness.hex()] = f"bad answer: {exc}"[:300]
+        if self.service is None or witness != self.service.key.public:
+            progress.collector.blame(witness, f"sent garbage: {exc}"[:300])
+            self._lied(progress, witness)
+
+    def _unreachable(self, progress: Progress, witness: MemberId, exc: Exception) -> None:
+        why = _unreachable_reason(exc)
+        progress.answers[witness.hex()] = f"{UNREACHABLE}{why}"
+        logger.debug("witness %s: %s", witness.hex()[:8], exc)
+        self._log_unreachable(witness, why)
 
     def _log_unreachable(self, witness: MemberId, why: str) -> None:
         """A warning when a witness becomes unreachable, and again now and then
