@@ -15,9 +15,9 @@ A witness's proof that the member's key signed another entry at that seq
 proof, and the node stops asking. A witness that answers what no honest
 witness would (a ``conflict`` that proves no fork, a bad or misplaced vote,
 an undecodable answer or a malformed frame; not a stream that ends before the
-answer, which is the network's or the witness's own failure) is a liar: logged, counted (:attr:`Certifier.lies`, ``troc
-status``), named in the entry's progress, and not asked again for that
-entry, while the others are.
+answer, which is the network's or the witness's own failure) is a liar:
+logged, counted (:attr:`Certifier.lies`, ``troc status``), named in the
+entry's progress, and not asked again for that entry, while the others are.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from typing import Any
 
 import msgpack
 
-from troc.errors import CodecError
+from troc.errors import CodecError, RemoteProtocolError
 
-__all__ = ["ENTRY_LIMITS", "Limits", "pack", "unpack"]
+__all__ = ["ENTRY_LIMITS", "Limits", "pack", "unpack", "unpack_message"]
 
 
 class Limits:
@@ -129,6 +129,18 @@ def unpack(data: bytes, limits: Limits = ENTRY_LIMITS) -> Any:
     if not _canonical_shape(value, 0, limits) or (msgpack.packb(value, use_bin_type=True) != data):
         raise CodecError("non_canonical", "bytes are not the canonical encoding of their value")
     return value
+
+
+def unpack_message(data: bytes, limits: Limits, what: str) -> dict[str, Any]:
+    """A peer's wire message: a map with a string ``t``, within ``limits``.
+    Raises RemoteProtocolError ("bad {what}: ...") if it is not one."""
+    try:
+        msg = unpack(data, limits)
+    except CodecError as exc:
+        raise RemoteProtocolError(f"bad {what}: {exc}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
+        raise RemoteProtocolError(f"bad {what}: not a message")
+    return msg
 
 
 def _canonical_shape(value: Any, depth: int, limits: Limits) -> bool:

@@ -90,13 +90,7 @@ def encode_message(msg: dict[str, Any]) -> bytes:
 
 def decode_message(data: bytes) -> dict[str, Any]:
     """Parse one sync frame. Raises RemoteProtocolError if it is not one."""
-    try:
-        msg = codec.unpack(data, FRAME_LIMITS)
-    except CodecError as exc:
-        raise RemoteProtocolError(f"bad sync frame: {exc}") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
-        raise RemoteProtocolError("bad sync frame: not a message")
-    return msg
+    return codec.unpack_message(data, FRAME_LIMITS, "sync frame")
 
 
 def _bad(what: str) -> RemoteProtocolError:

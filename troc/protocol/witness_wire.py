@@ -179,13 +179,7 @@ def encode_request(request: VoteRequest) -> bytes:
 
 
 def _message(data: bytes) -> dict[str, Any]:
-    try:
-        msg = codec.unpack(data, MESSAGE_LIMITS)
-    except CodecError as exc:
-        raise RemoteProtocolError(f"bad witness message: {exc}") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
-        raise RemoteProtocolError("bad witness message: not a message")
-    return msg
+    return codec.unpack_message(data, MESSAGE_LIMITS, "witness message")
 
 
 def _keys(msg: dict[str, Any], *keys: str, optional: tuple[str, ...] = ()) -> None:
