@@ -79,11 +79,12 @@ def test_a_bundle_verifies_with_the_ledgers_statement(data: st.DataObject) -> No
     assert verified.frozen_at == frozen
     assert verified.not_counted == not_counted(w.ledger, c, chain)
     if to_seq == head.seq and head.frozen_at is None:
-        # Less the take-backs that a payee's accept undid: the bundle lists
-        # them as movements, and cannot prove that no such accept exists
-        # (docs/protocol.md §4.11), as it cannot prove that no fork exists.
+        # Less the take-backs that a payee's accept undid: listed as
+        # movements, and the bundle carries each accept its builder holds
+        # (docs/protocol.md §4.11), so the verifier counts them as undone.
         balance = w.ledger.balance(c, m.public)
-        assert expected.closing - verified.not_counted - head.undone == balance
+        assert verified.undone == head.undone
+        assert expected.closing - verified.not_counted - verified.undone == balance
     # The same bundle's evidence from the SQLite store, fed in another order.
     order = data.draw(arrivals(h), label="order")
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "s.sqlite") as store:

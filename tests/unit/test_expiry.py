@@ -15,6 +15,7 @@ from troc.node.store import Store
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Entry, Offer, Reclaim, TakeBack, Transfer
 from troc.protocol.ledger import Ledger, Reason, Status
+from troc.protocol.statement import build_bundle, verify_bundle
 
 A, B, C = key(0), key(1), key(2)
 DAY = 86_400_000
@@ -147,3 +148,22 @@ def test_a_payer_fork_below_its_take_back_undoes_nothing(w: World) -> None:
     assert w.ingest(other).fork
     assert w.balance(A) == -10  # the transfer counts, the take-back does not
     assert w.ledger.head(w.community, A.public).undone == 0  # type: ignore[union-attr]
+
+
+def test_a_bundle_shows_a_take_back_the_accept_undid(w: World) -> None:
+    """The payer's verifiable statement (docs/protocol.md §9) lists its
+    take-back as a movement; the bundle carries the payee's accept that
+    undid it, so the verifier says so and its figures add up to the
+    balance every node counts."""
+    t = w.pay(A, B, 60)
+    w.now += 15 * DAY
+    tb = w.take_back(A, t)
+    w.accept(B, t)  # the accept wins
+    head = w.ledger.head(w.community, A.public)
+    assert head is not None
+    assert head.undone == 60
+    bundle = build_bundle(w.ledger, A, w.community, tb.ref, 1, w.now)
+    verified = verify_bundle(bundle, w.now)
+    assert [m.amount for m in verified.statement.movements] == [-60, 60]
+    assert verified.undone == 60
+    assert verified.statement.closing - verified.undone == w.balance(A) == -60

@@ -298,6 +298,7 @@ def verify(ctx: Context, file: Path) -> None:
         "final_seq": v.final_seq,
         "frozen_at": v.frozen_at,
         "not_counted": v.not_counted,
+        "undone": v.undone,
         "entries": v.entries,
         "certificates": v.certificates,
         "made_ms": v.made_ms,
@@ -339,6 +340,11 @@ def _verified_text(data: dict[str, Any]) -> str:
         lines.append(
             f"warning: the bundle proves the member forked at seq {data['frozen_at']}:"
             " its entries from there on do not count"
+        )
+    if data["undone"]:
+        lines.append(
+            f"warning: {data['undone']} {unit} taken back in it were undone: the payee's"
+            " accept, in the bundle, won; they do not count"
         )
     if data["not_counted"]:
         lines.append(

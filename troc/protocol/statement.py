@@ -51,6 +51,7 @@ from troc.protocol.entry import (
     Profile,
     Reclaim,
     Ref,
+    TakeBack,
     Transfer,
 )
 from troc.protocol.ledger import Ledger, Status
@@ -145,8 +146,11 @@ class Verified:
     bundle proves the member forked there (its entries from that seq on
     do not count). ``not_counted``: credit in the period's chain from
     transfers in a forked payer's frozen part (optimistic communities).
-    ``names``: the names the bundle itself shows for members (profile,
-    else join), for display.
+    ``undone``: what the period's chain took back by take-backs that the
+    payee's accept, shown in the bundle, undid (optimistic communities:
+    the accept wins, docs/protocol.md §4.11); the builder adds every such
+    accept it holds. ``names``: the names the bundle itself shows for
+    members (profile, else join), for display.
     """
 
     statement: Statement
@@ -158,6 +162,7 @@ class Verified:
     final_seq: int
     frozen_at: int | None
     not_counted: int
+    undone: int
     names: dict[MemberId, str]
 
 
@@ -298,6 +303,9 @@ class _Closure:
         self.order: list[Stored] = []
         self.done: set[_Key] = set()
         self.top: dict[MemberId, int] = {}  # highest seq included, per author
+        rules = ledger.rules(community)
+        self.witnessed = rules is not None and rules.finality == "witnessed"
+        self.scanned = 0  # entries of ``order`` looked at for undone take-backs
 
     def add(self, ref: Ref) -> None:
         backend, c = self.ledger.backend, self.c
@@ -362,7 +370,32 @@ class _Closure:
             anchor = self.anchor(author, top)
             if anchor is not None:
                 self.add(anchor)
+        if not self.witnessed:
+            for accept in self.undoing_accepts():
+                self.add(accept)
         return len(self.order) > before
+
+    def undoing_accepts(self) -> list[Ref]:
+        """The payees' accepts this ledger holds of transfers taken back in
+        the closure (optimistic: the accept wins, docs/protocol.md §4.11), so
+        that the verifier sees the take-back undone as this node does."""
+        found = []
+        for stored in self.order[self.scanned :]:
+            if isinstance(stored.entry.body, TakeBack):
+                found += _undoing_accepts(self.ledger.backend, self.c, stored.entry.body)
+        self.scanned = len(self.order)
+        return found
+
+
+def _undoing_accepts(backend: Backend, community: CommunityId, take_back: TakeBack) -> list[Ref]:
+    """The accepts ``backend`` holds, by its payee, of the transfer that
+    ``take_back`` took back: each undoes it (docs/protocol.md §4.11)."""
+    t = take_back.transfer
+    transfer = backend.entry(community, t.author, t.seq, t.id)
+    if transfer is None or not isinstance(transfer.entry.body, Transfer):  # pragma: no cover
+        return []  # a take-back is stored only after its transfer
+    rows = backend.refs_by(community, transfer.entry.body.to, Kind.ACCEPT, t.id)
+    return [Ref(row.by_author, row.by_seq, row.by_id) for row in rows]
 
 
 def build_bundle(
@@ -524,7 +557,7 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
     if rules.finality == "witnessed":
         final = ledger.is_final(c, Ref(mid, to_seq, EntryId(end_id)))
         final_seq = max((s.entry.seq for s in chain if ledger.is_final(c, s.entry.ref)), default=0)
-    not_counted = 0
+    not_counted = undone = 0
     if final is None:  # optimistic: credit from a forked payer's frozen part
         before = 0
         for s in chain:
@@ -538,6 +571,8 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
                 payer = backend.head(c, t.author)
                 if payer is not None and not payer.counts(t.seq):
                     not_counted += _amount_of(backend, c, t)
+            if isinstance(eb, TakeBack) and _undoing_accepts(backend, c, eb):
+                undone += s.balance - before  # the payee's accept won (§4.11)
             before = s.balance
     names = {}
     for m, _head in backend.heads(c):
@@ -554,6 +589,7 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
         final_seq,
         head.frozen_at,
         not_counted,
+        undone,
         names,
     )
 
