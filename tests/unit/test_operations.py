@@ -135,3 +135,25 @@ def test_a_missing_parameter_is_a_usage_error_not_a_bug(
         "reason": None,
         "message": f"missing parameter{'s' if ',' in missing else ''} {missing}",
     }
+
+
+def test_accept_late_names_a_transfer_its_payer_took_back(
+    pair: tuple[LocalNode, LocalNode, CommunityId],
+) -> None:
+    """Once the payee's node holds the payer's take-back, the transfer is no
+    longer pending there; `accept --late` still names it, and the accept wins
+    (docs/protocol.md §4.11). Without --late it is not offered at all."""
+    ada, bruno, community = pair
+    paid = run_offline(ada, "pay", {"to": mid(bruno.member), "amount": "3", "expires_ms": 0})
+    took = run_offline(ada, "take_back", {"transfer": paid["transfer"]})
+    for entry in ada.history(community):  # the payment and the take-back reach bruno
+        bruno.ingest(entry.wire)
+    assert bruno.pending(community) == []
+    with pytest.raises(LocalProtocolError):
+        run_offline(bruno, "accept", {"transfer": paid["transfer"]})
+    done = run_offline(bruno, "accept", {"transfer": paid["transfer"], "late": True})
+    assert done["transfer"] == paid["transfer"] == took["transfer"]
+    assert ada.balance(community).balance == 0  # taken back, as far as ada knows
+    ada.ingest(bruno.history(community)[0].wire)  # bruno's accept
+    assert ada.balance(community).balance == -3  # the accept won: the take-back is undone
+    assert bruno.balance(community).balance == 3

@@ -457,8 +457,8 @@ def _answer_command(verb: str, doc: str) -> None:
         "--late",
         is_flag=True,
         hidden=verb != "accept",
-        help="Accept a transfer that has expired: the payer may have taken it back,"
-        " and this accept then takes the amount from them again.",
+        help="Accept a transfer that has expired, even one its payer has taken back:"
+        " this accept then takes the amount from them again.",
     )
     @pass_ctx
     def command(

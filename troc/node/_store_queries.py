@@ -164,6 +164,21 @@ class StoreQueries:
         ).fetchall()
         return [decode_trusted(r[0]) for r in rows]
 
+    def taken_back_in(self, community: CommunityId, member: MemberId) -> list[Entry]:
+        """Transfers to ``member`` that their payers took back after expiry
+        (docs/protocol.md §4.11), newest take-back first. The payee may still
+        accept one (``troc accept --late``): the accept wins. Scans the
+        community's take-backs: for that rare command, not for a screen."""
+        rows = self._cur.execute(
+            "SELECT t.wire FROM entries k JOIN logs l ON l.lid = k.lid"
+            " JOIN entries t ON t.lid = k.target_lid AND t.seq = k.target_seq"
+            " AND t.id = k.target_id"
+            " WHERE l.community = ? AND k.kind = ? ORDER BY k.ts DESC",
+            (community, Kind.TAKE_BACK.value),
+        ).fetchall()
+        transfers = (decode_trusted(r[0]) for r in rows)
+        return [e for e in transfers if getattr(e.body, "to", None) == member]
+
     def pending_sums(self, community: CommunityId, member: MemberId) -> tuple[int, int]:
         """(incoming, outgoing): the amounts :meth:`pending_in` and
         :meth:`pending_out` would list, summed in SQL (no entry decoded)."""

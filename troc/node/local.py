@@ -623,12 +623,20 @@ class LocalNode:
     def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
         return self.store.forks(community)
 
-    def find_transfer(self, community: CommunityId, text_or_prefix: str) -> Ref:
+    def find_transfer(
+        self, community: CommunityId, text_or_prefix: str, *, taken_back: bool = False
+    ) -> Ref:
         """Resolve a transfer named by a (prefix of an) entry id among those
-        pending for or from this member. Raises RefusedError
-        (``already_answered``) if it names a transfer this member already
-        accepted or declined, else LocalProtocolError if none or several match."""
+        pending for or from this member (and, with ``taken_back``, those to
+        this member that their payer took back after expiry, which an accept
+        may still win). Raises RefusedError (``already_answered``) if it names
+        a transfer this member already accepted or declined, else
+        LocalProtocolError if none or several match."""
         refs = [t.ref for t in self.pending(community) + self.pending_out(community)]
+        if taken_back and not matching(text_or_prefix, "transfer", refs):
+            answered = self._answers(community)
+            back = (e.ref for e in self.store.taken_back_in(community, self.member))
+            refs += [r for r in back if r not in answered]
         if not matching(text_or_prefix, "transfer", refs):
             # Not waiting for an answer: say so if this member already gave one
             # (a second `accept` is refused by the ledger, not a typo).

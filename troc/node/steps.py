@@ -201,9 +201,10 @@ def _check_offer_payment(
 def op_answer(verb: str) -> Callable[[LocalNode, dict[str, Any]], Done]:
     def op(node: LocalNode, p: dict[str, Any]) -> Done:
         community = community_of(node, p.get("community"))
-        ref = node.find_transfer(community, p["transfer"])
+        late = verb == "accept" and bool(p.get("late"))
+        ref = node.find_transfer(community, p["transfer"], taken_back=late)
         if verb == "accept":
-            if node.expired(community, ref) and not p.get("late"):
+            if node.expired(community, ref) and not late:
                 # The payer may have taken it back: this accept would win,
                 # and the payer lose what it spent again (docs/protocol.md §4.11).
                 raise RefusedError(
