@@ -487,3 +487,24 @@ async def test_a_group_of_dial_failures_is_one_dial_error(
     monkeypatch.setattr(a.libp2p, "new_stream", buggy)
     with pytest.raises(ExceptionGroup):
         await a.open_stream(b.peer_id, RAW)
+
+
+async def test_connect_dials_the_address_it_is_given(pair: tuple[P2PHost, P2PHost]) -> None:
+    """A peer known by several addresses is reached through the one named,
+    even when the peerstore lists a dead one first: py-libp2p's own connect
+    dials one address per transport, its peerstore's first, and after a
+    partition healed a node kept dialling its peer's address on a link it had
+    no route to (tests/e2e/test_partition.py)."""
+    a, b = pair
+    with trio.socket.socket() as probe:  # a port nothing listens on: refused at once
+        await probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    dead = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{dead_port}")
+    a.libp2p.get_peerstore().add_addrs(b.libp2p.get_id(), [dead], 120)
+
+    assert await a.connect(b.listen_addrs()[0]) == b.peer_id
+    assert a.connected_peers() == [b.peer_id]
+    stream = await a.open_stream(b.peer_id, "/ipfs/ping/1.0.0")  # usable at once
+    await stream.reset()
+    assert await a.connect(b.listen_addrs()[0]) == b.peer_id  # connected: returns at once
+    assert a.connected_peers() == [b.peer_id]

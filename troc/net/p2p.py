@@ -28,6 +28,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import multiaddr
 import trio
@@ -41,7 +42,7 @@ from libp2p.exceptions import BaseLibp2pError
 from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -207,10 +208,37 @@ class P2PHost:
             with trio.fail_after(self._connect_timeout):
                 if redial:  # forget a recent failure (see open_stream)
                     self.libp2p.get_network().unblock_peer(info.peer_id)  # type: ignore[attr-defined]
-                await self.libp2p.connect(info)
+                await self._dial_named(info)
         except (BaseLibp2pError, OSError, trio.TooSlowError) as exc:
             raise DialError(f"cannot connect to {addr}: {exc!r}") from exc
         return str(info.peer_id.to_base58())
+
+    async def _dial_named(self, info: PeerInfo) -> None:
+        """Connect to ``info.peer_id`` through the address the caller named.
+
+        py-libp2p's own ``connect`` dials at most one address per transport
+        class, the first its peerstore lists; once identify has run, that is
+        often another of the peer's addresses, one this node may have no
+        route to (a peer listening on two links, a LAN and a public address).
+        Every redial then failed on that address while the named one, which
+        worked, was never tried (tests/e2e/test_partition.py).
+        """
+        host = self.libp2p
+        host.get_peerstore().add_addrs(info.peer_id, info.addrs, 120)
+        network: Any = host.get_network()
+        ongoing = getattr(network, "_ongoing_dials", {}).get(info.peer_id)
+        if ongoing is not None:  # a dial of ours is under way: use its outcome
+            await ongoing.wait()
+        if any(not c.is_closed for c in network.get_connections(info.peer_id)):
+            await host.connect(info)  # connected: returns once the connection is ready
+            return
+        conn = await network.dial_addr(info.addrs[0], info.peer_id)
+        started = getattr(conn, "event_started", None)
+        if started is not None:  # muxer and stream handlers ready, as connect waits for
+            await started.wait()
+        schedule_identify = getattr(host, "_schedule_identify", None)
+        if schedule_identify is not None:  # as connect does: learn its protocols, addresses
+            schedule_identify(info.peer_id, reason="connect")
 
     async def disconnect(self, peer_id: str, *, abort: bool = False) -> None:
         """Close every connection to ``peer_id``.

@@ -309,7 +309,7 @@ class Peers:
             # when both dials land together each side's py-libp2p keeps one
             # connection and closes the other, not always the same one, so
             # both go. In lock-step (both on 2 s ticks from the same heal)
-            # that repeated for minutes (tests/e2e/test_partition.py).
+            # that could repeat (docs/sync.md, "Dead links and partitions").
             await trio.sleep(min(REDIAL_TICK, REDIAL_RECENT) * random.uniform(0.5, 1.0))
             now = trio.current_time()
             connected = set(self.host.connected_peers())
