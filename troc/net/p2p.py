@@ -28,7 +28,6 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import multiaddr
 import trio
@@ -216,29 +215,24 @@ class P2PHost:
     async def _dial_named(self, info: PeerInfo) -> None:
         """Connect to ``info.peer_id`` through the address the caller named.
 
-        py-libp2p's own ``connect`` dials at most one address per transport
-        class, the first its peerstore lists; once identify has run, that is
-        often another of the peer's addresses, one this node may have no
-        route to (a peer listening on two links, a LAN and a public address).
-        Every redial then failed on that address while the named one, which
-        worked, was never tried (tests/e2e/test_partition.py).
+        py-libp2p's own ``connect`` dials at most one address per transport,
+        the first its peerstore lists; once identify has run, that is often
+        another of the peer's addresses, one this node may have no route to
+        (a peer listening on two links, a LAN and a public address). Every
+        redial then failed on that address while the named one, which
+        worked, was never tried (tests/e2e/test_partition.py). So the named
+        address goes first in the peerstore's list (py-libp2p 0.8.1 keeps a
+        plain list per peer), and ``connect`` does the rest as it always has.
         """
-        host = self.libp2p
-        host.get_peerstore().add_addrs(info.peer_id, info.addrs, 120)
-        network: Any = host.get_network()
-        ongoing = getattr(network, "_ongoing_dials", {}).get(info.peer_id)
-        if ongoing is not None:  # a dial of ours is under way: use its outcome
-            await ongoing.wait()
-        if any(not c.is_closed for c in network.get_connections(info.peer_id)):
-            await host.connect(info)  # connected: returns once the connection is ready
-            return
-        conn = await network.dial_addr(info.addrs[0], info.peer_id)
-        started = getattr(conn, "event_started", None)
-        if started is not None:  # muxer and stream handlers ready, as connect waits for
-            await started.wait()
-        schedule_identify = getattr(host, "_schedule_identify", None)
-        if schedule_identify is not None:  # as connect does: learn its protocols, addresses
-            schedule_identify(info.peer_id, reason="connect")
+        store = self.libp2p.get_peerstore()
+        store.add_addrs(info.peer_id, info.addrs, 120)
+        data = getattr(store, "peer_data_map", {}).get(info.peer_id)
+        known = getattr(data, "addrs", None)
+        named = info.addrs[0]
+        if isinstance(known, list) and named in known and known[0] != named:
+            known.remove(named)
+            known.insert(0, named)
+        await self.libp2p.connect(info)
 
     async def disconnect(self, peer_id: str, *, abort: bool = False) -> None:
         """Close every connection to ``peer_id``.
