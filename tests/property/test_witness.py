@@ -69,7 +69,6 @@ from troc.protocol.witness import (
     Position,
     Refused,
     Tally,
-    VoidCertificate,
     VoidVote,
     Vote,
     Voted,

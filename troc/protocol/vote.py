@@ -31,14 +31,14 @@ from troc.protocol.entry import (
 
 __all__ = [
     "CERTIFICATE_LIMITS",
+    "VOID_MARK",
     "VOTE_LIMITS",
     "Certificate",
     "Equivocation",
     "Position",
-    "VOID_MARK",
-    "Vote",
     "VoidCertificate",
     "VoidVote",
+    "Vote",
     "WitnessRules",
     "check_quorum",
     "decode_any_certificate",
@@ -253,7 +253,7 @@ class Vote:
         elif isinstance(v, list) and len(v) == 6:
             kind = Vote
         else:
-            raise _bad("a vote is [community, author, seq, id, witness, signature(, \"void\")]")
+            raise _bad('a vote is [community, author, seq, id, witness, signature(, "void")]')
         if cls is VoidVote and kind is not VoidVote:
             raise _bad("not a void vote")
         return kind(

@@ -133,10 +133,10 @@ __all__ = [
     "Position",
     "Refused",
     "Tally",
-    "Vote",
-    "VoteLog",
     "VoidCertificate",
     "VoidVote",
+    "Vote",
+    "VoteLog",
     "VoteRequest",
     "Voted",
     "Waiting",
@@ -550,14 +550,14 @@ class WitnessState:
 
     def _void_overdraft(self, chain: list[Entry], new_voids: dict[int, EntryId]) -> Refused | None:
         """Refuse if an entry about to be locked spends credit of a void
-        accept or take-back below it: its balance less those credits would
+        accept or take-back below it: its balance less those void_credits would
         pass its credit limit (§3.6)."""
         c = self.rules.community
         author = chain[0].author
         voids = {**self.votes.voids(c, author), **new_voids}
         if not voids:
             return None
-        credits: list[tuple[int, int]] = []  # (seq, amount) of the voids on this chain
+        void_credits: list[tuple[int, int]] = []  # (seq, amount) of the voids on this chain
         for seq, eid in voids.items():
             void = self.view.get(c, Ref(author, seq, eid))
             if void is None or not isinstance(void.body, Accept | TakeBack):
@@ -565,13 +565,13 @@ class WitnessState:
             on_chain = seq in new_voids or self.votes.get(c, author, seq) == eid
             transfer = self.view.get(c, void.body.transfer)
             if on_chain and transfer is not None and isinstance(transfer.body, Transfer):
-                credits.append((seq, transfer.body.amount))
+                void_credits.append((seq, transfer.body.amount))
         for e in chain:
             held = self.view.balance(c, e.ref)
             if held is None:  # pragma: no cover - the chain was walked through the view
                 continue
             balance, limit = held
-            lost = sum(amount for seq, amount in credits if seq < e.seq)
+            lost = sum(amount for seq, amount in void_credits if seq < e.seq)
             if lost and balance - lost < -limit:
                 return Refused(
                     VOID_OVERDRAFT,
