@@ -6,6 +6,8 @@ nothing; the loser's author's later entries get votes again."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import World, key
@@ -226,3 +228,31 @@ def test_void_votes_and_certificates_are_their_own_kind() -> None:
     normal_cert = certify(race.rules, race.a)
     relabelled = VoidCertificate(c, Q.public, race.a.seq, race.a.id, normal_cert.votes)
     assert relabelled.problem(race.rules) is not None
+
+
+def test_void_marks_last_in_the_store_and_a_format_5_store_is_migrated(tmp_path: Path) -> None:
+    """The node's vote log keeps void marks durably (store format 6); a
+    format 5 store, which has no void_votes table, gets one."""
+    import sqlite3
+
+    from troc.node.store import SCHEMA_VERSION, Store
+
+    race = Race()
+    c, eid = race.world.community, race.a.id
+    path = tmp_path / "store.sqlite"
+    with Store.open(path) as store, store.transaction(durable=True):
+        store.put_void_vote(c, Q.public, 2, eid)
+        store.put_void_vote(c, Q.public, 2, eid)  # again: changes nothing
+    with Store.open(path) as store:
+        assert store.void_votes(c, Q.public) == {2: eid}
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE void_votes")
+    conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with Store.open(path) as store:
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
+        assert store.void_votes(c, Q.public) == {}
+        with store.transaction():
+            store.put_void_vote(c, Q.public, 2, eid)
+        assert store.void_votes(c, Q.public) == {2: eid}
