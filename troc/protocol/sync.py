@@ -141,7 +141,7 @@ from troc.protocol.sync_wire import (
     decode_message,
     encode_message,
 )
-from troc.protocol.witness import Certificate
+from troc.protocol.witness import decode_any_certificate
 
 __all__ = [
     "FRAME_LIMITS",
@@ -537,7 +537,7 @@ class SyncSession:
         mine: list[bytes] = []
         for data in datas:
             try:
-                cert = Certificate.decode(data)
+                cert = decode_any_certificate(data)  # either kind (docs/witness.md §3.6)
             except CodecError:
                 self._refused_certificate(Reason.BAD_CERTIFICATE.value, faulty=True)
                 continue

@@ -44,6 +44,7 @@ __all__ = [
     "decode_any_certificate",
     "default_quorum",
     "fork_proof_problem",
+    "is_void_certificate",
     "max_faults",
     "min_quorum",
     "quorum_problem",
@@ -431,6 +432,16 @@ class VoidCertificate(Certificate):
     signature in the ``troc/void/v1`` domain."""
 
     VOTE: ClassVar[type[Vote]] = VoidVote
+
+
+def is_void_certificate(data: bytes) -> bool:
+    """True if ``data``, a certificate's canonical bytes as stored, is a void
+    certificate (told by its length: the 6-element array; no signature checked)."""
+    try:
+        raw = codec.unpack(data, CERTIFICATE_LIMITS)
+    except CodecError:
+        return False
+    return isinstance(raw, list) and len(raw) == 6
 
 
 def decode_any_certificate(data: bytes) -> Certificate:

@@ -90,6 +90,7 @@ from troc.protocol.vote import (
     decode_any_certificate,
     default_quorum,
     fork_proof_problem,
+    is_void_certificate,
     max_faults,
     min_quorum,
     quorum_problem,
@@ -146,11 +147,13 @@ __all__ = [
     "certificate_needed",
     "check_quorum",
     "decode_answer",
+    "decode_any_certificate",
     "decode_request",
     "default_quorum",
     "encode_answer",
     "encode_request",
     "fork_proof_problem",
+    "is_void_certificate",
     "max_faults",
     "min_quorum",
     "quorum_problem",
@@ -281,8 +284,7 @@ class WitnessView(Protocol):
         ...
 
     def add_void_certificate(self, certificate: VoidCertificate) -> None:
-        """Keep a verified void certificate (a hint: the vote log's void mark
-        is what lasts)."""
+        """Keep a verified void certificate."""
         ...
 
     def balance(self, community: CommunityId, ref: Ref) -> tuple[int, int] | None:
@@ -679,8 +681,6 @@ class LedgerView:
         self.clock = clock
         # A parked entry → (the entries, the certificates it waits for).
         self._parked: dict[Ref, tuple[tuple[Ref, ...], tuple[Ref, ...]]] = {}
-        # Void certificates shown (a hint: the vote log's void marks last).
-        self._void: dict[tuple[CommunityId, Ref], VoidCertificate] = {}
         # Per log, a seq below which every recorded accept and take-back is
         # settled (§3.6): the recorded chain and its settlements never change.
         self._settled: dict[tuple[CommunityId, MemberId], int] = {}
@@ -746,15 +746,14 @@ class LedgerView:
         self.ledger.ingest_certificate(certificate.encode(), self.clock())
 
     def own_certificate(self, community: CommunityId, ref: Ref) -> bool:
-        return self.ledger.certificate_of(community, ref) is not None
+        held = self.ledger.certificate_of(community, ref)
+        return held is not None and not is_void_certificate(held)
 
     def void_certified(self, community: CommunityId, ref: Ref) -> bool:
-        return (community, ref) in self._void
+        return self.ledger.is_void(community, ref)
 
     def add_void_certificate(self, certificate: VoidCertificate) -> None:
-        if len(self._void) >= self.MAX_PARKED:
-            self._void.clear()  # only a hint: what was used is marked in the vote log
-        self._void[(certificate.community, certificate.ref)] = certificate
+        self.ledger.ingest_certificate(certificate.encode(), self.clock())
 
     def balance(self, community: CommunityId, ref: Ref) -> tuple[int, int] | None:
         stored = self.ledger.backend.entry(community, ref.author, ref.seq, ref.id)
