@@ -189,6 +189,8 @@ def created(key: str) -> Renderer:
         fin = data.get("finality")
         if fin is None:
             return out
+        if fin.get("void"):  # lost its race (docs/witness.md §3.6): final, no effect
+            return out + f"\n{fin['void']} (final, with no effect; your log goes on)"
         if fin["final"]:
             return out + f"\nfinal ({fin['votes']} of {fin['quorum']} witness votes needed)"
         if fin["problem"]:

@@ -1,0 +1,81 @@
+"""A lost accept / take-back race does not stop the payee's log (docs/witness.md
+§3.6), over real libp2p hosts on 127.0.0.1 (in one process): the payer takes
+back an expired payment and the witnesses certify it; the payee's late accept
+is then refused by every honest witness; its node asks for void votes with the
+take-back's certificate, says plainly that the accept is void, and the
+payee's next payment becomes final. Before void votes that payment could
+never become final (the accept below it could never be certified)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.network.test_witnessed import Cluster, eventually, pay
+from troc.node import ops
+from troc.node.certifier import VOID_ACCEPT
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+
+
+async def test_a_payee_whose_accept_lost_pays_again(tmp_path: Path) -> None:
+    cl = Cluster(tmp_path)
+    c = cl.community
+    async with trio.open_nursery() as nursery:
+        for i in range(4):
+            await cl.start_witness(nursery, i)
+        async with cl.member("a", cl.a) as a, cl.member("b", cl.b) as b:
+            await a.connect(b.addrs()[0])
+            await eventually(lambda: b.local.balance(c, cl.b.public).joined)
+            expires = int(time.time() * 1000) + 1500
+            paid = await a.run_op(
+                "pay",
+                {
+                    "community": ops.cid(c),
+                    "to": ops.mid(cl.b.public),
+                    "amount": "10",
+                    "expires_ms": expires,
+                    "wait": 20,
+                },
+            )
+            assert paid["finality"]["final"], paid
+            transfer = a.local.pending_out(c)[0].ref
+            await eventually(lambda: b.local.is_final(c, transfer))
+            await trio.sleep(max(0.0, expires / 1000 - time.time()) + 0.5)  # expired everywhere
+            taken = await a.run_op(
+                "take_back", {"community": ops.cid(c), "transfer": ops.eid(transfer.id), "wait": 20}
+            )
+            assert taken["finality"]["final"], taken
+            take_back = a.local.store.head(c, cl.a.public)
+            assert take_back is not None
+            # The payee's node holds the take-back and its certificate.
+            await eventually(
+                lambda: b.local.is_final(
+                    c, type(transfer)(cl.a.public, take_back.seq, take_back.id)
+                )
+            )
+            # The accept the payee signed late (its node had not seen the
+            # take-back yet, or its member insisted): signed directly, as the
+            # pending list no longer offers a transfer taken back.
+            accept = b.local.accept(c, transfer)
+            progress = b.certifier.track(accept)
+            assert progress is not None
+            fin = await b.wait_final(progress, 30)
+            assert fin["final"], fin
+            assert fin["void"] == VOID_ACCEPT
+            assert b.local.balance(c).balance == 0  # the void accept credits nothing
+            again = await pay(b, c, cl.a.public, 3, wait=20)
+            assert again["finality"]["final"], again
+            assert again["finality"]["void"] is None
+            for node in (a, b, *(w for w, _ in cl.witnesses.values())):
+                await eventually(lambda n=node: n.local.balance(c, cl.b.public).balance == -3)
+                assert node.local.balance(c, cl.a.public).balance == 0
+        nursery.cancel_scope.cancel()
