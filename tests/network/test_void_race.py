@@ -16,7 +16,7 @@ import trio
 
 from tests.network.test_witnessed import Cluster, eventually, pay
 from troc.node import ops
-from troc.node.certifier import VOID_ACCEPT
+from troc.node.opdata import VOID_ACCEPT
 
 pytestmark = [
     pytest.mark.slow,
@@ -72,6 +72,14 @@ async def test_a_payee_whose_accept_lost_pays_again(tmp_path: Path) -> None:
             assert fin["final"], fin
             assert fin["void"] == VOID_ACCEPT
             assert b.local.balance(c).balance == 0  # the void accept credits nothing
+            # balance and history say so, in JSON too.
+            bal = await b.run_op("balance", {"community": ops.cid(c)})
+            assert [v["why"] for v in bal["void"]] == [VOID_ACCEPT]
+            assert bal["void"][0]["transfer"] == ops.eid(transfer.id)
+            hist = await b.run_op("history", {"community": ops.cid(c)})
+            assert [e.get("void") for e in hist["entries"] if e["kind"] == "accept"] == [
+                VOID_ACCEPT
+            ]
             again = await pay(b, c, cl.a.public, 3, wait=20)
             assert again["finality"]["final"], again
             assert again["finality"]["void"] is None

@@ -38,6 +38,7 @@ from troc.crypto.sign import MemberId
 from troc.errors import RemoteProtocolError, TrocError
 from troc.net.p2p import DialError, FrameError, FrameReader, P2PHost, close_stream, write_frame
 from troc.node.local import LocalNode
+from troc.node.opdata import void_sentence
 from troc.protocol.entry import (
     Accept,
     CommunityId,
@@ -92,16 +93,6 @@ CHAIN_WINDOW = 32
 #: Refusals that mean "the rival of this accept or take-back has the votes"
 #: (docs/witness.md §3.5, §3.6): the entry is to be voided, not given up.
 RACE_LOST = frozenset({VOTED_ACCEPT, VOTED_TAKE_BACK, VOIDED})
-#: What the member is told of its void entry (docs/witness.md §3.6).
-VOID_ACCEPT = "the payer took it back first; your accept is void"
-VOID_TAKE_BACK = "the payee accepted it first; your take-back is void"
-
-
-def void_sentence(entry: Entry) -> str:
-    """What to tell the member whose ``entry`` (an accept or take-back) is void."""
-    return VOID_ACCEPT if isinstance(entry.body, Accept) else VOID_TAKE_BACK
-
-
 #: How Progress.answers records a witness that could not be asked.
 UNREACHABLE = "unreachable: "
 #: Frame errors only a broken or lying witness causes (troc.net.frames.FrameError);
