@@ -62,13 +62,18 @@ async def test_a_payee_whose_accept_lost_pays_again(tmp_path: Path) -> None:
                     c, type(transfer)(cl.a.public, take_back.seq, take_back.id)
                 )
             )
-            # The accept the payee signed late (its node had not seen the
-            # take-back yet, or its member insisted): signed directly, as the
-            # pending list no longer offers a transfer taken back.
-            accept = b.local.accept(c, transfer)
-            progress = b.certifier.track(accept)
-            assert progress is not None
-            fin = await b.wait_final(progress, 30)
+            # The payee insists (--late): its accept reaches the witnesses
+            # after the payer's certified take-back, and loses.
+            accepted = await b.run_op(
+                "accept",
+                {
+                    "community": ops.cid(c),
+                    "transfer": ops.eid(transfer.id),
+                    "late": True,
+                    "wait": 30,
+                },
+            )
+            fin = accepted["finality"]
             assert fin["final"], fin
             assert fin["void"] == VOID_ACCEPT
             assert b.local.balance(c).balance == 0  # the void accept credits nothing
