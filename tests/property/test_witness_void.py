@@ -8,40 +8,31 @@ duplication, delay and crashes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.property.test_witness import FinalitySim, SimSpec, _replay
-from troc.protocol.witness import Refused, WitnessState, max_faults
+from tests.property.test_witness_expiry import expiry_specs
+from troc.protocol.witness import Refused, WitnessState
 
 EXAMPLES = settings().max_examples
 
 
-@st.composite
-def void_specs(draw: st.DrawFn) -> SimSpec:
-    n = draw(st.sampled_from([4, 7]))
-    return SimSpec(
-        n=n,
-        byzantine=draw(st.integers(0, max_faults(n))),
-        loss=draw(st.sampled_from([0.0, 0.1, 0.3])),
-        dup=draw(st.sampled_from([0.0, 0.2])),
-        max_delay_ms=draw(st.sampled_from([5, 300])),
-        payments=draw(st.integers(1, 8)),
-        fork=draw(st.sampled_from(["none", "same_seq"])),
-        crashes=draw(st.integers(0, 2)),
-        put_crash=draw(st.sampled_from([0.0, 0.1])),
-        expiry_ms=draw(st.sampled_from([50, 300, 1_000])),
-        take_backs=draw(st.sampled_from([0.5, 1.0])),
-        skew_ms=draw(st.sampled_from([0, 200])),
-        void=True,
-    )
+#: The expiry simulation's runs, with void votes.
+void_specs = expiry_specs().map(lambda spec: replace(spec, void=True))
+#: Busy runs with a byzantine witness: races lost both ways.
+BUSY = SimSpec(
+    n=4, byzantine=1, payments=6, fork="none", expiry_ms=300, take_backs=1.0, skew_ms=200, void=True
+)
 
 
 @settings(
     max_examples=max(EXAMPLES // 8, 4), deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-@given(seed=st.integers(0, 2**32 - 1), spec=void_specs())
+@given(seed=st.integers(0, 2**32 - 1), spec=void_specs)
 def test_a_lost_race_stops_no_log(seed: int, spec: SimSpec) -> None:
     result = FinalitySim(seed, spec).run()
     assert not result.violations, f"{result.violations}; {_replay(seed, spec)}"
@@ -54,17 +45,7 @@ def test_losers_are_voided_and_their_logs_go_on() -> None:
     votes these runs report the loser's later entries never final)."""
     voided = after = 0
     for seed in (1, 4):
-        spec = SimSpec(
-            n=4,
-            byzantine=1,
-            payments=6,
-            fork="none",
-            expiry_ms=300,
-            take_backs=1.0,
-            skew_ms=200,
-            void=True,
-        )
-        result = FinalitySim(seed, spec).run()
+        result = FinalitySim(seed, BUSY).run()
         assert not result.violations, (seed, result.violations)
         assert result.races_stuck == 0
         voided += result.voided
@@ -79,15 +60,5 @@ def test_without_void_votes_the_losers_logs_stop(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(
         WitnessState, "decide_void", lambda self, entry: Refused("no", "void votes are off")
     )
-    spec = SimSpec(
-        n=4,
-        byzantine=1,
-        payments=6,
-        fork="none",
-        expiry_ms=300,
-        take_backs=1.0,
-        skew_ms=200,
-        void=True,
-    )
-    result = FinalitySim(1, spec).run()
+    result = FinalitySim(1, BUSY).run()
     assert any("never became final" in v for v in result.violations), result.violations
