@@ -765,10 +765,10 @@ class LedgerView:
             return []
         backend = self.ledger.backend
         rows = [
-            *backend.refs_from(community, author, Kind.ACCEPT, below),
-            *backend.refs_from(community, author, Kind.TAKE_BACK, below),
+            *backend.refs_from(community, author, Kind.ACCEPT, below, floor),
+            *backend.refs_from(community, author, Kind.TAKE_BACK, below, floor),
         ]
-        return [Ref(r.by_author, r.by_seq, r.by_id) for r in rows if r.by_seq >= floor]
+        return [Ref(r.by_author, r.by_seq, r.by_id) for r in rows]
 
     def settled_below(self, community: CommunityId, author: MemberId, below: int) -> None:
         key = (community, author)
