@@ -147,3 +147,26 @@ def test_arrival_order_does_not_matter(data: st.DataObject) -> None:
             assert final_state(on_disk, race) == expected
         finally:
             store.close()
+
+
+def test_sync_brings_the_void_certificates_below_a_tip() -> None:
+    """A node that learns B's log by sync alone gets the void certificate of
+    the accept below B's final tip with the tip's certificate (docs/witness.md
+    §6.2), so it never counts the void accept's credit."""
+    from troc.protocol.sync_pair import MemoryView, sync_pair
+
+    race = Race("take_back")
+    w = race.w
+
+    def view(items: list[tuple[str, bytes]]) -> MemoryView:
+        ledger = Ledger(MemoryBackend())
+        for kind, blob in items:
+            deliver(ledger, kind, blob, w.now)
+        return MemoryView(ledger, w.community, lambda: w.now)
+
+    full = view(race.items(own=False))
+    empty = view(race.items()[:1])
+    sync_pair(empty, full)
+    assert empty.ledger.is_void(w.community, race.acc.ref)
+    assert final_state(empty.ledger, race) == final_state(full.ledger, race)
+    assert dict(empty.ledger.balances(w.community)) == race.expected()
