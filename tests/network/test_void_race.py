@@ -92,3 +92,37 @@ async def test_a_payee_whose_accept_lost_pays_again(tmp_path: Path) -> None:
                 await eventually(lambda n=node: n.local.balance(c, cl.b.public).balance == -3)
                 assert node.local.balance(c, cl.a.public).balance == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_an_accept_and_a_payment_in_a_burst_both_become_final(tmp_path: Path) -> None:
+    """The witnesses lock nothing above an accept that can race until it is
+    settled (docs/witness.md §3.6): the payee's node certifies its accept of
+    an expiring payment first, then the payment it signed right after."""
+    cl = Cluster(tmp_path)
+    c = cl.community
+    async with trio.open_nursery() as nursery:
+        for i in range(4):
+            await cl.start_witness(nursery, i)
+        async with cl.member("a", cl.a) as a, cl.member("b", cl.b) as b:
+            await a.connect(b.addrs()[0])
+            await eventually(lambda: b.local.balance(c, cl.b.public).joined)
+            expires = int(time.time() * 1000) + 600_000
+            paid = await a.run_op(
+                "pay",
+                {
+                    "community": ops.cid(c),
+                    "to": ops.mid(cl.b.public),
+                    "amount": "10",
+                    "expires_ms": expires,
+                    "wait": 20,
+                },
+            )
+            assert paid["finality"]["final"], paid
+            transfer = a.local.pending_out(c)[0].ref
+            await eventually(lambda: b.local.is_final(c, transfer))
+            params = {"community": ops.cid(c), "transfer": ops.eid(transfer.id), "wait": 0}
+            await b.run_op("accept", params)
+            again = await pay(b, c, cl.a.public, 3, wait=30)
+            assert again["finality"]["final"], again
+            assert b.local.balance(c).balance == 7
+        nursery.cancel_scope.cancel()

@@ -256,3 +256,28 @@ def test_void_marks_last_in_the_store_and_a_format_5_store_is_migrated(tmp_path:
         with store.transaction():
             store.put_void_vote(c, Q.public, 2, eid)
         assert store.void_votes(c, Q.public) == {2: eid}
+
+
+def test_an_upgraded_witness_asks_for_an_old_race_and_votes_it_again() -> None:
+    """A witness's vote log from before void votes: Q's accept was locked
+    under Q's later payment, with no certificate of its own. Asked for Q's
+    next entry, the witness asks for the accept's certificate; asked for the
+    accept itself it votes at once (it recorded it), and the certificate
+    that makes settles it (what the author's node does: Certifier._own_races)."""
+    race = Race()
+    world, rules = race.world, race.rules
+    paid = world.pay(Q, P, 1)
+    later = world.pay(Q, P, 1)
+    w = race.witness(3)
+    for e in [*race.deps(), race.a, paid]:
+        w.ledger.ingest(e.wire, world.now)
+    w.ledger.ingest_certificate(certify(rules, race.t).encode(), world.now)
+    c = world.community
+    w.votes.put(
+        c, Q.public, [(race.j2.seq, race.j2.id), (race.a.seq, race.a.id), (paid.seq, paid.id)]
+    )
+    assert w.ask(later) == Waiting(certificates=(race.a.ref,))
+    again = w.ask(race.a)
+    assert isinstance(again, Voted)
+    assert not isinstance(again.vote, VoidVote)
+    assert isinstance(w.ask(later, certs=[certify(rules, race.a)]), Voted)

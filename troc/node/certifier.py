@@ -141,6 +141,9 @@ class Progress:
     rival: tuple[Entry, bytes] | None = None
     #: Set once the entry is void: what the member is told.
     void: str | None = None
+    #: A witness named an older own accept or take-back whose race is not
+    #: settled here: the driver certifies that one first.
+    switch: bool = False
 
     def unreachable(self) -> dict[MemberId, str]:
         """Witnesses that have not voted and could not be reached when last asked, and why."""
@@ -277,7 +280,7 @@ class Certifier:
         for (pc, ref), p in list(self.progress.items()):
             if pc != c or ref.author != author:
                 continue
-            if not p.done.is_set() and self._final(c, ref):
+            if not p.done.is_set() and self._settled(c, p.entry):
                 p.final = True
                 if self.local.ledger.is_void(c, ref):
                     p.void = void_sentence(p.entry)
@@ -294,6 +297,7 @@ class Certifier:
         a witness that comes back is asked again within seconds whatever the
         others do; the first q votes end all the loops.
         """
+        progress.switch = False
         async with trio.open_nursery() as nursery:
             for w in progress.collector.rules.witnesses:
                 nursery.start_soon(self._keep_asking, progress, w, nursery.cancel_scope)
@@ -305,12 +309,15 @@ class Certifier:
         c = entry.community
         assert c is not None
         for attempt in range(100_000):  # bounded: ~6 days at the longest delay
-            if self._final(c, entry.ref):
+            if self._settled(c, entry):
                 scope.cancel()  # a certificate from elsewhere (sync, gossip) made it final
                 return
             if witness not in collector.pending():
                 return  # voted (or caught lying): nothing more to ask it
             await self._ask(progress, witness)
+            if progress.switch:  # an older own race first (see _own_races)
+                scope.cancel()
+                return
             if collector.certificate is not None:
                 if progress.certificate is None:
                     self._store(c, collector.certificate.encode(), progress)
@@ -339,6 +346,35 @@ class Certifier:
 
     def _final(self, c: CommunityId, ref: Ref) -> bool:
         return self.local.ledger.is_final(c, ref)
+
+    def _settled(self, c: CommunityId, entry: Entry) -> bool:
+        """Final here; for an accept or take-back that can race, also with its
+        own certificate, of either kind (the witnesses need it to lock
+        anything above it, docs/witness.md §3.6): final through a later
+        entry's certificate only, it is asked for again (its witnesses, which
+        recorded it, vote at once)."""
+        if not self._final(c, entry.ref):
+            return False
+        return (
+            not self._raceable(entry) or self.local.ledger.certificate_of(c, entry.ref) is not None
+        )
+
+    def _own_races(self, progress: Progress, waiting: Waiting) -> bool:
+        """Follow the older own accepts and take-backs a ``wait`` names whose
+        race is not settled here (say, certified before void votes existed,
+        through a later entry only); True if there are any: the driver then
+        asks for them first."""
+        entry, c = progress.entry, progress.entry.community
+        assert c is not None
+        found = False
+        for r in waiting.certificates:
+            if r.author != entry.author or r.seq >= entry.seq:
+                continue
+            stored = self.local.store.entry(c, r.author, r.seq, r.id)
+            if stored is not None and not self._settled(c, stored.entry):
+                self.track(stored.entry)
+                found = True
+        return found
 
     def _raceable(self, entry: Entry) -> bool:
         """A take-back, or an accept of a transfer that can expire."""
@@ -419,6 +455,9 @@ class Certifier:
                             self._lied(progress, witness)
                         elif tally not in (Tally.COUNTED, Tally.DUPLICATE, Tally.REFUSED):
                             logger.info("witness %s: %s", witness.hex()[:8], tally.value)
+                        return
+                    if self._own_races(progress, answer):
+                        progress.switch = True
                         return
                     more = self._named(progress.entry, answer, void=progress.rival is not None)
                     if more is None:
