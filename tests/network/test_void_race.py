@@ -16,7 +16,9 @@ import trio
 
 from tests.network.test_witnessed import Cluster, eventually, pay
 from troc.node import ops
+from troc.node.node import Node
 from troc.node.opdata import VOID_ACCEPT
+from troc.protocol.entry import Ref
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,6 +28,20 @@ pytestmark = [
 ]
 
 
+async def paid_final(cl: Cluster, a: Node, b: Node, expires: int) -> Ref:
+    """a pays b 10, expiring at ``expires``; returns the transfer once it is
+    final at both."""
+    c = cl.community
+    await a.connect(b.addrs()[0])
+    await eventually(lambda: b.local.balance(c, cl.b.public).joined)
+    params = {"community": ops.cid(c), "to": ops.mid(cl.b.public), "amount": "10"}
+    paid = await a.run_op("pay", {**params, "expires_ms": expires, "wait": 20})
+    assert paid["finality"]["final"], paid
+    transfer: Ref = a.local.pending_out(c)[0].ref
+    await eventually(lambda: b.local.is_final(c, transfer))
+    return transfer
+
+
 async def test_a_payee_whose_accept_lost_pays_again(tmp_path: Path) -> None:
     cl = Cluster(tmp_path)
     c = cl.community
@@ -33,22 +49,8 @@ async def test_a_payee_whose_accept_lost_pays_again(tmp_path: Path) -> None:
         for i in range(4):
             await cl.start_witness(nursery, i)
         async with cl.member("a", cl.a) as a, cl.member("b", cl.b) as b:
-            await a.connect(b.addrs()[0])
-            await eventually(lambda: b.local.balance(c, cl.b.public).joined)
             expires = int(time.time() * 1000) + 1500
-            paid = await a.run_op(
-                "pay",
-                {
-                    "community": ops.cid(c),
-                    "to": ops.mid(cl.b.public),
-                    "amount": "10",
-                    "expires_ms": expires,
-                    "wait": 20,
-                },
-            )
-            assert paid["finality"]["final"], paid
-            transfer = a.local.pending_out(c)[0].ref
-            await eventually(lambda: b.local.is_final(c, transfer))
+            transfer = await paid_final(cl, a, b, expires)
             await trio.sleep(max(0.0, expires / 1000 - time.time()) + 0.5)  # expired everywhere
             taken = await a.run_op(
                 "take_back", {"community": ops.cid(c), "transfer": ops.eid(transfer.id), "wait": 20}
@@ -58,9 +60,7 @@ async def test_a_payee_whose_accept_lost_pays_again(tmp_path: Path) -> None:
             assert take_back is not None
             # The payee's node holds the take-back and its certificate.
             await eventually(
-                lambda: b.local.is_final(
-                    c, type(transfer)(cl.a.public, take_back.seq, take_back.id)
-                )
+                lambda: b.local.is_final(c, Ref(cl.a.public, take_back.seq, take_back.id))
             )
             # The payee insists (--late): its accept reaches the witnesses
             # after the payer's certified take-back, and loses.
@@ -104,22 +104,7 @@ async def test_an_accept_and_a_payment_in_a_burst_both_become_final(tmp_path: Pa
         for i in range(4):
             await cl.start_witness(nursery, i)
         async with cl.member("a", cl.a) as a, cl.member("b", cl.b) as b:
-            await a.connect(b.addrs()[0])
-            await eventually(lambda: b.local.balance(c, cl.b.public).joined)
-            expires = int(time.time() * 1000) + 600_000
-            paid = await a.run_op(
-                "pay",
-                {
-                    "community": ops.cid(c),
-                    "to": ops.mid(cl.b.public),
-                    "amount": "10",
-                    "expires_ms": expires,
-                    "wait": 20,
-                },
-            )
-            assert paid["finality"]["final"], paid
-            transfer = a.local.pending_out(c)[0].ref
-            await eventually(lambda: b.local.is_final(c, transfer))
+            transfer = await paid_final(cl, a, b, int(time.time() * 1000) + 600_000)
             params = {"community": ops.cid(c), "transfer": ops.eid(transfer.id), "wait": 0}
             await b.run_op("accept", params)
             again = await pay(b, c, cl.a.public, 3, wait=30)
