@@ -468,9 +468,9 @@ class Ledger:
         # tip, as counted before, and those the tip moves through.
         old = 0
         if head.final_seq and head.final_id is not None:
-            low = self.backend.entry(c, author, head.final_seq, head.final_id)
-            assert low is not None
-            old = low.balance - head.final_balance
+            tip = self.backend.entry(c, author, head.final_seq, head.final_id)
+            assert tip is not None
+            old = tip.balance - head.final_balance
         void = sum(self._void_credit(c, Ref(author, s, i)) for s, i in chain)
         self.backend.put_head(
             c,

@@ -385,9 +385,10 @@ class WitnessState:
     def decide(self, entry: bytes | Entry) -> Answer:
         """Vote for ``entry``, or say why not. A vote is signed only after its
         records are in the vote log (:meth:`VoteLog.put` returned)."""
-        entry = self._entry(entry)
-        if not isinstance(entry, Entry):
-            return entry
+        checked = self._entry(entry)
+        if not isinstance(checked, Entry):
+            return checked
+        entry = checked
         c, a, n = self.rules.community, entry.author, entry.seq
         recorded = self.votes.get(c, a, n)
         if recorded == entry.id:
@@ -405,9 +406,10 @@ class WitnessState:
         certificate here, or say why not (docs/witness.md §3.6). The entry's
         chain is locked as for a vote; the void mark is durable before the
         void vote is signed, and from then on the entry gets no vote."""
-        entry = self._entry(entry)
-        if not isinstance(entry, Entry):
-            return entry
+        checked = self._entry(entry)
+        if not isinstance(checked, Entry):
+            return checked
+        entry = checked
         c = self.rules.community
         body = entry.body
         if not isinstance(body, Accept | TakeBack):
