@@ -1610,7 +1610,8 @@ class FinalitySim:
             if w.byzantine:
                 continue
             for author, head in w.view.ledger.backend.heads(self.community):
-                if head.final_seq and head.final_id not in quorate:
+                # (A void certificate's quorum is of void votes, §3.6.)
+                if head.final_seq and head.final_id not in quorate | voids:
                     v.append(f"witness {w.index} holds {author.hex()[:8]} final without a quorum")
         # Balances over final chains (up to each log's last certified entry).
         balances: dict[MemberId, int] = {}
