@@ -69,6 +69,7 @@ from troc.protocol.witness import (
     Position,
     Refused,
     Tally,
+    VoidVote,
     Vote,
     Voted,
     VoteRequest,
@@ -896,6 +897,10 @@ class SimSpec:
     expiry_ms: int | None = None
     take_backs: float = 0.0
     skew_ms: int = 0
+    #: The loser of a race asks for void votes once its rival is certified
+    #: (docs/witness.md §3.6), and its author keeps appending: a payee pays
+    #: another payee, a payer pays again.
+    void: bool = False
 
 
 #: What a simulated byzantine witness may answer ("vote": what was asked).
@@ -912,6 +917,7 @@ LIE_KINDS = (
     "other_seq",
     "refuse",
     "silence",
+    "void",
 )
 
 
@@ -960,6 +966,12 @@ class Task:
     stopped: bool = False  # a fork was proven: its node stops asking (as the Certifier does)
     #: An accept or a take-back of this transfer: at most one of the two can win.
     race: EntryId | None = None
+    #: Collecting void votes for ``entry`` (a race's loser, docs/witness.md §3.6).
+    void: bool = False
+    #: A race's loser whose void certificate is made: final, with no effect.
+    voided: bool = False
+    #: This race entry's void task, once started.
+    void_task: Task | None = None
 
 
 @dataclass
@@ -978,6 +990,8 @@ class SimResult:
     take_backs: int = 0  # take-backs asked for
     take_backs_won: int = 0  # certified (their transfer's accept then never is)
     races_stuck: int = 0  # race entries never certified: their log stops there
+    voided: int = 0  # race entries void-certified: their log goes on
+    after_void: int = 0  # honest entries signed after a void one of their log, final
 
 
 class FinalitySim:
@@ -1034,8 +1048,11 @@ class FinalitySim:
         self.nodes: dict[MemberId, Ledger] = {}
         self.store: dict[EntryId, Entry] = {}
         self.certs: dict[Position, Certificate] = {}
+        self.void_certs: dict[Position, Certificate] = {}
         self.tasks: list[Task] = []
         self.pool: dict[Position, dict[EntryId, set[MemberId]]] = {}
+        self.void_pool: dict[Position, dict[EntryId, set[MemberId]]] = {}
+        self.keys = {k.public: k for k in [*self.payers, *self.payees]}
         self._verified: set[bytes] = set()
         self.result = SimResult()
         self.healed = False
@@ -1090,12 +1107,16 @@ class FinalitySim:
         assert entry is not None  # at most 12 payments of at most 8 < LIMIT
         self.start(entry, honest=True)
 
-    def start(self, entry: Entry, *, honest: bool, race: EntryId | None = None) -> None:
-        task = Task(entry, Collector.for_entry(self.rules, entry), honest, race=race)
+    def start(
+        self, entry: Entry, *, honest: bool, race: EntryId | None = None, void: bool = False
+    ) -> Task:
+        collector = Collector.for_entry(self.rules, entry, void=void)
+        task = Task(entry, collector, honest, race=race, void=void)
         self.tasks.append(task)
-        if honest:
+        if honest and not void:
             self.result.honest_tasks += 1
         self.tick(task)
+        return task
 
     def accept(self, transfer: Entry, cert: Certificate) -> None:
         """An honest payee takes a payment that has become final (by ``cert``:
@@ -1105,6 +1126,14 @@ class FinalitySim:
         ledger = self.nodes.setdefault(payee.public, self._ledger())
         for e in [*self.chain(transfer), transfer]:
             ledger.ingest_entry(e, self.now)
+        if self.spec.void:  # a payee paying: the accepts on its chain need theirs
+            for e in self.chain(transfer):
+                named = certificate_needed(e)
+                if named is not None and named.id in self.store:
+                    for d in [*self.chain(self.store[named.id]), self.store[named.id]]:
+                        ledger.ingest_entry(d, self.now)
+            for held in self.certs.values():
+                ledger.ingest_certificate(held.encode(), self.now)
         assert ledger.ingest_certificate(cert.encode(), self.now).ok
         entry = self.sign(payee, Accept(transfer=transfer.ref))
         assert entry is not None, "an honest payee could not accept a final payment"
@@ -1119,7 +1148,7 @@ class FinalitySim:
         self.at(when, partial(self.take_back, transfer))
 
     def take_back(self, transfer: Entry) -> None:
-        payer = next(k for k in self.payers if k.public == transfer.author)
+        payer = self.keys[transfer.author]
         entry = self.sign(payer, TakeBack(transfer=transfer.ref))
         assert entry is not None, "an honest payer could not take back an expired payment"
         self.result.take_backs += 1
@@ -1189,7 +1218,7 @@ class FinalitySim:
 
     def request_bytes(self, task: Task) -> bytes:
         entry = task.entry
-        if not task.with_deps:
+        if not task.with_deps and not task.void:  # a void request shows the rival's certificate
             return encode_request(VoteRequest(entry.wire))
         deps = self.chain(entry)
         # An accept or take-back below: its own certificate, if it won its race;
@@ -1198,14 +1227,19 @@ class FinalitySim:
         # the node's Certifier keeps them.
         needs: list[Ref | None] = [e.ref for e in deps if isinstance(e.body, Accept | TakeBack)]
         needs += [certificate_needed(e) for e in [*deps, entry]]
+        if task.void:  # the rival that won, and its certificate (§3.6)
+            needs += [r.ref for r in self.rivals(entry) if r.ref.id in self.certified_ids()]
         for ref in needs:
             if ref is not None and ref.id in self.store:
                 target = self.store[ref.id]
                 deps = [*self.chain(target), target, *deps]
         certs = [
-            self.certs[(self.community, r.author, r.seq)].encode()
+            held[(self.community, r.author, r.seq)].encode()
             for r in needs
-            if r is not None and (self.community, r.author, r.seq) in self.certs
+            for held in (self.certs, self.void_certs)
+            if r is not None
+            and (self.community, r.author, r.seq) in held
+            and held[(self.community, r.author, r.seq)].id == r.id
         ]
         seen: set[EntryId] = set()
         wires = []
@@ -1214,8 +1248,51 @@ class FinalitySim:
                 seen.add(d.id)
                 wires.append(d.wire)
         return encode_request(
-            VoteRequest(entry.wire, tuple(wires[-MAX_DEPS:]), tuple(certs[-MAX_CERTIFICATES:]))
+            VoteRequest(
+                entry.wire,
+                tuple(wires[-MAX_DEPS:]),
+                tuple(certs[-MAX_CERTIFICATES:]),
+                void=task.void,
+            )
         )
+
+    def certified_ids(self) -> set[EntryId]:
+        return {cert.id for cert in self.certs.values()}
+
+    def rivals(self, entry: Entry) -> list[Entry]:
+        """The entries that exclude the accept or take-back ``entry``."""
+        body = entry.body
+        assert isinstance(body, Accept | TakeBack)
+        other = TakeBack if isinstance(body, Accept) else Accept
+        return [
+            e
+            for e in self.store.values()
+            if isinstance(e.body, other) and e.body.transfer.id == body.transfer.id
+        ]
+
+    def ask_void(self, task: Task) -> None:
+        """The loser's author: its entry was refused for its rival, whose
+        certificate it holds: ask for void votes (docs/witness.md §3.6)."""
+        if task.void_task is not None or task.collector.done:
+            return
+        if not any(r.id in self.certified_ids() for r in self.rivals(task.entry)):
+            return  # not certified yet (or a split): ask again on the next refusal
+        task.void_task = self.start(task.entry, honest=task.honest, void=True)
+
+    def follow_up(self, entry: Entry) -> None:
+        """The author of a race's loser goes on once it is void: a payee pays
+        another payee 1, a payer offers something."""
+        k = self.keys.get(entry.author)
+        if k is None:
+            return
+        if k in self.payees:
+            to = next(p for p in self.payees if p is not k)
+            body: Any = Transfer(to=to.public, amount=1)
+        else:
+            body = Offer(side="offer", title="after the race")
+        nxt = self.sign(k, body)
+        if nxt is not None:
+            self.start(nxt, honest=True)
 
     def lost(self) -> bool:
         return not self.healed and self.rng.random() < self.spec.loss
@@ -1269,6 +1346,8 @@ class FinalitySim:
         other = Ref(a, entry.seq, EntryId(rng.randbytes(32)))
         if kind == "vote":
             return encode_answer(Voted(Vote.sign(w.key, c, entry.ref)))
+        if kind == "void":  # a void vote for whatever is asked
+            return encode_answer(Voted(VoidVote.sign(w.key, c, entry.ref)))
         if kind == "other_id":
             return encode_answer(Voted(Vote.sign(w.key, c, other)))
         if kind == "garbage":
@@ -1331,7 +1410,8 @@ class FinalitySim:
             if not vote.verify() or vote.witness not in self.rules.witnesses:
                 return
             self._verified.add(wire)
-        self.pool.setdefault(vote.position, {}).setdefault(vote.id, set()).add(vote.witness)
+        pool = self.void_pool if vote.void else self.pool
+        pool.setdefault(vote.position, {}).setdefault(vote.id, set()).add(vote.witness)
 
     def on_answer(self, task: Task, w: SimWitness, data: bytes) -> None:
         try:
@@ -1342,6 +1422,8 @@ class FinalitySim:
         tally = task.collector.add_answer(answer, w.key.public)
         if tally is Tally.WAITING:
             task.with_deps = True
+        elif tally is Tally.REFUSED and task.race is not None and self.spec.void:
+            self.ask_void(task)
         elif tally is Tally.FORK:
             self.result.forks_proven += 1
             if task.honest:
@@ -1356,6 +1438,16 @@ class FinalitySim:
             if not w.byzantine:
                 self.result.violations.append(f"honest witness {w.index} taken for a liar: {tally}")
         cert = task.collector.certificate
+        if cert is not None and task.void and not task.announced:
+            task.announced = True
+            if not cert.verify(self.rules):
+                self.result.violations.append(f"a collector made a bad void certificate: {cert}")
+            self.void_certs.setdefault(cert.position, cert)
+            race = next(t for t in self.tasks if t.void_task is task)
+            race.voided = race.announced = True
+            self.result.voided += 1
+            self.after(1 + self.rng.randrange(100), partial(self.follow_up, task.entry))
+            return
         if cert is not None and not task.announced:
             task.announced = True
             if not cert.verify(self.rules):
@@ -1367,7 +1459,7 @@ class FinalitySim:
                 self.result.certified_forker += 1
             if isinstance(task.entry.body, Transfer):
                 self.after(1 + self.rng.randrange(200), lambda: self.accept(task.entry, cert))
-                if task.honest:
+                if task.honest and task.entry.author in {k.public for k in self.payers}:
                     self.schedule_take_back(task.entry)
 
     # -- crashes ----------------------------------------------------------------
@@ -1430,7 +1522,18 @@ class FinalitySim:
         take-back that lost its race (the witnesses voted for the other), or
         that neither won (split votes: docs/witness.md §8), and every entry
         of its author's chain after it."""
-        stuck = {t.entry.id for t in self.tasks if t.race is not None and not t.collector.done}
+        stuck = {
+            t.entry.id
+            for t in self.tasks
+            if t.race is not None
+            and not t.collector.done
+            and not t.voided
+            # With void votes only a split is excused: a loser whose rival is
+            # certified gets a void certificate and its log goes on (§3.6).
+            and not (
+                self.spec.void and any(r.id in self.certified_ids() for r in self.rivals(t.entry))
+            )
+        }
         return {
             t.entry.id
             for t in self.tasks
@@ -1440,7 +1543,11 @@ class FinalitySim:
     def settled(self) -> bool:
         excused = self.excused() if self.spec.expiry_ms else set()
         return (
-            all(t.collector.done for t in self.tasks if t.honest and t.entry.id not in excused)
+            all(
+                t.collector.done or t.voided
+                for t in self.tasks
+                if t.honest and t.entry.id not in excused
+            )
             and all(t.announced or not t.honest for t in self.tasks)
             and not any(
                 isinstance(t.entry.body, Transfer) and t.announced and not self._accepted(t.entry)
@@ -1462,15 +1569,26 @@ class FinalitySim:
         honest = {w.key.public for w in self.witnesses if not w.byzantine}
         certified: dict[MemberId, list[Entry]] = {}
         quorate: set[EntryId] = set()
-        for (_c, author, seq), ids in sorted(self.pool.items()):
+        # Void votes (docs/witness.md §3.6) lock a position as votes do.
+        voids = {eid for ids in self.void_pool.values() for eid, ws in ids.items() if len(ws) >= q}
+        positions = sorted({*self.pool, *self.void_pool})
+        for pos in positions:
+            _c, author, seq = pos
+            ids: dict[EntryId, set[MemberId]] = {}
+            for pool in (self.pool, self.void_pool):
+                for eid, ws in pool.get(pos, {}).items():
+                    ids.setdefault(eid, set()).update(ws)
             for eid, ws in ids.items():
                 signed = ws & honest
                 for other, others in ids.items():
                     if other != eid and signed & others:
                         v.append(f"an honest witness voted for two ids at {author.hex()[:8]}#{seq}")
-            final = [eid for eid, ws in ids.items() if len(ws) >= q]
-            quorate.update(final)
-            if len(final) > 1:
+            normal = [eid for eid, ws in self.pool.get(pos, {}).items() if len(ws) >= q]
+            if set(normal) & voids:
+                v.append(f"an entry at {author.hex()[:8]}#{seq} is certified and void-certified")
+            final = [*normal, *(eid for eid in self.void_pool.get(pos, {}) if eid in voids)]
+            quorate.update(normal)
+            if len(set(final)) > 1:
                 v.append(f"{len(final)} certificates at {author.hex()[:8]}#{seq}")
             for eid in final:
                 if eid not in self.store:
@@ -1492,7 +1610,8 @@ class FinalitySim:
             if w.byzantine:
                 continue
             for author, head in w.view.ledger.backend.heads(self.community):
-                if head.final_seq and head.final_id not in quorate:
+                # (A void certificate's quorum is of void votes, §3.6.)
+                if head.final_seq and head.final_id not in quorate | voids:
                     v.append(f"witness {w.index} holds {author.hex()[:8]} final without a quorum")
         # Balances over final chains (up to each log's last certified entry).
         balances: dict[MemberId, int] = {}
@@ -1504,6 +1623,10 @@ class FinalitySim:
                 if isinstance(e.body, Transfer):
                     balance -= e.body.amount
                     final_transfers[e.id] = e.body.amount
+                elif e.id in voids:  # final as a position, with no effect (§3.6)
+                    assert isinstance(e.body, Accept | TakeBack)
+                    if not any(r.id in quorate for r in self.rivals(e)):
+                        v.append(f"{e.ref} is void-certified but no rival of it is certified")
                 elif isinstance(e.body, Accept):
                     t = self.store[e.body.transfer.id]
                     if t.id not in final_ids:
@@ -1528,18 +1651,30 @@ class FinalitySim:
         in_flight = sum(a for t, a in final_transfers.items() if t not in credited)
         if sum(balances.values()) + in_flight != 0:
             v.append(f"final balances plus in flight sum to {sum(balances.values()) + in_flight}")
-        finals = [self.store[e] for e in final_ids if e in self.store]
+        finals = [self.store[e] for e in final_ids - voids if e in self.store]
         taken = {e.body.transfer.id for e in finals if isinstance(e.body, TakeBack)}
         if taken & {e.body.transfer.id for e in finals if isinstance(e.body, Accept)}:
             v.append("an accept and a take-back of one transfer are both certified")
         excused = self.excused()
-        self.result.races_stuck = sum(1 for t in self.tasks if t.race and not t.collector.done)
+        self.result.races_stuck = sum(
+            1 for t in self.tasks if t.race and not t.collector.done and not t.voided
+        )
         self.result.take_backs_won = sum(
-            1 for e in final_ids if isinstance(self.store[e].body, TakeBack)
+            1 for e in final_ids - voids if isinstance(self.store[e].body, TakeBack)
         )
         undone = [
-            t for t in self.tasks if t.honest and not t.collector.done and t.entry.id not in excused
+            t
+            for t in self.tasks
+            if t.honest and not (t.collector.done or t.voided) and t.entry.id not in excused
         ]
+        self.result.after_void = sum(
+            1
+            for t in self.tasks
+            if t.honest
+            and t.collector.done
+            and not t.void
+            and any(e.id in voids for e in self.chain(t.entry))
+        )
         if undone:
             v.append(f"{len(undone)} honest entries never became final")
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import T0, World, key
-from troc.node.store import RequestState, Store
+from troc.node.store import SCHEMA_VERSION, RequestState, Store
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Entry, Refusal, Request, Transfer
 from troc.protocol.ledger import Ledger, Reason, Status
@@ -183,7 +183,7 @@ def test_a_format_4_store_is_migrated_and_takes_requests(w: World, tmp_path: Pat
     q = w.request(B, A, 10)
     t = w.pay_request(A, q)
     with Store.open(path) as store:
-        assert store.get_meta("schema_version") == "5"
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
         ledger = Ledger(store)
         with store.transaction():
             assert ledger.ingest(q.wire, w.now).status is Status.ACCEPTED

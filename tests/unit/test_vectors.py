@@ -102,3 +102,28 @@ def test_text_ids() -> None:
         with pytest.raises(IdError) as info:
             decode_id(v["kind"], v["text"])
         assert info.value.reason == v["why"], v["description"]
+
+
+@pytest.mark.parametrize("case", DOC["void_certificates"]["cases"], ids=lambda c: c["name"])
+def test_void_certificates(case: dict[str, Any]) -> None:
+    """docs/witness.md §3.6: whether the bytes decode as a void certificate,
+    whether it is valid under the vectors' witnessed genesis, and that no
+    reader of (normal) certificates ever takes a void one."""
+    from troc.errors import CodecError
+    from troc.protocol.entry import Entry
+    from troc.protocol.vote import Certificate, VoidCertificate, WitnessRules
+
+    rules = WitnessRules.from_genesis(
+        Entry.decode(bytes.fromhex(DOC["void_certificates"]["genesis"]))
+    )
+    data = bytes.fromhex(case["certificate"])
+    try:
+        cert = VoidCertificate.decode(data)
+    except CodecError:
+        assert not case["void"], case["description"]
+        assert not case["valid"]
+        return
+    assert case["void"], case["description"]
+    assert (cert.problem(rules) is None) == case["valid"], case["description"]
+    with pytest.raises(CodecError):
+        Certificate.decode(data)

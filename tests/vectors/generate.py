@@ -27,6 +27,7 @@ import msgpack
 
 from troc.crypto.ids import IdError, decode_id, encode_id
 from troc.crypto.sign import Domain, SigningKey
+from troc.errors import CodecError
 from troc.protocol import codec
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import (
@@ -37,6 +38,7 @@ from troc.protocol.entry import (
     CommunityId,
     Decline,
     Entry,
+    EntryId,
     Genesis,
     Join,
     Offer,
@@ -44,6 +46,7 @@ from troc.protocol.entry import (
     Pledge,
     Profile,
     Reclaim,
+    Ref,
     Refusal,
     Request,
     TakeBack,
@@ -58,6 +61,14 @@ from troc.protocol.ledger import (
     Outcome,
     Reason,
     Status,
+)
+from troc.protocol.vote import (
+    VOID_MARK,
+    Certificate,
+    VoidCertificate,
+    VoidVote,
+    Vote,
+    WitnessRules,
 )
 
 PATH = pathlib.Path(__file__).with_name("vectors.json")
@@ -1077,6 +1088,73 @@ def text_id_vectors(chain: Vector) -> tuple[list[dict[str, Any]], list[dict[str,
     return good, errors
 
 
+def void_certificate_vectors() -> dict[str, Any]:
+    """Void certificates (docs/witness.md §3.6) under a witnessed genesis of
+    4 witnesses (f = 1, q = 3): each case is a certificate's bytes, whether
+    it decodes as a void certificate, and whether it is valid."""
+    wkeys = [SigningKey(seed(f"witness{i}")) for i in range(4)]
+    v = Vector(
+        "void_certificates",
+        "",
+        finality="witnessed",
+        witnesses=tuple(sorted(k.public for k in wkeys)),
+        faults=1,
+        quorum=3,
+    )
+    rules = WitnessRules.from_genesis(v.genesis)
+    ref = Ref(BOB.public, 2, EntryId(hashlib.sha256(b"bob's accept that lost").digest()))
+    c = v.community
+
+    def void(keys: list[SigningKey]) -> bytes:
+        return VoidCertificate.from_votes(VoidVote.sign(k, c, ref) for k in keys).encode()
+
+    normal = Certificate.from_votes(Vote.sign(k, c, ref) for k in wkeys[:3])
+    relabelled = pack_raw([*normal.to_wire(), VOID_MARK])  # vote-domain signatures
+    cases = [
+        ("valid", "3 void votes of 3 distinct witnesses", void(wkeys[:3])),
+        ("all_four", "4 void votes: more than q is valid", void(wkeys)),
+        ("too_few_votes", "2 void votes, the quorum is 3", void(wkeys[:2])),
+        (
+            "wrong_domain",
+            'a certificate\'s troc/vote/v1 signatures marked "void": none verifies',
+            relabelled,
+        ),
+        ("normal", "a (normal) certificate: not a void certificate", normal.encode()),
+        (
+            "bad_mark",
+            'a 6th element other than "void": refused',
+            pack_raw([*normal.to_wire(), "VOID"]),
+        ),
+    ]
+    out = []
+    for name, description, data in cases:
+        try:
+            cert = VoidCertificate.decode(data)
+        except CodecError:
+            decodes, valid = False, False
+        else:
+            decodes, valid = True, cert.problem(rules) is None
+        out.append(
+            {
+                "name": name,
+                "description": description,
+                "certificate": data.hex(),
+                "void": decodes,
+                "valid": valid,
+            }
+        )
+    assert [c["valid"] for c in out] == [True, True, False, False, False, False]
+    return {
+        "description": (
+            "void certificates (docs/witness.md §3.6) under this witnessed genesis: "
+            "'void' says whether the bytes decode as one, 'valid' whether it is valid "
+            "(every signature a void vote, troc/void/v1, of a distinct witness; q of them)"
+        ),
+        "genesis": v.genesis.wire.hex(),
+        "cases": out,
+    }
+
+
 def build() -> dict[str, Any]:
     vectors = accepted_vectors() + codec_vectors() + rule_vectors() + campaign_vectors()
     text_ids, text_id_errors = text_id_vectors(vectors[0])
@@ -1092,6 +1170,7 @@ def build() -> dict[str, Any]:
         "text_ids": text_ids,
         "text_id_errors": text_id_errors,
         "vectors": [v.render() for v in vectors],
+        "void_certificates": void_certificate_vectors(),
     }
 
 

@@ -189,6 +189,8 @@ def created(key: str) -> Renderer:
         fin = data.get("finality")
         if fin is None:
             return out
+        if fin.get("void"):  # lost its race (docs/witness.md §3.6): final, no effect
+            return out + f"\n{fin['void']} (final, with no effect; your log goes on)"
         if fin["final"]:
             return out + f"\nfinal ({fin['votes']} of {fin['quorum']} witness votes needed)"
         if fin["problem"]:
@@ -290,6 +292,11 @@ def balance(home: Path) -> Renderer:
                 f"  outgoing, expired unanswered: {amount(data['expired_out'], unit)}"
                 f" (`troc take-back ID` takes it back: {ids})"
             )
+        for v in data.get("void", []):
+            lines.append(
+                f"  {v['why']}: transfer {v['transfer'][:12]}, {amount(v['amount'], unit)}"
+                " (final, moved nothing)"
+            )
         if data.get("taken_back"):
             lines.append(
                 f"  taken back after expiry: {amount(data['taken_back'], unit)}, counted"
@@ -373,6 +380,8 @@ def history(home: Path) -> Renderer:
                 what = f"{e['kind'].rstrip('e')}ed {b['transfer'][:12]}"
             elif e["kind"] == "reclaim":
                 what = f"reclaimed {e.get('transfer', b['decline'])[:12]}"
+            if e.get("void"):  # lost its race (docs/witness.md §3.6)
+                what += f" (void: {e['void']})"
             rows.append(
                 [
                     str(e["seq"]) if e["author"] == data["member"] else "",

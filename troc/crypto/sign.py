@@ -58,6 +58,8 @@ class Domain(Enum):
 
     ENTRY = b"troc/entry/v1"
     VOTE = b"troc/vote/v1"
+    #: A witness's void vote (docs/witness.md §3.6): same message as a vote.
+    VOID = b"troc/void/v1"
     INVITE = b"troc/invite/v1"
     CONTROL = b"troc/control/v1"
     STATEMENT = b"troc/statement/v1"

@@ -15,7 +15,7 @@ from troc.errors import StoreError
 from troc.protocol.entry import Entry, Kind
 
 #: The format this code writes. A store with a higher version is refused.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: ``PRAGMA application_id``: "troc" in ASCII, so other SQLite files are told apart.
 APPLICATION_ID = 0x74726F63
 _VERSION_KEY = "schema_version"
@@ -236,6 +236,18 @@ CREATE TABLE requests (
 ) WITHOUT ROWID;
 CREATE INDEX requests_by ON requests (lid, seq);
 """
+    + """
+-- This node's void votes as a witness (format 6, docs/witness.md §3.6): an
+-- entry it marked void (it lost its accept / take-back race to a certified
+-- rival) gets no normal vote from it again. Few per log.
+CREATE TABLE void_votes (
+    community BLOB NOT NULL,
+    author BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    PRIMARY KEY (community, author, seq, id)
+) WITHOUT ROWID;
+"""
 )
 
 # Version 1 to 2: final tips in logs, and the witnessed-community tables.
@@ -400,6 +412,11 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
                     conn.execute(statement.replace(" requests", " IF NOT EXISTS requests", 1))
             # No store of an older format holds a request (older code refuses
             # the kind), so there is nothing to fill in.
+        if version < 6:
+            # No older store holds a void vote: older code signs none. IF NOT
+            # EXISTS: a hand-made older file (the tests') may have the table.
+            (statement,) = [s for s in _statements(_SCHEMA) if "CREATE TABLE void_votes " in s]
+            conn.execute(statement.replace(" void_votes", " IF NOT EXISTS void_votes", 1))
         conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), _VERSION_KEY))
         conn.execute("COMMIT")
     except BaseException:

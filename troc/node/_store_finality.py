@@ -151,3 +151,21 @@ class StoreFinality:
             rows.append((community, author, seq, eid))
             last = seq
         self._cur.executemany("INSERT INTO votes VALUES (?, ?, ?, ?)", rows)
+
+    def void_votes(self, community: CommunityId, author: MemberId) -> dict[int, EntryId]:
+        """The entries this node, as a witness, holds void (docs/witness.md §3.6)."""
+        rows = self._cur.execute(
+            "SELECT seq, id FROM void_votes WHERE community = ? AND author = ?",
+            (community, author),
+        ).fetchall()
+        return {int(seq): EntryId(eid) for seq, eid in rows}
+
+    def put_void_vote(
+        self, community: CommunityId, author: MemberId, seq: int, eid: EntryId
+    ) -> None:
+        """Mark ``eid`` at ``seq`` void for good (durable once the enclosing
+        transaction commits); marking it again changes nothing."""
+        self._write()
+        self._cur.execute(
+            "INSERT OR IGNORE INTO void_votes VALUES (?, ?, ?, ?)", (community, author, seq, eid)
+        )

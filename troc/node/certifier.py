@@ -38,7 +38,17 @@ from troc.crypto.sign import MemberId
 from troc.errors import RemoteProtocolError, TrocError
 from troc.net.p2p import DialError, FrameError, FrameReader, P2PHost, close_stream, write_frame
 from troc.node.local import LocalNode
-from troc.protocol.entry import CommunityId, Entry, Ref
+from troc.node.opdata import void_sentence
+from troc.protocol.entry import (
+    Accept,
+    CommunityId,
+    Entry,
+    Kind,
+    Ref,
+    TakeBack,
+    Transfer,
+    expiry_of,
+)
 from troc.protocol.sync import certificate_for
 from troc.protocol.witness import (
     LIES,
@@ -46,6 +56,9 @@ from troc.protocol.witness import (
     MAX_DEPS,
     MESSAGE_LIMITS,
     PROTOCOL_ID,
+    VOIDED,
+    VOTED_ACCEPT,
+    VOTED_TAKE_BACK,
     Answer,
     Collector,
     Conflicting,
@@ -55,6 +68,7 @@ from troc.protocol.witness import (
     certificate_needed,
     decode_answer,
     encode_request,
+    is_void_certificate,
 )
 
 if TYPE_CHECKING:  # the witness service imports this module
@@ -76,6 +90,9 @@ MAX_TRACKED = 10_000
 CHAIN_WINDOW = 32
 
 
+#: Refusals that mean "the rival of this accept or take-back has the votes"
+#: (docs/witness.md §3.5, §3.6): the entry is to be voided, not given up.
+RACE_LOST = frozenset({VOTED_ACCEPT, VOTED_TAKE_BACK, VOIDED})
 #: How Progress.answers records a witness that could not be asked.
 UNREACHABLE = "unreachable: "
 #: Frame errors only a broken or lying witness causes (troc.net.frames.FrameError);
@@ -119,6 +136,14 @@ class Progress:
     answers: dict[str, str] = field(default_factory=dict)  # witness hex → last answer
     faulty: dict[str, str] = field(default_factory=dict)  # witness hex → its lie
     asked: bool = False  # its own certificate was asked for (not only a later entry's)
+    #: Its rival's certificate, once the entry lost its race: void votes are
+    #: asked for with it (docs/witness.md §3.6).
+    rival: tuple[Entry, bytes] | None = None
+    #: Set once the entry is void: what the member is told.
+    void: str | None = None
+    #: A witness named an older own accept or take-back whose race is not
+    #: settled here: the driver certifies that one first.
+    switch: bool = False
 
     def unreachable(self) -> dict[MemberId, str]:
         """Witnesses that have not voted and could not be reached when last asked, and why."""
@@ -139,6 +164,8 @@ class Progress:
             "witnesses": len(self.collector.rules.witnesses),
             "final": self.final,
             "problem": self.problem,
+            # An accept or take-back that lost its race: final, with no effect.
+            "void": self.void,
             # Witnesses that lied about this entry (ignored; the others are asked).
             "witness_problems": dict(self.faulty),
         }
@@ -230,7 +257,15 @@ class Certifier:
                 ]
                 if not waiting:
                     return
-                target = max(waiting, key=lambda p: p.entry.seq)
+                # An accept or take-back that can race comes first: the
+                # witnesses lock nothing above it before it is settled, won
+                # or void (docs/witness.md §3.6).
+                races = [p for p in waiting if self._raceable(p.entry)]
+                target = (
+                    min(races, key=lambda p: p.entry.seq)
+                    if races
+                    else max(waiting, key=lambda p: p.entry.seq)
+                )
                 target.asked = True
                 await self._certify_target(target)
                 if target.problem is not None:
@@ -245,8 +280,10 @@ class Certifier:
         for (pc, ref), p in list(self.progress.items()):
             if pc != c or ref.author != author:
                 continue
-            if not p.done.is_set() and self._final(c, ref):
+            if not p.done.is_set() and self._settled(c, p.entry):
                 p.final = True
+                if self.local.ledger.is_void(c, ref):
+                    p.void = void_sentence(p.entry)
                 p.done.set()
         if len(self.progress) > MAX_TRACKED:
             for k, p in list(self.progress.items())[: len(self.progress) - MAX_TRACKED]:
@@ -260,6 +297,7 @@ class Certifier:
         a witness that comes back is asked again within seconds whatever the
         others do; the first q votes end all the loops.
         """
+        progress.switch = False
         async with trio.open_nursery() as nursery:
             for w in progress.collector.rules.witnesses:
                 nursery.start_soon(self._keep_asking, progress, w, nursery.cancel_scope)
@@ -271,12 +309,15 @@ class Certifier:
         c = entry.community
         assert c is not None
         for attempt in range(100_000):  # bounded: ~6 days at the longest delay
-            if self._final(c, entry.ref):
+            if self._settled(c, entry):
                 scope.cancel()  # a certificate from elsewhere (sync, gossip) made it final
                 return
             if witness not in collector.pending():
                 return  # voted (or caught lying): nothing more to ask it
             await self._ask(progress, witness)
+            if progress.switch:  # an older own race first (see _own_races)
+                scope.cancel()
+                return
             if collector.certificate is not None:
                 if progress.certificate is None:
                     self._store(c, collector.certificate.encode(), progress)
@@ -287,7 +328,15 @@ class Certifier:
                 scope.cancel()
                 return
             rules = collector.rules
-            if len(collector.refusals) > len(rules.witnesses) - rules.quorum:
+            lost = [r for r in collector.refusals.values() if r.reason in RACE_LOST]
+            if lost and len(lost) > len(rules.witnesses) - rules.quorum:
+                # Its rival has the votes: once its certificate is here, ask
+                # for void votes; until then keep asking (sync or gossip
+                # bring the rival's certificate, or the rival never wins).
+                if self._lost_race(progress):
+                    scope.cancel()
+                    return
+            elif len(collector.refusals) > len(rules.witnesses) - rules.quorum:
                 first = next(iter(collector.refusals.values()))
                 progress.problem = f"refused by witnesses: {first.reason} {first.detail}"
                 logger.warning("%s cannot become final: %s", entry.ref, progress.problem)
@@ -297,6 +346,77 @@ class Certifier:
 
     def _final(self, c: CommunityId, ref: Ref) -> bool:
         return self.local.ledger.is_final(c, ref)
+
+    def _settled(self, c: CommunityId, entry: Entry) -> bool:
+        """Final here; for an accept or take-back that can race, also with its
+        own certificate, of either kind (the witnesses need it to lock
+        anything above it, docs/witness.md §3.6): final through a later
+        entry's certificate only, it is asked for again (its witnesses, which
+        recorded it, vote at once)."""
+        if not self._final(c, entry.ref):
+            return False
+        return (
+            not self._raceable(entry) or self.local.ledger.certificate_of(c, entry.ref) is not None
+        )
+
+    def _own_races(self, progress: Progress, waiting: Waiting) -> bool:
+        """Follow the older own accepts and take-backs a ``wait`` names whose
+        race is not settled here (say, certified before void votes existed,
+        through a later entry only); True if there are any: the driver then
+        asks for them first."""
+        entry, c = progress.entry, progress.entry.community
+        assert c is not None
+        found = False
+        for r in waiting.certificates:
+            if r.author != entry.author or r.seq >= entry.seq:
+                continue
+            stored = self.local.store.entry(c, r.author, r.seq, r.id)
+            if stored is not None and not self._settled(c, stored.entry):
+                self.track(stored.entry)
+                found = True
+        return found
+
+    def _raceable(self, entry: Entry) -> bool:
+        """A take-back, or an accept of a transfer that can expire."""
+        if isinstance(entry.body, TakeBack):
+            return True
+        if not isinstance(entry.body, Accept) or entry.community is None:
+            return False
+        ledger = self.local.ledger
+        named = entry.body.transfer
+        stored = ledger.backend.entry(entry.community, named.author, named.seq, named.id)
+        rules = ledger.rules(entry.community)
+        if stored is None or rules is None or not isinstance(stored.entry.body, Transfer):
+            return False
+        return expiry_of(stored.entry, rules) is not None
+
+    def _lost_race(self, progress: Progress) -> bool:
+        """If the rival of ``progress.entry`` is certified here, switch to
+        asking for void votes (a new collector) and return True."""
+        entry = progress.entry
+        c, body = entry.community, entry.body
+        if c is None or not isinstance(body, Accept | TakeBack) or progress.rival is not None:
+            return False
+        ledger = self.local.ledger
+        named = body.transfer
+        if isinstance(body, Accept):
+            author, kind = named.author, Kind.TAKE_BACK
+        else:
+            transfer = ledger.backend.entry(c, named.author, named.seq, named.id)
+            if transfer is None or not isinstance(transfer.entry.body, Transfer):
+                return False  # pragma: no cover - a stored take-back names a stored transfer
+            author, kind = transfer.entry.body.to, Kind.ACCEPT
+        for row in ledger.backend.refs_by(c, author, kind, named.id):
+            ref = Ref(row.by_author, row.by_seq, row.by_id)
+            cert = ledger.certificate_of(c, ref)
+            stored = ledger.backend.entry(c, ref.author, ref.seq, ref.id)
+            if cert is not None and stored is not None and not is_void_certificate(cert):
+                progress.rival = (stored.entry, cert)
+                rules = progress.collector.rules
+                progress.collector = Collector.for_entry(rules, entry, void=True)
+                logger.info("%s lost its race: %s", entry_ref(progress), void_sentence(entry))
+                return True
+        return False
 
     def _store(self, c: CommunityId, cert: bytes, progress: Progress) -> None:
         outcome = self.local.ingest_certificate(cert)
@@ -320,7 +440,7 @@ class Certifier:
     # -- one witness --------------------------------------------------------
 
     async def _ask(self, progress: Progress, witness: MemberId) -> None:
-        request = self._request(progress.entry)
+        request = self._request(progress.entry, progress.rival)
         try:
             with trio.fail_after(ANSWER_TIMEOUT):
                 for _round in range(MAX_WAIT_ROUNDS):
@@ -336,7 +456,10 @@ class Certifier:
                         elif tally not in (Tally.COUNTED, Tally.DUPLICATE, Tally.REFUSED):
                             logger.info("witness %s: %s", witness.hex()[:8], tally.value)
                         return
-                    more = self._named(progress.entry, answer)
+                    if self._own_races(progress, answer):
+                        progress.switch = True
+                        return
+                    more = self._named(progress.entry, answer, void=progress.rival is not None)
                     if more is None:
                         return  # it needs what we lack too: later
                     request = more
@@ -464,8 +587,9 @@ class Certifier:
         reader = FrameReader(stream, max_size=MESSAGE_LIMITS.max_size, frame_timeout=ANSWER_TIMEOUT)
         return decode_answer(await reader.read_frame())
 
-    def _request(self, entry: Entry) -> VoteRequest:
-        """The entry, with its log since the final tip and what it names."""
+    def _request(self, entry: Entry, rival: tuple[Entry, bytes] | None = None) -> VoteRequest:
+        """The entry, with its log since the final tip and what it names
+        (and, for void votes, its ``rival`` and the rival's certificate)."""
         c = entry.community
         assert c is not None
         store = self.local.store
@@ -481,9 +605,14 @@ class Certifier:
             cert = certificate_for(self.local.ledger, c, named)
             if cert is not None:
                 certs.append(cert)
-        return VoteRequest(entry.wire, tuple(deps[-MAX_DEPS:]), tuple(certs))
+        if rival is not None:
+            deps.append(rival[0].wire)
+            certs.append(rival[1])
+        return VoteRequest(
+            entry.wire, tuple(deps[-MAX_DEPS:]), tuple(certs), void=rival is not None
+        )
 
-    def _named(self, entry: Entry, waiting: Waiting) -> VoteRequest | None:
+    def _named(self, entry: Entry, waiting: Waiting, *, void: bool = False) -> VoteRequest | None:
         """A request carrying what a ``wait`` named, or None if we lack it all."""
         c = entry.community
         assert c is not None
@@ -504,7 +633,9 @@ class Certifier:
         ]
         if not deps and not certs:
             return None
-        return VoteRequest(entry.wire, tuple(deps[:MAX_DEPS]), tuple(certs[:MAX_CERTIFICATES]))
+        return VoteRequest(
+            entry.wire, tuple(deps[:MAX_DEPS]), tuple(certs[:MAX_CERTIFICATES]), void=void
+        )
 
     def _chain(self, c: CommunityId, author: MemberId, upto: int, floor: int = 0) -> list[bytes]:
         """``author``'s entries up to seq ``upto``, at most CHAIN_WINDOW of

@@ -69,7 +69,13 @@ from troc.protocol.entry import (
     expiry_of,
 )
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
-from troc.protocol.witness import Certificate, check_quorum, max_faults, min_quorum
+from troc.protocol.witness import (
+    Certificate,
+    check_quorum,
+    decode_any_certificate,
+    max_faults,
+    min_quorum,
+)
 
 __all__ = [
     "BalanceInfo",
@@ -523,7 +529,7 @@ class LocalNode:
 
     def _ingest_certificate(self, data: bytes, now: int) -> CertificateOutcome:
         try:
-            cert = Certificate.decode(data)  # the shape only: cheap
+            cert = decode_any_certificate(data)  # the shape only: cheap
         except CodecError:
             return self.ledger.ingest_certificate(data, now)  # which says why not
         if self.holds_certificate(cert):

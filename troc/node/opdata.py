@@ -27,7 +27,17 @@ from troc.errors import (
 )
 from troc.node.local import LocalNode, OfferInfo, TransferInfo
 from troc.node.store import store_error, unusable_file
-from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Genesis, Reclaim
+from troc.protocol.entry import (
+    MAX_AMOUNT,
+    Accept,
+    CommunityId,
+    Entry,
+    Genesis,
+    Kind,
+    Reclaim,
+    Ref,
+    TakeBack,
+)
 from troc.protocol.statement import name_of
 
 __all__ = [
@@ -245,14 +255,46 @@ def join_names(node: LocalNode, community: CommunityId, members: Any) -> dict[st
     return out
 
 
+#: What a member is told of its void accept or take-back (docs/witness.md §3.6).
+VOID_ACCEPT = "the payer took it back first; your accept is void"
+VOID_TAKE_BACK = "the payee accepted it first; your take-back is void"
+
+
+def void_sentence(entry: Entry) -> str:
+    """What to tell the member whose ``entry`` (an accept or take-back) is void."""
+    return VOID_ACCEPT if isinstance(entry.body, Accept) else VOID_TAKE_BACK
+
+
 def history_json(node: LocalNode, community: CommunityId, e: Entry) -> dict[str, Any]:
     """An entry of a history; a reclaim also names the transfer it took back
-    (its body names only the payee's decline)."""
+    (its body names only the payee's decline); a void accept or take-back
+    says so (``void``: the sentence, docs/witness.md §3.6)."""
     out = entry_json(e)
     if isinstance(e.body, Reclaim):
         taken_back = node.reclaimed_transfer(community, e.body)
         if taken_back is not None:
             out["transfer"] = eid(taken_back.id)
+    if isinstance(e.body, Accept | TakeBack) and node.ledger.is_void(community, e.ref):
+        out["void"] = void_sentence(e)
+    return out
+
+
+def void_entries(node: LocalNode, community: CommunityId, member: MemberId) -> list[dict[str, Any]]:
+    """``member``'s void accepts and take-backs (docs/witness.md §3.6): final
+    positions of its log that moved nothing."""
+    out = []
+    for kind in (Kind.ACCEPT, Kind.TAKE_BACK):
+        for row in node.store.refs_from(community, member, kind, None):
+            ref = Ref(row.by_author, row.by_seq, row.by_id)
+            if node.ledger.is_void(community, ref):
+                out.append(
+                    {
+                        "entry": eid(ref.id),
+                        "transfer": eid(row.target_id),
+                        "amount": row.amount,
+                        "why": VOID_ACCEPT if kind is Kind.ACCEPT else VOID_TAKE_BACK,
+                    }
+                )
     return out
 
 

@@ -37,6 +37,7 @@ from troc.node.opdata import (
     own_head,
     transfer_json,
     transfer_status,
+    void_entries,
 )
 from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Kind, Offer, Ref, Transfer
 
@@ -293,7 +294,12 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> Done:
             "finality": info.finality,
             "names": join_names(node, community, [member]),
             **(
-                {"unconfirmed": b.unconfirmed, "pending_in_final": b.pending_in_final}
+                {
+                    "unconfirmed": b.unconfirmed,
+                    "pending_in_final": b.pending_in_final,
+                    # Accepts and take-backs that lost their race (docs/witness.md §3.6).
+                    "void": void_entries(node, community, member),
+                }
                 if b.witnessed
                 else {}
             ),

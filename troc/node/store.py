@@ -616,16 +616,22 @@ class Store(StoreFinality, StoreQueries):
         )
 
     def refs_from(
-        self, community: CommunityId, by_author: MemberId, kind: Kind, max_seq: int | None
+        self,
+        community: CommunityId,
+        by_author: MemberId,
+        kind: Kind,
+        max_seq: int | None,
+        min_seq: int = 0,
     ) -> list[RefRow]:
-        """Walks ``by_author``'s log below ``max_seq`` (the ledger asks only
-        when it freezes a forked log)."""
+        """Walks ``by_author``'s log from ``min_seq`` below ``max_seq`` (the
+        ledger asks when it freezes a forked log; a witness, above what it
+        knows settled, docs/witness.md §3.6)."""
         by = self._log(community, by_author)
         if by is None:
             return []
         return self._refs(
-            "r.lid = ? AND r.seq < ? AND r.kind = ?",
-            (by.lid, NO_BOUND if max_seq is None else max_seq, kind.value),
+            "r.lid = ? AND r.seq >= ? AND r.seq < ? AND r.kind = ?",
+            (by.lid, min_seq, NO_BOUND if max_seq is None else max_seq, kind.value),
         )
 
     # -- Backend: forks and waiting entries -------------------------------------

@@ -38,7 +38,7 @@ from troc.node.local import LocalNode
 from troc.node.peers import Peers
 from troc.protocol.entry import CommunityId, Entry, Join
 from troc.protocol.ledger import Outcome, Status
-from troc.protocol.witness import Certificate
+from troc.protocol.witness import decode_any_certificate
 
 __all__ = ["Topics", "final_topic_of", "topic_of"]
 
@@ -168,7 +168,8 @@ class Topics:
             if self._refused(msg):
                 return False
             try:
-                cert = Certificate.decode(msg.data)  # the shape only: no signature checked
+                # The shape only (either kind, docs/witness.md §3.6): no signature checked.
+                cert = decode_any_certificate(msg.data)
             except TrocError:
                 return False
             if msg.origin != self.host.peer_id and self.local.holds_certificate(cert):

@@ -85,6 +85,12 @@ class StoreVoteLog:
     ) -> None:
         self.store.put_votes(community, author, records)
 
+    def voids(self, community: CommunityId, author: MemberId) -> dict[int, EntryId]:
+        return self.store.void_votes(community, author)
+
+    def put_void(self, community: CommunityId, author: MemberId, seq: int, eid: EntryId) -> None:
+        self.store.put_void_vote(community, author, seq, eid)
+
 
 @dataclass(slots=True)
 class _Asked:

@@ -258,9 +258,14 @@ class Backend(Protocol):
         ...
 
     def refs_from(
-        self, community: CommunityId, by_author: MemberId, kind: Kind, max_seq: int | None
+        self,
+        community: CommunityId,
+        by_author: MemberId,
+        kind: Kind,
+        max_seq: int | None,
+        min_seq: int = 0,
     ) -> list[RefRow]:
-        """``by_author``'s entries of ``kind`` with seq < ``max_seq``."""
+        """``by_author``'s entries of ``kind`` with ``min_seq`` <= seq < ``max_seq``."""
         ...
 
     def put_fork(
@@ -420,7 +425,12 @@ class MemoryBackend:
         ]
 
     def refs_from(
-        self, community: CommunityId, by_author: MemberId, kind: Kind, max_seq: int | None
+        self,
+        community: CommunityId,
+        by_author: MemberId,
+        kind: Kind,
+        max_seq: int | None,
+        min_seq: int = 0,
     ) -> list[RefRow]:
         return [
             r
@@ -429,6 +439,7 @@ class MemoryBackend:
             and r.by_author == by_author
             and r.kind is kind
             and (max_seq is None or r.by_seq < max_seq)
+            and r.by_seq >= min_seq
         ]
 
     def put_fork(

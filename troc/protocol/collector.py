@@ -11,7 +11,14 @@ from enum import StrEnum
 from troc.crypto.sign import MemberId
 from troc.errors import LocalProtocolError
 from troc.protocol.entry import CommunityId, Entry, Ref
-from troc.protocol.vote import Certificate, Equivocation, Position, Vote, WitnessRules
+from troc.protocol.vote import (
+    Certificate,
+    Equivocation,
+    Position,
+    VoidCertificate,
+    Vote,
+    WitnessRules,
+)
 from troc.protocol.witness_wire import Answer, Conflicting, Refused, Voted, Waiting
 
 __all__ = ["LIES", "Collector", "Tally"]
@@ -69,11 +76,16 @@ class Collector:
     liars they make the quorum.
     """
 
-    def __init__(self, rules: WitnessRules, community: CommunityId, target: Ref) -> None:
+    def __init__(
+        self, rules: WitnessRules, community: CommunityId, target: Ref, *, void: bool = False
+    ) -> None:
         if community != rules.community:
             raise LocalProtocolError("the entry is not of the rules' community")
         self.rules = rules
         self.target = target
+        #: Collecting void votes (docs/witness.md §3.6) into a void certificate;
+        #: a vote of the other kind is no answer to the request (a lie).
+        self.void = void
         self.position: Position = (community, target.author, target.seq)
         self.votes: dict[MemberId, Vote] = {}
         self.others: dict[MemberId, Vote] = {}  # a valid vote for another id here
@@ -84,10 +96,10 @@ class Collector:
         self.certificate: Certificate | None = None
 
     @classmethod
-    def for_entry(cls, rules: WitnessRules, entry: Entry) -> Collector:
+    def for_entry(cls, rules: WitnessRules, entry: Entry, *, void: bool = False) -> Collector:
         if entry.community is None:
             raise LocalProtocolError("a genesis is not voted on")
-        return cls(rules, entry.community, entry.ref)
+        return cls(rules, entry.community, entry.ref, void=void)
 
     @property
     def done(self) -> bool:
@@ -103,7 +115,7 @@ class Collector:
 
     def add(self, vote: Vote) -> Tally:
         """Take one vote."""
-        if vote.position != self.position:
+        if vote.position != self.position or vote.void != self.void:
             return Tally.ELSEWHERE
         w = vote.witness
         if w not in self.rules.witnesses:
@@ -129,7 +141,8 @@ class Collector:
             return Tally.EQUIVOCATION
         self.votes[w] = vote
         if self.certificate is None and len(self.votes) >= self.rules.quorum:
-            self.certificate = Certificate.from_votes(self.votes.values())
+            kind = VoidCertificate if self.void else Certificate
+            self.certificate = kind.from_votes(self.votes.values())
         return Tally.COUNTED
 
     def add_answer(self, answer: Answer, witness: MemberId | None = None) -> Tally:

@@ -78,7 +78,8 @@ from troc.protocol.entry import (
     expiry_of,
 )
 from troc.protocol.verdicts import CertificateOutcome, Outcome, Reason, Status
-from troc.protocol.witness import Certificate, WitnessRules
+from troc.protocol.vote import decode_any_certificate, is_void_certificate
+from troc.protocol.witness import WitnessRules
 
 __all__ = [
     "FUTURE_TOLERANCE_MS",
@@ -252,7 +253,9 @@ class Ledger:
         waited for the entries that became final is stored.
         """
         try:
-            cert = Certificate.decode(data)
+            # A void certificate (docs/witness.md §3.6) is kept in the same
+            # place: it makes its entry final as a position, with no effect.
+            cert = decode_any_certificate(data)
         except CodecError as exc:
             return CertificateOutcome(
                 Status.REJECTED, reason=Reason.BAD_CERTIFICATE, detail=str(exc)
@@ -270,7 +273,7 @@ class Ledger:
             return CertificateOutcome(Status.REJECTED, cert, Reason.BAD_CERTIFICATE, problem)
         held = self.backend.certificate(c, a, seq)
         if held is not None:
-            if held[0] == eid:
+            if held[0] == eid and is_void_certificate(held[1]) == cert.void:
                 return CertificateOutcome(Status.DUPLICATE, cert)
             fault = self.backend.put_witness_fault(c, a, seq, held[1], cert.encode())
             return CertificateOutcome(
@@ -284,6 +287,10 @@ class Ledger:
         self.backend.put_certificate(c, a, seq, eid, cert.encode())
         self._certified.add((c, a))
         stored = self.backend.entry(c, a, seq, eid)
+        if cert.void and self.is_final(c, cert.ref):
+            # Final already by a later certificate: now known void, its
+            # credit leaves the final balance.
+            self._void_below_tip(c, a, self._void_credit(c, cert.ref))
         moved = stored is not None and self._advance_final(c, a, stored)
         released, dropped = self._release([], now_ms)
         return CertificateOutcome(
@@ -319,8 +326,38 @@ class Ledger:
             return False
         return self.backend.final_at(community, ref.author, ref.seq) == ref.id
 
+    def is_void(self, community: CommunityId, ref: Ref) -> bool:
+        """True if a void certificate of exactly ``ref`` is held: an accept
+        or take-back that lost its race, final as a position of its log but
+        with no effect (docs/witness.md §3.6)."""
+        held = self.certificate_of(community, ref)
+        return held is not None and is_void_certificate(held)
+
+    def _void_credit(self, c: CommunityId, ref: Ref) -> int:
+        """What the entry ``ref`` credited its author if it is void (a void
+        accept or take-back: its transfer's amount), else 0."""
+        if not self.is_void(c, ref):
+            return 0
+        stored = self.backend.entry(c, ref.author, ref.seq, ref.id)
+        body = None if stored is None else stored.entry.body
+        if not isinstance(body, Accept | TakeBack):
+            return 0  # only more than f liars certify another kind void
+        transfer = self.backend.entry(c, body.transfer.author, body.transfer.seq, body.transfer.id)
+        if transfer is None or not isinstance(transfer.entry.body, Transfer):
+            return 0  # pragma: no cover - a stored accept or take-back names a stored transfer
+        return transfer.entry.body.amount
+
+    def _void_below_tip(self, c: CommunityId, author: MemberId, amount: int) -> None:
+        if amount:
+            head = self.backend.head(c, author)
+            assert head is not None
+            self.backend.put_head(
+                c, author, replace(head, final_balance=head.final_balance - amount)
+            )
+
     def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
-        """The certificate held for exactly this entry, if any."""
+        """The certificate held for exactly this entry, if any (possibly a
+        void certificate: :meth:`is_void`)."""
         held = self.backend.certificate(community, ref.author, ref.seq)
         return None if held is None or held[0] != ref.id else held[1]
 
@@ -426,10 +463,24 @@ class Ledger:
             if mine is not None and low is not None:
                 self.backend.put_witness_fault(c, author, head.final_seq, low[1], mine[1])
             return False
+        # The final balance is the nominal one less what void entries on the
+        # final chain credited (docs/witness.md §3.6): those below the old
+        # tip, as counted before, and those the tip moves through.
+        old = 0
+        if head.final_seq and head.final_id is not None:
+            tip = self.backend.entry(c, author, head.final_seq, head.final_id)
+            assert tip is not None
+            old = tip.balance - head.final_balance
+        void = sum(self._void_credit(c, Ref(author, s, i)) for s, i in chain)
         self.backend.put_head(
             c,
             author,
-            replace(head, final_seq=entry.seq, final_id=entry.id, final_balance=stored.balance),
+            replace(
+                head,
+                final_seq=entry.seq,
+                final_id=entry.id,
+                final_balance=stored.balance - old - void,
+            ),
         )
         chain.reverse()
         self.backend.put_final(c, author, chain)

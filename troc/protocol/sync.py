@@ -114,6 +114,7 @@ from troc.protocol.sync_view import (
     digest,
     sync_state,
     view_digest,
+    void_certificates_between,
 )
 from troc.protocol.sync_wire import (
     _FINAL_ITEM,
@@ -141,7 +142,7 @@ from troc.protocol.sync_wire import (
     decode_message,
     encode_message,
 )
-from troc.protocol.witness import Certificate
+from troc.protocol.witness import decode_any_certificate
 
 __all__ = [
     "FRAME_LIMITS",
@@ -169,6 +170,7 @@ __all__ = [
     "encode_message",
     "sync_state",
     "view_digest",
+    "void_certificates_between",
 ]
 
 #: Reasons that show the *sender* is faulty: an honest node never stores such an entry.
@@ -497,17 +499,21 @@ class SyncSession:
 
     def _send_certificates(self, finals: Finals) -> Iterator[dict[str, Any]]:
         """The final-tip certificate of every author whose final seq is above
-        the peer's, in ``certs`` frames (bounded in count and bytes)."""
+        the peer's, and the void certificates between the two (docs/witness.md
+        §3.6), in ``certs`` frames (bounded in count and bytes)."""
         batch: list[bytes] = []
         size = 0
-        for author, (seq, data) in sorted(finals.items()):
-            if seq <= self._peer_finals.get(author, 0):
+        for author, (seq, tip) in sorted(finals.items()):
+            theirs = self._peer_finals.get(author, 0)
+            if seq <= theirs:
                 continue
-            if batch and (len(batch) >= MAX_CERTS or size + len(data) > self.batch_bytes):
-                yield self._certs(batch)
-                batch, size = [], 0
-            batch.append(data)
-            size += len(data)
+            voids = self.view.void_certificates(self.community, author, theirs, seq)
+            for data in [*voids, tip]:
+                if batch and (len(batch) >= MAX_CERTS or size + len(data) > self.batch_bytes):
+                    yield self._certs(batch)
+                    batch, size = [], 0
+                batch.append(data)
+                size += len(data)
         if batch:
             yield self._certs(batch)
 
@@ -537,7 +543,7 @@ class SyncSession:
         mine: list[bytes] = []
         for data in datas:
             try:
-                cert = Certificate.decode(data)
+                cert = decode_any_certificate(data)  # either kind (docs/witness.md §3.6)
             except CodecError:
                 self._refused_certificate(Reason.BAD_CERTIFICATE.value, faulty=True)
                 continue

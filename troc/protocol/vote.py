@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from troc.crypto.sign import Domain, MemberId, SigningKey, is_valid_public_key, verify
 from troc.errors import CodecError, LocalProtocolError
@@ -31,20 +31,29 @@ from troc.protocol.entry import (
 
 __all__ = [
     "CERTIFICATE_LIMITS",
+    "VOID_MARK",
     "VOTE_LIMITS",
     "Certificate",
     "Equivocation",
     "Position",
+    "VoidCertificate",
+    "VoidVote",
     "Vote",
     "WitnessRules",
     "check_quorum",
+    "decode_any_certificate",
     "default_quorum",
     "fork_proof_problem",
+    "is_void_certificate",
     "max_faults",
     "min_quorum",
     "quorum_problem",
     "vote_message",
 ]
+
+#: The last element of a void vote's and a void certificate's array
+#: (docs/witness.md §3.6): exactly this string, nothing else.
+VOID_MARK = "void"
 
 #: A vote: ``[community, author, seq, id, witness, signature]``, ~210 bytes.
 VOTE_LIMITS = codec.Limits(
@@ -192,6 +201,15 @@ class Vote:
     witness: MemberId
     signature: bytes = field(repr=False)
 
+    #: The signing domain; :class:`VoidVote` signs in ``troc/void/v1``.
+    DOMAIN: ClassVar[Domain] = Domain.VOTE
+    #: What follows the six fields on the wire (a void vote: its mark).
+    TAIL: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def void(self) -> bool:
+        return bool(self.TAIL)
+
     @property
     def position(self) -> Position:
         return (self.community, self.author, self.seq)
@@ -205,25 +223,41 @@ class Vote:
         """``key``'s vote for ``ref`` (deterministic: the same bytes every time)."""
         message = vote_message(community, ref.author, ref.seq, ref.id)
         return cls(
-            community, ref.author, ref.seq, ref.id, key.public, key.sign(Domain.VOTE, message)
+            community, ref.author, ref.seq, ref.id, key.public, key.sign(cls.DOMAIN, message)
         )
 
     def verify(self) -> bool:
         """True if the signature is the witness's strict Ed25519 signature."""
         message = vote_message(self.community, self.author, self.seq, self.id)
-        return verify(Domain.VOTE, self.witness, message, self.signature)
+        return verify(self.DOMAIN, self.witness, message, self.signature)
 
     def to_wire(self) -> list[Any]:
-        return [self.community, self.author, self.seq, self.id, self.witness, self.signature]
+        return [
+            self.community,
+            self.author,
+            self.seq,
+            self.id,
+            self.witness,
+            self.signature,
+            *self.TAIL,
+        ]
 
     def encode(self) -> bytes:
         return codec.pack(self.to_wire(), VOTE_LIMITS)
 
     @classmethod
     def from_wire(cls, v: Any) -> Vote:
-        if not isinstance(v, list) or len(v) != 6:
-            raise _bad("a vote is [community, author, seq, id, witness, signature]")
-        return cls(
+        """A vote or, with the void mark as a 7th element, a :class:`VoidVote`
+        (whichever the array is; ``VoidVote.from_wire`` takes void ones only)."""
+        if isinstance(v, list) and len(v) == 7 and v[6] == VOID_MARK:
+            kind: type[Vote] = VoidVote
+        elif isinstance(v, list) and len(v) == 6:
+            kind = Vote
+        else:
+            raise _bad('a vote is [community, author, seq, id, witness, signature(, "void")]')
+        if cls is VoidVote and kind is not VoidVote:
+            raise _bad("not a void vote")
+        return kind(
             CommunityId(_bin(v[0], 32, "community")),
             _member(v[1], "author"),
             _seq(v[2]),
@@ -236,6 +270,18 @@ class Vote:
     def decode(cls, data: bytes) -> Vote:
         """Parse a vote's canonical bytes (shape only). Raises CodecError."""
         return cls.from_wire(codec.unpack(data, VOTE_LIMITS))
+
+
+@dataclass(frozen=True, slots=True)
+class VoidVote(Vote):
+    """A witness's signature for "(author, seq) of community is entry id, and
+    that entry is void": it lost its accept / take-back race to a certified
+    rival (docs/witness.md §3.6). Signed in the ``troc/void/v1`` domain over
+    the same message as a vote, so it never counts as a vote, nor a vote as
+    it. Wire form: ``[community, author, seq, id, witness, signature, "void"]``."""
+
+    DOMAIN: ClassVar[Domain] = Domain.VOID
+    TAIL: ClassVar[tuple[str, ...]] = (VOID_MARK,)
 
 
 # -- certificates -----------------------------------------------------------------
@@ -254,6 +300,13 @@ class Certificate:
     seq: int
     id: EntryId
     votes: tuple[tuple[MemberId, bytes], ...] = field(repr=False)
+
+    #: The kind of vote it is made of (:class:`VoidCertificate`: void votes).
+    VOTE: ClassVar[type[Vote]] = Vote
+
+    @property
+    def void(self) -> bool:
+        return self.VOTE.DOMAIN is Domain.VOID
 
     @property
     def position(self) -> Position:
@@ -274,6 +327,8 @@ class Certificate:
         is given. Does not verify them: see :meth:`verify`."""
         by_witness: dict[MemberId, Vote] = {}
         for vote in votes:
+            if type(vote) is not cls.VOTE:
+                raise LocalProtocolError(f"a {cls.__name__} is made of {cls.VOTE.__name__}s")
             by_witness.setdefault(vote.witness, vote)
         if not by_witness:
             raise LocalProtocolError("a certificate needs votes")
@@ -286,7 +341,7 @@ class Certificate:
     def vote_list(self) -> list[Vote]:
         """The votes, one object each."""
         c, a, s, i = self.community, self.author, self.seq, self.id
-        return [Vote(c, a, s, i, w, sig) for w, sig in self.votes]
+        return [self.VOTE(c, a, s, i, w, sig) for w, sig in self.votes]
 
     def problem(self, rules: WitnessRules) -> str | None:
         """Why this certificate does not make its entry final under ``rules``,
@@ -304,7 +359,7 @@ class Certificate:
             return f"{outsiders[0].hex()[:16]}… is not a witness of this community"
         message = vote_message(self.community, self.author, self.seq, self.id)
         for witness, signature in self.votes:
-            if not verify(Domain.VOTE, witness, message, signature):
+            if not verify(self.VOTE.DOMAIN, witness, message, signature):
                 return f"the vote of {witness.hex()[:16]}… does not verify"
         return None
 
@@ -327,6 +382,7 @@ class Certificate:
             self.seq,
             self.id,
             [[w, sig] for w, sig in self.votes],
+            *self.VOTE.TAIL,
         ]
 
     def encode(self) -> bytes:
@@ -334,7 +390,13 @@ class Certificate:
 
     @classmethod
     def from_wire(cls, v: Any) -> Certificate:
-        if not isinstance(v, list) or len(v) != 5:
+        """Parse a certificate of this class's kind only: ``Certificate``
+        refuses a void one (6 elements), ``VoidCertificate`` a normal one, so
+        no reader of certificates takes one kind for the other."""
+        tail = list(cls.VOTE.TAIL)
+        if not isinstance(v, list) or len(v) != 5 + len(tail) or v[5:] != tail:
+            if cls.VOTE.TAIL:
+                raise _bad('a void certificate is [community, author, seq, id, votes, "void"]')
             raise _bad("a certificate is [community, author, seq, id, votes]")
         raw = v[4]
         if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_WITNESSES:
@@ -359,6 +421,36 @@ class Certificate:
     def decode(cls, data: bytes) -> Certificate:
         """Parse a certificate's canonical bytes (shape only). Raises CodecError."""
         return cls.from_wire(codec.unpack(data, CERTIFICATE_LIMITS))
+
+
+@dataclass(frozen=True, slots=True)
+class VoidCertificate(Certificate):
+    """q void votes of distinct witnesses for one entry (docs/witness.md
+    §3.6): the entry is final as a position of its log but has no effect.
+    Wire form: ``[community, author, seq, id, [[witness, signature], …],
+    "void"]``; the same limits and validity rules as a certificate, every
+    signature in the ``troc/void/v1`` domain."""
+
+    VOTE: ClassVar[type[Vote]] = VoidVote
+
+
+def is_void_certificate(data: bytes) -> bool:
+    """True if ``data``, a certificate's canonical bytes as stored, is a void
+    certificate (told by its length: the 6-element array; no signature checked)."""
+    try:
+        raw = codec.unpack(data, CERTIFICATE_LIMITS)
+    except CodecError:
+        return False
+    return isinstance(raw, list) and len(raw) == 6
+
+
+def decode_any_certificate(data: bytes) -> Certificate:
+    """A certificate or a void certificate, whichever ``data`` is (shape
+    only). Raises CodecError."""
+    raw = codec.unpack(data, CERTIFICATE_LIMITS)
+    if isinstance(raw, list) and len(raw) == 6:
+        return VoidCertificate.from_wire(raw)
+    return Certificate.from_wire(raw)
 
 
 # -- proofs ------------------------------------------------------------------------

@@ -82,11 +82,15 @@ from troc.protocol.vote import (
     Certificate,
     Equivocation,
     Position,
+    VoidCertificate,
+    VoidVote,
     Vote,
     WitnessRules,
     check_quorum,
+    decode_any_certificate,
     default_quorum,
     fork_proof_problem,
+    is_void_certificate,
     max_faults,
     min_quorum,
     quorum_problem,
@@ -130,6 +134,8 @@ __all__ = [
     "Position",
     "Refused",
     "Tally",
+    "VoidCertificate",
+    "VoidVote",
     "Vote",
     "VoteLog",
     "VoteRequest",
@@ -141,11 +147,13 @@ __all__ = [
     "certificate_needed",
     "check_quorum",
     "decode_answer",
+    "decode_any_certificate",
     "decode_request",
     "default_quorum",
     "encode_answer",
     "encode_request",
     "fork_proof_problem",
+    "is_void_certificate",
     "max_faults",
     "min_quorum",
     "quorum_problem",
@@ -160,6 +168,13 @@ UNKNOWN_COMMUNITY = "unknown_community"
 NOT_EXPIRED_HERE = "not_expired_here"
 VOTED_TAKE_BACK = "voted_take_back"
 VOTED_ACCEPT = "voted_accept"
+#: Refusals of void votes (docs/witness.md §3.6).
+VOIDED = "void"  # a normal vote for an entry this witness voted void
+NOT_RACEABLE = "not_raceable"  # only an accept or a take-back can be void
+NO_RIVAL = "no_certified_rival"  # no certificate of the entry's rival is held
+CERTIFIED = "certified"  # the entry itself is certified: it cannot be void
+#: An entry that would spend credit of a void accept or take-back below it.
+VOID_OVERDRAFT = "void_overdraft"
 
 
 # -- the witness -------------------------------------------------------------------
@@ -189,6 +204,16 @@ class VoteLog(Protocol):
         """
         ...
 
+    def voids(self, community: CommunityId, author: MemberId) -> dict[int, EntryId]:
+        """The entries this witness holds void (§3.6): seq → id. Few per log."""
+        ...
+
+    def put_void(self, community: CommunityId, author: MemberId, seq: int, eid: EntryId) -> None:
+        """Mark ``eid`` at ``seq`` void, for good, durable when it returns. It
+        may precede the record of ``eid`` (:meth:`put`) or follow it; either
+        way no normal vote for ``eid`` is signed after it."""
+        ...
+
 
 class MemoryVoteLog:
     """A :class:`VoteLog` in a dict, for tests and simulation ("durable" for
@@ -196,7 +221,14 @@ class MemoryVoteLog:
 
     def __init__(self) -> None:
         self._ids: dict[tuple[CommunityId, MemberId], list[EntryId]] = {}
+        self._voids: dict[tuple[CommunityId, MemberId], dict[int, EntryId]] = {}
         self.writes = 0
+
+    def voids(self, community: CommunityId, author: MemberId) -> dict[int, EntryId]:
+        return dict(self._voids.get((community, author), {}))
+
+    def put_void(self, community: CommunityId, author: MemberId, seq: int, eid: EntryId) -> None:
+        self._voids.setdefault((community, author), {})[seq] = eid
 
     def get(self, community: CommunityId, author: MemberId, seq: int) -> EntryId | None:
         ids = self._ids.get((community, author), [])
@@ -238,7 +270,36 @@ class WitnessView(Protocol):
         ...
 
     def certified(self, community: CommunityId, ref: Ref) -> bool:
-        """True if a verified certificate for exactly ``ref`` is held."""
+        """True if ``ref`` is final here (a verified certificate of it, or of
+        an entry above it on its chain, is held)."""
+        ...
+
+    def own_certificate(self, community: CommunityId, ref: Ref) -> bool:
+        """True if a verified (normal) certificate of exactly ``ref`` is held:
+        for an accept or take-back, the proof that it won its race (§3.6)."""
+        ...
+
+    def void_certified(self, community: CommunityId, ref: Ref) -> bool:
+        """True if a verified void certificate of exactly ``ref`` was given."""
+        ...
+
+    def add_void_certificate(self, certificate: VoidCertificate) -> None:
+        """Keep a verified void certificate."""
+        ...
+
+    def balance(self, community: CommunityId, ref: Ref) -> tuple[int, int] | None:
+        """The stored entry's nominal balance after it and its credit limit."""
+        ...
+
+    def raceable_below(self, community: CommunityId, author: MemberId, below: int) -> list[Ref]:
+        """``author``'s stored accepts and take-backs below seq ``below`` (on
+        any branch); it may leave out those below a seq :meth:`settled_below`
+        was told of."""
+        ...
+
+    def settled_below(self, community: CommunityId, author: MemberId, below: int) -> None:
+        """A hint: every accept and take-back this witness recorded on
+        ``author``'s log below ``below`` is settled (§3.6)."""
         ...
 
     def offer(self, community: CommunityId, wire: bytes) -> None:
@@ -301,37 +362,94 @@ class WitnessState:
         return self.key.public
 
     def handle(self, request: VoteRequest) -> Answer:
-        """Take what the request carries along, then :meth:`decide` on its entry."""
+        """Take what the request carries along, then :meth:`decide` on its
+        entry (:meth:`decide_void` for a request of a void vote)."""
+        c = self.rules.community
         for data in request.certificates[:MAX_CERTIFICATES]:
             try:
-                cert = Certificate.decode(data)
+                cert = decode_any_certificate(data)
             except CodecError:
                 continue
             # One the witness holds already adds nothing: not verified again.
-            if not self.view.certified(cert.community, cert.ref) and cert.verify(self.rules):
+            if isinstance(cert, VoidCertificate):
+                if not self.view.void_certified(c, cert.ref) and cert.verify(self.rules):
+                    self.view.add_void_certificate(cert)
+            elif not self.view.own_certificate(c, cert.ref) and cert.verify(self.rules):
                 self.view.add_certificate(cert)
         for wire in request.deps[:MAX_DEPS]:
-            self.view.offer(self.rules.community, wire)
+            self.view.offer(c, wire)
+        if request.void:
+            return self.decide_void(request.entry)
         return self.decide(request.entry)
 
     def decide(self, entry: bytes | Entry) -> Answer:
         """Vote for ``entry``, or say why not. A vote is signed only after its
         records are in the vote log (:meth:`VoteLog.put` returned)."""
+        checked = self._entry(entry)
+        if not isinstance(checked, Entry):
+            return checked
+        entry = checked
+        c, a, n = self.rules.community, entry.author, entry.seq
+        recorded = self.votes.get(c, a, n)
+        if recorded == entry.id:
+            if self._void_here(entry.ref):
+                return Refused(VOIDED, f"this witness voted {entry.ref} void: its rival won")
+            return Voted(self._sign(entry.ref))  # again: the same bytes as before
+        problem = self._admissible(entry)
+        if problem is not None:
+            return problem
+        return self._lock(entry, recorded, void=False)
+
+    def decide_void(self, entry: bytes | Entry) -> Answer:
+        """Sign a void vote for ``entry``, an accept or a take-back whose
+        rival (the take-back or accept of the same transfer) holds a
+        certificate here, or say why not (docs/witness.md §3.6). The entry's
+        chain is locked as for a vote; the void mark is durable before the
+        void vote is signed, and from then on the entry gets no vote."""
+        checked = self._entry(entry)
+        if not isinstance(checked, Entry):
+            return checked
+        entry = checked
+        c = self.rules.community
+        body = entry.body
+        if not isinstance(body, Accept | TakeBack):
+            return Refused(NOT_RACEABLE, "only an accept or a take-back can be void")
+        if self.view.own_certificate(c, entry.ref):
+            return Refused(CERTIFIED, f"{entry.ref} is certified: it won its race")
+        need = self._needs_certificate(entry)
+        if need is not None:
+            return need
+        recorded = self.votes.get(c, entry.author, entry.seq)
+        if recorded != entry.id:
+            problem = self.view.check(entry)
+            if problem is not None:
+                return problem
+        rivals = self._rivals(entry)
+        if not any(self.view.own_certificate(c, r) for r in rivals):
+            if rivals:
+                return Waiting(certificates=tuple(rivals))
+            return Refused(NO_RIVAL, f"no certified rival of {entry.ref} is held here")
+        if recorded == entry.id:
+            self.votes.put_void(c, entry.author, entry.seq, entry.id)
+            return Voted(self._sign(entry.ref, void=True))
+        return self._lock(entry, recorded, void=True)
+
+    # -- internals ---------------------------------------------------------
+
+    def _entry(self, entry: bytes | Entry) -> Entry | Refused:
         if not isinstance(entry, Entry):
             try:
                 entry = Entry.decode(entry)
             except CodecError as exc:
                 return Refused(exc.reason, str(exc))
-        c = self.rules.community
-        if entry.community != c:
+        if entry.community != self.rules.community:
             return Refused(UNKNOWN_COMMUNITY, "not an entry of this witness's community")
-        a, n = entry.author, entry.seq
-        recorded = self.votes.get(c, a, n)
-        if recorded == entry.id:
-            return Voted(self._sign(entry.ref))  # again: the same bytes as before
-        problem = self._admissible(entry)
-        if problem is not None:
-            return problem
+        return entry
+
+    def _lock(self, entry: Entry, recorded: EntryId | None, *, void: bool) -> Answer:
+        """Steps 5 to 7 of §3.2: lock ``entry``'s chain and sign (a void vote
+        if ``void``), or answer the conflict or what to wait for."""
+        c, a, n = self.rules.community, entry.author, entry.seq
         if recorded is not None:
             return self._conflict(Ref(a, n, recorded), entry.wire)
         last = self.votes.last(c, a)
@@ -340,6 +458,7 @@ class WitnessState:
         # Walk E's chain down to seq last + 1: each entry there gets locked,
         # so each must pass the witnessed rule too (checked once, here).
         chain = [entry]
+        voids: dict[int, EntryId] = {}
         cur = entry
         while cur.seq > last + 1:
             assert cur.prev is not None
@@ -350,10 +469,14 @@ class WitnessState:
             need = self._needs_certificate(below)
             if need is not None:
                 return need
-            if self._exclusive(below) is not None:
-                # Locked with E: the same rule, unless it is certified, which
-                # the requester shows with its certificate (§3.5).
+            kind = self._settled(below)
+            if kind is None:
+                # An accept or take-back below E: locked with E only once it
+                # is certified, either way (§3.5 rule 3, §3.6): the requester
+                # holds its certificate or void certificate.
                 return Waiting(certificates=(below.ref,))
+            if kind == VOIDED:
+                voids[below.seq] = below.id
             chain.append(below)
             cur = below
         if last:
@@ -365,10 +488,114 @@ class WitnessState:
                 if other is None:  # pragma: no cover - the view holds what it validated
                     return Waiting(missing=(Ref(a, last, cur.prev),))
                 return self._conflict(Ref(a, last, locked), other.wire)
+        # Below the walk: every accept or take-back this witness recorded on
+        # E's chain must be settled too (§3.6), and what is void spends nothing.
+        floor = min(n, last + 1)
+        unsettled = self._unsettled_below(a, floor)
+        if unsettled:
+            return Waiting(certificates=unsettled)
+        self.view.settled_below(c, a, floor)
+        problem = self._void_overdraft(chain, voids)
+        if problem is not None:
+            return problem
+        if void:
+            self.votes.put_void(c, a, n, entry.id)  # before the record: see put_void
+        for seq, eid in voids.items():
+            self.votes.put_void(c, a, seq, eid)
         self.votes.put(c, a, [(e.seq, e.id) for e in reversed(chain)])
-        return Voted(self._sign(entry.ref))
+        return Voted(self._sign(entry.ref, void=void))
 
-    # -- internals ---------------------------------------------------------
+    def _void_here(self, ref: Ref) -> bool:
+        """True if this witness holds ``ref`` void: marked in its vote log, or
+        shown a void certificate of it (then marked now, for good)."""
+        c = self.rules.community
+        if self.votes.voids(c, ref.author).get(ref.seq) == ref.id:
+            return True
+        if self.view.void_certified(c, ref):
+            self.votes.put_void(c, ref.author, ref.seq, ref.id)
+            return True
+        return False
+
+    def _raceable(self, entry: Entry) -> bool:
+        """An accept or take-back that may lose a race: a take-back, or an
+        accept of a transfer that expires (one that never expires cannot be
+        taken back)."""
+        body = entry.body
+        if isinstance(body, TakeBack):
+            return True
+        if isinstance(body, Accept):
+            return self.view.expiry(self.rules.community, body.transfer) is not None
+        return False
+
+    def _settled(self, entry: Entry) -> str | None:
+        """How a stored entry counts when locked below a vote: "" (as
+        itself), :data:`VOIDED` (void), or None: an accept or take-back whose
+        race this witness cannot tell yet (no certificate of either kind)."""
+        if not self._raceable(entry):
+            return ""
+        if self._void_here(entry.ref):
+            return VOIDED
+        if self.view.own_certificate(self.rules.community, entry.ref):
+            return ""
+        return None
+
+    def _unsettled_below(self, author: MemberId, below: int) -> tuple[Ref, ...]:
+        """The accepts and take-backs this witness recorded on ``author``'s
+        log below seq ``below`` whose race it cannot tell yet."""
+        c = self.rules.community
+        out = []
+        for ref in self.view.raceable_below(c, author, below):
+            if self.votes.get(c, author, ref.seq) != ref.id:
+                continue  # not on the recorded chain
+            stored = self.view.get(c, ref)
+            if stored is not None and self._settled(stored) is None:
+                out.append(ref)
+        return tuple(out)
+
+    def _void_overdraft(self, chain: list[Entry], new_voids: dict[int, EntryId]) -> Refused | None:
+        """Refuse if an entry about to be locked spends credit of a void
+        accept or take-back below it: its balance less those void_credits would
+        pass its credit limit (§3.6)."""
+        c = self.rules.community
+        author = chain[0].author
+        voids = {**self.votes.voids(c, author), **new_voids}
+        if not voids:
+            return None
+        void_credits: list[tuple[int, int]] = []  # (seq, amount) of the voids on this chain
+        for seq, eid in voids.items():
+            void = self.view.get(c, Ref(author, seq, eid))
+            if void is None or not isinstance(void.body, Accept | TakeBack):
+                continue
+            on_chain = seq in new_voids or self.votes.get(c, author, seq) == eid
+            transfer = self.view.get(c, void.body.transfer)
+            if on_chain and transfer is not None and isinstance(transfer.body, Transfer):
+                void_credits.append((seq, transfer.body.amount))
+        for e in chain:
+            held = self.view.balance(c, e.ref)
+            if held is None:  # pragma: no cover - the chain was walked through the view
+                continue
+            balance, limit = held
+            lost = sum(amount for seq, amount in void_credits if seq < e.seq)
+            if lost and balance - lost < -limit:
+                return Refused(
+                    VOID_OVERDRAFT,
+                    f"{e.ref}: balance {balance} less {lost} of void credit below it "
+                    f"passes the credit limit of -{limit}",
+                )
+        return None
+
+    def _rivals(self, entry: Entry) -> list[Ref]:
+        """The stored entries that exclude ``entry`` (an accept or take-back):
+        the take-backs of its transfer, or the accepts."""
+        c, body = self.rules.community, entry.body
+        assert isinstance(body, Accept | TakeBack)
+        ref = body.transfer
+        if isinstance(body, Accept):
+            return self.view.answers(c, ref.author, Kind.TAKE_BACK, ref.id)
+        transfer = self.view.get(c, ref)
+        if transfer is None or not isinstance(transfer.body, Transfer):
+            return []
+        return self.view.answers(c, transfer.body.to, Kind.ACCEPT, ref.id)
 
     def _needs_certificate(self, entry: Entry) -> Waiting | None:
         ref = certificate_needed(entry)
@@ -386,9 +613,12 @@ class WitnessState:
         """An accept and a take-back of one transfer: vote for at most one
         (or for one that is certified already), and for a take-back only
         once this witness's clock is past the transfer's expiry
-        (docs/witness.md §3.5). ``entry`` is stored."""
+        (docs/witness.md §3.5); never for one this witness holds void
+        (§3.6). ``entry`` is stored."""
         body, c = entry.body, self.rules.community
-        if isinstance(body, Accept | TakeBack) and self.view.certified(c, entry.ref):
+        if isinstance(body, Accept | TakeBack) and self._void_here(entry.ref):
+            return Refused(VOIDED, f"this witness holds {entry.ref} void: its rival won")
+        if isinstance(body, Accept | TakeBack) and self.view.own_certificate(c, entry.ref):
             # Certified already: a quorum voted for it, so at least q - f
             # honest witnesses refuse the other one for good, which can get
             # at most n - q + f < q votes (2q >= n + f + 1). Locking it now,
@@ -412,21 +642,30 @@ class WitnessState:
         else:
             return None
         author, kind, reason = other
+        voids = self.votes.voids(c, author)
         for answer in self.view.answers(c, author, kind, ref.id):
-            if self.votes.get(c, answer.author, answer.seq) == answer.id:
+            recorded = self.votes.get(c, answer.author, answer.seq) == answer.id
+            if recorded and voids.get(answer.seq) != answer.id:
                 return Refused(reason, f"this witness voted for {answer}, which excludes it")
         return None
 
     def _conflict(self, recorded: Ref, second: bytes) -> Conflicting:
-        first = self.view.get(self.rules.community, recorded)
-        return Conflicting(self._sign(recorded), second, None if first is None else first.wire)
+        c = self.rules.community
+        first = self.view.get(c, recorded)
+        void = self.votes.voids(c, recorded.author).get(recorded.seq) == recorded.id
+        vote = self._sign(recorded, void=void)
+        return Conflicting(vote, second, None if first is None else first.wire)
 
-    def _sign(self, ref: Ref) -> Vote:
-        # The one place votes are signed: only ever for what the log records.
+    def _sign(self, ref: Ref, *, void: bool = False) -> Vote:
+        # The one place votes are signed: only ever for what the log records,
+        # and a normal vote never for what it holds void.
         c = self.rules.community
         if self.votes.get(c, ref.author, ref.seq) != ref.id:
             raise LocalProtocolError(f"refusing to sign a vote for {ref}: not what the log holds")
-        return Vote.sign(self.key, c, ref)
+        marked = self.votes.voids(c, ref.author).get(ref.seq) == ref.id
+        if void != marked:
+            raise LocalProtocolError(f"refusing to sign a vote for {ref}: void is {marked}")
+        return (VoidVote if void else Vote).sign(self.key, c, ref)
 
 
 class LedgerView:
@@ -444,6 +683,9 @@ class LedgerView:
         self.clock = clock
         # A parked entry → (the entries, the certificates it waits for).
         self._parked: dict[Ref, tuple[tuple[Ref, ...], tuple[Ref, ...]]] = {}
+        # Per log, a seq below which every recorded accept and take-back is
+        # settled (§3.6): the recorded chain and its settlements never change.
+        self._settled: dict[tuple[CommunityId, MemberId], int] = {}
 
     def check(self, entry: Entry) -> Refused | Waiting | None:
         outcome = self.ledger.ingest_entry(entry, self.clock())
@@ -504,6 +746,35 @@ class LedgerView:
 
     def add_certificate(self, certificate: Certificate) -> None:
         self.ledger.ingest_certificate(certificate.encode(), self.clock())
+
+    def own_certificate(self, community: CommunityId, ref: Ref) -> bool:
+        held = self.ledger.certificate_of(community, ref)
+        return held is not None and not is_void_certificate(held)
+
+    def void_certified(self, community: CommunityId, ref: Ref) -> bool:
+        return self.ledger.is_void(community, ref)
+
+    def add_void_certificate(self, certificate: VoidCertificate) -> None:
+        self.ledger.ingest_certificate(certificate.encode(), self.clock())
+
+    def balance(self, community: CommunityId, ref: Ref) -> tuple[int, int] | None:
+        stored = self.ledger.backend.entry(community, ref.author, ref.seq, ref.id)
+        return None if stored is None else (stored.balance, stored.limit)
+
+    def raceable_below(self, community: CommunityId, author: MemberId, below: int) -> list[Ref]:
+        floor = self._settled.get((community, author), 0)
+        if below <= floor:
+            return []
+        backend = self.ledger.backend
+        rows = [
+            *backend.refs_from(community, author, Kind.ACCEPT, below, floor),
+            *backend.refs_from(community, author, Kind.TAKE_BACK, below, floor),
+        ]
+        return [Ref(r.by_author, r.by_seq, r.by_id) for r in rows]
+
+    def settled_below(self, community: CommunityId, author: MemberId, below: int) -> None:
+        key = (community, author)
+        self._settled[key] = max(self._settled.get(key, 0), below)
 
     def now(self) -> int:
         return self.clock()

@@ -72,11 +72,16 @@ class VoteRequest:
     names and that transfer's certificate …).
 
     Wire form: ``{"t": "ask", "e": entry, "d": [entry, …], "k": [certificate, …]}``.
+
+    With ``void`` set, a request for a *void* vote (docs/witness.md §3.6):
+    ``{"t": "void", …}``, the same fields; ``k`` carries the certificate of
+    the entry's rival.
     """
 
     entry: bytes
     deps: tuple[bytes, ...] = ()
     certificates: tuple[bytes, ...] = ()
+    void: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +175,7 @@ def encode_request(request: VoteRequest) -> bytes:
             f"a request carries at most {MAX_DEPS} entries and {MAX_CERTIFICATES} certificates"
         )
     msg = {
-        "t": "ask",
+        "t": "void" if request.void else "ask",
         "e": request.entry,
         "d": list(request.deps),
         "k": list(request.certificates),
@@ -207,13 +212,16 @@ def decode_request(data: bytes) -> VoteRequest:
     """Parse a request. Raises RemoteProtocolError (entries and certificates
     inside are checked when used)."""
     msg = _message(data)
-    if msg["t"] != "ask":
+    if msg["t"] not in ("ask", "void"):
         raise RemoteProtocolError(f"bad witness request: type {msg['t']!r}")
     _keys(msg, "e", "d", "k")
     if not isinstance(msg["e"], bytes):
         raise RemoteProtocolError("bad witness request: the entry must be a bin")
     return VoteRequest(
-        msg["e"], _blobs(msg["d"], MAX_DEPS, "deps"), _blobs(msg["k"], MAX_CERTIFICATES, "certs")
+        msg["e"],
+        _blobs(msg["d"], MAX_DEPS, "deps"),
+        _blobs(msg["k"], MAX_CERTIFICATES, "certs"),
+        void=msg["t"] == "void",
     )
 
 
