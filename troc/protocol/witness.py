@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, LocalProtocolError
+from troc.protocol.campaign_rules import BEFORE_DEADLINE_HERE, campaign_race
 from troc.protocol.collector import LIES, Collector, Tally
 from troc.protocol.entry import (
     Accept,
@@ -388,6 +389,14 @@ class WitnessState:
         once this witness's clock is past the transfer's expiry
         (docs/witness.md §3.5). ``entry`` is stored."""
         body, c = entry.body, self.rules.community
+        race = campaign_race(entry, self.view, c)  # a lapse or a close (docs/protocol.md §10.6)
+        if race is not None and not self.view.certified(c, entry.ref):
+            if race.early is not None:
+                return Refused(BEFORE_DEADLINE_HERE, race.early)
+            for rival in race.rivals:
+                if self.votes.get(c, rival.author, rival.seq) == rival.id:
+                    return Refused(race.voted, f"this witness voted for {rival}, which excludes it")
+            return None
         if isinstance(body, Accept | TakeBack) and self.view.certified(c, entry.ref):
             # Certified already: a quorum voted for it, so at least q - f
             # honest witnesses refuse the other one for good, which can get
