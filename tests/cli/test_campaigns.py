@@ -122,3 +122,75 @@ def test_the_command_json_and_exit_codes(tmp_path: Path) -> None:
     assert "0 h of 5 h (0%, 0 pledges), failed" in shown.stdout
     usage = _troc(home, "campaign", "create", "--title", "x", "--goal", "5")
     assert usage.returncode == 2
+
+
+def test_a_pledge_lapses_after_the_deadline_and_a_close_counting_it_wins(
+    trio_: tuple[list[LocalNode], CommunityId, Clock], tmp_path: Path
+) -> None:
+    """docs/protocol.md §10.5 through the operations, on real SQLite homes:
+    before the deadline a pledge with no close stays reserved; after it,
+    ``campaign.withdraw`` lets it lapse; a close that counts it (signed by
+    an author who did not hold the lapse) wins on every node, and
+    ``balance`` shows each step (reserved, lapsed, lapse_undone)."""
+    from troc.cli import campaigns as cli_campaigns
+    from troc.cli import render
+
+    nodes, community, clock = trio_
+    ada, bruno, chloe = nodes
+    oven = ops.run_op(
+        ada, "campaign.create", {"title": "Oven", "goal": 25, "deadline_ms": T0 + DAY}
+    )["campaign"]
+    everyone_knows(nodes, community)
+    ops.run_op(bruno, "campaign.pledge", {"campaign": oven, "amount": 15})
+    ops.run_op(chloe, "campaign.pledge", {"campaign": oven, "amount": 12})
+    everyone_knows(nodes, community)
+    mine = ops.run_op(bruno, "balance", {})
+    assert (mine["balance"], mine["reserved"], mine["lapsed"]) == (-15, 15, 0)
+    text = render.balance(tmp_path)(mine)
+    assert "reserved by pledges (campaigns not closed yet): 15 hours" in text
+    with pytest.raises(RefusedError) as info:  # one line, naming the deadline
+        ops.run_op(bruno, "campaign.withdraw", {"campaign": oven})
+    assert info.value.reason == "not_closed"
+    assert "past its deadline (2026-01-02 00:00 UTC)" in str(info.value)
+    assert "\n" not in str(info.value)
+
+    clock.now = T0 + DAY  # the deadline passes with no close
+    done = ops.run_op(bruno, "campaign.withdraw", {"campaign": oven})
+    assert done["lapse"] is True
+    mine = ops.run_op(bruno, "balance", {})
+    assert (mine["balance"], mine["reserved"], mine["lapsed"]) == (0, 0, 15)
+    assert "close counting it would still win" in cli_campaigns._withdrawn_text(done)
+    shown = ops.run_op(ada, "campaign.show", {"campaign": oven})
+    assert (shown["state"], shown["deadline_passed"]) == ("open", True)
+    assert "pledgers may take their pledges back" in cli_campaigns._show_text(shown)
+
+    # ada has not received bruno's lapse: her close counts both pledges.
+    closed = ops.run_op(ada, "campaign.close", {"campaign": oven})
+    assert (closed["state"], closed["pledges"]) == ("succeeded", 2)
+    everyone_knows(nodes, community)
+    want = {ops.mid(ada.member): 27, ops.mid(bruno.member): -15, ops.mid(chloe.member): -12}
+    for n in nodes:
+        assert balances(n, community) == want
+        shown = ops.run_op(n, "campaign.show", {"campaign": oven})
+        rows = {p["pledger"]: (p["status"], p["lapse"]) for p in shown["pledge_list"]}
+        assert rows[ops.mid(bruno.member)] == ("paid", True)
+    mine = ops.run_op(bruno, "balance", {})
+    assert (mine["reserved"], mine["lapsed"], mine["lapse_undone"], mine["undone"]) == (0, 0, 15, 0)
+    assert "a close had counted them: 15 hours" in render.balance(tmp_path)(mine)
+
+    # A close signed by a node that holds a lapse leaves that pledge out.
+    shed = ops.run_op(
+        ada, "campaign.create", {"title": "Shed", "goal": 5, "deadline_ms": clock.now + DAY}
+    )["campaign"]
+    everyone_knows(nodes, community)
+    ops.run_op(bruno, "campaign.pledge", {"campaign": shed, "amount": 5})
+    ops.run_op(chloe, "campaign.pledge", {"campaign": shed, "amount": 5})
+    everyone_knows(nodes, community)
+    clock.now += 2 * DAY
+    ops.run_op(chloe, "campaign.withdraw", {"campaign": shed})
+    everyone_knows(nodes, community)
+    closed = ops.run_op(ada, "campaign.close", {"campaign": shed})
+    assert (closed["state"], closed["pledges"], closed["pledged"]) == ("succeeded", 1, 5)
+    everyone_knows(nodes, community)
+    assert ops.run_op(chloe, "balance", {})["lapsed"] == 5
+    assert balances(bruno, community)[ops.mid(chloe.member)] == -12
