@@ -28,7 +28,15 @@ from typing import Any
 from troc.crypto.sign import MemberId
 from troc.errors import LocalProtocolError, RefusedError
 from troc.node.local import LocalNode
-from troc.node.opdata import Done, NotFoundError, amount_of, community_of, eid, mid
+from troc.node.opdata import (
+    Done,
+    NotFoundError,
+    amount_of,
+    community_of,
+    eid,
+    join_names,
+    mid,
+)
 from troc.node.views import resolve
 from troc.protocol.backend import Head, RefRow
 from troc.protocol.entry import (
@@ -211,12 +219,16 @@ def op_campaign_list(node: LocalNode, p: dict[str, Any]) -> Done:
         if p.get("open") and row["state"] != "open":
             continue
         rows.append(row)
-    return Done({"campaigns": rows})
+    authors = [v.entry.author for v in views]
+    return Done({"campaigns": rows, "names": join_names(node, community, authors)})
 
 
 def op_campaign_show(node: LocalNode, p: dict[str, Any]) -> Done:
     community = community_of(node, p.get("community"))
-    return Done(_json(node, community, _find(node, community, p["campaign"]), full=True))
+    v = _find(node, community, p["campaign"])
+    out = _json(node, community, v, full=True)
+    out["names"] = join_names(node, community, [v.entry.author, *(e.author for e in v.pledges)])
+    return Done(out)
 
 
 def op_campaign_pledge(node: LocalNode, p: dict[str, Any]) -> Done:
