@@ -458,3 +458,12 @@ def test_witnessed_a_withdraw_waits_for_the_close_to_be_final() -> None:
     assert released == (entry,)
     assert w.ledger.ingest_certificate(certify(entry), w.now).ok
     assert w.balances() == {A.public: 0, B.public: 0}
+
+
+def test_a_statement_bundle_shows_a_lapse_the_close_undid(w: World) -> None:
+    """The pledger's bundle carries the close that beat its lapse, so the
+    verifier counts the lapse as undone, as every node does (§9.2, §10.5)."""
+    _, _, _, spend, _ = _race(w)
+    verified = verify_bundle(build_bundle(w.ledger, B, w.community, spend.ref, 1, w.now), w.now)
+    assert verified.undone == 40
+    assert verified.statement.closing - verified.not_counted - verified.undone == w.balance(B)
