@@ -81,6 +81,17 @@ def base_of(url: str) -> str:
     return url.split("/login")[0]
 
 
+def logged_in(browser: Any, m: Member) -> tuple[Any, Any, str]:
+    """A new English browser context logged in to ``m``'s app: (context,
+    page, the app's base URL)."""
+    ctx = browser.new_context(locale="en-GB")
+    ctx.set_default_timeout(15_000)
+    page = ctx.new_page()
+    url = login_url(m)
+    page.goto(url)
+    return ctx, page, base_of(url)
+
+
 def entries(m: Member) -> int:
     return sum(c["entries"] for c in m("status").json["communities"])
 
@@ -104,12 +115,7 @@ def test_the_member_journey(browser: Any, nodes: tuple[Member, Member]) -> None:
     wait_until("Ana sees Bruno", lambda: bruno.member in balances(ana), timeout=20)
 
     # Ana publishes an offer in her browser.
-    a_ctx = browser.new_context(locale="en-GB")
-    a_ctx.set_default_timeout(15_000)
-    page = a_ctx.new_page()
-    url = login_url(ana)
-    page.goto(url)
-    a_base = base_of(url)
+    a_ctx, page, a_base = logged_in(browser, ana)
     page.goto(a_base + "/offers")
     page.fill("#title", "Bike repair")
     page.fill("#price", "5")
@@ -188,12 +194,7 @@ def test_a_campaign_opened_pledged_and_closed_in_browsers(
     ana, bruno = nodes
     if bruno.member not in balances(ana):
         pytest.skip("needs the member journey above (Bruno joins there)")
-    a_ctx = browser.new_context(locale="en-GB")
-    a_ctx.set_default_timeout(15_000)
-    page = a_ctx.new_page()
-    url = login_url(ana)
-    page.goto(url)
-    a_base = base_of(url)
+    a_ctx, page, a_base = logged_in(browser, ana)
     page.goto(a_base + "/campaigns")
     page.fill("#title", "Greenhouse")
     page.fill("#goal", "5")
@@ -204,12 +205,7 @@ def test_a_campaign_opened_pledged_and_closed_in_browsers(
     assert page.locator("#progress-text").inner_text() == "0 of 5 grains pledged (0%)"
     campaign = page.locator("[data-campaign]").first.get_attribute("data-campaign")
 
-    b_ctx = browser.new_context(locale="en-GB")
-    b_ctx.set_default_timeout(15_000)
-    b_page = b_ctx.new_page()
-    b_url = login_url(bruno)
-    b_page.goto(b_url)
-    b_base = base_of(b_url)
+    b_ctx, b_page, b_base = logged_in(browser, bruno)
 
     def listed() -> bool:
         b_page.goto(b_base + "/campaigns")

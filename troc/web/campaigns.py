@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from troc.web.adapter import OpFailed
+from troc.web.everyday import usage
 from troc.web.screens import Screens, form_text
 
 __all__ = ["routes"]
@@ -37,10 +38,6 @@ def routes(screens: Screens, c: Any) -> list[Route]:
         Route("/campaign/{id:str}", c(k.page), methods=["GET"]),
         Route("/campaign/{id:str}/{verb:str}", c(k.act), methods=["POST"]),
     ]
-
-
-def usage(message: str) -> OpFailed:
-    return OpFailed({"kind": "usage", "reason": None, "message": message})
 
 
 def percent(c: dict[str, Any]) -> int:
