@@ -162,6 +162,10 @@ def test_a_pledge_lapses_after_the_deadline_and_a_close_counting_it_wins(
     assert "close counting it would still win" in cli_campaigns._withdrawn_text(done)
     shown = ops.run_op(ada, "campaign.show", {"campaign": oven})
     assert (shown["state"], shown["deadline_passed"]) == ("open", True)
+    assert (shown["pledged"], shown["pledges"]) == (27, 2)  # ada has not seen the lapse
+    everyone_knows([bruno, chloe], community)
+    shown = ops.run_op(chloe, "campaign.show", {"campaign": oven})
+    assert (shown["pledged"], shown["pledges"]) == (12, 1)  # the lapsed pledge left
     assert "pledgers may take their pledges back" in cli_campaigns._show_text(shown)
 
     # ada has not received bruno's lapse: her close counts both pledges.

@@ -128,7 +128,13 @@ def _json(node: LocalNode, community: CommunityId, v: _View, full: bool) -> dict
         named = set(close.body.pledges)
         total = sum(_amount(p) for p in v.pledges if p.ref in named)
         succeeded = total >= b.goal
-    counted = [p for p in v.pledges if _counts(heads, p)]
+    # Progress: while open, the counted pledges not taken back (lapsed);
+    # once closed, those the close names (the close alone decides, §10.1).
+    counted = [
+        p
+        for p in v.pledges
+        if _counts(heads, p) and (p.ref in named if close is not None else p.ref not in v.withdrawn)
+    ]
     pledged = sum(_amount(p) for p in counted)
     state = "open" if close is None else "succeeded" if succeeded else "failed"
     out: dict[str, Any] = {
