@@ -198,3 +198,47 @@ def test_a_pledge_lapses_after_the_deadline_and_a_close_counting_it_wins(
     everyone_knows(nodes, community)
     assert ops.run_op(chloe, "balance", {})["lapsed"] == 5
     assert balances(bruno, community)[ops.mid(chloe.member)] == -12
+
+
+def test_in_a_witnessed_community_the_close_names_only_final_pledges(tmp_path: Path) -> None:
+    """docs/protocol.md §10.6: a close is valid only once every pledge it
+    names is final, so the author's node names the final ones (a pledge not
+    certified yet lapses, as one that arrives late) instead of refusing."""
+    from tests.helpers import WITNESS_KEYS, certify
+    from tests.helpers import key as test_key
+    from troc.node.local import open_local_node
+
+    clock = Clock()
+    with (
+        open_local_node(tmp_path / "ada", test_key(1), clock) as ada,
+        open_local_node(tmp_path / "bruno", test_key(2), clock) as bruno,
+        open_local_node(tmp_path / "chloe", test_key(3), clock) as chloe,
+    ):
+        witnesses = tuple(k.public for k in WITNESS_KEYS)
+        community = ada.create_community(
+            "W", "h", 20, finality="witnessed", witnesses=witnesses, faults=1
+        )
+        for m in (bruno, chloe):
+            m.join(ada.community(community).genesis)
+        nodes = [ada, bruno, chloe]
+
+        def share_certified(certified: bool = True) -> None:
+            """Every node gets every entry and, if ``certified``, its certificate."""
+            everyone_knows(nodes, community)
+            for m in nodes:
+                for e in m.history(community, limit=1000):
+                    if certified:
+                        for n in nodes:
+                            n.ingest_certificate(certify(e))
+
+        share_certified()
+        oven = ops.run_op(
+            ada, "campaign.create", {"title": "Oven", "goal": 5, "deadline_ms": T0 + DAY}
+        )["campaign"]
+        share_certified()
+        ops.run_op(bruno, "campaign.pledge", {"campaign": oven, "amount": 6})
+        share_certified()
+        ops.run_op(chloe, "campaign.pledge", {"campaign": oven, "amount": 4})
+        everyone_knows(nodes, community)  # chloe's pledge: held, not final
+        closed = ops.run_op(ada, "campaign.close", {"campaign": oven, "early": True})
+        assert (closed["state"], closed["pledges"], closed["pledged"]) == ("succeeded", 1, 6)

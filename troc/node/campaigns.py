@@ -6,8 +6,8 @@ table (:mod:`troc.node.operations`). The rules are the ledger's
 a campaign's state, and picks what the member's entries name:
 
 * ``campaign.close`` names every pledge the node holds that counts (below
-  its pledger's fork point, if any) and that its pledger has not withdrawn
-  or let lapse, one per pledger, the largest first if there are more than a
+  its pledger's fork point, if any; in a witnessed community, final) and
+  that its pledger has not withdrawn or let lapse, one per pledger, the largest first if there are more than a
   close can name (200);
 * ``campaign.withdraw`` names the member's pledge and the campaign's close
   if the node holds one; else, once the deadline has passed by the node's
@@ -263,8 +263,13 @@ def op_campaign_close(node: LocalNode, p: dict[str, Any]) -> Done:
             " --early)",
         )
     heads = dict(node.store.heads(community))
+    # Witnessed: a close names only final pledges (§10.6); one not final yet
+    # lapses like one not received yet.
+    witnessed = node.community(community).finality == "witnessed"
     best: dict[MemberId, Entry] = {}
     for e in sorted(v.pledges, key=_amount, reverse=True):
+        if witnessed and not node.is_final(community, e.ref):
+            continue
         if _counts(heads, e) and e.ref not in v.withdrawn:
             best.setdefault(e.author, e)
     chosen = sorted(best.values(), key=_amount, reverse=True)[:MAX_PLEDGES]
