@@ -7,8 +7,8 @@ a campaign's state, and picks what the member's entries name:
 
 * ``campaign.close`` names every pledge the node holds that counts (below
   its pledger's fork point, if any; in a witnessed community, final) and
-  that its pledger has not withdrawn or let lapse, one per pledger, the largest first if there are more than a
-  close can name (200);
+  that its pledger has not withdrawn or let lapse, one per pledger, the
+  largest first if there are more than a close can name (200);
 * ``campaign.withdraw`` names the member's pledge and the campaign's close
   if the node holds one; else, once the deadline has passed by the node's
   clock, it lets the pledge *lapse* (a withdraw naming no close, §10.5),
