@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -242,3 +243,53 @@ def test_in_a_witnessed_community_the_close_names_only_final_pledges(tmp_path: P
         everyone_knows(nodes, community)  # chloe's pledge: held, not final
         closed = ops.run_op(ada, "campaign.close", {"campaign": oven, "early": True})
         assert (closed["state"], closed["pledges"], closed["pledged"]) == ("succeeded", 1, 6)
+
+
+def test_withdraw_on_the_command_line_before_and_after_the_deadline(tmp_path: Path) -> None:
+    """`troc campaign withdraw` (in-process, click's CliRunner, real homes):
+    before the deadline with no close, one line on stderr and exit 4 (with
+    --json, the error document); after it, the pledge lapses (`lapse`:
+    true), and `troc balance` shows what is reserved and what lapsed."""
+    from click.testing import CliRunner
+
+    from troc.cli.main import cli
+    from troc.node.local import open_local_node
+
+    def troc(home: Path, *args: str) -> Any:
+        return CliRunner().invoke(cli, ["--home", str(home), *args], env={"TROC_PASSPHRASE": None})
+
+    ada, bruno = tmp_path / "ada", tmp_path / "bruno"
+    for home, name in ((ada, "ada"), (bruno, "bruno")):
+        assert troc(home, "init", "--no-passphrase", "--name", name).exit_code == 0
+    create = ["community", "create", "--name", "V", "--unit", "h", "--credit-limit", "9"]
+    assert troc(ada, *create).exit_code == 0
+    invitation = json.loads(troc(ada, "--json", "community", "invite").stdout)["invitation"]
+    assert troc(bruno, "community", "join", invitation).exit_code == 0
+    made = ["--json", "campaign", "create", "--title", "Oven", "--goal", "5"]
+    past = json.loads(troc(ada, *made, "--deadline", "2020-01-01").stdout)["campaign"]
+    future = json.loads(troc(ada, *made, "--days", "3").stdout)["campaign"]
+    ada_id = json.loads(troc(ada, "--json", "whoami").stdout)["member"]
+    bruno_id = json.loads(troc(bruno, "--json", "whoami").stdout)["member"]
+    with (  # bruno's node receives ada's log, as sync would bring it
+        open_local_node(ada, None, member=ops.member_of(ada_id)) as a,
+        open_local_node(bruno, None, member=ops.member_of(bruno_id)) as b,
+    ):
+        community = a.communities()[0].id
+        for stored in a.store.log(community, a.member, after_seq=0, limit=100):
+            assert b.ingest(stored.entry.wire).ok
+    assert troc(bruno, "campaign", "pledge", future[:10], "3").exit_code == 0
+    early = troc(bruno, "campaign", "withdraw", future[:10])
+    assert early.exit_code == 4
+    assert len(early.stderr.strip().splitlines()) == 1, early.stderr
+    assert "neither closed nor past its deadline" in early.stderr
+    early = troc(bruno, "--json", "campaign", "withdraw", future[:10])
+    assert json.loads(early.stdout)["error"]["reason"] == "not_closed"
+    assert troc(bruno, "campaign", "pledge", past[:10], "2", "--late").exit_code == 0
+    lapsed = troc(bruno, "--json", "campaign", "withdraw", past[:10])
+    assert lapsed.exit_code == 0, lapsed.output
+    assert json.loads(lapsed.stdout)["lapse"] is True
+    shown = json.loads(troc(bruno, "--json", "balance").stdout)
+    assert (shown["balance"], shown["reserved"], shown["lapsed"]) == (-3, 3, 2)
+    text = troc(bruno, "balance").stdout
+    assert "reserved by pledges (campaigns not closed yet): 3 h" in text
+    assert "pledges taken back after the deadline: 2 h" in text
