@@ -389,14 +389,6 @@ class WitnessState:
         once this witness's clock is past the transfer's expiry
         (docs/witness.md §3.5). ``entry`` is stored."""
         body, c = entry.body, self.rules.community
-        race = campaign_race(entry, self.view, c)  # a lapse or a close (docs/protocol.md §10.6)
-        if race is not None and not self.view.certified(c, entry.ref):
-            if race.early is not None:
-                return Refused(BEFORE_DEADLINE_HERE, race.early)
-            for rival in race.rivals:
-                if self.votes.get(c, rival.author, rival.seq) == rival.id:
-                    return Refused(race.voted, f"this witness voted for {rival}, which excludes it")
-            return None
         if isinstance(body, Accept | TakeBack) and self.view.certified(c, entry.ref):
             # Certified already: a quorum voted for it, so at least q - f
             # honest witnesses refuse the other one for good, which can get
@@ -419,11 +411,26 @@ class WitnessState:
                 )
             other = (transfer.body.to, Kind.ACCEPT, VOTED_ACCEPT)
         else:
-            return None
+            return self._campaign_exclusive(entry)
         author, kind, reason = other
         for answer in self.view.answers(c, author, kind, ref.id):
             if self.votes.get(c, answer.author, answer.seq) == answer.id:
                 return Refused(reason, f"this witness voted for {answer}, which excludes it")
+        return None
+
+    def _campaign_exclusive(self, entry: Entry) -> Refused | None:
+        """A lapse and a successful close counting its pledge: the same
+        rule, with the rivals of troc/protocol/campaign_rules.py and the
+        campaign's deadline for the expiry (docs/witness.md §3.5)."""
+        c = self.rules.community
+        race = campaign_race(entry, self.view, c)
+        if race is None or self.view.certified(c, entry.ref):
+            return None  # no race, or certified already (rule 1, as above)
+        if race.early is not None:
+            return Refused(BEFORE_DEADLINE_HERE, race.early)
+        for rival in race.rivals:
+            if self.votes.get(c, rival.author, rival.seq) == rival.id:
+                return Refused(race.voted, f"this witness voted for {rival}, which excludes it")
         return None
 
     def _conflict(self, recorded: Ref, second: bytes) -> Conflicting:
