@@ -1196,7 +1196,8 @@ class FinalitySim:
         # then what each entry names, the entry's own need last, so that the
         # newest survive the request's bounds (MAX_CERTIFICATES, MAX_DEPS), as
         # the node's Certifier keeps them.
-        needs = self.certificates_wanted(deps, entry)
+        needs: list[Ref | None] = [e.ref for e in deps if isinstance(e.body, Accept | TakeBack)]
+        needs += [certificate_needed(e) for e in [*deps, entry]]
         for ref in needs:
             if ref is not None and ref.id in self.store:
                 target = self.store[ref.id]
@@ -1215,12 +1216,6 @@ class FinalitySim:
         return encode_request(
             VoteRequest(entry.wire, tuple(wires[-MAX_DEPS:]), tuple(certs[-MAX_CERTIFICATES:]))
         )
-
-    def certificates_wanted(self, deps: list[Entry], entry: Entry) -> list[Ref | None]:
-        """The entries whose certificates (and chains) a request for
-        ``entry`` carries, ``deps`` being its chain (a hook for subclasses)."""
-        needs: list[Ref | None] = [e.ref for e in deps if isinstance(e.body, Accept | TakeBack)]
-        return needs + [certificate_needed(e) for e in [*deps, entry]]
 
     def lost(self) -> bool:
         return not self.healed and self.rng.random() < self.spec.loss

@@ -5,6 +5,7 @@ clock is past the campaign's deadline."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -18,6 +19,7 @@ from tests.property.test_witness import (
     SimResult,
     SimSpec,
     SimWitness,
+    Task,
     WitnessNode,
     below,
     certify,
@@ -40,10 +42,13 @@ from troc.protocol.entry import (
     Withdraw,
 )
 from troc.protocol.witness import (
+    MAX_CERTIFICATES,
+    MAX_DEPS,
     LedgerView,
     Refused,
     WitnessState,
     decode_request,
+    encode_request,
     max_faults,
 )
 
@@ -234,16 +239,36 @@ class CampaignSim(FinalitySim):
     def final(self, e: Entry) -> bool:
         return (self.community, e.author, e.seq) in self.certs
 
-    def certificates_wanted(self, deps: list[Entry], entry: Entry) -> list[Ref | None]:
-        """Also: a close's pledges (it needs them final), and the closes and
-        lapses below the entry (locked with it only if certified: rule 1)."""
-        needs = super().certificates_wanted(deps, entry)
-        for e in [*deps, entry]:
+    def request_bytes(self, task: Task) -> bytes:
+        """FinalitySim's request, and with its entries (once a witness asked
+        for them): a close's pledges with their chains and certificates (it
+        needs them final), and the certificates of the closes and lapses
+        below the entry (locked with it only if certified: rule 1)."""
+        data = super().request_bytes(task)
+        entry = task.entry
+        if not task.with_deps:
+            return data
+        request = decode_request(data)
+        below = self.chain(entry)
+        wanted: list[Ref] = [e.ref for e in below if isinstance(e.body, CampaignClose | Withdraw)]
+        for e in [*below, entry]:
             if isinstance(e.body, CampaignClose):
-                needs = [*e.body.pledges, *needs]
-            if isinstance(e.body, CampaignClose | Withdraw) and e is not entry:
-                needs = [e.ref, *needs]
-        return needs
+                wanted += e.body.pledges
+        deps = [d.wire for r in wanted for d in [*self.chain(self.store[r.id]), self.store[r.id]]]
+        certs = [
+            self.certs[(self.community, r.author, r.seq)].encode()
+            for r in wanted
+            if (self.community, r.author, r.seq) in self.certs
+        ]
+        return encode_request(
+            replace(
+                request,
+                deps=tuple(dict.fromkeys([*deps, *request.deps]))[-MAX_DEPS:],
+                certificates=tuple(dict.fromkeys([*certs, *request.certificates]))[
+                    -MAX_CERTIFICATES:
+                ],
+            )
+        )
 
     def byzantine_answers(self, w: SimWitness, data: bytes) -> list[bytes]:
         entry = Entry.decode(decode_request(data).entry)
