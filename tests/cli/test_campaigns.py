@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.cli.test_directory import DAY, T0, Clock, _troc, everyone_knows
 from tests.cli.test_directory import trio_ as trio_  # the fixture: ada, bruno, chloe
+from tests.cli.test_requests_cli import homes as homes  # the fixture: two CLI homes
+from tests.cli.test_requests_cli import troc
 from troc.errors import RefusedError
 from troc.node import ops
 from troc.node.local import LocalNode
@@ -245,31 +246,20 @@ def test_in_a_witnessed_community_the_close_names_only_final_pledges(tmp_path: P
         assert (closed["state"], closed["pledges"], closed["pledged"]) == ("succeeded", 1, 6)
 
 
-def test_withdraw_on_the_command_line_before_and_after_the_deadline(tmp_path: Path) -> None:
+def test_withdraw_on_the_command_line_before_and_after_the_deadline(
+    homes: tuple[Path, Path, str],
+) -> None:
     """`troc campaign withdraw` (in-process, click's CliRunner, real homes):
     before the deadline with no close, one line on stderr and exit 4 (with
     --json, the error document); after it, the pledge lapses (`lapse`:
     true), and `troc balance` shows what is reserved and what lapsed."""
-    from click.testing import CliRunner
-
-    from troc.cli.main import cli
     from troc.node.local import open_local_node
 
-    def troc(home: Path, *args: str) -> Any:
-        return CliRunner().invoke(cli, ["--home", str(home), *args], env={"TROC_PASSPHRASE": None})
-
-    ada, bruno = tmp_path / "ada", tmp_path / "bruno"
-    for home, name in ((ada, "ada"), (bruno, "bruno")):
-        assert troc(home, "init", "--no-passphrase", "--name", name).exit_code == 0
-    create = ["community", "create", "--name", "V", "--unit", "h", "--credit-limit", "9"]
-    assert troc(ada, *create).exit_code == 0
-    invitation = json.loads(troc(ada, "--json", "community", "invite").stdout)["invitation"]
-    assert troc(bruno, "community", "join", invitation).exit_code == 0
+    ada, bruno, bruno_id = homes
     made = ["--json", "campaign", "create", "--title", "Oven", "--goal", "5"]
     past = json.loads(troc(ada, *made, "--deadline", "2020-01-01").stdout)["campaign"]
     future = json.loads(troc(ada, *made, "--days", "3").stdout)["campaign"]
     ada_id = json.loads(troc(ada, "--json", "whoami").stdout)["member"]
-    bruno_id = json.loads(troc(bruno, "--json", "whoami").stdout)["member"]
     with (  # bruno's node receives ada's log, as sync would bring it
         open_local_node(ada, None, member=ops.member_of(ada_id)) as a,
         open_local_node(bruno, None, member=ops.member_of(bruno_id)) as b,
