@@ -293,7 +293,9 @@ def counted_balances(entries: Iterable[Entry]) -> tuple[dict[MemberId, int], int
     payer unless a counted accept of its transfer is among the entries (the
     accept wins, §4.11). A counted pledge debits like a transfer; a counted
     close whose named pledges reach the goal credits its author with each
-    counted one; a counted withdraw credits the pledger. In flight: counted
+    counted one; a counted withdraw credits the pledger, unless it is a lapse
+    (no close named) and such a counted close names its pledge (the close
+    wins, §10.5). In flight: counted
     transfers and pledges not credited yet.
     """
     entries = list({e.id: e for e in entries}.values())
@@ -302,6 +304,18 @@ def counted_balances(entries: Iterable[Entry]) -> tuple[dict[MemberId, int], int
 
     def counts(author: MemberId, seq: int) -> bool:
         return author not in frozen or seq < frozen[author]
+
+    def closed_counting(pledge: Entry) -> bool:
+        """A counted close among the entries names ``pledge`` and reached its goal."""
+        for x in entries:
+            if isinstance(x.body, CampaignClose) and counts(x.author, x.seq):
+                camp = by_id[x.body.campaign.id].body
+                assert isinstance(camp, Campaign)
+                named = [by_id[r.id].body for r in x.body.pledges]
+                total = sum(n.amount for n in named if isinstance(n, Pledge))
+                if pledge.ref in x.body.pledges and total >= camp.goal:
+                    return True
+        return False
 
     balances: Counter[MemberId] = Counter()
     in_flight = 0
@@ -361,6 +375,8 @@ def counted_balances(entries: Iterable[Entry]) -> tuple[dict[MemberId, int], int
         elif isinstance(body, Withdraw):
             p = by_id[body.pledge.id]
             assert isinstance(p.body, Pledge)
+            if body.lapse and closed_counting(p):
+                continue  # a lapse: the close counting its pledge wins (§10.5)
             balances[e.author] += p.body.amount
             in_flight -= p.body.amount
             credited[p.id] += 1

@@ -1,7 +1,8 @@
 """Campaigns (issue 15) with real `troc run` processes on 127.0.0.1: five
 members pledge, one is offline when the author closes, the campaign succeeds
 and every node, the offline one once back, shows the same balances; a second
-campaign misses its goal and its pledgers get their full capacity back.
+campaign misses its goal and its pledgers get their full capacity back; a
+pledger whose home is copied spends its reserved amount twice and is caught.
 
 Commands that show the CLI run as `troc` processes; polling goes through
 each running node's control socket (no process start per poll)."""
@@ -9,12 +10,14 @@ each running node's control socket (no process start per poll)."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Member, members, wait_until
+from tests.e2e.harness import Member, copy_home, members, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -102,3 +105,71 @@ def test_five_pledge_one_offline_at_the_close_and_a_missed_goal(tmp_path: Path) 
             )
             ask(m, "campaign.withdraw", {"campaign": shed})
         agree(everyone, expect)
+
+
+def both(*calls: Any) -> None:
+    """Run the calls at once (process starts and commands: each is mostly
+    waiting for a process), and re-raise the first failure."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        for done in [pool.submit(c) for c in calls]:
+            done.result()
+
+
+def test_a_pledger_who_forks_to_spend_its_reserved_amount_is_caught(tmp_path: Path) -> None:
+    """docs/protocol.md §10.4 with real processes: bruno's home is copied;
+    one copy pledges his whole capacity, the other pays the same units to
+    chiara, at the same seq. Ada closes counting the pledge, chiara accepts
+    the payment: once the nodes meet, bruno is frozen at the fork, neither
+    credit counts (nothing is credited twice) and every node, the pledger's
+    other copy included, shows the same balances."""
+    with members(tmp_path, "ada", "bruno", "chiara") as (ada, bruno, chiara):
+        ada("community", "create", "--name", "Valley", "--unit", "h", "--credit-limit", "10")
+        ada.start()
+        invitation = ask(ada, "community.invite")["invitation"]
+        both(*(partial(m, "community", "join", invitation) for m in (bruno, chiara)))
+        deadline = int(time.time() * 1000) + DAY_MS
+        oven = ask(ada, "campaign.create", {"title": "Oven", "goal": 10, "deadline_ms": deadline})[
+            "campaign"
+        ]
+        both(partial(bruno.start, ada.addr), partial(chiara.start, ada.addr))
+        wait_until(
+            "bruno to hold the campaign and chiara's join",
+            lambda: bool(ask(bruno, "campaign.list")["campaigns"]) and len(balances_of(bruno)) == 3,
+        )
+        bruno.stop()
+        twin = copy_home(bruno, "bruno-twin", tmp_path)
+        # Offline, each copy uses the same 10 units at the same place in the log.
+        pledge = partial(bruno, "campaign", "pledge", oven[:10], "10")
+        paid: list[str] = []
+        pay = partial(twin, "pay", chiara.member, "10", "--memo", "the pledged units")
+        both(pledge, lambda: paid.append(pay().json["transfer"]))
+        bruno.start(ada.addr, chiara.addr)
+        wait_until(
+            "ada to hold the pledge",
+            lambda: ask(ada, "campaign.show", {"campaign": oven})["pledges"] == 1,
+        )
+        closed = ask(ada, "campaign.close", {"campaign": oven, "early": True})
+        assert (closed["state"], closed["pledged"]) == ("succeeded", 10)
+        bruno.stop()
+        twin.start(ada.addr, chiara.addr)  # the other copy: its branch reaches everyone
+        try:
+            wait_until(
+                "chiara to hold the twin's payment",
+                lambda: [t["transfer"] for t in ask(chiara, "pending")["incoming"]] == paid,
+            )
+            ask(chiara, "accept", {"transfer": paid[0]})
+            nodes = [ada, chiara, twin]  # twin: bruno's key, on the copy of his home
+            for m in nodes:
+                wait_until(
+                    f"{m.name} to detect bruno's fork",
+                    lambda m=m: [f["member"] for f in ask(m, "forks")["forks"]] == [bruno.member],
+                )
+            # Both credits came from bruno's frozen part: neither counts.
+            agree(nodes, {ada.member: 0, bruno.member: 0, chiara.member: 0})
+            for m in nodes:
+                assert ask(m, "balance", {"member": bruno.member})["frozen"] is True
+                shown = ask(m, "campaign.show", {"campaign": oven})
+                assert shown["state"] == "succeeded"
+                assert [p["counts"] for p in shown["pledge_list"]] == [False]
+        finally:
+            twin.stop()

@@ -1,14 +1,16 @@
 """Campaigns (docs/protocol.md §10) in every arrival order, on both backends.
 
 A random history of campaigns, pledges, closes naming random subsets,
-withdrawals, payments, pledgers who fork to spend what they pledged, and
+withdrawals, lapses (withdrawals naming no close, after the deadline) racing
+the closes, payments, pledgers who fork to spend what they pledged, and
 authors who fork to sign two closes, is fed to fresh nodes (in memory and on
 SQLite) in a random order. Every node must reach the balances that an
 independent reading of the entries gives (:func:`tests.helpers.counted_balances`), and:
 
 * Σ counted balances + Σ counted in flight (transfers and pledges) = 0;
 * no pledge credited twice: by a counted, successful close and by a counted
-  withdrawal, or by two closes;
+  withdrawal or lapse, or by two closes (a lapse that a counted close
+  counting its pledge beats is undone, §10.5);
 * no close credits anything below its goal;
 * reserved capacity is never spent twice: no log's nominal balance (which
   counts its open pledges as spent) goes below its limit.
@@ -34,6 +36,7 @@ from troc.protocol.entry import (
     CampaignClose,
     Entry,
     Pledge,
+    Ref,
     Transfer,
     Withdraw,
 )
@@ -47,6 +50,7 @@ OPS = (
     *("fork_pledger",) * 2,
     *("pledge",) * 5,
     *("close", "withdraw") * 2,
+    *("lapse",) * 3,
 )
 
 
@@ -68,6 +72,11 @@ class Campaigns:
         self.campaigns: list[Entry] = []
         self.pledges: list[Entry] = []
         self.closes: list[Entry] = []
+        self.witnessed = witnessed
+        #: Witnessed: members whose entry lost a lapse / close race (the
+        #: witnesses certify one of the two, docs/witness.md §3.5): their
+        #: log stops there, as the witnesses lock nothing more of it.
+        self.stopped: set[MemberId] = set()
 
     def certify(self, entry: Entry) -> bytes:
         cert = certify(entry)
@@ -75,10 +84,40 @@ class Campaigns:
         return cert
 
     def add(self, signer: SigningKey, body: AnyBody) -> Entry | None:
+        if signer.public in self.stopped:
+            return None
         try:
+            if self.witnessed and self.loses(body):
+                # Signed and valid, but never certified: its rival is.
+                entry = self.w.ledger.prepare(signer, self.w.community, body, self.w.tick())
+                assert self.w.ledger.ingest_entry(entry, self.w.now).ok
+                self.w.log.append(entry)
+                self.stopped.add(signer.public)
+                return entry
             return self.w.add(signer, body)
         except RefusedError:
             return None  # refused by the rules (or the log is frozen): not signed
+
+    def counting(self, close: CampaignClose) -> set[Ref]:
+        """The pledges ``close`` counts: those it names, if they reach the goal."""
+        by_ref = {p.ref: p for p in self.pledges}
+        camp = next(c for c in self.campaigns if c.ref == close.campaign)
+        assert isinstance(camp.body, Campaign)
+        total = sum(by_ref[r].body.amount for r in close.pledges if r in by_ref)  # type: ignore[union-attr]
+        return set(close.pledges) if total >= camp.body.goal else set()
+
+    def loses(self, body: AnyBody) -> bool:
+        """Witnessed: a lapse of a pledge that a certified close counts, or a
+        close counting a pledge whose lapse is certified."""
+        done = [e.body for e, _ in self.certified]
+        if isinstance(body, Withdraw) and body.lapse:
+            return any(
+                body.pledge in self.counting(b) for b in done if isinstance(b, CampaignClose)
+            )
+        if isinstance(body, CampaignClose):
+            lapsed = {b.pledge for b in done if isinstance(b, Withdraw) and b.lapse}
+            return bool(self.counting(body) & lapsed)
+        return False
 
     def of(self, camp: Entry) -> list[Entry]:
         return [p for p in self.pledges if p.body.campaign == camp.ref]  # type: ignore[union-attr]
@@ -134,6 +173,18 @@ class Campaigns:
             for p in [p for p in self.pledges if p.author == m.public]:
                 for c in self.closes:
                     self.add(m, Withdraw(pledge=p.ref, close=c.ref))
+        elif op == "lapse":
+            # Every campaign's deadline is T0, so every pledge may lapse: the
+            # closes that count them (signed before or after) race it.
+            if mask & 2:
+                self.apply("pledge", i, j, amount, mask)
+            for p in [p for p in self.pledges if p.author == m.public]:
+                if self.add(m, Withdraw(pledge=p.ref)) is not None and mask & 1:
+                    # The author, not holding the lapse, closes naming every pledge.
+                    camp = next(c for c in self.campaigns if c.ref == p.body.campaign)  # type: ignore[union-attr]
+                    author = next(k for k in MEMBERS if k.public == camp.author)
+                    if (e := self.add(author, self.close_body(camp, -1))) is not None:
+                        self.closes.append(e)
         elif op == "pay" and m is not other:
             if (t := self.add(m, Transfer(to=other.public, amount=amount))) is not None:
                 self.add(other, Accept(transfer=t.ref))

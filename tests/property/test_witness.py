@@ -1541,7 +1541,8 @@ class FinalitySim:
         }
 
     def settled(self) -> bool:
-        excused = self.excused() if self.spec.expiry_ms else set()
+        racing = self.spec.expiry_ms or any(t.race is not None for t in self.tasks)
+        excused = self.excused() if racing else set()
         return (
             all(
                 t.collector.done or t.voided

@@ -8,12 +8,16 @@ joined. A runs the campaigns unless said otherwise.
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import T0, World, certify, fresh_ledger, key, witnessed_world
 from troc.errors import CodecError, RefusedError
+from troc.node.store import Store
+from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import (
     MAX_PLEDGES,
     MAX_SEQ,
@@ -26,7 +30,7 @@ from troc.protocol.entry import (
     Transfer,
     Withdraw,
 )
-from troc.protocol.ledger import Reason, Status
+from troc.protocol.ledger import Ledger, Reason, Status
 from troc.protocol.statement import build_bundle, verify_bundle
 
 A, B, C, D = key(0), key(1), key(2), key(3)
@@ -55,6 +59,17 @@ def close(w: World, camp: Entry, *pledges: Entry, author: Any = A) -> Entry:
 
 def withdraw(w: World, who: Any, p: Entry, closed: Entry) -> Entry:
     return w.add(who, Withdraw(pledge=p.ref, close=closed.ref))
+
+
+def lapse(w: World, who: Any, p: Entry) -> Entry:
+    """A withdraw naming no close (§10.5): valid once stamped after the deadline."""
+    return w.add(who, Withdraw(pledge=p.ref))
+
+
+def past_deadline(w: World, camp: Entry) -> None:
+    """The next entry ``w`` signs is stamped just after ``camp``'s deadline."""
+    assert isinstance(camp.body, Campaign)
+    w.now = max(w.now, camp.body.deadline_ms)
 
 
 def refused(w: World, signer: Any, body: Any, reason: Reason) -> None:
@@ -257,6 +272,123 @@ def test_statement_bundles_carry_a_close_and_its_pledges(w: World, fork: bool) -
     assert (v.statement.closing, v.statement.total_out) == (-20, 20)
 
 
+# -- lapses: a pledge comes back after the deadline without a close (§10.5) ----------
+
+
+def test_a_pledge_lapses_after_the_deadline_when_no_close_comes(w: World) -> None:
+    camp = campaign(w, goal=100)
+    pb = pledge(w, B, camp, 40)
+    assert isinstance(camp.body, Campaign)
+    w.now = camp.body.deadline_ms  # stamped exactly at the deadline: still too early
+    refused(w, B, Withdraw(pledge=pb.ref), Reason.NOT_LAPSED)
+    lb = lapse(w, B, pb)  # stamped 1 s after it
+    assert lb.timestamp_ms == camp.body.deadline_ms + 1000
+    assert w.balances() == {A.public: 0, B.public: 0, C.public: 0, D.public: 0}
+    refused(w, B, Withdraw(pledge=pb.ref), Reason.ALREADY_WITHDRAWN)
+    # The author closes late, leaving the lapsed pledge out: nothing changes.
+    closed = close(w, camp)
+    refused(w, B, Withdraw(pledge=pb.ref, close=closed.ref), Reason.ALREADY_WITHDRAWN)
+    assert w.balances() == {A.public: 0, B.public: 0, C.public: 0, D.public: 0}
+
+
+def test_a_lapse_is_checked_like_a_withdraw(w: World) -> None:
+    camp = campaign(w, goal=100)
+    pb = pledge(w, B, camp, 10)
+    past_deadline(w, camp)
+    refused(w, B, Withdraw(pledge=camp.ref), Reason.NOT_A_PLEDGE)
+    refused(w, C, Withdraw(pledge=pb.ref), Reason.NOT_PLEDGER)
+    # A withdraw naming a close cannot follow a lapse, nor a lapse a withdraw.
+    closed = close(w, camp)
+    withdraw(w, B, pb, closed)
+    refused(w, B, Withdraw(pledge=pb.ref), Reason.ALREADY_WITHDRAWN)
+
+
+def _race(w: World) -> tuple[Entry, Entry, Entry, Entry, Entry]:
+    """B pledges 40 and C 20 to a goal of 50; after the deadline B, holding
+    no close, lets its pledge lapse and spends the 40 again; A, not holding
+    the lapse, closes counting both pledges."""
+    camp = campaign(w, goal=50)
+    pb, pc = pledge(w, B, camp, 40), pledge(w, C, camp, 20)
+    past_deadline(w, camp)
+    lb = lapse(w, B, pb)
+    spend = w.pay(B, D, 100)  # the whole capacity: the lapsed 40 included
+    closed = close(w, camp, pb, pc)
+    return pb, pc, lb, spend, closed
+
+
+def test_a_close_counting_the_pledge_wins_over_its_lapse_in_every_order(
+    w: World, tmp_path: Path
+) -> None:
+    """Both are valid; every node counts the close and undoes the lapse,
+    whatever it saw first. The pledger spent units that are not there: its
+    counted balance is below its credit limit by the lapsed amount."""
+    pb, pc, lb, spend, closed = _race(w)
+    want = {A.public: 60, B.public: -140, C.public: -20, D.public: 0}  # D: 100 in flight
+    assert w.balances() == want
+    rest = [e for e in w.log if e not in (pb, pc, lb, spend, closed)]
+    for n, order in enumerate(itertools.permutations([pb, lb, spend, closed])):
+        path = tmp_path / f"{n}.sqlite"
+        for backend in (MemoryBackend(), Store.open(path)):
+            ledger = Ledger(backend)
+            with backend.transaction() if isinstance(backend, Store) else _nothing():
+                ledger.ingest(w.genesis.wire, T0)
+                for e in [*rest, pc, *order]:
+                    assert ledger.ingest_entry(e, w.now).status is not Status.REJECTED
+            assert dict(ledger.balances(w.community)) == want, order
+            head = ledger.head(w.community, B.public)
+            assert head is not None
+            assert (head.balance, head.undone) == (-100, 40)
+            if isinstance(backend, Store):
+                backend.close()
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_a_failed_close_or_one_leaving_the_pledge_out_undoes_no_lapse(w: World) -> None:
+    camp = campaign(w, goal=50)
+    pb, pc = pledge(w, B, camp, 40), pledge(w, C, camp, 50)
+    past_deadline(w, camp)
+    lapse(w, B, pb)
+    close(w, camp, pc)  # succeeds without B's pledge
+    assert w.balances() == {A.public: 50, B.public: 0, C.public: -50, D.public: 0}
+    camp2 = campaign(w, goal=100)
+    pd = pledge(w, D, camp2, 40)
+    past_deadline(w, camp2)
+    lapse(w, D, pd)
+    close(w, camp2, pd)  # names it, but 40 < 100: failed, nothing counts
+    assert w.balance(D) == 0
+
+
+def test_an_author_fork_below_its_close_gives_the_lapse_back(w: World) -> None:
+    """A close that stops counting (its author forked at or below it) no
+    longer undoes the lapse: the pledger's credit counts again."""
+    _pb, _, _lb, _, closed = _race(w)
+    assert w.balance(B) == -140
+    other = w.create(A, Transfer(to=C.public, amount=1), seq=closed.seq, prev=closed.prev)
+    assert w.ingest(other).fork
+    assert w.balance(B) == -100
+    assert w.ledger.head(w.community, B.public).undone == 0  # type: ignore[union-attr]
+    # In flight: the 100 to D and C's pledge, which the close no longer credits.
+    assert sum(w.balances().values()) + 100 + 20 == 0
+
+
+def test_a_pledger_fork_below_its_lapse_undoes_nothing(w: World) -> None:
+    """A lapse in the frozen part of its pledger's log never counted: the
+    close has nothing to undo, and the pledge it counts is credited once."""
+    _pb, _, lb, _spend, _ = _race(w)
+    other = w.create(B, Transfer(to=C.public, amount=1), seq=lb.seq, prev=lb.prev)
+    assert w.ingest(other).fork
+    assert w.balance(B) == -40  # the pledge counts, paid to A; the lapse does not
+    assert w.ledger.head(w.community, B.public).undone == 0  # type: ignore[union-attr]
+    assert w.balance(A) == 60
+
+
 # -- witnessed communities (docs/protocol.md §10.6) ------------------------------------
 
 
@@ -326,3 +458,12 @@ def test_witnessed_a_withdraw_waits_for_the_close_to_be_final() -> None:
     assert released == (entry,)
     assert w.ledger.ingest_certificate(certify(entry), w.now).ok
     assert w.balances() == {A.public: 0, B.public: 0}
+
+
+def test_a_statement_bundle_shows_a_lapse_the_close_undid(w: World) -> None:
+    """The pledger's bundle carries the close that beat its lapse, so the
+    verifier counts the lapse as undone, as every node does (§9.2, §10.5)."""
+    _, _, _, spend, _ = _race(w)
+    verified = verify_bundle(build_bundle(w.ledger, B, w.community, spend.ref, 1, w.now), w.now)
+    assert verified.undone == 40
+    assert verified.statement.closing - verified.not_counted - verified.undone == w.balance(B)

@@ -973,6 +973,25 @@ def campaign_vectors() -> list[Vector]:
     v.add("alice closes, naming bob's pledge", ALICE, closing(c, pb))
     assert v.step("bob's other seq 2: a payment of the same 100", spend).fork
 
+    v = Vector(
+        "campaign_lapse",
+        "After the deadline, holding no close, bob and dave let their pledges lapse"
+        " (withdraws naming no close). Alice's close, signed without seeing bob's lapse,"
+        " names bob and carol: their 60 reach the goal of 50, the close wins and bob's"
+        " lapse is undone (bob -30, alice +60). Dave's lapse, which no close counts, stands.",
+    )
+    out.append(v)
+    v.start(ALICE, BOB, CAROL, DAVE)
+    c = camp(v, "alice opens a campaign for 50", ALICE, 50)
+    pb = v.add("bob pledges 30", BOB, Pledge(campaign=c.ref, amount=30))
+    pc = v.add("carol pledges 30", CAROL, Pledge(campaign=c.ref, amount=30))
+    pd = v.add("dave pledges 10", DAVE, Pledge(campaign=c.ref, amount=10))
+    assert isinstance(c.body, Campaign)
+    v.now = c.body.deadline_ms  # each entry below is stamped after the deadline
+    v.add("bob's pledge lapses", BOB, Withdraw(pledge=pb.ref))
+    v.add("dave's pledge lapses", DAVE, Withdraw(pledge=pd.ref))
+    v.add("alice closes, naming bob and carol: it wins", ALICE, closing(c, pb, pc))
+
     # -- one rejection per reason ------------------------------------------------
     def vec(reason: Reason, description: str, *members: SigningKey, **rules: Any) -> Vector:
         return reject_vector(out, reason, description, *members, **rules)
@@ -1046,6 +1065,16 @@ def campaign_vectors() -> list[Vector]:
         "bob withdraws it",
         v.make(BOB, Withdraw(pledge=p.ref, close=cl.ref)),
         Reason.PLEDGE_COUNTED,
+    )
+
+    v = vec(Reason.NOT_LAPSED, "A withdraw naming no close, stamped at the deadline.", ALICE, BOB)
+    c, p = pledged(v)
+    assert isinstance(c.body, Campaign)
+    v.reject(
+        "bob withdraws with no close, stamped at the deadline",
+        v.make(BOB, Withdraw(pledge=p.ref), timestamp_ms=c.body.deadline_ms),
+        Reason.NOT_LAPSED,
+        now_ms=c.body.deadline_ms,
     )
     return out
 

@@ -81,6 +81,17 @@ def base_of(url: str) -> str:
     return url.split("/login")[0]
 
 
+def logged_in(browser: Any, m: Member) -> tuple[Any, Any, str]:
+    """A new English browser context logged in to ``m``'s app: (context,
+    page, the app's base URL)."""
+    ctx = browser.new_context(locale="en-GB")
+    ctx.set_default_timeout(15_000)
+    page = ctx.new_page()
+    url = login_url(m)
+    page.goto(url)
+    return ctx, page, base_of(url)
+
+
 def entries(m: Member) -> int:
     return sum(c["entries"] for c in m("status").json["communities"])
 
@@ -104,12 +115,7 @@ def test_the_member_journey(browser: Any, nodes: tuple[Member, Member]) -> None:
     wait_until("Ana sees Bruno", lambda: bruno.member in balances(ana), timeout=20)
 
     # Ana publishes an offer in her browser.
-    a_ctx = browser.new_context(locale="en-GB")
-    a_ctx.set_default_timeout(15_000)
-    page = a_ctx.new_page()
-    url = login_url(ana)
-    page.goto(url)
-    a_base = base_of(url)
+    a_ctx, page, a_base = logged_in(browser, ana)
     page.goto(a_base + "/offers")
     page.fill("#title", "Bike repair")
     page.fill("#price", "5")
@@ -179,6 +185,61 @@ def test_the_member_journey(browser: Any, nodes: tuple[Member, Member]) -> None:
     b_ctx.close()
 
 
+def test_a_campaign_opened_pledged_and_closed_in_browsers(
+    browser: Any, nodes: tuple[Member, Member]
+) -> None:
+    """Ana opens a campaign in her browser; Bruno finds it in his, pledges
+    with the button and sees the amount reserved on his home; Ana, holding
+    the pledge, closes early: it succeeds and both nodes agree."""
+    ana, bruno = nodes
+    if bruno.member not in balances(ana):
+        pytest.skip("needs the member journey above (Bruno joins there)")
+    a_ctx, page, a_base = logged_in(browser, ana)
+    page.goto(a_base + "/campaigns")
+    page.fill("#title", "Greenhouse")
+    page.fill("#goal", "5")
+    page.fill("#days", "7")
+    page.fill("#reward", "tomatoes")
+    page.click('form[action="/campaigns/create"] button[type=submit]')
+    page.wait_for_selector("text=Campaign opened.")
+    assert page.locator("#progress-text").inner_text() == "0 of 5 grains pledged (0%)"
+    campaign = page.locator("[data-campaign]").first.get_attribute("data-campaign")
+
+    b_ctx, b_page, b_base = logged_in(browser, bruno)
+
+    def listed() -> bool:
+        b_page.goto(b_base + "/campaigns")
+        return b_page.locator(f'li.campaign[data-campaign="{campaign}"]').count() == 1
+
+    wait_until("Bruno's node has the campaign", listed, timeout=20)
+    b_page.click(f'li.campaign[data-campaign="{campaign}"] a.campaign-title')
+    b_page.fill("#amount", "6")
+    b_page.click("#pledge-button")
+    b_page.wait_for_selector("text=Pledged: the amount is reserved.")
+    assert b_page.locator("#progress-text").inner_text() == "6 of 5 grains pledged (120%)"
+    b_page.goto(b_base + "/")
+    assert b_page.locator("#reserved").inner_text() == "6 grains"
+
+    def pledged() -> bool:
+        page.reload()
+        return page.locator("#campaign-pledgers").inner_text() == "1"
+
+    wait_until("Ana sees the pledge", pledged, timeout=20)
+    page.check('input[name="early"]')
+    page.click("#close-button")
+    page.wait_for_selector("text=Campaign closed.")
+    assert page.locator("#campaign-state").inner_text() == "succeeded"
+    wait_until("both nodes agree", lambda: balances(ana) == balances(bruno), timeout=20)
+    b_page.goto(f"{b_base}/campaign/{campaign}")
+    assert b_page.locator("#my-pledge .tag").inner_text() == "paid"
+    b_page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    assert b_page.evaluate("document.documentElement.scrollWidth") <= 390
+    ARTIFACTS.mkdir(exist_ok=True)
+    b_page.screenshot(path=str(ARTIFACTS / "phone-campaign.png"), full_page=True)
+    a_ctx.close()
+    b_ctx.close()
+
+
 def test_the_language_switch_is_remembered(browser: Any, nodes: tuple[Member, Member]) -> None:
     ana, _bruno = nodes
     ctx = browser.new_context(locale="en-US")
@@ -210,7 +271,8 @@ def test_the_main_screens_fit_a_phone(browser: Any, nodes: tuple[Member, Member]
     url = login_url(ana)
     page.goto(url)
     base = base_of(url)
-    screens = ("", "pay", "request", "pending", "history", "offers", "members", "profile")
+    screens = ("", "pay", "request", "pending", "history", "offers", "campaigns", "members")
+    screens = (*screens, "profile")
     for screen in (*screens, "node", "key", "join"):
         page.goto(f"{base}/{screen}")
         assert page.locator("h1").count() == 1

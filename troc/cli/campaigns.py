@@ -65,8 +65,12 @@ def _show_text(c: dict[str, Any]) -> str:
         lines += ["", render.safe(c["description"])]
     if c["forked_author"]:
         lines.append("WARNING: the author's log is forked: its closes do not count")
+    if c["state"] == "open" and c["deadline_passed"]:
+        lines.append("past the deadline with no close: pledgers may take their pledges back")
     for p in c["pledge_list"]:
         flag = "" if p["counts"] else " (forked pledger: does not count)"
+        if p["lapse"]:
+            flag += " (lapsed: undone, the close won)" if p["status"] == "paid" else " (lapsed)"
         lines.append(
             f"  {p['pledger'][:14]}…  {render.amount(p['amount'], c['unit'])}  {p['status']}{flag}"
         )
@@ -178,6 +182,14 @@ def campaign_close(ctx: Context, campaign_id: str, early: bool, community_: str 
 @community_option
 @pass_ctx
 def campaign_withdraw(ctx: Context, campaign_id: str, community_: str | None) -> None:
-    """Take back your pledge once the campaign's close lets it lapse."""
+    """Take back your pledge: once the campaign's close leaves it out, or
+    after the deadline with no close (a lapse: a close counting the pledge,
+    if one comes, still wins and takes the amount again)."""
     params = {"community": community_, "campaign": campaign_id}
-    ctx.emit(ctx.sign("campaign.withdraw", params, "withdraw"), render.created("withdraw"))
+    ctx.emit(ctx.sign("campaign.withdraw", params, "withdraw"), _withdrawn_text)
+
+
+def _withdrawn_text(d: dict[str, Any]) -> str:
+    if not d["lapse"]:
+        return str(d["withdraw"])
+    return f"{d['withdraw']}\nlapsed after the deadline: a close counting it would still win"

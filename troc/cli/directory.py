@@ -344,7 +344,7 @@ def _verified_text(data: dict[str, Any]) -> str:
     if data["undone"]:
         lines.append(
             f"warning: {data['undone']} {unit} taken back in it were undone: the payee's"
-            " accept, in the bundle, won; they do not count"
+            " accept (or a campaign's close, for a pledge), in the bundle, won; they do not count"
         )
     if data["not_counted"]:
         lines.append(

@@ -307,6 +307,21 @@ def balance(home: Path) -> Renderer:
                 f"  taken back, but the payee had accepted: {amount(data['undone'], unit)}"
                 " (counted against you)"
             )
+        if data.get("reserved"):
+            lines.append(
+                f"  reserved by pledges (campaigns not closed yet): "
+                f"{amount(data['reserved'], unit)}, cannot be spent"
+            )
+        if data.get("lapsed"):
+            lines.append(
+                f"  pledges taken back after the deadline: {amount(data['lapsed'], unit)}, counted"
+                " until a close counting them arrives: it would win, and take it from you again"
+            )
+        if data.get("lapse_undone"):
+            lines.append(
+                f"  pledges taken back, but a close had counted them: "
+                f"{amount(data['lapse_undone'], unit)} (counted against you)"
+            )
         if data["frozen"]:
             lines.append("  FROZEN: this member signed two conflicting entries (troc forks)")
         if not data["joined"]:

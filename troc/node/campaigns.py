@@ -6,26 +6,39 @@ table (:mod:`troc.node.operations`). The rules are the ledger's
 a campaign's state, and picks what the member's entries name:
 
 * ``campaign.close`` names every pledge the node holds that counts (below
-  its pledger's fork point, if any), one per pledger, the largest first if
-  there are more than a close can name (200);
-* ``campaign.withdraw`` names the member's pledge and the campaign's close.
+  its pledger's fork point, if any; in a witnessed community, final) and
+  that its pledger has not withdrawn or let lapse, one per pledger, the
+  largest first if there are more than a close can name (200);
+* ``campaign.withdraw`` names the member's pledge and the campaign's close
+  if the node holds one; else, once the deadline has passed by the node's
+  clock, it lets the pledge *lapse* (a withdraw naming no close, §10.5),
+  which a close counting the pledge would still beat.
 
-The deadline is the author's promise, not a rule (§10.5): the node's own
-guards refuse a pledge after it and a close before it unless the member
-says otherwise (``late``, ``early``).
+The node's own guards refuse a pledge after the deadline and a close before
+it unless the member says otherwise (``late``, ``early``).
+:func:`pledge_totals` gives what ``balance`` shows of a member's pledges.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from troc.crypto.sign import MemberId
 from troc.errors import LocalProtocolError, RefusedError
 from troc.node.local import LocalNode
-from troc.node.opdata import Done, NotFoundError, amount_of, community_of, eid, mid
+from troc.node.opdata import (
+    Done,
+    NotFoundError,
+    amount_of,
+    community_of,
+    eid,
+    join_names,
+    mid,
+)
 from troc.node.views import resolve
-from troc.protocol.backend import Head
+from troc.protocol.backend import Head, RefRow
 from troc.protocol.entry import (
     MAX_PLEDGES,
     Campaign,
@@ -56,6 +69,7 @@ class _View:
     pledges: list[Entry] = field(default_factory=list)
     closes: list[Entry] = field(default_factory=list)
     withdrawn: set[Ref] = field(default_factory=set)
+    lapsed: set[Ref] = field(default_factory=set)
 
     @property
     def body(self) -> Campaign:
@@ -80,6 +94,8 @@ def _views(node: LocalNode, community: CommunityId) -> dict[Ref, _View]:
         assert isinstance(e.body, Withdraw)
         if e.body.pledge in pledge_of:
             pledge_of[e.body.pledge].withdrawn.add(e.body.pledge)
+            if e.body.lapse:
+                pledge_of[e.body.pledge].lapsed.add(e.body.pledge)
     return views
 
 
@@ -112,7 +128,13 @@ def _json(node: LocalNode, community: CommunityId, v: _View, full: bool) -> dict
         named = set(close.body.pledges)
         total = sum(_amount(p) for p in v.pledges if p.ref in named)
         succeeded = total >= b.goal
-    counted = [p for p in v.pledges if _counts(heads, p)]
+    # Progress: while open, the counted pledges not taken back (lapsed);
+    # once closed, those the close names (the close alone decides, §10.1).
+    counted = [
+        p
+        for p in v.pledges
+        if _counts(heads, p) and (p.ref in named if close is not None else p.ref not in v.withdrawn)
+    ]
     pledged = sum(_amount(p) for p in counted)
     state = "open" if close is None else "succeeded" if succeeded else "failed"
     out: dict[str, Any] = {
@@ -125,6 +147,7 @@ def _json(node: LocalNode, community: CommunityId, v: _View, full: bool) -> dict
         "pledged": pledged,
         "pledges": len(counted),
         "state": state,
+        "deadline_passed": node.now() > b.deadline_ms,
         "close": None if close is None else eid(close.id),
         "unit": node.community(community).unit,
     }
@@ -136,7 +159,9 @@ def _json(node: LocalNode, community: CommunityId, v: _View, full: bool) -> dict
         rows = []
         for p in v.pledges:
             assert isinstance(p.body, Pledge)
-            if p.ref in v.withdrawn:
+            if succeeded and p.ref in named:
+                status = "paid"  # a lapse of it, if any, is undone: the close wins
+            elif p.ref in v.withdrawn:
                 status = "withdrawn"
             elif close is None:
                 status = "reserved"
@@ -150,6 +175,7 @@ def _json(node: LocalNode, community: CommunityId, v: _View, full: bool) -> dict
                     "pledger": mid(p.author),
                     "amount": p.body.amount,
                     "status": status,
+                    "lapse": p.ref in v.lapsed,
                     "counts": _counts(heads, p),
                 }
             )
@@ -199,12 +225,16 @@ def op_campaign_list(node: LocalNode, p: dict[str, Any]) -> Done:
         if p.get("open") and row["state"] != "open":
             continue
         rows.append(row)
-    return Done({"campaigns": rows})
+    authors = [v.entry.author for v in views]
+    return Done({"campaigns": rows, "names": join_names(node, community, authors)})
 
 
 def op_campaign_show(node: LocalNode, p: dict[str, Any]) -> Done:
     community = community_of(node, p.get("community"))
-    return Done(_json(node, community, _find(node, community, p["campaign"]), full=True))
+    v = _find(node, community, p["campaign"])
+    out = _json(node, community, v, full=True)
+    out["names"] = join_names(node, community, [v.entry.author, *(e.author for e in v.pledges)])
+    return Done(out)
 
 
 def op_campaign_pledge(node: LocalNode, p: dict[str, Any]) -> Done:
@@ -233,8 +263,13 @@ def op_campaign_close(node: LocalNode, p: dict[str, Any]) -> Done:
             " --early)",
         )
     heads = dict(node.store.heads(community))
+    # Witnessed: a close names only final pledges (§10.6); one not final yet
+    # lapses like one not received yet.
+    witnessed = node.community(community).finality == "witnessed"
     best: dict[MemberId, Entry] = {}
     for e in sorted(v.pledges, key=_amount, reverse=True):
+        if witnessed and not node.is_final(community, e.ref):
+            continue
         if _counts(heads, e) and e.ref not in v.withdrawn:
             best.setdefault(e.author, e)
     chosen = sorted(best.values(), key=_amount, reverse=True)[:MAX_PLEDGES]
@@ -254,18 +289,87 @@ def op_campaign_close(node: LocalNode, p: dict[str, Any]) -> Done:
 
 
 def op_campaign_withdraw(node: LocalNode, p: dict[str, Any]) -> Done:
-    """Take back the member's pledge to a closed campaign that did not count it."""
+    """Take back the member's pledge: naming the campaign's close if one is
+    held (it must not count the pledge), else as a lapse once the deadline
+    has passed (docs/protocol.md §10.5)."""
     community = community_of(node, p.get("community"))
     v = _find(node, community, p["campaign"])
     mine = [e for e in v.pledges if e.author == node.member]
     if not mine:
         raise NotFoundError("you have no pledge to this campaign")
     close = _close_of(v, dict(node.store.heads(community)))
-    if close is None:
+    if close is None and node.now() <= v.body.deadline_ms:
         raise RefusedError(
             "not_closed",
-            "the campaign is not closed: a pledge comes back only once the close"
-            " lets it lapse (docs/protocol.md §10.5)",
+            "the campaign is neither closed nor past its deadline"
+            f" ({render_ms(v.body.deadline_ms)}): the pledge stays reserved until then",
         )
-    entry = node.append(community, Withdraw(pledge=mine[0].ref, close=close.ref))
-    return Done({"withdraw": eid(entry.id), "pledge": eid(mine[0].id)}, entry)
+    entry = node.append(
+        community, Withdraw(pledge=mine[0].ref, close=None if close is None else close.ref)
+    )
+    return Done(
+        {"withdraw": eid(entry.id), "pledge": eid(mine[0].id), "lapse": close is None}, entry
+    )
+
+
+def render_ms(ms: int) -> str:
+    """A time in ms since 1970 as an ISO date and time, UTC (for messages)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def pledge_totals(node: LocalNode, community: CommunityId, member: MemberId) -> dict[str, int]:
+    """What ``member``'s counted pledges amount to (docs/protocol.md §10.3, §10.5):
+
+    * ``reserved``: in flight, neither paid by a successful close nor
+      withdrawn: capacity the member cannot spend;
+    * ``lapsed``: taken back by a lapse that no held close beats: counted,
+      but a close counting the pledge that arrives later would win;
+    * ``lapse_undone``: taken back by a lapse that a held close counting the
+      pledge beat (part of the ledger's ``Head.undone``).
+
+    In a witnessed community "counted" means final, and nothing is undone.
+    """
+    store = node.store
+    head = store.head(community, member)
+    out = {"reserved": 0, "lapsed": 0, "lapse_undone": 0}
+    if head is None:
+        return out
+    heads: dict[MemberId, Head | None] = {}
+
+    def counts(r: RefRow) -> bool:
+        """True if the entry ``r`` is made by counts (final, if witnessed)."""
+        if head.witnessed:
+            return node.is_final(community, Ref(r.by_author, r.by_seq, r.by_id))
+        if r.by_author not in heads:
+            heads[r.by_author] = store.head(community, r.by_author)
+        h = heads[r.by_author]
+        return h is not None and h.counts(r.by_seq)
+
+    for pledge in store.refs_from(community, member, Kind.PLEDGE, head.frozen_at):
+        if not counts(pledge):
+            continue
+        paid = withdrawn = lapsed = False
+        for kind in (Kind.CAMPAIGN_CLOSE, Kind.WITHDRAW):
+            for r in store.refs_to(community, member, kind, pledge.by_seq, pledge.by_seq + 1):
+                # A close's row names a pledge (with its amount) only if it succeeded.
+                if r.target_id != pledge.by_id or not r.amount or not counts(r):
+                    continue
+                if kind is Kind.CAMPAIGN_CLOSE:
+                    paid = True
+                else:
+                    withdrawn = True
+                    lapsed = lapsed or _is_lapse(node, community, r)
+        if paid:
+            out["lapse_undone"] += pledge.amount if lapsed and not head.witnessed else 0
+        elif lapsed:
+            out["lapsed"] += pledge.amount
+        elif not withdrawn:
+            out["reserved"] += pledge.amount
+    return out
+
+
+def _is_lapse(node: LocalNode, community: CommunityId, row: Any) -> bool:
+    stored = node.store.entry(community, row.by_author, row.by_seq, row.by_id)
+    return (
+        stored is not None and isinstance(stored.entry.body, Withdraw) and stored.entry.body.lapse
+    )

@@ -16,6 +16,7 @@ from typing import Any
 
 from troc.crypto.sign import MemberId
 from troc.errors import LocalProtocolError, RefusedError
+from troc.node.campaigns import pledge_totals
 from troc.node.codes import policy_of
 from troc.node.invitation import MAX_INVITE_ADDRS, decode_invitation, encode_invitation
 from troc.node.local import LocalNode, TransferInfo
@@ -269,7 +270,9 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> Done:
         if node.expired(community, t.ref) and node.decline_of(community, t.ref) is None
     ]
     head = node.store.head(community, member)
-    undone = 0 if head is None or head.witnessed else head.undone
+    pledges = pledge_totals(node, community, member)
+    # The ledger's undone sums take-backs and lapses (§4.7); shown apart.
+    undone = 0 if head is None or head.witnessed else head.undone - pledges["lapse_undone"]
     taken = sum(r.amount for r in node.store.refs_from(community, member, Kind.TAKE_BACK, None))
     return Done(
         {
@@ -288,6 +291,10 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> Done:
             # their transfer arrives (at risk), and those an accept undid.
             "taken_back": taken - undone,
             "undone": undone,
+            # Campaigns (docs/protocol.md §10.5): pledges in flight (reserved),
+            # lapses counted until a close counting their pledge arrives
+            # (lapsed), and lapses such a close undid (lapse_undone).
+            **pledges,
             "unit": info.unit,
             "joined": b.joined,
             "frozen": b.frozen_at is not None,

@@ -613,15 +613,22 @@ class CampaignClose(Body):
 @dataclass(frozen=True, slots=True)
 class Withdraw(Body):
     """The pledger takes back a pledge that lapsed: ``close`` is its
-    campaign's close, which does not count it."""
+    campaign's close, which does not count it. Without ``close`` it is a
+    *lapse* (docs/protocol.md §10.5): the pledge comes back after the
+    campaign's deadline with no close, unless a close counting it wins."""
 
     KIND: ClassVar[Kind] = Kind.WITHDRAW
     pledge: Ref
-    close: Ref
+    close: Ref | None = None
     _FIELDS: ClassVar[Mapping[str, tuple[Callable[[Any], Any], bool]]] = {
         "pledge": (_ref("pledge"), True),
-        "close": (_ref("close"), True),
+        "close": (_ref("close"), False),
     }
+
+    @property
+    def lapse(self) -> bool:
+        """True if this withdraw names no close: a lapse after the deadline."""
+        return self.close is None
 
 
 AnyBody: TypeAlias = (

@@ -123,8 +123,9 @@ class _Checked:
     stored: Stored
     refs: list[RefRow] = field(default_factory=list)
     witnessed: bool = False
-    #: An accept or take-back of a transfer that expires (optimistic
-    #: communities): the accept may undo a take-back (docs/protocol.md §4.11).
+    #: An accept or take-back of a transfer that expires, a lapse or a
+    #: successful close (optimistic communities): the accept may undo a
+    #: take-back (docs/protocol.md §4.11), the close a lapse (§10.5).
     expiring: bool = False
 
 
@@ -150,6 +151,12 @@ def _crediting(query: Callable[..., list[RefRow]], *args: object) -> list[RefRow
     c, member, *bounds = args
     rows = query(c, member, Kind.ACCEPT, *bounds) + query(c, member, Kind.CAMPAIGN_CLOSE, *bounds)
     return [r for r in rows if r.amount]
+
+
+#: Optimistic races decided after the fact (docs/protocol.md §4.11, §10.5):
+#: an entry of the key's kind counts unless a counted entry of the value's
+#: kind credits the same transfer or pledge to someone else (it wins).
+_UNDONE_BY = {Kind.TAKE_BACK: Kind.ACCEPT, Kind.WITHDRAW: Kind.CAMPAIGN_CLOSE}
 
 
 class Ledger:
@@ -624,7 +631,7 @@ class Ledger:
         # longer counts. Forks are rare; this walks the author's log.
         if not head.witnessed:
             self._recount_undone(c, author)
-            for row in self.backend.refs_from(c, author, Kind.ACCEPT, None):
+            for row in _crediting(self.backend.refs_from, c, author, None):
                 if row.by_seq >= at:
                     self._recount_undone(c, row.target_author)
 
@@ -666,11 +673,12 @@ class Ledger:
                 head = replace(head, frozen_credit=head.frozen_credit + checked.refs[0].amount)
         if (
             checked.expiring
-            and isinstance(entry.body, TakeBack)
+            and entry.kind in _UNDONE_BY
             and head.counts(entry.seq)
-            and self._accepted(c, checked.refs[0])
+            and self._won(c, checked.refs[0], _UNDONE_BY[entry.kind])
         ):
-            # The payee's accept is held already: it wins (§4.11).
+            # The payee's accept (a close counting the pledge) is held
+            # already: it wins (§4.11, §10.5).
             head = replace(head, undone=head.undone + checked.refs[0].amount)
         if isinstance(entry.body, CampaignClose) and head.counts(entry.seq):
             # Credit from a pledge in its pledger's frozen part never counts.
@@ -682,8 +690,13 @@ class Ledger:
             if frozen:
                 head = replace(head, frozen_credit=head.frozen_credit + frozen)
         self.backend.put_head(c, a, head)
-        if checked.expiring and isinstance(entry.body, Accept) and head.counts(entry.seq):
-            self._undo_take_backs(c, checked.refs[0])
+        if checked.expiring and head.counts(entry.seq):
+            if isinstance(entry.body, Accept):
+                self._undo(c, checked.refs[0], Kind.TAKE_BACK)
+            elif isinstance(entry.body, CampaignClose):
+                for row in checked.refs:
+                    if row.amount:  # a pledge it counts: that pledge's lapse is undone
+                        self._undo(c, row, Kind.WITHDRAW)
         if checked.witnessed and self.certificate_of(c, entry.ref) is not None:
             self._advance_final(c, a, checked.stored)
 
@@ -837,6 +850,11 @@ class Ledger:
             refs.append(self._row(entry, body.request, q.entry.body.amount))
         elif isinstance(body, Campaign | Pledge | CampaignClose | Withdraw):
             balance = self._campaign_rule(entry, balance, limit, rules, refs, witnessed)
+            # A lapse and a successful close race (§10.5): the close wins.
+            expiring = not witnessed and (
+                (isinstance(body, Withdraw) and body.lapse)
+                or (isinstance(body, CampaignClose) and any(r.amount for r in refs))
+            )
         elif isinstance(body, Vouch):
             if body.member == a:
                 raise _Reject(Reason.BAD_VOUCH, "a member cannot vouch for itself")
@@ -863,43 +881,51 @@ class Ledger:
                         + ("reclaimed" if kind is Kind.RECLAIM else "taken back"),
                     )
 
-    # -- take-backs undone by an accept (optimistic communities, §4.11) --
+    # -- take-backs undone by an accept, lapses by a close (optimistic, §4.11, §10.5) --
 
-    def _accepted(self, c: CommunityId, row: RefRow) -> bool:
-        """True if a counted accept of the transfer ``row`` points at is held."""
-        for acc in self.backend.refs_to(
-            c, row.target_author, Kind.ACCEPT, row.target_seq, row.target_seq + 1
+    def _won(self, c: CommunityId, row: RefRow, kind: Kind) -> bool:
+        """True if a counted entry of ``kind`` (an accept; a close) crediting
+        the transfer (pledge) ``row`` points at is held: it beats ``row``'s
+        take-back (lapse). A close's row naming a pledge carries its amount
+        only if the close succeeded."""
+        for won in self.backend.refs_to(
+            c, row.target_author, kind, row.target_seq, row.target_seq + 1
         ):
-            if acc.target_id == row.target_id:
-                payee = self.backend.head(c, acc.by_author)
-                if payee is not None and payee.counts(acc.by_seq):
+            if won.target_id == row.target_id and won.amount:
+                winner = self.backend.head(c, won.by_author)
+                if winner is not None and winner.counts(won.by_seq):
                     return True
         return False
 
     def _recount_undone(self, c: CommunityId, member: MemberId) -> None:
-        """Sum again ``member``'s counted take-backs that an accept undid
-        (after a fork changed which entries count)."""
+        """Sum again ``member``'s counted take-backs and lapses that an accept
+        or a close undid (after a fork changed which entries count).
+
+        A counted withdraw that names a close is never undone: a counted
+        close counting its pledge would be a second close of the campaign
+        beside the one it names, on another branch of its author's log, and
+        then neither counts (§10.4). So every withdraw found here is a lapse.
+        """
         head = self.backend.head(c, member)
         if head is None or head.witnessed:
             return
         undone = sum(
             row.amount
-            for row in self.backend.refs_from(c, member, Kind.TAKE_BACK, head.frozen_at)
-            if self._accepted(c, row)
+            for kind, by in _UNDONE_BY.items()
+            for row in self.backend.refs_from(c, member, kind, head.frozen_at)
+            if self._won(c, row, by)
         )
         if undone != head.undone:
             self.backend.put_head(c, member, replace(head, undone=undone))
 
-    def _undo_take_backs(self, c: CommunityId, accept: RefRow) -> None:
-        """A counted accept was stored: the take-backs of its transfer that
-        count stop counting (the accept wins)."""
-        payer = accept.target_author
-        for row in self.backend.refs_to(
-            c, payer, Kind.TAKE_BACK, accept.target_seq, accept.target_seq + 1
-        ):
-            head = self.backend.head(c, payer)
-            if row.target_id == accept.target_id and head is not None and head.counts(row.by_seq):
-                self.backend.put_head(c, payer, replace(head, undone=head.undone + row.amount))
+    def _undo(self, c: CommunityId, winner: RefRow, kind: Kind) -> None:
+        """A counted accept (close) was stored: the take-backs (lapses) of
+        kind ``kind`` of its transfer (pledge) that count stop counting."""
+        loser = winner.target_author
+        for row in self.backend.refs_to(c, loser, kind, winner.target_seq, winner.target_seq + 1):
+            head = self.backend.head(c, loser)
+            if row.target_id == winner.target_id and head is not None and head.counts(row.by_seq):
+                self.backend.put_head(c, loser, replace(head, undone=head.undone + row.amount))
 
     def _paid_request(self, c: CommunityId, entry: Entry, body: Transfer, wire: bytes) -> RefRow:
         """Check the request a transfer pays (embedded, so no wait): its
@@ -1034,6 +1060,22 @@ class Ledger:
                 raise _Reject(Reason.NOT_PLEDGER, "the pledge is not in this log")
             if self._on_log(c, a, Kind.WITHDRAW, body.pledge.id, entry):
                 raise _Reject(Reason.ALREADY_WITHDRAWN, "this pledge was already withdrawn")
+            if body.close is None:
+                # A lapse (§10.5): after the deadline by the pledger's own
+                # stamp, as a take-back after its expiry. A close counting
+                # the pledge wins over it (optimistic: undone when held;
+                # witnessed: the witnesses certify one of the two).
+                camp = self._need(c, p.campaign)  # held: the pledge waited for it
+                assert isinstance(camp.entry.body, Campaign)
+                deadline = camp.entry.body.deadline_ms
+                if entry.timestamp_ms <= deadline:
+                    raise _Reject(
+                        Reason.NOT_LAPSED,
+                        f"the campaign's deadline is {deadline}, this is stamped"
+                        f" {entry.timestamp_ms}: name its close",
+                    )
+                refs.append(self._row(entry, body.pledge, p.amount))
+                return _credit(balance, p.amount)
             closed = self._need(c, body.close)
             cb = closed.entry.body
             if not isinstance(cb, CampaignClose) or cb.campaign != p.campaign:

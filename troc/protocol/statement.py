@@ -53,6 +53,7 @@ from troc.protocol.entry import (
     Ref,
     TakeBack,
     Transfer,
+    Withdraw,
 )
 from troc.protocol.ledger import Ledger, Status
 
@@ -381,20 +382,39 @@ class _Closure:
         that the verifier sees the take-back undone as this node does."""
         found = []
         for stored in self.order[self.scanned :]:
-            if isinstance(stored.entry.body, TakeBack):
+            if isinstance(stored.entry.body, TakeBack | Withdraw):
                 found += _undoing_accepts(self.ledger.backend, self.c, stored.entry.body)
         self.scanned = len(self.order)
         return found
 
 
-def _undoing_accepts(backend: Backend, community: CommunityId, take_back: TakeBack) -> list[Ref]:
+def _undoing_accepts(
+    backend: Backend, community: CommunityId, take_back: TakeBack | Withdraw
+) -> list[Ref]:
     """The accepts ``backend`` holds, by its payee, of the transfer that
-    ``take_back`` took back: each undoes it (docs/protocol.md §4.11)."""
+    ``take_back`` took back: each undoes it (docs/protocol.md §4.11). For a
+    lapse (a withdraw naming no close), the successful closes counting its
+    pledge, by the campaign's author (§10.5)."""
+    if isinstance(take_back, Withdraw):
+        return _undoing_closes(backend, community, take_back)
     t = take_back.transfer
     transfer = backend.entry(community, t.author, t.seq, t.id)
     if transfer is None or not isinstance(transfer.entry.body, Transfer):  # pragma: no cover
         return []  # a take-back is stored only after its transfer
     rows = backend.refs_by(community, transfer.entry.body.to, Kind.ACCEPT, t.id)
+    return [Ref(row.by_author, row.by_seq, row.by_id) for row in rows]
+
+
+def _undoing_closes(backend: Backend, community: CommunityId, lapse: Withdraw) -> list[Ref]:
+    if not lapse.lapse:
+        return []  # a withdraw naming a close is never undone (§10.3)
+    p = lapse.pledge
+    pledge = backend.entry(community, p.author, p.seq, p.id)
+    if pledge is None or not isinstance(pledge.entry.body, Pledge):  # pragma: no cover
+        return []  # a withdraw is stored only after its pledge
+    author = pledge.entry.body.campaign.author
+    # A close's row names a pledge only if the close succeeded (it counts it).
+    rows = backend.refs_by(community, author, Kind.CAMPAIGN_CLOSE, p.id)
     return [Ref(row.by_author, row.by_seq, row.by_id) for row in rows]
 
 
@@ -571,8 +591,8 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
                 payer = backend.head(c, t.author)
                 if payer is not None and not payer.counts(t.seq):
                     not_counted += _amount_of(backend, c, t)
-            if isinstance(eb, TakeBack) and _undoing_accepts(backend, c, eb):
-                undone += s.balance - before  # the payee's accept won (§4.11)
+            if isinstance(eb, TakeBack | Withdraw) and _undoing_accepts(backend, c, eb):
+                undone += s.balance - before  # the payee's accept (a close) won (§4.11, §10.5)
             before = s.balance
     names = {}
     for m, _head in backend.heads(c):

@@ -72,6 +72,7 @@ class Reason(StrEnum):
     ALREADY_WITHDRAWN = "already_withdrawn"
     NOT_A_CLOSE = "not_a_close"
     PLEDGE_COUNTED = "pledge_counted"
+    NOT_LAPSED = "not_lapsed"  # a withdraw with no close, stamped by the deadline (§10.5)
     # Certificates (witnessed communities).
     BAD_CERTIFICATE = "bad_certificate"
     NOT_WITNESSED = "not_witnessed"

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, LocalProtocolError
+from troc.protocol.campaign_rules import BEFORE_DEADLINE_HERE, campaign_race
 from troc.protocol.collector import LIES, Collector, Tally
 from troc.protocol.entry import (
     Accept,
@@ -640,13 +641,28 @@ class WitnessState:
                 )
             other = (transfer.body.to, Kind.ACCEPT, VOTED_ACCEPT)
         else:
-            return None
+            return self._campaign_exclusive(entry)
         author, kind, reason = other
         voids = self.votes.voids(c, author)
         for answer in self.view.answers(c, author, kind, ref.id):
             recorded = self.votes.get(c, answer.author, answer.seq) == answer.id
             if recorded and voids.get(answer.seq) != answer.id:
                 return Refused(reason, f"this witness voted for {answer}, which excludes it")
+        return None
+
+    def _campaign_exclusive(self, entry: Entry) -> Refused | None:
+        """A lapse and a successful close counting its pledge: the same
+        rule, with the rivals of troc/protocol/campaign_rules.py and the
+        campaign's deadline for the expiry (docs/witness.md §3.5)."""
+        c = self.rules.community
+        race = campaign_race(entry, self.view, c)
+        if race is None or self.view.certified(c, entry.ref):
+            return None  # no race, or certified already (rule 1, as above)
+        if race.early is not None:
+            return Refused(BEFORE_DEADLINE_HERE, race.early)
+        for rival in race.rivals:
+            if self.votes.get(c, rival.author, rival.seq) == rival.id:
+                return Refused(race.voted, f"this witness voted for {rival}, which excludes it")
         return None
 
     def _conflict(self, recorded: Ref, second: bytes) -> Conflicting:

@@ -31,7 +31,7 @@ ANSWERS = {
 
 
 def routes(web: Any) -> list[Route]:
-    from troc.web import everyday  # it builds on this module
+    from troc.web import campaigns, everyday  # they build on this module
 
     s = Screens(web)
 
@@ -61,6 +61,7 @@ def routes(web: Any) -> list[Route]:
         Route("/key", g(s.key), methods=["GET"]),
         Route("/node", g(s.node), methods=["GET"]),
         *everyday.routes(s, c),
+        *campaigns.routes(s, c),
     ]
 
 
