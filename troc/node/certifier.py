@@ -47,7 +47,6 @@ from troc.protocol.entry import (
     Ref,
     TakeBack,
     Transfer,
-    expiry_of,
 )
 from troc.protocol.sync import certificate_for
 from troc.protocol.witness import (
@@ -62,6 +61,7 @@ from troc.protocol.witness import (
     Answer,
     Collector,
     Conflicting,
+    LedgerView,
     Tally,
     VoteRequest,
     Waiting,
@@ -69,6 +69,7 @@ from troc.protocol.witness import (
     decode_answer,
     encode_request,
     is_void_certificate,
+    raceable,
 )
 
 if TYPE_CHECKING:  # the witness service imports this module
@@ -377,18 +378,10 @@ class Certifier:
         return found
 
     def _raceable(self, entry: Entry) -> bool:
-        """A take-back, or an accept of a transfer that can expire."""
-        if isinstance(entry.body, TakeBack):
-            return True
-        if not isinstance(entry.body, Accept) or entry.community is None:
+        """An entry that can lose a race (troc.protocol.witness.raceable)."""
+        if entry.community is None:
             return False
-        ledger = self.local.ledger
-        named = entry.body.transfer
-        stored = ledger.backend.entry(entry.community, named.author, named.seq, named.id)
-        rules = ledger.rules(entry.community)
-        if stored is None or rules is None or not isinstance(stored.entry.body, Transfer):
-            return False
-        return expiry_of(stored.entry, rules) is not None
+        return raceable(entry, LedgerView(self.local.ledger, self.local.now), entry.community)
 
     def _lost_race(self, progress: Progress) -> bool:
         """If the rival of ``progress.entry`` is certified here, switch to

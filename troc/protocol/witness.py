@@ -158,6 +158,7 @@ __all__ = [
     "max_faults",
     "min_quorum",
     "quorum_problem",
+    "raceable",
     "vote_message",
 ]
 
@@ -293,9 +294,9 @@ class WitnessView(Protocol):
         ...
 
     def raceable_below(self, community: CommunityId, author: MemberId, below: int) -> list[Ref]:
-        """``author``'s stored accepts and take-backs below seq ``below`` (on
-        any branch); it may leave out those below a seq :meth:`settled_below`
-        was told of."""
+        """``author``'s stored accepts, take-backs, closes and withdraws below
+        seq ``below`` (on any branch; the witness picks the raceable ones);
+        it may leave out those below a seq :meth:`settled_below` was told of."""
         ...
 
     def settled_below(self, community: CommunityId, author: MemberId, below: int) -> None:
@@ -324,6 +325,20 @@ class WitnessView(Protocol):
     ) -> list[Ref]:
         """``author``'s stored entries of ``kind`` naming ``transfer``."""
         ...
+
+
+def raceable(entry: Entry, view: WitnessView, community: CommunityId) -> bool:
+    """An entry that may lose a race: a take-back, an accept of a transfer
+    that expires (one that never expires cannot be taken back), a lapse or a
+    successful close (troc/protocol/campaign_rules.py). Witnesses lock one
+    below a vote only once it holds a certificate of its own (§3.6), so its
+    author's node asks for those first."""
+    body = entry.body
+    if isinstance(body, TakeBack):
+        return True
+    if isinstance(body, Accept):
+        return view.expiry(community, body.transfer) is not None
+    return campaign_race(entry, view, community) is not None
 
 
 def certificate_needed(entry: Entry) -> Ref | None:
@@ -518,15 +533,7 @@ class WitnessState:
         return False
 
     def _raceable(self, entry: Entry) -> bool:
-        """An accept or take-back that may lose a race: a take-back, or an
-        accept of a transfer that expires (one that never expires cannot be
-        taken back)."""
-        body = entry.body
-        if isinstance(body, TakeBack):
-            return True
-        if isinstance(body, Accept):
-            return self.view.expiry(self.rules.community, body.transfer) is not None
-        return False
+        return raceable(entry, self.view, self.rules.community)
 
     def _settled(self, entry: Entry) -> str | None:
         """How a stored entry counts when locked below a vote: "" (as
@@ -656,7 +663,7 @@ class WitnessState:
         campaign's deadline for the expiry (docs/witness.md §3.5)."""
         c = self.rules.community
         race = campaign_race(entry, self.view, c)
-        if race is None or self.view.certified(c, entry.ref):
+        if race is None or self.view.own_certificate(c, entry.ref):
             return None  # no race, or certified already (rule 1, as above)
         if race.early is not None:
             return Refused(BEFORE_DEADLINE_HERE, race.early)
@@ -782,11 +789,10 @@ class LedgerView:
         if below <= floor:
             return []
         backend = self.ledger.backend
-        rows = [
-            *backend.refs_from(community, author, Kind.ACCEPT, below, floor),
-            *backend.refs_from(community, author, Kind.TAKE_BACK, below, floor),
-        ]
-        return [Ref(r.by_author, r.by_seq, r.by_id) for r in rows]
+        kinds = (Kind.ACCEPT, Kind.TAKE_BACK, Kind.CAMPAIGN_CLOSE, Kind.WITHDRAW)
+        rows = [r for k in kinds for r in backend.refs_from(community, author, k, below, floor)]
+        # A close has a row per pledge it names: one ref each.
+        return list(dict.fromkeys(Ref(r.by_author, r.by_seq, r.by_id) for r in rows))
 
     def settled_below(self, community: CommunityId, author: MemberId, below: int) -> None:
         key = (community, author)
