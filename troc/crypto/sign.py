@@ -60,6 +60,9 @@ class Domain(Enum):
     VOTE = b"troc/vote/v1"
     #: A witness's void vote (docs/witness.md §3.6): same message as a vote.
     VOID = b"troc/void/v1"
+    #: A witness's time attestation (docs/witness.md §3.5): when its clock
+    #: said a take-back's transfer (a lapse's campaign) had expired.
+    WITNESS_TIME = b"troc/witness-time/v1"
     INVITE = b"troc/invite/v1"
     CONTROL = b"troc/control/v1"
     STATEMENT = b"troc/statement/v1"

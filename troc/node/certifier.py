@@ -71,6 +71,7 @@ from troc.protocol.witness import (
     is_void_certificate,
     raceable,
 )
+from troc.protocol.witness_time import deadline_of
 
 if TYPE_CHECKING:  # the witness service imports this module
     from troc.node.witness import WitnessService
@@ -230,7 +231,13 @@ class Certifier:
         key = (entry.community, entry.ref)
         progress = self.progress.get(key)
         if progress is None:
-            progress = self.progress[key] = Progress(entry, Collector.for_entry(rules, entry))
+            view = LedgerView(self.local.ledger, self.local.now)
+            c = entry.community
+            # A take-back's or a lapse's certificate carries the witnesses'
+            # times, each past this deadline (docs/witness.md §3.5).
+            deadline = deadline_of(entry, lambda r: view.get(c, r), lambda r: view.expiry(c, r))
+            collector = Collector.for_entry(rules, entry, deadline_ms=deadline)
+            progress = self.progress[key] = Progress(entry, collector)
         return progress
 
     def submit(self, entry: Entry, start_soon: Callable[..., None]) -> Progress | None:

@@ -15,6 +15,7 @@ from troc.protocol.vote import (
     Certificate,
     Equivocation,
     Position,
+    TimeAttestation,
     VoidCertificate,
     Vote,
     WitnessRules,
@@ -41,6 +42,8 @@ class Tally(StrEnum):
     WAITING = "waiting"
     FORK = "fork"  # a witness proved the author signed two entries at one seq
     FALSE_FORK = "false_fork"  # a conflict answer that proves no fork: a lying witness
+    UNTIMED = "untimed"  # a timed entry's vote without the witness's time: not counted
+    BAD_TIME = "bad_time"  # a time that does not verify, or not past the deadline
 
 
 #: Answers no honest witness gives to a request for the collector's entry:
@@ -54,6 +57,7 @@ LIES = frozenset(
         Tally.EQUIVOCATION,
         Tally.EXCLUDED,
         Tally.FALSE_FORK,
+        Tally.BAD_TIME,
     }
 )
 
@@ -74,10 +78,24 @@ class Collector:
     bad or misplaced vote …) is named in :attr:`faulty` with what it did and
     drops out of :meth:`pending`: the others are asked, and with at most f
     liars they make the quorum.
+
+    With ``deadline_ms`` set (a take-back's or a lapse's, docs/witness.md
+    §3.5) the certificate is *timed*: a vote counts only with its witness's
+    time attestation past the deadline (:attr:`times`). A vote without one
+    is kept aside (:attr:`untimed`: an honest witness whose clock is behind
+    gives one under rule 1) and that witness is not asked again; a time that
+    does not verify or is not past the deadline is a lie (no honest witness
+    signs one).
     """
 
     def __init__(
-        self, rules: WitnessRules, community: CommunityId, target: Ref, *, void: bool = False
+        self,
+        rules: WitnessRules,
+        community: CommunityId,
+        target: Ref,
+        *,
+        void: bool = False,
+        deadline_ms: int | None = None,
     ) -> None:
         if community != rules.community:
             raise LocalProtocolError("the entry is not of the rules' community")
@@ -94,12 +112,23 @@ class Collector:
         self.refusals: dict[MemberId, Refused] = {}
         self.faulty: dict[MemberId, str] = {}  # witness → what it did wrong
         self.certificate: Certificate | None = None
+        #: Void certificates carry no times.
+        self.deadline_ms = None if void else deadline_ms
+        self.times: dict[MemberId, TimeAttestation] = {}
+        self.untimed: dict[MemberId, Vote] = {}
 
     @classmethod
-    def for_entry(cls, rules: WitnessRules, entry: Entry, *, void: bool = False) -> Collector:
+    def for_entry(
+        cls,
+        rules: WitnessRules,
+        entry: Entry,
+        *,
+        void: bool = False,
+        deadline_ms: int | None = None,
+    ) -> Collector:
         if entry.community is None:
             raise LocalProtocolError("a genesis is not voted on")
-        return cls(rules, entry.community, entry.ref, void=void)
+        return cls(rules, entry.community, entry.ref, void=void, deadline_ms=deadline_ms)
 
     @property
     def done(self) -> bool:
@@ -110,11 +139,14 @@ class Collector:
         return sorted(
             w
             for w in self.rules.witnesses
-            if w not in self.votes and w not in self.equivocations and w not in self.faulty
+            if w not in self.votes
+            and w not in self.equivocations
+            and w not in self.faulty
+            and w not in self.untimed
         )
 
-    def add(self, vote: Vote) -> Tally:
-        """Take one vote."""
+    def add(self, vote: Vote, time: TimeAttestation | None = None) -> Tally:
+        """Take one vote (with its witness's time attestation, if any)."""
         if vote.position != self.position or vote.void != self.void:
             return Tally.ELSEWHERE
         w = vote.witness
@@ -139,10 +171,34 @@ class Collector:
         if w in self.others:
             self._caught(self.others[w], vote)
             return Tally.EQUIVOCATION
+        timed = self._time(vote, time)
+        if timed is not Tally.COUNTED:
+            return timed
         self.votes[w] = vote
         if self.certificate is None and len(self.votes) >= self.rules.quorum:
             kind = VoidCertificate if self.void else Certificate
-            self.certificate = kind.from_votes(self.votes.values())
+            times = [self.times[v] for v in self.votes] if self.deadline_ms is not None else []
+            self.certificate = kind.from_votes(self.votes.values(), times)
+        return Tally.COUNTED
+
+    def _time(self, vote: Vote, time: TimeAttestation | None) -> Tally:
+        """Whether ``vote`` (valid, for the entry) counts as timed: COUNTED
+        if the collector is untimed or ``time`` is its witness's for the
+        entry, verifies and is past the deadline (then kept)."""
+        if self.deadline_ms is None:
+            return Tally.COUNTED
+        if time is None:
+            self.untimed[vote.witness] = vote
+            return Tally.UNTIMED
+        same = (time.community, time.author, time.seq, time.id, time.witness) == (
+            *vote.position,
+            vote.id,
+            vote.witness,
+        )
+        if not same or time.time_ms <= self.deadline_ms or not time.verify():
+            return Tally.BAD_TIME
+        self.times[vote.witness] = time
+        self.untimed.pop(vote.witness, None)
         return Tally.COUNTED
 
     def add_answer(self, answer: Answer, witness: MemberId | None = None) -> Tally:
@@ -156,7 +212,7 @@ class Collector:
 
     def _tally(self, answer: Answer, witness: MemberId | None) -> Tally:
         if isinstance(answer, Voted):
-            return self.add(answer.vote)
+            return self.add(answer.vote, answer.time)
         if isinstance(answer, Refused):
             if witness is not None:
                 self.refusals[witness] = answer

@@ -31,15 +31,18 @@ from troc.protocol.entry import (
 
 __all__ = [
     "CERTIFICATE_LIMITS",
+    "MAX_TIME_MS",
     "VOID_MARK",
     "VOTE_LIMITS",
     "Certificate",
     "Equivocation",
     "Position",
+    "TimeAttestation",
     "VoidCertificate",
     "VoidVote",
     "Vote",
     "WitnessRules",
+    "certified_time",
     "check_quorum",
     "decode_any_certificate",
     "default_quorum",
@@ -48,6 +51,7 @@ __all__ = [
     "max_faults",
     "min_quorum",
     "quorum_problem",
+    "time_message",
     "vote_message",
 ]
 
@@ -59,10 +63,15 @@ VOID_MARK = "void"
 VOTE_LIMITS = codec.Limits(
     max_size=512, max_depth=1, max_str=64, max_bin=64, max_array=8, max_map=4
 )
-#: A certificate: ``[community, author, seq, id, [[witness, signature], …]]``.
+#: A certificate: ``[community, author, seq, id, [[witness, signature], …]]``,
+#: optionally with ``[[witness, time_ms, signature], …]`` after the votes
+#: (docs/witness.md §2.2): 64 votes and 64 times take ~13.6 KB.
 CERTIFICATE_LIMITS = codec.Limits(
-    max_size=8 * 1024, max_depth=3, max_str=64, max_bin=64, max_array=MAX_WITNESSES, max_map=4
+    max_size=16 * 1024, max_depth=3, max_str=64, max_bin=64, max_array=MAX_WITNESSES, max_map=4
 )
+
+#: A time attestation's ``time_ms``: 0 to 2**53 - 1 (what msgpack and JSON agree on).
+MAX_TIME_MS = 2**53 - 1
 
 #: Where a vote sits: (community, author, seq).
 Position: TypeAlias = tuple[CommunityId, MemberId, int]
@@ -168,6 +177,12 @@ def _member(v: Any, name: str) -> MemberId:
 def _seq(v: Any) -> int:
     if type(v) is not int or not 1 <= v <= MAX_SEQ:
         raise _bad(f"seq must be an integer from 1 to {MAX_SEQ}")
+    return v
+
+
+def _time(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= MAX_TIME_MS:
+        raise _bad(f"time_ms must be an integer from 0 to {MAX_TIME_MS}")
     return v
 
 
@@ -284,6 +299,75 @@ class VoidVote(Vote):
     TAIL: ClassVar[tuple[str, ...]] = (VOID_MARK,)
 
 
+# -- time attestations -------------------------------------------------------------
+
+
+def time_message(
+    community: CommunityId, author: MemberId, seq: int, eid: EntryId, time_ms: int
+) -> bytes:
+    """The bytes a time attestation signs (in the ``troc/witness-time/v1``
+    domain): the canonical msgpack array ``[community, author, seq, id, time_ms]``."""
+    return codec.pack([community, author, seq, eid, time_ms], VOTE_LIMITS)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeAttestation:
+    """A witness's signature for "when I decided to vote for (author, seq) =
+    id, my clock said ``time_ms``" (docs/witness.md §3.5): given with its
+    vote for a take-back or a lapse, once its clock is past the deadline.
+    In a certificate it is the triple ``[witness, time_ms, signature]``."""
+
+    community: CommunityId
+    author: MemberId
+    seq: int
+    id: EntryId
+    witness: MemberId
+    time_ms: int
+    signature: bytes = field(repr=False)
+
+    @classmethod
+    def sign(
+        cls, key: SigningKey, community: CommunityId, ref: Ref, time_ms: int
+    ) -> TimeAttestation:
+        message = time_message(community, ref.author, ref.seq, ref.id, time_ms)
+        signature = key.sign(Domain.WITNESS_TIME, message)
+        return cls(community, ref.author, ref.seq, ref.id, key.public, time_ms, signature)
+
+    def verify(self) -> bool:
+        """True if the signature is the witness's strict Ed25519 signature."""
+        message = time_message(self.community, self.author, self.seq, self.id, self.time_ms)
+        return verify(Domain.WITNESS_TIME, self.witness, message, self.signature)
+
+    @property
+    def triple(self) -> tuple[MemberId, int, bytes]:
+        return (self.witness, self.time_ms, self.signature)
+
+    def to_wire(self) -> list[Any]:
+        return [self.time_ms, self.signature]
+
+    @classmethod
+    def from_wire(cls, vote: Vote, v: Any) -> TimeAttestation:
+        """The attestation ``[time_ms, signature]`` that came with ``vote``
+        (shape only). Raises CodecError."""
+        if not isinstance(v, list) or len(v) != 2:
+            raise _bad("a time attestation is [time_ms, signature]")
+        c, a, s, i, w = vote.community, vote.author, vote.seq, vote.id, vote.witness
+        return cls(c, a, s, i, w, _time(v[0]), _bin(v[1], 64, "signature"))
+
+
+def certified_time(times: Iterable[int], faults: int) -> int:
+    """The certified time of a certificate's attested times: their lower
+    median, the ⌈k/2⌉-th smallest of k. With k ≥ 2f + 1 times of which at
+    most f lie, it lies between the smallest and the largest honest time
+    (docs/witness.md §3.5). Raises LocalProtocolError if k < 2f + 1."""
+    ordered = sorted(times)
+    if len(ordered) < 2 * faults + 1:
+        raise LocalProtocolError(
+            f"{len(ordered)} times cannot outvote {faults} liars: at least {2 * faults + 1} needed"
+        )
+    return ordered[(len(ordered) + 1) // 2 - 1]
+
+
 # -- certificates -----------------------------------------------------------------
 
 
@@ -292,7 +376,10 @@ class Certificate:
     """Votes of distinct witnesses for one entry, enough to make it final.
 
     Wire form: ``[community, author, seq, id, [[witness, signature], …]]``,
-    the pairs sorted by witness (bytewise), each witness once.
+    the pairs sorted by witness (bytewise), each witness once; a *timed*
+    certificate (a take-back's, a lapse's: docs/witness.md §3.5) has a 6th
+    element, ``[[witness, time_ms, signature], …]``, the time attestations
+    of exactly its voting witnesses, sorted likewise.
     """
 
     community: CommunityId
@@ -300,6 +387,9 @@ class Certificate:
     seq: int
     id: EntryId
     votes: tuple[tuple[MemberId, bytes], ...] = field(repr=False)
+    #: Time attestations ``(witness, time_ms, signature)``, sorted by witness
+    #: (empty: an untimed certificate; always empty for a void one).
+    times: tuple[tuple[MemberId, int, bytes], ...] = field(default=(), repr=False)
 
     #: The kind of vote it is made of (:class:`VoidCertificate`: void votes).
     VOTE: ClassVar[type[Vote]] = Vote
@@ -320,11 +410,19 @@ class Certificate:
     def witnesses(self) -> tuple[MemberId, ...]:
         return tuple(w for w, _sig in self.votes)
 
+    @property
+    def timed(self) -> bool:
+        return bool(self.times)
+
     @classmethod
-    def from_votes(cls, votes: Iterable[Vote]) -> Certificate:
-        """A certificate of ``votes`` (one per witness, the first given kept).
-        Raises LocalProtocolError if they are not all for one entry or none
-        is given. Does not verify them: see :meth:`verify`."""
+    def from_votes(
+        cls, votes: Iterable[Vote], times: Iterable[TimeAttestation] = ()
+    ) -> Certificate:
+        """A certificate of ``votes`` (one per witness, the first given kept),
+        timed by ``times`` if any is given (then one per voting witness, for
+        the same entry). Raises LocalProtocolError if they are not all for
+        one entry, none is given, or the times do not match the votes. Does
+        not verify them: see :meth:`verify`."""
         by_witness: dict[MemberId, Vote] = {}
         for vote in votes:
             if type(vote) is not cls.VOTE:
@@ -336,7 +434,19 @@ class Certificate:
         if any((v.position, v.id) != (first.position, first.id) for v in by_witness.values()):
             raise LocalProtocolError("the votes of a certificate must be for one entry")
         pairs = tuple(sorted((w, v.signature) for w, v in by_witness.items()))
-        return cls(first.community, first.author, first.seq, first.id, pairs)
+        timed: dict[MemberId, TimeAttestation] = {}
+        for t in times:
+            timed.setdefault(t.witness, t)
+        if timed:
+            if cls.VOTE.TAIL:
+                raise LocalProtocolError("a void certificate carries no times")
+            if set(timed) != set(by_witness) or any(
+                (t.community, t.author, t.seq, t.id) != (*first.position, first.id)
+                for t in timed.values()
+            ):
+                raise LocalProtocolError("a timed certificate has one time per vote, for its entry")
+        triples = tuple(sorted(t.triple for t in timed.values()))
+        return cls(first.community, first.author, first.seq, first.id, pairs, triples)
 
     def vote_list(self) -> list[Vote]:
         """The votes, one object each."""
@@ -361,10 +471,45 @@ class Certificate:
         for witness, signature in self.votes:
             if not verify(self.VOTE.DOMAIN, witness, message, signature):
                 return f"the vote of {witness.hex()[:16]}… does not verify"
+        if self.times:
+            if tuple(w for w, _t, _sig in self.times) != witnesses:
+                return "a timed certificate has a time of exactly each voting witness"
+            for attestation in self.attestations():
+                if not attestation.verify():
+                    return f"the time of {attestation.witness.hex()[:16]}… does not verify"
         return None
 
     def verify(self, rules: WitnessRules) -> bool:
         return self.problem(rules) is None
+
+    def attestations(self) -> list[TimeAttestation]:
+        """The time attestations, one object each (none if untimed)."""
+        c, a, s, i = self.community, self.author, self.seq, self.id
+        return [TimeAttestation(c, a, s, i, w, t, sig) for w, t, sig in self.times]
+
+    def time_problem(self, deadline_ms: int, rules: WitnessRules) -> str | None:
+        """Why this certificate, valid under ``rules`` (:meth:`problem`), does
+        not prove that its witnesses judged ``deadline_ms`` past (a
+        take-back's transfer expiry, a lapse's campaign deadline), or None:
+        it must be timed, every attested time after the deadline, and hold
+        at least 2f + 1 of them (q does, as 2q ≥ n + f + 1 and n ≥ 3f + 1)."""
+        if not self.times:
+            return "a take-back's or a lapse's certificate must carry the witnesses' times"
+        if len(self.times) < 2 * rules.faults + 1:
+            return f"{len(self.times)} times, at least {2 * rules.faults + 1} needed"
+        for witness, time_ms, _sig in self.times:
+            if time_ms <= deadline_ms:
+                return (
+                    f"{witness.hex()[:16]}… attests {time_ms}, not past the deadline {deadline_ms}"
+                )
+        return None
+
+    def certified_time(self, rules: WitnessRules) -> int | None:
+        """The certified time (:func:`certified_time` of the attested times),
+        or None if the certificate is untimed."""
+        if not self.times:
+            return None
+        return certified_time((t for _w, t, _sig in self.times), rules.faults)
 
     def certifies(self, entry: Entry) -> bool:
         """True if this certificate names ``entry`` (whether or not it verifies)."""
@@ -382,6 +527,7 @@ class Certificate:
             self.seq,
             self.id,
             [[w, sig] for w, sig in self.votes],
+            *([[[w, t, sig] for w, t, sig in self.times]] if self.times else []),
             *self.VOTE.TAIL,
         ]
 
@@ -394,10 +540,11 @@ class Certificate:
         refuses a void one (6 elements), ``VoidCertificate`` a normal one, so
         no reader of certificates takes one kind for the other."""
         tail = list(cls.VOTE.TAIL)
-        if not isinstance(v, list) or len(v) != 5 + len(tail) or v[5:] != tail:
+        timed = not tail and isinstance(v, list) and len(v) == 6 and isinstance(v[5], list)
+        if not isinstance(v, list) or (not timed and (len(v) != 5 + len(tail) or v[5:] != tail)):
             if cls.VOTE.TAIL:
                 raise _bad('a void certificate is [community, author, seq, id, votes, "void"]')
-            raise _bad("a certificate is [community, author, seq, id, votes]")
+            raise _bad("a certificate is [community, author, seq, id, votes(, times)]")
         raw = v[4]
         if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_WITNESSES:
             raise _bad(f"a certificate holds 1 to {MAX_WITNESSES} votes")
@@ -415,12 +562,32 @@ class Certificate:
             _seq(v[2]),
             EntryId(_bin(v[3], 32, "id")),
             tuple(pairs),
+            _times(v[5]) if timed else (),
         )
 
     @classmethod
     def decode(cls, data: bytes) -> Certificate:
         """Parse a certificate's canonical bytes (shape only). Raises CodecError."""
         return cls.from_wire(codec.unpack(data, CERTIFICATE_LIMITS))
+
+
+def _times(raw: list[Any]) -> tuple[tuple[MemberId, int, bytes], ...]:
+    """A certificate's 6th element: 1 to 64 ``[witness, time_ms, signature]``
+    sorted by witness, each once (an empty list is refused: an untimed
+    certificate has 5 elements, so each certificate has one encoding)."""
+    if not 1 <= len(raw) <= MAX_WITNESSES:
+        raise _bad(f"a timed certificate holds 1 to {MAX_WITNESSES} times")
+    triples: list[tuple[MemberId, int, bytes]] = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 3:
+            raise _bad("a certificate's time is [witness, time_ms, signature]")
+        triples.append(
+            (_member(item[0], "witness"), _time(item[1]), _bin(item[2], 64, "signature"))
+        )
+    witnesses = [w for w, _t, _sig in triples]
+    if witnesses != sorted(set(witnesses)):
+        raise _bad("a certificate's times must be sorted by witness, each witness once")
+    return tuple(triples)
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,19 +603,19 @@ class VoidCertificate(Certificate):
 
 def is_void_certificate(data: bytes) -> bool:
     """True if ``data``, a certificate's canonical bytes as stored, is a void
-    certificate (told by its length: the 6-element array; no signature checked)."""
+    certificate (told by its shape: 6 elements, the last the void mark; no signature checked)."""
     try:
         raw = codec.unpack(data, CERTIFICATE_LIMITS)
     except CodecError:
         return False
-    return isinstance(raw, list) and len(raw) == 6
+    return isinstance(raw, list) and len(raw) == 6 and raw[5] == VOID_MARK
 
 
 def decode_any_certificate(data: bytes) -> Certificate:
     """A certificate or a void certificate, whichever ``data`` is (shape
     only). Raises CodecError."""
     raw = codec.unpack(data, CERTIFICATE_LIMITS)
-    if isinstance(raw, list) and len(raw) == 6:
+    if isinstance(raw, list) and len(raw) == 6 and not isinstance(raw[5], list):
         return VoidCertificate.from_wire(raw)
     return Certificate.from_wire(raw)
 

@@ -83,10 +83,12 @@ from troc.protocol.vote import (
     Certificate,
     Equivocation,
     Position,
+    TimeAttestation,
     VoidCertificate,
     VoidVote,
     Vote,
     WitnessRules,
+    certified_time,
     check_quorum,
     decode_any_certificate,
     default_quorum,
@@ -97,6 +99,7 @@ from troc.protocol.vote import (
     quorum_problem,
     vote_message,
 )
+from troc.protocol.witness_time import deadline_of, is_timed
 from troc.protocol.witness_wire import (
     MAX_CERTIFICATES,
     MAX_DEPS,
@@ -135,6 +138,7 @@ __all__ = [
     "Position",
     "Refused",
     "Tally",
+    "TimeAttestation",
     "VoidCertificate",
     "VoidVote",
     "Vote",
@@ -146,6 +150,7 @@ __all__ = [
     "WitnessState",
     "WitnessView",
     "certificate_needed",
+    "certified_time",
     "check_quorum",
     "decode_answer",
     "decode_any_certificate",
@@ -410,11 +415,12 @@ class WitnessState:
         if recorded == entry.id:
             if self._void_here(entry.ref):
                 return Refused(VOIDED, f"this witness voted {entry.ref} void: its rival won")
-            return Voted(self._sign(entry.ref))  # again: the same bytes as before
+            # Again: the same vote bytes as before (a take-back's time is now's).
+            return self._timed(entry, Voted(self._sign(entry.ref)))
         problem = self._admissible(entry)
         if problem is not None:
             return problem
-        return self._lock(entry, recorded, void=False)
+        return self._timed(entry, self._lock(entry, recorded, void=False))
 
     def decide_void(self, entry: bytes | Entry) -> Answer:
         """Sign a void vote for ``entry``, an accept or a take-back whose
@@ -520,6 +526,23 @@ class WitnessState:
             self.votes.put_void(c, a, seq, eid)
         self.votes.put(c, a, [(e.seq, e.id) for e in reversed(chain)])
         return Voted(self._sign(entry.ref, void=void))
+
+    def _timed(self, entry: Entry, answer: Answer) -> Answer:
+        """``answer`` with this witness's time attestation if it is a vote
+        for a take-back or a lapse and this witness's clock is past its
+        deadline (docs/witness.md §3.5): always so under rule 2; under rule
+        1 (certified already) a clock behind gives no time, and the
+        certificate that exists is the one that travels."""
+        if not isinstance(answer, Voted) or not is_timed(entry):
+            return answer
+        c = self.rules.community
+        deadline = deadline_of(
+            entry, lambda r: self.view.get(c, r), lambda r: self.view.expiry(c, r)
+        )
+        now = self.view.now()
+        if deadline is None or now <= deadline:
+            return answer
+        return Voted(answer.vote, TimeAttestation.sign(self.key, c, entry.ref, now))
 
     def _void_here(self, ref: Ref) -> bool:
         """True if this witness holds ``ref`` void: marked in its vote log, or

@@ -18,6 +18,7 @@ from troc.protocol import codec
 from troc.protocol.entry import Entry, Ref
 from troc.protocol.vote import (
     CERTIFICATE_LIMITS,
+    TimeAttestation,
     Vote,
     _bad,
     _text,
@@ -86,9 +87,13 @@ class VoteRequest:
 
 @dataclass(frozen=True, slots=True)
 class Voted:
-    """The witness's vote. Wire form: ``{"t": "vote", "v": vote}``."""
+    """The witness's vote. Wire form: ``{"t": "vote", "v": vote}``; for a
+    take-back or a lapse, with the witness's time attestation
+    (docs/witness.md §3.5): ``{"t": "vote", "v": vote, "w": [time_ms,
+    signature]}``."""
 
     vote: Vote
+    time: TimeAttestation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +234,8 @@ def encode_answer(answer: Answer) -> bytes:
     msg: dict[str, Any]
     if isinstance(answer, Voted):
         msg = {"t": "vote", "v": answer.vote.encode()}
+        if answer.time is not None:
+            msg["w"] = answer.time.to_wire()
     elif isinstance(answer, Refused):
         msg = {"t": "refuse", "r": answer.reason, "m": answer.detail[:MAX_DETAIL]}
     elif isinstance(answer, Waiting):
@@ -251,10 +258,12 @@ def decode_answer(data: bytes) -> Answer:
     kind = msg["t"]
     try:
         if kind == "vote":
-            _keys(msg, "v")
+            _keys(msg, "v", optional=("w",))
             if not isinstance(msg["v"], bytes):
                 raise _bad("the vote must be a bin")
-            return Voted(Vote.decode(msg["v"]))
+            vote = Vote.decode(msg["v"])
+            time = None if "w" not in msg else TimeAttestation.from_wire(vote, msg["w"])
+            return Voted(vote, time)
         if kind == "refuse":
             _keys(msg, "r", "m")
             return Refused(
