@@ -127,3 +127,39 @@ def test_void_certificates(case: dict[str, Any]) -> None:
     assert (cert.problem(rules) is None) == case["valid"], case["description"]
     with pytest.raises(CodecError):
         Certificate.decode(data)
+
+
+@pytest.mark.parametrize("case", DOC["timed_certificates"]["cases"], ids=lambda c: c["name"])
+def test_timed_certificates(case: dict[str, Any]) -> None:
+    """docs/witness.md §2.2b, §3.5: whether the bytes decode as a
+    certificate, are valid as one, make the take-back final (every voter's
+    time past the transfer's expiry, read from the transfer itself), and the
+    certified time (the lower median)."""
+    from troc.errors import CodecError
+    from troc.protocol.entry import Entry, Genesis, expiry_of
+    from troc.protocol.vote import Certificate, WitnessRules
+    from troc.protocol.witness_time import timed_certificate_problem
+
+    doc = DOC["timed_certificates"]
+    genesis, transfer, take_back = (
+        Entry.decode(bytes.fromhex(doc[k])) for k in ("genesis", "transfer", "take_back")
+    )
+    assert isinstance(genesis.body, Genesis)
+    rules = WitnessRules.from_genesis(genesis)
+    assert expiry_of(transfer, genesis.body) == doc["expiry_ms"]
+    held = {transfer.ref: transfer}
+    try:
+        cert = Certificate.decode(bytes.fromhex(case["certificate"]))
+    except CodecError:
+        assert not case["decodes"], case["description"]
+        return
+    assert case["decodes"], case["description"]
+    assert (cert.problem(rules) is None) == case["valid"], case["description"]
+    final = case["valid"] and (
+        timed_certificate_problem(
+            cert, take_back, rules, held.get, lambda r: expiry_of(held[r], genesis.body)
+        )
+        is None
+    )
+    assert final == case["takes_back"], case["description"]
+    assert (cert.certified_time(rules) if final else None) == case["certified_time"]

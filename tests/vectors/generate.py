@@ -53,6 +53,7 @@ from troc.protocol.entry import (
     Transfer,
     Vouch,
     Withdraw,
+    expiry_of,
 )
 from troc.protocol.ledger import (
     FUTURE_TOLERANCE_MS,
@@ -63,8 +64,10 @@ from troc.protocol.ledger import (
     Status,
 )
 from troc.protocol.vote import (
+    CERTIFICATE_LIMITS,
     VOID_MARK,
     Certificate,
+    TimeAttestation,
     VoidCertificate,
     VoidVote,
     Vote,
@@ -1184,6 +1187,112 @@ def void_certificate_vectors() -> dict[str, Any]:
     }
 
 
+def timed_certificate_vectors() -> dict[str, Any]:
+    """A take-back's certificates (docs/witness.md §2.2b, §3.5) under a
+    witnessed genesis of 4 witnesses (f = 1, q = 3): the transfer and its
+    take-back, then each case's certificate bytes, whether it decodes,
+    whether it is valid as a certificate, whether it makes the take-back
+    final (every voter's time past the transfer's expiry), and the
+    certified time (the lower median of the times) when it does."""
+    wkeys = [SigningKey(seed(f"witness{i}")) for i in range(4)]
+    v = Vector(
+        "timed_certificates",
+        "",
+        finality="witnessed",
+        witnesses=tuple(sorted(k.public for k in wkeys)),
+        faults=1,
+        quorum=3,
+    )
+    rules = WitnessRules.from_genesis(v.genesis)
+    v.start(ALICE, BOB)
+    t = v.add(
+        "alice pays bob 7, expiring",
+        ALICE,
+        Transfer(to=BOB.public, amount=7, expires_ms=v.now + 1500),
+    )
+    expiry = expiry_of(t, v.genesis.body)  # type: ignore[arg-type]
+    assert expiry is not None
+    k = v.add("alice takes it back", ALICE, TakeBack(transfer=t.ref))
+    c = v.community
+
+    def cert(keys: list[SigningKey], times: list[int]) -> Certificate:
+        return Certificate.from_votes(
+            (Vote.sign(w, c, k.ref) for w in keys),
+            (TimeAttestation.sign(w, c, k.ref, ms) for w, ms in zip(keys, times, strict=True)),
+        )
+
+    good = cert(wkeys[:3], [expiry + 500, expiry + 20, expiry + 90])
+    raw = codec.unpack(good.encode(), CERTIFICATE_LIMITS)
+    w0, t0, sig0 = raw[5][0]
+    cases = [
+        ("valid", "3 votes, 3 times past the expiry", good.encode()),
+        (
+            "all_four",
+            "4 votes and 4 times",
+            cert(wkeys, [expiry + 1, expiry + 9, expiry + 4, expiry + 2]).encode(),
+        ),
+        (
+            "time_at_expiry",
+            "one witness attests the expiry itself: not past it",
+            cert(wkeys[:3], [expiry + 500, expiry, expiry + 90]).encode(),
+        ),
+        (
+            "missing_time",
+            "3 votes, the times of 2 of them",
+            pack_raw([*raw[:5], raw[5][1:]]),
+        ),
+        (
+            "forged_time",
+            "a time changed under its signature",
+            pack_raw([*raw[:5], [[w0, t0 + 1, sig0], *raw[5][1:]]]),
+        ),
+        ("unsorted_times", "the times not sorted by witness", pack_raw([*raw[:5], raw[5][::-1]])),
+        (
+            "untimed",
+            "a valid untimed certificate: not enough for a take-back",
+            Certificate.from_votes(Vote.sign(w, c, k.ref) for w in wkeys[:3]).encode(),
+        ),
+    ]
+    out = []
+    for name, description, data in cases:
+        entry: dict[str, Any] = {
+            "name": name,
+            "description": description,
+            "certificate": data.hex(),
+        }
+        try:
+            decoded = Certificate.decode(data)
+        except CodecError:
+            entry.update(decodes=False, valid=False, takes_back=False, certified_time=None)
+            out.append(entry)
+            continue
+        valid = decoded.problem(rules) is None
+        timed_ok = valid and decoded.time_problem(expiry, rules) is None
+        entry.update(
+            decodes=True,
+            valid=valid,
+            takes_back=timed_ok,
+            certified_time=decoded.certified_time(rules) if timed_ok else None,
+        )
+        out.append(entry)
+    assert [c["takes_back"] for c in out] == [True, True, False, False, False, False, False]
+    assert [c["valid"] for c in out] == [True, True, True, False, False, False, True]
+    return {
+        "description": (
+            "a take-back's certificates (docs/witness.md §2.2b, §3.5) under this witnessed "
+            "genesis: 'decodes' whether the bytes decode as a certificate, 'valid' whether it "
+            "is valid as one, 'takes_back' whether it makes the take-back final (a time of "
+            "every voting witness, troc/witness-time/v1, each past the transfer's expiry), "
+            "'certified_time' the lower median of the times when it does"
+        ),
+        "genesis": v.genesis.wire.hex(),
+        "transfer": t.wire.hex(),
+        "take_back": k.wire.hex(),
+        "expiry_ms": expiry,
+        "cases": out,
+    }
+
+
 def build() -> dict[str, Any]:
     vectors = accepted_vectors() + codec_vectors() + rule_vectors() + campaign_vectors()
     text_ids, text_id_errors = text_id_vectors(vectors[0])
@@ -1200,6 +1309,7 @@ def build() -> dict[str, Any]:
         "text_id_errors": text_id_errors,
         "vectors": [v.render() for v in vectors],
         "void_certificates": void_certificate_vectors(),
+        "timed_certificates": timed_certificate_vectors(),
     }
 
 
