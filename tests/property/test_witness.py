@@ -52,6 +52,7 @@ from troc.protocol.entry import (
     Ref,
     TakeBack,
     Transfer,
+    expiry_of,
 )
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.witness import (
@@ -69,6 +70,7 @@ from troc.protocol.witness import (
     Position,
     Refused,
     Tally,
+    TimeAttestation,
     VoidVote,
     Vote,
     Voted,
@@ -89,6 +91,7 @@ from troc.protocol.witness import (
     quorum_problem,
     vote_message,
 )
+from troc.protocol.witness_time import deadline_of
 
 EXAMPLES = settings().max_examples
 #: Witness keys for the unit tests (members are key(0) … key(9)).
@@ -1110,13 +1113,27 @@ class FinalitySim:
     def start(
         self, entry: Entry, *, honest: bool, race: EntryId | None = None, void: bool = False
     ) -> Task:
-        collector = Collector.for_entry(self.rules, entry, void=void)
+        collector = Collector.for_entry(
+            self.rules, entry, void=void, deadline_ms=self.timed_deadline(entry)
+        )
         task = Task(entry, collector, honest, race=race, void=void)
         self.tasks.append(task)
         if honest and not void:
             self.result.honest_tasks += 1
         self.tick(task)
         return task
+
+    def timed_deadline(self, entry: Entry) -> int | None:
+        """A take-back's transfer expiry (its certificate carries times past
+        it, docs/witness.md §3.5), else None."""
+        genesis = self.genesis.body
+        assert isinstance(genesis, Genesis)
+
+        def expiry(ref: Ref) -> int | None:
+            held = self.store.get(ref.id)
+            return None if held is None else expiry_of(held, genesis)
+
+        return deadline_of(entry, lambda ref: self.store.get(ref.id), expiry)
 
     def accept(self, transfer: Entry, cert: Certificate) -> None:
         """An honest payee takes a payment that has become final (by ``cert``:
@@ -1344,8 +1361,14 @@ class FinalitySim:
     def lie(self, kind: str, w: SimWitness, entry: Entry) -> bytes | None:
         rng, c, a = self.rng, self.community, entry.author
         other = Ref(a, entry.seq, EntryId(rng.randbytes(32)))
-        if kind == "vote":
-            return encode_answer(Voted(Vote.sign(w.key, c, entry.ref)))
+        if kind == "vote":  # with a time for a take-back: any, even an early one
+            deadline = self.timed_deadline(entry)
+            time = None
+            if deadline is not None:
+                # Chosen without the rng, so that the runs stay as they were.
+                ms = [deadline - 5, deadline + 1, self.now + 10**9][(entry.id[0] + w.index) % 3]
+                time = TimeAttestation.sign(w.key, c, entry.ref, ms)
+            return encode_answer(Voted(Vote.sign(w.key, c, entry.ref), time))
         if kind == "void":  # a void vote for whatever is asked
             return encode_answer(Voted(VoidVote.sign(w.key, c, entry.ref)))
         if kind == "other_id":

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.property.test_witness import FinalitySim, SimSpec, _replay
+from troc.protocol.entry import TakeBack
 from troc.protocol.witness import WitnessState, max_faults
 
 EXAMPLES = settings().max_examples
@@ -81,3 +82,37 @@ def test_without_the_rule_both_are_certified(monkeypatch: object) -> None:
         assert found
     finally:
         mp.undo()
+
+
+def test_a_certified_take_backs_time_is_past_its_expiry_and_within_the_honest_clocks() -> None:
+    """docs/witness.md §3.5: witnesses' clocks skewed by up to 300 ms either
+    way, a liar attesting any time (before the expiry, just after, far in
+    the future): every certified take-back's certificate carries a time of
+    each voter, all past the transfer's expiry, and its certified time lies
+    between the smallest and the largest time of the honest voters."""
+    checked = 0
+    for seed in range(4):
+        spec = SimSpec(
+            n=4, byzantine=1, payments=6, fork="none", expiry_ms=300, take_backs=1.0, skew_ms=300
+        )
+        sim = FinalitySim(seed, spec)
+        result = sim.run()
+        assert not result.violations, (seed, result.violations)
+        honest = {w.key.public for w in sim.witnesses if not w.byzantine}
+        for cert in sim.certs.values():
+            entry = sim.store[cert.id]
+            if not isinstance(entry.body, TakeBack):
+                assert sim.timed_deadline(entry) is None
+                continue
+            deadline = sim.timed_deadline(entry)
+            assert deadline is not None
+            assert cert.problem(sim.rules) is None
+            assert cert.time_problem(deadline, sim.rules) is None, seed
+            mine = [t for w, t, _sig in cert.times if w in honest]
+            assert len(mine) >= sim.rules.quorum - sim.rules.faults
+            certified = cert.certified_time(sim.rules)
+            assert certified is not None
+            assert deadline < certified
+            assert min(mine) <= certified <= max(mine), (seed, cert.times)
+            checked += 1
+    assert checked > 0
