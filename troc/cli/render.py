@@ -297,6 +297,9 @@ def balance(home: Path) -> Renderer:
                 f"  {v['why']}: transfer {v['transfer'][:12]}, {amount(v['amount'], unit)}"
                 " (final, moved nothing)"
             )
+        for v in data.get("taken_back_certified", []):
+            took = f"transfer {v['transfer'][:12]}, {amount(v['amount'], unit)}"
+            lines.append(f"  {took}: {v['witnesses_time']}")
         if data.get("taken_back"):
             lines.append(
                 f"  taken back after expiry: {amount(data['taken_back'], unit)}, counted"
@@ -397,6 +400,8 @@ def history(home: Path) -> Renderer:
                 what = f"reclaimed {e.get('transfer', b['decline'])[:12]}"
             if e.get("void"):  # lost its race (docs/witness.md §3.6)
                 what += f" (void: {e['void']})"
+            elif e.get("witnesses_time"):  # a certified take-back (docs/witness.md §3.5)
+                what += f" ({e['witnesses_time']})"
             rows.append(
                 [
                     str(e["seq"]) if e["author"] == data["member"] else "",

@@ -10,6 +10,7 @@ control socket sends back.
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from troc.crypto.ids import IdError, decode_id, encode_id
 from troc.crypto.sign import MemberId
 from troc.errors import (
     BundleError,
+    CodecError,
     KeystoreError,
     LocalProtocolError,
     NetworkError,
@@ -39,6 +41,8 @@ from troc.protocol.entry import (
     TakeBack,
 )
 from troc.protocol.statement import name_of
+from troc.protocol.vote import decode_any_certificate
+from troc.protocol.witness_time import is_timed
 
 __all__ = [
     "DEFAULT_COMMUNITY",
@@ -265,6 +269,38 @@ def void_sentence(entry: Entry) -> str:
     return VOID_ACCEPT if isinstance(entry.body, Accept) else VOID_TAKE_BACK
 
 
+def witnesses_time(node: LocalNode, community: CommunityId, ref: Ref) -> int | None:
+    """The certified time of the timed certificate held for exactly ``ref``
+    (a take-back, a lapse: docs/witness.md §3.5), or None: no certificate of
+    its own, a void one, or one without the witnesses' times."""
+    held = node.ledger.certificate_of(community, ref)
+    rules = node.ledger.witness_rules(community)
+    if held is None or rules is None:
+        return None
+    try:
+        cert = decode_any_certificate(held)
+    except CodecError:  # pragma: no cover - the ledger keeps only what decodes
+        return None
+    if cert.void or cert.problem(rules) is not None:
+        return None
+    return cert.certified_time(rules)
+
+
+def taken_back_sentence(time_ms: int) -> str:
+    """What a certified take-back's member is told (docs/witness.md §3.5)."""
+    when = dt.datetime.fromtimestamp(time_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"taken back: the witnesses' clocks said {when}"
+
+
+def _timed(node: LocalNode, community: CommunityId, ref: Ref, out: dict[str, Any]) -> None:
+    """Add ``witnesses_time_ms`` and its sentence to ``out`` if ``ref`` is
+    certified with the witnesses' times."""
+    time_ms = witnesses_time(node, community, ref)
+    if time_ms is not None:
+        out["witnesses_time_ms"] = time_ms
+        out["witnesses_time"] = taken_back_sentence(time_ms)
+
+
 def history_json(node: LocalNode, community: CommunityId, e: Entry) -> dict[str, Any]:
     """An entry of a history; a reclaim also names the transfer it took back
     (its body names only the payee's decline); a void accept or take-back
@@ -276,6 +312,22 @@ def history_json(node: LocalNode, community: CommunityId, e: Entry) -> dict[str,
             out["transfer"] = eid(taken_back.id)
     if isinstance(e.body, Accept | TakeBack) and node.ledger.is_void(community, e.ref):
         out["void"] = void_sentence(e)
+    elif is_timed(e):
+        _timed(node, community, e.ref, out)
+    return out
+
+
+def timed_take_backs(
+    node: LocalNode, community: CommunityId, member: MemberId
+) -> list[dict[str, Any]]:
+    """``member``'s take-backs certified with the witnesses' times
+    (docs/witness.md §3.5): when the witnesses' clocks said so."""
+    out = []
+    for row in node.store.refs_from(community, member, Kind.TAKE_BACK, None):
+        item = {"entry": eid(row.by_id), "transfer": eid(row.target_id), "amount": row.amount}
+        _timed(node, community, Ref(row.by_author, row.by_seq, row.by_id), item)
+        if "witnesses_time_ms" in item:
+            out.append(item)
     return out
 
 

@@ -36,6 +36,7 @@ from troc.node.opdata import (
     mid,
     offer_json,
     own_head,
+    timed_take_backs,
     transfer_json,
     transfer_status,
     void_entries,
@@ -306,6 +307,8 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> Done:
                     "pending_in_final": b.pending_in_final,
                     # Accepts and take-backs that lost their race (docs/witness.md §3.6).
                     "void": void_entries(node, community, member),
+                    # Take-backs certified with the witnesses' times (§3.5).
+                    "taken_back_certified": timed_take_backs(node, community, member),
                 }
                 if b.witnessed
                 else {}
