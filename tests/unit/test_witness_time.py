@@ -9,11 +9,14 @@ import itertools
 
 import pytest
 
+from tests.helpers import T0, WITNESS_KEYS, witnessed_world
+from tests.helpers import certify as certify_bytes
 from tests.property.test_witness import WKEYS, certify
-from tests.unit.test_void_votes import Race
-from troc.errors import CodecError, LocalProtocolError
+from tests.unit.test_void_votes import P, Q, Race
+from troc.errors import BundleError, CodecError, LocalProtocolError
 from troc.protocol import codec
 from troc.protocol.entry import Entry, Ref
+from troc.protocol.statement import build_bundle, verify_bundle
 from troc.protocol.vote import MAX_TIME_MS, TimeAttestation, certified_time
 from troc.protocol.witness import (
     CERTIFICATE_LIMITS,
@@ -221,3 +224,43 @@ def test_the_collector_counts_a_take_backs_vote_only_with_a_good_time() -> None:
         plain.add(Vote.sign(k, c, race.a.ref))
     assert plain.certificate is not None
     assert plain.certificate.times == ()
+
+
+def _bundle_of_a_take_back(timed_times: list[int] | None) -> bytes:
+    """P pays Q 10 expiring, takes it back after the expiry; every entry is
+    certified, the take-back with the given witnesses' times (or untimed);
+    P's bundle up to the take-back."""
+    w = witnessed_world(credit_limit=100)
+
+    def certifier(entry: Entry) -> bytes:
+        if timed_times is None or not is_timed(entry):
+            return certify_bytes(entry)
+        c, keys = entry.community, WITNESS_KEYS[:3]
+        assert c is not None
+        return Certificate.from_votes(
+            (Vote.sign(k, c, entry.ref) for k in keys),
+            (
+                TimeAttestation.sign(k, c, entry.ref, t)
+                for k, t in zip(keys, timed_times, strict=True)
+            ),
+        ).encode()
+
+    w.certifier = certifier
+    w.join(P)
+    w.join(Q)
+    t = w.pay(P, Q, 10, expires_ms=w.now + 500)
+    k = w.take_back(P, t)
+    return build_bundle(w.ledger, P, w.community, k.ref, 1, w.now)
+
+
+def test_a_bundle_shows_the_witnesses_time_of_its_take_back() -> None:
+    bundle = _bundle_of_a_take_back([T0 + 9_000, T0 + 7_000, T0 + 8_000])
+    verified = verify_bundle(bundle, T0 + 10**6)
+    assert verified.witnesses_times == ((3, T0 + 8_000),)  # P's seq 3, the lower median
+    # An untimed certificate of the take-back does not verify as one.
+    with pytest.raises(BundleError, match="must carry the witnesses' times") as info:
+        verify_bundle(_bundle_of_a_take_back(None), T0 + 10**6)
+    assert info.value.reason == "bad_certificate"
+    # Nor one with a time not past the transfer's expiry (T0 + 500, stamped later).
+    with pytest.raises(BundleError, match="not past the deadline"):
+        verify_bundle(_bundle_of_a_take_back([T0 + 9_000, T0, T0 + 8_000]), T0 + 10**6)

@@ -279,6 +279,7 @@ def verify(ctx: Context, file: Path) -> None:
     from troc.crypto.ids import encode_id
     from troc.errors import BundleError
     from troc.node.directory import statement_json
+    from troc.node.opdata import taken_back_sentence
     from troc.protocol.statement import BUNDLE_LIMITS, verify_bundle
 
     size = file.stat().st_size
@@ -303,6 +304,11 @@ def verify(ctx: Context, file: Path) -> None:
         "certificates": v.certificates,
         "made_ms": v.made_ms,
         "member_name": v.names.get(s.member),
+        # Take-backs certified with the witnesses' times (docs/witness.md §3.5).
+        "witnesses_times": [
+            {"seq": seq, "witnesses_time_ms": ms, "witnesses_time": taken_back_sentence(ms)}
+            for seq, ms in v.witnesses_times
+        ],
         **statement_json(s, v.names),
     }
     ctx.emit(data, _verified_text)
@@ -336,6 +342,8 @@ def _verified_text(data: dict[str, Any]) -> str:
         f"bundle: {data['entries']} entries, {data['certificates']} certificates,"
         f" made {_date(data['made_ms'])}; dates are the members' own",
     ]
+    for timed in data.get("witnesses_times", []):
+        lines.append(f"seq {timed['seq']}: {timed['witnesses_time']}")
     if data["frozen_at"] is not None:
         lines.append(
             f"warning: the bundle proves the member forked at seq {data['frozen_at']}:"

@@ -54,8 +54,11 @@ from troc.protocol.entry import (
     TakeBack,
     Transfer,
     Withdraw,
+    expiry_of,
 )
 from troc.protocol.ledger import Ledger, Status
+from troc.protocol.vote import decode_any_certificate, is_void_certificate
+from troc.protocol.witness_time import is_timed, timed_certificate_problem
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -165,6 +168,10 @@ class Verified:
     not_counted: int
     undone: int
     names: dict[MemberId, str]
+    #: (seq, certified time) of each take-back or lapse in the period
+    #: certified by its own timed certificate (witnessed communities,
+    #: docs/witness.md §3.5): when the witnesses' clocks said it expired.
+    witnesses_times: tuple[tuple[int, int], ...] = ()
 
 
 # -- statements -------------------------------------------------------------------
@@ -577,6 +584,9 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
     if rules.finality == "witnessed":
         final = ledger.is_final(c, Ref(mid, to_seq, EntryId(end_id)))
         final_seq = max((s.entry.seq for s in chain if ledger.is_final(c, s.entry.ref)), default=0)
+        witnesses_times = _witnesses_times(ledger, c, chain[from_seq - 1 : to_seq])
+    else:
+        witnesses_times = ()
     not_counted = undone = 0
     if final is None:  # optimistic: credit from a forked payer's frozen part
         before = 0
@@ -611,7 +621,47 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
         not_counted,
         undone,
         names,
+        witnesses_times,
     )
+
+
+def _witnesses_times(
+    ledger: Ledger, c: CommunityId, period: list[Stored]
+) -> tuple[tuple[int, int], ...]:
+    """(seq, certified time) of each take-back or lapse of ``period`` that
+    holds a certificate of its own (not void). Raises BundleError
+    (``bad_certificate``) if one lacks the witnesses' times or a time is
+    not past its deadline (docs/witness.md §3.5)."""
+    rules, genesis = ledger.witness_rules(c), ledger.rules(c)
+    assert rules is not None
+    assert genesis is not None
+    backend = ledger.backend
+
+    def get(ref: Ref) -> Entry | None:
+        held = backend.entry(c, ref.author, ref.seq, ref.id)
+        return None if held is None else held.entry
+
+    def expiry(ref: Ref) -> int | None:
+        held = get(ref)
+        return (
+            None
+            if held is None or not isinstance(held.body, Transfer)
+            else expiry_of(held, genesis)
+        )
+
+    out = []
+    for s in period:
+        data = ledger.certificate_of(c, s.entry.ref)
+        if data is None or is_void_certificate(data) or not is_timed(s.entry):
+            continue
+        cert = decode_any_certificate(data)  # it was ingested: it decodes and is valid
+        problem = timed_certificate_problem(cert, s.entry, rules, get, expiry)
+        if problem is not None:
+            raise _fail("bad_certificate", f"the certificate of {s.entry.ref}: {problem}")
+        time_ms = cert.certified_time(rules)
+        assert time_ms is not None
+        out.append((s.entry.seq, time_ms))
+    return tuple(out)
 
 
 def _amount_of(backend: Backend, community: CommunityId, transfer: Ref) -> int:
