@@ -1,5 +1,5 @@
 """A certified take-back shows when the witnesses' clocks said it expired
-(docs/witness.md §3.5): `history` and `balance`, as JSON and as text, on a
+(docs/witness.md §3.5): `history`, `balance` and `pending`, as JSON and as text, on a
 real store, from the timed certificate the node keeps."""
 
 from __future__ import annotations
@@ -49,3 +49,7 @@ def test_a_certified_take_backs_time_shows_in_history_and_balance(tmp_path: Path
         balance = steps.op_balance(node, {"community": cid(c)}).result
         assert [b["witnesses_time_ms"] for b in balance["taken_back_certified"]] == [T0 + 4_500]
         assert "the witnesses' clocks said 2023-11-14" in render.balance(tmp_path)(balance)
+
+        pending = steps.op_pending(node, {"community": cid(c)}).result
+        assert [p["witnesses_time_ms"] for p in pending["taken_back"]] == [T0 + 4_500]
+        assert "the witnesses' clocks said 2023-11-14" in render.pending(tmp_path)(pending)

@@ -366,6 +366,9 @@ def pending(home: Path) -> Renderer:
             ]
             heads = ["request", "from", "amount", "memo", "when", ""]
             out.append("Requests to you:\n" + table(rows, heads))
+        if data.get("taken_back"):  # certified take-backs (docs/witness.md §3.5)
+            lines = [f"  {v['transfer'][:12]}: {v['witnesses_time']}" for v in data["taken_back"]]
+            out.append("Taken back:\n" + "\n".join(lines))
         return "\n\n".join(out)
 
     return render

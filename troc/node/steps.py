@@ -252,6 +252,8 @@ def op_pending(node: LocalNode, p: dict[str, Any]) -> Done:
             "incoming": rows(incoming),
             "outgoing": rows(outgoing),
             "requests": requests,
+            # Own take-backs certified with the witnesses' times (docs/witness.md §3.5).
+            **({"taken_back": timed_take_backs(node, community, node.member)} if witnessed else {}),
             "names": join_names(node, community, [t.payer for t in incoming + outgoing])
             | join_names(node, community, [t.payee for t in outgoing])
             | join_names(node, community, [member_of(r["from"]) for r in requests]),
