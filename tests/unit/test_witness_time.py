@@ -13,6 +13,7 @@ from tests.helpers import T0, WITNESS_KEYS, witnessed_world
 from tests.helpers import certify as certify_bytes
 from tests.property.test_witness import WKEYS, certify
 from tests.unit.test_void_votes import P, Q, Race
+from troc.crypto.sign import SigningKey
 from troc.errors import BundleError, CodecError, LocalProtocolError
 from troc.protocol import codec
 from troc.protocol.entry import Entry, Ref
@@ -43,7 +44,9 @@ from troc.protocol.witness_time import (
 )
 
 
-def timed(race: Race, entry: Entry, times: list[int], keys: list | None = None) -> Certificate:
+def timed(
+    race: Race, entry: Entry, times: list[int], keys: list[SigningKey] | None = None
+) -> Certificate:
     c = race.world.community
     keys = WKEYS[: len(times)] if keys is None else keys
     return Certificate.from_votes(
