@@ -1120,20 +1120,26 @@ def text_id_vectors(chain: Vector) -> tuple[list[dict[str, Any]], list[dict[str,
     return good, errors
 
 
-def void_certificate_vectors() -> dict[str, Any]:
-    """Void certificates (docs/witness.md §3.6) under a witnessed genesis of
-    4 witnesses (f = 1, q = 3): each case is a certificate's bytes, whether
-    it decodes as a void certificate, and whether it is valid."""
+def witnessed_vector(name: str) -> tuple[Vector, list[SigningKey], WitnessRules]:
+    """A vector under a witnessed genesis of 4 witnesses (f = 1, q = 3),
+    their keys and its rules."""
     wkeys = [SigningKey(seed(f"witness{i}")) for i in range(4)]
     v = Vector(
-        "void_certificates",
+        name,
         "",
         finality="witnessed",
         witnesses=tuple(sorted(k.public for k in wkeys)),
         faults=1,
         quorum=3,
     )
-    rules = WitnessRules.from_genesis(v.genesis)
+    return v, wkeys, WitnessRules.from_genesis(v.genesis)
+
+
+def void_certificate_vectors() -> dict[str, Any]:
+    """Void certificates (docs/witness.md §3.6) under a witnessed genesis of
+    4 witnesses (f = 1, q = 3): each case is a certificate's bytes, whether
+    it decodes as a void certificate, and whether it is valid."""
+    v, wkeys, rules = witnessed_vector("void_certificates")
     ref = Ref(BOB.public, 2, EntryId(hashlib.sha256(b"bob's accept that lost").digest()))
     c = v.community
 
@@ -1194,16 +1200,7 @@ def timed_certificate_vectors() -> dict[str, Any]:
     whether it is valid as a certificate, whether it makes the take-back
     final (every voter's time past the transfer's expiry), and the
     certified time (the lower median of the times) when it does."""
-    wkeys = [SigningKey(seed(f"witness{i}")) for i in range(4)]
-    v = Vector(
-        "timed_certificates",
-        "",
-        finality="witnessed",
-        witnesses=tuple(sorted(k.public for k in wkeys)),
-        faults=1,
-        quorum=3,
-    )
-    rules = WitnessRules.from_genesis(v.genesis)
+    v, wkeys, rules = witnessed_vector("timed_certificates")
     v.start(ALICE, BOB)
     t = v.add(
         "alice pays bob 7, expiring",
