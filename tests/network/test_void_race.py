@@ -62,6 +62,14 @@ async def test_a_payee_whose_accept_lost_pays_again(tmp_path: Path) -> None:
             await eventually(
                 lambda: b.local.is_final(c, Ref(cl.a.public, take_back.seq, take_back.id))
             )
+            # Its certificate carries the witnesses' times (docs/witness.md §3.5),
+            # from the witnesses through the Certifier to both nodes' history.
+            for node in (a, b):
+                member = {"member": ops.mid(cl.a.public)}
+                hist = await node.run_op("history", {"community": ops.cid(c), **member})
+                (row,) = [e for e in hist["entries"] if e["kind"] == "take_back"]
+                assert expires < row["witnesses_time_ms"] <= int(time.time() * 1000)
+                assert row["witnesses_time"].startswith("taken back: the witnesses' clocks said")
             # The payee insists (--late): its accept reaches the witnesses
             # after the payer's certified take-back, and loses.
             accepted = await b.run_op(
