@@ -4,7 +4,9 @@ through it, so later entries become final) but has no effect (a void accept
 credits nothing, a void take-back takes nothing back); whatever order the
 entries and certificates arrive in, on the in-memory backend and the SQLite
 store alike, every node ends with the same final balances, and no transfer
-counts both ways."""
+counts both ways. A final tip never passes a raceable entry without that
+entry's own certificate, normal or void (§6.1): a node that misses a void
+certificate is less final, never wrong."""
 
 from __future__ import annotations
 
@@ -49,23 +51,39 @@ class Race:
         self.void = self.acc if winner == "take_back" else self.k
         self.entries = [self.j1, self.j2, self.t, self.k, self.acc, self.after_b, self.after_a]
 
-    def items(self, own: bool = True) -> list[tuple[str, bytes]]:
-        """The genesis, every entry, and certificates: each entry's own
-        (``own``), the void one's void certificate, else only the tips'."""
+    @property
+    def won(self) -> Entry:
+        return self.k if self.void is self.acc else self.acc
+
+    def items(
+        self, own: bool = True, *, void: bool = True, won: bool = True
+    ) -> list[tuple[str, bytes]]:
+        """The genesis, every entry, and certificates: the void one's void
+        certificate (unless not ``void``), the winner's own (unless not
+        ``won``), and of the others each one's own (``own``), else only
+        the tips' and the transfer's. Honest witnesses lock nothing above
+        the two raceable entries without their own certificates (§3.6), so
+        every certified chain carries both."""
         out: list[tuple[str, bytes]] = [("genesis", self.w.genesis.wire)]
         for e in self.entries:
             out.append(("entry", e.wire))
             if e is self.void:
-                out.append(("cert", void_certify(e)))
+                if void:
+                    out.append(("cert", void_certify(e)))
+            elif e is self.won:
+                if won:
+                    out.append(("cert", certify(e)))
             elif own or e in (self.after_a, self.after_b, self.t):
                 out.append(("cert", certify(e)))
         return out
 
-    def expected(self) -> dict[bytes, int]:
+    def expected(self, void: bool = True) -> dict[bytes, int]:
         # The two later payments are in flight (never accepted).
         if self.void is self.acc:  # the take-back won: the accept credits nothing
-            return {A.public: -10 + 10 - 2, B.public: 0 - 3}
-        return {A.public: -10 + 0 - 2, B.public: 10 - 3}
+            # Without the void certificate B's tip stays on its join.
+            return {A.public: -10 + 10 - 2, B.public: 0 - 3 if void else 0}
+        # Without it A's tip stays on its transfer.
+        return {A.public: -10 + 0 - 2 if void else -10, B.public: 10 - 3}
 
 
 def deliver(ledger: Ledger, kind: str, data: bytes, now: int) -> Any:
@@ -98,34 +116,62 @@ def test_the_void_entry_is_final_and_moves_nothing(winner: str) -> None:
     assert dict(ledger.balances(c)) == race.expected()
 
 
-def test_a_late_void_certificate_takes_the_credit_out() -> None:
-    """The tip moved through the void accept by the later payment's
-    certificate first: its credit counted until the void certificate came."""
-    race = Race("take_back")
+@pytest.mark.parametrize("winner", ["take_back", "accept"])
+def test_the_tip_waits_for_the_void_certificate(winner: str) -> None:
+    """The later payment's certificate came first, the void certificate
+    last: the tip stops below the void entry (on the highest certified
+    entry there) and moves through it, and on, when its certificate
+    comes. Before that the void entry's effect never counted."""
+    race = Race(winner)
     ledger = Ledger(MemoryBackend())
-    items = race.items(own=False)
-    void = next(i for i in items if i[1] == void_certify(race.acc))
-    for kind, blob in [i for i in items if i is not void]:
+    for kind, blob in race.items(void=False):
         deliver(ledger, kind, blob, race.w.now)
     c = race.w.community
-    assert ledger.is_final(c, race.acc.ref)
-    assert not ledger.is_void(c, race.acc.ref)
-    outcome = deliver(ledger, *void, race.w.now)
-    assert outcome.status is Status.ACCEPTED
-    assert ledger.is_void(c, race.acc.ref)
-    assert dict(ledger.balances(c))[B.public] == race.expected()[B.public]
-    assert deliver(ledger, *void, race.w.now).status is Status.DUPLICATE
+    after = race.after_b if race.void is race.acc else race.after_a
+    below = race.j2 if race.void is race.acc else race.t
+    assert ledger.certificate_of(c, after.ref) is not None
+    assert not ledger.is_final(c, race.void.ref)
+    assert not ledger.is_final(c, after.ref)
+    head = ledger.head(c, race.void.author)
+    assert head is not None and (head.final_seq, head.final_id) == (below.seq, below.id)
+    assert dict(ledger.balances(c)) == race.expected(void=False)
+    outcome = deliver(ledger, "cert", void_certify(race.void), race.w.now)
+    assert outcome.status is Status.ACCEPTED and outcome.final
+    assert ledger.is_void(c, race.void.ref)
+    assert ledger.is_final(c, after.ref)
+    assert dict(ledger.balances(c)) == race.expected()
+    assert deliver(ledger, "cert", void_certify(race.void), race.w.now).status is Status.DUPLICATE
     # A (normal) certificate of the same entry now proves more than f liars.
-    outcome = ledger.ingest_certificate(certify(race.acc), race.w.now)
+    outcome = ledger.ingest_certificate(certify(race.void), race.w.now)
     assert outcome.status is Status.REJECTED
     assert outcome.conflict
+
+
+def test_the_tip_waits_for_the_winners_certificate() -> None:
+    """A take-back that won is raceable too: without its own (normal)
+    certificate A's tip stays on the transfer below it."""
+    race = Race("take_back")
+    ledger = Ledger(MemoryBackend())
+    for kind, blob in race.items(own=False, won=False):
+        deliver(ledger, kind, blob, race.w.now)
+    c = race.w.community
+    assert not ledger.is_final(c, race.k.ref)
+    assert ledger.is_final(c, race.t.ref)
+    outcome = deliver(ledger, "cert", certify(race.k), race.w.now)
+    assert outcome.final
+    assert ledger.is_final(c, race.after_a.ref)
+    assert dict(ledger.balances(c)) == race.expected()
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_arrival_order_does_not_matter(data: st.DataObject) -> None:
+    """Every order, on both backends: the same final state, and the right
+    one; with the void certificate never delivered, every node's tip stays
+    below the void entry and the balances still agree."""
     race = Race(data.draw(st.sampled_from(["take_back", "accept"]), label="winner"))
-    items = race.items(own=data.draw(st.booleans(), label="own certificates"))
+    void = data.draw(st.booleans(), label="void certificate delivered")
+    items = race.items(own=data.draw(st.booleans(), label="own certificates"), void=void)
     order = [items[0], *data.draw(st.permutations(items[1:]), label="order")]
     order += data.draw(st.lists(st.sampled_from(items), max_size=3), label="again")
     memory = Ledger(MemoryBackend())
@@ -133,7 +179,8 @@ def test_arrival_order_does_not_matter(data: st.DataObject) -> None:
     for kind, blob in items:
         deliver(reference, kind, blob, race.w.now)
     expected = final_state(reference, race)
-    assert expected[1] == race.expected()
+    assert expected[1] == race.expected(void)
+    assert reference.is_final(race.w.community, race.void.ref) is void
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(Path(tmp) / "s.sqlite")
         try:
@@ -149,13 +196,18 @@ def test_arrival_order_does_not_matter(data: st.DataObject) -> None:
             store.close()
 
 
-def test_sync_brings_the_void_certificates_below_a_tip() -> None:
-    """A node that learns B's log by sync alone gets the void certificate of
-    the accept below B's final tip with the tip's certificate (docs/witness.md
-    §6.2), so it never counts the void accept's credit."""
+@pytest.mark.parametrize("winner", ["take_back", "accept"])
+@pytest.mark.parametrize("missed", ["nothing", "void", "won"])
+def test_sync_brings_the_race_certificates_below_a_tip(winner: str, missed: str) -> None:
+    """A node that learns the logs by sync alone (``nothing`` gossiped), or
+    that got every gossip message but the void certificate (``void``) or
+    the winner's own (``won``), gets the certificates of the raceable
+    entries below the final tips with the tips' certificates
+    (docs/witness.md §6.2): the two nodes end with the same final tips and
+    balances, the void entry's effect counted by neither."""
     from troc.protocol.sync_pair import MemoryView, sync_pair
 
-    race = Race("take_back")
+    race = Race(winner)
     w = race.w
 
     def view(items: list[tuple[str, bytes]]) -> MemoryView:
@@ -165,8 +217,12 @@ def test_sync_brings_the_void_certificates_below_a_tip() -> None:
         return MemoryView(ledger, w.community, lambda: w.now)
 
     full = view(race.items(own=False))
-    empty = view(race.items()[:1])
-    sync_pair(empty, full)
-    assert empty.ledger.is_void(w.community, race.acc.ref)
-    assert final_state(empty.ledger, race) == final_state(full.ledger, race)
-    assert dict(empty.ledger.balances(w.community)) == race.expected()
+    if missed == "nothing":
+        behind = view(race.items()[:1])
+    else:
+        behind = view(race.items(own=False, void=missed != "void", won=missed != "won"))
+        assert final_state(behind.ledger, race) != final_state(full.ledger, race)
+    sync_pair(behind, full)
+    assert behind.ledger.is_void(w.community, race.void.ref)
+    assert final_state(behind.ledger, race) == final_state(full.ledger, race)
+    assert dict(behind.ledger.balances(w.community)) == race.expected()

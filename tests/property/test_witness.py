@@ -1143,6 +1143,14 @@ class FinalitySim:
         ledger = self.nodes.setdefault(payee.public, self._ledger())
         for e in [*self.chain(transfer), transfer]:
             ledger.ingest_entry(e, self.now)
+        # Beside the transfer's certificate, the payee's sync brings the own
+        # certificates of the entries below it (docs/witness.md §6.2): its
+        # final tip passes a raceable one only with it (§6.1).
+        for e in self.chain(transfer):
+            for held in (self.certs, self.void_certs):
+                own = held.get((self.community, e.author, e.seq))
+                if own is not None and own.id == e.id:
+                    ledger.ingest_certificate(own.encode(), self.now)
         if self.spec.void:  # a payee paying: the accepts on its chain need theirs
             for e in self.chain(transfer):
                 named = certificate_needed(e)

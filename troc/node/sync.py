@@ -55,7 +55,7 @@ from troc.protocol.sync import (
     certificate_for,
     decode_message,
     encode_message,
-    void_certificates_between,
+    race_certificates_between,
 )
 
 __all__ = ["SyncProgress", "Syncer"]
@@ -138,10 +138,10 @@ class _StoreView:
     def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
         return self.local.ingest_certificates(datas)
 
-    def void_certificates(
+    def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:
-        return void_certificates_between(self.local.ledger, community, author, low, high)
+        return race_certificates_between(self.local.ledger, community, author, low, high)
 
 
 def _sync_version(stream: Any) -> int:

@@ -79,7 +79,7 @@ from troc.protocol.entry import (
 )
 from troc.protocol.verdicts import CertificateOutcome, Outcome, Reason, Status
 from troc.protocol.vote import decode_any_certificate, is_void_certificate
-from troc.protocol.witness import WitnessRules
+from troc.protocol.witness import LedgerView, WitnessRules, raceable
 
 __all__ = [
     "FUTURE_TOLERANCE_MS",
@@ -175,6 +175,9 @@ class Ledger:
         # call: what waits for their entries to be final may never be.
         self._certified: set[tuple[CommunityId, MemberId]] = set()
         self._witness_rules: dict[CommunityId, WitnessRules] = {}
+        # What :func:`raceable` reads: only held entries. Its clock only
+        # words a witness's refusal (a lapse too early), never the verdict.
+        self._races = LedgerView(self, lambda: 0)
 
     # -- reading ----------------------------------------------------------
 
@@ -256,8 +259,9 @@ class Ledger:
 
         A valid certificate is stored whether or not its entry is held (the
         final tip moves when the entry arrives); if the entry is held and
-        lies above its author's final tip, the tip moves there and what
-        waited for the entries that became final is stored.
+        lies above its author's final tip, the tip moves there (or part way:
+        :meth:`_passable`; on, if it was the certificate the tip waited
+        for) and what waited for the entries that became final is stored.
         """
         try:
             # A void certificate (docs/witness.md §3.6) is kept in the same
@@ -299,6 +303,11 @@ class Ledger:
             # credit leaves the final balance.
             self._void_below_tip(c, a, self._void_credit(c, cert.ref))
         moved = stored is not None and self._advance_final(c, a, stored)
+        head = self.backend.head(c, a)
+        if moved and head is not None and (head.final_seq, head.final_id) == (seq, eid):
+            # A raceable entry's own certificate may be what held the tip
+            # below later certified entries: go on up to them.
+            self._advance_above(c, a, head)
         released, dropped = self._release([], now_ms)
         return CertificateOutcome(
             Status.ACCEPTED,
@@ -339,6 +348,14 @@ class Ledger:
         with no effect (docs/witness.md §3.6)."""
         held = self.certificate_of(community, ref)
         return held is not None and is_void_certificate(held)
+
+    def is_raceable(self, community: CommunityId, ref: Ref) -> bool:
+        """True if the held entry ``ref`` may lose a race
+        (:func:`troc.protocol.witness.raceable`): its log's final tip passes
+        it only once its own certificate, normal or void, is held
+        (docs/witness.md §6.1)."""
+        stored = self.backend.entry(community, ref.author, ref.seq, ref.id)
+        return stored is not None and raceable(stored.entry, self._races, community)
 
     def _void_credit(self, c: CommunityId, ref: Ref) -> int:
         """What the entry ``ref`` credited its author if it is void (a void
@@ -439,9 +456,10 @@ class Ledger:
                 return released, dropped
 
     def _advance_final(self, c: CommunityId, author: MemberId, stored: Stored) -> bool:
-        """Move ``author``'s final tip up to the certified ``stored`` entry.
+        """Move ``author``'s final tip up to the certified ``stored`` entry,
+        or only part way (:meth:`_passable`).
 
-        Every entry between the old tip and it (its chain) becomes final;
+        Every entry between the old tip and the new one becomes final;
         their keys go to ``_finalised``. A chain that does not pass through
         the old tip means two certified branches: more than f witnesses
         lied; the tip stays (docs/witness.md §8).
@@ -452,16 +470,14 @@ class Ledger:
         assert head.final_seq is not None
         if entry.seq <= head.final_seq:
             return False
-        keys: list[WaitKey] = []
-        chain: list[tuple[int, EntryId]] = []
+        chain: list[Stored] = []
         seq, eid = entry.seq, entry.id
         while seq > head.final_seq:
-            keys.append(final_key(c, author, seq, eid))
-            chain.append((seq, eid))
+            s = stored if seq == entry.seq else self.backend.entry(c, author, seq, eid)
+            assert s is not None
+            chain.append(s)
             if seq == 1:
                 break
-            s = self.backend.entry(c, author, seq, eid)
-            assert s is not None
             assert s.entry.prev is not None
             seq, eid = seq - 1, s.entry.prev
         if head.final_seq and eid != head.final_id:
@@ -470,6 +486,12 @@ class Ledger:
             if mine is not None and low is not None:
                 self.backend.put_witness_fault(c, author, head.final_seq, low[1], mine[1])
             return False
+        chain.reverse()
+        passable = self._passable(c, author, head.final_seq, chain)
+        if not passable:
+            return False
+        stored, entry = passable[-1], passable[-1].entry
+        keys = [final_key(c, author, s.entry.seq, s.entry.id) for s in passable]
         # The final balance is the nominal one less what void entries on the
         # final chain credited (docs/witness.md §3.6): those below the old
         # tip, as counted before, and those the tip moves through.
@@ -478,7 +500,7 @@ class Ledger:
             tip = self.backend.entry(c, author, head.final_seq, head.final_id)
             assert tip is not None
             old = tip.balance - head.final_balance
-        void = sum(self._void_credit(c, Ref(author, s, i)) for s, i in chain)
+        void = sum(self._void_credit(c, s.entry.ref) for s in passable)
         self.backend.put_head(
             c,
             author,
@@ -489,12 +511,45 @@ class Ledger:
                 final_balance=stored.balance - old - void,
             ),
         )
-        chain.reverse()
-        self.backend.put_final(c, author, chain)
-        keys.reverse()
+        self.backend.put_final(c, author, [(s.entry.seq, s.entry.id) for s in passable])
         self._finalised += keys
         self._certified.add((c, author))
         return True
+
+    def _passable(
+        self, c: CommunityId, author: MemberId, final_seq: int, chain: list[Stored]
+    ) -> list[Stored]:
+        """The part of ``chain`` (the entries above the final tip up to a
+        certified one, ascending) the tip may move through: all of it, unless
+        a raceable entry on it (:func:`troc.protocol.witness.raceable`) lacks
+        its own certificate, normal or void; then up to the highest certified
+        entry below the first such (none: the tip stays). A tip never passes
+        an entry whose kind (void or not) it does not know (docs/witness.md
+        §6.1)."""
+        for n, s in enumerate(chain):
+            if self.certificate_of(c, s.entry.ref) is None and raceable(
+                s.entry, self._races, c
+            ):
+                break
+        else:
+            return chain
+        ids = {s.entry.seq: s.entry.id for s in chain[:n]}
+        held = self.backend.certified_between(c, author, final_seq, chain[n].entry.seq)
+        top = max((seq for seq, eid in held if ids.get(seq) == eid), default=final_seq)
+        return chain[: top - final_seq]
+
+    def _advance_above(self, c: CommunityId, author: MemberId, head: Head) -> None:
+        """Move ``author``'s final tip towards the highest held certified
+        entry above it (the tip stopped below it for want of a raceable
+        entry's own certificate, now held)."""
+        assert head.final_seq is not None
+        for seq, eid in reversed(
+            self.backend.certified_between(c, author, head.final_seq, head.seq + 1)
+        ):
+            above = self.backend.entry(c, author, seq, eid)
+            if above is not None:
+                self._advance_final(c, author, above)
+                return
 
     def _never_final(self, c: CommunityId, ref: Ref) -> bool:
         """True if the held entry ``ref`` can never become final, whatever

@@ -114,7 +114,7 @@ from troc.protocol.sync_view import (
     digest,
     sync_state,
     view_digest,
-    void_certificates_between,
+    race_certificates_between,
 )
 from troc.protocol.sync_wire import (
     _FINAL_ITEM,
@@ -170,7 +170,7 @@ __all__ = [
     "encode_message",
     "sync_state",
     "view_digest",
-    "void_certificates_between",
+    "race_certificates_between",
 ]
 
 #: Reasons that show the *sender* is faulty: an honest node never stores such an entry.
@@ -499,16 +499,18 @@ class SyncSession:
 
     def _send_certificates(self, finals: Finals) -> Iterator[dict[str, Any]]:
         """The final-tip certificate of every author whose final seq is above
-        the peer's, and the void certificates between the two (docs/witness.md
-        §3.6), in ``certs`` frames (bounded in count and bytes)."""
+        the peer's, and below it those of the raceable and void entries
+        above the peer's final seq (docs/witness.md §3.6, §6.2: the peer's
+        tip passes a raceable entry only with its own certificate), in
+        ``certs`` frames (bounded in count and bytes)."""
         batch: list[bytes] = []
         size = 0
         for author, (seq, tip) in sorted(finals.items()):
             theirs = self._peer_finals.get(author, 0)
             if seq <= theirs:
                 continue
-            voids = self.view.void_certificates(self.community, author, theirs, seq)
-            for data in [*voids, tip]:
+            races = self.view.race_certificates(self.community, author, theirs, seq)
+            for data in [*races, tip]:
                 if batch and (len(batch) >= MAX_CERTS or size + len(data) > self.batch_bytes):
                     yield self._certs(batch)
                     batch, size = [], 0

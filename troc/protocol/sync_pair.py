@@ -36,7 +36,7 @@ from troc.protocol.sync import (
     decode_message,
     encode_message,
     view_digest,
-    void_certificates_between,
+    race_certificates_between,
 )
 
 __all__ = ["MemoryView", "PairResult", "SimulationError", "sync_pair"]
@@ -118,10 +118,10 @@ class MemoryView:
     def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
         return [self.ledger.ingest_certificate(d, self.clock()) for d in datas]
 
-    def void_certificates(
+    def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:
-        return void_certificates_between(self.ledger, community, author, low, high)
+        return race_certificates_between(self.ledger, community, author, low, high)
 
     # -- helpers -----------------------------------------------------------
 

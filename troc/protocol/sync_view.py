@@ -55,26 +55,31 @@ class SyncView(Protocol):
         """Offer certificates (canonical bytes) to the ledger, in order."""
         ...
 
-    def void_certificates(
+    def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:
-        """The void certificates on ``author``'s final chain at ``low < seq
-        <= high``: see :func:`void_certificates_between`."""
+        """The certificates of the raceable and void entries on ``author``'s
+        final chain at ``low < seq < high``: see
+        :func:`race_certificates_between`."""
         ...
 
 
-def void_certificates_between(
+def race_certificates_between(
     ledger: Ledger, community: CommunityId, author: MemberId, low: int, high: int
 ) -> list[bytes]:
-    """The void certificates (docs/witness.md §3.6) held for entries of
-    ``author``'s final chain at ``low < seq <= high``: a peer whose final
-    seq is ``low`` needs them beside the tip's certificate, or it would
-    count those entries' credit (a tip's certificate does not say which
-    entries below it are void). Few: one per lost race; one range read."""
+    """The own certificates, normal or void (docs/witness.md §3.6), held
+    for the raceable entries (:meth:`Ledger.is_raceable`) and void ones of
+    ``author``'s final chain at ``low < seq < high``: a peer whose final seq
+    is ``low`` needs them beside the certificate of the tip at ``high``, or
+    its tip could not pass those entries (a tip's certificate does not say
+    which entries below it are void; §6.1). Few: one per race; one range
+    read."""
     out = []
-    for seq, eid in ledger.backend.certified_between(community, author, low, high + 1):
+    for seq, eid in ledger.backend.certified_between(community, author, low, high):
         ref = Ref(author, seq, eid)
-        if ledger.is_void(community, ref) and ledger.is_final(community, ref):
+        if not ledger.is_final(community, ref):
+            continue
+        if ledger.is_void(community, ref) or ledger.is_raceable(community, ref):
             data = ledger.certificate_of(community, ref)
             if data is not None:
                 out.append(data)
