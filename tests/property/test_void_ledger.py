@@ -133,10 +133,12 @@ def test_the_tip_waits_for_the_void_certificate(winner: str) -> None:
     assert not ledger.is_final(c, race.void.ref)
     assert not ledger.is_final(c, after.ref)
     head = ledger.head(c, race.void.author)
-    assert head is not None and (head.final_seq, head.final_id) == (below.seq, below.id)
+    assert head is not None
+    assert (head.final_seq, head.final_id) == (below.seq, below.id)
     assert dict(ledger.balances(c)) == race.expected(void=False)
     outcome = deliver(ledger, "cert", void_certify(race.void), race.w.now)
-    assert outcome.status is Status.ACCEPTED and outcome.final
+    assert outcome.status is Status.ACCEPTED
+    assert outcome.final
     assert ledger.is_void(c, race.void.ref)
     assert ledger.is_final(c, after.ref)
     assert dict(ledger.balances(c)) == race.expected()

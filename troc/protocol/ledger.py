@@ -526,12 +526,16 @@ class Ledger:
         entry below the first such (none: the tip stays). A tip never passes
         an entry whose kind (void or not) it does not know (docs/witness.md
         §6.1)."""
-        for n, s in enumerate(chain):
-            if self.certificate_of(c, s.entry.ref) is None and raceable(
-                s.entry, self._races, c
-            ):
-                break
-        else:
+        # raceable first: for most kinds two isinstance checks, no read.
+        n = next(
+            (
+                n
+                for n, s in enumerate(chain)
+                if raceable(s.entry, self._races, c) and self.certificate_of(c, s.entry.ref) is None
+            ),
+            None,
+        )
+        if n is None:
             return chain
         ids = {s.entry.seq: s.entry.id for s in chain[:n]}
         held = self.backend.certified_between(c, author, final_seq, chain[n].entry.seq)

@@ -112,9 +112,9 @@ from troc.protocol.sync_view import (
     _tips,
     certificate_for,
     digest,
+    race_certificates_between,
     sync_state,
     view_digest,
-    race_certificates_between,
 )
 from troc.protocol.sync_wire import (
     _FINAL_ITEM,
@@ -168,9 +168,9 @@ __all__ = [
     "decode_message",
     "digest",
     "encode_message",
+    "race_certificates_between",
     "sync_state",
     "view_digest",
-    "race_certificates_between",
 ]
 
 #: Reasons that show the *sender* is faulty: an honest node never stores such an entry.

@@ -35,8 +35,8 @@ from troc.protocol.sync import (
     certificate_for,
     decode_message,
     encode_message,
-    view_digest,
     race_certificates_between,
+    view_digest,
 )
 
 __all__ = ["MemoryView", "PairResult", "SimulationError", "sync_pair"]
