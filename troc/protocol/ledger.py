@@ -300,14 +300,18 @@ class Ledger:
         stored = self.backend.entry(c, a, seq, eid)
         if cert.void and self.is_final(c, cert.ref):
             # Final already by a later certificate: now known void, its
-            # credit leaves the final balance.
+            # credit leaves the final balance. (Only an entry that is not
+            # raceable, which only more than f liars certify void: the tip
+            # passes a raceable one only with its own certificate.)
             self._void_below_tip(c, a, self._void_credit(c, cert.ref))
         moved = stored is not None and self._advance_final(c, a, stored)
-        head = self.backend.head(c, a)
-        if moved and head is not None and (head.final_seq, head.final_id) == (seq, eid):
-            # A raceable entry's own certificate may be what held the tip
-            # below later certified entries: go on up to them.
-            self._advance_above(c, a, head)
+        if stored is not None and moved and raceable(stored.entry, self._races, c):
+            # A raceable entry's own certificate (only that) may be what
+            # held the tip below later certified entries: go on up to them.
+            head = self.backend.head(c, a)
+            assert head is not None
+            if (head.final_seq, head.final_id) == (seq, eid):
+                self._advance_above(c, a, head)
         released, dropped = self._release([], now_ms)
         return CertificateOutcome(
             Status.ACCEPTED,
