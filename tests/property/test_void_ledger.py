@@ -228,3 +228,29 @@ def test_sync_brings_the_race_certificates_below_a_tip(winner: str, missed: str)
     assert behind.ledger.is_void(w.community, race.void.ref)
     assert final_state(behind.ledger, race) == final_state(full.ledger, race)
     assert dict(behind.ledger.balances(w.community)) == race.expected()
+
+
+@pytest.mark.parametrize("winner", ["take_back", "accept"])
+def test_a_waiting_tip_asks_for_the_certificate(winner: str) -> None:
+    """A node whose tip waits below the void entry (it missed the void
+    certificate) asks for that certificate in a sync (``want`` with ``k``)
+    and gets it from a peer that holds it without its entry (so it is not
+    final there, and the peer's tips would not bring it): one session."""
+    from troc.protocol.sync_pair import MemoryView, sync_pair
+
+    race = Race(winner)
+    w = race.w
+
+    def view(items: list[tuple[str, bytes]]) -> MemoryView:
+        ledger = Ledger(MemoryBackend())
+        for kind, blob in items:
+            deliver(ledger, kind, blob, w.now)
+        return MemoryView(ledger, w.community, lambda: w.now)
+
+    waiting = view(race.items(own=False, void=False))
+    assert waiting.ledger.tips_waiting(w.community) == [race.void.ref]
+    holder = view([race.items()[0], ("cert", void_certify(race.void))])
+    sync_pair(waiting, holder)
+    assert waiting.ledger.tips_waiting(w.community) == []
+    assert final_state(waiting.ledger, race) == final_state(view(race.items()).ledger, race)
+    assert dict(waiting.ledger.balances(w.community)) == race.expected()

@@ -138,6 +138,9 @@ class _StoreView:
     def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
         return self.local.ingest_certificates(datas)
 
+    def tips_waiting(self, community: CommunityId) -> list[Ref]:
+        return self.local.ledger.tips_waiting(community)
+
     def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:

@@ -178,6 +178,10 @@ class Ledger:
         # What :func:`raceable` reads: only held entries. Its clock only
         # words a witness's refusal (a lapse too early), never the verdict.
         self._races = LedgerView(self, lambda: 0)
+        # Per log, the raceable entry whose own certificate its final tip
+        # waits for (_passable): a hint for sync to ask for it, kept since
+        # this Ledger was made (never state: a verdict never reads it).
+        self._tips_waiting: dict[tuple[CommunityId, MemberId], Ref] = {}
 
     # -- reading ----------------------------------------------------------
 
@@ -361,6 +365,12 @@ class Ledger:
         stored = self.backend.entry(community, ref.author, ref.seq, ref.id)
         return stored is not None and raceable(stored.entry, self._races, community)
 
+    def tips_waiting(self, community: CommunityId) -> list[Ref]:
+        """The raceable entries whose own certificate (normal or void) a
+        final tip of ``community`` waits for (docs/witness.md §6.1), as seen
+        since this ledger was made: what a sync asks its peer for."""
+        return [r for (c, _a), r in sorted(self._tips_waiting.items()) if c == community]
+
     def _void_credit(self, c: CommunityId, ref: Ref) -> int:
         """What the entry ``ref`` credited its author if it is void (a void
         accept or take-back: its transfer's amount), else 0."""
@@ -516,6 +526,9 @@ class Ledger:
             ),
         )
         self.backend.put_final(c, author, [(s.entry.seq, s.entry.id) for s in passable])
+        waited = self._tips_waiting.get((c, author))
+        if waited is not None and waited.seq <= entry.seq:
+            del self._tips_waiting[(c, author)]
         self._finalised += keys
         self._certified.add((c, author))
         return True
@@ -541,6 +554,7 @@ class Ledger:
         )
         if n is None:
             return chain
+        self._tips_waiting[(c, author)] = chain[n].entry.ref
         ids = {s.entry.seq: s.entry.id for s in chain[:n]}
         held = self.backend.certified_between(c, author, final_seq, chain[n].entry.seq)
         top = max((seq for seq, eid in held if ids.get(seq) == eid), default=final_seq)

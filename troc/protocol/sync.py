@@ -713,8 +713,10 @@ class SyncSession:
         """Ask for the certificates that entries still parked here wait for
         (an accept for its transfer's, a reclaim for its decline's): the
         final tips' certificates were not enough, as when a log's tip is
-        itself held up by what waits."""
+        itself held up by what waits; and those of the raceable entries a
+        final tip here waits for (docs/witness.md §6.1, §6.2)."""
         refs = [r for waits in self._final_waits.values() for r in waits]
+        refs += self.view.tips_waiting(self.community)
         wanted = [r for r in dict.fromkeys(refs) if r not in self._asked_certs][:MAX_WANTS]
         if wanted and self._want_rounds < MAX_WANT_ROUNDS and not self._sent_fin:
             self._want_rounds += 1

@@ -118,6 +118,9 @@ class MemoryView:
     def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
         return [self.ledger.ingest_certificate(d, self.clock()) for d in datas]
 
+    def tips_waiting(self, community: CommunityId) -> list[Ref]:
+        return self.ledger.tips_waiting(community)
+
     def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:

@@ -55,6 +55,11 @@ class SyncView(Protocol):
         """Offer certificates (canonical bytes) to the ledger, in order."""
         ...
 
+    def tips_waiting(self, community: CommunityId) -> list[Ref]:
+        """The raceable entries whose own certificate a final tip here
+        waits for: :meth:`Ledger.tips_waiting`."""
+        ...
+
     def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:
