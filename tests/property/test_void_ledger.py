@@ -11,6 +11,7 @@ certificate is less final, never wrong."""
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from troc.node.store import Store
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Entry
 from troc.protocol.ledger import Ledger, Status
+from troc.protocol.sync_pair import MemoryView
 from troc.protocol.witness import VoidCertificate, VoidVote
 
 A, B = key(1), key(2)
@@ -90,6 +92,14 @@ def deliver(ledger: Ledger, kind: str, data: bytes, now: int) -> Any:
     if kind == "cert":
         return ledger.ingest_certificate(data, now)
     return ledger.ingest(data, now)
+
+
+def memory_view(race: Race, items: list[tuple[str, bytes]]) -> MemoryView:
+    """A sync view over a fresh in-memory ledger given ``items``."""
+    ledger = Ledger(MemoryBackend())
+    for kind, blob in items:
+        deliver(ledger, kind, blob, race.w.now)
+    return MemoryView(ledger, race.w.community, lambda: race.w.now)
 
 
 def final_state(ledger: Ledger, race: Race) -> Any:
@@ -207,17 +217,11 @@ def test_sync_brings_the_race_certificates_below_a_tip(winner: str, missed: str)
     entries below the final tips with the tips' certificates
     (docs/witness.md §6.2): the two nodes end with the same final tips and
     balances, the void entry's effect counted by neither."""
-    from troc.protocol.sync_pair import MemoryView, sync_pair
+    from troc.protocol.sync_pair import sync_pair
 
     race = Race(winner)
     w = race.w
-
-    def view(items: list[tuple[str, bytes]]) -> MemoryView:
-        ledger = Ledger(MemoryBackend())
-        for kind, blob in items:
-            deliver(ledger, kind, blob, w.now)
-        return MemoryView(ledger, w.community, lambda: w.now)
-
+    view = partial(memory_view, race)
     full = view(race.items(own=False))
     if missed == "nothing":
         behind = view(race.items()[:1])
@@ -236,17 +240,11 @@ def test_a_waiting_tip_asks_for_the_certificate(winner: str) -> None:
     certificate) asks for that certificate in a sync (``want`` with ``k``)
     and gets it from a peer that holds it without its entry (so it is not
     final there, and the peer's tips would not bring it): one session."""
-    from troc.protocol.sync_pair import MemoryView, sync_pair
+    from troc.protocol.sync_pair import sync_pair
 
     race = Race(winner)
     w = race.w
-
-    def view(items: list[tuple[str, bytes]]) -> MemoryView:
-        ledger = Ledger(MemoryBackend())
-        for kind, blob in items:
-            deliver(ledger, kind, blob, w.now)
-        return MemoryView(ledger, w.community, lambda: w.now)
-
+    view = partial(memory_view, race)
     waiting = view(race.items(own=False, void=False))
     assert waiting.ledger.tips_waiting(w.community) == [race.void.ref]
     holder = view([race.items()[0], ("cert", void_certify(race.void))])
