@@ -1135,9 +1135,12 @@ class FinalitySim:
 
         return deadline_of(entry, lambda ref: self.store.get(ref.id), expiry)
 
-    def accept(self, transfer: Entry, cert: Certificate) -> None:
+    def accept(self, transfer: Entry, cert: Certificate, tries: int = 0) -> None:
         """An honest payee takes a payment that has become final (by ``cert``:
-        past the bound, the other branch's may be the first seen there)."""
+        past the bound, the other branch's may be the first seen there).
+        If its payer's final tip still waits for the own certificate of a
+        raceable entry below (a void certificate being gathered, docs/witness.md
+        §6.1), the payee's node waits for it too: it tries again a little later."""
         assert isinstance(transfer.body, Transfer)
         payee = next(k for k in self.payees if k.public == transfer.body.to)
         ledger = self.nodes.setdefault(payee.public, self._ledger())
@@ -1157,9 +1160,16 @@ class FinalitySim:
                 if named is not None and named.id in self.store:
                     for d in [*self.chain(self.store[named.id]), self.store[named.id]]:
                         ledger.ingest_entry(d, self.now)
-            for held in self.certs.values():
+            # Every certificate, void ones too: the tips of the logs those
+            # chains name pass a raceable entry only with its own (§6.1),
+            # as sync brings them.
+            for held in (*self.certs.values(), *self.void_certs.values()):
                 ledger.ingest_certificate(held.encode(), self.now)
         assert ledger.ingest_certificate(cert.encode(), self.now).ok
+        if not ledger.is_final(self.community, transfer.ref) and tries < 400:
+            assert ledger.tip_waits_for(self.community, transfer.author) is not None
+            self.at(self.now + self.spec.retry_ms, partial(self.accept, transfer, cert, tries + 1))
+            return
         entry = self.sign(payee, Accept(transfer=transfer.ref))
         assert entry is not None, "an honest payee could not accept a final payment"
         self.start(entry, honest=True, race=transfer.id if self.spec.expiry_ms else None)
@@ -1254,10 +1264,19 @@ class FinalitySim:
         needs += [certificate_needed(e) for e in [*deps, entry]]
         if task.void:  # the rival that won, and its certificate (§3.6)
             needs += [r.ref for r in self.rivals(entry) if r.ref.id in self.certified_ids()]
+        below: list[Ref | None] = []
         for ref in needs:
             if ref is not None and ref.id in self.store:
                 target = self.store[ref.id]
                 deps = [*self.chain(target), target, *deps]
+                # The target's log is final past its raceable entries only
+                # with their own certificates (§6.1): the Certifier sends
+                # those a wait names; here they go along at once, first, so
+                # that the request's bounds keep the entry's own need.
+                below += [
+                    e.ref for e in self.chain(target) if isinstance(e.body, Accept | TakeBack)
+                ]
+        needs = [*below, *needs]
         certs = [
             held[(self.community, r.author, r.seq)].encode()
             for r in needs

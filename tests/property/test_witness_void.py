@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.property.test_witness import FinalitySim, SimSpec, _replay
@@ -33,6 +33,29 @@ BUSY = SimSpec(
     max_examples=max(EXAMPLES // 8, 4), deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(seed=st.integers(0, 2**32 - 1), spec=void_specs)
+# A witness that recorded and marked an entry void, and crashed before its
+# answer, signs the same void vote again at once (it waited forever for a
+# certificate it no longer needed); and a payee whose payer's tip waits for
+# that void certificate accepts once it comes (docs/witness.md §6.1).
+@example(
+    seed=28025,
+    spec=SimSpec(
+        payments=5, loss=0.0, dup=0.0, put_crash=0.1, expiry_ms=50, take_backs=1.0, void=True
+    ),
+)
+@example(
+    seed=0,
+    spec=SimSpec(
+        loss=0.0,
+        dup=0.0,
+        max_delay_ms=5,
+        payments=5,
+        fork="none",
+        expiry_ms=50,
+        take_backs=0.5,
+        void=True,
+    ),
+)
 def test_a_lost_race_stops_no_log(seed: int, spec: SimSpec) -> None:
     result = FinalitySim(seed, spec).run()
     assert not result.violations, f"{result.violations}; {_replay(seed, spec)}"

@@ -371,6 +371,12 @@ class Ledger:
         since this ledger was made: what a sync asks its peer for."""
         return [r for (c, _a), r in sorted(self._tips_waiting.items()) if c == community]
 
+    def tip_waits_for(self, community: CommunityId, author: MemberId) -> Ref | None:
+        """The raceable entry whose own certificate ``author``'s final tip
+        waits for, if any (seen since this ledger was made; docs/witness.md
+        §6.1)."""
+        return self._tips_waiting.get((community, author))
+
     def _void_credit(self, c: CommunityId, ref: Ref) -> int:
         """What the entry ``ref`` credited its author if it is void (a void
         accept or take-back: its transfer's amount), else 0."""

@@ -281,6 +281,12 @@ class WitnessView(Protocol):
         an entry above it on its chain, is held)."""
         ...
 
+    def tip_waits_for(self, community: CommunityId, author: MemberId) -> Ref | None:
+        """The raceable entry whose own certificate ``author``'s final tip
+        waits for here (§6.1), if any: what a wait must name besides the
+        entry it needs final."""
+        ...
+
     def own_certificate(self, community: CommunityId, ref: Ref) -> bool:
         """True if a verified (normal) certificate of exactly ``ref`` is held:
         for an accept or take-back, the proof that it won its race (§3.6)."""
@@ -438,6 +444,12 @@ class WitnessState:
             return Refused(NOT_RACEABLE, "only an accept or a take-back can be void")
         if self.view.own_certificate(c, entry.ref):
             return Refused(CERTIFIED, f"{entry.ref} is certified: it won its race")
+        locked = self.votes.get(c, entry.author, entry.seq) == entry.id
+        if locked and self.votes.voids(c, entry.author).get(entry.seq) == entry.id:
+            # Recorded and marked void here once its checks passed (the
+            # answer may have been lost: a crash after the record): the same
+            # void vote again, as decide signs a recorded vote again.
+            return Voted(self._sign(entry.ref, void=True))
         need = self._needs_certificate(entry)
         if need is not None:
             return need
@@ -629,10 +641,16 @@ class WitnessState:
         return self.view.answers(c, transfer.body.to, Kind.ACCEPT, ref.id)
 
     def _needs_certificate(self, entry: Entry) -> Waiting | None:
+        c = self.rules.community
         ref = certificate_needed(entry)
-        if ref is not None and not self.view.certified(self.rules.community, ref):
+        if ref is None or self.view.certified(c, ref):
+            return None
+        # Its log's tip may wait for a raceable entry's own certificate
+        # below it (§6.1): name that too, or the requester would resend ref's.
+        blocking = self.view.tip_waits_for(c, ref.author)
+        if blocking is None or blocking == ref or blocking.seq > ref.seq:
             return Waiting(certificates=(ref,))
-        return None
+        return Waiting(certificates=(ref, blocking))
 
     def _admissible(self, entry: Entry) -> Refused | Waiting | None:
         need = self._needs_certificate(entry)
@@ -766,6 +784,9 @@ class LedgerView:
 
     def certified(self, community: CommunityId, ref: Ref) -> bool:
         return self.ledger.is_final(community, ref)
+
+    def tip_waits_for(self, community: CommunityId, author: MemberId) -> Ref | None:
+        return self.ledger.tip_waits_for(community, author)
 
     def offer(self, community: CommunityId, wire: bytes) -> None:
         # Requests carry entries the witness mostly holds already: skip those
