@@ -50,14 +50,18 @@ class CampaignRace:
         self.entries = [*joins, camp, pb, pc, self.lapse, self.close, self.after_a, self.after_b]
 
     def items(self, own: bool = True) -> list[tuple[str, bytes]]:
-        """The genesis, every entry, and certificates: each entry's own
-        (``own``), the void one's void certificate, else only the tips'."""
+        """The genesis, every entry, and certificates: the void one's void
+        certificate, the winner's own, and of the others each one's own
+        (``own``), else only the tips'. Honest witnesses lock nothing above
+        a lapse or a close without its own certificate (§3.6), so every
+        certified chain carries both."""
+        won = self.close if self.void is self.lapse else self.lapse
         out: list[tuple[str, bytes]] = [("genesis", self.w.genesis.wire)]
         for e in self.entries:
             out.append(("entry", e.wire))
             if e is self.void:
                 out.append(("cert", void_certify(e)))
-            elif own or e in self.tips:
+            elif own or e in self.tips or e is won:
                 out.append(("cert", certify(e)))
         return out
 

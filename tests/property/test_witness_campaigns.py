@@ -48,6 +48,7 @@ from troc.protocol.witness import (
     LedgerView,
     Refused,
     WitnessState,
+    certificate_needed,
     decode_request,
     encode_request,
     max_faults,
@@ -260,11 +261,19 @@ class CampaignSim(FinalitySim):
         for e in [*below, entry, *rivals]:
             if isinstance(e.body, CampaignClose):
                 wanted += e.body.pledges
+        # What an accept needs final: its transfer, whose chain may pass a
+        # lapse or a close (the tip passes one only with its own certificate).
+        for e in [*below, entry]:
+            need = certificate_needed(e)
+            if need is not None and need.id in self.store:
+                chain = self.chain(self.store[need.id])
+                wanted += [d.ref for d in chain if isinstance(d.body, CampaignClose | Withdraw)]
         deps = [d.wire for r in wanted for d in [*self.chain(self.store[r.id]), self.store[r.id]]]
         certs = [
-            self.certs[(self.community, r.author, r.seq)].encode()
+            held[(self.community, r.author, r.seq)].encode()
             for r in wanted
-            if (self.community, r.author, r.seq) in self.certs
+            for held in (self.certs, self.void_certs)
+            if (self.community, r.author, r.seq) in held
         ]
         return encode_request(
             replace(
