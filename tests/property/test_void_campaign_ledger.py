@@ -8,16 +8,18 @@ the SQLite store alike, every node ends with the same final balances."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import certify, key, witnessed_world
-from tests.property.test_void_ledger import deliver, final_state, void_certify
-from troc.node.store import Store
+from tests.property.test_void_ledger import (
+    check_void_and_on,
+    deliver,
+    final_state,
+    on_both_backends,
+    void_certify,
+)
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Campaign, CampaignClose, Pledge, Withdraw
 from troc.protocol.ledger import Ledger
@@ -79,14 +81,10 @@ def test_the_void_lapse_or_close_is_final_and_moves_nothing(winner: str) -> None
     ledger = Ledger(MemoryBackend())
     for kind, blob in race.items():
         assert deliver(ledger, kind, blob, race.w.now).ok
-    c = race.w.community
     won = race.close if race.void is race.lapse else race.lapse
     after = race.after_b if race.void is race.lapse else race.after_a
-    assert ledger.is_final(c, race.void.ref)  # a position of its log
-    assert ledger.is_void(c, race.void.ref)
-    assert not ledger.is_void(c, won.ref)
-    assert ledger.is_final(c, after.ref)  # its log goes on
-    assert dict(ledger.balances(c)) == race.expected()
+    check_void_and_on(ledger, race.void, won, after)
+    assert dict(ledger.balances(race.w.community)) == race.expected()
 
 
 @settings(max_examples=40, deadline=None)
@@ -98,18 +96,6 @@ def test_arrival_order_does_not_matter(data: st.DataObject) -> None:
     items = race.items(own=data.draw(st.booleans(), label="own certificates"))
     order = [items[0], *data.draw(st.permutations(items[1:]), label="order")]
     order += data.draw(st.lists(st.sampled_from(items), max_size=3), label="again")
-    memory = Ledger(MemoryBackend())
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store.open(Path(tmp) / "s.sqlite")
-        try:
-            on_disk = Ledger(store)
-            for kind, blob in order:
-                a = deliver(memory, kind, blob, race.w.now)
-                with store.transaction():
-                    b = deliver(on_disk, kind, blob, race.w.now)
-                assert (a.status, a.reason) == (b.status, b.reason)
-            c = race.w.community
-            assert dict(memory.balances(c)) == race.expected()
-            assert final_state(on_disk, race) == final_state(memory, race)  # type: ignore[arg-type]
-        finally:
-            store.close()
+    with on_both_backends(order, race.w.now) as (memory, on_disk):
+        assert dict(memory.balances(race.w.community)) == race.expected()
+        assert final_state(on_disk, race) == final_state(memory, race)  # type: ignore[arg-type]
