@@ -11,6 +11,8 @@ certificate is less final, never wrong."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,36 @@ def final_state(ledger: Ledger, race: Race) -> Any:
     return heads, dict(ledger.balances(c))
 
 
+@contextmanager
+def on_both_backends(order: list[tuple[str, bytes]], now: int) -> Iterator[tuple[Ledger, Ledger]]:
+    """``order`` delivered to a memory ledger and a SQLite one (a temporary
+    file), each verdict the same on both; the two ledgers while open."""
+    memory = Ledger(MemoryBackend())
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "s.sqlite")
+        try:
+            on_disk = Ledger(store)
+            for kind, blob in order:
+                a = deliver(memory, kind, blob, now)
+                with store.transaction():
+                    b = deliver(on_disk, kind, blob, now)
+                assert (a.status, a.reason) == (b.status, b.reason)
+            yield memory, on_disk
+        finally:
+            store.close()
+
+
+def check_void_and_on(ledger: Ledger, void: Entry, won: Entry, after: Entry) -> None:
+    """``void`` is final as a position and void, ``won`` is not void, and
+    ``after`` (on top of ``void``) is final: the loser's log goes on."""
+    assert void.community is not None
+    c = void.community
+    assert ledger.is_final(c, void.ref)  # a position of its log
+    assert ledger.is_void(c, void.ref)
+    assert not ledger.is_void(c, won.ref)
+    assert ledger.is_final(c, after.ref)  # its log goes on
+
+
 @pytest.mark.parametrize("winner", ["take_back", "accept"])
 def test_the_void_entry_is_final_and_moves_nothing(winner: str) -> None:
     """A void accept credits nothing; a void take-back takes nothing back.
@@ -117,12 +149,8 @@ def test_the_void_entry_is_final_and_moves_nothing(winner: str) -> None:
     for kind, blob in race.items():
         assert deliver(ledger, kind, blob, race.w.now).ok
     c = race.w.community
-    won = race.k if race.void is race.acc else race.acc
     after = race.after_b if race.void is race.acc else race.after_a
-    assert ledger.is_final(c, race.void.ref)  # a position of its log
-    assert ledger.is_void(c, race.void.ref)
-    assert not ledger.is_void(c, won.ref)
-    assert ledger.is_final(c, after.ref)  # its log goes on
+    check_void_and_on(ledger, race.void, race.won, after)
     assert dict(ledger.balances(c)) == race.expected()
 
 
@@ -186,26 +214,15 @@ def test_arrival_order_does_not_matter(data: st.DataObject) -> None:
     items = race.items(own=data.draw(st.booleans(), label="own certificates"), void=void)
     order = [items[0], *data.draw(st.permutations(items[1:]), label="order")]
     order += data.draw(st.lists(st.sampled_from(items), max_size=3), label="again")
-    memory = Ledger(MemoryBackend())
     reference = Ledger(MemoryBackend())
     for kind, blob in items:
         deliver(reference, kind, blob, race.w.now)
     expected = final_state(reference, race)
     assert expected[1] == race.expected(void)
     assert reference.is_final(race.w.community, race.void.ref) is void
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store.open(Path(tmp) / "s.sqlite")
-        try:
-            on_disk = Ledger(store)
-            for kind, blob in order:
-                a = deliver(memory, kind, blob, race.w.now)
-                with store.transaction():
-                    b = deliver(on_disk, kind, blob, race.w.now)
-                assert (a.status, a.reason) == (b.status, b.reason)
-            assert final_state(memory, race) == expected
-            assert final_state(on_disk, race) == expected
-        finally:
-            store.close()
+    with on_both_backends(order, race.w.now) as (memory, on_disk):
+        assert final_state(memory, race) == expected
+        assert final_state(on_disk, race) == expected
 
 
 @pytest.mark.parametrize("winner", ["take_back", "accept"])

@@ -1675,7 +1675,6 @@ class FinalitySim:
                     balance -= e.body.amount
                     final_transfers[e.id] = e.body.amount
                 elif e.id in voids:  # final as a position, with no effect (§3.6)
-                    assert isinstance(e.body, Accept | TakeBack)
                     if not any(r.id in quorate for r in self.rivals(e)):
                         v.append(f"{e.ref} is void-certified but no rival of it is certified")
                 elif isinstance(e.body, Accept):

@@ -44,9 +44,11 @@ from troc.protocol.entry import (
 from troc.protocol.witness import (
     MAX_CERTIFICATES,
     MAX_DEPS,
+    Certificate,
     LedgerView,
     Refused,
     WitnessState,
+    certificate_needed,
     decode_request,
     encode_request,
     max_faults,
@@ -249,19 +251,29 @@ class CampaignSim(FinalitySim):
         below the entry (locked with it only if certified: rule 1)."""
         data = super().request_bytes(task)
         entry = task.entry
-        if not task.with_deps:
+        if not task.with_deps and not task.void:
             return data
         request = decode_request(data)
         below = self.chain(entry)
         wanted: list[Ref] = [e.ref for e in below if isinstance(e.body, CampaignClose | Withdraw)]
-        for e in [*below, entry]:
+        # A void request carries the winning rival: a close needs its pledges.
+        rivals = self.rivals(entry) if task.void else []
+        for e in [*below, entry, *rivals]:
             if isinstance(e.body, CampaignClose):
                 wanted += e.body.pledges
+        # What an accept needs final: its transfer, whose chain may pass a
+        # lapse or a close (the tip passes one only with its own certificate).
+        for e in [*below, entry]:
+            need = certificate_needed(e)
+            if need is not None and need.id in self.store:
+                chain = self.chain(self.store[need.id])
+                wanted += [d.ref for d in chain if isinstance(d.body, CampaignClose | Withdraw)]
         deps = [d.wire for r in wanted for d in [*self.chain(self.store[r.id]), self.store[r.id]]]
         certs = [
-            self.certs[(self.community, r.author, r.seq)].encode()
+            held[(self.community, r.author, r.seq)].encode()
             for r in wanted
-            if (self.community, r.author, r.seq) in self.certs
+            for held in (self.certs, self.void_certs)
+            if (self.community, r.author, r.seq) in held
         ]
         return encode_request(
             replace(
@@ -272,6 +284,47 @@ class CampaignSim(FinalitySim):
                 ],
             )
         )
+
+    def accept(self, transfer: Entry, cert: Certificate) -> None:
+        """FinalitySim's payee, also given the pledges a close on the payer's
+        chain names (a void close's author pays after it: its node's
+        close needs them final)."""
+        assert isinstance(transfer.body, Transfer)
+        ledger = self.nodes.setdefault(transfer.body.to, self._ledger())
+        for e in self.chain(transfer):
+            if isinstance(e.body, CampaignClose):
+                for r in e.body.pledges:
+                    for d in [*self.chain(self.store[r.id]), self.store[r.id]]:
+                        ledger.ingest_entry(d, self.now)
+        super().accept(transfer, cert)
+
+    def rivals(self, entry: Entry) -> list[Entry]:
+        """The entries that exclude ``entry`` (the model's own reading of
+        docs/witness.md §3.5): for a lapse, the successful closes naming its
+        pledge; for a successful close, the lapses of its pledges."""
+        body = entry.body
+        if isinstance(body, Withdraw):
+            return [
+                e
+                for e in self.store.values()
+                if isinstance(e.body, CampaignClose)
+                and body.pledge in e.body.pledges
+                and self.succeeded(e)
+            ]
+        if isinstance(body, CampaignClose):
+            if not self.succeeded(entry):
+                return []
+            return [
+                e
+                for e in self.store.values()
+                if isinstance(e.body, Withdraw) and e.body.lapse and e.body.pledge in body.pledges
+            ]
+        return super().rivals(entry)
+
+    def succeeded(self, close: Entry) -> bool:
+        assert isinstance(close.body, CampaignClose)
+        amounts = [self.store[r.id].body.amount for r in close.body.pledges]  # type: ignore[union-attr]
+        return sum(amounts) >= GOAL
 
     def byzantine_answers(self, w: SimWitness, data: bytes) -> list[bytes]:
         entry = Entry.decode(decode_request(data).entry)
@@ -308,7 +361,7 @@ class CampaignSim(FinalitySim):
         """Every honest node holding everything shows the same balances, the
         final-chain balances, and the same campaign outcome."""
         v = self.result.violations
-        certs = [c.encode() for c in self.certs.values()]
+        certs = [c.encode() for c in [*self.certs.values(), *self.void_certs.values()]]
         items: list[bytes | Entry] = [*self.store.values(), *certs]
         nodes = [w.view.ledger for w in self.witnesses if not w.byzantine]
         nodes += [self._ledger(), self._ledger()]
@@ -322,8 +375,9 @@ class CampaignSim(FinalitySim):
                 else:
                     ledger.ingest_certificate(item, self.now)
             balances = {m: b for m, b in ledger.balances(self.community) if b}
+            c = self.community
             outcome = sorted(
-                (e.id, ledger.is_final(self.community, e.ref))
+                (e.id, ledger.is_final(c, e.ref), ledger.is_void(c, e.ref))
                 for e in [*self.lapsed, *([self.close] if self.close else [])]
             )
             seen.append((balances, outcome))
@@ -333,7 +387,13 @@ class CampaignSim(FinalitySim):
         # Final as the nodes hold it: certificates the members collected
         # (``final`` above also counts quorums only an adversary could
         # assemble from the votes that were sent, never handed to nodes).
-        held = {e.id for e in self.store.values() if nodes[0].is_final(self.community, e.ref)}
+        # A void entry is final as a position only: it credits nothing (§3.6).
+        held = {
+            e.id
+            for e in self.store.values()
+            if nodes[0].is_final(self.community, e.ref)
+            and not nodes[0].is_void(self.community, e.ref)
+        }
         in_flight = self.in_flight(held)
         if sum(balances.values()) + in_flight != 0:
             v.append(f"final balances plus in flight sum to {sum(balances.values()) + in_flight}")
@@ -437,3 +497,48 @@ def test_without_the_campaign_rule_a_pledge_is_credited_twice() -> None:
         assert found
     finally:
         mp.undo()
+
+
+# -- void votes (docs/witness.md §3.6): the loser of a lapse / close race --------
+
+#: Busy runs with a byzantine witness and skewed clocks, void votes on.
+VOID_BUSY = SimSpec(n=4, byzantine=1, payments=2, fork="none", skew_ms=200, void=True)
+
+
+@settings(
+    max_examples=max(EXAMPLES // 8, 4), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(seed=st.integers(0, 2**32 - 1), params=campaign_specs())
+def test_a_lost_campaign_race_stops_no_log(
+    seed: int, params: tuple[SimSpec, int, float, int]
+) -> None:
+    """With void votes, every honest entry after a lapse or a close that
+    lost its race becomes final (FinalitySim excuses only a split vote)."""
+    spec, deadline, lapses, close_ms = params
+    spec = replace(spec, void=True)
+    sim = CampaignSim(seed, spec, deadline_ms=deadline, lapses=lapses, close_ms=close_ms)
+    result = sim.run()
+    assert not result.violations, (
+        f"{result.violations}; {_campaign_replay(seed, spec, deadline, lapses, close_ms)}"
+    )
+
+
+def test_lost_lapses_and_closes_are_voided_and_their_logs_go_on() -> None:
+    """Fixed runs: lapses lose to the close and a close loses to a lapse;
+    each loser gets a void certificate, and the entry its author signs
+    after it becomes final (without void votes for a lapse or a close,
+    these runs report those entries never final)."""
+    void_lapses = void_closes = 0
+    after = 0
+    for seed in (0, 2, 5):
+        sim = CampaignSim(seed, VOID_BUSY, deadline_ms=1_500, lapses=1.0, close_ms=0)
+        result = sim.run()
+        assert not result.violations, (seed, result.violations)
+        assert result.races_stuck == 0
+        voided = [t.entry for t in sim.tasks if t.voided]
+        void_lapses += sum(isinstance(e.body, Withdraw) for e in voided)
+        void_closes += sum(isinstance(e.body, CampaignClose) for e in voided)
+        after += result.after_void
+    assert void_lapses > 0
+    assert void_closes > 0
+    assert after > 0

@@ -39,14 +39,11 @@ from troc.errors import RemoteProtocolError, TrocError
 from troc.net.p2p import DialError, FrameError, FrameReader, P2PHost, close_stream, write_frame
 from troc.node.local import LocalNode
 from troc.node.opdata import void_sentence
+from troc.protocol.campaign_rules import VOTED_CLOSE, VOTED_LAPSE
 from troc.protocol.entry import (
-    Accept,
     CommunityId,
     Entry,
-    Kind,
     Ref,
-    TakeBack,
-    Transfer,
 )
 from troc.protocol.sync import certificate_for
 from troc.protocol.witness import (
@@ -65,11 +62,13 @@ from troc.protocol.witness import (
     Tally,
     VoteRequest,
     Waiting,
+    can_be_void,
     certificate_needed,
     decode_answer,
     encode_request,
     is_void_certificate,
     raceable,
+    rivals_of,
 )
 from troc.protocol.witness_time import deadline_of
 
@@ -92,9 +91,9 @@ MAX_TRACKED = 10_000
 CHAIN_WINDOW = 32
 
 
-#: Refusals that mean "the rival of this accept or take-back has the votes"
+#: Refusals that mean "the rival of this accept, take-back, lapse or close has the votes"
 #: (docs/witness.md §3.5, §3.6): the entry is to be voided, not given up.
-RACE_LOST = frozenset({VOTED_ACCEPT, VOTED_TAKE_BACK, VOIDED})
+RACE_LOST = frozenset({VOTED_ACCEPT, VOTED_TAKE_BACK, VOTED_CLOSE, VOTED_LAPSE, VOIDED})
 #: How Progress.answers records a witness that could not be asked.
 UNREACHABLE = "unreachable: "
 #: Frame errors only a broken or lying witness causes (troc.net.frames.FrameError);
@@ -391,23 +390,15 @@ class Certifier:
         return raceable(entry, LedgerView(self.local.ledger, self.local.now), entry.community)
 
     def _lost_race(self, progress: Progress) -> bool:
-        """If the rival of ``progress.entry`` is certified here, switch to
-        asking for void votes (a new collector) and return True."""
+        """If a rival of ``progress.entry`` (``rivals_of``: the other side of
+        an accept / take-back or a lapse / close race) is certified here,
+        switch to asking for void votes (a new collector) and return True."""
         entry = progress.entry
-        c, body = entry.community, entry.body
-        if c is None or not isinstance(body, Accept | TakeBack) or progress.rival is not None:
+        c = entry.community
+        if c is None or not can_be_void(entry) or progress.rival is not None:
             return False
         ledger = self.local.ledger
-        named = body.transfer
-        if isinstance(body, Accept):
-            author, kind = named.author, Kind.TAKE_BACK
-        else:
-            transfer = ledger.backend.entry(c, named.author, named.seq, named.id)
-            if transfer is None or not isinstance(transfer.entry.body, Transfer):
-                return False  # pragma: no cover - a stored take-back names a stored transfer
-            author, kind = transfer.entry.body.to, Kind.ACCEPT
-        for row in ledger.backend.refs_by(c, author, kind, named.id):
-            ref = Ref(row.by_author, row.by_seq, row.by_id)
+        for ref in rivals_of(entry, LedgerView(ledger, self.local.now), c) or []:
             cert = ledger.certificate_of(c, ref)
             stored = ledger.backend.entry(c, ref.author, ref.seq, ref.id)
             if cert is not None and stored is not None and not is_void_certificate(cert):

@@ -32,6 +32,7 @@ from troc.node.store import store_error, unusable_file
 from troc.protocol.entry import (
     MAX_AMOUNT,
     Accept,
+    CampaignClose,
     CommunityId,
     Entry,
     Genesis,
@@ -39,6 +40,7 @@ from troc.protocol.entry import (
     Reclaim,
     Ref,
     TakeBack,
+    Withdraw,
 )
 from troc.protocol.statement import name_of
 from troc.protocol.vote import decode_any_certificate
@@ -264,9 +266,21 @@ VOID_ACCEPT = "the payer took it back first; your accept is void"
 VOID_TAKE_BACK = "the payee accepted it first; your take-back is void"
 
 
+VOID_LAPSE = "the campaign's author closed it first, counting your pledge; your lapse is void"
+VOID_CLOSE = "a pledger's lapse came first; your close is void: it credits nothing"
+
+
 def void_sentence(entry: Entry) -> str:
-    """What to tell the member whose ``entry`` (an accept or take-back) is void."""
-    return VOID_ACCEPT if isinstance(entry.body, Accept) else VOID_TAKE_BACK
+    """What to tell the member whose ``entry`` (an accept, take-back, lapse
+    or close) is void."""
+    body = entry.body
+    if isinstance(body, Accept):
+        return VOID_ACCEPT
+    if isinstance(body, CampaignClose):
+        return VOID_CLOSE
+    if isinstance(body, Withdraw):
+        return VOID_LAPSE
+    return VOID_TAKE_BACK
 
 
 def witnesses_time(node: LocalNode, community: CommunityId, ref: Ref) -> int | None:

@@ -79,7 +79,7 @@ from troc.protocol.entry import (
 )
 from troc.protocol.verdicts import CertificateOutcome, Outcome, Reason, Status
 from troc.protocol.vote import decode_any_certificate, is_void_certificate
-from troc.protocol.witness import LedgerView, WitnessRules, raceable
+from troc.protocol.witness import LedgerView, WitnessRules, can_be_void, raceable
 
 __all__ = [
     "FUTURE_TOLERANCE_MS",
@@ -378,18 +378,18 @@ class Ledger:
         return self._tips_waiting.get((community, author))
 
     def _void_credit(self, c: CommunityId, ref: Ref) -> int:
-        """What the entry ``ref`` credited its author if it is void (a void
-        accept or take-back: its transfer's amount), else 0."""
+        """What the entry ``ref`` credited its author if it is void, else 0:
+        its nominal change, for a void accept or take-back its transfer's
+        amount, for a void lapse its pledge's, for a void close the pledges
+        it counted (docs/witness.md §3.6)."""
         if not self.is_void(c, ref):
             return 0
         stored = self.backend.entry(c, ref.author, ref.seq, ref.id)
-        body = None if stored is None else stored.entry.body
-        if not isinstance(body, Accept | TakeBack):
+        if stored is None or not can_be_void(stored.entry) or stored.entry.prev is None:
             return 0  # only more than f liars certify another kind void
-        transfer = self.backend.entry(c, body.transfer.author, body.transfer.seq, body.transfer.id)
-        if transfer is None or not isinstance(transfer.entry.body, Transfer):
-            return 0  # pragma: no cover - a stored accept or take-back names a stored transfer
-        return transfer.entry.body.amount
+        prev = self.backend.entry(c, ref.author, ref.seq - 1, stored.entry.prev)
+        assert prev is not None  # a stored entry's prev is stored
+        return stored.balance - prev.balance
 
     def _void_below_tip(self, c: CommunityId, author: MemberId, amount: int) -> None:
         if amount:

@@ -67,6 +67,7 @@ from troc.protocol.campaign_rules import BEFORE_DEADLINE_HERE, campaign_race
 from troc.protocol.collector import LIES, Collector, Tally
 from troc.protocol.entry import (
     Accept,
+    CampaignClose,
     CommunityId,
     Entry,
     EntryId,
@@ -75,6 +76,7 @@ from troc.protocol.entry import (
     Ref,
     TakeBack,
     Transfer,
+    Withdraw,
     expiry_of,
 )
 from troc.protocol.vote import (
@@ -149,6 +151,7 @@ __all__ = [
     "WitnessRules",
     "WitnessState",
     "WitnessView",
+    "can_be_void",
     "certificate_needed",
     "certified_time",
     "check_quorum",
@@ -164,6 +167,7 @@ __all__ = [
     "min_quorum",
     "quorum_problem",
     "raceable",
+    "rivals_of",
     "vote_message",
 ]
 
@@ -352,6 +356,35 @@ def raceable(entry: Entry, view: WitnessView, community: CommunityId) -> bool:
     return campaign_race(entry, view, community) is not None
 
 
+def can_be_void(entry: Entry) -> bool:
+    """An entry of a kind that may lose a race and be voided (§3.6): an
+    accept, a take-back, a lapse or a close (a failed close has no rival, so
+    no honest witness voids it; it credits nothing either way)."""
+    body = entry.body
+    if isinstance(body, Withdraw):
+        return body.lapse
+    return isinstance(body, Accept | TakeBack | CampaignClose)
+
+
+def rivals_of(entry: Entry, view: WitnessView, community: CommunityId) -> list[Ref] | None:
+    """The stored entries that exclude ``entry`` (§3.5): the take-backs of
+    an accept's transfer, the accepts of a take-back's, the rivals of a
+    lapse or a successful close (``campaign_race``); None if ``entry`` takes
+    part in no race."""
+    body = entry.body
+    if isinstance(body, Accept):
+        ref = body.transfer
+        return view.answers(community, ref.author, Kind.TAKE_BACK, ref.id)
+    if isinstance(body, TakeBack):
+        ref = body.transfer
+        transfer = view.get(community, ref)
+        if transfer is None or not isinstance(transfer.body, Transfer):
+            return []
+        return view.answers(community, transfer.body.to, Kind.ACCEPT, ref.id)
+    race = campaign_race(entry, view, community)
+    return None if race is None else list(race.rivals)
+
+
 def certificate_needed(entry: Entry) -> Ref | None:
     """The entry whose certificate ``entry`` needs in a witnessed community,
     or None: an accept needs its transfer's (a payee takes only final
@@ -429,8 +462,8 @@ class WitnessState:
         return self._timed(entry, self._lock(entry, recorded, void=False))
 
     def decide_void(self, entry: bytes | Entry) -> Answer:
-        """Sign a void vote for ``entry``, an accept or a take-back whose
-        rival (the take-back or accept of the same transfer) holds a
+        """Sign a void vote for ``entry``, an accept, a take-back, a lapse or
+        a successful close one of whose rivals (:func:`rivals_of`) holds a
         certificate here, or say why not (docs/witness.md §3.6). The entry's
         chain is locked as for a vote; the void mark is durable before the
         void vote is signed, and from then on the entry gets no vote."""
@@ -439,9 +472,8 @@ class WitnessState:
             return checked
         entry = checked
         c = self.rules.community
-        body = entry.body
-        if not isinstance(body, Accept | TakeBack):
-            return Refused(NOT_RACEABLE, "only an accept or a take-back can be void")
+        if not can_be_void(entry):
+            return Refused(NOT_RACEABLE, "only an accept, take-back, lapse or close can be void")
         if self.view.own_certificate(c, entry.ref):
             return Refused(CERTIFIED, f"{entry.ref} is certified: it won its race")
         locked = self.votes.get(c, entry.author, entry.seq) == entry.id
@@ -458,7 +490,9 @@ class WitnessState:
             problem = self.view.check(entry)
             if problem is not None:
                 return problem
-        rivals = self._rivals(entry)
+        rivals = rivals_of(entry, self.view, c)
+        if rivals is None:
+            return Refused(NOT_RACEABLE, f"{entry.ref} takes part in no race (a failed close)")
         if not any(self.view.own_certificate(c, r) for r in rivals):
             if rivals:
                 return Waiting(certificates=tuple(rivals))
@@ -597,7 +631,7 @@ class WitnessState:
 
     def _void_overdraft(self, chain: list[Entry], new_voids: dict[int, EntryId]) -> Refused | None:
         """Refuse if an entry about to be locked spends credit of a void
-        accept or take-back below it: its balance less those void_credits would
+        accept, take-back, lapse or close below it: its balance less those void_credits would
         pass its credit limit (§3.6)."""
         c = self.rules.community
         author = chain[0].author
@@ -607,12 +641,15 @@ class WitnessState:
         void_credits: list[tuple[int, int]] = []  # (seq, amount) of the voids on this chain
         for seq, eid in voids.items():
             void = self.view.get(c, Ref(author, seq, eid))
-            if void is None or not isinstance(void.body, Accept | TakeBack):
-                continue
             on_chain = seq in new_voids or self.votes.get(c, author, seq) == eid
-            transfer = self.view.get(c, void.body.transfer)
-            if on_chain and transfer is not None and isinstance(transfer.body, Transfer):
-                void_credits.append((seq, transfer.body.amount))
+            if void is None or not on_chain or not can_be_void(void) or void.prev is None:
+                continue
+            # What it credited: its nominal change (an accept's or a
+            # take-back's amount, a lapse's pledge, a close's pledges).
+            after = self.view.balance(c, void.ref)
+            before = self.view.balance(c, Ref(author, seq - 1, void.prev))
+            if after is not None and before is not None:
+                void_credits.append((seq, after[0] - before[0]))
         for e in chain:
             held = self.view.balance(c, e.ref)
             if held is None:  # pragma: no cover - the chain was walked through the view
@@ -626,19 +663,6 @@ class WitnessState:
                     f"passes the credit limit of -{limit}",
                 )
         return None
-
-    def _rivals(self, entry: Entry) -> list[Ref]:
-        """The stored entries that exclude ``entry`` (an accept or take-back):
-        the take-backs of its transfer, or the accepts."""
-        c, body = self.rules.community, entry.body
-        assert isinstance(body, Accept | TakeBack)
-        ref = body.transfer
-        if isinstance(body, Accept):
-            return self.view.answers(c, ref.author, Kind.TAKE_BACK, ref.id)
-        transfer = self.view.get(c, ref)
-        if transfer is None or not isinstance(transfer.body, Transfer):
-            return []
-        return self.view.answers(c, transfer.body.to, Kind.ACCEPT, ref.id)
 
     def _needs_certificate(self, entry: Entry) -> Waiting | None:
         c = self.rules.community
@@ -704,12 +728,17 @@ class WitnessState:
         campaign's deadline for the expiry (docs/witness.md §3.5)."""
         c = self.rules.community
         race = campaign_race(entry, self.view, c)
-        if race is None or self.view.own_certificate(c, entry.ref):
-            return None  # no race, or certified already (rule 1, as above)
+        if race is None:
+            return None
+        if self._void_here(entry.ref):
+            return Refused(VOIDED, f"this witness holds {entry.ref} void: its rival won")
+        if self.view.own_certificate(c, entry.ref):
+            return None  # certified already (rule 1, as above)
         if race.early is not None:
             return Refused(BEFORE_DEADLINE_HERE, race.early)
         for rival in race.rivals:
-            if self.votes.get(c, rival.author, rival.seq) == rival.id:
+            recorded = self.votes.get(c, rival.author, rival.seq) == rival.id
+            if recorded and self.votes.voids(c, rival.author).get(rival.seq) != rival.id:
                 return Refused(race.voted, f"this witness voted for {rival}, which excludes it")
         return None
 
