@@ -48,6 +48,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import RpcQueue
 
 from troc.errors import LocalProtocolError
 
@@ -119,6 +120,12 @@ def _message(topic: str, msg: rpc_pb2.Message, forwarder: ID | None) -> GossipMe
     )
 
 
+def _copy(rpc: rpc_pb2.RPC) -> rpc_pb2.RPC:
+    out = rpc_pb2.RPC()
+    out.CopyFrom(rpc)
+    return out
+
+
 class Subscription:
     """Messages from other peers on one topic, in arrival order (``async for``).
 
@@ -179,6 +186,48 @@ class Gossip:
         # Must exist before the host's first connection: pubsub learns of
         # peers only from connect notifications.
         self.pubsub = Pubsub(host, self.router)
+        # Each peer's sender task, as py-libp2p's but writing what is queued
+        # for the peer in one RPC (see _send_merged).
+        self.pubsub.handle_sending_messages = self._send_merged  # type: ignore[method-assign]
+
+    async def _send_merged(self, peer_id: ID, stream: Any, queue: RpcQueue) -> None:
+        """Write the RPCs queued for one peer, all those already queued in one
+        write (py-libp2p writes each on its own).
+
+        Each write costs a protobuf encoding, a Yamux frame, a Noise
+        encryption and a socket send, whatever its size; a server forwards
+        every message to each member, so when messages arrive faster than
+        they are written, this is what a copy costs: merged, the writes
+        fall with the backlog instead of the backlog growing (and the
+        32-RPC peer queue overflowing, which drops messages). An RPC's
+        fields are all lists but the sender's signed record (the same in
+        each), so merging is concatenation; a merged RPC stays under the
+        queue's size limit.
+        """
+        pubsub = self.pubsub
+        limit = queue.max_message_size
+        try:
+            while True:
+                rpc = await queue.pop()
+                if rpc is None:  # closed: the peer went away
+                    return
+                size, merged = rpc.ByteSize(), False
+                while (more := queue._queue.pop()) is not None:
+                    more_size = more.ByteSize()
+                    if size + more_size > limit:
+                        if not await pubsub.write_msg(stream, rpc):
+                            return
+                        rpc, size, merged = more, more_size, False
+                        continue
+                    if not merged:  # a queued RPC may be shared by peers: copy it
+                        rpc, merged = _copy(rpc), True
+                    rpc.MergeFrom(more)
+                    size += more_size
+                if not await pubsub.write_msg(stream, rpc):
+                    return
+        except Exception:  # as py-libp2p's own loop: the peer is dropped
+            logger.debug("sending to %s failed", peer_id, exc_info=True)
+            pubsub._handle_dead_peer(peer_id)
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish ``data`` on ``topic``, subscribed or not.
