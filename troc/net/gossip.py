@@ -189,6 +189,32 @@ class Gossip:
         # Each peer's sender task, as py-libp2p's but writing what is queued
         # for the peer in one RPC (see _send_merged).
         self.pubsub.handle_sending_messages = self._send_merged  # type: ignore[method-assign]
+        # Peer scoring off: troc sets no score weights and py-libp2p's
+        # thresholds default to -inf, so its scorer never refuses anything,
+        # yet it computed two scores per mesh peer for every message
+        # forwarded (a fifth of a server's forwarding time in bench/relay.py).
+        self.router.scorer = None
+        self._send_rpc = self.router.send_rpc
+        self.router.send_rpc = self._send_rpc_shared  # type: ignore[method-assign]
+
+    def _send_rpc_shared(self, peer_id: ID, rpc: rpc_pb2.RPC, priority: bool = False) -> None:
+        """Queue ``rpc`` for one peer. py-libp2p copies the RPC for each peer
+        (to attach control retries due to that peer) and splits it to the
+        size limit; a message forwarded to 100 members was copied 100 times.
+        An RPC without control, to a peer with none waiting, that fits, is
+        queued as it is, the same object for every peer: nothing changes a
+        queued RPC (:meth:`_send_merged` merges into a copy)."""
+        queue = self.pubsub.peer_queues.get(peer_id)
+        if (
+            priority
+            or queue is None
+            or rpc.HasField("control")
+            or peer_id in self.router._pending_control
+            or rpc.ByteSize() > queue.max_message_size
+        ):
+            self._send_rpc(peer_id, rpc, priority)
+        elif not queue.push(rpc):
+            self.router._handle_dropped_rpc(peer_id, rpc, "queue_full")
 
     async def _send_merged(self, peer_id: ID, stream: Any, queue: RpcQueue) -> None:
         """Write the RPCs queued for one peer, all those already queued in one
