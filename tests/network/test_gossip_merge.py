@@ -41,3 +41,41 @@ async def test_a_backlog_for_a_peer_leaves_in_few_writes_and_all_arrives() -> No
         published = [n for n in writes if n]
         assert sum(published) == len(sent)
         assert len(published) <= 5, f"{len(published)} writes for {len(sent)} messages"
+
+
+async def test_a_hub_forwards_a_burst_in_few_writes() -> None:
+    """A hub (a community server) holds what it forwards for
+    ``forward_window`` (0.1 s) so that messages arriving 20 ms apart leave in
+    a few writes per member, not one each."""
+    async with open_host() as a, open_host() as hub, open_host() as b:
+        await a.connect(hub.listen_addrs()[0])
+        await b.connect(hub.listen_addrs()[0])
+        writes: list[int] = []
+        write_msg = hub.gossip.pubsub.write_msg
+
+        async def counting(stream: Any, rpc: Any) -> bool:
+            if stream.muxed_conn.peer_id.to_base58() == b.peer_id:
+                writes.append(len(rpc.publish))
+            return bool(await write_msg(stream, rpc))
+
+        hub.gossip.pubsub.write_msg = counting  # type: ignore[method-assign]
+        async with (
+            a.gossip.subscribe(TOPIC),
+            hub.gossip.subscribe(TOPIC),
+            b.gossip.subscribe(TOPIC) as sub,
+        ):
+            with trio.fail_after(10):
+                await hub.gossip.wait_for_mesh(a.peer_id, TOPIC)
+                await hub.gossip.wait_for_mesh(b.peer_id, TOPIC)
+            sent = [f"m{i}".encode() for i in range(10)]
+            for data in sent:  # 10 messages over ~0.2 s
+                await a.gossip.publish(TOPIC, data)
+                await trio.sleep(0.02)
+            got = []
+            with trio.fail_after(10):
+                while len(got) < len(sent):
+                    got.append((await sub.receive()).data)
+        assert sorted(got) == sorted(sent)
+        published = [n for n in writes if n]
+        assert sum(published) == len(sent)
+        assert len(published) <= 4, f"{len(published)} writes for {len(sent)} messages"

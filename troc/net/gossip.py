@@ -78,6 +78,14 @@ class GossipParams:
     topic (10 by default there). It counts our own publishes too, and a relay
     forwards many members' messages, so troc raises it. ``queue_size`` is the
     per-subscription queue behind py-libp2p's 32-slot one.
+
+    ``forward_window`` (seconds): an RPC that forwards others' messages
+    waits this long in its peer's queue, so that the messages forwarded
+    meanwhile leave in the same write (``Gossip._send_merged``). A server
+    writes each message to every member, and a write costs the same for one
+    message as for several: at 20 payments/s and 100 members this halved
+    the server's CPU per payment, for 0.1 s more latency. Our own messages
+    and control RPCs do not wait.
     """
 
     degree: int = 6
@@ -86,6 +94,7 @@ class GossipParams:
     heartbeat_interval: int = 1
     max_messages_per_second: float = 100.0
     queue_size: int = 1024
+    forward_window: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,11 +241,14 @@ class Gossip:
         """
         pubsub = self.pubsub
         limit = queue.max_message_size
+        window = self._params.forward_window
         try:
             while True:
                 rpc = await queue.pop()
                 if rpc is None:  # closed: the peer went away
                     return
+                if window and any(m.from_id != self._my_id for m in rpc.publish):
+                    await trio.sleep(window)  # others' messages: gather what follows
                 size, merged = rpc.ByteSize(), False
                 while (more := queue._queue.pop()) is not None:
                     more_size = more.ByteSize()
