@@ -1,56 +1,62 @@
-"""A community server under load: one `troc relay` process, M member nodes.
+"""A community server under load: one `troc relay` process, M members.
 
 The server (`troc relay`, its own process, home on disk) follows one
-community. M members (default 100) run in this process, each an
-``open_node`` with its own libp2p host and its own home (under /dev/shm when
-there is one: the members' fsyncs are not what is measured), all
-bootstrapped only to the server, with periodic sync slow (every
-``--member-sync-interval`` s). Everything reaches a member through the server.
+community of M members (default 100), each connected only to it, so that
+everything reaches a member through the server. What is measured is the
+server, so most members are cheap:
 
-The members pay each other (random payer and payee) at a steady total rate R
-for D seconds. Per step:
+- ``--full-nodes`` members (default 3) are full `troc run` processes (homes
+  under /dev/shm when there is one): they verify and store everything, and
+  at the end every one must hold what the server holds and agree with its
+  balances (``full_nodes_agree``, ``full_node_entries``);
+- the others are *light members* (bench/relay_light.py), run in ``--procs``
+  processes (default 2): real libp2p hosts (TCP, Noise, Yamux, the member's
+  peer id) that join the server's gossip mesh, publish signed payments
+  after their own log's head, and for each message received decode the
+  entry, note its id and arrival time, and nothing more.
+
+Light members pay (random payer) random members (light or full) at a steady
+total rate R for D seconds. Per step:
 
 - ``entries_per_s``: entries the server stored per second of the step (its
   ``status`` over the control socket, at the start and end of the window);
-- ``forwarded_per_s``: entries of other members the members stored per
-  second: what the server forwarded (they reach nobody else);
-- latency: from the payer's ``pay`` call to the payee's node storing the
-  transfer (``node.subscribe()`` on the payee), p50 and p99; a transfer not
-  delivered within ``--drain`` seconds after the step counts as infinitely
-  late;
-- the server's CPU share (utime + stime from /proc/<pid>/stat over the wall
-  time of the step) and this process's (the M members'), and the server's
-  peak RSS (VmHWM);
-- what a payment costs the server and a delivery a member, in CPU ms
-  (``relay_cpu_ms_per_payment``, ``member_cpu_ms_per_delivery``), and the
-  share of the machine other processes kept busy (``others_cpu_share``, from
-  /proc/stat). Latency depends on what else runs; these costs hardly do.
-
-Read the latency with the costs beside it. Every payment reaches M - 1
-members, so the members together do ~M times the server's work: at 100
-members and 10/s they need ~1 core (1.0-1.2 ms per delivery) where the server
-needs ~0.3 (30 ms per payment), on a 2-core machine they share. With the
-machine to itself the bench met p99 < 1 s at 10/s; with other processes
-taking 0.8-1.3 cores, p50 went to seconds and payments were still in
-flight when the step ended. A knee caused by the members' CPU or by other
-load, not by the server, shows in these figures.
+- ``forwarded_per_s``: messages the light members received per second;
+- latency: from the payer's publish to each light member's receipt, over
+  every (payment, member) pair, p50 and p99 (``p50_ms``, ``p99_ms``); a copy
+  not received ``--drain`` seconds after the step counts as infinitely late
+  (``undelivered`` counts them);
+- ``server_cpu_ms_per_payment``: the server's CPU (utime + stime from
+  /proc/<pid>/stat) from the start of the step to the end of its drain,
+  divided by the payments sent: what a payment delivered to M - 1 members
+  costs it, its fixed costs (pings, heartbeats, syncs) included;
+  ``relay_cpu_ms_per_payment`` is the older figure (the step's window only,
+  per entry the server stored), ``relay_cpu_share`` the server's share of
+  a core over the window;
+- ``member_cpu_ms_per_delivery``, ``members_cpu_share``: the light members'
+  CPU; ``others_cpu_share``: what other processes kept busy (/proc/stat).
+  Latency depends on what else runs; CPU per payment hardly does.
 
 Then R doubles (10, 20, 40, …) up to ``--max-rate``, stopping at the first
 rate whose p99 is above 1 s: ``p99_crosses_1s_at_rate`` (null if none did).
 If R itself crosses, R halves instead, down to ``--min-rate``, until p99 is
-within 1 s (``p99_within_1s_at_rate``). The headline figures (``relay_*``)
-are those of the first step (rate R). The members run in ``--procs``
-processes (default 2); on 2 cores the server and the members share the
-machine: ``members_cpu_share`` (summed over their processes) shows how busy
-they were, so a knee caused by the members rather than the server shows.
+within 1 s (``p99_within_1s_at_rate``, the highest rate tried whose p99 is
+within 1 s). The headline figures (``relay_*``, ``server_cpu_ms_per_payment``)
+are those of the first step (rate R); ``relay_idle_cpu_share`` is the
+server's CPU share over 5 s before the first step.
+
+What light members leave out: a member's periodic sync with the server
+(the server's sync attempts to them fail at protocol negotiation) and its
+own validation and storage, which is the members' cost, not the server's.
 
 Every process started is stopped by its PID. Usage:
 
-    python bench/relay.py [--members 100] [--rate 10] [--duration 60] [--max-rate 160] [--procs 2]
-        [--samples DIR]
+    python bench/relay.py [--members 100] [--full-nodes 3] [--rate 10] [--duration 30]
+        [--max-rate 160] [--procs 2] [--samples DIR] [--logs DIR] [--profile-server FILE]
 
-``--samples DIR`` writes each step's send and delivery times (wall clock, per
-payment id) to DIR/rate-R.json.
+``--samples DIR`` writes each step's send and arrival times (wall clock, per
+payment id) to DIR/rate-R.json; ``--logs DIR`` keeps the server's log;
+``--profile-server FILE`` runs the server under cProfile (CPU clock) and
+writes its stats to FILE when it stops.
 
 The last line printed is one JSON object.
 """
@@ -173,10 +179,10 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    async def status(self) -> dict[str, Any]:
-        """The server's `status`, over its control socket."""
+    async def call(self, op: str) -> dict[str, Any]:
+        """The node's answer to ``op`` (no parameters), over its control socket."""
         async with await trio.open_unix_socket(str(self.home / "control.sock")) as s:
-            await s.send_all(json.dumps({"op": "status", "params": {}}).encode() + b"\n")
+            await s.send_all(json.dumps({"op": op, "params": {}}).encode() + b"\n")
             data = b""
             with trio.fail_after(60):
                 while not data.endswith(b"\n"):
@@ -186,9 +192,12 @@ class Server:
                     data += chunk
         reply = json.loads(data)
         if not reply["ok"]:
-            raise SystemExit(f"status failed: {reply['error']}")
+            raise SystemExit(f"{op} failed: {reply['error']}")
         result: dict[str, Any] = reply["result"]
         return result
+
+    async def status(self) -> dict[str, Any]:
+        return await self.call("status")
 
     async def entries(self) -> int:
         count: int = (await self.status())["communities"][0]["entries"]
@@ -476,10 +485,12 @@ def step(
         w.proc.stdin.flush()
     time.sleep(max(0.0, start - time.time()))
     entries0, cpu0, busy0 = trio.run(server.entries), server.cpu_seconds(), machine_busy_seconds()
+    wall0 = time.monotonic()
     time.sleep(max(0.0, start + args.duration - time.time()))
     entries1, cpu1 = trio.run(server.entries), server.cpu_seconds()
     replies = [w.ask() for w in workers]
     cpu2, busy2 = server.cpu_seconds(), machine_busy_seconds()
+    elapsed = time.monotonic() - wall0  # the step, its drain, and the replies
     sent: dict[str, float] = {}
     arrivals: dict[str, list[float]] = {}
     for r in replies:
@@ -529,7 +540,7 @@ def step(
         "relay_cpu_ms_per_payment": round((cpu1 - cpu0) * 1000 / max(1, entries1 - entries0), 2),
         "member_cpu_ms_per_delivery": round(members_cpu * 1000 / max(1, received), 3),
         "others_cpu_share": round(
-            max(0.0, busy2 - busy0 - (cpu2 - cpu0) - members_cpu) / (window + args.drain), 3
+            max(0.0, busy2 - busy0 - (cpu2 - cpu0) - members_cpu) / elapsed, 3
         ),
         "relay_rss_mb": round(server.peak_rss_mb(), 1),
     }
@@ -549,19 +560,8 @@ def step(
 
 async def _balances(node: Server) -> tuple[int, dict[str, int]]:
     """A node's entry count and balances, over its control socket."""
-    async with await trio.open_unix_socket(str(node.home / "control.sock")) as s:
-        await s.send_all(json.dumps({"op": "balances", "params": {}}).encode() + b"\n")
-        data = b""
-        with trio.fail_after(60):
-            while not data.endswith(b"\n"):
-                chunk = await s.receive_some(1 << 20)
-                if not chunk:
-                    break
-                data += chunk
-    reply = json.loads(data)
-    if not reply["ok"]:
-        raise SystemExit(f"balances failed: {reply['error']}")
-    return await node.entries(), reply["result"]["balances"]
+    balances: dict[str, int] = (await node.call("balances"))["balances"]
+    return await node.entries(), balances
 
 
 def check_full_nodes(server: Server, full: list[FullNode], limit: float) -> dict[str, Any]:

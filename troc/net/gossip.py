@@ -29,7 +29,13 @@ py-libp2p behaviours that shape this wrapper (see FACTS.md):
 - each peer's outbound queue holds 32 RPCs and drops the rest silently, and
   a spam cap stops forwarding messages over a rate per forwarding peer
   (ourselves included; they are still delivered locally). Publish fewer,
-  larger messages: batch entries.
+  larger messages: batch entries;
+- each peer's sender task writes one RPC per write, and ``send_rpc`` copies
+  an RPC for every peer and scores every mesh peer per message: what a
+  community server pays ~100 times per payment. troc merges what is queued
+  for a peer into one write, holds forwarded messages ``forward_window``
+  so more of them merge, queues one shared RPC for all peers, and turns
+  scoring off (docs/relay.md, "A server's cost per payment").
 """
 
 from __future__ import annotations
