@@ -18,18 +18,18 @@ async def test_a_backlog_for_a_peer_leaves_in_few_writes_and_all_arrives() -> No
     async with open_host() as a, open_host() as b:
         await a.connect(b.listen_addrs()[0])
         writes: list[int] = []
-        write_msg = a.gossip.pubsub.write_msg
+        write_batch = a.gossip._write_batch
 
-        async def slow_write(stream: Any, rpc: Any) -> bool:
+        async def slow_write(stream: Any, batch: list[Any]) -> bool:
             """A slow link: each write takes 50 ms, so RPCs queue up behind it."""
-            writes.append(len(rpc.publish))
+            writes.append(sum(len(rpc.publish) for rpc in batch))
             await trio.sleep(0.05)
-            return bool(await write_msg(stream, rpc))
+            return await write_batch(stream, batch)
 
         async with a.gossip.subscribe(TOPIC), b.gossip.subscribe(TOPIC) as sub:
             with trio.fail_after(10):
                 await a.gossip.wait_for_mesh(b.peer_id, TOPIC)
-            a.gossip.pubsub.write_msg = slow_write  # type: ignore[method-assign]
+            a.gossip._write_batch = slow_write  # type: ignore[method-assign]
             sent = [f"m{i}".encode() for i in range(20)]
             for data in sent:
                 await a.gossip.publish(TOPIC, data)
@@ -37,7 +37,7 @@ async def test_a_backlog_for_a_peer_leaves_in_few_writes_and_all_arrives() -> No
             with trio.fail_after(10):
                 while len(got) < len(sent):
                     got.append((await sub.receive()).data)
-        assert sorted(got) == sorted(sent)  # none lost, none twice
+        assert got == sent  # in order, none lost, none twice
         published = [n for n in writes if n]
         assert sum(published) == len(sent)
         assert len(published) <= 5, f"{len(published)} writes for {len(sent)} messages"
@@ -51,14 +51,14 @@ async def test_a_hub_forwards_a_burst_in_few_writes() -> None:
         await a.connect(hub.listen_addrs()[0])
         await b.connect(hub.listen_addrs()[0])
         writes: list[int] = []
-        write_msg = hub.gossip.pubsub.write_msg
+        write_batch = hub.gossip._write_batch
 
-        async def counting(stream: Any, rpc: Any) -> bool:
+        async def counting(stream: Any, batch: list[Any]) -> bool:
             if stream.muxed_conn.peer_id.to_base58() == b.peer_id:
-                writes.append(len(rpc.publish))
-            return bool(await write_msg(stream, rpc))
+                writes.append(sum(len(rpc.publish) for rpc in batch))
+            return await write_batch(stream, batch)
 
-        hub.gossip.pubsub.write_msg = counting  # type: ignore[method-assign]
+        hub.gossip._write_batch = counting  # type: ignore[method-assign]
         async with (
             a.gossip.subscribe(TOPIC),
             hub.gossip.subscribe(TOPIC),
@@ -75,7 +75,7 @@ async def test_a_hub_forwards_a_burst_in_few_writes() -> None:
             with trio.fail_after(10):
                 while len(got) < len(sent):
                     got.append((await sub.receive()).data)
-        assert sorted(got) == sorted(sent)
+        assert got == sent
         published = [n for n in writes if n]
         assert sum(published) == len(sent)
         assert len(published) <= 4, f"{len(published)} writes for {len(sent)} messages"

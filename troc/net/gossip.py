@@ -32,10 +32,12 @@ py-libp2p behaviours that shape this wrapper (see FACTS.md):
   larger messages: batch entries;
 - each peer's sender task writes one RPC per write, and ``send_rpc`` copies
   an RPC for every peer and scores every mesh peer per message: what a
-  community server pays ~100 times per payment. troc merges what is queued
-  for a peer into one write, holds forwarded messages ``forward_window``
-  so more of them merge, queues one shared RPC for all peers, and turns
-  scoring off (docs/relay.md, "A server's cost per payment").
+  community server pays ~100 times per payment. troc writes what is queued
+  for a peer in one write, holds forwarded messages ``forward_window`` so
+  more of them share it, queues one shared RPC for all peers, and turns
+  scoring off (docs/relay.md, "A server's cost per payment"). The messages
+  of one RPC are handled in tasks trio runs in any order, so RPCs are
+  batched as separate frames, never merged: order is kept.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost
+from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import RpcQueue
+from libp2p.utils.varint import encode_varint_prefixed
 
 from troc.errors import LocalProtocolError
 
@@ -66,6 +70,8 @@ _UNSUBSCRIBE_TIMEOUT = 5.0
 #: Duplicates arrive within milliseconds of the first copy; later ones meet
 #: py-libp2p's own seen-cache (120 s).
 _ACCEPTED_IDS = 8192
+#: RPCs written to a peer in one write, at most.
+_BATCH_RPCS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +141,6 @@ def _message(topic: str, msg: rpc_pb2.Message, forwarder: ID | None) -> GossipMe
     )
 
 
-def _copy(rpc: rpc_pb2.RPC) -> rpc_pb2.RPC:
-    out = rpc_pb2.RPC()
-    out.CopyFrom(rpc)
-    return out
-
-
 class Subscription:
     """Messages from other peers on one topic, in arrival order (``async for``).
 
@@ -202,7 +202,7 @@ class Gossip:
         # peers only from connect notifications.
         self.pubsub = Pubsub(host, self.router)
         # Each peer's sender task, as py-libp2p's but writing what is queued
-        # for the peer in one RPC (see _send_merged).
+        # for the peer in one write (see _send_merged).
         self.pubsub.handle_sending_messages = self._send_merged  # type: ignore[method-assign]
         # Peer scoring off: troc sets no score weights and py-libp2p's
         # thresholds default to -inf, so its scorer never refuses anything,
@@ -218,7 +218,7 @@ class Gossip:
         size limit; a message forwarded to 100 members was copied 100 times.
         An RPC without control, to a peer with none waiting, that fits, is
         queued as it is, the same object for every peer: nothing changes a
-        queued RPC (:meth:`_send_merged` merges into a copy)."""
+        queued RPC (:meth:`_send_merged` only serializes it)."""
         queue = self.pubsub.peer_queues.get(peer_id)
         if (
             priority
@@ -235,18 +235,17 @@ class Gossip:
         """Write the RPCs queued for one peer, all those already queued in one
         write (py-libp2p writes each on its own).
 
-        Each write costs a protobuf encoding, a Yamux frame, a Noise
-        encryption and a socket send, whatever its size; a server forwards
-        every message to each member, so when messages arrive faster than
-        they are written, this is what a copy costs: merged, the writes
-        fall with the backlog instead of the backlog growing (and the
-        32-RPC peer queue overflowing, which drops messages). An RPC's
-        fields are all lists but the sender's signed record (the same in
-        each), so merging is concatenation; a merged RPC stays under the
-        queue's size limit.
+        Each write costs a Yamux frame, a Noise encryption and a socket
+        send, whatever its size; a server forwards every message to each
+        member, so when messages arrive faster than they are written, this
+        is what a copy costs: batched, the writes fall with the backlog
+        instead of the backlog growing (and the 32-RPC peer queue
+        overflowing, which drops messages). The RPCs stay separate, each
+        length-prefixed as on its own, so the peer reads and handles them
+        one by one, in order (one merged RPC would have its messages handled
+        in tasks that trio runs in any order). Forwarded messages first wait
+        ``forward_window`` for more to join them.
         """
-        pubsub = self.pubsub
-        limit = queue.max_message_size
         window = self._params.forward_window
         try:
             while True:
@@ -255,23 +254,24 @@ class Gossip:
                     return
                 if window and any(m.from_id != self._my_id for m in rpc.publish):
                     await trio.sleep(window)  # others' messages: gather what follows
-                size, merged = rpc.ByteSize(), False
-                while (more := queue._queue.pop()) is not None:
-                    more_size = more.ByteSize()
-                    if size + more_size > limit:
-                        if not await pubsub.write_msg(stream, rpc):
-                            return
-                        rpc, size, merged = more, more_size, False
-                        continue
-                    if not merged:  # a queued RPC may be shared by peers: copy it
-                        rpc, merged = _copy(rpc), True
-                    rpc.MergeFrom(more)
-                    size += more_size
-                if not await pubsub.write_msg(stream, rpc):
+                batch = [rpc]
+                while len(batch) < _BATCH_RPCS and (more := queue._queue.pop()) is not None:
+                    batch.append(more)
+                if not await self._write_batch(stream, batch):
                     return
         except Exception:  # as py-libp2p's own loop: the peer is dropped
             logger.debug("sending to %s failed", peer_id, exc_info=True)
-            pubsub._handle_dead_peer(peer_id)
+            self.pubsub._handle_dead_peer(peer_id)
+
+    async def _write_batch(self, stream: Any, batch: list[rpc_pb2.RPC]) -> bool:
+        """Write length-prefixed RPCs in one write; False if the stream is gone
+        (as py-libp2p's ``write_msg``)."""
+        data = b"".join(encode_varint_prefixed(rpc.SerializeToString()) for rpc in batch)
+        try:
+            await stream.write(data)
+        except (StreamClosed, StreamReset):
+            return False
+        return True
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish ``data`` on ``topic``, subscribed or not.
