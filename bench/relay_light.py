@@ -78,6 +78,7 @@ class LightMember:
         self.host: P2PHost | None = None
         self._out: Any = None  # our stream to the server
         self._seqno = itertools.count(1)
+        self._paying = trio.Lock()
 
     async def run(self, server: str, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, join the server's mesh, and read until cancelled."""
@@ -167,7 +168,12 @@ class LightMember:
 
     async def pay(self, to: bytes, amount: int = 1) -> Entry | None:
         """Sign a transfer after our last entry and publish it (strict signing);
-        None if it could not be sent (our log then goes on without it)."""
+        None if it could not be sent (our log then goes on without it).
+        One at a time: each goes after the last one sent."""
+        async with self._paying:
+            return await self._pay(to, amount)
+
+    async def _pay(self, to: bytes, amount: int) -> Entry | None:
         assert self.host is not None
         entry = Entry.create(
             self.key,
