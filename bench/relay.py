@@ -1,56 +1,62 @@
-"""A community server under load: one `troc relay` process, M member nodes.
+"""A community server under load: one `troc relay` process, M members.
 
 The server (`troc relay`, its own process, home on disk) follows one
-community. M members (default 100) run in this process, each an
-``open_node`` with its own libp2p host and its own home (under /dev/shm when
-there is one: the members' fsyncs are not what is measured), all
-bootstrapped only to the server, with periodic sync slow (every
-``--member-sync-interval`` s). Everything reaches a member through the server.
+community of M members (default 100), each connected only to it, so that
+everything reaches a member through the server. What is measured is the
+server, so most members are cheap:
 
-The members pay each other (random payer and payee) at a steady total rate R
-for D seconds. Per step:
+- ``--full-nodes`` members (default 3) are full `troc run` processes (homes
+  under /dev/shm when there is one): they verify and store everything, and
+  at the end every one must hold what the server holds and agree with its
+  balances (``full_nodes_agree``, ``full_node_entries``);
+- the others are *light members* (bench/relay_light.py), run in ``--procs``
+  processes (default 2): real libp2p hosts (TCP, Noise, Yamux, the member's
+  peer id) that join the server's gossip mesh, publish signed payments
+  after their own log's head, and for each message received decode the
+  entry, note its id and arrival time, and nothing more.
+
+Light members pay (random payer) random members (light or full) at a steady
+total rate R for D seconds. Per step:
 
 - ``entries_per_s``: entries the server stored per second of the step (its
   ``status`` over the control socket, at the start and end of the window);
-- ``forwarded_per_s``: entries of other members the members stored per
-  second: what the server forwarded (they reach nobody else);
-- latency: from the payer's ``pay`` call to the payee's node storing the
-  transfer (``node.subscribe()`` on the payee), p50 and p99; a transfer not
-  delivered within ``--drain`` seconds after the step counts as infinitely
-  late;
-- the server's CPU share (utime + stime from /proc/<pid>/stat over the wall
-  time of the step) and this process's (the M members'), and the server's
-  peak RSS (VmHWM);
-- what a payment costs the server and a delivery a member, in CPU ms
-  (``relay_cpu_ms_per_payment``, ``member_cpu_ms_per_delivery``), and the
-  share of the machine other processes kept busy (``others_cpu_share``, from
-  /proc/stat). Latency depends on what else runs; these costs hardly do.
-
-Read the latency with the costs beside it. Every payment reaches M - 1
-members, so the members together do ~M times the server's work: at 100
-members and 10/s they need ~1 core (1.0-1.2 ms per delivery) where the server
-needs ~0.3 (30 ms per payment), on a 2-core machine they share. With the
-machine to itself the bench met p99 < 1 s at 10/s; with other processes
-taking 0.8-1.3 cores, p50 went to seconds and payments were still in
-flight when the step ended. A knee caused by the members' CPU or by other
-load, not by the server, shows in these figures.
+- ``forwarded_per_s``: messages the light members received per second;
+- latency: from the payer's publish to each light member's receipt, over
+  every (payment, member) pair, p50 and p99 (``p50_ms``, ``p99_ms``); a copy
+  not received ``--drain`` seconds after the step counts as infinitely late
+  (``undelivered`` counts them);
+- ``server_cpu_ms_per_payment``: the server's CPU (utime + stime from
+  /proc/<pid>/stat) from the start of the step to the end of its drain,
+  divided by the payments sent: what a payment delivered to M - 1 members
+  costs it, its fixed costs (pings, heartbeats, syncs) included;
+  ``relay_cpu_ms_per_payment`` is the older figure (the step's window only,
+  per entry the server stored), ``relay_cpu_share`` the server's share of
+  a core over the window;
+- ``member_cpu_ms_per_delivery``, ``members_cpu_share``: the light members'
+  CPU; ``others_cpu_share``: what other processes kept busy (/proc/stat).
+  Latency depends on what else runs; CPU per payment hardly does.
 
 Then R doubles (10, 20, 40, …) up to ``--max-rate``, stopping at the first
 rate whose p99 is above 1 s: ``p99_crosses_1s_at_rate`` (null if none did).
 If R itself crosses, R halves instead, down to ``--min-rate``, until p99 is
-within 1 s (``p99_within_1s_at_rate``). The headline figures (``relay_*``)
-are those of the first step (rate R). The members run in ``--procs``
-processes (default 2); on 2 cores the server and the members share the
-machine: ``members_cpu_share`` (summed over their processes) shows how busy
-they were, so a knee caused by the members rather than the server shows.
+within 1 s (``p99_within_1s_at_rate``, the highest rate tried whose p99 is
+within 1 s). The headline figures (``relay_*``, ``server_cpu_ms_per_payment``)
+are those of the first step (rate R); ``relay_idle_cpu_share`` is the
+server's CPU share over 5 s before the first step.
+
+What light members leave out: a member's periodic sync with the server
+(the server's sync attempts to them fail at protocol negotiation) and its
+own validation and storage, which is the members' cost, not the server's.
 
 Every process started is stopped by its PID. Usage:
 
-    python bench/relay.py [--members 100] [--rate 10] [--duration 60] [--max-rate 160] [--procs 2]
-        [--samples DIR]
+    python bench/relay.py [--members 100] [--full-nodes 3] [--rate 10] [--duration 30]
+        [--max-rate 160] [--procs 2] [--samples DIR] [--logs DIR] [--profile-server FILE]
 
-``--samples DIR`` writes each step's send and delivery times (wall clock, per
-payment id) to DIR/rate-R.json.
+``--samples DIR`` writes each step's send and arrival times (wall clock, per
+payment id) to DIR/rate-R.json; ``--logs DIR`` keeps the server's log;
+``--profile-server FILE`` runs the server under cProfile (CPU clock) and
+writes its stats to FILE when it stops.
 
 The last line printed is one JSON object.
 """
@@ -69,7 +75,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +84,27 @@ import trio.lowlevel
 from troc.crypto.keystore import load_key
 from troc.crypto.sign import SigningKey
 from troc.node.local import open_local_node
-from troc.node.node import Node, NodeConfig, open_node
-from troc.protocol.entry import CommunityId
+from troc.node.topics import topic_of
+from troc.protocol.entry import CommunityId, Entry
+
+sys.path.insert(0, str(Path(__file__).parent))
+from relay_light import LightMember
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: ``python -c _PROFILED FILE args…``: ``python -m troc args…`` under cProfile
+#: with a CPU-time clock, stats written to FILE when it stops.
+_PROFILED = """
+import cProfile, runpy, sys, time
+out = sys.argv.pop(1)
+sys.argv[0] = "troc"
+prof = cProfile.Profile(time.process_time)
+try:
+    prof.runcall(runpy.run_module, "troc", run_name="__main__")
+except SystemExit:
+    pass
+finally:
+    prof.dump_stats(out)
+"""
 
 
 # -- the server process --------------------------------------------------------------
@@ -103,12 +125,15 @@ def troc(home: Path, *args: str) -> Any:
 class Server:
     """`troc relay` in its own process, stopped by its PID."""
 
-    def __init__(self, home: Path, sync_interval: float) -> None:
+    def __init__(self, home: Path, sync_interval: float, profile: Path | None = None) -> None:
         self.home = home
+        # Under cProfile (``--profile-server FILE``), written when it stops;
+        # CPU time, not wall time: on a shared machine wall time counts the
+        # other processes' turns as ours.
+        prof = [] if profile is None else ["-c", _PROFILED, str(profile)]
         args = [
             sys.executable,
-            "-m",
-            "troc",
+            *(prof or ["-m", "troc"]),
             "--home",
             str(home),
             "--json",
@@ -154,10 +179,10 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    async def status(self) -> dict[str, Any]:
-        """The server's `status`, over its control socket."""
+    async def call(self, op: str) -> dict[str, Any]:
+        """The node's answer to ``op`` (no parameters), over its control socket."""
         async with await trio.open_unix_socket(str(self.home / "control.sock")) as s:
-            await s.send_all(json.dumps({"op": "status", "params": {}}).encode() + b"\n")
+            await s.send_all(json.dumps({"op": op, "params": {}}).encode() + b"\n")
             data = b""
             with trio.fail_after(60):
                 while not data.endswith(b"\n"):
@@ -167,9 +192,12 @@ class Server:
                     data += chunk
         reply = json.loads(data)
         if not reply["ok"]:
-            raise SystemExit(f"status failed: {reply['error']}")
+            raise SystemExit(f"{op} failed: {reply['error']}")
         result: dict[str, Any] = reply["result"]
         return result
+
+    async def status(self) -> dict[str, Any]:
+        return await self.call("status")
 
     async def entries(self) -> int:
         count: int = (await self.status())["communities"][0]["entries"]
@@ -195,10 +223,11 @@ def cpu_seconds(pid: int | str) -> float:
 
 def make_community(
     server_home: Path, member_homes: list[Path], keys: list[SigningKey]
-) -> CommunityId:
+) -> tuple[CommunityId, dict[bytes, tuple[int, bytes]]]:
     """The founder (member 0) creates the community, every member joins; every
     store (the members' and the server's) then holds the genesis and every join,
-    so the bench starts from a settled community."""
+    so the bench starts from a settled community. Returns it and each member's
+    head (seq, entry id): where a light member's own log goes on."""
     with open_local_node(member_homes[0], keys[0]) as founder:
         community = founder.create_community("Bench", "h", 10**9)
         genesis = founder.store.genesis(community)
@@ -212,18 +241,59 @@ def make_community(
     for home, key in [(server_home, server_key), *zip(member_homes, keys, strict=True)]:
         with open_local_node(home, key) as node:
             node.ingest_many(wires)
-    return community
+    heads: dict[bytes, tuple[int, bytes]] = {}
+    for wire in wires:
+        entry = Entry.decode(wire)
+        if entry.seq > heads.get(entry.author, (-1, b""))[0]:
+            heads[entry.author] = (entry.seq, entry.id)
+    return community, heads
 
 
-# -- a worker: a share of the members in one process -------------------------------
+class FullNode(Server):
+    """A member's `troc run` in its own process: it verifies and stores
+    everything, as members do; stopped by its PID."""
+
+    def __init__(self, home: Path, server_addr: str, sync_interval: float) -> None:
+        self.home = home
+        args = [
+            sys.executable,
+            "-m",
+            "troc",
+            "--home",
+            str(home),
+            "--json",
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            server_addr,
+            "--sync-interval",
+            str(sync_interval),
+            "--no-web",
+            "--log-level",
+            "warning",
+        ]
+        env = dict(os.environ)
+        env.pop("TROC_HOME", None)
+        self.log = open(home / "node.log", "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        if not self.proc.stdout.readline():
+            self.stop()
+            raise SystemExit(f"a full node did not start: see {home / 'node.log'}")
+
+
+# -- a worker: a share of the light members in one process -------------------------
 
 
 class Worker:
-    """``bench/relay.py --worker``: runs members ``lo``..``hi - 1`` (their homes
-    and key seeds in ``spec``), each an ``open_node`` bootstrapped only to the
-    server; takes steps from the coordinator on stdin (one JSON line each) and
-    answers on stdout (one JSON line). Wall-clock times (``time.time()``) so
-    the coordinator can match a payer in one process with a payee in another.
+    """``bench/relay.py --worker``: runs light members ``lo``..``hi - 1``
+    (bench/relay_light.py), each connected only to the server; takes steps
+    from the coordinator on stdin (one JSON line each) and answers on stdout
+    (one JSON line). Wall-clock times (``time.time()``) so the coordinator
+    can match a payer in one process with receivers in another.
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -231,38 +301,18 @@ class Worker:
         self.community = CommunityId(bytes.fromhex(spec["community"]))
         self.members = [bytes.fromhex(m) for m in spec["members"]]
         self.lo, self.hi = spec["lo"], spec["hi"]
-        self.sent: dict[bytes, float] = {}
-        self.delivered: dict[bytes, float] = {}
-        self.forwarded = 0
-
-    async def watch(self, node: Node) -> None:
-        async with node.subscribe(1_000_000) as stored:
-            async for entry in stored:
-                if entry.author == node.member:
-                    continue
-                self.forwarded += 1
-                body = entry.body
-                if getattr(body, "to", None) == node.member and entry.id not in self.delivered:
-                    self.delivered[entry.id] = time.time()
+        self.light: list[LightMember] = []
 
     async def run(self) -> None:
         spec = self.spec
-        async with AsyncExitStack() as stack:
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            nodes: list[Node] = []
+        async with trio.open_nursery() as nursery:
             for i in range(self.lo, self.hi):
-                config = NodeConfig(
-                    home=Path(spec["homes"][i]),
-                    bootstrap=(spec["server"],),
-                    sync_interval=spec["member_sync_interval"],
-                    control_socket=False,
-                    remember_peers=False,
-                    restore_guard_seconds=0,
-                )
                 key = SigningKey(bytes.fromhex(spec["seeds"][i]))
-                nodes.append(await stack.enter_async_context(open_node(config, key)))
-            for node in nodes:
-                nursery.start_soon(self.watch, node)
+                seq, head = spec["heads"][i]
+                member = LightMember(key, self.community, spec["topic"], (seq, bytes.fromhex(head)))
+                with trio.fail_after(60):
+                    await nursery.start(member.run, spec["server"])
+                self.light.append(member)
             _say({"ready": True})
             rng = random.Random(spec["seed"] * 1000 + self.lo)
             while True:
@@ -271,59 +321,76 @@ class Worker:
                     break
                 cmd = json.loads(line)
                 if cmd["cmd"] == "step":
-                    _say(await self.step(nodes, cmd, rng))
+                    _say(await self.step(cmd, rng))
                 elif cmd["cmd"] == "settle":
                     _say(await self.settle(cmd["max"]))
                 else:
                     break
             nursery.cancel_scope.cancel()
 
+    def received(self) -> int:
+        return sum(m.received for m in self.light)
+
     async def settle(self, limit: float) -> dict[str, Any]:
-        """Wait (at most ``limit`` s) until no entry has arrived for 2 s: the
+        """Wait (at most ``limit`` s) until no message has arrived for 2 s: the
         backlog of a step must not slow the next one down."""
         with trio.move_on_after(limit):
             while True:
-                before = self.forwarded
+                before = self.received()
                 await trio.sleep(2)
-                if self.forwarded == before:
+                if self.received() == before:
                     return {"settled": True}
         return {"settled": False}
 
-    async def step(
-        self, nodes: list[Node], cmd: dict[str, Any], rng: random.Random
-    ) -> dict[str, Any]:
+    async def step(self, cmd: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         """Pay at ``rate`` (this worker's share) from ``start`` (wall clock) for
-        ``duration`` s, to random members anywhere; then wait ``drain`` s."""
-        self.sent, self.delivered = {}, {}
+        ``duration`` s, from random light members of this worker to random
+        members anywhere; then wait ``drain`` s. Returns what was sent and,
+        per entry, when it reached each of this worker's members."""
+        for m in self.light:
+            m.arrivals = {}
+        sent: dict[bytes, float] = {}
         rate, duration = cmd["rate"], cmd["duration"]
         count = round(rate * duration)
         t0 = trio.current_time() + max(0.0, cmd["start"] - time.time())
         await trio.sleep_until(t0)
-        cpu0, forwarded0 = cpu_seconds("self"), self.forwarded
+        cpu0, received0 = cpu_seconds("self"), self.received()
         late = 0.0
-        for k in range(count):
-            at = t0 + k / rate
-            now = trio.current_time()
-            if now < at:
-                await trio.sleep_until(at)
-            else:
-                late = max(late, now - at)
-                await trio.lowlevel.checkpoint()
-            i = rng.randrange(len(nodes))
-            payer = nodes[i].member
-            payee = payer
-            while payee == payer:
-                payee = rng.choice(self.members)
+
+        async def pay(payer: LightMember, payee: bytes) -> None:
             started = time.time()
-            entry = nodes[i].local.pay(self.community, payee, 1)
-            self.sent[entry.id] = started
+            entry = await payer.pay(payee)
+            if entry is not None:
+                sent[entry.id] = started
+
+        # Each payment in a task of its own: a member that must rejoin the
+        # server (up to 10 s) holds up its own payments only, not the schedule.
+        async with trio.open_nursery() as nursery:
+            for k in range(count):
+                at = t0 + k / rate
+                now = trio.current_time()
+                if now < at:
+                    await trio.sleep_until(at)
+                else:
+                    late = max(late, now - at)
+                payer = rng.choice(self.light)
+                payee = payer.key.public
+                while payee == payer.key.public:
+                    payee = rng.choice(self.members)
+                nursery.start_soon(pay, payer, payee)
         await trio.sleep_until(t0 + duration)
-        cpu1, forwarded1 = cpu_seconds("self"), self.forwarded
         await trio.sleep(cmd["drain"])
+        cpu1, received1 = cpu_seconds("self"), self.received()
+        arrivals: dict[str, list[float]] = {}
+        for m in self.light:
+            for entry_id, t in m.arrivals.items():
+                arrivals.setdefault(entry_id.hex(), []).append(round(t, 4))
         return {
-            "sent": {i.hex(): t for i, t in self.sent.items()},
-            "delivered": {i.hex(): t for i, t in self.delivered.items()},
-            "forwarded": forwarded1 - forwarded0,
+            "sent": {i.hex(): t for i, t in sent.items()},
+            "arrivals": arrivals,
+            "received": received1 - received0,
+            "rejoined": sum(m.rejoined for m in self.light),
+            "failed": sum(m.failed for m in self.light),
             "cpu": cpu1 - cpu0,
             "late": late,
         }
@@ -397,9 +464,9 @@ def _ms(value: float) -> float | None:
 def step(
     server: Server, workers: list[WorkerProc], rate: float, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """One rate step over every worker; the server measured over the window.
-    Before it, the members settle (bounded): the last step's backlog is not
-    this step's."""
+    """One rate step over every worker; the server measured over the window
+    and the drain after it (what the step's payments cost it). Before it, the
+    members settle (bounded): the last step's backlog is not this step's."""
     t = time.perf_counter()
     settled = all(w.ask({"cmd": "settle", "max": args.settle_max})["settled"] for w in workers)
     if not settled:
@@ -425,66 +492,113 @@ def step(
         w.proc.stdin.flush()
     time.sleep(max(0.0, start - time.time()))
     entries0, cpu0, busy0 = trio.run(server.entries), server.cpu_seconds(), machine_busy_seconds()
+    wall0 = time.monotonic()
     time.sleep(max(0.0, start + args.duration - time.time()))
-    entries1, cpu1, busy1 = trio.run(server.entries), server.cpu_seconds(), machine_busy_seconds()
+    entries1, cpu1 = trio.run(server.entries), server.cpu_seconds()
     replies = [w.ask() for w in workers]
+    cpu2, busy2 = server.cpu_seconds(), machine_busy_seconds()
+    elapsed = time.monotonic() - wall0  # the step, its drain, and the replies
     sent: dict[str, float] = {}
-    delivered: dict[str, float] = {}
+    arrivals: dict[str, list[float]] = {}
     for r in replies:
         sent |= r["sent"]
-        delivered |= r["delivered"]
-    latencies = sorted(
-        (delivered[i] - t) * 1000 if i in delivered else float("inf") for i, t in sent.items()
-    )
-    lost = sum(1 for x in latencies if x == float("inf"))
-    if args.samples is not None:  # every payment: sent and delivered (wall clock, s)
+        for entry_id, times in r["arrivals"].items():
+            arrivals.setdefault(entry_id, []).extend(times)
+    # Every payment should reach every light member but its payer.
+    receivers = args.members - args.full_nodes - 1
+    latencies: list[float] = []
+    lost = 0
+    for entry_id, t_sent in sent.items():
+        times = arrivals.get(entry_id, [])
+        latencies += [(x - t_sent) * 1000 for x in times]
+        lost += max(0, receivers - len(times))
+    latencies += [float("inf")] * lost
+    latencies.sort()
+    if not latencies:
+        latencies = [float("inf")]
+    if args.samples is not None:  # every payment: sent and its arrivals (wall clock, s)
         path = args.samples / f"rate-{rate:g}.json"
-        path.write_text(json.dumps({"sent": sent, "delivered": delivered}))
+        path.write_text(json.dumps({"sent": sent, "arrivals": arrivals}))
     window = args.duration
     members_cpu = sum(r["cpu"] for r in replies)
-    forwarded = sum(r["forwarded"] for r in replies)
+    received = sum(r["received"] for r in replies)
+    payments = max(1, len(sent))
     result = {
         "rate": rate,
         "payments": len(sent),
         "schedule_late_ms": round(max(r["late"] for r in replies) * 1000, 1),
         "entries_per_s": round((entries1 - entries0) / window, 1),
-        "forwarded_per_s": round(sum(r["forwarded"] for r in replies) / window, 1),
+        "forwarded_per_s": round(received / window, 1),
         "p50_ms": _ms(statistics.median(latencies)),
         "p99_ms": _ms(percentile(latencies, 0.99)),
         "max_ms": _ms(latencies[-1]),
         "undelivered": lost,
+        # Light members the server had dropped (its pings went unanswered) and
+        # that joined again, since the start.
+        "light_rejoins": sum(r["rejoined"] for r in replies),
+        "light_publish_failed": sum(r["failed"] for r in replies),
         "settled_before": settled,
         "relay_cpu_share": round((cpu1 - cpu0) / window, 3),
-        "members_cpu_share": round(members_cpu / window, 3),
-        # What one payment costs the server, and one delivery a member (CPU
-        # ms): unlike latency, these do not depend on what else the machine
-        # runs. The rest of the machine's busy time is other processes'.
+        "members_cpu_share": round(members_cpu / (window + args.drain), 3),
+        # What one payment costs the server (CPU ms over the step and its
+        # drain, all deliveries included), and one delivery a light member:
+        # unlike latency, these hardly depend on what else the machine runs.
+        "server_cpu_ms_per_payment": round((cpu2 - cpu0) * 1000 / payments, 2),
         "relay_cpu_ms_per_payment": round((cpu1 - cpu0) * 1000 / max(1, entries1 - entries0), 2),
-        "member_cpu_ms_per_delivery": round(members_cpu * 1000 / max(1, forwarded), 3),
+        "member_cpu_ms_per_delivery": round(members_cpu * 1000 / max(1, received), 3),
         "others_cpu_share": round(
-            max(0.0, busy1 - busy0 - (cpu1 - cpu0) - members_cpu) / window, 3
+            max(0.0, busy2 - busy0 - (cpu2 - cpu0) - members_cpu) / elapsed, 3
         ),
         "relay_rss_mb": round(server.peak_rss_mb(), 1),
     }
     print(
-        f"rate {rate:g}/s: server stored {result['entries_per_s']}/s, members got "
-        f"{result['forwarded_per_s']}/s from it; latency p50 {result['p50_ms']} ms, p99 "
-        f"{result['p99_ms']} ms, max {result['max_ms']} ms, {lost} undelivered; server CPU "
-        f"{result['relay_cpu_share']:.0%}, members' CPU {result['members_cpu_share']:.0%} "
-        f"({len(workers)} processes), other processes' CPU {result['others_cpu_share']:.0%}; "
-        f"server {result['relay_cpu_ms_per_payment']} CPU ms per payment, members "
-        f"{result['member_cpu_ms_per_delivery']} CPU ms per delivery; server peak RSS "
-        f"{result['relay_rss_mb']} MB",
+        f"rate {rate:g}/s: server stored {result['entries_per_s']}/s, light members got "
+        f"{result['forwarded_per_s']}/s from it; delivery p50 {result['p50_ms']} ms, p99 "
+        f"{result['p99_ms']} ms, max {result['max_ms']} ms, {lost} deliveries missing; server "
+        f"{result['server_cpu_ms_per_payment']} CPU ms per payment "
+        f"(CPU {result['relay_cpu_share']:.0%}), light members "
+        f"{result['member_cpu_ms_per_delivery']} CPU ms per delivery "
+        f"({result['members_cpu_share']:.0%}), other processes {result['others_cpu_share']:.0%}; "
+        f"server peak RSS {result['relay_rss_mb']} MB",
         flush=True,
     )
     return result
 
 
-def run(args: argparse.Namespace, server: Server, spec_path: Path) -> dict[str, Any]:
+async def _balances(node: Server) -> tuple[int, dict[str, int]]:
+    """A node's entry count and balances, over its control socket."""
+    balances: dict[str, int] = (await node.call("balances"))["balances"]
+    return await node.entries(), balances
+
+
+def check_full_nodes(server: Server, full: list[FullNode], limit: float) -> dict[str, Any]:
+    """Wait (at most ``limit`` s) until every full node holds what the server
+    holds; then their balances must agree with the server's."""
+    deadline = time.monotonic() + limit
+    while True:
+        want, balances = trio.run(_balances, server)
+        got = [trio.run(_balances, f) for f in full]
+        if all(n == want for n, _ in got) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    return {
+        "server_entries": want,
+        "full_node_entries": [n for n, _ in got],
+        "full_nodes_agree": all(n == want and b == balances for n, b in got),
+    }
+
+
+def run(
+    args: argparse.Namespace, server: Server, spec_path: Path, full_homes: list[Path]
+) -> dict[str, Any]:
     workers: list[WorkerProc] = []
+    full: list[FullNode] = []
     try:
         t = time.perf_counter()
-        bounds = [round(k * args.members / args.procs) for k in range(args.procs + 1)]
+        for home in full_homes:
+            full.append(FullNode(home, server.addr, args.member_sync_interval))
+        light = args.members - args.full_nodes
+        bounds = [args.full_nodes + round(k * light / args.procs) for k in range(args.procs + 1)]
         workers = [WorkerProc(spec_path, lo, hi) for lo, hi in itertools.pairwise(bounds)]
         for w in workers:
             if not w.ask().get("ready"):
@@ -495,11 +609,15 @@ def run(args: argparse.Namespace, server: Server, spec_path: Path) -> dict[str, 
                 raise SystemExit("the members did not all connect to the server in 120 s")
             time.sleep(0.5)
         print(
-            f"{args.members} members in {args.procs} processes up and connected to the "
-            f"server in {time.perf_counter() - t:.1f} s",
+            f"{args.members} members ({args.full_nodes} full nodes, {light} light in "
+            f"{args.procs} processes) up and connected to the server in "
+            f"{time.perf_counter() - t:.1f} s",
             flush=True,
         )
         time.sleep(args.settle)  # gossip meshes form (heartbeat 1 s)
+        cpu0 = server.cpu_seconds()
+        time.sleep(5)
+        idle = (server.cpu_seconds() - cpu0) / 5
         steps: list[dict[str, Any]] = []
         crossed: float | None = None  # the lowest rate tried whose p99 is over 1 s
         below: float | None = None  # the highest rate tried whose p99 is within 1 s
@@ -521,12 +639,17 @@ def run(args: argparse.Namespace, server: Server, spec_path: Path) -> dict[str, 
             else:
                 below = rate
             rate /= 2
+        check = check_full_nodes(server, full, args.settle_max)
+        print(f"full nodes: {check}", flush=True)
     finally:
         for w in workers:
             w.stop()
+        for f in full:
+            f.stop()
     first = steps[0]
     return {
         "members": args.members,
+        "full_nodes": args.full_nodes,
         "member_processes": args.procs,
         "duration_s": args.duration,
         "relay_entries_per_s": first["entries_per_s"],
@@ -534,13 +657,16 @@ def run(args: argparse.Namespace, server: Server, spec_path: Path) -> dict[str, 
         "relay_p50_ms": first["p50_ms"],
         "relay_p99_ms": first["p99_ms"],
         "relay_cpu_share": first["relay_cpu_share"],
+        "relay_idle_cpu_share": round(idle, 3),
         "relay_cpu_ms_per_payment": first["relay_cpu_ms_per_payment"],
+        "server_cpu_ms_per_payment": first["server_cpu_ms_per_payment"],
         "member_cpu_ms_per_delivery": first["member_cpu_ms_per_delivery"],
         "others_cpu_share": first["others_cpu_share"],
         "relay_rss_mb": round(server.peak_rss_mb(), 1),
         "p99_crosses_1s_at_rate": crossed,
         "p99_within_1s_at_rate": below,
         "rates_tried": [x["rate"] for x in steps],
+        **check,
         "steps": steps,
     }
 
@@ -548,9 +674,10 @@ def run(args: argparse.Namespace, server: Server, spec_path: Path) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", type=int, default=100)
-    parser.add_argument("--procs", type=int, default=2, help="processes the members run in")
+    parser.add_argument("--full-nodes", type=int, default=3, help="members run as `troc run`")
+    parser.add_argument("--procs", type=int, default=2, help="processes the light members run in")
     parser.add_argument("--rate", type=float, default=10.0, help="first total payments/s")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds per rate step")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per rate step")
     parser.add_argument("--max-rate", type=float, default=160.0, help="last rate step, at most")
     parser.add_argument(
         "--min-rate", type=float, default=1.0, help="lowest rate tried if the first crosses 1 s"
@@ -564,7 +691,11 @@ def main() -> None:
     parser.add_argument("--relay-sync-interval", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--samples", type=Path, help="write each step's send and delivery times to DIR/rate-R.json"
+        "--samples", type=Path, help="write each step's send and arrival times to DIR/rate-R.json"
+    )
+    parser.add_argument("--logs", type=Path, help="keep the server's log in DIR")
+    parser.add_argument(
+        "--profile-server", type=Path, help="run the server under cProfile, stats to FILE"
     )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--lo", type=int, help=argparse.SUPPRESS)
@@ -576,15 +707,17 @@ def main() -> None:
         trio.run(Worker(spec).run)
         return
     if not (
-        2 <= args.members <= 10_000
-        and 1 <= args.procs <= args.members
+        0 <= args.full_nodes <= args.members - 2
+        and 2 <= args.members <= 10_000
+        and 1 <= args.procs <= args.members - args.full_nodes
         and 0 < args.min_rate <= args.rate <= args.max_rate <= 10_000
         and 0 < args.duration <= 3600
         and 0 <= args.drain <= 600
     ):
         parser.error(
-            "need 2 <= --members, 1 <= --procs <= --members,"
-            " 0 < --min-rate <= --rate <= --max-rate, 0 < --duration <= 3600, 0 <= --drain <= 600"
+            "need 2 <= --members, 0 <= --full-nodes <= --members - 2, 1 <= --procs <= light"
+            " members, 0 < --min-rate <= --rate <= --max-rate, 0 < --duration <= 3600,"
+            " 0 <= --drain <= 600"
         )
     tmp = Path(tempfile.mkdtemp(prefix="troc-bench-relay-"))
     shm = Path("/dev/shm")
@@ -596,29 +729,37 @@ def main() -> None:
         server_home = tmp / "server"
         troc(server_home, "init", "--no-passphrase", "--name", "server")
         homes = [member_tmp / f"m{i}" for i in range(args.members)]
-        keys = [SigningKey.generate() for _ in homes]
+        full_homes = homes[: args.full_nodes]
+        for i, home in enumerate(full_homes):
+            troc(home, "init", "--no-passphrase", "--name", f"full{i}")
+        keys = [SigningKey(load_key(h / "key", None)) for h in full_homes]
+        keys += [SigningKey.generate() for _ in homes[args.full_nodes :]]
         t = time.perf_counter()
-        community = make_community(server_home, homes, keys)
+        community, heads = make_community(server_home, homes, keys)
         print(f"community of {args.members} members set up in {time.perf_counter() - t:.1f} s")
-        server = Server(server_home, args.relay_sync_interval)
+        server = Server(server_home, args.relay_sync_interval, args.profile_server)
         spec_path = member_tmp / "spec.json"
         spec_path.write_text(
             json.dumps(
                 {
                     "community": community.hex(),
+                    "topic": topic_of(community),
                     "server": server.addr,
-                    "homes": [str(h) for h in homes],
                     "seeds": [k.seed.hex() for k in keys],
                     "members": [k.public.hex() for k in keys],
-                    "member_sync_interval": args.member_sync_interval,
+                    "heads": [[heads[k.public][0], heads[k.public][1].hex()] for k in keys],
                     "seed": args.seed,
                 }
             )
         )
-        result = run(args, server, spec_path)
+        result = run(args, server, spec_path, full_homes)
     finally:
         if server is not None:
             server.stop()
+        if args.logs is not None:  # the server's log, before its home goes
+            args.logs.mkdir(parents=True, exist_ok=True)
+            if (tmp / "server" / "relay.log").exists():
+                shutil.copy(tmp / "server" / "relay.log", args.logs / "relay.log")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(member_tmp, ignore_errors=True)
     print(json.dumps(result, sort_keys=True))

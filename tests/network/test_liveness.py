@@ -38,3 +38,25 @@ async def test_a_peer_that_stops_answering_pings_is_closed_and_listed_dead() -> 
         states = {p["peer_id"]: p["state"] for p in liveness.describe()}
         assert states == {b.peer_id: "alive", c.peer_id: "unresponsive"}
         assert liveness.recently_lost() == {}
+
+
+async def test_a_round_pings_at_most_max_pings_peers_longest_unpinged_first() -> None:
+    """A server with many peers pings a bounded number per round, in turn;
+    a silent peer is still found and closed."""
+    async with open_host() as a, open_host() as b, open_host() as c, open_host() as d:
+        for peer in (b, c, d):
+            await a.connect(peer.listen_addrs()[0])
+        liveness = Liveness(a, interval=0.1, timeout=1.0, misses=2, max_pings=2)
+        await liveness.check()
+        answered = {p["peer_id"] for p in liveness.describe() if p["rtt_ms"] is not None}
+        assert len(answered) == 2
+        await liveness.check()  # the one left out comes first
+        answered = {p["peer_id"] for p in liveness.describe() if p["rtt_ms"] is not None}
+        assert answered == {b.peer_id, c.peer_id, d.peer_id}
+
+        d.remove_stream_handler(PING_PROTOCOL)
+        with trio.fail_after(10):
+            for _ in range(6):  # d is pinged in at least 2 of any 3 rounds
+                await liveness.check()
+        assert d.peer_id not in a.connected_peers()
+        assert {b.peer_id, c.peer_id} <= set(a.connected_peers())

@@ -38,6 +38,15 @@ PING_INTERVAL = 4.0
 PING_TIMEOUT = 4.0
 #: ... and is given up after this many unanswered pings in a row.
 PING_MISSES = 2
+#: Peers pinged in one round, at most (those pinged longest ago first): a
+#: community server with hundreds of members would otherwise open a stream
+#: (and negotiate its protocol) to every one of them every few seconds:
+#: 100 members cost a server 25 pings/s, a constant load that, on a busy
+#: machine, delayed the answers past PING_TIMEOUT, and the closes and
+#: redials that followed cost more still (bench/relay.py). With more peers
+#: than this, each is pinged less often and a dead one is found later
+#: (at 100 peers: every ~10 s instead of every 4 s).
+MAX_PINGS_PER_ROUND = 40
 #: A peer lost less than this long ago is redialled every few seconds
 #: (troc.node.peers.REDIAL_RECENT); after that, with the usual backoff.
 RECENT = 600.0
@@ -52,6 +61,7 @@ class PeerHealth:
     """What the pings say of one connected peer (times are trio's clock)."""
 
     since: float
+    pinged: float = float("-inf")
     rtt_ms: float | None = None
     last_ok: float | None = None
     misses: int = 0
@@ -78,11 +88,13 @@ class Liveness:
         interval: float = PING_INTERVAL,
         timeout: float = PING_TIMEOUT,
         misses: int = PING_MISSES,
+        max_pings: int = MAX_PINGS_PER_ROUND,
     ) -> None:
         self.host = host
         self.interval = interval
         self.timeout = timeout
         self.misses = misses
+        self.max_pings = max_pings
         self.health: dict[str, PeerHealth] = {}
         self.lost: dict[str, LostPeer] = {}
 
@@ -92,10 +104,14 @@ class Liveness:
             await self.check()
 
     async def check(self) -> None:
-        """One round: every connected peer pinged at once (bounded by ``timeout``)."""
+        """One round: the ``max_pings`` connected peers pinged longest ago (all
+        of them, usually) pinged at once (bounded by ``timeout``)."""
         connected = self.update()
+        due = sorted(connected, key=lambda p: self.health[p].pinged)[: self.max_pings]
+        now = trio.current_time()
         async with trio.open_nursery() as nursery:
-            for peer in connected:
+            for peer in due:
+                self.health[peer].pinged = now
                 nursery.start_soon(self._probe, peer)
 
     def update(self) -> list[str]:
