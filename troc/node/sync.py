@@ -44,9 +44,11 @@ from troc.net.p2p import (
 from troc.node.local import LocalNode
 from troc.node.metrics import Counters
 from troc.node.peers import Peers
-from troc.protocol.entry import CommunityId, Ref
+from troc.node.verifier import Verifier
+from troc.protocol.entry import CommunityId, Entry, Ref
 from troc.protocol.ledger import CertificateOutcome, Outcome
 from troc.protocol.sync import (
+    MAX_BATCH,
     MAX_FRAME,
     VERSIONS,
     Heads,
@@ -108,6 +110,9 @@ class _StoreView:
         self.local = local
         self.community = community
         self.peer = peer  # the session's peer: what it parks counts against it
+        # Entries of the frame being handled, decoded and checked ahead by
+        # the Verifier, by wire bytes (Syncer._run_session fills it).
+        self.prepared: dict[bytes, Entry] = {}
 
     def heads(self, community: CommunityId) -> Heads:
         return {a: (h.seq, h.id) for a, h in self.local.store.heads(community)}
@@ -125,8 +130,10 @@ class _StoreView:
         return self.local.store.forks(community)
 
     def ingest_batch(self, wires: list[bytes]) -> list[Outcome]:
+        prepared = self.prepared
+        items: list[bytes | Entry] = [prepared.get(w, w) for w in wires] if prepared else [*wires]
         return self.local.ingest_many(
-            wires, community=self.community, sources=[self.peer] * len(wires)
+            items, community=self.community, sources=[self.peer] * len(wires)
         )
 
     def finals(self, community: CommunityId) -> dict[MemberId, tuple[int, bytes]]:
@@ -145,6 +152,11 @@ class _StoreView:
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:
         return race_certificates_between(self.local.ledger, community, author, low, high)
+
+
+#: What the read-ahead task hands the session loop: a frame, its message and
+#: its entries prepared by the Verifier; or the error that ended reading.
+_Ahead = tuple[bytes, dict[str, Any], dict[bytes, Entry]] | Exception
 
 
 def _sync_version(stream: Any) -> int:
@@ -172,6 +184,8 @@ class Syncer:
         interval: a session with a random peer this often (jittered), seconds.
         serves: whether the node serves a community (others are not synced).
         nursery: the node's nursery, for the per-peer session tasks.
+        verifier: decodes and checks received entries on every core while
+            the store takes the previous frame's (default: one of its own).
     """
 
     def __init__(
@@ -185,8 +199,10 @@ class Syncer:
         interval: float,
         serves: Callable[[CommunityId], bool],
         nursery: trio.Nursery,
+        verifier: Verifier | None = None,
     ) -> None:
         self.local = local
+        self.verifier = verifier or Verifier()
         self.host = host
         self.peers = peers
         self.counters = counters
@@ -341,9 +357,69 @@ class Syncer:
         # the stream surfaces as a FrameError, not as libp2p's StreamReset
         # (which escaped sync_one and stopped the node).
         await write_frames(stream, [encode_message(m) for m in first], frame_timeout=FRAME_TIMEOUT)
+        view = session.view
+        # Frames are read, and their entries decoded and checked on the other
+        # cores, one frame ahead of the session: the store takes frame k on
+        # this thread while the workers check frame k + 1.
+        ahead_send, ahead = trio.open_memory_channel[_Ahead](0)
+        error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_ahead, reader, ahead_send)
+            try:
+                await self._session_loop(stream, peer, session, view, ahead)
+            except Exception as exc:  # raised below, as itself rather than in a group
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        self.progress.last_ms = int(time.time() * 1000)
+        if session.stats.accepted:
+            logger.info(
+                "synced with %s: %d entries in, %d out",
+                peer,
+                session.stats.accepted,
+                session.stats.sent,
+            )
+
+    async def _read_ahead(self, reader: FrameReader, out: trio.MemorySendChannel[_Ahead]) -> None:
+        """Read frames, decode them, prepare their entries; hand each on, or
+        the error that ended the reading (the session loop raises it)."""
+        async with out:
+            while True:
+                try:
+                    frame = await reader.read_frame()
+                    msg = decode_message(frame)
+                    prepared: dict[bytes, Entry] = {}
+                    wires = msg.get("e")
+                    if (
+                        msg.get("t") == "entries"
+                        and isinstance(wires, list)
+                        and len(wires) <= MAX_BATCH
+                        and all(isinstance(w, bytes) for w in wires)
+                    ):
+                        for item in await self.verifier.prepare(wires):
+                            if isinstance(item, Entry):
+                                prepared[item.wire] = item
+                except Exception as exc:  # the session loop raises it
+                    await out.send(exc)
+                    return
+                await out.send((frame, msg, prepared))
+
+    async def _session_loop(
+        self,
+        stream: Any,
+        peer: str,
+        session: SyncSession,
+        view: Any,
+        ahead: trio.MemoryReceiveChannel[_Ahead],
+    ) -> None:
         while not session.done:
-            frame = await reader.read_frame()
-            msg = decode_message(frame)
+            item = await ahead.receive()
+            if isinstance(item, Exception):
+                raise item
+            frame, msg, prepared = item
+            if isinstance(view, _StoreView):
+                view.prepared = prepared
             entries = msg.get("e")
             over = self.peers.quota.charge(
                 peer, nbytes=len(frame), entries=len(entries) if isinstance(entries, list) else 0
@@ -369,13 +445,7 @@ class Syncer:
             self.progress.fetched += session.stats.accepted - before
             self.progress.current_expected = session.stats.expected
             self.progress.current_received = session.stats.received
+            if isinstance(view, _StoreView):
+                view.prepared = {}
             if session.misbehaviour:
                 raise RemoteProtocolError(session.misbehaviour)
-        self.progress.last_ms = int(time.time() * 1000)
-        if session.stats.accepted:
-            logger.info(
-                "synced with %s: %d entries in, %d out",
-                peer,
-                session.stats.accepted,
-                session.stats.sent,
-            )
