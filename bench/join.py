@@ -24,9 +24,11 @@ until the newcomer has its balance, has paid and has accepted), with
 (when the server could pay the newcomer: it holds the newcomer's join); ``caught_up_s`` (join
 until the newcomer holds every entry the server holds: each one checked,
 signature and rules, by the newcomer's own ledger); ``entries_per_s``
-(entries / caught_up_s); ``rss_mb`` (the newcomer's peak resident memory),
-``rss_mb_half`` (its resident memory when it held half the entries: "flat"
-means close to ``rss_mb``) and ``server_rss_mb``.
+(entries / caught_up_s); ``cpu_us_per_entry`` and ``server_cpu_us_per_entry``
+(CPU time per entry of the newcomer's process while it syncs, start-up left
+out, and of the server's: steadier than the clock on a shared machine); ``rss_mb`` (the
+newcomer's peak resident memory), ``rss_mb_half`` (its resident memory when it
+held half the entries: "flat" means close to ``rss_mb``) and ``server_rss_mb``.
 
 The newcomer trusts nothing it has not checked: it takes no balance from the
 server. Its own balance is known at once (its log is its join alone); paying
@@ -145,6 +147,13 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far: under load from
+    other work, steadier than the wall clock."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def entries_held(home: Path) -> int:
     status = try_control(home, "status")
     if not status or not status["communities"]:
@@ -193,6 +202,7 @@ def join(server: Path, tmp: Path, timeout: float, progress: bool) -> dict[str, A
     try:
         held = entries_held(server)
         invitation = sync_bench.troc(server, "community", "invite")["invitation"]
+        server_cpu0 = cpu_s(ps.proc.pid)
         t0 = time.perf_counter()
         sync_bench.troc(newcomer, "community", "join", invitation)
         pn = sync_bench.Proc(newcomer, sync_interval=5)  # troc run's default
@@ -205,15 +215,21 @@ def join(server: Path, tmp: Path, timeout: float, progress: bool) -> dict[str, A
         steps.start()
         deadline = t0 + timeout
         count = 0
+        start: tuple[float, int] | None = None  # the newcomer's CPU time and count
         while time.perf_counter() < deadline:
             now = time.perf_counter() - t0
             count = entries_held(newcomer)
             if progress:
                 print(f"{now:7.2f} s: {count} entries, {sorted(times)}", file=sys.stderr)
+            if start is None and count > 2:  # syncing (start-up excluded)
+                start = cpu_s(pn.proc.pid), count
             if not rss_half and count >= held // 2:
                 rss_half = rss_mb(pn.proc.pid)
             if "caught_up" not in times and count >= entries_held(server):
                 times["caught_up"] = time.perf_counter() - t0
+                cpu = cpu_s(pn.proc.pid), cpu_s(ps.proc.pid) - server_cpu0
+                assert start is not None
+                per_entry = (cpu[0] - start[0]) / max(1, count - start[1])
             if "caught_up" in times and "accepted" in times:
                 break
             time.sleep(0.25)
@@ -236,6 +252,8 @@ def join(server: Path, tmp: Path, timeout: float, progress: bool) -> dict[str, A
         "founder_paid_s": round(times["founder_paid"], 2),
         "caught_up_s": round(times["caught_up"], 2),
         "entries_per_s": round(held / times["caught_up"]),
+        "cpu_us_per_entry": round(per_entry * 1e6, 1),
+        "server_cpu_us_per_entry": round(cpu[1] / held * 1e6, 1),
         "rss_mb": round(rss, 1),
         "rss_mb_half": round(rss_half, 1),
         "server_rss_mb": round(server_rss, 1),

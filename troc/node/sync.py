@@ -44,7 +44,7 @@ from troc.net.p2p import (
 from troc.node.local import LocalNode
 from troc.node.metrics import Counters
 from troc.node.peers import Peers
-from troc.node.verifier import Verifier
+from troc.node.verifier import Prepared, Verifier
 from troc.protocol.entry import CommunityId, Entry, Ref
 from troc.protocol.ledger import CertificateOutcome, Outcome
 from troc.protocol.sync import (
@@ -154,9 +154,29 @@ class _StoreView:
         return race_certificates_between(self.local.ledger, community, author, low, high)
 
 
-#: What the read-ahead task hands the session loop: a frame, its message and
-#: its entries prepared by the Verifier; or the error that ended reading.
-_Ahead = tuple[bytes, dict[str, Any], dict[bytes, Entry]] | Exception
+#: Frames read (and their entries handed to the verifier) ahead of the store.
+AHEAD_FRAMES = 8
+#: Entries of consecutive frames stored in one batch (one commit), at most.
+COMBINE_ENTRIES = 4096
+
+#: What the read-ahead task hands the session loop: a frame, its message and,
+#: for an ``entries`` message, its entries being prepared by the Verifier; or
+#: the error that ended reading.
+_Ahead = tuple[bytes, dict[str, Any], Prepared | None] | Exception
+
+
+def _entry_wires(msg: dict[str, Any]) -> list[bytes] | None:
+    """The entries of a well-formed ``entries`` message, else None (the
+    session then says what is wrong with it)."""
+    wires = msg.get("e")
+    if (
+        msg.get("t") == "entries"
+        and isinstance(wires, list)
+        and len(wires) <= MAX_BATCH
+        and all(isinstance(w, bytes) for w in wires)
+    ):
+        return wires
+    return None
 
 
 def _sync_version(stream: Any) -> int:
@@ -359,9 +379,9 @@ class Syncer:
         await write_frames(stream, [encode_message(m) for m in first], frame_timeout=FRAME_TIMEOUT)
         view = session.view
         # Frames are read, and their entries decoded and checked on the other
-        # cores, one frame ahead of the session: the store takes frame k on
-        # this thread while the workers check frame k + 1.
-        ahead_send, ahead = trio.open_memory_channel[_Ahead](0)
+        # cores, up to AHEAD_FRAMES ahead of the session: the store takes a
+        # run of frames on this thread while the workers check the next.
+        ahead_send, ahead = trio.open_memory_channel[_Ahead](AHEAD_FRAMES)
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read_ahead, reader, ahead_send)
@@ -382,28 +402,45 @@ class Syncer:
             )
 
     async def _read_ahead(self, reader: FrameReader, out: trio.MemorySendChannel[_Ahead]) -> None:
-        """Read frames, decode them, prepare their entries; hand each on, or
-        the error that ended the reading (the session loop raises it)."""
+        """Read frames and decode them; hand each on with its entries handed
+        to the verifier's threads, or the error that ended the reading (the
+        session loop raises it)."""
         async with out:
             while True:
                 try:
                     frame = await reader.read_frame()
                     msg = decode_message(frame)
-                    prepared: dict[bytes, Entry] = {}
-                    wires = msg.get("e")
-                    if (
-                        msg.get("t") == "entries"
-                        and isinstance(wires, list)
-                        and len(wires) <= MAX_BATCH
-                        and all(isinstance(w, bytes) for w in wires)
-                    ):
-                        for item in await self.verifier.prepare(wires):
-                            if isinstance(item, Entry):
-                                prepared[item.wire] = item
+                    wires = _entry_wires(msg)
+                    prepared = None if wires is None else self.verifier.submit(wires)
                 except Exception as exc:  # the session loop raises it
                     await out.send(exc)
                     return
                 await out.send((frame, msg, prepared))
+
+    async def _next_run(
+        self, ahead: trio.MemoryReceiveChannel[_Ahead], held: list[_Ahead]
+    ) -> list[tuple[bytes, dict[str, Any], Prepared | None]]:
+        """The next message, or the ``entries`` messages already read in a
+        row (up to COMBINE_ENTRIES entries): one store batch. What ends a
+        run is kept in ``held`` for the next call."""
+        first = held.pop() if held else await ahead.receive()
+        if isinstance(first, Exception):
+            raise first
+        run = [first]
+        if first[2] is None:
+            return run
+        count = len(first[1]["e"])
+        while count < COMBINE_ENTRIES:
+            try:
+                item = ahead.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if isinstance(item, Exception) or item[2] is None:
+                held.append(item)
+                break
+            run.append(item)
+            count += len(item[1]["e"])
+        return run
 
     async def _session_loop(
         self,
@@ -413,25 +450,33 @@ class Syncer:
         view: Any,
         ahead: trio.MemoryReceiveChannel[_Ahead],
     ) -> None:
+        held: list[_Ahead] = []
         while not session.done:
-            item = await ahead.receive()
-            if isinstance(item, Exception):
-                raise item
-            frame, msg, prepared = item
+            run = await self._next_run(ahead, held)
+            prepared: dict[bytes, Entry] = {}
+            for frame, msg, items in run:
+                entries = msg.get("e")
+                over = self.peers.quota.charge(
+                    peer,
+                    nbytes=len(frame),
+                    entries=len(entries) if isinstance(entries, list) else 0,
+                )
+                if over > 0:  # slow this peer down to its budget; others' sessions go on
+                    await trio.sleep(min(over, FRAME_TIMEOUT / 2))
+                self.counters.bytes_in += len(frame)
+                if items is not None:
+                    for item in await items.result():
+                        if isinstance(item, Entry):
+                            prepared[item.wire] = item
             if isinstance(view, _StoreView):
                 view.prepared = prepared
-            entries = msg.get("e")
-            over = self.peers.quota.charge(
-                peer, nbytes=len(frame), entries=len(entries) if isinstance(entries, list) else 0
-            )
-            if over > 0:  # slow this peer down to its budget; others' sessions go on
-                await trio.sleep(min(over, FRAME_TIMEOUT / 2))
-            self.counters.bytes_in += len(frame)
             sent_before = session.stats.sent
             before = session.stats.accepted
             out: list[bytes] = []
             size = 0
-            for reply in session.receive(msg):
+            msgs = [msg for _frame, msg, _items in run]
+            replies = session.receive(msgs[0]) if len(msgs) == 1 else session.receive_entries(msgs)
+            for reply in replies:
                 data = encode_message(reply)
                 out.append(data)
                 size += len(data)
