@@ -12,7 +12,8 @@ import pytest
 
 from tests.helpers import World, fresh_ledger, key
 from troc.errors import RemoteProtocolError
-from troc.protocol.entry import Entry
+from troc.protocol import sync
+from troc.protocol.entry import Entry, Offer
 from troc.protocol.sync import SyncSession
 from troc.protocol.sync_pair import MemoryView
 
@@ -81,3 +82,39 @@ def test_each_message_of_a_run_is_checked_as_receive_checks_it(bad: dict[str, An
     session, _view = _session(w)
     with pytest.raises(RemoteProtocolError):
         list(session.receive_entries([_msg(before), bad]))
+
+
+class _CountingView(MemoryView):
+    """Counts the entries a session reads from its store."""
+
+    read = 0
+
+    def entries_after(self, community: Any, author: Any, after_seq: int, limit: int) -> Any:
+        rows = super().entries_after(community, author, after_seq, limit)
+        self.read += len(rows)
+        return rows
+
+
+def test_a_responder_reads_a_window_of_history_ahead_not_all_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Streaming to a newcomer merges every author's log by time, a page of
+    each at once: with many authors the pages shrink, so what is held read
+    ahead stays near SEND_WINDOW entries however long the history."""
+    w = World()
+    members = [key(i) for i in range(20)]
+    for m in members:
+        w.join(m)
+    for round_ in range(30):
+        for m in members:
+            w.add(m, Offer(side="offer", title=f"offer {round_}"))
+    monkeypatch.setattr(sync, "SEND_WINDOW", 20 * 16, raising=False)  # 16 per author
+    view = _CountingView(w.ledger, w.community, lambda: w.now)
+    session = SyncSession(view, w.community, initiator=False, batch_entries=64)
+    session._load()
+    stream = session._send_missing({})
+    first = next(stream)
+    assert len(first["e"]) == 64
+    assert view.read <= 20 * 16 + 64  # one page per author (and a refill)
+    total = sum(len(m["e"]) for m in stream if m.get("t") == "entries") + 64
+    assert total == 20 * 31
