@@ -232,7 +232,7 @@ def join(server: Path, tmp: Path, timeout: float, progress: bool) -> dict[str, A
                 per_entry = (cpu[0] - start[0]) / max(1, count - start[1])
             if "caught_up" in times and "accepted" in times:
                 break
-            time.sleep(0.25)
+            time.sleep(0.5)  # a status lists every head: not too often
         stop.set()
         steps.join(timeout=150)
         rss = rss_mb(pn.proc.pid, "VmHWM")
