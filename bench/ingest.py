@@ -16,10 +16,19 @@ Then, on one core (the process pins itself to one CPU), it measures:
 - ``balance_query_us``: median time of one ``Ledger.balance`` on the full
   store just reopened (cold: it reads SQLite), and ``balance_cached_us``;
 - ``ingest_per_s_all_cores``: the node's own sync path on every core: batches
-  of 512 entries (a sync frame) decoded and signature-checked by
-  ``troc.node.verifier.Verifier`` in worker threads (PyNaCl releases the
-  GIL) while ``LocalNode.ingest_many`` stores the batch before, under trio;
-  ``all_cores_vs_verify`` is that rate / ``verify_per_s``;
+  of 512 entries (a sync frame) decoded, their signatures checked in a child
+  process by ``troc.node.verifier.Verifier`` (its default), while
+  ``LocalNode.ingest_many`` stores the batch before, under trio;
+  ``ingest_per_s_all_cores_threads``: the same with the Verifier's
+  ``threads`` mode (PyNaCl releases the GIL for each check);
+  ``all_cores_vs_verify`` is that rate / ``verify_per_s``; as the wall clock
+  on a shared machine measures the CPU others leave, also
+  ``store_thread_cpu_us_per_entry`` (CPU of the thread that stores: the
+  serial part), ``cpu_us_per_entry_all_cores`` (all threads and the verify
+  worker processes) and
+  ``all_cores_bound_vs_verify``: the most those allow with the cores free,
+  1 / max(store thread, all / cores), over ``verify_per_s`` (a bound: the
+  workers' decoding holds the GIL, so it also waits for the store's Python);
 - ``ingest_per_s_all_cores_processes``: the bench's own variant, signatures
   verified in a process pool while the main process decodes and stores;
 - ``rss_mb``: peak resident memory of the whole run.
@@ -58,7 +67,8 @@ import trio
 from troc.crypto.sign import Domain, MemberId, SigningKey, verify
 from troc.node.local import LocalNode, open_local_node
 from troc.node.store import Store
-from troc.node.verifier import Verifier
+from troc.node.sync import AHEAD_FRAMES, COMBINE_ENTRIES
+from troc.node.verifier import Prepared, Verifier
 from troc.protocol import codec
 from troc.protocol.entry import (
     VERSION,
@@ -348,36 +358,62 @@ def measure_ingest_parallel(
 
 
 def ingest_pipelined(
-    node: LocalNode, wires: Sequence[bytes], community: CommunityId, workers: int
+    node: LocalNode,
+    wires: Sequence[bytes],
+    community: CommunityId,
+    workers: int,
+    mode: str | None = None,
 ) -> None:
-    """Store ``wires`` (all valid) as sync does: frame by frame (512 entries),
-    the Verifier preparing frame k + 1 in worker threads while
-    ``LocalNode.ingest_many`` stores frame k."""
-    chunks = list(_chunks(wires, MAX_BATCH))
-    verifier = Verifier(workers)
+    """Store ``wires`` (all valid) as sync does (:mod:`troc.node.sync`): frames
+    of 512 entries handed to the Verifier (``mode``: its default, or
+    ``threads``) up to AHEAD_FRAMES ahead, and the frames at hand stored in
+    runs of up to COMBINE_ENTRIES by ``LocalNode.ingest_many``."""
+    chunks = iter(list(_chunks(wires, MAX_BATCH)))
+    verifier = Verifier(workers, mode=mode)
+    ahead: deque[tuple[int, Prepared]] = deque()
+
+    def fill() -> None:
+        while len(ahead) < AHEAD_FRAMES:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return
+            ahead.append((len(chunk), verifier.submit(chunk)))
 
     async def run() -> None:
-        send, receive = trio.open_memory_channel[list[bytes | Entry]](0)
+        fill()
+        while ahead:
+            batch: list[Prepared] = []
+            count = 0
+            while ahead and count < COMBINE_ENTRIES:
+                n, prepared = ahead.popleft()
+                batch.append(prepared)
+                count += n
+            items = [item for p in batch for item in await p.result()]
+            fill()  # the workers check the next frames while this run is stored
+            for outcome in node.ingest_many(items, community=community):
+                if outcome.status is not Status.ACCEPTED:
+                    raise SystemExit(f"bench entry not accepted: {outcome}")
 
-        async def produce() -> None:
-            async with send:
-                for chunk in chunks:
-                    await send.send(await verifier.prepare(chunk))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(produce)
-            async for items in receive:
-                for outcome in node.ingest_many(items, community=community):
-                    if outcome.status is not Status.ACCEPTED:
-                        raise SystemExit(f"bench entry not accepted: {outcome}")
-
-    trio.run(run)
+    try:
+        trio.run(run)
+    finally:
+        verifier.close()
 
 
-def measure_node_path(wires: Sequence[bytes], now_ms: int, workers: int) -> float:
+def _cpu_with_children() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure_node_path(
+    wires: Sequence[bytes], now_ms: int, workers: int, mode: str | None = None
+) -> tuple[float, float, float]:
     """Entries per second through the node's sync path (see the module docstring):
     the Verifier prepares frame k + 1 in worker threads while the store takes
-    frame k, as :meth:`troc.node.sync.Syncer._run_session` does."""
+    frame k, as :meth:`troc.node.sync.Syncer._run_session` does. Also returns
+    the CPU µs per entry of the calling thread (the store's: the serial part)
+    and of the whole process."""
     home = OUT / "ingest-node"
     if home.exists():
         for f in home.iterdir():
@@ -385,13 +421,17 @@ def measure_node_path(wires: Sequence[bytes], now_ms: int, workers: int) -> floa
     genesis = Entry.decode(wires[0])
     with open_local_node(home, None, lambda: now_ms, member=genesis.author) as node:
         node.ingest_many([wires[0]])
-        t0 = time.perf_counter()
-        ingest_pipelined(node, wires[1:], CommunityId(genesis.id), workers)
-        rate = (len(wires) - 1) / (time.perf_counter() - t0)
+        n = len(wires) - 1
+        t0, main0, cpu0 = time.perf_counter(), time.thread_time(), _cpu_with_children()
+        ingest_pipelined(node, wires[1:], CommunityId(genesis.id), workers, mode)
+        rate = n / (time.perf_counter() - t0)
+        main_us = (time.thread_time() - main0) / n * 1e6
+        # The verify worker processes are waited for by then: their CPU counts.
+        cpu_us = (_cpu_with_children() - cpu0) / n * 1e6
     for f in home.iterdir():
         f.unlink()
     home.rmdir()
-    return rate
+    return rate, main_us, cpu_us
 
 
 def measure_balance(
@@ -453,16 +493,37 @@ def main(argv: list[str] | None = None) -> None:
         "store_mb": round(db_mb, 1),
     }
     if not args.no_threads:
-        threads = measure_node_path(wires, now_ms, len(cpus))
+        threads, main_us, cpu_us = measure_node_path(wires, now_ms, len(cpus))
         print(
-            f"ingest, {len(cpus)} cores (node sync path, threads): {threads:,.0f} entries/s"
+            f"ingest, {len(cpus)} cores (node sync path): {threads:,.0f} entries/s"
             f" = {threads / verify_rate:.2f} x one core's verify",
             file=sys.stderr,
         )
+        only_threads, _m, _c = measure_node_path(wires, now_ms, len(cpus), "threads")
+        print(
+            f"ingest, {len(cpus)} cores (node sync path, threads only): {only_threads:,.0f}"
+            f" entries/s = {only_threads / verify_rate:.2f} x one core's verify",
+            file=sys.stderr,
+        )
+        result["ingest_per_s_all_cores_threads"] = round(only_threads)
         procs = measure_ingest_parallel(wires, now_ms, max(1, len(cpus) - 1), "process")
         print(f"ingest, {len(cpus)} cores (processes): {procs:,.0f} entries/s", file=sys.stderr)
         result["ingest_per_s_all_cores"] = round(threads)
         result["all_cores_vs_verify"] = round(threads / verify_rate, 3)
+        # On a shared machine the wall clock says how much CPU others left us;
+        # CPU times say what the pipeline needs. With the cores to itself it
+        # runs at the pace of its busiest part: the store's thread, or the
+        # whole work spread over the cores.
+        bound = 1e6 / max(main_us, cpu_us / len(cpus))
+        result["store_thread_cpu_us_per_entry"] = round(main_us, 1)
+        result["cpu_us_per_entry_all_cores"] = round(cpu_us, 1)
+        result["all_cores_bound_vs_verify"] = round(bound / verify_rate, 3)
+        print(
+            f"  CPU per entry: {main_us:.0f} µs on the store's thread, {cpu_us:.0f} µs in all:"
+            f" with {len(cpus)} free cores, {bound:,.0f} entries/s"
+            f" = {bound / verify_rate:.2f} x one core's verify",
+            file=sys.stderr,
+        )
         result["ingest_per_s_all_cores_processes"] = round(procs)
         result["cores"] = len(cpus)
     result["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -7,15 +7,18 @@ other cores; what did not decode or verify goes in as wire bytes. A history
 items (bad signatures, mutated bytes, another community's entries): every
 item's verdict, and the state reached, are those of ``Ledger.ingest`` one
 entry at a time, on the in-memory backend and through the node's own batch
-path on SQLite (``LocalNode.ingest_many``).
+path on SQLite (``LocalNode.ingest_many``), with the signatures checked in
+worker threads and in a child process alike.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -108,15 +111,22 @@ def test_prepared_entries_get_one_by_one_verdicts_in_memory(drawn: Any) -> None:
     assert _state(ledger, c) == _state(reference, c)
 
 
+@pytest.fixture(scope="module", params=["processes", "threads"])
+def verifier(request: pytest.FixtureRequest) -> Iterator[Verifier]:
+    """The node's Verifier off the calling thread, as sync uses it, both ways."""
+    v = Verifier(workers=2, min_threaded=1, mode=request.param)
+    yield v
+    v.close()
+
+
 @settings(max_examples=max(10, EXAMPLES // 2))
-@given(mixed_arrivals())
+@given(drawn=mixed_arrivals())
 def test_prepared_batches_through_the_node_get_one_by_one_verdicts_on_sqlite(
-    drawn: Any,
+    drawn: Any, verifier: Verifier
 ) -> None:
     h, wires, batches = drawn
     c = h.world.community
     reference, expected = _one_by_one(h, wires)
-    verifier = Verifier(workers=2, min_threaded=1)  # threads, as sync uses them
     with (
         tempfile.TemporaryDirectory() as tmp,
         open_local_node(Path(tmp), None, lambda: T0, member=h.members[0].public) as node,
