@@ -49,7 +49,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -126,17 +125,7 @@ class Server(sync_bench.Proc):
 
 def try_control(home: Path, op: str, params: dict[str, Any] | None = None) -> Any:
     """One control request; None if the node refused it (not yet possible)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(120)
-        s.connect(str(home / "control.sock"))
-        s.sendall(json.dumps({"op": op, "params": params or {}}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
-    reply = json.loads(data)
+    reply = sync_bench.control_reply(home, op, params)
     return reply["result"] if reply["ok"] else None
 
 
