@@ -87,7 +87,7 @@ def _state(ledger: Ledger, c: CommunityId) -> tuple[Any, ...]:
     )
 
 
-@settings(max_examples=EXAMPLES)
+@settings(max_examples=max(10, EXAMPLES // 2))
 @given(mixed_arrivals())
 def test_prepared_entries_get_one_by_one_verdicts_in_memory(drawn: Any) -> None:
     h, wires, batches = drawn
@@ -119,7 +119,7 @@ def verifier(request: pytest.FixtureRequest) -> Iterator[Verifier]:
     v.close()
 
 
-@settings(max_examples=max(10, EXAMPLES // 2))
+@settings(max_examples=max(10, EXAMPLES // 4))
 @given(drawn=mixed_arrivals())
 def test_prepared_batches_through_the_node_get_one_by_one_verdicts_on_sqlite(
     drawn: Any, verifier: Verifier

@@ -204,7 +204,8 @@ class Verifier:
             decoded = _decode(wires)
             triples = _triples(decoded)
             pool = self._executor(max(1, self.workers - 1))
-            step = -(-len(triples) // max(1, self.workers - 1))
+            # (max 1: a batch where nothing decodes has nothing to check.)
+            step = max(1, -(-len(triples) // max(1, self.workers - 1)))
             futures = [
                 pool.submit(self._check_in_child, triples[i : i + step])
                 for i in range(0, len(triples), step)
