@@ -15,8 +15,22 @@ Then, on one core (the process pins itself to one CPU), it measures:
   drift between runs on shared machines, ratios much less);
 - ``balance_query_us``: median time of one ``Ledger.balance`` on the full
   store just reopened (cold: it reads SQLite), and ``balance_cached_us``;
-- ``ingest_per_s_all_cores``: the same ingest with signatures verified in a
-  thread pool (PyNaCl releases the GIL) while the main thread stores;
+- ``ingest_per_s_all_cores``: the node's own sync path on every core: batches
+  of 512 entries (a sync frame) decoded, their signatures checked in a child
+  process by ``troc.node.verifier.Verifier`` (its default), while
+  ``LocalNode.ingest_many`` stores the batch before, under trio;
+  ``ingest_per_s_all_cores_threads``: the same with the Verifier's
+  ``threads`` mode (PyNaCl releases the GIL for each check);
+  ``all_cores_vs_verify`` is that rate / ``verify_per_s``; as the wall clock
+  on a shared machine measures the CPU others leave, also
+  ``store_thread_cpu_us_per_entry`` (CPU of the thread that stores: the
+  serial part), ``cpu_us_per_entry_all_cores`` (all threads and the verify
+  worker processes) and
+  ``all_cores_bound_vs_verify``: the most those allow with the cores free,
+  1 / max(store thread, all / cores), over one core's verify rate in CPU
+  time (``verify_cpu_us_per_entry``);
+- ``ingest_per_s_all_cores_processes``: the bench's own variant, signatures
+  verified in a process pool while the main process decodes and stores;
 - ``rss_mb``: peak resident memory of the whole run.
 
 The last line of output is one JSON object with those keys.
@@ -48,9 +62,13 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import trio
 
 from troc.crypto.sign import Domain, MemberId, SigningKey, verify
+from troc.node.local import LocalNode, open_local_node
 from troc.node.store import Store
+from troc.node.sync import AHEAD_FRAMES, COMBINE_ENTRIES
+from troc.node.verifier import Prepared, Verifier
 from troc.protocol import codec
 from troc.protocol.entry import (
     VERSION,
@@ -69,6 +87,7 @@ from troc.protocol.entry import (
     Transfer,
 )
 from troc.protocol.ledger import Ledger, Status
+from troc.protocol.sync_wire import MAX_BATCH
 
 OUT = Path(__file__).resolve().parent / "out"
 MEMBERS = 100
@@ -131,13 +150,16 @@ def _sign(
     return codec.pack([signed, signature]), EntryId(hashlib.sha256(signed).digest())
 
 
-def generate(n: int, seed: int) -> list[bytes]:
-    """``n`` entries (genesis included), every one valid in order."""
+def member_key(seed: int, i: int) -> SigningKey:
+    """The key of member ``i`` (0: the founder) of the community made from ``seed``."""
+    return SigningKey(hashlib.sha256(b"troc-bench-%d-%d" % (seed, i)).digest())
+
+
+def generate(n: int, seed: int, members_n: int = MEMBERS) -> list[bytes]:
+    """``n`` entries (genesis included), every one valid in order, by
+    ``members_n`` members."""
     rng = random.Random(seed)
-    members = [
-        _Member(SigningKey(hashlib.sha256(b"troc-bench-%d-%d" % (seed, i)).digest()))
-        for i in range(MEMBERS)
-    ]
+    members = [_Member(member_key(seed, i)) for i in range(members_n)]
     out: list[bytes] = []
     genesis, cid = _sign(
         members[0].key,
@@ -162,7 +184,7 @@ def generate(n: int, seed: int) -> list[bytes]:
             return out
         append(m, Join(name=f"member {i}"))
     while len(out) < n:
-        i = rng.randrange(MEMBERS)
+        i = rng.randrange(members_n)
         m = members[i]
         r = rng.random()
         if m.pending_in and r < 0.9:
@@ -188,7 +210,7 @@ def generate(n: int, seed: int) -> list[bytes]:
         elif r < 0.08:
             append(m, OfferClose(offer=m.offers.pop(rng.randrange(len(m.offers)))))
         else:
-            j = rng.randrange(MEMBERS - 1)
+            j = rng.randrange(members_n - 1)
             j += j >= i
             amount = rng.randint(1, 60)
             if m.balance - amount < -CREDIT_LIMIT:
@@ -200,9 +222,11 @@ def generate(n: int, seed: int) -> list[bytes]:
     return out
 
 
-def load(n: int, seed: int) -> list[bytes]:
-    """The cached entries for (n, seed), generated on first use."""
-    path = OUT / f"entries-{n}-seed{seed}.bin"
+def load(n: int, seed: int, members: int = MEMBERS, out: Path = OUT) -> list[bytes]:
+    """The cached entries for (n, seed, members), generated on first use
+    and kept under ``out``."""
+    name = f"entries-{n}-seed{seed}" + ("" if members == MEMBERS else f"-m{members}")
+    path = out / f"{name}.bin"
     if path.exists():
         data = path.read_bytes()
         wires, pos = [], 0
@@ -212,8 +236,8 @@ def load(n: int, seed: int) -> list[bytes]:
             pos += 4 + size
         return wires
     t0 = time.perf_counter()
-    wires = generate(n, seed)
-    OUT.mkdir(parents=True, exist_ok=True)
+    wires = generate(n, seed, members)
+    out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(b"".join(struct.pack(">I", len(w)) + w for w in wires))
     tmp.replace(path)
@@ -333,6 +357,92 @@ def measure_ingest_parallel(
     return rate
 
 
+def ingest_pipelined(
+    node: LocalNode,
+    wires: Sequence[bytes],
+    community: CommunityId,
+    workers: int,
+    mode: str | None = None,
+) -> None:
+    """Store ``wires`` (all valid) as sync does (:mod:`troc.node.sync`): frames
+    of 512 entries handed to the Verifier (``mode``: its default, or
+    ``threads``) up to AHEAD_FRAMES ahead, and the frames at hand stored in
+    runs of up to COMBINE_ENTRIES by ``LocalNode.ingest_many``."""
+    chunks = iter(list(_chunks(wires, MAX_BATCH)))
+    verifier = Verifier(workers, mode=mode)
+    ahead: deque[tuple[int, Prepared]] = deque()
+
+    def fill() -> None:
+        while len(ahead) < AHEAD_FRAMES:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return
+            ahead.append((len(chunk), verifier.submit(chunk)))
+
+    async def run() -> None:
+        fill()
+        while ahead:
+            batch: list[Prepared] = []
+            count = 0
+            while ahead and count < COMBINE_ENTRIES:
+                n, prepared = ahead.popleft()
+                batch.append(prepared)
+                count += n
+            items = [item for p in batch for item in await p.result()]
+            fill()  # the workers check the next frames while this run is stored
+            for outcome in node.ingest_many(items, community=community):
+                if outcome.status is not Status.ACCEPTED:
+                    raise SystemExit(f"bench entry not accepted: {outcome}")
+
+    try:
+        trio.run(run)
+    finally:
+        verifier.close()
+
+
+def verify_cpu_us(wires: Sequence[bytes]) -> float:
+    """CPU µs of this thread per signature check, over ``wires``."""
+    entries = [Entry.decode(w, check_signature=False) for w in wires]
+    t0 = time.thread_time()
+    for e in entries:
+        verify(Domain.ENTRY, e.author, e.signed, e.signature)
+    return (time.thread_time() - t0) / len(entries) * 1e6
+
+
+def _cpu_with_children() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure_node_path(
+    wires: Sequence[bytes], now_ms: int, workers: int, mode: str | None = None
+) -> tuple[float, float, float]:
+    """Entries per second through the node's sync path (see the module docstring):
+    the Verifier prepares frame k + 1 in worker threads while the store takes
+    frame k, as :meth:`troc.node.sync.Syncer._run_session` does. Also returns
+    the CPU µs per entry of the calling thread (the store's: the serial part)
+    and of the whole process."""
+    home = OUT / "ingest-node"
+    if home.exists():
+        for f in home.iterdir():
+            f.unlink()
+    genesis = Entry.decode(wires[0])
+    with open_local_node(home, None, lambda: now_ms, member=genesis.author) as node:
+        node.ingest_many([wires[0]])
+        n = len(wires) - 1
+        t0, main0, cpu0 = time.perf_counter(), time.thread_time(), _cpu_with_children()
+        ingest_pipelined(node, wires[1:], CommunityId(genesis.id), workers, mode)
+        rate = n / (time.perf_counter() - t0)
+        main_us = (time.thread_time() - main0) / n * 1e6
+        # The verify worker processes are waited for by then: their CPU counts.
+        cpu_us = (_cpu_with_children() - cpu0) / n * 1e6
+    for f in home.iterdir():
+        f.unlink()
+    home.rmdir()
+    return rate, main_us, cpu_us
+
+
 def measure_balance(
     store: Store, members: list[MemberId], community: CommunityId
 ) -> tuple[float, float]:
@@ -392,11 +502,41 @@ def main(argv: list[str] | None = None) -> None:
         "store_mb": round(db_mb, 1),
     }
     if not args.no_threads:
-        threads = measure_ingest_parallel(wires, now_ms, len(cpus), "thread")
-        print(f"ingest, {len(cpus)} cores (threads): {threads:,.0f} entries/s", file=sys.stderr)
+        threads, main_us, cpu_us = measure_node_path(wires, now_ms, len(cpus))
+        print(
+            f"ingest, {len(cpus)} cores (node sync path): {threads:,.0f} entries/s"
+            f" = {threads / verify_rate:.2f} x one core's verify",
+            file=sys.stderr,
+        )
+        only_threads, _m, _c = measure_node_path(wires, now_ms, len(cpus), "threads")
+        print(
+            f"ingest, {len(cpus)} cores (node sync path, threads only): {only_threads:,.0f}"
+            f" entries/s = {only_threads / verify_rate:.2f} x one core's verify",
+            file=sys.stderr,
+        )
+        result["ingest_per_s_all_cores_threads"] = round(only_threads)
         procs = measure_ingest_parallel(wires, now_ms, max(1, len(cpus) - 1), "process")
         print(f"ingest, {len(cpus)} cores (processes): {procs:,.0f} entries/s", file=sys.stderr)
         result["ingest_per_s_all_cores"] = round(threads)
+        result["all_cores_vs_verify"] = round(threads / verify_rate, 3)
+        # On a shared machine the wall clock says how much CPU others left us;
+        # CPU times say what the pipeline needs. With the cores to itself it
+        # runs at the pace of its busiest part: the store's thread, or the
+        # whole work spread over the cores.
+        # Against one core's verify rate in CPU time too (the wall-clock
+        # verify_per_s counts what others took of the core).
+        verify_us = verify_cpu_us(wires[: min(len(wires), 5000)])
+        bound = max(main_us, cpu_us / len(cpus))
+        result["store_thread_cpu_us_per_entry"] = round(main_us, 1)
+        result["cpu_us_per_entry_all_cores"] = round(cpu_us, 1)
+        result["verify_cpu_us_per_entry"] = round(verify_us, 1)
+        result["all_cores_bound_vs_verify"] = round(verify_us / bound, 3)
+        print(
+            f"  CPU per entry: {main_us:.0f} µs on the store's thread, {cpu_us:.0f} µs in all,"
+            f" {verify_us:.0f} µs to verify: with {len(cpus)} free cores,"
+            f" {verify_us / bound:.2f} x one core's verify rate",
+            file=sys.stderr,
+        )
         result["ingest_per_s_all_cores_processes"] = round(procs)
         result["cores"] = len(cpus)
     result["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -64,6 +64,14 @@ def troc(home: Path, *args: str) -> Any:
 
 def control(home: Path, op: str, params: dict[str, Any] | None = None) -> Any:
     """One request to a running node's control socket."""
+    reply = control_reply(home, op, params)
+    if not reply["ok"]:
+        raise SystemExit(f"{op} failed: {reply['error']}")
+    return reply["result"]
+
+
+def control_reply(home: Path, op: str, params: dict[str, Any] | None = None) -> Any:
+    """One request to a running node's control socket: its whole reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(60)
         s.connect(str(home / "control.sock"))
@@ -74,10 +82,7 @@ def control(home: Path, op: str, params: dict[str, Any] | None = None) -> Any:
             if not chunk:
                 break
             data += chunk
-    reply = json.loads(data)
-    if not reply["ok"]:
-        raise SystemExit(f"{op} failed: {reply['error']}")
-    return reply["result"]
+    return json.loads(data)
 
 
 class Proc:

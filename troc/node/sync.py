@@ -44,9 +44,11 @@ from troc.net.p2p import (
 from troc.node.local import LocalNode
 from troc.node.metrics import Counters
 from troc.node.peers import Peers
-from troc.protocol.entry import CommunityId, Ref
+from troc.node.verifier import Prepared, Verifier
+from troc.protocol.entry import CommunityId, Entry, Ref
 from troc.protocol.ledger import CertificateOutcome, Outcome
 from troc.protocol.sync import (
+    MAX_BATCH,
     MAX_FRAME,
     VERSIONS,
     Heads,
@@ -108,6 +110,9 @@ class _StoreView:
         self.local = local
         self.community = community
         self.peer = peer  # the session's peer: what it parks counts against it
+        # Entries of the frame being handled, decoded and checked ahead by
+        # the Verifier, by wire bytes (Syncer._run_session fills it).
+        self.prepared: dict[bytes, Entry] = {}
 
     def heads(self, community: CommunityId) -> Heads:
         return {a: (h.seq, h.id) for a, h in self.local.store.heads(community)}
@@ -125,8 +130,10 @@ class _StoreView:
         return self.local.store.forks(community)
 
     def ingest_batch(self, wires: list[bytes]) -> list[Outcome]:
+        prepared = self.prepared
+        items: list[bytes | Entry] = [prepared.get(w, w) for w in wires] if prepared else [*wires]
         return self.local.ingest_many(
-            wires, community=self.community, sources=[self.peer] * len(wires)
+            items, community=self.community, sources=[self.peer] * len(wires)
         )
 
     def finals(self, community: CommunityId) -> dict[MemberId, tuple[int, bytes]]:
@@ -145,6 +152,31 @@ class _StoreView:
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:
         return race_certificates_between(self.local.ledger, community, author, low, high)
+
+
+#: Frames read (and their entries handed to the verifier) ahead of the store.
+AHEAD_FRAMES = 8
+#: Entries of consecutive frames stored in one batch (one commit), at most.
+COMBINE_ENTRIES = 4096
+
+#: What the read-ahead task hands the session loop: a frame, its message and,
+#: for an ``entries`` message, its entries being prepared by the Verifier; or
+#: the error that ended reading.
+_Ahead = tuple[bytes, dict[str, Any], Prepared | None] | Exception
+
+
+def _entry_wires(msg: dict[str, Any]) -> list[bytes] | None:
+    """The entries of a well-formed ``entries`` message, else None (the
+    session then says what is wrong with it)."""
+    wires = msg.get("e")
+    if (
+        msg.get("t") == "entries"
+        and isinstance(wires, list)
+        and len(wires) <= MAX_BATCH
+        and all(isinstance(w, bytes) for w in wires)
+    ):
+        return wires
+    return None
 
 
 def _sync_version(stream: Any) -> int:
@@ -172,6 +204,8 @@ class Syncer:
         interval: a session with a random peer this often (jittered), seconds.
         serves: whether the node serves a community (others are not synced).
         nursery: the node's nursery, for the per-peer session tasks.
+        verifier: decodes and checks received entries on every core while
+            the store takes the previous frame's (default: one of its own).
     """
 
     def __init__(
@@ -185,8 +219,10 @@ class Syncer:
         interval: float,
         serves: Callable[[CommunityId], bool],
         nursery: trio.Nursery,
+        verifier: Verifier | None = None,
     ) -> None:
         self.local = local
+        self.verifier = verifier or Verifier()
         self.host = host
         self.peers = peers
         self.counters = counters
@@ -341,21 +377,106 @@ class Syncer:
         # the stream surfaces as a FrameError, not as libp2p's StreamReset
         # (which escaped sync_one and stopped the node).
         await write_frames(stream, [encode_message(m) for m in first], frame_timeout=FRAME_TIMEOUT)
-        while not session.done:
-            frame = await reader.read_frame()
-            msg = decode_message(frame)
-            entries = msg.get("e")
-            over = self.peers.quota.charge(
-                peer, nbytes=len(frame), entries=len(entries) if isinstance(entries, list) else 0
+        view = session.view
+        # Frames are read, and their entries decoded and checked on the other
+        # cores, up to AHEAD_FRAMES ahead of the session: the store takes a
+        # run of frames on this thread while the workers check the next.
+        ahead_send, ahead = trio.open_memory_channel[_Ahead](AHEAD_FRAMES)
+        error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_ahead, reader, ahead_send)
+            try:
+                await self._session_loop(stream, peer, session, view, ahead)
+            except Exception as exc:  # raised below, as itself rather than in a group
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        self.progress.last_ms = int(time.time() * 1000)
+        if session.stats.accepted:
+            logger.info(
+                "synced with %s: %d entries in, %d out",
+                peer,
+                session.stats.accepted,
+                session.stats.sent,
             )
-            if over > 0:  # slow this peer down to its budget; others' sessions go on
-                await trio.sleep(min(over, FRAME_TIMEOUT / 2))
-            self.counters.bytes_in += len(frame)
+
+    async def _read_ahead(self, reader: FrameReader, out: trio.MemorySendChannel[_Ahead]) -> None:
+        """Read frames and decode them; hand each on with its entries handed
+        to the verifier's threads, or the error that ended the reading (the
+        session loop raises it)."""
+        async with out:
+            while True:
+                try:
+                    frame = await reader.read_frame()
+                    msg = decode_message(frame)
+                    wires = _entry_wires(msg)
+                    prepared = None if wires is None else self.verifier.submit(wires)
+                except Exception as exc:  # the session loop raises it
+                    await out.send(exc)
+                    return
+                await out.send((frame, msg, prepared))
+
+    async def _next_run(
+        self, ahead: trio.MemoryReceiveChannel[_Ahead], held: list[_Ahead]
+    ) -> list[tuple[bytes, dict[str, Any], Prepared | None]]:
+        """The next message, or the ``entries`` messages already read in a
+        row (up to COMBINE_ENTRIES entries): one store batch. What ends a
+        run is kept in ``held`` for the next call."""
+        first = held.pop() if held else await ahead.receive()
+        if isinstance(first, Exception):
+            raise first
+        run = [first]
+        if first[2] is None:
+            return run
+        count = len(first[1]["e"])
+        while count < COMBINE_ENTRIES:
+            try:
+                item = ahead.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if isinstance(item, Exception) or item[2] is None:
+                held.append(item)
+                break
+            run.append(item)
+            count += len(item[1]["e"])
+        return run
+
+    async def _session_loop(
+        self,
+        stream: Any,
+        peer: str,
+        session: SyncSession,
+        view: Any,
+        ahead: trio.MemoryReceiveChannel[_Ahead],
+    ) -> None:
+        held: list[_Ahead] = []
+        while not session.done:
+            run = await self._next_run(ahead, held)
+            prepared: dict[bytes, Entry] = {}
+            for frame, msg, items in run:
+                entries = msg.get("e")
+                over = self.peers.quota.charge(
+                    peer,
+                    nbytes=len(frame),
+                    entries=len(entries) if isinstance(entries, list) else 0,
+                )
+                if over > 0:  # slow this peer down to its budget; others' sessions go on
+                    await trio.sleep(min(over, FRAME_TIMEOUT / 2))
+                self.counters.bytes_in += len(frame)
+                if items is not None:
+                    for item in await items.result():
+                        if isinstance(item, Entry):
+                            prepared[item.wire] = item
+            if isinstance(view, _StoreView):
+                view.prepared = prepared
             sent_before = session.stats.sent
             before = session.stats.accepted
             out: list[bytes] = []
             size = 0
-            for reply in session.receive(msg):
+            msgs = [msg for _frame, msg, _items in run]
+            replies = session.receive(msgs[0]) if len(msgs) == 1 else session.receive_entries(msgs)
+            for reply in replies:
                 data = encode_message(reply)
                 out.append(data)
                 size += len(data)
@@ -369,13 +490,7 @@ class Syncer:
             self.progress.fetched += session.stats.accepted - before
             self.progress.current_expected = session.stats.expected
             self.progress.current_received = session.stats.received
+            if isinstance(view, _StoreView):
+                view.prepared = {}
             if session.misbehaviour:
                 raise RemoteProtocolError(session.misbehaviour)
-        self.progress.last_ms = int(time.time() * 1000)
-        if session.stats.accepted:
-            logger.info(
-                "synced with %s: %d entries in, %d out",
-                peer,
-                session.stats.accepted,
-                session.stats.sent,
-            )

@@ -173,6 +173,10 @@ __all__ = [
     "view_digest",
 ]
 
+#: Entries a responder's stream holds read ahead of sending, over all authors
+#: (each author's page is this divided by the authors it streams, 16 to 1000).
+SEND_WINDOW = 65_536
+
 #: Reasons that show the *sender* is faulty: an honest node never stores such an entry.
 MALICIOUS = frozenset(
     {
@@ -485,16 +489,21 @@ class SyncSession:
 
     def _send_missing(self, theirs: Heads) -> Iterator[dict[str, Any]]:
         """Stream what the peer lacks, per author oldest first, merged by time."""
-        streams = []
+        ranges = []
         for author, (seq, eid) in self._mine.items():
             their_seq, their_id = theirs.get(author, (0, b""))
             # Nothing from a fork point the peer proved on: it never counts.
             upto = min(seq, self._peer_frozen.get(author, seq + 1) - 1)
             if their_seq < upto:
-                streams.append(self._author_entries(author, their_seq, upto))
+                ranges.append((author, their_seq, upto))
             elif their_seq == seq == upto and their_id != eid:
                 # Same length, different head: a fork. Our head proves it.
-                streams.append(self._author_entries(author, seq - 1, seq))
+                ranges.append((author, seq - 1, seq))
+        # The merge holds a page of every author's stream at once: pages
+        # shrink as authors grow, so a catch-up of 1,000 members' logs holds
+        # SEND_WINDOW entries, not 1,000 pages of 1,000 (all of history).
+        page = max(16, min(1000, SEND_WINDOW // max(1, len(ranges))))
+        streams = [self._author_entries(a, after, upto, page) for a, after, upto in ranges]
         yield from self._batches(wire for _ts, wire in heapq.merge(*streams))
 
     def _send_certificates(self, finals: Finals) -> Iterator[dict[str, Any]]:
@@ -591,11 +600,11 @@ class SyncSession:
             yield self._entries(batch)
 
     def _author_entries(
-        self, author: MemberId, after: int, upto: int
+        self, author: MemberId, after: int, upto: int, page: int = 1000
     ) -> Iterator[tuple[int, bytes]]:
         """``author``'s entries after seq ``after`` up to ``upto`` (one per seq:
-        at most our reported head, which is below any fork we know)."""
-        page = 1000
+        at most our reported head, which is below any fork we know), read
+        ``page`` at a time."""
         while after < upto:
             n = min(page, upto - after)
             rows = self.view.entries_after(self.community, author, after, n)
@@ -612,10 +621,26 @@ class SyncSession:
             msg["r"] = True
         return msg
 
-    def _on_entries(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def receive_entries(self, msgs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Several ``entries`` messages received in a row, handled as one:
+        each is checked as :meth:`receive` checks it, then their entries are
+        ingested in one batch. A node's catch-up then commits a few thousand
+        entries at a time rather than one frame's (SQLite's cost is per page
+        a commit dirties, and every member's log is a place in each B-tree),
+        and an entry that waits for one later in the run is released without
+        a want. Raises RemoteProtocolError as :meth:`receive` would."""
+        wires: list[bytes] = []
+        for msg in msgs:
+            wires += self._entries_of(msg)
+        yield from self._ingest(wires)
+        yield from self._maybe_fin()
+
+    def _entries_of(self, msg: dict[str, Any]) -> list[bytes]:
+        """The wires of an ``entries`` message, checked; counts a reply."""
         wires = msg.get("e")
         if (
-            not isinstance(wires, list)
+            msg.get("t") != "entries"
+            or not isinstance(wires, list)
             or len(wires) > MAX_BATCH
             or not all(isinstance(w, bytes) for w in wires)
         ):
@@ -624,8 +649,10 @@ class SyncSession:
             if self._wants_out <= 0:
                 raise _bad("a reply nobody asked for")
             self._wants_out -= 1
-        yield from self._ingest(wires)
-        yield from self._maybe_fin()
+        return wires
+
+    def _on_entries(self, msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield from self.receive_entries([msg])
 
     def _ingest(self, wires: list[bytes]) -> Iterator[dict[str, Any]]:
         """Store what the peer sent; ask for what it depends on."""

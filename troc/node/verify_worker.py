@@ -1,0 +1,56 @@
+"""A child process that checks Ed25519 signatures for its parent node.
+
+Run as ``python -m troc.node.verify_worker`` by :class:`troc.node.verifier.Verifier`.
+Over its stdin it reads requests, each a 4-byte big-endian length and then
+msgpack of a list of ``[public key, message, signature]`` (the message is an
+entry's signed bytes, checked in the ``troc/entry/v1`` domain); over its
+stdout it answers each with a 4-byte length and one byte per item, 1 if the
+signature holds, else 0. It exits at the end of its stdin (its parent closed
+it, or died). The channel is the parent's own pipe: nothing here is read
+from a peer without the parent's decoding first.
+
+Why a process: libsodium drops the GIL while it checks, but each check is a
+call of its own, and handing the GIL back and forth with the node's thread
+between ~60 µs calls cost more than a third of the work (bench/ingest.py).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from typing import BinaryIO
+
+import msgpack
+
+from troc.crypto.sign import Domain, verify
+
+__all__ = ["serve"]
+
+_LENGTH = struct.Struct(">I")
+
+
+def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
+    data = stream.read(n)
+    return data if data is not None and len(data) == n else None
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """Answer requests from ``inp`` on ``out`` until ``inp`` ends."""
+    while True:
+        head = _read_exactly(inp, _LENGTH.size)
+        if head is None:
+            return
+        body = _read_exactly(inp, _LENGTH.unpack(head)[0])
+        if body is None:
+            return
+        items = msgpack.unpackb(body, raw=True, use_list=False)
+        verdicts = bytes(
+            1 if verify(Domain.ENTRY, author, message, signature) else 0
+            for author, message, signature in items
+        )
+        out.write(_LENGTH.pack(len(verdicts)) + verdicts)
+        out.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)
