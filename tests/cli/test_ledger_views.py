@@ -160,7 +160,9 @@ def test_not_final_says_which_witnesses_cannot_be_reached() -> None:
         ]
     )
     data["finality"] = {**data["finality"], "final": True, "votes": 3, "unreachable": {}}
-    assert render.created("accept")(data) == "eabc\nfinal (3 of 3 witness votes needed)"
+    assert render.created("accept")(data) == "eabc\nfinal: certified by 3 witnesses (3 needed)"
+    data["finality"]["votes"] = 4  # a fourth answered before the certificate was made
+    assert render.created("accept")(data) == "eabc\nfinal: certified by 4 witnesses (3 needed)"
     # The line shown while waiting names them too.
     fin = {"final": False, "votes": 0, "quorum": 3, "witnesses": 4, "unreachable": {w1: "x"}}
     line = render.finality_progress(fin, 2.0, 20.0)

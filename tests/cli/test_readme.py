@@ -102,7 +102,8 @@ def test_witnessed_walkthrough(tmp_path: Path) -> None:
     (script,) = _blocks("## Witnessed communities")
     proc = _run_as_newcomer(script, tmp_path, timeout=180)
     out = proc.stdout
-    assert out.count("final (3 of 3 witness votes needed)") == 2, out  # the pay, the accept
+    # The pay, then the accept (a fourth witness may answer before the certificate is made).
+    assert len(re.findall(r"final: certified by [34] witnesses \(3 needed\)", out)) == 2, out
     assert "me: 3 hours final" in out  # bruno's final balance
 
 

@@ -192,7 +192,8 @@ def created(key: str) -> Renderer:
         if fin.get("void"):  # lost its race (docs/witness.md §3.6): final, no effect
             return out + f"\n{fin['void']} (final, with no effect; your log goes on)"
         if fin["final"]:
-            return out + f"\nfinal ({fin['votes']} of {fin['quorum']} witness votes needed)"
+            # More than the quorum may have answered before the certificate was made.
+            return out + f"\nfinal: certified by {fin['votes']} witnesses ({fin['quorum']} needed)"
         if fin["problem"]:
             return out + f"\nNOT FINAL: {fin['problem']}"
         for witness, lie in sorted(fin.get("witness_problems", {}).items()):
