@@ -58,6 +58,7 @@ from troc.protocol.entry import (
 )
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.vote import decode_any_certificate, is_void_certificate
+from troc.protocol.witness import LedgerView, rivals_of
 from troc.protocol.witness_time import is_timed, timed_certificate_problem
 
 __all__ = [
@@ -306,7 +307,7 @@ class _Closure:
     """The causal past of some entries, in an order where each entry comes
     after everything it needs (iterative: a log is thousands deep)."""
 
-    def __init__(self, ledger: Ledger, community: CommunityId) -> None:
+    def __init__(self, ledger: Ledger, community: CommunityId, now_ms: int) -> None:
         self.ledger, self.c = ledger, community
         self.order: list[Stored] = []
         self.done: set[_Key] = set()
@@ -314,6 +315,9 @@ class _Closure:
         rules = ledger.rules(community)
         self.witnessed = rules is not None and rules.finality == "witnessed"
         self.scanned = 0  # entries of ``order`` looked at for undone take-backs
+        # What undoes a take-back or a lapse is read as a witness reads
+        # rivals; the clock only dates a lapse, which does not matter here.
+        self.view = LedgerView(ledger, lambda: now_ms)
 
     def add(self, ref: Ref) -> None:
         backend, c = self.ledger.backend, self.c
@@ -379,50 +383,29 @@ class _Closure:
             if anchor is not None:
                 self.add(anchor)
         if not self.witnessed:
-            for accept in self.undoing_accepts():
-                self.add(accept)
+            for undoer in self.undoing():
+                self.add(undoer)
         return len(self.order) > before
 
-    def undoing_accepts(self) -> list[Ref]:
-        """The payees' accepts this ledger holds of transfers taken back in
-        the closure (optimistic: the accept wins, docs/protocol.md §4.11), so
-        that the verifier sees the take-back undone as this node does."""
+    def undoing(self) -> list[Ref]:
+        """The entries this ledger holds that undo a take-back or a lapse in
+        the closure (optimistic: the accept or the close wins, docs/protocol.md
+        §4.11, §10.5), so that the verifier sees it undone as this node does."""
         found = []
         for stored in self.order[self.scanned :]:
-            if isinstance(stored.entry.body, TakeBack | Withdraw):
-                found += _undoing_accepts(self.ledger.backend, self.c, stored.entry.body)
+            found += _undone_by(self.view, self.c, stored.entry)
         self.scanned = len(self.order)
         return found
 
 
-def _undoing_accepts(
-    backend: Backend, community: CommunityId, take_back: TakeBack | Withdraw
-) -> list[Ref]:
-    """The accepts ``backend`` holds, by its payee, of the transfer that
-    ``take_back`` took back: each undoes it (docs/protocol.md §4.11). For a
-    lapse (a withdraw naming no close), the successful closes counting its
-    pledge, by the campaign's author (§10.5)."""
-    if isinstance(take_back, Withdraw):
-        return _undoing_closes(backend, community, take_back)
-    t = take_back.transfer
-    transfer = backend.entry(community, t.author, t.seq, t.id)
-    if transfer is None or not isinstance(transfer.entry.body, Transfer):  # pragma: no cover
-        return []  # a take-back is stored only after its transfer
-    rows = backend.refs_by(community, transfer.entry.body.to, Kind.ACCEPT, t.id)
-    return [Ref(row.by_author, row.by_seq, row.by_id) for row in rows]
-
-
-def _undoing_closes(backend: Backend, community: CommunityId, lapse: Withdraw) -> list[Ref]:
-    if not lapse.lapse:
-        return []  # a withdraw naming a close is never undone (§10.3)
-    p = lapse.pledge
-    pledge = backend.entry(community, p.author, p.seq, p.id)
-    if pledge is None or not isinstance(pledge.entry.body, Pledge):  # pragma: no cover
-        return []  # a withdraw is stored only after its pledge
-    author = pledge.entry.body.campaign.author
-    # A close's row names a pledge only if the close succeeded (it counts it).
-    rows = backend.refs_by(community, author, Kind.CAMPAIGN_CLOSE, p.id)
-    return [Ref(row.by_author, row.by_seq, row.by_id) for row in rows]
+def _undone_by(view: LedgerView, community: CommunityId, entry: Entry) -> list[Ref]:
+    """The entries ``view`` holds that undo ``entry`` if it is a take-back
+    or a lapse: the payee's accepts of its transfer (docs/protocol.md
+    §4.11), the successful closes counting its pledge (§10.5). Those are its
+    rivals, as a witness reads them (:func:`troc.protocol.witness.rivals_of`)."""
+    if not isinstance(entry.body, TakeBack | Withdraw):
+        return []
+    return rivals_of(entry, view, community) or []
 
 
 def build_bundle(
@@ -446,7 +429,7 @@ def build_bundle(
         raise LocalProtocolError("this node does not follow that community")
     chain = chain_of(ledger.backend, community, end)
     statement_of(ledger.backend, community, chain, from_seq, end.seq)  # checks the period
-    closure = _Closure(ledger, community)
+    closure = _Closure(ledger, community, made_ms)
     closure.add(end)
     while closure.widen():
         pass
@@ -589,6 +572,7 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
         witnesses_times = ()
     not_counted = undone = 0
     if final is None:  # optimistic: credit from a forked payer's frozen part
+        view = LedgerView(ledger, lambda: now_ms)
         before = 0
         for s in chain:
             eb = s.entry.body
@@ -601,7 +585,7 @@ def verify_bundle(data: bytes, now_ms: int) -> Verified:
                 payer = backend.head(c, t.author)
                 if payer is not None and not payer.counts(t.seq):
                     not_counted += _amount_of(backend, c, t)
-            if isinstance(eb, TakeBack | Withdraw) and _undoing_accepts(backend, c, eb):
+            if _undone_by(view, c, s.entry):
                 undone += s.balance - before  # the payee's accept (a close) won (§4.11, §10.5)
             before = s.balance
     names = {}
