@@ -57,7 +57,8 @@ from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Genesis, Transfer
 from troc.protocol.ledger import Ledger
 from troc.protocol.sim import MemoryView, sync_pair
-from troc.protocol.sync import SyncSession, decode_message, encode_message
+from troc.protocol.sync import SyncSession
+from troc.protocol.sync_wire import decode_message, encode_message
 
 OUT = Path(__file__).resolve().parent / "out" / "fuzz"
 T0 = 1_700_000_000_000

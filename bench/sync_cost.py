@@ -136,7 +136,7 @@ def main() -> None:
     if args.versions:
         versions: list[int | None] = [int(v) for v in args.versions.split(",")]
     elif has_versions:
-        from troc.protocol.sync import VERSIONS
+        from troc.protocol.sync_wire import VERSIONS
 
         versions = sorted(VERSIONS)
     else:

@@ -43,7 +43,8 @@ from troc.node.store import Store
 from troc.protocol.entry import CommunityId, Entry, EntryId, Genesis, Join, Offer, Ref
 from troc.protocol.ledger import Ledger
 from troc.protocol.sim import MemoryView
-from troc.protocol.sync import MAX_WANTS, SyncSession, encode_message
+from troc.protocol.sync import SyncSession
+from troc.protocol.sync_wire import MAX_WANTS, encode_message
 from troc.protocol.witness import Certificate, Vote
 
 T0 = 1_700_000_000_000

@@ -41,8 +41,8 @@ from troc.net.relay import HOP_PROTOCOL, RelayRefused, reserve
 from troc.node.local import now_ms
 from troc.node.node import topic_of
 from troc.protocol.entry import CommunityId, Entry, EntryId, Join, Offer
-from troc.protocol.sync import MAX_FRAME, decode_message, encode_message
-from troc.protocol.sync import PROTOCOL_ID as SYNC
+from troc.protocol.sync_wire import MAX_FRAME, decode_message, encode_message
+from troc.protocol.sync_wire import PROTOCOL_ID as SYNC
 
 #: Identities each attack may use in all (a banned one is replaced).
 MAX_IDENTITIES = 60

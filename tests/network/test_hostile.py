@@ -40,8 +40,8 @@ from troc.node.local import LocalNode, now_ms, open_local_node
 from troc.node.node import MAX_INBOUND_PER_PEER, Node, NodeConfig, open_node, topic_of
 from troc.protocol import codec
 from troc.protocol.entry import AnyBody, CommunityId, Entry, EntryId, Genesis, Join, Offer
-from troc.protocol.sync import MAX_FRAME, decode_message, encode_message
-from troc.protocol.sync import PROTOCOL_ID as SYNC
+from troc.protocol.sync_wire import MAX_FRAME, decode_message, encode_message
+from troc.protocol.sync_wire import PROTOCOL_ID as SYNC
 
 #: How long an honest entry may take to reach A (sync_interval is 0.2 s;
 #: it typically takes well under a second).

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.network.test_hostile import Net, open_net, until
 from troc.crypto.sign import SigningKey
 from troc.protocol.entry import Entry, Join, Offer
-from troc.protocol.sync import MAX_BATCH, PROTOCOL_ID, PROTOCOL_ID_V3
+from troc.protocol.sync_wire import MAX_BATCH, PROTOCOL_ID, PROTOCOL_ID_V3
 
 
 def only_at_b(net: Net, title: str) -> Entry:

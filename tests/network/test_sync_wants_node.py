@@ -21,8 +21,8 @@ from tests.network.test_hostile import (
     until,
 )
 from troc.net.p2p import FrameReader
-from troc.protocol.sync import MAX_FRAME, MAX_WANT_ROUNDS, MAX_WANTS, decode_message
-from troc.protocol.sync import PROTOCOL_ID as SYNC
+from troc.protocol.sync_wire import MAX_FRAME, MAX_WANT_ROUNDS, MAX_WANTS, decode_message
+from troc.protocol.sync_wire import PROTOCOL_ID as SYNC
 
 
 async def test_too_many_wants_in_a_session_are_cut_off_and_banned(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Entry, Transfer
 from troc.protocol.ledger import Ledger
 from troc.protocol.sim import MemoryView, PairResult, sync_pair
-from troc.protocol.sync import Finals, decode_message
+from troc.protocol.sync_wire import Finals, decode_message
 
 WKEYS = WITNESS_KEYS
 

@@ -53,15 +53,14 @@ from troc.protocol.sim import (
     run,
     sync_pair,
 )
-from troc.protocol.sync import (
+from troc.protocol.sync import SyncSession, sync_state
+from troc.protocol.sync_wire import (
     MAX_BATCH,
     MAX_FRAME,
     MAX_PROOFS,
     MAX_WANTS,
-    SyncSession,
     decode_message,
     encode_message,
-    sync_state,
 )
 
 # -- a small world: one community, some members, nodes over memory ------------

@@ -17,7 +17,7 @@ from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import RemoteProtocolError
 from troc.protocol import recon
 from troc.protocol.recon import FP_SIZE, RECON_LEAF, TOP, Reconciler, Record
-from troc.protocol.sync import MAX_FRAME, decode_message, encode_message
+from troc.protocol.sync_wire import MAX_FRAME, decode_message, encode_message
 
 from ..unit.test_spec import number, table
 

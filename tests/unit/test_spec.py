@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from troc.protocol import codec, entry, ledger, sync
+from troc.protocol import codec, entry, ledger, sync_wire
 
 DOCS = pathlib.Path(__file__).parent.parent.parent / "docs"
 #: How the docs write 2**53 - 1 (with a true minus sign).
@@ -63,7 +63,7 @@ def test_longest_text_fits_the_string_limit() -> None:
 
 
 def constant(name: str) -> int:
-    value: object = sync
+    value: object = sync_wire
     for part in name.split("."):
         value = getattr(value, part)
     assert isinstance(value, int)
@@ -71,7 +71,7 @@ def constant(name: str) -> int:
 
 
 def test_sync_limits_table() -> None:
-    """docs/sync.md "Framing" against troc/protocol/sync.py."""
+    """docs/sync.md "Framing" against troc/protocol/sync_wire.py."""
     rows = table("sync.md", "## Framing")
     assert len(rows) >= 10
     for what, value, name in rows:

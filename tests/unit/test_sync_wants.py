@@ -31,7 +31,8 @@ from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import CommunityId, Entry, EntryId, Offer, Ref
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.sim import MemoryView, sync_pair
-from troc.protocol.sync import MAX_WANT_ROUNDS, MAX_WANTS, SyncSession, certificate_for
+from troc.protocol.sync import SyncSession, certificate_for
+from troc.protocol.sync_wire import MAX_WANT_ROUNDS, MAX_WANTS
 
 
 class Counting:

@@ -70,8 +70,8 @@ from troc.node.topics import Topics, final_topic_of, topic_of
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 from troc.node.witness import Certifier, Progress, WitnessService, member_peer_id
 from troc.protocol.entry import CommunityId, Entry
-from troc.protocol.sync import VERSIONS as SYNC_VERSIONS
 from troc.protocol.sync import SyncStats
+from troc.protocol.sync_wire import VERSIONS as SYNC_VERSIONS
 
 # topic_of, final_topic_of and MAX_INBOUND_PER_PEER live in the services'
 # modules; they stay importable from here, where tools and tests found them.

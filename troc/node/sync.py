@@ -47,17 +47,14 @@ from troc.node.peers import Peers
 from troc.node.verifier import Prepared, Verifier
 from troc.protocol.entry import CommunityId, Entry, Ref
 from troc.protocol.ledger import CertificateOutcome, Outcome
-from troc.protocol.sync import (
+from troc.protocol.sync import SyncSession, SyncStats, certificate_for, race_certificates_between
+from troc.protocol.sync_wire import (
     MAX_BATCH,
     MAX_FRAME,
     VERSIONS,
     Heads,
-    SyncSession,
-    SyncStats,
-    certificate_for,
     decode_message,
     encode_message,
-    race_certificates_between,
 )
 
 __all__ = ["SyncProgress", "Syncer"]

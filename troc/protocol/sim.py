@@ -85,13 +85,9 @@ from troc.protocol.sim_net import (
     _bump,
     _Link,
 )
-from troc.protocol.sync import (
-    VERSIONS,
-    SyncSession,
-    decode_message,
-    encode_message,
-)
+from troc.protocol.sync import SyncSession
 from troc.protocol.sync_pair import MemoryView, PairResult, SimulationError, sync_pair
+from troc.protocol.sync_wire import VERSIONS, decode_message, encode_message
 
 __all__ = [
     "BASE_TIME_MS",

@@ -26,17 +26,14 @@ from troc.protocol.entry import (
     Transfer,
 )
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
-from troc.protocol.sync import (
+from troc.protocol.sync import SyncSession, certificate_for, race_certificates_between, view_digest
+from troc.protocol.sync_wire import (
     MAX_BATCH,
     MAX_FRAME,
     Finals,
     Heads,
-    SyncSession,
-    certificate_for,
     decode_message,
     encode_message,
-    race_certificates_between,
-    view_digest,
 )
 
 __all__ = ["MemoryView", "PairResult", "SimulationError", "sync_pair"]
