@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from tests.network.test_witnessed import Cluster, eventually, pay
+from troc.cli import render
 from troc.errors import RefusedError
 from troc.node import ops
 from troc.node.local import LocalNode
@@ -94,6 +95,11 @@ async def test_a_lapse_after_the_deadline_is_certified_by_the_witnesses(tmp_path
             assert described["void"] == VOID_CLOSE, described
             assert a.local.ledger.is_void(c, close.ref)
             assert a.local.balance(c, cl.a.public).balance == 0  # nothing paid
+            shown = await a.run_op("balance", {"community": cid})
+            assert shown["void"] == [
+                {"entry": ops.eid(close.id), "campaign": oven, "amount": 10, "why": VOID_CLOSE}
+            ], shown["void"]
+            assert f"{VOID_CLOSE}: campaign {oven[:12]}" in render.balance(tmp_path)(shown)
             again = await pay(a, c, cl.b.public, 3, wait=20)
             assert again["finality"]["final"], again
             for node in (a, b, *(w for w, _ in cl.witnesses.values())):

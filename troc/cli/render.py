@@ -294,8 +294,9 @@ def balance(home: Path) -> Renderer:
                 f" (`troc take-back ID` takes it back: {ids})"
             )
         for v in data.get("void", []):
+            name = next(k for k in ("transfer", "pledge", "campaign") if k in v)
             lines.append(
-                f"  {v['why']}: transfer {v['transfer'][:12]}, {amount(v['amount'], unit)}"
+                f"  {v['why']}: {name} {v[name][:12]}, {amount(v['amount'], unit)}"
                 " (final, moved nothing)"
             )
         for v in data.get("taken_back_certified", []):

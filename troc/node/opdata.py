@@ -345,22 +345,42 @@ def timed_take_backs(
     return out
 
 
+#: The kinds that can lose a race and be void (docs/witness.md §3.6), and the
+#: name of what each names in ``troc balance --json``'s ``void`` list.
+_VOID_NAMES = {
+    Kind.ACCEPT: "transfer",
+    Kind.TAKE_BACK: "transfer",
+    Kind.WITHDRAW: "pledge",
+    Kind.CAMPAIGN_CLOSE: "campaign",
+}
+
+
 def void_entries(node: LocalNode, community: CommunityId, member: MemberId) -> list[dict[str, Any]]:
-    """``member``'s void accepts and take-backs (docs/witness.md §3.6): final
-    positions of its log that moved nothing."""
+    """``member``'s void accepts, take-backs, lapses and closes (docs/witness.md
+    §3.6): final positions of its log that moved nothing. Each names what it
+    was about (its ``transfer``, ``pledge`` or ``campaign``) and the
+    ``amount`` it would have moved."""
     out = []
-    for kind in (Kind.ACCEPT, Kind.TAKE_BACK):
+    for kind, name in _VOID_NAMES.items():
+        moved: dict[Ref, int] = {}
         for row in node.store.refs_from(community, member, kind, None):
             ref = Ref(row.by_author, row.by_seq, row.by_id)
-            if node.ledger.is_void(community, ref):
-                out.append(
-                    {
-                        "entry": eid(ref.id),
-                        "transfer": eid(row.target_id),
-                        "amount": row.amount,
-                        "why": VOID_ACCEPT if kind is Kind.ACCEPT else VOID_TAKE_BACK,
-                    }
-                )
+            moved[ref] = moved.get(ref, 0) + row.amount  # a close: one row a pledge
+        for ref, amount in moved.items():
+            if not node.ledger.is_void(community, ref):
+                continue
+            stored = node.store.entry(community, ref.author, ref.seq, ref.id)
+            assert stored is not None  # its reference rows are
+            body = stored.entry.body
+            about = getattr(body, name)
+            out.append(
+                {
+                    "entry": eid(ref.id),
+                    name: eid(about.id),
+                    "amount": amount,
+                    "why": void_sentence(stored.entry),
+                }
+            )
     return out
 
 
