@@ -35,7 +35,6 @@ from typing import Any, Protocol
 
 import trio
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 
 from troc.errors import TrocError
 from troc.net.dht import DHT
@@ -69,6 +68,8 @@ DHT_CONNECT = 3
 #: most MDNS_DIALS of them each round.
 MDNS_REDIAL = 60.0
 MDNS_DIALS = 4
+#: At most this many of a discovered peer's addresses are tried, one after another.
+MDNS_ADDRS = 4
 #: Per-peer budgets when the configuration names none (generous: a member
 #: catching up streams ~6,000 entries/s; quotas are for servers).
 DEFAULT_BYTES_PER_S = 8_000_000
@@ -392,10 +393,18 @@ class Peers:
             self._nursery.start_soon(self._dial_peer, pid)
 
     async def _dial_peer(self, pid: ID) -> None:
-        addrs = self.host.libp2p.get_peerstore().addrs(pid)
-        try:
-            with trio.fail_after(10):
-                await self.host.libp2p.connect(PeerInfo(pid, addrs))
-            self._sync_soon.send_nowait(pid.to_base58())
-        except Exception as exc:  # unreachable or gone: try again in a minute
-            logger.debug("cannot dial discovered peer %s: %s", pid, exc)
+        """Dial a discovered peer through each address mDNS gave, in turn,
+        until one works. py-libp2p's own connect tries only the first (per
+        transport), and a peer on two links (a LAN and a container bridge)
+        may list first one this node has no route to: such a peer was then
+        never reached, however often it was dialled."""
+        peer = pid.to_base58()
+        for addr in self.host.libp2p.get_peerstore().addrs(pid)[:MDNS_ADDRS]:
+            try:
+                await self.host.connect(f"{addr}/p2p/{peer}", redial=True)
+            except (DialError, TrocError) as exc:  # the next address, if any
+                logger.debug("cannot dial discovered peer %s at %s: %s", peer, addr, exc)
+                continue
+            self._sync_soon.send_nowait(peer)
+            return
+        # Unreachable or gone: mdns_loop tries again in a minute.
