@@ -21,10 +21,11 @@ sends malformed frames or entries is banned (:meth:`troc.node.peers.Peers.ban`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,13 @@ from troc.node.peers import Peers
 from troc.node.verifier import Prepared, Verifier
 from troc.protocol.entry import CommunityId, Entry, Ref
 from troc.protocol.ledger import CertificateOutcome, Outcome
-from troc.protocol.sync import SyncSession, SyncStats, certificate_for, race_certificates_between
+from troc.protocol.sync import (
+    Streamed,
+    SyncSession,
+    SyncStats,
+    certificate_for,
+    race_certificates_between,
+)
 from troc.protocol.sync_wire import (
     MAX_BATCH,
     MAX_FRAME,
@@ -234,6 +241,9 @@ class Syncer:
         self._syncing: set[str] = set()  # outbound sessions in flight
         # (peer, community) pairs a peer would not sync: said once, then at debug.
         self._not_following: set[tuple[str, CommunityId]] = set()
+        # The sessions running now per (peer, community), both ways: each
+        # skips what another streams to the same peer (SyncSession.streaming).
+        self._running: dict[tuple[str, CommunityId], list[SyncSession]] = {}
 
     async def run(self) -> None:
         """On new peers, on request, and every interval with a random peer.
@@ -297,10 +307,10 @@ class Syncer:
             return None
         version = _sync_version(stream)
         view = _StoreView(self.local, community, peer)
-        session = SyncSession(view, community, initiator=True, version=version)
+        session = self._session(view, peer, community, initiator=True, version=version)
         self.progress.current_peer = peer
         try:
-            with trio.fail_after(SESSION_TIMEOUT):
+            with trio.fail_after(SESSION_TIMEOUT), self._registered(peer, community, session):
                 await self._run_session(stream, peer, session, session.start())
         except (FrameError, RemoteProtocolError, trio.TooSlowError) as exc:
             if isinstance(exc, FrameError) and exc.reason == "eof" and not session.answered:
@@ -346,11 +356,12 @@ class Syncer:
                     CommunityId(community)
                 ):
                     return  # not a community we follow (or serve): close
-                view = _StoreView(self.local, CommunityId(community), peer)
-                session = SyncSession(
-                    view, CommunityId(community), initiator=False, version=version
-                )
-                await self._run_session(stream, peer, session, list(session.receive(hello)), reader)
+                c = CommunityId(community)
+                view = _StoreView(self.local, c, peer)
+                session = self._session(view, peer, c, initiator=False, version=version)
+                with self._registered(peer, c, session):
+                    first = list(session.receive(hello))
+                    await self._run_session(stream, peer, session, first, reader)
         except (RemoteProtocolError, trio.TooSlowError) as exc:
             if misbehaved(exc):
                 self.peers.ban(peer, str(exc))
@@ -358,6 +369,33 @@ class Syncer:
                 logger.info("inbound sync from %s ended: %s", peer, exc)
         finally:
             table.leave_inbound(peer)
+
+    def _session(
+        self, view: _StoreView, peer: str, community: CommunityId, **kwargs: Any
+    ) -> SyncSession:
+        """A session with ``peer`` that skips what the others with it stream."""
+        key = (peer, community)
+
+        def elsewhere() -> list[Streamed]:
+            return [s.streaming for s in self._running.get(key, ()) if s is not session]
+
+        session = SyncSession(view, community, elsewhere=elsewhere, **kwargs)
+        return session
+
+    @contextlib.contextmanager
+    def _registered(
+        self, peer: str, community: CommunityId, session: SyncSession
+    ) -> Iterator[None]:
+        """``session`` counts as running with ``peer`` for the block."""
+        key = (peer, community)
+        self._running.setdefault(key, []).append(session)
+        try:
+            yield
+        finally:
+            running = self._running[key]
+            running.remove(session)
+            if not running:
+                del self._running[key]
 
     async def _run_session(
         self,

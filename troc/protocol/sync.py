@@ -97,7 +97,7 @@ that both sides end equal.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,7 @@ from troc.protocol.sync_wire import (
 from troc.protocol.witness import decode_any_certificate
 
 __all__ = [
+    "Streamed",
     "SyncSession",
     "SyncStats",
     "SyncView",
@@ -153,6 +154,9 @@ __all__ = [
 #: Entries a responder's stream holds read ahead of sending, over all authors
 #: (each author's page is this divided by the authors it streams, 16 to 1000).
 SEND_WINDOW = 65_536
+
+#: Per author, the seqs ``(after, upto]`` a bulk stream sends.
+Streamed = Mapping[MemberId, tuple[int, int]]
 
 #: Reasons that show the *sender* is faulty: an honest node never stores such an entry.
 MALICIOUS = frozenset(
@@ -204,6 +208,7 @@ class SyncSession:
         batch_entries: int = MAX_BATCH,
         batch_bytes: int = MAX_FRAME // 2,
         version: int = 2,
+        elsewhere: Callable[[], Iterable[Streamed]] | None = None,
     ) -> None:
         if version not in VERSIONS:
             raise ValueError(f"no sync version {version}")
@@ -241,6 +246,11 @@ class SyncSession:
         self._peer_proofs: list[bytes] = []  # their entries, ingested after its stream
         self._theirs: Heads | None = None
         self._recon: Reconciler | None = None  # version 3
+        #: What our bulk stream sends, per author, while it runs (empty
+        #: before and after): other sessions with the same peer skip it.
+        self.streaming: dict[MemberId, tuple[int, int]] = {}
+        # The streams other sessions with the same peer are sending it now.
+        self._elsewhere = elsewhere
 
     @property
     def done(self) -> bool:
@@ -465,14 +475,21 @@ class SyncSession:
         yield from self._want(forked)
 
     def _send_missing(self, theirs: Heads) -> Iterator[dict[str, Any]]:
-        """Stream what the peer lacks, per author oldest first, merged by time."""
+        """Stream what the peer lacks, per author oldest first, merged by time,
+        but what another of our sessions with the peer is streaming to it now."""
         ranges = []
+        sending = self._streamed_elsewhere()
         for author, (seq, eid) in self._mine.items():
             their_seq, their_id = theirs.get(author, (0, b""))
             # Nothing from a fork point the peer proved on: it never counts.
             upto = min(seq, self._peer_frozen.get(author, seq + 1) - 1)
             if their_seq < upto:
-                ranges.append((author, their_seq, upto))
+                after, other_upto = sending.get(author, (their_seq, their_seq))
+                if after <= their_seq < other_upto:
+                    # On their way in another stream over the same connection.
+                    their_seq = min(other_upto, upto)
+                if their_seq < upto:
+                    ranges.append((author, their_seq, upto))
             elif their_seq == seq == upto and their_id != eid:
                 # Same length, different head: a fork. Our head proves it.
                 ranges.append((author, seq - 1, seq))
@@ -481,7 +498,27 @@ class SyncSession:
         # SEND_WINDOW entries, not 1,000 pages of 1,000 (all of history).
         page = max(16, min(1000, SEND_WINDOW // max(1, len(ranges))))
         streams = [self._author_entries(a, after, upto, page) for a, after, upto in ranges]
+        self.streaming = {a: (after, upto) for a, after, upto in ranges}
         yield from self._batches(wire for _ts, wire in heapq.merge(*streams))
+        self.streaming = {}
+
+    def _streamed_elsewhere(self) -> dict[MemberId, tuple[int, int]]:
+        """Per author, the widest range ``(after, upto]`` that another session
+        with the same peer is streaming to it now (``elsewhere``).
+
+        A node that holds two sessions with one peer at once (each side
+        started one: on connecting, to learn a payee's join, on its sync
+        interval) would otherwise stream the same history twice, and a
+        newcomer catching up a long history takes all of it twice. What the
+        other stream was to send and this one skips comes in a later session
+        if that stream is cut, as after any cut stream."""
+        out: dict[MemberId, tuple[int, int]] = {}
+        for streamed in self._elsewhere() if self._elsewhere is not None else ():
+            for author, (after, upto) in streamed.items():
+                held = out.get(author)
+                if held is None or upto > held[1]:
+                    out[author] = (after, upto)
+        return out
 
     def _send_certificates(self, finals: Finals) -> Iterator[dict[str, Any]]:
         """The final-tip certificate of every author whose final seq is above
