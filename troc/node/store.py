@@ -157,9 +157,13 @@ class Store(StoreFinality, StoreQueries):
         *,
         cache_entries: int,
         waiting: WaitLimits,
+        read_only: bool = False,
     ) -> None:
         # Use Store.open(); this only wires the parts together.
         self.path = path
+        # Entries stored per community, once counted (entry_count): kept up
+        # by put_entry. Not in a read-only store: another process writes.
+        self._entry_counts: dict[CommunityId, int] | None = None if read_only else {}
         self._conn = conn
         self._cur = conn.cursor()
         self._lock_fd: int | None = lock_fd
@@ -214,7 +218,12 @@ class Store(StoreFinality, StoreQueries):
         """
         conn, lock_fd = open_files(Path(path), cache_mib=cache_mib, read_only=read_only)
         return cls(
-            Path(path), conn, lock_fd, cache_entries=cache_entries, waiting=waiting or WaitLimits()
+            Path(path),
+            conn,
+            lock_fd,
+            cache_entries=cache_entries,
+            waiting=waiting or WaitLimits(),
+            read_only=read_only,
         )
 
     def close(self) -> None:
@@ -297,6 +306,8 @@ class Store(StoreFinality, StoreQueries):
         self._where.clear()
         self._no_refs.clear()
         self._genesis.clear()
+        if self._entry_counts:
+            self._entry_counts.clear()
         self._more_refs = None
         self._waiting.forget()
 
@@ -475,6 +486,8 @@ class Store(StoreFinality, StoreQueries):
         )
         if e.seq > log.top:
             log.top = e.seq
+        if self._entry_counts and c in self._entry_counts:
+            self._entry_counts[c] += 1
         self._dirty[(c, a)] = log
         body = e.body
         if isinstance(body, Transfer):
