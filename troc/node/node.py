@@ -291,8 +291,9 @@ class Node:
     async def wait_restore_guard(self) -> None:
         """Before signing: while connected to a peer and not yet synced with
         one since start, wait (bounded by ``restore_guard_seconds``) for that
-        first sync, so a home restored from an old backup learns its own newer
-        entries before it signs new ones at the same seq.
+        first sync (:attr:`Syncer.first_sync`: set sooner once peers' heads show
+        the member's own logs held), so a home restored from an old backup
+        learns its own newer entries before it signs new ones at the same seq.
 
         Whoever the peer is counts: a bootstrap peer, a remembered one
         (peers.json), an inviter, one found by mDNS or the DHT, one that

@@ -231,8 +231,11 @@ class Syncer:
         self.peers = peers
         self.counters = counters
         self.progress = SyncProgress()
-        #: Set once the first session with any peer is over (the restore guard waits for it).
+        #: Set once the first session with any peer is over, or sooner, once
+        #: peers showed this node holds its own logs as they know them (the
+        #: restore guard waits for it).
         self.first_sync = trio.Event()
+        self._own_known: set[CommunityId] = set()  # communities where that is shown
         self._requests = requests
         self._interval = interval
         self._serves = serves
@@ -529,3 +532,20 @@ class Syncer:
                 view.prepared = {}
             if session.misbehaviour:
                 raise RemoteProtocolError(session.misbehaviour)
+            if not self.first_sync.is_set() and session.answered:
+                self._own_log_known(session)
+
+    def _own_log_known(self, session: SyncSession) -> None:
+        """Release the restore guard once, in every community the node syncs,
+        a peer's heads show nothing of the member's own log that this node
+        lacks: what the guard waits for (a home restored from an old backup
+        learns its own newer entries before it signs). The rest of a first
+        session, a newcomer's whole catch-up, need not hold its payments."""
+        c = session.community
+        theirs = session.peer_head(self.local.member)
+        held = self.local.store.head(c, self.local.member)
+        if theirs is not None and (held is None or held.seq < theirs[0]):
+            return  # our newer entries are on their way
+        self._own_known.add(c)
+        if all(i.id in self._own_known for i in self.local.communities() if self._serves(i.id)):
+            self.first_sync.set()

@@ -262,6 +262,11 @@ class SyncSession:
         follow the community closes the stream without a word)."""
         return self._got_heads or self.stats.same
 
+    def peer_head(self, author: MemberId) -> tuple[int, EntryId] | None:
+        """The peer's head of ``author``'s log as it reported it (None: it
+        holds none, or the digests were equal). Known once :attr:`answered`."""
+        return self._peer.get(author)
+
     def start(self) -> list[dict[str, Any]]:
         """The initiator's first messages."""
         assert self.initiator
