@@ -137,3 +137,21 @@ def test_a_second_session_skips_what_the_first_is_streaming(version: int) -> Non
     assert heads == dict(server.ledger.backend.heads(w.community))
     assert heads[new.author].id == new.id
     assert newcomer.ledger.backend.waiting_count() == 0  # type: ignore[attr-defined]
+
+
+def test_streams_elsewhere_are_followed_from_one_to_the_next() -> None:
+    """Two other streams, one taking up where the other ends (a third
+    session): together they cover the log, and nothing of it is sent."""
+    w, server = _community()
+    newcomer = _newcomer(w)
+    author = key(0).public
+    length = 1 + OFFERS
+
+    def elsewhere() -> list[Streamed]:
+        return [{author: (5, length)}, {author: (0, 5)}]
+
+    second = SyncSession(server, w.community, initiator=True, elsewhere=elsewhere)
+    answer = SyncSession(newcomer, w.community, initiator=False)
+    sent = _run(second, answer)
+    assert _streamed(sent) == (MEMBERS - 1) * length  # the other members' logs
+    assert author not in dict(newcomer.ledger.backend.heads(w.community))

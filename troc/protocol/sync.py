@@ -489,10 +489,10 @@ class SyncSession:
             # Nothing from a fork point the peer proved on: it never counts.
             upto = min(seq, self._peer_frozen.get(author, seq + 1) - 1)
             if their_seq < upto:
-                after, other_upto = sending.get(author, (their_seq, their_seq))
-                if after <= their_seq < other_upto:
-                    # On their way in another stream over the same connection.
-                    their_seq = min(other_upto, upto)
+                # What other streams over the same connection bring from there on.
+                for after, other_upto in sending.get(author, ()):
+                    if after <= their_seq < other_upto:
+                        their_seq = min(other_upto, upto)
                 if their_seq < upto:
                     ranges.append((author, their_seq, upto))
             elif their_seq == seq == upto and their_id != eid:
@@ -507,9 +507,9 @@ class SyncSession:
         yield from self._batches(wire for _ts, wire in heapq.merge(*streams))
         self.streaming = {}
 
-    def _streamed_elsewhere(self) -> dict[MemberId, tuple[int, int]]:
-        """Per author, the widest range ``(after, upto]`` that another session
-        with the same peer is streaming to it now (``elsewhere``).
+    def _streamed_elsewhere(self) -> dict[MemberId, list[tuple[int, int]]]:
+        """Per author, the ranges ``(after, upto]`` that other sessions with
+        the same peer are streaming to it now (``elsewhere``), by ``after``.
 
         A node that holds two sessions with one peer at once (each side
         started one: on connecting, to learn a payee's join, on its sync
@@ -517,12 +517,12 @@ class SyncSession:
         newcomer catching up a long history takes all of it twice. What the
         other stream was to send and this one skips comes in a later session
         if that stream is cut, as after any cut stream."""
-        out: dict[MemberId, tuple[int, int]] = {}
+        out: dict[MemberId, list[tuple[int, int]]] = {}
         for streamed in self._elsewhere() if self._elsewhere is not None else ():
-            for author, (after, upto) in streamed.items():
-                held = out.get(author)
-                if held is None or upto > held[1]:
-                    out[author] = (after, upto)
+            for author, span in streamed.items():
+                out.setdefault(author, []).append(span)
+        for spans in out.values():
+            spans.sort()
         return out
 
     def _send_certificates(self, finals: Finals) -> Iterator[dict[str, Any]]:
