@@ -11,26 +11,16 @@ import pytest
 import trio
 
 from tests.helpers import founded_homes
+from tests.network.test_gossip_fanout import _config
 from troc.node import ops
 from troc.node.local import open_local_node
-from troc.node.node import NodeConfig, open_node, topic_of
+from troc.node.node import open_node, topic_of
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
 )
 
 PAYMENTS = 8  # the credit limit is 10
-
-
-def _config(home: Path, *bootstrap: str) -> NodeConfig:
-    return NodeConfig(
-        home=home,
-        bootstrap=bootstrap,
-        sync_interval=600,  # periodic sync off: gossip must deliver
-        control_socket=False,
-        remember_peers=False,
-        restore_guard_seconds=0,
-    )
 
 
 async def test_a_burst_of_own_entries_travels_as_runs_and_all_arrive(tmp_path: Path) -> None:
