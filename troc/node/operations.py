@@ -348,11 +348,13 @@ async def run_online(node: RunningNode, name: str, params: Params) -> dict[str, 
     if op.prepare is not None:
         params = await op.prepare(node, params)
     if op.groups:
+        # A payment or an answer follows no new community: no topic to join
+        # (refreshing reads every community followed, on each payment).
         run, local = op.run, node.local
         done = await node.group_commit.run(lambda: run(local, params))
     else:
         done = op.run(node.local, params)
-    node.refresh_subscriptions()
+        node.refresh_subscriptions()
     if op.settle is not None:
         op.settle(node)
     result, entry = done.result, done.signed
