@@ -11,15 +11,19 @@ need no answer to become final). Requests go to the control sockets directly
     signing, storing durably, asking the witnesses (each votes after its own
     durable commit) and storing the certificate. Reports p50 and p99.
 (b) Concurrent: K payers each issue N / K payments as fast as the control
-    socket takes them, without waiting; ``concurrent_wall_s`` is from the
-    first request until every payment is final (every payer's final balance
-    says so), and ``certified_per_s`` = N / that. A poller reads the final
-    balances every 50 ms; since a log becomes final in order, it also gives
-    each payment's issue→final latency (to within the poll interval).
+    socket takes them, without waiting, from C clients each (``--clients``,
+    one connection per request as `troc pay` makes; a node serves many
+    clients at once, as a shop's tills or a web app would be);
+    ``concurrent_wall_s`` is from the first request until every payment is
+    final (every payer's final balance says so), and ``certified_per_s`` =
+    N / that. A poller reads the final balances every 50 ms; since a log
+    becomes final in order, it also gives the issue→final latencies (to
+    within the poll interval; with several clients, the i-th payment issued
+    to a payer is paired with the i-th to become final there).
 
 Every process started is stopped by its PID at the end. Usage:
 
-    python bench/finality.py [--payments 1000] [--payers 4]
+    python bench/finality.py [--payments 1000] [--payers 4] [--clients 8]
 
 The last line printed is one JSON object.
 """
@@ -169,25 +173,32 @@ def sequential(home: Path, payee: str, payments: int) -> dict[str, Any]:
     }
 
 
-def concurrent(homes: list[Path], payee: str, payments: int) -> dict[str, Any]:
-    each = [
-        payments // len(homes) + (1 if i < payments % len(homes) else 0) for i in range(len(homes))
-    ]
+def split(total: int, parts: int) -> list[int]:
+    """``total`` in ``parts`` near-equal shares."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def concurrent(homes: list[Path], payee: str, payments: int, clients: int = 1) -> dict[str, Any]:
+    each = split(payments, len(homes))
     base = [final_paid(h) for h in homes]
-    issued: list[list[float]] = [[] for _ in homes]  # issue times, in log order
+    issued: list[list[float]] = [[] for _ in homes]  # issue times per payer
     done: list[list[float]] = [[] for _ in homes]  # time each became final, in order
     errors: list[str] = []
 
-    def issue(k: int) -> None:
+    def issue(k: int, count: int) -> None:
         try:
-            for _ in range(each[k]):
-                issued[k].append(time.perf_counter())
+            for _ in range(count):
+                issued[k].append(time.perf_counter())  # list.append is atomic
                 control(homes[k], "pay", {"to": payee, "amount": "1", **KNOWN})
         except BaseException as exc:  # reported by the main thread
             errors.append(f"payer {k}: {exc!r}")
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=issue, args=(k,)) for k in range(len(homes))]
+    threads = [
+        threading.Thread(target=issue, args=(k, count))
+        for k in range(len(homes))
+        for count in split(each[k], clients)
+    ]
     for t in threads:
         t.start()
     deadline = t0 + max(120.0, payments * 0.5)
@@ -210,12 +221,15 @@ def concurrent(homes: list[Path], payee: str, payments: int) -> dict[str, Any]:
         raise SystemExit(f"{missing} of {payments} payments not final after {wall:.0f} s")
     issue_wall = max(max(i) for i in issued if i) - t0
     latencies = sorted(
-        (d - i) * 1000 for k in range(len(homes)) for i, d in zip(issued[k], done[k], strict=True)
+        (d - i) * 1000
+        for k in range(len(homes))
+        for i, d in zip(sorted(issued[k]), done[k], strict=True)
     )
     p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
     rate = payments / wall
     print(
-        f"concurrent: {payments} payments from {len(homes)} payers, issued in {issue_wall:.2f} s,"
+        f"concurrent: {payments} payments from {len(homes)} payers ({clients} clients each),"
+        f" issued in {issue_wall:.2f} s,"
         f" all final after {wall:.2f} s = {rate:.1f} certified payments/s;"
         f" issue→final p50 {p50:.0f} ms, p99 {p99:.0f} ms",
         flush=True,
@@ -223,6 +237,7 @@ def concurrent(homes: list[Path], payee: str, payments: int) -> dict[str, Any]:
     return {
         "concurrent": payments,
         "payers": len(homes),
+        "clients": clients,
         "concurrent_issue_s": round(issue_wall, 3),
         "concurrent_wall_s": round(wall, 3),
         "certified_per_s": round(rate, 1),
@@ -235,11 +250,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payments", type=int, default=1000, help="per phase")
     parser.add_argument("--payers", type=int, default=4, help="payer nodes (concurrent phase)")
+    parser.add_argument(
+        "--clients", type=int, default=8, help="concurrent clients per payer (concurrent phase)"
+    )
     parser.add_argument("--skip-sequential", action="store_true")
     parser.add_argument("--skip-concurrent", action="store_true")
     args = parser.parse_args()
-    if args.payments < 1 or args.payers < 1:
-        parser.error("--payments and --payers must be positive")
+    if args.payments < 1 or args.payers < 1 or args.clients < 1:
+        parser.error("--payments, --payers and --clients must be positive")
     tmp = Path(tempfile.mkdtemp(prefix="troc-bench-finality-"))
     procs: list[Proc] = []
     try:
@@ -255,7 +273,7 @@ def main() -> None:
         if not args.skip_sequential:
             result |= sequential(payers[0], payee, args.payments)
         if not args.skip_concurrent:
-            result |= concurrent(payers, payee, args.payments)
+            result |= concurrent(payers, payee, args.payments, args.clients)
         answered = [control(h, "status")["witness"]["answered"] for h in witnesses]
         print(f"witness answers: {answered}")
         result["witness_answers"] = sum(answered)

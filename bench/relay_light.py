@@ -30,6 +30,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from troc.crypto.sign import SigningKey
 from troc.net.p2p import DialError, P2PHost, open_host
 from troc.protocol.entry import CommunityId, Entry, EntryId, Transfer
+from troc.protocol.gossip_wire import is_run, run_wires
 
 __all__ = ["MESHSUB", "LightMember"]
 
@@ -163,8 +164,11 @@ class LightMember:
                     now = time.time()
                     for msg in rpc.publish:
                         self.received += 1
-                        entry = Entry.decode(msg.data, check_signature=False)
-                        self.arrivals.setdefault(entry.id, now)
+                        # One entry, or a run of a full node's (troc.protocol.gossip_wire).
+                        wires = run_wires(msg.data) if is_run(msg.data) else [msg.data]
+                        for wire in wires:
+                            entry = Entry.decode(wire, check_signature=False)
+                            self.arrivals.setdefault(entry.id, now)
 
     async def pay(self, to: bytes, amount: int = 1) -> Entry | None:
         """Sign a transfer after our last entry and publish it (strict signing);

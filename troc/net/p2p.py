@@ -64,6 +64,7 @@ from troc.net.frames import (
     write_frames,
 )
 from troc.net.gossip import Gossip, GossipParams
+from troc.net.peer_records import install as _install_peer_records
 from troc.net.yamux_window import install as _install_yamux_window
 
 __all__ = [
@@ -87,6 +88,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 # One WINDOW_UPDATE per half window, not per read (troc/net/yamux_window.py).
 _install_yamux_window()
+# A gossip RPC's signed peer record checked once, not per RPC (troc/net/peer_records.py).
+_install_peer_records()
 
 DEFAULT_LISTEN: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
 #: Default deadline for one whole frame (read or write), a connect, a stream open.

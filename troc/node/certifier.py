@@ -87,8 +87,13 @@ MAX_WAIT_ROUNDS = 8
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 #: Own entries followed for ``wait`` answers, at most (finished ones are forgotten first).
 MAX_TRACKED = 10_000
-#: Entries sent along with a request, or in answer to a ``wait``, at most.
-CHAIN_WINDOW = 32
+#: Entries sent along with a request, or in answer to a ``wait``, at most:
+#: as many as a request carries (MAX_DEPS), less room for the entry an
+#: accept or reclaim names and a rival. A burst of payments is certified by
+#: one request for its newest: with a window smaller than the burst, a
+#: witness that lacked the older entries answered ``wait`` and cost a round
+#: trip more (32 made every second round of bench/finality.py a pair).
+CHAIN_WINDOW = MAX_DEPS - 2
 
 
 #: Refusals that mean "the rival of this accept, take-back, lapse or close has the votes"

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from troc.crypto.sign import MemberId, SigningKey
@@ -78,6 +79,7 @@ from troc.protocol.witness import (
 )
 
 __all__ = [
+    "AppendBatch",
     "BalanceInfo",
     "CommunityInfo",
     "LocalNode",
@@ -94,6 +96,17 @@ logger = logging.getLogger(__name__)
 def now_ms() -> int:
     """The wall clock in milliseconds (entries carry it; it orders nothing)."""
     return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class AppendBatch:
+    """Own entries appended in one :meth:`LocalNode.appending` block."""
+
+    entries: list[Entry] = field(default_factory=list)
+    #: An append failed after it began writing: the block must not commit.
+    broken: bool = False
+    #: The transaction committed (durably): its entries are kept, whatever follows.
+    committed: bool = False
 
 
 class LocalNode:
@@ -125,6 +138,7 @@ class LocalNode:
         self._marks = None if home is None else SignedMarks(home, store, member)
         #: Called as ``listener(entry, own)`` after each entry is committed.
         self.listeners: list[Callable[[Entry, bool], None]] = []
+        self._batch: AppendBatch | None = None  # open by appending(): group commit
 
     # -- communities ------------------------------------------------------
 
@@ -415,7 +429,35 @@ class LocalNode:
         """Pay a request with a transfer that carries it (held here or not)."""
         return self._append(community, Transfer.paying(request))
 
+    @contextmanager
+    def appending(self) -> Iterator[AppendBatch]:
+        """Group commit: own entries appended in the block share one durable
+        transaction, and are marked and announced once it has committed.
+
+        Each append inside is checked and signed as alone, on the store as
+        the earlier ones left it. One refused before it wrote anything
+        (``prepare``'s RefusedError, the usual case) leaves the others be;
+        one that failed after it began writing sets ``broken``, and the
+        caller must then raise out of the block: nothing of it is kept.
+        Nothing is announced (sent) before the commit returns, as for a
+        single append. Transactions do not nest: nothing else may open one
+        in the block.
+        """
+        batch = AppendBatch()
+        with self._lock:
+            with self.store.transaction(durable=True):
+                self._batch = batch
+                try:
+                    yield batch
+                finally:
+                    self._batch = None
+            self._mark_signed(batch.entries)
+        batch.committed = True
+        self._notify(batch.entries, own=True)
+
     def _append(self, community: CommunityId, body: AnyBody) -> Entry:
+        if self._batch is not None:  # inside appending(): its transaction
+            return self._append_to(self._batch, community, body)
         with self._lock:
             with self.store.transaction(durable=True):
                 if self.store.genesis(community) is None:
@@ -424,6 +466,18 @@ class LocalNode:
                 self._ingest_checked(entry)
             self._mark_signed([entry])
         self._notify([entry], own=True)
+        return entry
+
+    def _append_to(self, batch: AppendBatch, community: CommunityId, body: AnyBody) -> Entry:
+        if self.store.genesis(community) is None:
+            raise LocalProtocolError("this node does not follow that community")
+        entry = self.ledger.prepare(self._signer(), community, body, self._clock())
+        try:
+            self._ingest_checked(entry)
+        except BaseException:
+            batch.broken = True  # it may have written part of it
+            raise
+        batch.entries.append(entry)
         return entry
 
     def _notify(self, entries: list[Entry], *, own: bool) -> None:

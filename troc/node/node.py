@@ -59,6 +59,7 @@ from troc.net.relay import RelayClient, RelayServer, open_relay_client, open_rel
 from troc.node import invites
 from troc.node.config import NodeConfig
 from troc.node.control import serve_control
+from troc.node.groupcommit import GroupCommit
 from troc.node.local import LocalNode, now_ms, open_local_node
 from troc.node.metrics import Counters
 from troc.node.opdata import NotFoundError, cid, mid
@@ -148,6 +149,9 @@ class Node:
         self.started = False
         #: Operations of services running beside the node (the web app's ``web.login``).
         self.extra_ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        #: Own entries of concurrent requests in one durable transaction
+        #: (run by open_node).
+        self.group_commit = GroupCommit(local)
         local.listeners.append(self._on_stored)
 
     def serves(self, community: CommunityId) -> bool:
@@ -399,6 +403,11 @@ class Node:
                 # Witnesses caught lying to this node's certifier (entries, per witness).
                 "lies": {w.hex(): n for w, n in sorted(self.certifier.lies.items())},
             },
+            # Group commit of requests' own entries: durable transactions, steps in them.
+            "group_commit": {
+                "batches": self.group_commit.batches,
+                "steps": self.group_commit.steps,
+            },
         }
 
     def peers(self) -> dict[str, Any]:
@@ -504,6 +513,7 @@ async def open_node(
             topics.refresh()
             nursery.start_soon(topics.publisher)
             nursery.start_soon(topics.certificate_publisher)
+            nursery.start_soon(node.group_commit.serve)
             # Own entries a previous run left uncertified: one driver per log.
             for entry in certifier.uncertified():
                 certifier.submit(entry, nursery.start_soon)

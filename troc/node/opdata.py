@@ -394,13 +394,18 @@ def transfer_status(node: LocalNode, community: CommunityId, t: TransferInfo) ->
     return "expired" if node.expired(community, t.ref) else "pending"
 
 
-def declined_out(node: LocalNode, community: CommunityId, member: MemberId) -> list[TransferInfo]:
-    """``member``'s transfers that their payees declined and that are not reclaimed yet."""
-    return [
-        t
-        for t in (TransferInfo.of(e) for e in node.store.pending_out(community, member))
-        if node.decline_of(community, t.ref) is not None
-    ]
+def declined_out(
+    node: LocalNode,
+    community: CommunityId,
+    member: MemberId,
+    outgoing: list[TransferInfo] | None = None,
+) -> list[TransferInfo]:
+    """``member``'s transfers that their payees declined and that are not
+    reclaimed yet; of ``outgoing``, its pending outgoing transfers, when the
+    caller read them already (reading them decodes every one)."""
+    if outgoing is None:
+        outgoing = [TransferInfo.of(e) for e in node.store.pending_out(community, member)]
+    return [t for t in outgoing if node.decline_of(community, t.ref) is not None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,9 @@ Around it, the two runners do the same things in the same order:
    the restore guard (online);
 3. online only, ``prepare`` asks the network first (a payee's join, the
    inviter's vouch, the addresses an invitation carries);
-4. the store step;
+4. the store step (online, the payment family's share a durable
+   transaction with other requests waiting at the same moment: group
+   commit, :mod:`troc.node.groupcommit`);
 5. online only, ``settle`` (serve invitation codes once one is made), and
    with ``wait`` in the parameters, the wait for the signed entry's
    certificate (witnessed communities).
@@ -60,6 +62,7 @@ from troc.node.opdata import Done, community_of, member_of
 if TYPE_CHECKING:
     from troc.crypto.sign import MemberId
     from troc.net.p2p import P2PHost
+    from troc.node.groupcommit import GroupCommit
     from troc.node.witness import Certifier, Progress
     from troc.protocol.entry import CommunityId
 
@@ -82,6 +85,7 @@ class RunningNode(Protocol):
     local: LocalNode
     host: P2PHost
     certifier: Certifier
+    group_commit: GroupCommit
 
     def addrs(self) -> list[str]: ...
     def status(self) -> dict[str, Any]: ...
@@ -128,6 +132,10 @@ class Operation:
     settle: Callable[[RunningNode], object] | None = None
     #: The whole operation, on a running node (``network`` operations).
     serve: Serve | None = None
+    #: Its store step only appends own entries (``LocalNode._append``): a
+    #: running node may run it with other requests' in one durable
+    #: transaction (:mod:`troc.node.groupcommit`).
+    groups: bool = False
 
     def needs_key(self, params: Params) -> bool:
         """True if, with these parameters, the operation signs an entry."""
@@ -242,11 +250,11 @@ OPERATIONS: dict[str, Operation] = _table(
         prepare=_reach_inviters,
     ),
     Operation("community.follow", steps.op_community_follow, ("invitation",)),
-    _signs("pay", steps.op_pay, "to", "amount", prepare=_learn_payee),
-    _signs("accept", steps.op_answer("accept"), "transfer"),
-    _signs("decline", steps.op_answer("decline"), "transfer"),
-    _signs("reclaim", steps.op_answer("reclaim"), "transfer"),
-    _signs("take_back", steps.op_answer("take_back"), "transfer"),
+    _signs("pay", steps.op_pay, "to", "amount", prepare=_learn_payee, groups=True),
+    _signs("accept", steps.op_answer("accept"), "transfer", groups=True),
+    _signs("decline", steps.op_answer("decline"), "transfer", groups=True),
+    _signs("reclaim", steps.op_answer("reclaim"), "transfer", groups=True),
+    _signs("take_back", steps.op_answer("take_back"), "transfer", groups=True),
     _reads("pending", steps.op_pending),
     _reads("balance", steps.op_balance),
     _reads("balances", steps.op_balances),
@@ -339,8 +347,14 @@ async def run_online(node: RunningNode, name: str, params: Params) -> dict[str, 
         await node.wait_restore_guard()
     if op.prepare is not None:
         params = await op.prepare(node, params)
-    done = op.run(node.local, params)
-    node.refresh_subscriptions()
+    if op.groups:
+        # A payment or an answer follows no new community: no topic to join
+        # (refreshing reads every community followed, on each payment).
+        run, local = op.run, node.local
+        done = await node.group_commit.run(lambda: run(local, params))
+    else:
+        done = op.run(node.local, params)
+        node.refresh_subscriptions()
     if op.settle is not None:
         op.settle(node)
     result, entry = done.result, done.signed

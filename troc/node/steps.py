@@ -266,12 +266,12 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> Done:
     member = member_of(p["member"]) if p.get("member") else node.member
     info = node.community(community)
     b = node.balance(community, member)
-    declined = declined_out(node, community, member)
-    expired = [
-        t
-        for t in (TransferInfo.of(e) for e in node.store.pending_out(community, member))
-        if node.expired(community, t.ref) and node.decline_of(community, t.ref) is None
-    ]
+    # Read once: a payer with many unanswered payments (a shop's day) asks
+    # for its balance often, and each read decodes every pending transfer.
+    outgoing = [TransferInfo.of(e) for e in node.store.pending_out(community, member)]
+    declined = declined_out(node, community, member, outgoing)
+    answered = {t.ref for t in declined}
+    expired = [t for t in outgoing if t.ref not in answered and node.expired(community, t.ref)]
     head = node.store.head(community, member)
     pledges = pledge_totals(node, community, member)
     # The ledger's undone sums take-backs and lapses (§4.7); shown apart.

@@ -37,10 +37,19 @@ from troc.net.p2p import P2PHost
 from troc.node.local import LocalNode
 from troc.node.peers import Peers
 from troc.protocol.entry import CommunityId, Entry, Join
+from troc.protocol.gossip_wire import (
+    MAX_RUN,
+    MAX_RUN_BYTES,
+    decode_run,
+    encode_run,
+    follows,
+    is_run,
+    run_wires,
+)
 from troc.protocol.ledger import Outcome, Status
 from troc.protocol.witness import decode_any_certificate
 
-__all__ = ["Topics", "final_topic_of", "topic_of"]
+__all__ = ["Topics", "final_topic_of", "gossip_messages", "topic_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,43 @@ GOSSIP_DECODED = 2048
 GOSSIP_IGNORED = 256
 #: Own entries and certificates waiting to be published, at most.
 OUTBOX = 10_000
+
+
+def gossip_messages(entries: list[Entry]) -> list[tuple[CommunityId, bytes]]:
+    """What to publish for own ``entries`` (in the order they were stored):
+    each run of consecutive entries of one log as one message (a run,
+    :mod:`troc.protocol.gossip_wire`), an entry alone as itself."""
+    out: list[tuple[CommunityId, bytes]] = []
+    run: list[Entry] = []
+
+    def flush() -> None:
+        if run and run[0].community is not None:
+            wires = [e.wire for e in run]
+            out.append((run[0].community, wires[0] if len(wires) == 1 else encode_run(wires)))
+        run.clear()
+
+    for entry in entries:
+        if run and not (
+            follows(run[-1], entry)
+            and len(run) < MAX_RUN
+            # (each wire also costs a few bytes of msgpack framing in the run)
+            and sum(len(e.wire) for e in run) + len(entry.wire) <= MAX_RUN_BYTES - 1024
+        ):
+            flush()
+        run.append(entry)
+    flush()
+    return out
+
+
+def _wires(data: bytes) -> list[bytes]:
+    """The entries' wire bytes a message holds (a run's, or the message
+    itself), for the ledger to judge each."""
+    if not is_run(data):
+        return [data]
+    try:
+        return run_wires(data)
+    except TrocError:
+        return []
 
 
 def topic_of(community: CommunityId) -> str:
@@ -138,14 +184,20 @@ class Topics:
             logger.warning("certificate outbox full; sync will carry it")
 
     async def publisher(self) -> None:
-        """Publish queued own entries, for the node's life."""
-        async for entry in self._outbox:
-            if entry.community is None:
-                continue
-            try:
-                await self.host.gossip.publish(topic_of(entry.community), entry.wire)
-            except Exception:  # gossip is best effort; sync carries what it drops
-                logger.debug("publish failed", exc_info=True)
+        """Publish queued own entries, for the node's life: those queued
+        together (a group commit's), one run per log (troc.protocol.gossip_wire)."""
+        async for first in self._outbox:
+            queued = [first]
+            while len(queued) < OUTBOX:
+                try:
+                    queued.append(self._outbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for community, data in gossip_messages(queued):
+                try:
+                    await self.host.gossip.publish(topic_of(community), data)
+                except Exception:  # gossip is best effort; sync carries what it drops
+                    logger.debug("publish failed", exc_info=True)
 
     async def certificate_publisher(self) -> None:
         """Publish queued certificates, for the node's life."""
@@ -154,6 +206,12 @@ class Topics:
                 await self.host.gossip.publish(final_topic_of(community), data)
             except Exception:  # best effort, as for entries
                 logger.debug("publish failed", exc_info=True)
+
+    def _over_run_quota(self, msg: Any, entries: int) -> bool:
+        """Charge the entries of a run beyond its first (``_refused`` charged
+        the message as one) to the neighbour that sent it; True to drop it."""
+        sender = msg.forwarder or msg.origin
+        return sender is not None and self.peers.quota.charge(sender, entries=entries - 1) > 0
 
     # -- certificates -------------------------------------------------------------
 
@@ -196,7 +254,7 @@ class Topics:
         # ingesting them does not decode and check them again. Bounded; a
         # message not found here (our own publishes are never delivered back
         # and age out) is ingested from its bytes.
-        decoded: OrderedDict[bytes, Entry] = OrderedDict()
+        decoded: OrderedDict[bytes, list[Entry]] = OrderedDict()
         # Authors whose join passed the validator lately: their next entries
         # are forwarded though the join may not be stored yet (it waits in a
         # batch): a new member's first payment follows its join closely.
@@ -208,14 +266,20 @@ class Topics:
             if self._refused(msg):
                 return False
             try:
-                entry = Entry.decode(msg.data)
+                if is_run(msg.data):
+                    entries = decode_run(msg.data)  # one author's, in order, all verified
+                    if self._over_run_quota(msg, len(entries)):
+                        return False
+                else:
+                    entries = [Entry.decode(msg.data)]
             except TrocError:
                 return False
+            entry = entries[0]
             if entry.community != community:
                 return False
             store = self.local.store
-            if msg.origin != self.host.peer_id and store.entry(
-                community, entry.author, entry.seq, entry.id
+            if msg.origin != self.host.peer_id and all(
+                store.entry(community, e.author, e.seq, e.id) for e in entries
             ):
                 # Held already: not forwarded again. A peer re-sending old
                 # entries under fresh message ids is not amplified to every
@@ -232,10 +296,11 @@ class Topics:
                 # through us; it is still taken here, in the strangers' own
                 # bounded pool, and what it waits for is fetched from the
                 # forwarder: a member whose join we lack still converges.
-                with contextlib.suppress(trio.WouldBlock):
-                    ignored_send.send_nowait((entry, msg))
+                for e in entries:
+                    with contextlib.suppress(trio.WouldBlock):
+                        ignored_send.send_nowait((e, msg))
                 return False
-            decoded[msg.data] = entry
+            decoded[msg.data] = entries
             if len(decoded) > GOSSIP_DECODED:
                 decoded.popitem(last=False)
             return True
@@ -250,10 +315,14 @@ class Topics:
                     # round trips cost more than the entry's own checks.
                     batch = await sub.receive_batch(GOSSIP_BATCH)
                     items: list[bytes | Entry] = []
+                    carriers = []  # the message each item came in
                     for msg in batch:
-                        entry = decoded.pop(msg.data, None)
-                        items.append(msg.data if entry is None else entry)
-                    self.ingest(community, batch, items)
+                        entries = decoded.pop(msg.data, None)
+                        # Not decoded here lately: from its bytes.
+                        found = _wires(msg.data) if entries is None else list(entries)
+                        items += found
+                        carriers += [msg] * len(found)
+                    self.ingest(community, carriers, items)
 
     async def _take_ignored(
         self, community: CommunityId, ignored: trio.MemoryReceiveChannel[tuple[Entry, Any]]
@@ -270,7 +339,8 @@ class Topics:
 
     def ingest(self, community: CommunityId, batch: list[Any], items: list[bytes | Entry]) -> None:
         """Store gossiped entries in one transaction, each charged to the
-        neighbour that relayed it; fetch what the parked ones wait for."""
+        neighbour that relayed it (``batch``: the message each came in);
+        fetch what the parked ones wait for."""
         sources = [msg.forwarder or msg.origin for msg in batch]
         # Any exception, not only a TrocError: one entry that trips a bug
         # (ours or a library's) is dropped, not the node.
@@ -278,9 +348,10 @@ class Topics:
             outcomes = self.local.ingest_many(items, community=community, sources=sources)
         except Exception:  # one at a time, then: the others still count
             outcomes = []
-            for msg, source in zip(batch, sources, strict=True):
+            for item, source in zip(items, sources, strict=True):
+                wire = item if isinstance(item, bytes) else item.wire
                 try:
-                    outcomes.append(self.local.ingest(msg.data, community=community, source=source))
+                    outcomes.append(self.local.ingest(wire, community=community, source=source))
                 except Exception:
                     logger.exception("could not store a gossiped entry")
                     outcomes.append(Outcome(Status.REJECTED))
