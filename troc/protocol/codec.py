@@ -12,6 +12,7 @@ per-container limits, then a depth walk.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -99,6 +100,15 @@ def unpack(data: bytes, limits: Limits = ENTRY_LIMITS) -> Any:
         raise CodecError("bad_type", f"expected bytes, got {type(data).__name__}")
     if len(data) > limits.max_size:
         raise CodecError("too_large", f"{len(data)} bytes, the limit is {limits.max_size}")
+    value = _unpack_reused(data, limits)
+    if value is not _FAILED:
+        return value
+    return _unpack_plain(data, limits)
+
+
+def _unpack_plain(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
+    """:func:`unpack` without reused objects: slower, and the one that words
+    every error."""
     # One call of msgpack's C decoder, with its own limits (a fresh
     # Unpacker per value cost ~1.5 µs more, twice per entry on the ingest
     # path). A complete value followed by more bytes raises ExtraData.
@@ -130,6 +140,56 @@ def unpack(data: bytes, limits: Limits = ENTRY_LIMITS) -> Any:
     # is the hot path of ingest: rebuilding through pack() cost ~40% more.)
     if not _canonical_shape(value, 0, limits) or (msgpack.packb(value, use_bin_type=True) != data):
         raise CodecError("non_canonical", "bytes are not the canonical encoding of their value")
+    return value
+
+
+#: What :func:`_unpack_reused` returns when the bytes are not one canonical value.
+_FAILED = object()
+# Per thread, an Unpacker per Limits and one Packer, kept from call to call:
+# making them afresh (which msgpack.unpackb and packb do) is most of what
+# decoding a small value costs (~0.7 µs each, four times per entry on the
+# ingest path). Not thread-safe themselves, hence one set per thread.
+_reused = threading.local()
+
+
+def _unpack_reused(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
+    """The value of ``data`` if it is exactly one canonical value within
+    ``limits``, else _FAILED. Never raises for bad bytes: the caller then
+    decodes again the plain way (:func:`unpack`), which says why, so errors
+    are worded the same whichever way found them. After a failure the
+    Unpacker may hold part of the bytes: it is dropped."""
+    try:
+        unpackers: dict[Limits, msgpack.Unpacker] = _reused.unpackers
+        packer: msgpack.Packer = _reused.packer
+    except AttributeError:
+        unpackers = _reused.unpackers = {}
+        packer = _reused.packer = msgpack.Packer(use_bin_type=True)
+    unpacker = unpackers.get(limits)
+    if unpacker is None:
+        unpacker = unpackers[limits] = msgpack.Unpacker(
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_buffer_size=limits.max_size,
+            max_str_len=limits.max_str,
+            max_bin_len=limits.max_bin,
+            max_array_len=limits.max_array,
+            max_map_len=limits.max_map,
+            max_ext_len=0,
+        )
+    try:
+        start = unpacker.tell()
+        unpacker.feed(data)
+        value = unpacker.unpack()
+        if unpacker.tell() - start != len(data):
+            raise ValueError("trailing bytes")
+        if not _canonical_shape(value, 0, limits) or packer.pack(value) != data:
+            return _FAILED
+    except Exception:
+        del unpackers[limits]
+        # A Packer resets itself after a failed pack, but make sure.
+        _reused.packer = msgpack.Packer(use_bin_type=True)
+        return _FAILED
     return value
 
 

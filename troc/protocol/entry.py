@@ -233,11 +233,16 @@ class Ref:
     def from_wire(cls, v: Any, name: str = "ref") -> Ref:
         if not isinstance(v, list) or len(v) != 3:
             raise _bad(f"{name} must be [author, seq, id]")
-        return cls(
-            _member(f"{name} author")(v[0]),
-            _int(f"{name} seq", 1, MAX_SEQ)(v[1]),
-            EntryId(_bin32(f"{name} id")(v[2])),
-        )
+        author, seq, eid = v
+        # The checkers (and their messages) are made only for a bad value:
+        # made for every reference, they cost ~1.5 µs of each entry's decode.
+        if type(author) is not bytes or not is_valid_public_key(author):
+            _member(f"{name} author")(author)
+        if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
+            _int(f"{name} seq", 1, MAX_SEQ)(seq)
+        if type(eid) is not bytes or len(eid) != 32:
+            _bin32(f"{name} id")(eid)
+        return cls(MemberId(author), seq, EntryId(eid))
 
     def __str__(self) -> str:
         return f"{self.author.hex()[:8]}…#{self.seq}:{self.id.hex()[:8]}…"
@@ -274,11 +279,13 @@ class Body:
     def from_wire(cls, raw: Any) -> Body:
         if not isinstance(raw, dict):
             raise _bad(f"{cls.KIND.value} body must be a map")
-        unknown = set(raw) - set(cls._FIELDS)
-        if unknown:
-            raise _bad(f"unknown field(s) in {cls.KIND.value}: {', '.join(sorted(unknown))}")
+        fields = cls._FIELDS
+        if not raw.keys() <= fields.keys():
+            unknown = set(raw) - set(fields)
+            if unknown:
+                raise _bad(f"unknown field(s) in {cls.KIND.value}: {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
-        for key, (check, required) in cls._FIELDS.items():
+        for key, (check, required) in fields.items():
             if key in raw:
                 values[key] = check(raw[key])
             elif required:
@@ -675,6 +682,37 @@ _BODIES: dict[str, type[Body]] = {
 }
 
 
+def _split(wire: object) -> tuple[bytes, bytes] | None:
+    """``[signed, signature]`` read from the bytes of an entry in the only
+    form a valid one has: the canonical msgpack array of two bins, the
+    second 64 bytes. None for anything else, which :func:`codec.unpack`
+    then reads (and says what is wrong): this only spares the usual entry
+    the general decoder (~2 µs, a tenth of a decode)."""
+    if type(wire) is not bytes or len(wire) > codec.ENTRY_LIMITS.max_size or len(wire) < 69:
+        return None
+    if wire[0] != 0x92:
+        return None
+    if wire[1] == 0xC4:  # bin 8: the canonical header below 256 bytes
+        n, start = wire[2], 3
+    elif wire[1] == 0xC5:  # bin 16: from 256 bytes
+        n, start = (wire[2] << 8) | wire[3], 4
+        if n < 256:
+            return None
+    else:
+        return None
+    end = start + n
+    if len(wire) != end + 66 or wire[end] != 0xC4 or wire[end + 1] != 64:
+        return None
+    return wire[start:end], wire[end + 2 :]
+
+
+# The field checkers of every entry's decode, made once.
+_check_author = _member("author")
+_check_community = _bin32("community")
+_check_seq = _int("seq", 1, MAX_SEQ)
+_check_prev = _bin32("prev")
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One decoded, signature-checked entry. Build with :meth:`create` or
@@ -740,22 +778,25 @@ class Entry:
         malformed, trailing_bytes, non_canonical, bad_type, bad_shape,
         bad_version, bad_member, bad_amount, bad_signature.
         """
-        outer = codec.unpack(wire)
-        if (
-            not isinstance(outer, list)
-            or len(outer) != 2
-            or not isinstance(outer[0], bytes)
-            or not isinstance(outer[1], bytes)
-        ):
-            raise _bad("an entry is [signed, signature]")
-        signed, signature = outer
+        parts = _split(wire)
+        if parts is None:
+            outer = codec.unpack(wire)
+            if (
+                not isinstance(outer, list)
+                or len(outer) != 2
+                or not isinstance(outer[0], bytes)
+                or not isinstance(outer[1], bytes)
+            ):
+                raise _bad("an entry is [signed, signature]")
+            parts = outer
+        signed, signature = parts
         fields = codec.unpack(signed)
         if not isinstance(fields, list) or len(fields) != 8:
             raise _bad("signed part must be an array of 8 fields")
         version, community, author, seq, prev, timestamp_ms, kind, raw_body = fields
         if type(version) is not int or version != VERSION:  # bool is an int in Python
             raise CodecError("bad_version", f"entry version {version!r}, this node reads {VERSION}")
-        author = _member("author")(author)
+        author = _check_author(author)
         if type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_AMOUNT:
             raise _bad("timestamp_ms must be a non-negative integer")
         body_cls = _BODIES.get(kind) if isinstance(kind, str) else None
@@ -765,12 +806,12 @@ class Entry:
             if community is not None or type(seq) is not int or seq != 0 or prev is not None:
                 raise _bad("a genesis has no community, seq 0 and no prev")
         else:
-            community = _bin32("community")(community)
-            seq = _int("seq", 1, MAX_SEQ)(seq)
+            community = _check_community(community)
+            seq = _check_seq(seq)
             if (seq == 1) != (prev is None):
                 raise CodecError("bad_prev", "prev must be nil at seq 1 and set after it")
             if prev is not None:
-                prev = _bin32("prev")(prev)
+                prev = _check_prev(prev)
         body = body_cls.from_wire(raw_body)
         if check_signature and not verify(Domain.ENTRY, author, signed, signature):
             raise CodecError("bad_signature", "the signature does not verify")
@@ -780,7 +821,7 @@ class Entry:
             seq=seq,
             prev=None if prev is None else EntryId(prev),
             timestamp_ms=timestamp_ms,
-            kind=Kind(kind),
+            kind=body_cls.KIND,
             body=body,  # type: ignore[arg-type]
             signed=signed,
             signature=signature,
