@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from troc.crypto.sign import MemberId
+from troc.protocol._frozen import fast_init
 from troc.protocol.entry import CommunityId, Entry, EntryId, Kind
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Stored:
     """An accepted entry and its author's log state right after it."""
@@ -59,6 +61,7 @@ class Stored:
     limit: int  # credit limit: the balance may not go below -limit
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Head:
     """An author's log at a glance.
@@ -111,6 +114,7 @@ class Head:
         return base - self.frozen_credit - self.undone
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RefRow:
     """Entry (by_author, by_seq, by_id) of ``kind`` points at ``target``.

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, NewType, TypeAlias
 from troc.crypto.sign import Domain, MemberId, SigningKey, is_valid_public_key, verify
 from troc.errors import CodecError
 from troc.protocol import codec
+from troc.protocol._frozen import fast_init
 
 __all__ = [
     "MAX_AMOUNT",
@@ -212,6 +213,7 @@ def _members(v: Any) -> tuple[MemberId, ...]:
     return members
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Ref:
     """A reference to one entry: whose log, which seq, which exact entry.
@@ -706,6 +708,10 @@ def _split(wire: object) -> tuple[bytes, bytes] | None:
     return wire[start:end], wire[end + 2 :]
 
 
+# Bodies are built once per entry decoded: the cheaper __init__ (see _frozen).
+for _body in _BODIES.values():
+    fast_init(_body)
+
 # The field checkers of every entry's decode, made once.
 _check_author = _member("author")
 _check_community = _bin32("community")
@@ -713,6 +719,7 @@ _check_seq = _int("seq", 1, MAX_SEQ)
 _check_prev = _bin32("prev")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One decoded, signature-checked entry. Build with :meth:`create` or
@@ -788,8 +795,9 @@ class Entry:
                 or not isinstance(outer[1], bytes)
             ):
                 raise _bad("an entry is [signed, signature]")
-            parts = outer
-        signed, signature = parts
+            signed, signature = outer
+        else:
+            signed, signature = parts
         fields = codec.unpack(signed)
         if not isinstance(fields, list) or len(fields) != 8:
             raise _bad("signed part must be an array of 8 fields")

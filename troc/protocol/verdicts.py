@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from troc.protocol._frozen import fast_init
 from troc.protocol.entry import Entry, Ref
 from troc.protocol.vote import Certificate
 
@@ -86,6 +87,7 @@ class Status(StrEnum):
     WAITING = "waiting"  # parked until ``missing`` arrive
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The verdict on one entry offered to :meth:`Ledger.ingest`.
