@@ -467,6 +467,8 @@ class Ledger:
                 if self._finalised:
                     queue += self._finalised
                     self._finalised = []
+            if not self._certified:  # the usual case: no set to sort and renew
+                return released, dropped
             certified, self._certified = sorted(self._certified), set()
             for c, author in certified:
                 for key in self.backend.waiting_finals(c, author):
@@ -724,22 +726,21 @@ class Ledger:
         c, a = entry.community, entry.author
         self.backend.put_entry(checked.stored, checked.refs)
         head = self.backend.head(c, a)
-        new_head = Head(
-            entry.seq,
-            entry.id,
-            checked.stored.balance,
-            checked.stored.limit,
-            final_seq=0 if checked.witnessed else None,
-        )
         if head is None:
-            head = new_head
+            head = Head(
+                entry.seq,
+                entry.id,
+                checked.stored.balance,
+                checked.stored.limit,
+                final_seq=0 if checked.witnessed else None,
+            )
         elif entry.prev == head.id:
             # Built directly rather than with dataclasses.replace: this runs once per entry.
             head = Head(
                 entry.seq,
                 entry.id,
-                new_head.balance,
-                new_head.limit,
+                checked.stored.balance,
+                checked.stored.limit,
                 head.frozen_at,
                 head.cut_balance,
                 head.frozen_credit,
