@@ -127,6 +127,9 @@ class _Checked:
     #: successful close (optimistic communities): the accept may undo a
     #: take-back (docs/protocol.md §4.11), the close a lapse (§10.5).
     expiring: bool = False
+    #: The author's head as the rules read it, for :meth:`Ledger._apply`
+    #: (read again if a fork was recorded in between).
+    head: Head | None = None
 
 
 def _credit(balance: int, amount: int) -> int:
@@ -665,7 +668,10 @@ class Ledger:
         # invalid one proves nothing that counts (no honest node stores it),
         # and ignoring it keeps the verdict independent of arrival order.
         others = self.backend.ids_at(c, a, entry.seq)
-        fork = bool(others) and self._record_fork(entry, others[0])
+        fork = False
+        if others:
+            fork = self._record_fork(entry, others[0])
+            checked.head = self.backend.head(c, a)  # freezing may have changed it
         self._apply(checked)
         return Outcome(Status.ACCEPTED, entry, fork=fork)
 
@@ -725,7 +731,7 @@ class Ledger:
         assert entry.community is not None
         c, a = entry.community, entry.author
         self.backend.put_entry(checked.stored, checked.refs)
-        head = self.backend.head(c, a)
+        head = checked.head  # as _check read it: nothing wrote it since
         if head is None:
             head = Head(
                 entry.seq,
@@ -800,6 +806,7 @@ class Ledger:
             raise _Reject(Reason.FUTURE_TIMESTAMP, f"stamped {ahead} s in the future")
 
         # The log link: the entry extends its author's log at prev.
+        head = self.backend.head(c, a)
         if entry.seq == 1:
             balance, limit = 0, 0
         else:
@@ -811,7 +818,6 @@ class Ledger:
                 # the verdict does not depend on arrival order.
                 raise _Wait([Ref(a, entry.seq - 1, entry.prev)])
             balance, limit = prev.balance, prev.limit
-            head = self.backend.head(c, a)
             if (
                 head is not None
                 and head.frozen_at is not None
@@ -951,7 +957,7 @@ class Ledger:
             raise _Reject(Reason.BAD_SHAPE, "a genesis cannot be part of a log")
         # Offer, Profile: nothing to check beyond the schema.
         assert -MAX_BALANCE <= balance <= MAX_BALANCE  # the credit limit and _credit
-        return _Checked(Stored(entry, balance, limit), refs, witnessed, expiring)
+        return _Checked(Stored(entry, balance, limit), refs, witnessed, expiring, head)
 
     def _not_taken_back(self, c: CommunityId, entry: Entry, transfer: EntryId) -> None:
         """Refuse ``entry`` if its chain already reclaimed or took back ``transfer``."""
