@@ -106,6 +106,20 @@ def unpack(data: bytes, limits: Limits = ENTRY_LIMITS) -> Any:
     return _unpack_plain(data, limits)
 
 
+def _unpacking(limits: Limits) -> dict[str, Any]:
+    """msgpack's decoding options for ``limits``: strict, and its own limits."""
+    return {
+        "raw": False,
+        "strict_map_key": True,
+        "use_list": True,
+        "max_str_len": limits.max_str,
+        "max_bin_len": limits.max_bin,
+        "max_array_len": limits.max_array,
+        "max_map_len": limits.max_map,
+        "max_ext_len": 0,
+    }
+
+
 def _unpack_plain(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
     """:func:`unpack` without reused objects: slower, and the one that words
     every error."""
@@ -113,17 +127,7 @@ def _unpack_plain(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
     # Unpacker per value cost ~1.5 µs more, twice per entry on the ingest
     # path). A complete value followed by more bytes raises ExtraData.
     try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_str_len=limits.max_str,
-            max_bin_len=limits.max_bin,
-            max_array_len=limits.max_array,
-            max_map_len=limits.max_map,
-            max_ext_len=0,
-        )
+        value = msgpack.unpackb(data, **_unpacking(limits))
     except msgpack.ExtraData as exc:
         raise CodecError("trailing_bytes", f"{len(exc.extra)} bytes after the value") from None
     except ValueError as exc:
@@ -167,15 +171,7 @@ def _unpack_reused(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
     unpacker = unpackers.get(limits)
     if unpacker is None:
         unpacker = unpackers[limits] = msgpack.Unpacker(
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_buffer_size=limits.max_size,
-            max_str_len=limits.max_str,
-            max_bin_len=limits.max_bin,
-            max_array_len=limits.max_array,
-            max_map_len=limits.max_map,
-            max_ext_len=0,
+            max_buffer_size=limits.max_size, **_unpacking(limits)
         )
     try:
         start = unpacker.tell()
