@@ -291,6 +291,10 @@ class Backend(Protocol):
         """Entries parked on ``key``, removed from the waiting set."""
         ...
 
+    def waiting_count(self) -> int:
+        """How many entries are parked (0: nothing to release)."""
+        ...
+
     def waiting_finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
         """The keys (:func:`final_key`) under which entries wait for an entry
         of ``author``'s log to become final."""

@@ -254,6 +254,12 @@ class Ledger:
         outcome = self._ingest_one(entry, now_ms, source)
         if outcome.status is not Status.ACCEPTED or entry.community is None:
             return outcome
+        if not self.backend.waiting_count():
+            # The usual case: nothing is parked, so nothing waits for this
+            # entry or for what became final (what _release would find).
+            self._finalised = []
+            self._certified.clear()
+            return outcome
         released, dropped = self._release(
             [(entry.community, entry.author, entry.seq, entry.id)], now_ms
         )
