@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import key
-from troc.errors import LocalProtocolError
+from troc.errors import LocalProtocolError, RefusedError
 from troc.node import ops, steps
 from troc.node.invitation import encode_invitation
 from troc.node.local import LocalNode, open_local_node
@@ -157,3 +157,14 @@ def test_accept_late_names_a_transfer_its_payer_took_back(
     ada.ingest(bruno.history(community)[0].wire)  # bruno's accept
     assert ada.balance(community).balance == -3  # the accept won: the take-back is undone
     assert bruno.balance(community).balance == 3
+
+
+def test_an_error_a_trio_nursery_wrapped_is_described_as_itself() -> None:
+    """trio wraps what a task raised in an ExceptionGroup; the member hears the
+    error itself (its kind and exit code), not 'unexpected ExceptionGroup'."""
+    refused = RefusedError("overdraft", "balance would pass the credit limit")
+    wrapped = BaseExceptionGroup("nursery", [ExceptionGroup("inner", [refused])])
+    assert describe_error(wrapped) == describe_error(refused)
+    assert describe_error(wrapped)["kind"] == "refused"
+    two = ExceptionGroup("nursery", [refused, ValueError("x")])
+    assert describe_error(two)["kind"] == "bug"  # two errors: no one of them is the answer

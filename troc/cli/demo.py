@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+
+from troc.errors import NetworkError
 
 NAMES = ["ada", "bruno", "chiara", "dmitri", "esi", "farid", "gaia", "hugo"]
 OFFERS = [
@@ -29,6 +31,21 @@ OFFERS = [
     ("offer", "Python tutoring", ["teaching"]),
 ]
 TIMEOUT = 30.0
+
+
+@contextmanager
+def _in_time(stage_of: Callable[[], str]) -> Iterator[None]:
+    """Within TIMEOUT seconds, or a NetworkError naming the stage that was
+    still waiting (on a very busy machine gossip and sync are slow)."""
+    import trio
+
+    try:
+        with trio.fail_after(TIMEOUT):
+            yield
+    except trio.TooSlowError:
+        raise NetworkError(
+            f"the demo's nodes were still waiting for {stage_of()} after {TIMEOUT:.0f} s"
+        ) from None
 
 
 def run_demo(
@@ -92,7 +109,8 @@ async def _demo(
             say(f"{payer} paid {amount} hours to {payee}")
         # Each payee answers what reached it: accept most, decline some.
         expected = {name: [p for p in payments if p[1] == name] for name in names}
-        with trio.fail_after(TIMEOUT):
+        stage = "payments reaching their payees"
+        with _in_time(stage_of=lambda: stage):
             for node, name in zip(nodes, names, strict=True):
                 while len((await node.run_op("pending", {}))["incoming"]) < len(expected[name]):  # noqa: ASYNC110 - polls another node's state
                     await trio.sleep(0.1)
@@ -102,6 +120,7 @@ async def _demo(
                     done = {"accept": "accepted", "decline": "declined"}[verb]
                     say(f"{name} {done} {t['amount']} hours from {who[t['from']]}")
             # Payers take back what was declined, once they see the decline.
+            stage = "declines reaching their payers"
             for node, name in zip(nodes, names, strict=True):
                 for t in (await node.run_op("pending", {}))["outgoing"]:
                     while True:
@@ -117,6 +136,7 @@ async def _demo(
                             }:
                                 break
             # Wait until every node computes the same balances.
+            stage = "every node computing the same balances"
             while True:
                 views = [
                     {who[m]: b for m, b in (await n.run_op("balances", {}))["balances"].items()}

@@ -76,6 +76,8 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     """What went wrong, as data: ``kind`` (usage, refused, not_found, key,
     store, network, error, bug), ``reason`` (a ledger code, for refused) and
     a one-line ``message``. The CLI maps kinds to exit codes."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # what a trio nursery wrapped: the error itself
     if isinstance(exc, sqlite3.Error):  # a read of a damaged (or locked …) store
         exc = store_error(exc)
     elif isinstance(exc, OSError) and exc.filename is not None:  # a file of the home
