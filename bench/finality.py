@@ -20,6 +20,10 @@ need no answer to become final). Requests go to the control sockets directly
     becomes final in order, it also gives the issue→final latencies (to
     within the poll interval; with several clients, the i-th payment issued
     to a payer is paired with the i-th to become final there).
+    ``cpu_ms_per_payment``: the CPU time (user + system, /proc) the node
+    processes spent in the concurrent phase, over all of them, per payment
+    (``_witness`` and ``_payer``: the witnesses' and the payers' shares);
+    the bench's own clients and poller are not counted.
 
 Every process started is stopped by its PID at the end. Usage:
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -173,14 +178,29 @@ def sequential(home: Path, payee: str, payments: int) -> dict[str, Any]:
     }
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def split(total: int, parts: int) -> list[int]:
     """``total`` in ``parts`` near-equal shares."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def concurrent(homes: list[Path], payee: str, payments: int, clients: int = 1) -> dict[str, Any]:
+def concurrent(
+    homes: list[Path],
+    payee: str,
+    payments: int,
+    clients: int = 1,
+    pids: dict[str, list[int]] | None = None,
+) -> dict[str, Any]:
+    """The concurrent phase; ``pids`` (role -> node PIDs) to count their CPU."""
     each = split(payments, len(homes))
     base = [final_paid(h) for h in homes]
+    pids = pids or {}
+    cpu0 = {role: sum(cpu_s(p) for p in ps) for role, ps in pids.items()}
     issued: list[list[float]] = [[] for _ in homes]  # issue times per payer
     done: list[list[float]] = [[] for _ in homes]  # time each became final, in order
     errors: list[str] = []
@@ -212,6 +232,7 @@ def concurrent(homes: list[Path], payee: str, payments: int, clients: int = 1) -
             break
         time.sleep(POLL)
     wall = time.perf_counter() - t0
+    cpu = {role: sum(cpu_s(p) for p in ps) - cpu0[role] for role, ps in pids.items()}
     for t in threads:
         t.join(timeout=60)
     if errors:
@@ -234,7 +255,12 @@ def concurrent(homes: list[Path], payee: str, payments: int, clients: int = 1) -
         f" issue→final p50 {p50:.0f} ms, p99 {p99:.0f} ms",
         flush=True,
     )
+    cpu_keys = {f"cpu_ms_per_payment_{role}": cpu[role] * 1000 / payments for role in cpu}
+    if cpu:
+        cpu_keys["cpu_ms_per_payment"] = sum(cpu.values()) * 1000 / payments
+        print(", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu_keys.items())), flush=True)
     return {
+        **{k: round(v, 2) for k, v in cpu_keys.items()},
         "concurrent": payments,
         "payers": len(homes),
         "clients": clients,
@@ -273,7 +299,11 @@ def main() -> None:
         if not args.skip_sequential:
             result |= sequential(payers[0], payee, args.payments)
         if not args.skip_concurrent:
-            result |= concurrent(payers, payee, args.payments, args.clients)
+            pids = {
+                "witness": [p.proc.pid for p in procs[:WITNESSES]],
+                "payer": [p.proc.pid for p in procs[WITNESSES:]],
+            }
+            result |= concurrent(payers, payee, args.payments, args.clients, pids)
         answered = [control(h, "status")["witness"]["answered"] for h in witnesses]
         print(f"witness answers: {answered}")
         result["witness_answers"] = sum(answered)
