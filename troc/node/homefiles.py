@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,62 @@ def read_json(path: Path, default: Any) -> Any:
 
 def write_json(path: Path, data: Any) -> None:
     """Write atomically, owner-only: a crash leaves the old file or the new one, never half."""
+    tmp = _write_tmp(path, data, os.fsync)
+    os.replace(tmp, path)
+
+
+def _write_tmp(path: Path, data: Any, sync: Callable[[int], object]) -> Path:
+    """Write ``data`` to ``path``'s temporary file (owner-only) and call
+    ``sync`` with its descriptor before closing it."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        sync(f.fileno())
+    return tmp
+
+
+#: Where staged writes are fsynced (one thread: they are few and short).
+_syncer: ThreadPoolExecutor | None = None
+
+
+class StagedJson:
+    """A JSON file write in two steps, so that its fsync runs while the
+    caller waits for another one (the store's commit): making one
+    writes the new content to the temporary file and fsyncs it on a
+    worker thread; :meth:`commit` waits for that fsync and only then puts
+    the file in place (``os.replace``), so a crash at any point leaves the
+    old file or the new one, as :func:`write_json` does. :meth:`abandon`
+    leaves the old file in place."""
+
+    def __init__(self, path: Path, data: Any) -> None:
+        global _syncer
+        if _syncer is None:
+            _syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="troc-fsync")
+        self.path = path
+        self.tmp = _write_tmp(path, data, lambda fd: None)
+        self._synced = _syncer.submit(_fsync_path, self.tmp)
+
+    def commit(self) -> None:
+        """Wait for the fsync, then put the file in place. Raises OSError
+        (the old file stays) if the fsync failed."""
+        self._synced.result()
+        os.replace(self.tmp, self.path)
+
+    def abandon(self) -> None:
+        """Keep the old file (the new content was not to be kept)."""
+        with contextlib.suppress(OSError):
+            self._synced.result()
+            self.tmp.unlink()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def bootstrap_addrs(home: Path) -> list[str]:
@@ -133,8 +183,16 @@ def signed_marks(home: Path) -> dict[bytes, SignedMark] | None:
 
 
 def write_signed_marks(home: Path, marks: dict[bytes, SignedMark]) -> None:
-    data = {
+    write_json(home / SIGNED_FILE, _signed_data(marks))
+
+
+def stage_signed_marks(home: Path, marks: dict[bytes, SignedMark]) -> StagedJson:
+    """:func:`write_signed_marks` in two steps (see :class:`StagedJson`)."""
+    return StagedJson(home / SIGNED_FILE, _signed_data(marks))
+
+
+def _signed_data(marks: dict[bytes, SignedMark]) -> dict[str, Any]:
+    return {
         c.hex(): {"seq": m.seq, "entry": m.entry.hex(), "genesis": m.genesis.hex()}
         for c, m in marks.items()
     }
-    write_json(home / SIGNED_FILE, data)

@@ -225,11 +225,29 @@ class LocalNode:
         if self._marks is not None and self.key is not None:
             self._marks.check()
 
-    def _mark_signed(self, entries: list[Entry]) -> None:
-        """Record own entries just made durable, before they leave the node
-        (after the commit: a mark ahead of the store would block for good)."""
+    @contextmanager
+    def _own_commit(self, entries: list[Entry]) -> Iterator[None]:
+        """One durable transaction storing own ``entries`` (the block fills
+        the list), marked once it has committed and before they can leave
+        the node (a mark ahead of the store would block for good).
+
+        The mark's file is written and fsynced while the store's commit is
+        fsynced (SignedMarks.stage: a worker thread), and put in place only
+        after the commit returned: one wait for two fsyncs, not two in a
+        row, on the node's one thread. Call it under the lock.
+        """
+        staged = None
+        try:
+            with self.store.transaction(durable=True):
+                yield
+                if self._marks is not None:
+                    staged = self._marks.stage(entries)
+        except BaseException:
+            if staged is not None and staged.write is not None:
+                staged.write.abandon()
+            raise
         if self._marks is not None:
-            self._marks.record(entries)
+            self._marks.settle(staged)
 
     def _sign_genesis(self, rules: Genesis) -> Entry:
         try:
@@ -254,23 +272,21 @@ class LocalNode:
         """
         key = self._signer()
         stored: list[Entry] = []
-        with self._lock:
-            with self.store.transaction(durable=True):
-                now = self._clock()
-                outcome = self.ledger.ingest(genesis, now)
-                if (
-                    outcome.entry is None
-                    or not outcome.ok
-                    or not isinstance(outcome.entry.body, Genesis)
-                ):
-                    raise LocalProtocolError("that is not a valid community genesis")
-                stored += self._stored([outcome])
-                community = CommunityId(outcome.entry.id)
-                if self.store.head(community, self.member) is None:
-                    entry = self.ledger.prepare(key, community, Join(name=name, vouch=vouch), now)
-                    self._ingest_checked(entry)
-                    stored.append(entry)
-            self._mark_signed(stored)
+        with self._lock, self._own_commit(stored):
+            now = self._clock()
+            outcome = self.ledger.ingest(genesis, now)
+            if (
+                outcome.entry is None
+                or not outcome.ok
+                or not isinstance(outcome.entry.body, Genesis)
+            ):
+                raise LocalProtocolError("that is not a valid community genesis")
+            stored += self._stored([outcome])
+            community = CommunityId(outcome.entry.id)
+            if self.store.head(community, self.member) is None:
+                entry = self.ledger.prepare(key, community, Join(name=name, vouch=vouch), now)
+                self._ingest_checked(entry)
+                stored.append(entry)
         self._notify(stored, own=True)
         return community
 
@@ -444,27 +460,25 @@ class LocalNode:
         in the block.
         """
         batch = AppendBatch()
-        with self._lock:
-            with self.store.transaction(durable=True):
-                self._batch = batch
-                try:
-                    yield batch
-                finally:
-                    self._batch = None
-            self._mark_signed(batch.entries)
+        with self._lock, self._own_commit(batch.entries):
+            self._batch = batch
+            try:
+                yield batch
+            finally:
+                self._batch = None
         batch.committed = True
         self._notify(batch.entries, own=True)
 
     def _append(self, community: CommunityId, body: AnyBody) -> Entry:
         if self._batch is not None:  # inside appending(): its transaction
             return self._append_to(self._batch, community, body)
-        with self._lock:
-            with self.store.transaction(durable=True):
-                if self.store.genesis(community) is None:
-                    raise LocalProtocolError("this node does not follow that community")
-                entry = self.ledger.prepare(self._signer(), community, body, self._clock())
-                self._ingest_checked(entry)
-            self._mark_signed([entry])
+        own: list[Entry] = []
+        with self._lock, self._own_commit(own):
+            if self.store.genesis(community) is None:
+                raise LocalProtocolError("this node does not follow that community")
+            entry = self.ledger.prepare(self._signer(), community, body, self._clock())
+            self._ingest_checked(entry)
+            own.append(entry)
         self._notify([entry], own=True)
         return entry
 

@@ -11,6 +11,7 @@ written after each own entry is durable and before it leaves the node.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from troc.crypto.ids import encode_id
@@ -20,7 +21,7 @@ from troc.node import homefiles
 from troc.node.store import Store
 from troc.protocol.entry import CommunityId, Entry
 
-__all__ = ["SignedMarks"]
+__all__ = ["SignedMarks", "StagedMarks"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,17 +95,48 @@ class SignedMarks:
             " from a backup"
         )
 
-    def record(self, entries: list[Entry]) -> None:
-        """Mark the member's own entries among ``entries`` (just made durable)."""
+    def stage(self, entries: list[Entry]) -> StagedMarks | None:
+        """The marks of the member's own entries among ``entries``, written
+        beside the file and fsynced on a worker thread, while the store
+        commits them (call it in the transaction that stores them: the store
+        is read); None if they mark nothing new. The caller passes them to
+        :meth:`settle` once the commit is durable, or abandons them
+        (``StagedMarks.write.abandon``) if it failed: a mark ahead of the
+        store would block signing for good."""
         marks = self._marks()
-        changed = False
+        new: dict[bytes, homefiles.SignedMark] | None = None
         for e in entries:
             if e.author == self.member and e.community is not None:
-                old = marks.get(e.community)
+                old = (marks if new is None else new).get(e.community)
                 if old is None or e.seq > old.seq:
                     genesis = self.store.genesis(e.community)
                     assert genesis is not None  # the entry was just accepted
-                    marks[e.community] = homefiles.SignedMark(e.seq, e.id, genesis.wire)
-                    changed = True
-        if changed:
-            self._write(marks)
+                    new = dict(marks) if new is None else new
+                    new[e.community] = homefiles.SignedMark(e.seq, e.id, genesis.wire)
+        if new is None:
+            return None
+        try:
+            write = homefiles.stage_signed_marks(self.home, new)
+        except OSError as exc:
+            logger.warning("cannot record what was signed in %s: %s", self.home, exc)
+            write = None
+        return StagedMarks(new, write)
+
+    def settle(self, staged: StagedMarks | None) -> None:
+        """Put staged marks in place (their entries are durable now)."""
+        if staged is None:
+            return
+        self._signed = staged.marks
+        if staged.write is not None:
+            try:
+                staged.write.commit()
+            except OSError as exc:  # the entry is durable in the store: go on, loudly
+                logger.warning("cannot record what was signed in %s: %s", self.home, exc)
+
+
+@dataclass(slots=True)
+class StagedMarks:
+    """Marks of entries being committed (:meth:`SignedMarks.stage`)."""
+
+    marks: dict[bytes, homefiles.SignedMark]
+    write: homefiles.StagedJson | None
