@@ -24,6 +24,8 @@ need no answer to become final). Requests go to the control sockets directly
     processes spent in the concurrent phase, over all of them, per payment
     (``_witness`` and ``_payer``: the witnesses' and the payers' shares);
     the bench's own clients and poller are not counted.
+    ``payments_per_commit``: payments per durable transaction at the payers
+    (their group commits, ``troc status``).
 
 Every process started is stopped by its PID at the end. Usage:
 
@@ -178,6 +180,13 @@ def sequential(home: Path, payee: str, payments: int) -> dict[str, Any]:
     }
 
 
+def group_commits(homes: list[Path]) -> tuple[int, int]:
+    """Durable transactions of own entries the payers wrote so far, and the
+    payments (steps) in them (``troc status``: group_commit)."""
+    counts = [control(h, "status")["group_commit"] for h in homes]
+    return sum(c["batches"] for c in counts), sum(c["steps"] for c in counts)
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a running process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -199,6 +208,7 @@ def concurrent(
     """The concurrent phase; ``pids`` (role -> node PIDs) to count their CPU."""
     each = split(payments, len(homes))
     base = [final_paid(h) for h in homes]
+    commits0 = group_commits(homes)
     pids = pids or {}
     cpu0 = {role: sum(cpu_s(p) for p in ps) for role, ps in pids.items()}
     issued: list[list[float]] = [[] for _ in homes]  # issue times per payer
@@ -255,6 +265,8 @@ def concurrent(
         f" issue→final p50 {p50:.0f} ms, p99 {p99:.0f} ms",
         flush=True,
     )
+    batches, steps = (a - b for a, b in zip(group_commits(homes), commits0, strict=True))
+    print(f"group commits: {batches}, {steps / max(batches, 1):.1f} payments each", flush=True)
     cpu_keys = {f"cpu_ms_per_payment_{role}": cpu[role] * 1000 / payments for role in cpu}
     if cpu:
         cpu_keys["cpu_ms_per_payment"] = sum(cpu.values()) * 1000 / payments
@@ -269,6 +281,7 @@ def concurrent(
         "certified_per_s": round(rate, 1),
         "concurrent_p50_ms": round(p50, 1),
         "concurrent_p99_ms": round(p99, 1),
+        "payments_per_commit": round(steps / max(batches, 1), 2),
     }
 
 
