@@ -109,6 +109,44 @@ async def test_concurrent_pays_share_one_durable_transaction(tmp_path: Path) -> 
     assert mark[community].seq == 9
 
 
+async def _arriving(commit: GroupCommit, step: Callable[[], Any], count: int) -> None:
+    """``count`` requests reaching ``commit`` one scheduler pass apart, as
+    requests on their way (accepted, read, parsed) do while a batch gathers."""
+
+    async def late(i: int) -> None:
+        for _ in range(i):
+            await trio.lowlevel.checkpoint()
+        await commit.run(step)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit.serve)
+        async with trio.open_nursery() as requests:
+            for i in range(count):
+                requests.start_soon(late, i)
+        nursery.cancel_scope.cancel()
+
+
+async def test_requests_on_their_way_join_the_batch(tmp_path: Path) -> None:
+    ks, ka, _community, _genesis = founded_homes(tmp_path)
+    with open_local_node(tmp_path / "a", ka) as a:
+        durable = _count_durable(a)
+        commit = GroupCommit(a)
+        await _arriving(commit, _pay_step(a, ks.public, 1), 8)
+        # Two passes in all (before) closed the batch with the first two or three.
+        assert (commit.batches, commit.steps, durable[0]) == (1, 8, 1)
+
+
+async def test_a_steady_stream_of_requests_still_closes_batches(tmp_path: Path) -> None:
+    _ks, ka, community, _genesis = founded_homes(tmp_path)
+    with open_local_node(tmp_path / "a", ka) as a:
+        commit = GroupCommit(a)
+        count = 3 * GroupCommit.GATHER_MAX_PASSES
+        await _arriving(commit, lambda: a.offer(community, "more"), count)
+        assert commit.steps == count
+        # A batch gathers for GATHER_MAX_PASSES passes at most: one request each.
+        assert commit.batches >= count / (GroupCommit.GATHER_MAX_PASSES + 1)
+
+
 async def test_a_refused_payment_fails_alone(tmp_path: Path) -> None:
     ks, ka, community, _genesis = founded_homes(tmp_path)  # credit limit 10
     home = tmp_path / "a"
