@@ -51,7 +51,8 @@ def test_the_mark_is_fsynced_beside_the_commit_and_replaced_after_it(
         monkeypatch.undo()
         assert _marked_seq(home) == before + 2
     fsyncs = [who for what, who in events if what == "fsync"]
-    assert fsyncs and all(who != threading.main_thread().name for who in fsyncs)
+    assert fsyncs
+    assert all(who != threading.main_thread().name for who in fsyncs)  # a worker's
     order = [what for what, _ in events if what in ("sql", "replace")]
     assert order == ["sql", "replace"]  # COMMIT returned, then the mark is in place
 
