@@ -44,6 +44,7 @@ from troc.protocol.entry import (
     EntryId,
     Genesis,
     Join,
+    Kind,
     Offer,
     OfferClose,
     Reclaim,
@@ -360,32 +361,39 @@ def everything(store: Store, c: CommunityId) -> dict[str, Any]:
     }
 
 
+def busy_community(store: Store) -> tuple[Builder, list[Ref]]:
+    """Joins, an offer closed, transfers accepted, declined and reclaimed or
+    left open, a fork and a parked entry; returns the builder and the transfers."""
+    b = community(store)
+    for n in range(4):
+        b.add(n, Join())
+    offer = b.add(1, Offer(side="offer", title="Sourdough bread", tags=("bread",)))
+    t1 = b.add(0, Transfer(to=KEYS[1].public, amount=30, memo="bread", offer=offer.ref))
+    t2 = b.add(2, Transfer(to=KEYS[1].public, amount=5))
+    b.add(1, Accept(transfer=t1.ref))
+    d = b.add(1, Decline(transfer=t2.ref))
+    b.add(2, Reclaim(decline=d.ref))
+    t3 = b.add(3, Transfer(to=KEYS[0].public, amount=7))
+    b.add(1, OfferClose(offer=offer.ref))
+    b.fork(3)
+    # An entry whose prev is unknown waits, and the wait survives a reopen.
+    stray = Entry.create(
+        KEYS[2],
+        community=b.community,
+        seq=9,
+        prev=b"\x01" * 32,
+        timestamp_ms=b.now,
+        body=Join(),
+    )
+    with store.transaction():
+        assert Ledger(store).ingest(stray.wire, b.now).status is Status.WAITING
+    return b, [t1.ref, t2.ref, t3.ref]
+
+
 def test_reopen_keeps_everything(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     with Store.open(path) as store:
-        b = community(store)
-        for n in range(4):
-            b.add(n, Join())
-        offer = b.add(1, Offer(side="offer", title="Sourdough bread", tags=("bread",)))
-        t1 = b.add(0, Transfer(to=KEYS[1].public, amount=30, memo="bread", offer=offer.ref))
-        t2 = b.add(2, Transfer(to=KEYS[1].public, amount=5))
-        b.add(1, Accept(transfer=t1.ref))
-        d = b.add(1, Decline(transfer=t2.ref))
-        b.add(2, Reclaim(decline=d.ref))
-        b.add(3, Transfer(to=KEYS[0].public, amount=7))
-        b.add(1, OfferClose(offer=offer.ref))
-        b.fork(3)
-        # An entry whose prev is unknown waits, and the wait survives a reopen.
-        stray = Entry.create(
-            KEYS[2],
-            community=b.community,
-            seq=9,
-            prev=b"\x01" * 32,
-            timestamp_ms=b.now,
-            body=Join(),
-        )
-        with store.transaction():
-            assert Ledger(store).ingest(stray.wire, b.now).status is Status.WAITING
+        b, _ = busy_community(store)
         store.set_meta("default_community", b.community.hex())
         before = everything(store, b.community)
     with Store.open(path) as store:
@@ -711,6 +719,64 @@ def test_refuses_a_newer_format(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer than this troc"):
         Store.open(path)
+
+
+def _answers(store: Store, b: Builder, transfers: list[Ref]) -> dict[str, Any]:
+    c = b.community
+    return {
+        **everything(store, c),
+        "states": [store.transfer_state(c, t.author, t.seq, t.id) for t in transfers],
+        "declines": [store.decline_of(c, t) for t in transfers],
+        "refs_to": [
+            store.refs_to(c, t.author, kind, 0, None)
+            for t in transfers
+            for kind in (Kind.ACCEPT, Kind.DECLINE)
+        ],
+    }
+
+
+def test_a_format_6_store_is_migrated_to_rowid_entries(tmp_path: Path) -> None:
+    """Format 7 keeps entries in a rowid table; a format 6 store (entries
+    WITHOUT ROWID) is rebuilt on open and answers every query the same."""
+    path = tmp_path / "store.sqlite"
+    with Store.open(path) as store:
+        b, transfers = busy_community(store)
+        before = _answers(store, b, transfers)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute(
+        "CREATE TABLE entries_6 (lid INTEGER NOT NULL, seq INTEGER NOT NULL, id BLOB NOT NULL,"
+        " kind TEXT NOT NULL, ts INTEGER NOT NULL, balance INTEGER NOT NULL,"
+        " lim INTEGER NOT NULL, target_lid INTEGER, target_seq INTEGER, target_id BLOB,"
+        " amount INTEGER, wire BLOB NOT NULL, PRIMARY KEY (lid, seq, id)) WITHOUT ROWID"
+    )
+    conn.execute("INSERT INTO entries_6 SELECT * FROM entries")
+    conn.execute("DROP TABLE entries")
+    conn.execute("ALTER TABLE entries_6 RENAME TO entries")
+    conn.execute(
+        "CREATE INDEX entries_by_target ON entries (target_lid, target_seq, kind)"
+        " WHERE target_lid IS NOT NULL"
+    )
+    conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    conn.execute("COMMIT")
+    conn.close()
+    with Store.open(path) as store:
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "7"
+        (sql,) = store._conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'entries'"
+        ).fetchone()
+        assert "WITHOUT ROWID" not in sql.upper()
+        assert _answers(store, b, transfers) == before
+        assert store.integrity_check() == "ok"
+        # The ledger goes on over the rebuilt table: t3 is answered once.
+        ledger = Ledger(store)
+        t3 = transfers[2]
+        accept = b.ledger.prepare(KEYS[0], b.community, Accept(transfer=t3), b.now + 1000)
+        assert store.transfer_state(b.community, t3.author, t3.seq, t3.id) is TransferState.OPEN
+        with store.transaction():
+            assert ledger.ingest(accept.wire, b.now + 1000).ok
+        state = store.transfer_state(b.community, t3.author, t3.seq, t3.id)
+        assert state is TransferState.ACCEPTED
 
 
 # -- crashes ---------------------------------------------------------------------

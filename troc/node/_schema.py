@@ -15,7 +15,7 @@ from troc.errors import StoreError
 from troc.protocol.entry import Entry, Kind
 
 #: The format this code writes. A store with a higher version is refused.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: ``PRAGMA application_id``: "troc" in ASCII, so other SQLite files are told apart.
 APPLICATION_ID = 0x74726F63
 _VERSION_KEY = "schema_version"
@@ -58,7 +58,11 @@ CREATE UNIQUE INDEX logs_key ON logs (community, author);
 
 -- Every accepted entry with its log's state right after it (Stored), and its
 -- reference row inline (target_*, amount: NULL if it has none), since an
--- entry has at most one in practice; others go to more_refs.
+-- entry has at most one in practice; others go to more_refs. A rowid table
+-- (format 7; WITHOUT ROWID before): its ~330-byte rows are appended in
+-- arrival order, a few pages per commit, and only the narrow key index
+-- (lid, seq, id) gets a row in each log's place; keyed by the log, each
+-- commit split leaves of ~12 big rows in one place per log.
 CREATE TABLE entries (
     lid INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -73,7 +77,7 @@ CREATE TABLE entries (
     amount INTEGER,
     wire BLOB NOT NULL,
     PRIMARY KEY (lid, seq, id)
-) WITHOUT ROWID;
+);
 -- refs_to and refs_by: rows by their target. refs_from walks the key.
 CREATE INDEX entries_by_target ON entries (target_lid, target_seq, kind)
     WHERE target_lid IS NOT NULL;
@@ -417,6 +421,8 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             # EXISTS: a hand-made older file (the tests') may have the table.
             (statement,) = [s for s in _statements(_SCHEMA) if "CREATE TABLE void_votes " in s]
             conn.execute(statement.replace(" void_votes", " IF NOT EXISTS void_votes", 1))
+        if version < 7:
+            _rebuild_entries(conn)
         conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), _VERSION_KEY))
         conn.execute("COMMIT")
     except BaseException:
@@ -428,6 +434,25 @@ def _create(conn: sqlite3.Connection, table: str) -> None:
     """Create one table of the current schema."""
     (statement,) = [s for s in _statements(_SCHEMA) if f"CREATE TABLE {table} " in s]
     conn.execute(statement)
+
+
+def _rebuild_entries(conn: sqlite3.Connection) -> None:
+    """Format 6 to 7: the entries table as a rowid table (the same columns,
+    key and index), its rows copied in key order."""
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'entries'").fetchone()
+    if "WITHOUT ROWID" not in sql.upper():
+        return  # a hand-made older file (the tests') may have it already
+    statements = _statements(_SCHEMA)
+    (table,) = [s for s in statements if "CREATE TABLE entries " in s]
+    (index,) = [s for s in statements if "CREATE INDEX entries_by_target " in s]
+    columns = ", ".join(row[1] for row in conn.execute("PRAGMA table_info(entries)"))
+    conn.execute(table.replace("CREATE TABLE entries ", "CREATE TABLE entries_7 ", 1))
+    conn.execute(
+        f"INSERT INTO entries_7 ({columns}) SELECT {columns} FROM entries ORDER BY lid, seq, id"
+    )
+    conn.execute("DROP TABLE entries")  # and its index
+    conn.execute("ALTER TABLE entries_7 RENAME TO entries")
+    conn.execute(index)
 
 
 def _fill_final_chains(conn: sqlite3.Connection) -> None:
