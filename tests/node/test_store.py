@@ -766,6 +766,8 @@ def test_a_format_6_store_is_migrated_to_rowid_entries(tmp_path: Path) -> None:
             "SELECT sql FROM sqlite_master WHERE name = 'entries'"
         ).fetchone()
         assert "WITHOUT ROWID" not in sql.upper()
+        # The old table's pages went back (VACUUM), not kept as free pages.
+        assert store._conn.execute("PRAGMA freelist_count").fetchone() == (0,)
         assert _answers(store, b, transfers) == before
         assert store.integrity_check() == "ok"
         # The ledger goes on over the rebuilt table: t3 is answered once.

@@ -368,6 +368,10 @@ def prepare(
         )
     if version < SCHEMA_VERSION:
         _migrate(conn, version)
+        if version < 7:
+            # The old entries table's pages are free now: give them back
+            # rather than keep the file at twice its size until reused.
+            conn.execute("VACUUM")
 
 
 def _check_read_only(conn: sqlite3.Connection, path: Path, app_id: int) -> None:
