@@ -38,11 +38,15 @@ hash, and there are as few of them as the queries allow (schema in
 
 * ``logs``: one small integer per (community, author), its *log id*, and the
   head; every other key uses it, so no key repeats two 32-byte ids;
-* ``entries`` ``(log, seq, id)``, WITHOUT ROWID: the wire bytes, the Stored
+* ``entries``, unique on ``(log, seq, id)``: the wire bytes, the Stored
   balance and limit, and the entry's reference row inline (an entry has at
   most one; others go to ``more_refs``), indexed by target ``(log, seq,
   kind)`` for ``refs_to`` and ``refs_by``. ``refs_from`` (only when freezing a
-  fork) walks the author's log;
+  fork) walks the author's log. The one exception to the rule above: its
+  rows (~330 bytes) are appended in arrival order in a rowid table, and only
+  the narrow key index lands in each log's place (store format 7: about half
+  the pages written per entry, at the price of a log's entries being spread
+  over pages when it is read whole, ~1 -> ~3 us an entry);
 * ``timeline`` ``(member log, timestamp, id)``: own entries and incoming
   transfers, for :meth:`Store.history`;
 * ``pending``: transfers not settled yet; small, since settled ones leave it;
