@@ -339,7 +339,11 @@ def prepare(
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute(f"PRAGMA cache_size = -{int(cache_mib) * 1024}")
     conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute("PRAGMA wal_autocheckpoint = 10000")
+    # A checkpoint every 40,000 pages (a WAL of up to ~160 MB), not 10,000:
+    # a log's last leaf is rewritten by many commits in a row, and is copied
+    # to the database once per checkpoint, so fewer checkpoints copy fewer
+    # pages (1,000 logs written in turn: 12.2 -> 10.2 KB written per entry).
+    conn.execute("PRAGMA wal_autocheckpoint = 40000")
     if app_id == 0:
         # A new file: the whole schema in one transaction, so a crash leaves
         # either nothing (and the next open starts again) or all of it.
