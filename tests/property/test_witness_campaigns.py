@@ -261,6 +261,11 @@ class CampaignSim(FinalitySim):
         for e in [*below, entry, *rivals]:
             if isinstance(e.body, CampaignClose):
                 wanted += e.body.pledges
+            # A pledge names its campaign: the node's Certifier sends what an
+            # entry names (docs/witness.md §5); a witness that was down when
+            # the campaign was gossiped waited for it forever (seed 22).
+            if isinstance(e.body, Pledge):
+                wanted.append(e.body.campaign)
         # What an accept needs final: its transfer, whose chain may pass a
         # lapse or a close (the tip passes one only with its own certificate).
         for e in [*below, entry]:
@@ -542,3 +547,27 @@ def test_lost_lapses_and_closes_are_voided_and_their_logs_go_on() -> None:
     assert void_lapses > 0
     assert void_closes > 0
     assert after > 0
+
+
+def test_a_witness_down_when_the_campaign_was_gossiped_still_certifies_pledges() -> None:
+    """Found by the property test above: a witness that crashed while the
+    campaign was gossiped waited for it forever, since the requests of
+    pledges did not carry the campaign they name (the node's Certifier
+    sends what an entry names). With a byzantine witness, two honest votes
+    were all the pledges ever had."""
+    spec = SimSpec(
+        n=4,
+        byzantine=1,
+        loss=0.0,
+        dup=0.0,
+        max_delay_ms=5,
+        payments=0,
+        fork="none",
+        crashes=1,
+        put_crash=0.0,
+        skew_ms=200,
+    )
+    sim = CampaignSim(22, spec, deadline_ms=800, lapses=0.5, close_ms=-200)
+    result = sim.run()
+    assert not result.violations, result.violations
+    assert result.honest_done == result.honest_tasks == 5
