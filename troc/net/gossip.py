@@ -61,6 +61,7 @@ from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.utils.varint import encode_varint_prefixed
 
 from troc.errors import LocalProtocolError
+from troc.net.channels import take_ready
 
 __all__ = ["Gossip", "GossipMessage", "GossipParams", "Subscription", "Validator"]
 
@@ -165,11 +166,7 @@ class Subscription:
         consumer that stores each message does it in one transaction per
         batch, not one per message."""
         batch = [await self._receive.receive()]
-        while len(batch) < limit:
-            try:
-                batch.append(self._receive.receive_nowait())
-            except trio.WouldBlock:
-                break
+        take_ready(self._receive, batch, limit)
         return batch
 
 

@@ -32,6 +32,7 @@ from typing import Generic, TypeVar
 
 import trio
 
+from troc.net.channels import take_ready
 from troc.node.local import LocalNode
 
 __all__ = ["GroupCommit"]
@@ -104,21 +105,13 @@ class GroupCommit:
             for _ in range(self.GATHER_MAX_PASSES):
                 await trio.lowlevel.checkpoint()
                 before = len(batch)
-                self._take(batch)
+                take_ready(self._queue, batch, self.MAX_BATCH)
                 quiet = 0 if len(batch) > before else quiet + 1
                 if quiet >= self.GATHER_PASSES or len(batch) >= self.MAX_BATCH:
                     break
             self.commit(batch)
             for job in batch:
                 job.done.set()
-
-    def _take(self, batch: list[_Job[object]]) -> None:
-        """Move queued steps to ``batch`` (up to MAX_BATCH)."""
-        while len(batch) < self.MAX_BATCH:
-            try:
-                batch.append(self._queue.receive_nowait())
-            except trio.WouldBlock:
-                return
 
     def commit(self, batch: list[_Job[object]]) -> None:
         """Run ``batch``'s steps in one durable transaction (one at a time if

@@ -33,6 +33,7 @@ import trio
 
 from troc.crypto.sign import MemberId
 from troc.errors import TrocError
+from troc.net.channels import take_ready
 from troc.net.p2p import P2PHost
 from troc.node.local import LocalNode
 from troc.node.peers import Peers
@@ -188,11 +189,7 @@ class Topics:
         together (a group commit's), one run per log (troc.protocol.gossip_wire)."""
         async for first in self._outbox:
             queued = [first]
-            while len(queued) < OUTBOX:
-                try:
-                    queued.append(self._outbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            take_ready(self._outbox, queued, OUTBOX)
             for community, data in gossip_messages(queued):
                 try:
                     await self.host.gossip.publish(topic_of(community), data)
@@ -330,11 +327,7 @@ class Topics:
         """Ingest what the validator took but did not forward, in batches."""
         async for first in ignored:
             pairs = [first]
-            while len(pairs) < GOSSIP_BATCH:
-                try:
-                    pairs.append(ignored.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            take_ready(ignored, pairs, GOSSIP_BATCH)
             self.ingest(community, [m for _e, m in pairs], [e for e, _m in pairs])
 
     def ingest(self, community: CommunityId, batch: list[Any], items: list[bytes | Entry]) -> None:

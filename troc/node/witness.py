@@ -33,6 +33,7 @@ import trio
 
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError
+from troc.net.channels import take_ready
 from troc.net.p2p import FrameError, FrameReader, write_frame
 from troc.net.quota import PeerQuota
 from troc.node.certifier import ANSWER_TIMEOUT, Certifier, Progress, member_peer_id
@@ -148,11 +149,7 @@ class WitnessService:
         """Decide queued requests, a batch per durable transaction."""
         async for first in self._queue:
             batch = [first]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    batch.append(self._queue.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            take_ready(self._queue, batch, self.MAX_BATCH)
             self._decide_batch(batch)
             for asked in batch:
                 asked.done.set()
