@@ -46,7 +46,7 @@ from tests.e2e.harness import TROC, _readline, env, troc, wait_until
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-ABUSE_SECONDS = 20.0
+ABUSE_SECONDS = 12.0
 PAY_EVERY = 0.5
 #: `troc run --sync-interval` of X and Y (the default is 5 s; see the module notes).
 MEMBER_SYNC_INTERVAL = "0.5"

@@ -30,7 +30,7 @@ def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
         netns.check_available()
     except netns.NetnsUnavailable as exc:
         pytest.skip(f"network namespaces unavailable: {exc}")
-    args = ["--seed", "7", "--duration", "25", "--kills", "4", "--partitions", "1"]
+    args = ["--seed", "7", "--duration", "16", "--kills", "4", "--partitions", "1"]
     args += ["--cut-min", "3", "--cut-max", "8", "--final-timeout", "60"]
     # The bench stops every process it started and deletes its namespaces
     # itself; the timeout only bounds a hung run (it is killed by its PID).

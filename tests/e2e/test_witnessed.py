@@ -407,8 +407,8 @@ def test_a_witness_killed_at_random_moments_never_signs_two_ids(
         kills = 0
         deadline = time.monotonic() + 60
         try:
-            while kills < 10 and time.monotonic() < deadline:
-                if kills in (1, 5):
+            while kills < 6 and time.monotonic() < deadline:
+                if kills in (1, 3):
                     # A forker's two nodes pay at once: the same seqs, different
                     # entries, and both ask every witness to vote.
                     one, two = forkers.pop(0)
@@ -426,7 +426,7 @@ def test_a_witness_killed_at_random_moments_never_signs_two_ids(
             steady.join(timeout=60)
             for t in bursts:
                 t.join(timeout=60)
-        assert kills >= 5
+        assert kills >= 4
         # The victim runs again: chiara's payments all become final.
         b = chiara("balance").json
         paid = -(b["balance"] + b["unconfirmed"])  # final + not yet final

@@ -836,7 +836,7 @@ def test_want_reply_fits_in_one_frame(big: tuple[World, list[Entry]]) -> None:
 # ci profile, with more examples, runs more of them and larger networks.
 # Capped at 50 (~25 s on 2 cores in CI): the end-to-end tests share the
 # 10-minute CI budget (raise the cap here for a deeper local run).
-SIM_EXAMPLES = max(5, min(50, settings().max_examples))
+SIM_EXAMPLES = max(5, min(30, settings().max_examples))
 MAX_NODES = 100 if settings.get_current_profile_name() == "ci" else 60
 
 
