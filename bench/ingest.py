@@ -33,6 +33,10 @@ Then, on one core (the process pins itself to one CPU), it measures:
   verified in a process pool while the main process decodes and stores;
 - ``rss_mb``: peak resident memory of the whole run.
 
+Every measure runs with the garbage collector set as `troc run` sets it
+(:func:`troc.node.gctune.tune_collector`); ``--default-gc`` keeps Python's
+defaults, to see what that setting is worth.
+
 The last line of output is one JSON object with those keys.
 
     python bench/ingest.py                 # 100,000 entries
@@ -65,6 +69,7 @@ import msgpack
 import trio
 
 from troc.crypto.sign import Domain, MemberId, SigningKey, verify
+from troc.node.gctune import tune_collector
 from troc.node.local import LocalNode, open_local_node
 from troc.node.store import Store
 from troc.node.sync import AHEAD_FRAMES, COMBINE_ENTRIES
@@ -470,6 +475,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="cProfile the one-core ingest")
     parser.add_argument("--no-threads", action="store_true", help="skip the all-cores ingest")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="Python's collector defaults, not troc run's"
+    )
     args = parser.parse_args(argv)
 
     wires = load(args.entries, args.seed)
@@ -477,6 +485,8 @@ def main(argv: list[str] | None = None) -> None:
     genesis = Entry.decode(wires[0])
     community = CommunityId(genesis.id)
 
+    if not args.default_gc:
+        tune_collector()
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpus[-1]})  # one core for the one-core measures
     verify_rate, decode_rate, ingest_rate, store = measure_one_core(wires, now_ms, args.profile)
@@ -539,6 +549,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         result["ingest_per_s_all_cores_processes"] = round(procs)
         result["cores"] = len(cpus)
+    result["gc"] = "python" if args.default_gc else "troc"
     result["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     for name in ("ingest.db", "ingest-mt.db"):
         for suffix in ("", "-wal", "-shm", ".lock"):

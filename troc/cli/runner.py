@@ -110,6 +110,7 @@ async def serve_node(
     the key is encrypted, and the web app asks for its passphrase first."""
     import trio
 
+    from troc.node.gctune import tune_collector
     from troc.node.node import open_node
 
     home = config.home
@@ -143,6 +144,7 @@ async def serve_node(
                 if info.get("web"):
                     click.echo(f"web app (this link logs you in once): {info['web']}")
             sys.stdout.flush()
+            tune_collector()
             nursery.start_soon(_show_progress, node)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
