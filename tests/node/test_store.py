@@ -776,7 +776,7 @@ def test_a_format_6_store_is_migrated_to_rowid_entries(
         # migration took ~660 MB of RAM. Memory again once migrated.
         assert sorted_in == [1]
         assert store._conn.execute("PRAGMA temp_store").fetchone() == (2,)
-        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "7"
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "8"
         (sql,) = store._conn.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'entries'"
         ).fetchone()

@@ -258,7 +258,7 @@ def test_a_format_3_store_is_migrated_with_its_waiting_entries(w: World, tmp_pat
     conn.commit()
     conn.close()
     with Store.open(path, waiting=WaitLimits(strangers=1)) as store:
-        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "7"
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "8"
         rows = store._conn.execute(
             "SELECT author, member, parked_at > 0 FROM waiting ORDER BY wid"
         ).fetchall()

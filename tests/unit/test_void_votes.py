@@ -251,7 +251,7 @@ def test_void_marks_last_in_the_store_and_a_format_5_store_is_migrated(tmp_path:
     conn.commit()
     conn.close()
     with Store.open(path) as store:
-        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "7"
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "8"
         assert store.void_votes(c, Q.public) == {}
         with store.transaction():
             store.put_void_vote(c, Q.public, 2, eid)

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 from troc.errors import StoreError
+from troc.node._store_retip import recompute_final_tips, witnessed_communities
 from troc.protocol.entry import Entry, Kind
 
 #: The format this code writes. A store with a higher version is refused.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 #: ``PRAGMA application_id``: "troc" in ASCII, so other SQLite files are told apart.
 APPLICATION_ID = 0x74726F63
 _VERSION_KEY = "schema_version"
@@ -376,7 +377,7 @@ def prepare(
         # 1,000,000-entry store peaked at ~660 MB of RAM (168 MB at 200,000
         # entries; on disk, 89 MB), more than a small server may have.
         conn.execute("PRAGMA temp_store = FILE")
-        _migrate(conn, version)
+        _migrate(conn, version, path)
         if version < 7:
             # The old entries table's pages are free now: give them back
             # rather than keep the file at twice its size until reused.
@@ -396,7 +397,7 @@ def _check_read_only(conn: sqlite3.Connection, path: Path, app_id: int) -> None:
         )
 
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
+def _migrate(conn: sqlite3.Connection, version: int, path: Path) -> None:
     """Bring an older store up to SCHEMA_VERSION, in one transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -406,13 +407,11 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             for name in ("certificates", "witness_faults", "votes"):
                 _create(conn, name)
             # Logs of witnessed communities start with no final entry.
-            for community, wire in conn.execute("SELECT community, wire FROM genesis").fetchall():
-                body = Entry.decode(wire, check_signature=False).body
-                if getattr(body, "finality", None) == "witnessed":
-                    conn.execute(
-                        "UPDATE logs SET final_seq = 0, final_balance = 0 WHERE community = ?",
-                        (community,),
-                    )
+            for community in witnessed_communities(conn):
+                conn.execute(
+                    "UPDATE logs SET final_seq = 0, final_balance = 0 WHERE community = ?",
+                    (community,),
+                )
         if version < 3:
             _create(conn, "final_chain")
             _fill_final_chains(conn)
@@ -437,6 +436,15 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             conn.execute(statement.replace(" void_votes", " IF NOT EXISTS void_votes", 1))
         if version < 7:
             _rebuild_entries(conn)
+        if version < 8:
+            # Final tips stored under the rule before format 6, which let a
+            # tip pass a raceable entry (a take-back, an accept of a transfer
+            # that expires, a lapse, a successful close) on a later entry's
+            # certificate alone: cut back to where today's ledger puts them
+            # (docs/witness.md §8, "Old final tips"). Format 6 and 7 stores
+            # may hold such tips too (they kept an older store's), so every
+            # store below 8 is checked; only witnessed communities' logs.
+            recompute_final_tips(conn, path)
         conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), _VERSION_KEY))
         conn.execute("COMMIT")
     except BaseException:

@@ -233,6 +233,24 @@ class Store(StoreFinality, StoreQueries):
             read_only=read_only,
         )
 
+    @classmethod
+    @contextlib.contextmanager
+    def migrating(cls, conn: sqlite3.Connection, path: Path) -> Generator[Store, None, None]:
+        """A Store over ``conn`` for a format migration that computes with
+        the ledger (:mod:`troc.node._store_retip`): its writes join the
+        migration's open transaction and are written out at the end of the
+        block; the commit is the migration's, and ``conn`` stays open."""
+        store = cls(path, conn, -1, cache_entries=4096, waiting=WaitLimits())
+        store._in_tx = True
+        try:
+            yield store
+            store._flush()
+        finally:
+            store._in_tx = False
+            store._lock_fd = None  # not this object's: nothing to release
+            store._cur.close()
+            store._waiting.close()
+
     def close(self) -> None:
         """Close the database and release the lock. Idempotent.
 

@@ -590,6 +590,18 @@ class Ledger:
                 self._advance_final(c, author, above)
                 return
 
+    def finalise_up_to(self, community: CommunityId, tip: Ref) -> bool:
+        """Move ``tip.author``'s final tip towards the held certified entry
+        ``tip`` by the rule every certificate follows (:meth:`_advance_final`):
+        all the way, or to the highest certified entry below a raceable one
+        lacking its own certificate. Store format 8's migration runs it on a
+        log whose old tip it cleared (troc/node/_store_retip.py). Returns True
+        if the tip moved."""
+        stored = self.backend.entry(community, tip.author, tip.seq, tip.id)
+        if stored is None or self.certificate_of(community, tip) is None:
+            return False
+        return self._advance_final(community, tip.author, stored)
+
     def _never_final(self, c: CommunityId, ref: Ref) -> bool:
         """True if the held entry ``ref`` can never become final, whatever
         arrives later (unless more than f witnesses lie): another entry is

@@ -1,0 +1,236 @@
+"""Store format 8: final tips stored under the rule before format 6 are cut
+back to where today's ledger puts them (docs/witness.md §8, "Old final tips").
+
+Before format 6 a final tip passed a raceable entry (here a take-back and an
+accept of a transfer that expires, racing) on a later entry's certificate
+alone. A store of format 7 holding such a tip is built by hand: today's
+ledger with every certificate, then the race entry's own certificate taken
+out and the final balance set as the old rule counted it (the nominal one at
+the tip, void credit and all). Opened with this code, its tips, final
+balances and final chains must equal those of a fresh store given the same
+entries and certificates; a store whose tips are right must come through
+byte for byte; and the migrated store goes on like a fresh one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import WITNESS_KEYS, World, certify, key, witnessed_world
+from troc.node._store_retip import recompute_final_tips
+from troc.node.store import SCHEMA_VERSION, Store
+from troc.protocol.entry import Accept, Entry
+from troc.protocol.ledger import Ledger, Status
+from troc.protocol.witness import VoidCertificate, VoidVote
+
+A, B, C = key(1), key(2), key(3)
+
+
+def void_certify(entry: Entry) -> bytes:
+    assert entry.community is not None
+    return VoidCertificate.from_votes(
+        VoidVote.sign(k, entry.community, entry.ref) for k in WITNESS_KEYS[:3]
+    ).encode()
+
+
+class Scene:
+    """A pays B 10, expiring; A takes it back (``k``) and B accepts it
+    (``acc``): ``winner`` wins, the other is void. Then each pays the
+    other a little on top, and C pays B 5 (never expires), which B accepts
+    (``plain``, no certificate of its own: not raceable, so its tip may pass
+    it on a later entry's certificate) before paying C 1."""
+
+    def __init__(self, winner: str) -> None:
+        self.w = w = witnessed_world()
+        self.entries = [w.join(A), w.join(B), w.join(C)]
+        self.t = w.pay(A, B, 10, expires_ms=w.now + 500)
+        self.k = w.take_back(A, self.t)
+        self.acc = w.accept(B, self.t)
+        self.after_b = w.pay(B, A, 3)
+        self.after_a = w.pay(A, B, 2)
+        from_c = w.pay(C, B, 5)
+        self.plain = w.accept(B, from_c)
+        self.last_b = w.pay(B, C, 1)
+        self.entries += [self.t, self.k, self.acc, self.after_b, self.after_a, from_c]
+        self.entries += [self.plain, self.last_b]
+        self.void = self.acc if winner == "take_back" else self.k
+
+    def certificate(self, e: Entry) -> bytes:
+        return void_certify(e) if e is self.void else certify(e)
+
+    def items(self, without: tuple[Entry, ...] = ()) -> list[tuple[str, bytes]]:
+        """The genesis, every entry and its own certificate, except those of
+        ``without`` and of ``plain``."""
+        out = [("genesis", self.w.genesis.wire)]
+        for e in self.entries:
+            out.append(("entry", e.wire))
+            if e is not self.plain and e not in without:
+                out.append(("cert", self.certificate(e)))
+        return out
+
+
+def deliver(ledger: Ledger, items: list[tuple[str, bytes]], now: int) -> None:
+    for kind, blob in items:
+        if kind == "cert":
+            assert ledger.ingest_certificate(blob, now).status is Status.ACCEPTED
+        else:
+            assert ledger.ingest(blob, now).status is Status.ACCEPTED
+
+
+def filled(path: Path, items: list[tuple[str, bytes]], now: int) -> Path:
+    with Store.open(path) as store, store.transaction():
+        deliver(Ledger(store), items, now)
+    return path
+
+
+def state(store: Store, w: World) -> dict[str, Any]:
+    """Every log's final tip and balance, its final chain, the balances shown."""
+    c = w.community
+    chains = store._conn.execute(
+        "SELECT l.author, f.seq, f.id FROM final_chain f JOIN logs l ON l.lid = f.lid"
+        " WHERE l.community = ? ORDER BY l.author, f.seq",
+        (c,),
+    ).fetchall()
+    return {
+        "tips": {m: (h.final_seq, h.final_id, h.final_balance) for m, h in store.heads(c)},
+        "chains": chains,
+        "balances": dict(Ledger(store).balances(c)),
+    }
+
+
+def fresh_state(path: Path, items: list[tuple[str, bytes]], w: World) -> dict[str, Any]:
+    with Store.open(filled(path, items, w.now)) as store:
+        return state(store, w)
+
+
+def aged(path: Path, s: Scene, without: tuple[Entry, ...]) -> None:
+    """Make the store at ``path`` one of format 7 written by the old rule:
+    no own certificate for ``without``, whose logs' tips still pass them
+    with every credit below counted."""
+    conn = sqlite3.connect(path)
+    c = s.w.community
+    for e in without:
+        conn.execute(
+            "DELETE FROM certificates WHERE community = ? AND author = ? AND seq = ? AND id = ?",
+            (c, e.author, e.seq, e.id),
+        )
+        conn.execute(
+            "UPDATE logs SET final_balance = (SELECT e.balance FROM entries e"
+            " WHERE e.lid = logs.lid AND e.seq = logs.final_seq AND e.id = logs.final_id)"
+            " WHERE community = ? AND author = ?",
+            (c, e.author),
+        )
+    conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def raw_rows(path: Path) -> list[list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        return [
+            conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
+            for table in ("logs", "final_chain", "certificates", "entries")
+        ]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("winner", ["take_back", "accept"])
+@pytest.mark.parametrize("missing", ["k", "acc", "both"])
+def test_an_old_tip_past_a_race_entry_without_its_certificate_is_cut(
+    tmp_path: Path, winner: str, missing: str
+) -> None:
+    s = Scene(winner)
+    without = {"k": (s.k,), "acc": (s.acc,), "both": (s.k, s.acc)}[missing]
+    path = filled(tmp_path / "old.sqlite", s.items(), s.w.now)
+    aged(path, s, without)
+    conn = sqlite3.connect(path)
+    tips = dict(
+        conn.execute(
+            "SELECT author, final_seq FROM logs WHERE community = ?", (s.w.community,)
+        ).fetchall()
+    )
+    conn.close()
+    # The defect: the old tips pass the race entries with no certificate.
+    for e in without:
+        assert tips[e.author] > e.seq
+    fresh = fresh_state(tmp_path / "fresh.sqlite", s.items(without), s.w)
+    with Store.open(path) as store:
+        assert state(store, s.w) == fresh
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "8"
+        assert store.integrity_check() == "ok"
+    # Where: A's tip on its transfer below the take-back, B's on its join.
+    tips_now = fresh["tips"]
+    if s.k in without:
+        assert tips_now[A.public][:2] == (s.t.seq, s.t.id)
+        assert fresh["balances"][A.public] == -10
+    if s.acc in without:
+        assert tips_now[B.public][:2] == (1, s.entries[1].id)
+        assert fresh["balances"][B.public] == 0
+
+
+@pytest.mark.parametrize("winner", ["take_back", "accept"])
+def test_a_store_whose_tips_are_right_comes_through_unchanged(tmp_path: Path, winner: str) -> None:
+    """Every race entry has its own certificate; B's accept of C's
+    transfer has none but is not raceable: no row changes."""
+    s = Scene(winner)
+    path = filled(tmp_path / "old.sqlite", s.items(), s.w.now)
+    aged(path, s, ())
+    before = raw_rows(path)
+    with Store.open(path) as store:
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+        assert Ledger(store).is_final(s.w.community, s.plain.ref)
+    assert raw_rows(path) == before
+
+
+def test_the_migrated_store_goes_on_like_a_fresh_one(tmp_path: Path) -> None:
+    """After the cut, A's payment above its take-back is no longer final: B's
+    accept of it waits (for its final key), and the take-back's certificate,
+    when it comes, moves the tip up through it and releases the accept, to
+    the state of a fresh store given everything."""
+    s = Scene("take_back")
+    path = filled(tmp_path / "old.sqlite", s.items(), s.w.now)
+    aged(path, s, (s.k,))
+    late = s.w.create(B, Accept(transfer=s.after_a.ref))
+    c, now = s.w.community, s.w.now
+    with Store.open(path) as store:
+        ledger = Ledger(store)
+        assert not ledger.is_final(c, s.after_a.ref)
+        with store.transaction():
+            waited = ledger.ingest(late.wire, now)
+        assert waited.status is Status.WAITING
+        assert waited.missing_final == (s.after_a.ref,)
+        with store.transaction():
+            outcome = ledger.ingest_certificate(s.certificate(s.k), now)
+        assert outcome.final
+        assert outcome.released == (late,)
+        assert store.integrity_check() == "ok"
+        after = state(store, s.w)
+    everything = [*s.items(), ("entry", late.wire)]
+    assert after == fresh_state(tmp_path / "fresh.sqlite", everything, s.w)
+    assert after["tips"][A.public][:2] == (s.after_a.seq, s.after_a.id)
+
+
+def test_a_store_without_witnessed_communities_reads_only_its_genesis(tmp_path: Path) -> None:
+    """The migration's cost on an optimistic store (the bench's million-entry
+    ones): one read of the genesis table, no walk of any log."""
+    w = World()
+    w.join(A)
+    w.join(B)
+    w.pay(A, B, 3)
+    path = filled(
+        tmp_path / "s.sqlite",
+        [("genesis", w.genesis.wire)] + [("entry", e.wire) for e in w.log],
+        w.now,
+    )
+    conn = sqlite3.connect(path)
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    assert recompute_final_tips(conn, path) == 0
+    conn.close()
+    assert seen == ["SELECT community, wire FROM genesis"]
