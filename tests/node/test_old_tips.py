@@ -188,12 +188,14 @@ def test_a_store_whose_tips_are_right_comes_through_unchanged(tmp_path: Path, wi
     assert raw_rows(path) == before
 
 
-def test_the_migrated_store_goes_on_like_a_fresh_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("winner", ["take_back", "accept"])
+def test_the_migrated_store_goes_on_like_a_fresh_one(tmp_path: Path, winner: str) -> None:
     """After the cut, A's payment above its take-back is no longer final: B's
-    accept of it waits (for its final key), and the take-back's certificate,
-    when it comes, moves the tip up through it and releases the accept, to
-    the state of a fresh store given everything."""
-    s = Scene("take_back")
+    accept of it waits (for its final key), and the take-back's certificate
+    (normal, or void: its credit leaves), when it comes, moves the tip up
+    through it and releases the accept, to the state of a fresh store given
+    everything (the final chain grows again where its rows were cut)."""
+    s = Scene(winner)
     path = filled(tmp_path / "old.sqlite", s.items(), s.w.now)
     aged(path, s, (s.k,))
     late = s.w.create(B, Accept(transfer=s.after_a.ref))
@@ -214,6 +216,30 @@ def test_the_migrated_store_goes_on_like_a_fresh_one(tmp_path: Path) -> None:
     everything = [*s.items(), ("entry", late.wire)]
     assert after == fresh_state(tmp_path / "fresh.sqlite", everything, s.w)
     assert after["tips"][A.public][:2] == (s.after_a.seq, s.after_a.id)
+
+
+def test_an_accept_stored_on_a_payment_no_longer_final_stays_and_agrees_later(
+    tmp_path: Path,
+) -> None:
+    """B accepted A's payment above A's take-back while the old tip made it
+    final. The cut leaves it stored and counted (a fresh node would park it
+    until the take-back's own certificate: docs/witness.md §8, "Old final
+    tips"); once that certificate is held, the two agree."""
+    s = Scene("take_back")
+    dep = s.w.accept(B, s.after_a)
+    s.entries.append(dep)
+    path = filled(tmp_path / "old.sqlite", s.items(), s.w.now)
+    aged(path, s, (s.k,))
+    c, now = s.w.community, s.w.now
+    with Store.open(path) as store:
+        ledger = Ledger(store)
+        assert ledger.is_final(c, s.t.ref)
+        assert not ledger.is_final(c, s.after_a.ref)
+        assert ledger.is_final(c, dep.ref)
+        with store.transaction():
+            assert ledger.ingest_certificate(s.certificate(s.k), now).final
+        after = state(store, s.w)
+    assert after == fresh_state(tmp_path / "fresh.sqlite", s.items(), s.w)
 
 
 def test_a_store_without_witnessed_communities_reads_only_its_genesis(tmp_path: Path) -> None:
