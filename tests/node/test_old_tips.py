@@ -23,11 +23,11 @@ import pytest
 from tests.helpers import WITNESS_KEYS, World, certify, key, witnessed_world
 from troc.node._store_retip import recompute_final_tips
 from troc.node.store import SCHEMA_VERSION, Store
-from troc.protocol.entry import Accept, Entry
+from troc.protocol.entry import Accept, Campaign, CampaignClose, Entry, Pledge, Withdraw
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.witness import VoidCertificate, VoidVote
 
-A, B, C = key(1), key(2), key(3)
+A, B, C, D = key(1), key(2), key(3), key(4)
 
 
 def void_certify(entry: Entry) -> bytes:
@@ -42,11 +42,14 @@ class Scene:
     (``acc``): ``winner`` wins, the other is void. Then each pays the
     other a little on top, and C pays B 5 (never expires), which B accepts
     (``plain``, no certificate of its own: not raceable, so its tip may pass
-    it on a later entry's certificate) before paying C 1."""
+    it on a later entry's certificate) before paying C 1. And a campaign
+    race: C's campaign, D's pledge, D's lapse and C's close counting the
+    pledge (the lapse wins with the take-back, the close with the accept),
+    each paying B 1 on top."""
 
     def __init__(self, winner: str) -> None:
         self.w = w = witnessed_world()
-        self.entries = [w.join(A), w.join(B), w.join(C)]
+        self.entries = [w.join(A), w.join(B), w.join(C), w.join(D)]
         self.t = w.pay(A, B, 10, expires_ms=w.now + 500)
         self.k = w.take_back(A, self.t)
         self.acc = w.accept(B, self.t)
@@ -57,10 +60,18 @@ class Scene:
         self.last_b = w.pay(B, C, 1)
         self.entries += [self.t, self.k, self.acc, self.after_b, self.after_a, from_c]
         self.entries += [self.plain, self.last_b]
-        self.void = self.acc if winner == "take_back" else self.k
+        camp = w.add(C, Campaign(title="Oven", goal=5, deadline_ms=w.now + 500))
+        pledge = w.add(D, Pledge(campaign=camp.ref, amount=5))
+        self.lapse = w.add(D, Withdraw(pledge=pledge.ref))
+        self.close = w.add(C, CampaignClose(campaign=camp.ref, pledges=(pledge.ref,)))
+        self.entries += [camp, pledge, self.lapse, self.close, w.pay(C, B, 1), w.pay(D, B, 1)]
+        if winner == "take_back":
+            self.voids = (self.acc, self.close)
+        else:
+            self.voids = (self.k, self.lapse)
 
     def certificate(self, e: Entry) -> bytes:
-        return void_certify(e) if e is self.void else certify(e)
+        return void_certify(e) if e in self.voids else certify(e)
 
     def items(self, without: tuple[Entry, ...] = ()) -> list[tuple[str, bytes]]:
         """The genesis, every entry and its own certificate, except those of
@@ -141,12 +152,18 @@ def raw_rows(path: Path) -> list[list[tuple[Any, ...]]]:
 
 
 @pytest.mark.parametrize("winner", ["take_back", "accept"])
-@pytest.mark.parametrize("missing", ["k", "acc", "both"])
+@pytest.mark.parametrize("missing", ["k", "acc", "both", "lapse", "close"])
 def test_an_old_tip_past_a_race_entry_without_its_certificate_is_cut(
     tmp_path: Path, winner: str, missing: str
 ) -> None:
     s = Scene(winner)
-    without = {"k": (s.k,), "acc": (s.acc,), "both": (s.k, s.acc)}[missing]
+    without = {
+        "k": (s.k,),
+        "acc": (s.acc,),
+        "both": (s.k, s.acc),
+        "lapse": (s.lapse,),
+        "close": (s.close,),
+    }[missing]
     path = filled(tmp_path / "old.sqlite", s.items(), s.w.now)
     aged(path, s, without)
     conn = sqlite3.connect(path)
@@ -164,8 +181,11 @@ def test_an_old_tip_past_a_race_entry_without_its_certificate_is_cut(
         assert state(store, s.w) == fresh
         assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "8"
         assert store.integrity_check() == "ok"
-    # Where: A's tip on its transfer below the take-back, B's on its join.
+    # Where: below each race entry, on A's transfer below its take-back,
+    # on B's join, on D's pledge, on C's campaign.
     tips_now = fresh["tips"]
+    for e in without:
+        assert tips_now[e.author][0] == e.seq - 1
     if s.k in without:
         assert tips_now[A.public][:2] == (s.t.seq, s.t.id)
         assert fresh["balances"][A.public] == -10
