@@ -21,39 +21,32 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.helpers import T0, WITNESS_KEYS, certify, make_genesis
 from troc.crypto.sign import SigningKey
 from troc.node.store import Store
-from troc.protocol.entry import Accept, CommunityId, Entry, Genesis, Join, Transfer
+from troc.protocol.entry import Accept, CommunityId, Entry, Join, Transfer
 from troc.protocol.ledger import Ledger
-from troc.protocol.witness import Certificate, Vote, default_quorum
-
-T0 = 1_700_000_000_000
+from troc.protocol.witness import default_quorum
 
 
 def build(path: Path, members: int, rounds: int, expiring: bool) -> int:
     """Fill the store at ``path``; returns how many entries it holds."""
-    witnesses = [SigningKey.generate() for _ in range(4)]
-    f, q = default_quorum(len(witnesses))
-    founder = SigningKey.generate()
-    genesis = Entry.create(
-        founder,
-        community=None,
-        seq=0,
-        prev=None,
-        timestamp_ms=T0,
-        body=Genesis(
-            name="Bench",
-            unit="hour",
-            credit_limit=10**6,
-            finality="witnessed",
-            witnesses=tuple(sorted(k.public for k in witnesses)),
-            faults=f,
-            quorum=q,
-        ),
+    f, q = default_quorum(len(WITNESS_KEYS))
+    genesis = make_genesis(
+        SigningKey.generate(),
+        T0,
+        credit_limit=10**6,
+        finality="witnessed",
+        witnesses=tuple(sorted(k.public for k in WITNESS_KEYS)),
+        faults=f,
+        quorum=q,
     )
     c = CommunityId(genesis.id)
     keys = [SigningKey.generate() for _ in range(members)]
@@ -61,7 +54,7 @@ def build(path: Path, members: int, rounds: int, expiring: bool) -> int:
     now = T0
     count = 0
 
-    def add(store: Store, ledger: Ledger, key: SigningKey, body: object) -> Entry:
+    def add(ledger: Ledger, key: SigningKey, body: object) -> Entry:
         nonlocal count
         prev = heads.get(key.public)
         entry = Entry.create(
@@ -79,22 +72,20 @@ def build(path: Path, members: int, rounds: int, expiring: bool) -> int:
 
     def certify_heads(ledger: Ledger) -> None:
         for entry in heads.values():
-            cert = Certificate.from_votes(Vote.sign(k, c, entry.ref) for k in witnesses[:q])
-            ledger.ingest_certificate(cert.encode(), now + 10**9)
+            ledger.ingest_certificate(certify(entry), now + 10**9)
 
     with Store.open(path) as store:
         ledger = Ledger(store)
         with store.transaction():
             ledger.ingest(genesis.wire, now)
             for k in keys:
-                add(store, ledger, k, Join())
+                add(ledger, k, Join())
             certify_heads(ledger)  # the transfers need final payers' logs
         for _ in range(rounds):
             with store.transaction():
                 now += 1000
                 paid = [
                     add(
-                        store,
                         ledger,
                         k,
                         Transfer(
@@ -107,7 +98,7 @@ def build(path: Path, members: int, rounds: int, expiring: bool) -> int:
                 ]
                 certify_heads(ledger)  # an accept needs its transfer final
                 for i, t in enumerate(paid):
-                    add(store, ledger, keys[(i + 1) % members], Accept(transfer=t.ref))
+                    add(ledger, keys[(i + 1) % members], Accept(transfer=t.ref))
                 certify_heads(ledger)
         # Only the heads' certificates, as a node that synced them holds.
         tips = {(e.author, e.seq) for e in heads.values()}

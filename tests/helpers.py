@@ -49,7 +49,7 @@ from troc.protocol.entry import (
     Withdraw,
 )
 from troc.protocol.ledger import Ledger, Outcome, Reason, Status
-from troc.protocol.witness import Certificate, Vote, default_quorum
+from troc.protocol.witness import Certificate, VoidCertificate, VoidVote, Vote, default_quorum
 
 #: A fixed "now": 2023-11-14T22:13:20Z.
 T0 = 1_700_000_000_000
@@ -491,6 +491,14 @@ def certify(entry: Entry, signers: Iterable[SigningKey] = WITNESS_KEYS[:3]) -> b
     assert entry.community is not None
     return Certificate.from_votes(
         Vote.sign(k, entry.community, entry.ref) for k in signers
+    ).encode()
+
+
+def void_certify(entry: Entry, signers: Iterable[SigningKey] = WITNESS_KEYS[:3]) -> bytes:
+    """A void certificate of ``entry`` (canonical bytes, docs/witness.md §3.6)."""
+    assert entry.community is not None
+    return VoidCertificate.from_votes(
+        VoidVote.sign(k, entry.community, entry.ref) for k in signers
     ).encode()
 
 

@@ -20,21 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import WITNESS_KEYS, World, certify, key, witnessed_world
+from tests.helpers import World, certify, key, void_certify, witnessed_world
 from troc.node._store_retip import recompute_final_tips
 from troc.node.store import SCHEMA_VERSION, Store
 from troc.protocol.entry import Accept, Campaign, CampaignClose, Entry, Pledge, Withdraw
 from troc.protocol.ledger import Ledger, Status
-from troc.protocol.witness import VoidCertificate, VoidVote
 
 A, B, C, D = key(1), key(2), key(3), key(4)
-
-
-def void_certify(entry: Entry) -> bytes:
-    assert entry.community is not None
-    return VoidCertificate.from_votes(
-        VoidVote.sign(k, entry.community, entry.ref) for k in WITNESS_KEYS[:3]
-    ).encode()
 
 
 class Scene:

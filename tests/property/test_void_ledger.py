@@ -21,22 +21,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import WITNESS_KEYS, certify, key, witnessed_world
+from tests.helpers import certify, key, void_certify, witnessed_world
 from troc.node.store import Store
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Entry
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.sync_pair import MemoryView
-from troc.protocol.witness import VoidCertificate, VoidVote
 
 A, B = key(1), key(2)
-
-
-def void_certify(entry: Entry) -> bytes:
-    assert entry.community is not None
-    return VoidCertificate.from_votes(
-        VoidVote.sign(k, entry.community, entry.ref) for k in WITNESS_KEYS[:3]
-    ).encode()
 
 
 class Race:
