@@ -75,8 +75,9 @@ coherent are one thing. Beside it, each on its own tables: the waiting set
 (:mod:`troc.node._store_waiting`), witnessed communities' certificates, final
 chains and votes (:mod:`troc.node._store_finality`), the queries of the
 node's API (:mod:`troc.node._store_queries`), the caches' types
-(:mod:`troc.node._store_cache`) and the files, locks and error messages
-(:mod:`troc.node._store_files`).
+(:mod:`troc.node._store_cache`), the files, locks and error messages
+(:mod:`troc.node._store_files`), and store format 8's migration of old
+final tips (:mod:`troc.node._store_retip`, on a Store: :meth:`Store.migrating`).
 """
 
 from __future__ import annotations
