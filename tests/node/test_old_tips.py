@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import World, certify, key, void_certify, witnessed_world
+from troc.errors import StoreError
 from troc.node._store_retip import recompute_final_tips
 from troc.node.store import SCHEMA_VERSION, Store
 from troc.protocol.entry import Accept, Campaign, CampaignClose, Entry, Pledge, Withdraw
@@ -252,6 +253,25 @@ def test_an_accept_stored_on_a_payment_no_longer_final_stays_and_agrees_later(
             assert ledger.ingest_certificate(s.certificate(s.k), now).final
         after = state(store, s.w)
     assert after == fresh_state(tmp_path / "fresh.sqlite", s.items(), s.w)
+
+
+def test_a_damaged_store_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """A final chain with no final tip to walk up to (a file altered by
+    hand): the open fails as StoreError and the migration rolls back."""
+    s = Scene("take_back")
+    path = filled(tmp_path / "old.sqlite", s.items(), s.w.now)
+    aged(path, s, (s.k,))
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE logs SET final_id = NULL WHERE author = ?", (A.public,))
+    conn.commit()
+    conn.close()
+    before = raw_rows(path)
+    with pytest.raises(StoreError, match="damaged"):
+        Store.open(path)
+    assert raw_rows(path) == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("7",)
+    conn.close()
 
 
 def test_a_store_without_witnessed_communities_reads_only_its_genesis(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from troc.crypto.sign import MemberId
+from troc.errors import StoreError
 from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Ref
 from troc.protocol.ledger import Ledger
 
@@ -90,9 +91,8 @@ def recompute_final_tips(conn: sqlite3.Connection, path: Path) -> int:
                     cut[a] = lid
             for a, lid in cut.items():
                 head = store.head(c, a)
-                assert head is not None
-                assert head.final_seq
-                assert head.final_id is not None  # the query found its final chain
+                if head is None or not head.final_seq or head.final_id is None:
+                    raise StoreError(f"log {lid}: a final chain but no final tip: store damaged")
                 tip = Ref(a, head.final_seq, head.final_id)
                 store.put_head(c, a, replace(head, final_seq=0, final_id=None, final_balance=0))
                 conn.execute("DELETE FROM final_chain WHERE lid = ?", (lid,))
