@@ -14,16 +14,22 @@ byte for byte; and the migrated store goes on like a fresh one.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import World, certify, key, void_certify, witnessed_world
 from troc.errors import StoreError
 from troc.node._store_retip import recompute_final_tips
 from troc.node.store import SCHEMA_VERSION, Store
+from troc.protocol.backend import MemoryBackend
 from troc.protocol.entry import Accept, Campaign, CampaignClose, Entry, Pledge, Withdraw
 from troc.protocol.ledger import Ledger, Status
 
@@ -48,13 +54,13 @@ class Scene:
         self.acc = w.accept(B, self.t)
         self.after_b = w.pay(B, A, 3)
         self.after_a = w.pay(A, B, 2)
-        from_c = w.pay(C, B, 5)
+        self.from_c = from_c = w.pay(C, B, 5)
         self.plain = w.accept(B, from_c)
         self.last_b = w.pay(B, C, 1)
         self.entries += [self.t, self.k, self.acc, self.after_b, self.after_a, from_c]
         self.entries += [self.plain, self.last_b]
         camp = w.add(C, Campaign(title="Oven", goal=5, deadline_ms=w.now + 500))
-        pledge = w.add(D, Pledge(campaign=camp.ref, amount=5))
+        self.pledge = pledge = w.add(D, Pledge(campaign=camp.ref, amount=5))
         self.lapse = w.add(D, Withdraw(pledge=pledge.ref))
         self.close = w.add(C, CampaignClose(campaign=camp.ref, pledges=(pledge.ref,)))
         self.entries += [camp, pledge, self.lapse, self.close, w.pay(C, B, 1), w.pay(D, B, 1)]
@@ -292,3 +298,46 @@ def test_a_store_without_witnessed_communities_reads_only_its_genesis(tmp_path: 
     assert recompute_final_tips(conn, path) == 0
     conn.close()
     assert seen == ["SELECT community, wire FROM genesis"]
+
+
+@functools.cache
+def scene(winner: str) -> Scene:
+    return Scene(winner)
+
+
+def finals(ledger: Ledger, s: Scene) -> Any:
+    """Tips, final balances, balances shown, and which entries are final."""
+    c = s.w.community
+    tips = {m: (h.final_seq, h.final_id, h.final_balance) for m, h in ledger.backend.heads(c)}
+    return tips, dict(ledger.balances(c)), [ledger.is_final(c, e.ref) for e in s.entries]
+
+
+@settings(max_examples=40)
+@given(winner=st.sampled_from(["take_back", "accept"]), data=st.data())
+def test_under_the_old_rule_any_certificates_missing_then_migrated_as_fresh(
+    winner: str, data: Any
+) -> None:
+    """The old store written by the old rule itself (the ledger with
+    ``_passable`` letting a tip through everything, as before format 6),
+    any certificates missing but those of what an accept or a close names
+    (else an accept stored there would wait on a fresh node: the limit in
+    docs/witness.md §8, "Old final tips"); migrated, it is final exactly as
+    a fresh in-memory ledger given the same entries and certificates."""
+    s = scene(winner)
+    named = (s.t, s.from_c, s.pledge)
+    droppable = [e for e in s.entries if e not in named and e is not s.plain]
+    without = tuple(data.draw(st.lists(st.sampled_from(droppable), unique=True)))
+    items = s.items(without)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "old.sqlite"
+        with mock.patch.object(Ledger, "_passable", lambda self, c, a, low, chain: chain):
+            filled(path, items, s.w.now)
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+        conn.commit()
+        conn.close()
+        with Store.open(path) as store:
+            migrated = finals(Ledger(store), s)
+    fresh = Ledger(MemoryBackend())
+    deliver(fresh, items, s.w.now)
+    assert migrated == finals(fresh, s)
