@@ -163,6 +163,21 @@ class WaitingRows:
             self._unpark([(wid, member) for wid, member, _wire in rows])
         return [r[2] for r in rows]
 
+    def parked(self, community: CommunityId, author: MemberId | None) -> list[bytes]:
+        """As :meth:`troc.protocol.backend.Backend.parked`."""
+        if self.count() == 0:
+            return []
+        if author is None:
+            rows = self._cur.execute(
+                "SELECT wire FROM waiting WHERE community = ? ORDER BY wid", (community,)
+            )
+        else:
+            rows = self._cur.execute(
+                "SELECT wire FROM waiting WHERE community = ? AND author = ? ORDER BY wid",
+                (community, author),
+            )
+        return [r[0] for r in rows.fetchall()]
+
     def finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
         """As :meth:`troc.protocol.backend.Backend.waiting_finals`."""
         if self.count() == 0:

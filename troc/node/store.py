@@ -460,7 +460,11 @@ class Store(StoreFinality, StoreQueries):
         derived tables (timeline, pending, offers) in the same transaction.
 
         Reference rows must point at stored entries (the ledger checks that
-        before it accepts an entry): a new entry has none pointing at it.
+        before it accepts an entry): a new entry has none pointing at it,
+        with one exception: in a witnessed community an accept may be
+        stored before the transfer it names, held parked with its own
+        certificate (docs/witness.md §6.1), so a certified transfer is
+        looked up (:meth:`_accepted_early`).
         """
         self._write()
         e = stored.entry
@@ -519,6 +523,7 @@ class Store(StoreFinality, StoreQueries):
             self._entry_counts[c] += 1
         self._dirty[(c, a)] = log
         body = e.body
+        answered = False
         if isinstance(body, Transfer):
             payee = self._lid(c, body.to)
             execute(
@@ -526,6 +531,8 @@ class Store(StoreFinality, StoreQueries):
                 (lid, e.timestamp_ms, e.id, lid, e.seq, payee, e.timestamp_ms, e.id, lid, e.seq),
             )
             execute(_INSERT_PENDING, (lid, e.seq, e.id, payee, body.amount))
+            if log.head is not None and log.head.witnessed:
+                answered = self._accepted_early(c, a, lid, e)
         elif isinstance(body, Request):
             # In the timelines of both, as a transfer is.
             payer = self._lid(c, body.to)
@@ -540,10 +547,29 @@ class Store(StoreFinality, StoreQueries):
                 self._index_offer(e, body)
         self._stored.put((c, a, e.seq, e.id), stored)
         self._where.put((c, e.id), (a, e.seq))
-        if e.kind is not Kind.REQUEST:
-            # A request is the one kind that may be named before it is held:
-            # a transfer carries the request it pays.
+        if e.kind is not Kind.REQUEST and not answered:
+            # A request may be named before it is held (a transfer carries
+            # the request it pays); so may a certified transfer
+            # (_accepted_early).
             self._no_refs.put((c, e.id), True)
+
+    def _accepted_early(self, c: CommunityId, a: MemberId, lid: int, e: Entry) -> bool:
+        """True if the transfer ``e`` (being stored) may have been accepted
+        already: its own certificate is held, so its payee could accept it
+        while it was parked (docs/witness.md §6.1). If an accept is stored,
+        the transfer leaves ``pending`` at once, as the accept would have
+        moved it. One certificate lookup per transfer of a witnessed
+        community; the reference rows are read only if it is certified."""
+        held = self.certificate(c, a, e.seq)
+        if held is None or held[0] != e.id:
+            return False
+        rows = self._refs(
+            "r.target_lid = ? AND r.target_seq = ? AND r.kind = ? AND r.target_id = ?",
+            (lid, e.seq, Kind.ACCEPT.value, e.id),
+        )
+        if rows:
+            self._cur.execute(_PENDING_MOVES[Kind.ACCEPT], (lid, e.seq, e.id))
+        return True
 
     def latest(
         self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
@@ -701,6 +727,9 @@ class Store(StoreFinality, StoreQueries):
 
     def waiting_finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
         return self._waiting.finals(community, author)
+
+    def parked(self, community: CommunityId, author: MemberId | None) -> list[bytes]:
+        return self._waiting.parked(community, author)
 
     # -- node settings -------------------------------------------------------------
 

@@ -295,6 +295,12 @@ class Backend(Protocol):
         """How many entries are parked (0: nothing to release)."""
         ...
 
+    def parked(self, community: CommunityId, author: MemberId | None) -> list[bytes]:
+        """The parked entries of ``community`` (of ``author`` only, if given),
+        oldest first: what a payee may accept with the entry's own
+        certificate before it is stored (docs/witness.md §6.1)."""
+        ...
+
     def waiting_finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
         """The keys (:func:`final_key`) under which entries wait for an entry
         of ``author``'s log to become final."""
@@ -514,6 +520,15 @@ class MemoryBackend:
 
     def waiting_finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
         return sorted(k for k in self._by_key if k[0] == community and k[1] == author and k[2] < 0)
+
+    def parked(self, community: CommunityId, author: MemberId | None) -> list[bytes]:
+        found = [
+            (p.order, wire)
+            for pool in self._pools.values()
+            for wire, p in pool.items()
+            if p.author[0] == community and (author is None or p.author[1] == author)
+        ]
+        return [wire for _order, wire in sorted(found)]
 
     def _order(self, wire: bytes) -> int:
         parked = self._pools[True].get(wire) or self._pools[False][wire]

@@ -111,9 +111,20 @@ class _Reject(Exception):
 
 
 class _Wait(Exception):
-    def __init__(self, missing: list[Ref], finals: list[Ref] | None = None) -> None:
+    """A missing dependency: entries (``missing``), entries to be final
+    (``finals``), and entries whose own certificate, the entry held parked,
+    would do (``certified``: parked under their final key too, so that the
+    certificate's arrival retries; not reported, as the entry itself is)."""
+
+    def __init__(
+        self,
+        missing: list[Ref],
+        finals: list[Ref] | None = None,
+        certified: list[Ref] | None = None,
+    ) -> None:
         self.missing = missing
         self.finals = finals or []
+        self.certified = certified or []
 
 
 @dataclass(slots=True)
@@ -252,6 +263,14 @@ class Ledger:
     def ingest_entry(self, entry: Entry, now_ms: int, *, source: str | None = None) -> Outcome:
         """Check and store an already decoded, signature-checked entry."""
         outcome = self._ingest_one(entry, now_ms, source)
+        if outcome.status is Status.WAITING and self._parked_certified_transfer(entry):
+            # Held now, with its own certificate: an accept of it may be
+            # valid before it is stored (docs/witness.md §6.1).
+            assert entry.community is not None
+            released, dropped = self._release(
+                [final_key(entry.community, entry.author, entry.seq, entry.id)], now_ms
+            )
+            return replace(outcome, released=tuple(released), dropped=tuple(dropped))
         if outcome.status is not Status.ACCEPTED or entry.community is None:
             return outcome
         if not self.backend.waiting_count():
@@ -325,7 +344,12 @@ class Ledger:
             assert head is not None
             if (head.final_seq, head.final_id) == (seq, eid):
                 self._advance_above(c, a, head)
-        released, dropped = self._release([], now_ms)
+        # An accept waits on its transfer's final key also while the
+        # transfer is missing or parked: its own certificate may be enough
+        # (docs/witness.md §6.1). If the tip moved there, the key is in
+        # _finalised already, and taking it twice finds nothing.
+        keys = [] if cert.void else [final_key(c, a, seq, eid)]
+        released, dropped = self._release(keys, now_ms)
         return CertificateOutcome(
             Status.ACCEPTED,
             cert,
@@ -407,6 +431,42 @@ class Ledger:
             self.backend.put_head(
                 c, author, replace(head, final_balance=head.final_balance - amount)
             )
+
+    def certified_itself(self, community: CommunityId, ref: Ref) -> bool:
+        """True if a certificate (not a void one) of exactly ``ref`` is held."""
+        held = self.backend.certificate(community, ref.author, ref.seq)
+        return held is not None and held[0] == ref.id and not is_void_certificate(held[1])
+
+    def parked_certified(self, community: CommunityId, ref: Ref) -> Entry | None:
+        """The entry ``ref`` if it is parked here, waiting for what it builds
+        on, and its own certificate is held: a payee may accept it before
+        the payer's history is stored (docs/witness.md §6.1). None otherwise
+        (stored entries included: read those from the backend)."""
+        if not self.certified_itself(community, ref):
+            return None
+        for wire in self.backend.parked(community, ref.author):
+            # Parked entries passed their signature check before parking.
+            entry = Entry.decode(wire, check_signature=False)
+            if entry.seq == ref.seq and entry.id == ref.id:
+                return entry
+        return None
+
+    def held_transfer(self, community: CommunityId, ref: Ref) -> Entry | None:
+        """The transfer ``ref`` as a payee may read it: stored, or parked
+        with its own certificate (:meth:`parked_certified`); None if neither
+        or not a transfer."""
+        stored = self.backend.entry(community, ref.author, ref.seq, ref.id)
+        entry = stored.entry if stored is not None else self.parked_certified(community, ref)
+        return entry if entry is not None and isinstance(entry.body, Transfer) else None
+
+    def _parked_certified_transfer(self, entry: Entry) -> bool:
+        """True if ``entry``, just parked, is a transfer whose own
+        certificate is held (only in a witnessed community)."""
+        return (
+            isinstance(entry.body, Transfer)
+            and entry.community is not None
+            and self.certified_itself(entry.community, entry.ref)
+        )
 
     def certificate_of(self, community: CommunityId, ref: Ref) -> bytes | None:
         """The certificate held for exactly this entry, if any (possibly a
@@ -665,7 +725,7 @@ class Ledger:
             return Outcome(Status.REJECTED, entry, exc.reason, exc.detail)
         except _Wait as exc:
             keys = [(c, r.author, r.seq, r.id) for r in exc.missing]
-            keys += [final_key(c, r.author, r.seq, r.id) for r in exc.finals]
+            keys += [final_key(c, r.author, r.seq, r.id) for r in exc.finals + exc.certified]
             # Whether the author's join is held: strangers park in a pool of their own.
             member = self.backend.head(c, a) is not None
             parking = Parking(c, a, member, source, now_ms)
@@ -807,6 +867,18 @@ class Ledger:
                         self._undo(c, row, Kind.WITHDRAW)
         if checked.witnessed and self.certificate_of(c, entry.ref) is not None:
             self._advance_final(c, a, checked.stored)
+            if isinstance(entry.body, Transfer):
+                self._accepted_before(c, entry, entry.body)
+
+    def _accepted_before(self, c: CommunityId, transfer: Entry, body: Transfer) -> None:
+        """The certified ``transfer`` is stored at last: if its payee accepted
+        it while it was parked (docs/witness.md §6.1) and that payee's final
+        tip stopped below the accept, because the transfer was not held then
+        and the accept was taken as raceable, let the tip go on now."""
+        for row in self.backend.refs_by(c, body.to, Kind.ACCEPT, transfer.id):
+            head = self.backend.head(c, body.to)
+            if head is not None and head.final_seq is not None and head.final_seq < row.by_seq:
+                self._advance_above(c, body.to, head)
 
     # -- the rules --------------------------------------------------------
 
@@ -868,10 +940,10 @@ class Ledger:
                 )
             balance -= body.amount
         elif isinstance(body, Accept | Decline):
-            t = self._need(c, body.transfer)
-            if not isinstance(t.entry.body, Transfer):
+            transfer = self._answered(c, body, witnessed)
+            if not isinstance(transfer.body, Transfer):
                 raise _Reject(Reason.NOT_A_TRANSFER, "the entry named is not a transfer")
-            if t.entry.body.to != a:
+            if transfer.body.to != a:
                 raise _Reject(Reason.NOT_PAYEE, "the transfer is addressed to someone else")
             for kind in (Kind.ACCEPT, Kind.DECLINE):
                 for row in self.backend.refs_by(c, a, kind, body.transfer.id):
@@ -880,16 +952,22 @@ class Ledger:
                             Reason.ALREADY_ANSWERED,
                             f"this transfer was already answered ({kind.value})",
                         )
-            amount = t.entry.body.amount
+            amount = transfer.body.amount
             if isinstance(body, Accept):
-                expiring = not witnessed and expiry_of(t.entry, rules) is not None
+                expiring = not witnessed and expiry_of(transfer, rules) is not None
                 if rules.ceiling is not None and balance + amount > rules.ceiling:
                     raise _Reject(
                         Reason.OVER_CEILING, f"balance would pass the ceiling of {rules.ceiling}"
                     )
                 balance = _credit(balance, amount)
-                # A payee takes only final payments (docs/witness.md §6.1).
-                if witnessed and not self.is_final(c, body.transfer):
+                # A payee takes only final payments, or certified ones: the
+                # transfer's own certificate proves it valid on the one chain
+                # the witnesses lock, stored here or not (docs/witness.md §6.1).
+                if (
+                    witnessed
+                    and not self.is_final(c, body.transfer)
+                    and not self.certified_itself(c, body.transfer)
+                ):
                     self._wait_final(c, body.transfer)
             refs.append(self._row(entry, body.transfer, amount))
         elif isinstance(body, Reclaim):
@@ -976,6 +1054,23 @@ class Ledger:
         # Offer, Profile: nothing to check beyond the schema.
         assert -MAX_BALANCE <= balance <= MAX_BALANCE  # the credit limit and _credit
         return _Checked(Stored(entry, balance, limit), refs, witnessed, expiring, head)
+
+    def _answered(self, c: CommunityId, body: Accept | Decline, witnessed: bool) -> Entry:
+        """The transfer an accept or a decline names, or wait for it. In a
+        witnessed community an accept may read it parked, with its own
+        certificate (:meth:`parked_certified`); while the transfer is
+        missing or parked, the accept waits for it and for that certificate
+        (either may come first), unless it can never be final."""
+        ref = body.transfer
+        stored = self.backend.entry(c, ref.author, ref.seq, ref.id)
+        if stored is not None:
+            return stored.entry
+        if not witnessed or not isinstance(body, Accept):
+            raise _Wait([ref])
+        parked = self.parked_certified(c, ref)
+        if parked is not None:
+            return parked
+        raise _Wait([ref], certified=[] if self._never_final(c, ref) else [ref])
 
     def _not_taken_back(self, c: CommunityId, entry: Entry, transfer: EntryId) -> None:
         """Refuse ``entry`` if its chain already reclaimed or took back ``transfer``."""

@@ -332,7 +332,14 @@ class WitnessView(Protocol):
         ...
 
     def expiry(self, community: CommunityId, transfer: Ref) -> int | None:
-        """When the stored transfer ``transfer`` expires (None: never)."""
+        """When the stored transfer ``transfer`` expires (None: never).
+        A transfer parked with its own certificate counts as stored here
+        (an accept may name it, docs/witness.md §6.1)."""
+        ...
+
+    def holds_transfer(self, community: CommunityId, transfer: Ref) -> bool:
+        """True if the transfer ``transfer`` is stored, or parked with its
+        own certificate: :meth:`expiry` knows it."""
         ...
 
     def answers(
@@ -352,7 +359,12 @@ def raceable(entry: Entry, view: WitnessView, community: CommunityId) -> bool:
     if isinstance(body, TakeBack):
         return True
     if isinstance(body, Accept):
-        return view.expiry(community, body.transfer) is not None
+        # An accept stored while its transfer was parked, whose transfer is
+        # held no more (dropped from the waiting set before it could be
+        # stored, docs/witness.md §6.1): it may expire, so it may race.
+        return view.expiry(community, body.transfer) is not None or not view.holds_transfer(
+            community, body.transfer
+        )
     return campaign_race(entry, view, community) is not None
 
 
@@ -875,11 +887,14 @@ class LedgerView:
         return self.clock()
 
     def expiry(self, community: CommunityId, transfer: Ref) -> int | None:
-        t = self.get(community, transfer)
+        t = self.ledger.held_transfer(community, transfer)
         rules = self.ledger.rules(community)
-        if t is None or rules is None or not isinstance(t.body, Transfer):
+        if t is None or rules is None:
             return None
         return expiry_of(t, rules)
+
+    def holds_transfer(self, community: CommunityId, transfer: Ref) -> bool:
+        return self.ledger.held_transfer(community, transfer) is not None
 
     def answers(
         self, community: CommunityId, author: MemberId, kind: Kind, transfer: EntryId
