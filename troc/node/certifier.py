@@ -645,4 +645,9 @@ class Certifier:
 
     def _wire(self, c: CommunityId, ref: Ref) -> bytes | None:
         stored = self.local.store.entry(c, ref.author, ref.seq, ref.id)
-        return None if stored is None else stored.entry.wire
+        if stored is not None:
+            return stored.entry.wire
+        # An accept may name a transfer held parked with its own
+        # certificate (docs/witness.md §6.1): a witness may lack it too.
+        parked = self.local.ledger.parked_certified(c, ref)
+        return None if parked is None else parked.wire

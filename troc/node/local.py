@@ -421,12 +421,13 @@ class LocalNode:
         return self._append(community, TakeBack(transfer=transfer))
 
     def expiry(self, community: CommunityId, transfer: Ref) -> int | None:
-        """When ``transfer`` (held here) expires, or None if never."""
-        stored = self.store.entry(community, transfer.author, transfer.seq, transfer.id)
+        """When ``transfer`` (held here: stored, or parked with its own
+        certificate, docs/witness.md §6.1) expires, or None if never."""
+        held = self.ledger.held_transfer(community, transfer)
         genesis = self.store.genesis(community)
-        if stored is None or genesis is None or not isinstance(stored.entry.body, Transfer):
+        if held is None or genesis is None:
             return None
-        return expiry_of(stored.entry, genesis.body)  # type: ignore[arg-type]
+        return expiry_of(held, genesis.body)  # type: ignore[arg-type]
 
     def expired(self, community: CommunityId, transfer: Ref) -> bool:
         """True if ``transfer`` has expired by this node's clock."""
@@ -707,6 +708,8 @@ class LocalNode:
         a transfer this member already accepted or declined, else
         LocalProtocolError if none or several match."""
         refs = [t.ref for t in self.pending(community) + self.pending_out(community)]
+        if not matching(text_or_prefix, "transfer", refs):
+            refs += [e.ref for e in self.certified_parked_in(community)]
         if taken_back and not matching(text_or_prefix, "transfer", refs):
             answered = self._answers(community)
             back = (e.ref for e in self.store.taken_back_in(community, self.member))
@@ -725,6 +728,25 @@ class LocalNode:
                     reason.value, f"transfer {text_or_prefix.strip()} is already {state}"
                 )
         return resolve(text_or_prefix, "transfer", refs)
+
+    def certified_parked_in(self, community: CommunityId) -> list[Entry]:
+        """Transfers to this member held parked here (their payer's earlier
+        entries not stored yet) with their own certificate, not answered:
+        in a witnessed community they can be accepted now (docs/witness.md
+        §6.1). Reads the waiting set (bounded, docs/protocol.md §4.3)."""
+        answered = None
+        out: list[Entry] = []
+        for wire in self.store.parked(community, None):
+            # Parked entries passed their signature check before parking.
+            e = Entry.decode(wire, check_signature=False)
+            if not isinstance(e.body, Transfer) or e.body.to != self.member:
+                continue
+            if not self.ledger.certified_itself(community, e.ref):
+                continue
+            answered = self._answers(community) if answered is None else answered
+            if e.ref not in answered:
+                out.append(e)
+        return out
 
     def _answers(self, community: CommunityId) -> dict[Ref, str]:
         """Transfers this member answered (as payee: "accepted" or "declined")
