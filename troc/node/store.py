@@ -130,7 +130,7 @@ from troc.protocol.backend import (
     WaitKey,
     WaitLimits,
 )
-from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Offer, Request, Transfer
+from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Offer, Ref, Request, Transfer
 
 #: Each kind's text, as bound in statements.
 _KIND_TEXT = {kind: kind.value for kind in Kind}
@@ -463,8 +463,8 @@ class Store(StoreFinality, StoreQueries):
         before it accepts an entry): a new entry has none pointing at it,
         with one exception: in a witnessed community an accept may be
         stored before the transfer it names, held parked with its own
-        certificate (docs/witness.md §6.1), so a certified transfer is
-        looked up (:meth:`_accepted_early`).
+        certificate (docs/witness.md §6.1); the ledger then says so
+        (:meth:`named_early`).
         """
         self._write()
         e = stored.entry
@@ -523,7 +523,6 @@ class Store(StoreFinality, StoreQueries):
             self._entry_counts[c] += 1
         self._dirty[(c, a)] = log
         body = e.body
-        answered = False
         if isinstance(body, Transfer):
             payee = self._lid(c, body.to)
             execute(
@@ -531,8 +530,6 @@ class Store(StoreFinality, StoreQueries):
                 (lid, e.timestamp_ms, e.id, lid, e.seq, payee, e.timestamp_ms, e.id, lid, e.seq),
             )
             execute(_INSERT_PENDING, (lid, e.seq, e.id, payee, body.amount))
-            if log.head is not None and log.head.witnessed:
-                answered = self._accepted_early(c, a, lid, e)
         elif isinstance(body, Request):
             # In the timelines of both, as a transfer is.
             payer = self._lid(c, body.to)
@@ -547,29 +544,27 @@ class Store(StoreFinality, StoreQueries):
                 self._index_offer(e, body)
         self._stored.put((c, a, e.seq, e.id), stored)
         self._where.put((c, e.id), (a, e.seq))
-        if e.kind is not Kind.REQUEST and not answered:
-            # A request may be named before it is held (a transfer carries
-            # the request it pays); so may a certified transfer
-            # (_accepted_early).
+        if e.kind is not Kind.REQUEST:
+            # A request is the one kind that may be named before it is held
+            # (a transfer carries the request it pays); a certified transfer
+            # may be too, and the ledger says so (named_early).
             self._no_refs.put((c, e.id), True)
 
-    def _accepted_early(self, c: CommunityId, a: MemberId, lid: int, e: Entry) -> bool:
-        """True if the transfer ``e`` (being stored) may have been accepted
-        already: its own certificate is held, so its payee could accept it
-        while it was parked (docs/witness.md §6.1). If an accept is stored,
-        the transfer leaves ``pending`` at once, as the accept would have
-        moved it. One certificate lookup per transfer of a witnessed
-        community; the reference rows are read only if it is certified."""
-        held = self.certificate(c, a, e.seq)
-        if held is None or held[0] != e.id:
-            return False
+    def named_early(self, community: CommunityId, transfer: Ref) -> None:
+        """As :meth:`troc.protocol.backend.Backend.named_early`: the cache's
+        "nothing names it" is dropped, and if an accept of ``transfer`` is
+        stored, the transfer leaves ``pending`` as that accept would have
+        moved it."""
+        self._write()
+        self._no_refs.pop((community, transfer.id))
+        log = self._log(community, transfer.author)
+        assert log is not None  # just stored
         rows = self._refs(
             "r.target_lid = ? AND r.target_seq = ? AND r.kind = ? AND r.target_id = ?",
-            (lid, e.seq, Kind.ACCEPT.value, e.id),
+            (log.lid, transfer.seq, Kind.ACCEPT.value, transfer.id),
         )
         if rows:
-            self._cur.execute(_PENDING_MOVES[Kind.ACCEPT], (lid, e.seq, e.id))
-        return True
+            self._cur.execute(_PENDING_MOVES[Kind.ACCEPT], (log.lid, transfer.seq, transfer.id))
 
     def latest(
         self, community: CommunityId, author: MemberId, kind: Kind, below: int | None

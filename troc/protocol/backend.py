@@ -34,7 +34,7 @@ from typing import Protocol
 
 from troc.crypto.sign import MemberId
 from troc.protocol._frozen import fast_init
-from troc.protocol.entry import CommunityId, Entry, EntryId, Kind
+from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Ref
 
 __all__ = [
     "Backend",
@@ -295,6 +295,13 @@ class Backend(Protocol):
         """How many entries are parked (0: nothing to release)."""
         ...
 
+    def named_early(self, community: CommunityId, transfer: Ref) -> None:
+        """The transfer ``transfer``, just stored, may be named already: its
+        own certificate is held, so its payee could accept it while it was
+        parked (docs/witness.md §6.1). Derived state that assumed nothing
+        names a new entry is put right (the SQLite store's; nothing here)."""
+        ...
+
     def parked(self, community: CommunityId, author: MemberId | None) -> list[bytes]:
         """The parked entries of ``community`` (of ``author`` only, if given),
         oldest first: what a payee may accept with the entry's own
@@ -520,6 +527,9 @@ class MemoryBackend:
 
     def waiting_finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
         return sorted(k for k in self._by_key if k[0] == community and k[1] == author and k[2] < 0)
+
+    def named_early(self, community: CommunityId, transfer: Ref) -> None:
+        pass  # refs_by reads the rows themselves
 
     def parked(self, community: CommunityId, author: MemberId | None) -> list[bytes]:
         found = [

@@ -874,7 +874,10 @@ class Ledger:
         """The certified ``transfer`` is stored at last: if its payee accepted
         it while it was parked (docs/witness.md §6.1) and that payee's final
         tip stopped below the accept, because the transfer was not held then
-        and the accept was taken as raceable, let the tip go on now."""
+        and the accept was taken as raceable, let the tip go on now. The
+        backend is told first (its derived state assumed nothing names a
+        new entry)."""
+        self.backend.named_early(c, transfer.ref)
         for row in self.backend.refs_by(c, body.to, Kind.ACCEPT, transfer.id):
             head = self.backend.head(c, body.to)
             if head is not None and head.final_seq is not None and head.final_seq < row.by_seq:
