@@ -163,3 +163,33 @@ def test_timed_certificates(case: dict[str, Any]) -> None:
     )
     assert final == case["takes_back"], case["description"]
     assert (cert.certified_time(rules) if final else None) == case["certified_time"]
+
+
+def test_witnessed_accept() -> None:
+    """docs/witness.md §6.1: an accept of a transfer held parked with its own
+    certificate is valid; entries and certificates ingested step by step."""
+    doc = DOC["witnessed_accept"]
+    ledger = Ledger(MemoryBackend())
+    community = None
+    for step in doc["steps"]:
+        data = bytes.fromhex(step["wire"])
+        if step["kind"] == "entry":
+            out: Any = ledger.ingest(data, step["now_ms"])
+            got = {
+                "status": out.status.value,
+                "reason": None if out.reason is None else out.reason.value,
+                "missing": [[r.author.hex(), r.seq, r.id.hex()] for r in out.missing],
+                "released": [e.id.hex() for e in out.released],
+            }
+            if community is None:
+                community = out.entry.id
+        else:
+            out = ledger.ingest_certificate(data, step["now_ms"])
+            got = {
+                "status": out.status.value,
+                "reason": None if out.reason is None else out.reason.value,
+                "final": out.final,
+                "released": [e.id.hex() for e in out.released],
+            }
+        assert got == step["expect"], step["label"]
+    assert {m.hex(): b for m, b in ledger.balances(community)} == doc["balances"]

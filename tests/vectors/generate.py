@@ -1290,6 +1290,125 @@ def timed_certificate_vectors() -> dict[str, Any]:
     }
 
 
+def witnessed_accept_vectors() -> dict[str, Any]:
+    """A newcomer accepts a certified transfer before it holds its payer's
+    history (docs/witness.md §6.1), under a witnessed genesis of 4 witnesses
+    (f = 1, q = 3): steps that ingest an entry or a certificate, with their
+    verdicts, then the counted (final) balances."""
+    v, wkeys, _rules = witnessed_vector("witnessed_accept")
+    c = v.community
+
+    def cert(entry: Entry) -> bytes:
+        return Certificate.from_votes(Vote.sign(w, c, entry.ref) for w in wkeys[:3]).encode()
+
+    # The payer's world, where everything is held: alice's history and her
+    # payment to carol, then carol's accept and decline of it.
+    v.step("genesis", v.genesis)
+    join_a = v.add("join alice", ALICE, Join())
+    join_c = v.add("join carol", CAROL, Join())
+    offer = v.add("alice offers", ALICE, Offer(side="offer", title="Bread"))
+    t = v.add("alice pays carol 10", ALICE, Transfer(to=CAROL.public, amount=10))
+    assert v.ledger.ingest_certificate(cert(t), v.now).ok
+    acc = v.add("carol accepts", CAROL, Accept(transfer=t.ref))
+    dec = v.make(CAROL, Decline(transfer=t.ref))
+
+    # The newcomer's node: carol's join, then the accept, the payment (its
+    # payer's earlier entries missing), its certificate; the history last.
+    node = Ledger(MemoryBackend())
+    steps: list[dict[str, Any]] = []
+
+    def step(label: str, kind: str, data: bytes, status: Status, **expect: Any) -> None:
+        if kind == "entry":
+            out: Any = node.ingest(data, v.now)
+            got = {
+                "status": out.status.value,
+                "reason": None if out.reason is None else out.reason.value,
+                "missing": [[r.author.hex(), r.seq, r.id.hex()] for r in out.missing],
+                "released": [e.id.hex() for e in out.released],
+            }
+        else:
+            out = node.ingest_certificate(data, v.now)
+            got = {
+                "status": out.status.value,
+                "reason": None if out.reason is None else out.reason.value,
+                "final": out.final,
+                "released": [e.id.hex() for e in out.released],
+            }
+        want = {"status": status.value, "reason": None, "released": [], **expect}
+        if kind == "entry":
+            want.setdefault("missing", [])
+        else:
+            want.setdefault("final", False)
+        if got != want:
+            raise AssertionError(f"witnessed_accept/{label}: expected {want}, got {got}")
+        steps.append(
+            {"label": label, "kind": kind, "wire": data.hex(), "now_ms": v.now, "expect": got}
+        )
+
+    def ref(r: Ref) -> list[Any]:
+        return [r.author.hex(), r.seq, r.id.hex()]
+
+    step("genesis", "entry", v.genesis.wire, Status.ACCEPTED)
+    step("carol's join", "entry", join_c.wire, Status.ACCEPTED)
+    step(
+        "carol's accept, before the payment: waits for it (and for its certificate)",
+        "entry",
+        acc.wire,
+        Status.WAITING,
+        missing=[ref(t.ref)],
+    )
+    step(
+        "alice's payment to carol, alice's earlier entries missing: parked",
+        "entry",
+        t.wire,
+        Status.WAITING,
+        missing=[ref(offer.ref)],
+    )
+    step(
+        "the payment's own certificate: the parked accept is valid now",
+        "certificate",
+        cert(t),
+        Status.ACCEPTED,
+        released=[acc.id.hex()],
+    )
+    step("alice's join", "entry", join_a.wire, Status.ACCEPTED)
+    step(
+        "alice's offer: the payment is stored, and becomes final",
+        "entry",
+        offer.wire,
+        Status.ACCEPTED,
+        released=[t.id.hex()],
+    )
+    step(
+        "carol's decline of it: already answered by the accept",
+        "entry",
+        dec.wire,
+        Status.REJECTED,
+        reason=Reason.ALREADY_ANSWERED.value,
+    )
+    step(
+        "the accept's certificate: carol's credit is final",
+        "certificate",
+        cert(acc),
+        Status.ACCEPTED,
+        final=True,
+    )
+    balances = {m.hex(): b for m, b in node.balances(c)}
+    assert balances == {ALICE.public.hex(): -10, CAROL.public.hex(): 10}
+    return {
+        "description": (
+            "in a witnessed community an accept is valid once the node holds its transfer, "
+            "stored or parked waiting for the payer's earlier entries, with a certificate of "
+            "that very transfer (docs/witness.md §6.1). Each step ingests an entry "
+            "(Ledger.ingest) or a certificate (Ledger.ingest_certificate) at now_ms; "
+            "'final' is whether a certificate moved its author's final tip; then compare "
+            "the counted (final) balances"
+        ),
+        "steps": steps,
+        "balances": balances,
+    }
+
+
 def build() -> dict[str, Any]:
     vectors = accepted_vectors() + codec_vectors() + rule_vectors() + campaign_vectors()
     text_ids, text_id_errors = text_id_vectors(vectors[0])
@@ -1307,6 +1426,7 @@ def build() -> dict[str, Any]:
         "vectors": [v.render() for v in vectors],
         "void_certificates": void_certificate_vectors(),
         "timed_certificates": timed_certificate_vectors(),
+        "witnessed_accept": witnessed_accept_vectors(),
     }
 
 
