@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from troc.crypto.sign import MemberId
 from troc.protocol.backend import Parking, WaitKey, WaitLimits, parking_time, room_to_park
-from troc.protocol.entry import CommunityId, EntryId
+from troc.protocol.entry import CommunityId, Entry, EntryId, Ref
 
 __all__ = ["WaitingRows"]
 
@@ -177,6 +177,22 @@ class WaitingRows:
                 (community, author),
             )
         return [r[0] for r in rows.fetchall()]
+
+    def parked_on_prev(self, community: CommunityId, ref: Ref) -> bytes | None:
+        """As :meth:`troc.protocol.backend.Backend.parked_on_prev`."""
+        if ref.seq <= 1 or self.count() == 0:
+            return None
+        rows = self._cur.execute(
+            "SELECT w.wire FROM waiting_keys k JOIN waiting w ON w.wid = k.wid"
+            " WHERE k.community = ? AND k.author = ? AND k.seq = ?",
+            (community, ref.author, ref.seq - 1),
+        ).fetchall()
+        for (wire,) in rows:
+            # Parked entries passed their signature check before parking.
+            entry = Entry.decode(wire, check_signature=False)
+            if entry.seq == ref.seq and entry.id == ref.id:
+                return bytes(wire)
+        return None
 
     def finals(self, community: CommunityId, author: MemberId) -> list[WaitKey]:
         """As :meth:`troc.protocol.backend.Backend.waiting_finals`."""

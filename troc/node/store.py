@@ -726,6 +726,9 @@ class Store(StoreFinality, StoreQueries):
     def parked(self, community: CommunityId, author: MemberId | None) -> list[bytes]:
         return self._waiting.parked(community, author)
 
+    def parked_on_prev(self, community: CommunityId, ref: Ref) -> bytes | None:
+        return self._waiting.parked_on_prev(community, ref)
+
     # -- node settings -------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:

@@ -127,8 +127,9 @@ class _StoreView:
         return self.local.store.timed_entries_since(community, author, after_seq, limit)
 
     def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None:
-        stored = self.local.store.entry(community, ref.author, ref.seq, ref.id)
-        return None if stored is None else stored.entry.wire
+        # Parked entries too: a peer's accept may need a transfer parked
+        # here (docs/witness.md §6.1).
+        return self.local.ledger.held_wire(community, ref)
 
     def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
         return self.local.store.forks(community)
@@ -151,6 +152,9 @@ class _StoreView:
 
     def tips_waiting(self, community: CommunityId) -> list[Ref]:
         return self.local.ledger.tips_waiting(community)
+
+    def transfers_wanted(self, community: CommunityId) -> list[Ref]:
+        return self.local.ledger.transfers_wanted(community)
 
     def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int

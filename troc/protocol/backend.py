@@ -295,6 +295,13 @@ class Backend(Protocol):
         """How many entries are parked (0: nothing to release)."""
         ...
 
+    def parked_on_prev(self, community: CommunityId, ref: Ref) -> bytes | None:
+        """The entry ``ref`` if it is parked waiting for its prev (looked up
+        by that key: one index read, whatever a peer names); None if it is
+        not parked, or parked for another reason. What a sync serves a peer
+        that wants it (docs/witness.md §6.1)."""
+        ...
+
     def named_early(self, community: CommunityId, transfer: Ref) -> None:
         """The transfer ``transfer``, just stored, may be named already: its
         own certificate is held, so its payee could accept it while it was
@@ -530,6 +537,18 @@ class MemoryBackend:
 
     def named_early(self, community: CommunityId, transfer: Ref) -> None:
         pass  # refs_by reads the rows themselves
+
+    def parked_on_prev(self, community: CommunityId, ref: Ref) -> bytes | None:
+        if ref.seq <= 1:
+            return None
+        for key, wires in self._by_key.items():
+            if key[:3] != (community, ref.author, ref.seq - 1):
+                continue
+            for wire in wires:
+                entry = Entry.decode(wire, check_signature=False)
+                if entry.seq == ref.seq and entry.id == ref.id:
+                    return wire
+        return None
 
     def parked(self, community: CommunityId, author: MemberId | None) -> list[bytes]:
         found = [

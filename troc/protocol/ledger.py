@@ -111,20 +111,9 @@ class _Reject(Exception):
 
 
 class _Wait(Exception):
-    """A missing dependency: entries (``missing``), entries to be final
-    (``finals``), and entries whose own certificate, the entry held parked,
-    would do (``certified``: parked under their final key too, so that the
-    certificate's arrival retries; not reported, as the entry itself is)."""
-
-    def __init__(
-        self,
-        missing: list[Ref],
-        finals: list[Ref] | None = None,
-        certified: list[Ref] | None = None,
-    ) -> None:
+    def __init__(self, missing: list[Ref], finals: list[Ref] | None = None) -> None:
         self.missing = missing
         self.finals = finals or []
-        self.certified = certified or []
 
 
 @dataclass(slots=True)
@@ -196,6 +185,10 @@ class Ledger:
         # waits for (_passable): a hint for sync to ask for it, kept since
         # this Ledger was made (never state: a verdict never reads it).
         self._tips_waiting: dict[tuple[CommunityId, MemberId], Ref] = {}
+        # Transfers that parked accepts wait for (the entry or its own
+        # certificate, docs/witness.md §6.1): a hint for sync to ask for
+        # them, bounded, never read by a verdict.
+        self._transfers_wanted: dict[tuple[CommunityId, Ref], None] = {}
 
     # -- reading ----------------------------------------------------------
 
@@ -404,6 +397,26 @@ class Ledger:
         since this ledger was made: what a sync asks its peer for."""
         return [r for (c, _a), r in sorted(self._tips_waiting.items()) if c == community]
 
+    #: Transfers remembered as wanted by parked accepts, at most.
+    MAX_TRANSFERS_WANTED = 1024
+
+    def transfers_wanted(self, community: CommunityId) -> list[Ref]:
+        """Transfers that accepts parked here wait for, not yet held with
+        their own certificate (as seen since this ledger was made): what a
+        sync asks its peer for, the entry and its certificate (docs/witness.md
+        §6.1). Those held by now are forgotten."""
+        out = []
+        for key in list(self._transfers_wanted):
+            c, ref = key
+            if c != community:
+                continue
+            held = self.held_transfer(c, ref) is not None and self.certified_itself(c, ref)
+            if held or self.is_final(c, ref):
+                del self._transfers_wanted[key]
+            else:
+                out.append(ref)
+        return out
+
     def tip_waits_for(self, community: CommunityId, author: MemberId) -> Ref | None:
         """The raceable entry whose own certificate ``author``'s final tip
         waits for, if any (seen since this ledger was made; docs/witness.md
@@ -450,6 +463,20 @@ class Ledger:
             if entry.seq == ref.seq and entry.id == ref.id:
                 return entry
         return None
+
+    def held_wire(self, community: CommunityId, ref: Ref) -> bytes | None:
+        """The bytes of the entry ``ref`` if held here: stored, parked with
+        its own certificate (:meth:`parked_certified`), or parked waiting
+        for its prev. What a sync serves a peer that wants ``ref``: an
+        accept there may need the transfer parked here (docs/witness.md
+        §6.1). A bounded number of index reads, whatever ``ref`` is."""
+        stored = self.backend.entry(community, ref.author, ref.seq, ref.id)
+        if stored is not None:
+            return stored.entry.wire
+        parked = self.parked_certified(community, ref)
+        if parked is not None:
+            return parked.wire
+        return self.backend.parked_on_prev(community, ref)
 
     def held_transfer(self, community: CommunityId, ref: Ref) -> Entry | None:
         """The transfer ``ref`` as a payee may read it: stored, or parked
@@ -725,7 +752,7 @@ class Ledger:
             return Outcome(Status.REJECTED, entry, exc.reason, exc.detail)
         except _Wait as exc:
             keys = [(c, r.author, r.seq, r.id) for r in exc.missing]
-            keys += [final_key(c, r.author, r.seq, r.id) for r in exc.finals + exc.certified]
+            keys += [final_key(c, r.author, r.seq, r.id) for r in exc.finals]
             # Whether the author's join is held: strangers park in a pool of their own.
             member = self.backend.head(c, a) is not None
             parking = Parking(c, a, member, source, now_ms)
@@ -1062,8 +1089,9 @@ class Ledger:
         """The transfer an accept or a decline names, or wait for it. In a
         witnessed community an accept may read it parked, with its own
         certificate (:meth:`parked_certified`); while the transfer is
-        missing or parked, the accept waits for it and for that certificate
-        (either may come first), unless it can never be final."""
+        missing or parked, the accept waits for it and for its certificate
+        (either may come first; both are named, so a sync asks for both),
+        unless it can never be final."""
         ref = body.transfer
         stored = self.backend.entry(c, ref.author, ref.seq, ref.id)
         if stored is not None:
@@ -1073,7 +1101,12 @@ class Ledger:
         parked = self.parked_certified(c, ref)
         if parked is not None:
             return parked
-        raise _Wait([ref], certified=[] if self._never_final(c, ref) else [ref])
+        if self._never_final(c, ref):
+            raise _Wait([ref])
+        if len(self._transfers_wanted) >= self.MAX_TRANSFERS_WANTED:
+            self._transfers_wanted.clear()  # only a hint
+        self._transfers_wanted[(c, ref)] = None
+        raise _Wait([ref], [ref])
 
     def _not_taken_back(self, c: CommunityId, entry: Entry, transfer: EntryId) -> None:
         """Refuse ``entry`` if its chain already reclaimed or took back ``transfer``."""

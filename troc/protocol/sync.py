@@ -763,6 +763,7 @@ class SyncSession:
         final tip here waits for (docs/witness.md §6.1, §6.2)."""
         refs = [r for waits in self._final_waits.values() for r in waits]
         refs += self.view.tips_waiting(self.community)
+        refs += self.view.transfers_wanted(self.community)
         wanted = [r for r in dict.fromkeys(refs) if r not in self._asked_certs][:MAX_WANTS]
         if wanted and self._want_rounds < MAX_WANT_ROUNDS and not self._sent_fin:
             self._want_rounds += 1
@@ -886,8 +887,12 @@ class SyncSession:
 
     def _maybe_fin(self) -> Iterator[dict[str, Any]]:
         if self._sent_end and self._got_end and self._wants_out == 0 and not self._sent_fin:
-            # Last, the certificates that what is parked here still waits for.
+            # Last, the certificates that what is parked here still waits
+            # for, and the transfers parked accepts wait for (docs/witness.md
+            # §6.1: a peer may hold one parked, with or without its own
+            # certificate, where no stream brings it).
             yield from self._want_certificates()
+            yield from self._want(self.view.transfers_wanted(self.community))
             if self._wants_out:
                 return
             self._sent_fin = True

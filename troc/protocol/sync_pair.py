@@ -83,8 +83,7 @@ class MemoryView:
         ]
 
     def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None:
-        stored = self.ledger.backend.entry(community, ref.author, ref.seq, ref.id)
-        return None if stored is None else stored.entry.wire
+        return self.ledger.held_wire(community, ref)  # parked too: docs/witness.md §6.1
 
     def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
         backend = self.ledger.backend
@@ -117,6 +116,9 @@ class MemoryView:
 
     def tips_waiting(self, community: CommunityId) -> list[Ref]:
         return self.ledger.tips_waiting(community)
+
+    def transfers_wanted(self, community: CommunityId) -> list[Ref]:
+        return self.ledger.transfers_wanted(community)
 
     def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int

@@ -60,6 +60,10 @@ class SyncView(Protocol):
         waits for: :meth:`Ledger.tips_waiting`."""
         ...
 
+    def transfers_wanted(self, community: CommunityId) -> list[Ref]:
+        """Transfers parked accepts wait for: :meth:`Ledger.transfers_wanted`."""
+        ...
+
     def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:

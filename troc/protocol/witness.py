@@ -681,6 +681,10 @@ class WitnessState:
         ref = certificate_needed(entry)
         if ref is None or self.view.certified(c, ref):
             return None
+        if isinstance(entry.body, Accept) and self.view.own_certificate(c, ref):
+            # The transfer's own certificate is enough for an accept, even
+            # while the transfer is not final here (docs/witness.md §6.1).
+            return None
         # Its log's tip may wait for a raceable entry's own certificate
         # below it (§6.1): name that too, or the requester would resend ref's.
         blocking = self.view.tip_waits_for(c, ref.author)
