@@ -23,14 +23,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import certify, key, witnessed_world
+from tests.helpers import World, certify, key, witnessed_world
 from tests.property.test_void_ledger import void_certify
 from tests.property.test_witnessed_ledger import deliver
 from troc.errors import RefusedError
 from troc.node.store import Store
 from troc.protocol.backend import MemoryBackend
-from troc.protocol.entry import Accept, Decline
+from troc.protocol.entry import Accept, Decline, Entry
 from troc.protocol.ledger import Ledger, Reason, Status
+from troc.protocol.vote import default_quorum
 
 #: Transfers expire (their accepts may race a take-back) in this variant.
 EXPIRY_MS = 3_600_000
@@ -225,3 +226,72 @@ def test_a_void_certificate_of_the_transfer_is_not_enough() -> None:
         node.ingest(e.wire, now)
     assert node.ingest_certificate(void_certify(h.t), now).ok
     assert node.ingest(h.acc.wire, now).status is Status.WAITING
+
+
+def test_a_witness_votes_for_an_accept_of_a_transfer_it_holds_parked_and_certified() -> None:
+    """docs/witness.md §3.2 step 3 with §6.1: the transfer's own certificate
+    is what an accept needs, at a witness too, even while the transfer is
+    parked there (the witness lacks its payer's history)."""
+    from tests.property.test_witness import WKEYS, WitnessNode
+    from tests.property.test_witness import certify as certificate
+    from troc.protocol.witness import Voted, Waiting, WitnessRules
+
+    f, q = default_quorum(4)
+    w = World(
+        finality="witnessed",
+        witnesses=tuple(sorted(k.public for k in WKEYS[:4])),
+        faults=f,
+        quorum=q,
+    )
+    rules = WitnessRules.from_genesis(w.genesis)
+    w.certifier = lambda e: certificate(rules, e).encode()
+    p, n = key(1), key(2)
+    w.join(p)
+    w.offer(p)
+    join_n = w.join(n)
+    t = w.pay(p, n, 10)
+    acc = w.accept(n, t)
+    witness = WitnessNode(w, rules, WKEYS[0])
+    # Without the transfer's certificate: wait for it.
+    assert isinstance(witness.ask(acc, deps=[join_n, t]), Waiting)
+    assert witness.ledger.backend.entry(w.community, p.public, t.seq, t.id) is None
+    answer = witness.ask(acc, deps=[join_n, t], certs=[certificate(rules, t)])
+    assert isinstance(answer, Voted), answer
+    assert answer.vote.ref == acc.ref
+
+
+@pytest.mark.parametrize("version", [2, 3], ids=["v2", "v3"])
+@pytest.mark.parametrize("cert_with", ["accept", "transfer"])
+def test_sync_brings_the_parked_transfer_and_its_certificate(version: int, cert_with: str) -> None:
+    """One node holds the transfer parked (no history), the other the
+    accept and the payer's join (so their digests differ: equal digests
+    need no session); the transfer's certificate is on either side. No
+    stream carries a parked entry, nor a certificate of an entry the sender
+    lacks: the sessions' wants do (docs/sync.md, "Certificates"), and both
+    end with the accept stored, as a node holding everything would."""
+    from troc.protocol.sim import MemoryView, sync_pair
+
+    h = History(expiring=False)
+    c, now = h.community, h.w.now
+
+    def node(entries: list[Entry], certs: list[bytes]) -> MemoryView:
+        ledger = Ledger(MemoryBackend())
+        for e in [h.w.genesis, *entries]:
+            ledger.ingest(e.wire, now)
+        for data in certs:
+            ledger.ingest_certificate(data, now)
+        return MemoryView(ledger, c, lambda: now)
+
+    cert_t = [certify(h.t)]
+    one = node([h.join_n, h.t], cert_t if cert_with == "transfer" else [])
+    two = node([h.joins[0], h.join_n, h.acc], cert_t if cert_with == "accept" else [])
+    for sessions in range(1, 5):
+        ini, res = (one, two) if sessions % 2 else (two, one)
+        assert sync_pair(ini, res, version=version).done
+        if one.digest() == two.digest() and all(
+            v.ledger.backend.entry(c, h.n.public, 2, h.acc.id) for v in (one, two)
+        ):
+            break
+    for view in (one, two):
+        assert view.ledger.backend.entry(c, h.n.public, 2, h.acc.id) is not None
+        assert view.ledger.certified_itself(c, h.t.ref)
