@@ -492,6 +492,7 @@ class Ledger:
         return (
             isinstance(entry.body, Transfer)
             and entry.community is not None
+            and self.witness_rules(entry.community) is not None  # cached: no read
             and self.certified_itself(entry.community, entry.ref)
         )
 
