@@ -31,8 +31,10 @@ Witnessed communities (docs/witness.md §6.1) add certificates: q witnesses'
 votes that an entry is *the* entry at its (author, seq). Each log has a
 *final tip*, its highest entry held with a certificate; an entry at or below
 it on its chain is final. An accept is valid only once its transfer is
-final, a reclaim only once its decline is: until then it waits, exactly as
-for a missing entry, and :meth:`Ledger.ingest_certificate` releases it. The
+final, or held (even parked, for want of its payer's earlier entries) with
+its own certificate; a reclaim only once its decline is final: until then
+it waits, exactly as for a missing entry, and :meth:`Ledger.ingest_certificate`
+releases it. The
 counted balance there is the balance after the final tip, so no credit from
 an uncertified transfer ever counts, and a forker's other branch never did.
 
