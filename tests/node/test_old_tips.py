@@ -241,8 +241,9 @@ def test_an_accept_stored_on_a_payment_no_longer_final_stays_and_agrees_later(
 ) -> None:
     """B accepted A's payment above A's take-back while the old tip made it
     final. The cut leaves it stored and counted (a fresh node would park it
-    until the take-back's own certificate: docs/witness.md §8, "Old final
-    tips"); once that certificate is held, the two agree."""
+    until the take-back's own certificate, unless it held the payment's own:
+    docs/witness.md §6.1, §8, "Old final tips"); once that certificate is
+    held, the two agree."""
     s = Scene("take_back")
     dep = s.w.accept(B, s.after_a)
     s.entries.append(dep)
