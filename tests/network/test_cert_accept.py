@@ -38,19 +38,23 @@ pytestmark = [
 HISTORY = 40
 
 
-def hold_back_sync(monkeypatch: pytest.MonkeyPatch, member: bytes) -> list[bool]:
+def hold_back_sync(
+    monkeypatch: pytest.MonkeyPatch, member: bytes, allowed: set[str] | None = None
+) -> list[bool]:
     """Make ``member``'s node run no sync session, either way, while the
-    returned flag's first item is True (set it False to let sync run)."""
+    returned flag's first item is True (set it False to let sync run),
+    except with the peers in ``allowed`` (ids; the set may grow later)."""
     held = [True]
+    allowed = set() if allowed is None else allowed
     sync_one, handle_stream = Syncer.sync_one, Syncer.handle_stream
 
     async def one(self: Syncer, peer: str, community: Any) -> Any:
-        if held[0] and self.local.member == member:
+        if held[0] and self.local.member == member and peer not in allowed:
             return None
         return await sync_one(self, peer, community)
 
     async def handle(self: Syncer, stream: Any, peer: str, version: int = 2) -> None:
-        if held[0] and self.local.member == member:
+        if held[0] and self.local.member == member and peer not in allowed:
             return
         await handle_stream(self, stream, peer, version)
 

@@ -631,24 +631,30 @@ class LocalNode:
                 None,
                 witnessed=rules.finality == "witnessed",
             )
-        final_in = pending_in
+        final_in, parked_in = pending_in, 0
         if head.witnessed:  # of the incoming transfers, those that can be accepted now
             final_in = sum(
                 TransferInfo.of(e).amount
                 for e in self.store.pending_in(community, member)
                 if self.ledger.is_final(community, e.ref)
             )
+            # And those held parked with their own certificate: acceptable
+            # now, the payer's history still being fetched (docs/witness.md §6.1).
+            parked_in = sum(
+                TransferInfo.of(e).amount for e in self.certified_parked_in(community, member)
+            )
         return BalanceInfo(
             member,
             head.counted_balance,
             head.limit,
-            pending_in,
+            pending_in + parked_in,
             pending_out,
             True,
             head.frozen_at,
             witnessed=head.witnessed,
             unconfirmed=head.balance - head.final_balance if head.witnessed else 0,
-            pending_in_final=final_in,
+            pending_in_final=final_in + parked_in,
+            pending_in_parked=parked_in,
         )
 
     def balances(self, community: CommunityId) -> dict[MemberId, int]:
@@ -729,31 +735,28 @@ class LocalNode:
                 )
         return resolve(text_or_prefix, "transfer", refs)
 
-    def certified_parked_in(self, community: CommunityId) -> list[Entry]:
-        """Transfers to this member held parked here (their payer's earlier
-        entries not stored yet) with their own certificate, not answered:
-        in a witnessed community they can be accepted now (docs/witness.md
-        §6.1). Reads the waiting set (bounded, docs/protocol.md §4.3)."""
-        answered = None
-        out: list[Entry] = []
-        for wire in self.store.parked(community, None):
-            # Parked entries passed their signature check before parking.
-            e = Entry.decode(wire, check_signature=False)
-            if not isinstance(e.body, Transfer) or e.body.to != self.member:
-                continue
-            if not self.ledger.certified_itself(community, e.ref):
-                continue
-            answered = self._answers(community) if answered is None else answered
-            if e.ref not in answered:
-                out.append(e)
-        return out
+    def certified_parked_in(
+        self, community: CommunityId, member: MemberId | None = None
+    ) -> list[Entry]:
+        """Transfers to ``member`` (default: this node's member) held parked
+        here (their payer's earlier entries not stored yet) with their own
+        certificate, not answered: in a witnessed community they can be
+        accepted now (docs/witness.md §6.1). Reads the waiting set (bounded,
+        docs/protocol.md §4.3); at most ``Ledger.MAX_PARKED_TO`` of them."""
+        member = self.member if member is None else member
+        parked = self.ledger.parked_to(community, member, certified=True)
+        if not parked:
+            return []
+        answered = self._answers(community, member)
+        return [e for e in parked if e.ref not in answered]
 
-    def _answers(self, community: CommunityId) -> dict[Ref, str]:
-        """Transfers this member answered (as payee: "accepted" or "declined")
-        or took back (as payer: "reclaimed")."""
+    def _answers(self, community: CommunityId, member: MemberId | None = None) -> dict[Ref, str]:
+        """Transfers ``member`` (default: this node's member) answered (as
+        payee: "accepted" or "declined") or took back (as payer: "reclaimed")."""
         out: dict[Ref, str] = {}
         after = 0
-        while wires := self.store.entries_since(community, self.member, after):
+        member = self.member if member is None else member
+        while wires := self.store.entries_since(community, member, after):
             for wire in wires:
                 entry = Entry.decode(wire, check_signature=False)
                 after = entry.seq

@@ -244,12 +244,23 @@ def op_pending(node: LocalNode, p: dict[str, Any]) -> Done:
         return out
 
     incoming, outgoing = node.pending(community), node.pending_out(community)
+    incoming_rows = rows(incoming)
+    if witnessed:
+        # Also those held parked with their own certificate (docs/witness.md
+        # §6.1, "What the node shows"): final, acceptable now, the payer's
+        # history not checked here yet (at most Ledger.MAX_PARKED_TO).
+        parked = [TransferInfo.of(e) for e in node.certified_parked_in(community)]
+        for row in incoming_rows:
+            row["history_checked"] = True
+        for row in rows(parked):
+            incoming_rows.append({**row, "final": True, "history_checked": False})
+        incoming += parked
     from troc.node.requests import pending_requests
 
     requests = pending_requests(node, community)
     return Done(
         {
-            "incoming": rows(incoming),
+            "incoming": incoming_rows,
             "outgoing": rows(outgoing),
             "requests": requests,
             # Own take-backs certified with the witnesses' times (docs/witness.md §3.5).
@@ -307,6 +318,9 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> Done:
                 {
                     "unconfirmed": b.unconfirmed,
                     "pending_in_final": b.pending_in_final,
+                    # Of pending_in_final: held parked with their own
+                    # certificate, the payer's history still being fetched.
+                    "pending_in_parked": b.pending_in_parked,
                     # Accepts and take-backs that lost their race (docs/witness.md §3.6).
                     "void": void_entries(node, community, member),
                     # Take-backs certified with the witnesses' times (§3.5).

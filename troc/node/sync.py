@@ -154,13 +154,25 @@ class _StoreView:
         return self.local.ledger.tips_waiting(community)
 
     def transfers_wanted(self, community: CommunityId) -> list[Ref]:
-        return self.local.ledger.transfers_wanted(community)
+        # Also the transfers to this node's member held parked without their
+        # own certificate: with it, the member can accept before the payer's
+        # history is here, so a lost gossip message is mended by the next
+        # session (docs/sync.md; bounded: MAX_CERTS_WANTED_TO).
+        ledger = self.local.ledger
+        own = ledger.parked_to(
+            community, self.local.member, certified=False, limit=MAX_CERTS_WANTED_TO
+        )
+        return ledger.transfers_wanted(community) + [e.ref for e in own]
 
     def race_certificates(
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:
         return race_certificates_between(self.local.ledger, community, author, low, high)
 
+
+#: Parked transfers to this node's member whose certificates a session's
+#: end asks for, at most (docs/sync.md).
+MAX_CERTS_WANTED_TO = 64
 
 #: Frames read (and their entries handed to the verifier) ahead of the store.
 AHEAD_FRAMES = 8

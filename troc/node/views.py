@@ -45,6 +45,9 @@ class BalanceInfo:
     witnessed: bool = False
     unconfirmed: int = 0
     pending_in_final: int = 0  # of pending_in: certified, so acceptable now
+    # Of pending_in_final: held parked with their own certificate, the
+    # payer's history not checked here yet (docs/witness.md §6.1).
+    pending_in_parked: int = 0
 
 
 @dataclass(frozen=True, slots=True)

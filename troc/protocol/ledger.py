@@ -466,6 +466,42 @@ class Ledger:
                 return entry
         return None
 
+    #: Parked transfers to one member that :meth:`parked_to` returns, at most.
+    MAX_PARKED_TO = 100
+
+    def parked_to(
+        self,
+        community: CommunityId,
+        payee: MemberId,
+        *,
+        certified: bool,
+        limit: int = MAX_PARKED_TO,
+    ) -> list[Entry]:
+        """Transfers to ``payee`` held parked here (waiting for entries of
+        their payer's log), oldest first, at most ``limit``: with
+        ``certified``, those held with their own certificate, which the
+        payee may accept now (docs/witness.md §6.1); without, those still
+        lacking it, whose certificates a sync asks for (docs/sync.md). Only
+        in a witnessed community (else []). One read of the waiting set
+        (bounded by the backend's :class:`WaitLimits`); a wire is decoded
+        only if it holds the payee's key, and each parked transfer to the
+        payee costs one certificate lookup."""
+        if self.witness_rules(community) is None:  # cached: no read
+            return []
+        out: list[Entry] = []
+        for wire in self.backend.parked(community, None):
+            if len(out) >= limit:
+                break
+            if payee not in wire:  # cheap: most parked entries are not for the payee
+                continue
+            # Parked entries passed their signature check before parking.
+            entry = Entry.decode(wire, check_signature=False)
+            if not isinstance(entry.body, Transfer) or entry.body.to != payee:
+                continue
+            if self.certified_itself(community, entry.ref) == certified:
+                out.append(entry)
+        return out
+
     def held_wire(self, community: CommunityId, ref: Ref) -> bytes | None:
         """The bytes of the entry ``ref`` if held here: stored, parked with
         its own certificate (:meth:`parked_certified`), or parked waiting
