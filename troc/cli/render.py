@@ -277,6 +277,11 @@ def balance(home: Path) -> Renderer:
                 lines.append(
                     f"    of which not final yet (cannot be accepted): {amount(waiting, unit)}"
                 )
+            if data.get("pending_in_parked"):
+                lines.append(
+                    "    of which final, the payer's history still being fetched"
+                    f" (can be accepted): {amount(data['pending_in_parked'], unit)}"
+                )
         declined = data.get("declined_out", 0)
         if data["pending_out"] - declined:
             lines.append(
@@ -381,6 +386,8 @@ def _transfer_status(t: dict[str, Any]) -> str:
         return f"expired: `troc take-back {t['transfer'][:12]}` takes it back"
     if t.get("status") == "declined":
         return f"declined: `troc reclaim {t['transfer'][:12]}` takes it back"
+    if t.get("history_checked") is False:  # held with its certificate (docs/witness.md §6.1)
+        return f"final, payer's history still being fetched: `troc accept {t['transfer'][:12]}`"
     if "final" in t:
         return "final" if t["final"] else "not final"
     return "waiting for an answer"
