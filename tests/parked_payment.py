@@ -25,7 +25,8 @@ class Parked:
     unchecked: Entry  # 4 to the newcomer, parked there without a certificate
 
 
-def parked_payments(tmp: Path) -> Parked:
+def parked_payments(tmp: Path, *, parked: bool = True) -> Parked:
+    """Without ``parked``, the newcomer holds neither payment nor certificate."""
     payer, newcomer = SigningKey.generate(), SigningKey.generate()
     with open_local_node(tmp / "p", payer) as p:
         c = p.create_community(
@@ -44,6 +45,8 @@ def parked_payments(tmp: Path) -> Parked:
         paid = p.pay(c, newcomer.public, 7, memo="soup")
     with open_local_node(tmp / "n", newcomer) as n:
         n.join(genesis, name="Nora")
+        if not parked:
+            return Parked(c, newcomer, paid, unchecked)
         for transfer in (unchecked, paid):
             assert n.ingest(transfer.wire).status.value == "waiting"  # parked
         assert n.ingest_certificate(certify(paid)).ok

@@ -11,6 +11,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+import trio
+
+from tests.helpers import certify
 from tests.parked_payment import parked_payments
 from tests.web.conftest import client_of
 from troc.node.node import NodeConfig, open_node
@@ -66,3 +70,26 @@ async def test_the_pending_screen_accepts_a_parked_certified_payment(tmp_path: P
             assert r.status_code == 303, r.text
             assert (await api("pending", {}))["incoming"] == []
             assert node.local.store.head(c, newcomer.public).balance == 7  # type: ignore[union-attr]
+
+
+async def test_live_pages_hear_when_a_parked_payment_becomes_acceptable(tmp_path: Path) -> None:
+    """The web app's pages refresh on the node's subscription (``/events``):
+    a payment held parked is not stored, yet its becoming acceptable is
+    told there, whichever of the payment and its certificate comes last."""
+    made = parked_payments(tmp_path, parked=False)
+    config = NodeConfig(home=tmp_path / "n", sync_interval=600, control_socket=False)
+    async with open_node(config, made.newcomer) as node, node.subscribe() as channel:
+        local = node.local
+        # The payment first (parked, no certificate: nothing to tell), then its certificate.
+        local.ingest_many([made.paid.wire])
+        assert local.store.waiting_count() == 1
+        with pytest.raises(trio.WouldBlock):
+            channel.receive_nowait()
+        assert local.ingest_certificate(certify(made.paid)).ok
+        assert [channel.receive_nowait().id] == [made.paid.id]
+        # The certificate first (kept alone), then the payment.
+        assert local.ingest_certificate(certify(made.unchecked)).ok
+        local.ingest_many([made.unchecked.wire])
+        assert [channel.receive_nowait().id] == [made.unchecked.id]
+        with pytest.raises(trio.WouldBlock):
+            channel.receive_nowait()

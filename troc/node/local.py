@@ -39,6 +39,7 @@ from pathlib import Path
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, LocalProtocolError, RefusedError
 from troc.node.marks import SignedMarks
+from troc.node.parked import newly_acceptable
 from troc.node.store import Store
 from troc.node.views import (
     BalanceInfo,
@@ -138,6 +139,10 @@ class LocalNode:
         self._marks = None if home is None else SignedMarks(home, store, member)
         #: Called as ``listener(entry, own)`` after each entry is committed.
         self.listeners: list[Callable[[Entry, bool], None]] = []
+        #: Called as ``listener(entry)`` for a transfer to this member held
+        #: parked that became acceptable (its own certificate held,
+        #: docs/witness.md §6.1): not stored, so ``listeners`` never see it.
+        self.acceptable_listeners: list[Callable[[Entry], None]] = []
         self._batch: AppendBatch | None = None  # open by appending(): group commit
 
     # -- communities ------------------------------------------------------
@@ -495,10 +500,20 @@ class LocalNode:
         batch.entries.append(entry)
         return entry
 
-    def _notify(self, entries: list[Entry], *, own: bool) -> None:
+    def _notify(self, entries: list[Entry], *, own: bool, acceptable: Sequence[Entry] = ()) -> None:
         for entry in entries:
             for listener in self.listeners:
                 listener(entry, own)
+        for entry in acceptable:
+            for tell in self.acceptable_listeners:
+                tell(entry)
+
+    def _acceptable(self, outcomes: Sequence[Outcome | CertificateOutcome]) -> list[Entry]:
+        """Of these outcomes, transfers to this member now parked with their
+        own certificate (:func:`troc.node.parked.newly_acceptable`)."""
+        if not self.acceptable_listeners:
+            return []
+        return newly_acceptable(self.ledger, self.member, outcomes)
 
     def _stored(self, outcomes: Sequence[Outcome | CertificateOutcome]) -> list[Entry]:
         """Entries these outcomes stored; parked ones they dropped are logged."""
@@ -545,7 +560,8 @@ class LocalNode:
         ``source`` is the peer it came from, if known (its parking bound)."""
         with self._lock, self.store.transaction():
             outcome = self.ledger.ingest(wire, self._clock(), community=community, source=source)
-        self._notify(self._stored([outcome]), own=False)
+            acceptable = self._acceptable([outcome])
+        self._notify(self._stored([outcome]), own=False, acceptable=acceptable)
         return outcome
 
     def ingest_many(
@@ -569,7 +585,8 @@ class LocalNode:
                 self._ingest_one(w, now, community, source)
                 for w, source in zip(wires, sources, strict=True)
             ]
-        self._notify(self._stored(outcomes), own=False)
+            acceptable = self._acceptable(outcomes)
+        self._notify(self._stored(outcomes), own=False, acceptable=acceptable)
         return outcomes
 
     def _ingest_one(
@@ -593,7 +610,8 @@ class LocalNode:
         with self._lock, self.store.transaction():
             now = self._clock()
             outcomes = [self._ingest_certificate(d, now) for d in datas]
-        self._notify(self._stored(outcomes), own=False)
+            acceptable = self._acceptable(outcomes)
+        self._notify(self._stored(outcomes), own=False, acceptable=acceptable)
         return outcomes
 
     def _ingest_certificate(self, data: bytes, now: int) -> CertificateOutcome:

@@ -153,6 +153,7 @@ class Node:
         #: (run by open_node).
         self.group_commit = GroupCommit(local)
         local.listeners.append(self._on_stored)
+        local.acceptable_listeners.append(self._tell_subscribers)
 
     def serves(self, community: CommunityId) -> bool:
         """Whether this node serves ``community`` (config.communities; all if empty)."""
@@ -319,6 +320,12 @@ class Node:
             self.topics.publish(entry)
             if entry.community is not None and self.local.ledger.witness_rules(entry.community):
                 self.certifier.submit(entry, self._nursery.start_soon)
+        self._tell_subscribers(entry)
+
+    def _tell_subscribers(self, entry: Entry) -> None:
+        """Hand ``entry`` to :meth:`subscribe`'s channels: one stored, or a
+        transfer to the member held parked that became acceptable
+        (docs/witness.md §6.1; the web app's pages then show it)."""
         for listener in list(self._listeners):
             try:
                 listener.send_nowait(entry)
@@ -329,7 +336,9 @@ class Node:
 
     @asynccontextmanager
     async def subscribe(self, size: int = 1000) -> AsyncIterator[trio.MemoryReceiveChannel[Entry]]:
-        """Entries as they are stored (own and others'), for the ``async with`` block."""
+        """Entries as they are stored (own and others'), and transfers to the
+        member held parked as they become acceptable (docs/witness.md §6.1),
+        for the ``async with`` block."""
         send, receive = trio.open_memory_channel[Entry](size)
         self._listeners.append(send)
         try:

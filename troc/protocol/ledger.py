@@ -492,7 +492,7 @@ class Ledger:
         for wire in self.backend.parked(community, None):
             if len(out) >= limit:
                 break
-            if payee not in wire:  # cheap: most parked entries are not for the payee
+            if wire.find(payee) < 0:  # cheap: most parked entries are not for the payee
                 continue
             # Parked entries passed their signature check before parking.
             entry = Entry.decode(wire, check_signature=False)
