@@ -68,10 +68,13 @@ def mesh(node: Node, topic: str) -> set[str]:
     return {p.to_base58() for p in node.host.gossip.pubsub.router.mesh.get(topic, ())}
 
 
-def relayed(a: Node, witnesses: list[Node], n: Node, c: CommunityId) -> bool:
-    """True if what ``a`` publishes on both of ``c``'s topics reaches ``n``
-    through the gossip meshes: directly or through one witness."""
-    for topic in (topic_of(c), final_topic_of(c)):
+def relayed(
+    a: Node, witnesses: list[Node], n: Node, c: CommunityId, *, certificates: bool = True
+) -> bool:
+    """True if what ``a`` publishes on both of ``c``'s topics (the entries'
+    only, without ``certificates``) reaches ``n`` through the gossip
+    meshes: directly or through one witness."""
+    for topic in (topic_of(c), final_topic_of(c))[: 2 if certificates else 1]:
         if n.peer_id in mesh(a, topic):
             continue
         if not any(w.peer_id in mesh(a, topic) and n.peer_id in mesh(w, topic) for w in witnesses):

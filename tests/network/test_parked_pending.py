@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import trio
 
-from tests.network.test_cert_accept import HISTORY, hold_back_sync, mesh
+from tests.network.test_cert_accept import HISTORY, hold_back_sync, relayed
 from tests.network.test_witnessed import Cluster, eventually, pay
 from troc.crypto.sign import SigningKey
 from troc.node import ops
 from troc.node.local import open_local_node
 from troc.node.node import Node, open_node
-from troc.node.topics import Topics, topic_of
+from troc.node.topics import Topics
 from troc.protocol.entry import CommunityId, Ref
 
 pytestmark = [
@@ -47,14 +47,6 @@ def with_history(cl: Cluster) -> None:
             w.ingest_many(history)
 
 
-def entries_relayed(a: Node, witnesses: list[Node], n: Node, c: CommunityId) -> bool:
-    """True if what ``a`` publishes on ``c``'s entry topic reaches ``n``."""
-    topic = topic_of(c)
-    if n.peer_id in mesh(a, topic):
-        return True
-    return any(w.peer_id in mesh(a, topic) and n.peer_id in mesh(w, topic) for w in witnesses)
-
-
 async def paid_and_parked(
     cl: Cluster, a: Node, n: Node, n_key: SigningKey, *, certified: bool
 ) -> Ref:
@@ -63,7 +55,7 @@ async def paid_and_parked(
     c = cl.community
     await n.connect(a.addrs()[0])
     witnesses = [w for w, _ in cl.witnesses.values()]
-    await eventually(lambda: entries_relayed(a, witnesses, n, c), 20)
+    await eventually(lambda: relayed(a, witnesses, n, c, certificates=False), 20)
     result = await pay(a, c, n_key.public, 10, wait=20)
     assert result["finality"]["final"], result
     transfer = a.local.pending_out(c)[0].ref
