@@ -213,8 +213,8 @@ class Verifier:
             return Prepared(lambda: _keep(decoded, b"".join(f.result() for f in futures)), futures)
         pool = self._executor(self.workers)
         step = -(-n // self.workers)
-        futures = [pool.submit(prepare, wires[i : i + step]) for i in range(0, n, step)]
-        return Prepared(lambda: [item for f in futures for item in f.result()], futures)
+        parts = [pool.submit(prepare, wires[i : i + step]) for i in range(0, n, step)]
+        return Prepared(lambda: [item for f in parts for item in f.result()], parts)
 
     def _check_in_child(self, triples: list[tuple[bytes, bytes, bytes]]) -> bytes:
         """Runs on a pool thread: a child checks ``triples`` (here, if none works)."""

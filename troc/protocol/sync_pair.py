@@ -304,9 +304,17 @@ def sync_pair(
     finished, or past ``max_frames`` (a livelock).
     """
     c = initiator.community if community is None else community
-    sizes = {"batch_entries": batch_entries, "batch_bytes": batch_bytes, "version": version}
-    ini = SyncSession(initiator, c, initiator=True, **sizes)
-    res = SyncSession(responder, c, initiator=False, **sizes)
+    ini, res = (
+        SyncSession(
+            side,
+            c,
+            initiator=first,
+            batch_entries=batch_entries,
+            batch_bytes=batch_bytes,
+            version=version,
+        )
+        for side, first in ((initiator, True), (responder, False))
+    )
     result = PairResult(ini, res)
     # queues[0] flows to the responder, queues[1] to the initiator.
     queues: tuple[deque[bytes], deque[bytes]] = (deque(), deque())
