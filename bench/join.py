@@ -28,7 +28,18 @@ signature and rules, by the newcomer's own ledger); ``entries_per_s``
 (CPU time per entry of the newcomer's process while it syncs, start-up left
 out, and of the server's: steadier than the clock on a shared machine); ``rss_mb`` (the
 newcomer's peak resident memory), ``rss_mb_half`` (its resident memory when it
-held half the entries: "flat" means close to ``rss_mb``) and ``server_rss_mb``.
+held half the entries: "flat" means close to ``rss_mb``) and ``server_rss_mb``;
+``witnessed``.
+
+``--witnessed``: the community is witnessed (docs/witness.md), its one
+witness the founder (n = 1, f = 0, q = 1), so the server votes. Its store
+holds what such a community's server would: a certificate of every entry
+(each member's node asks for one per entry it signs, §6.1; stored through
+``ingest_certificates``, each checked) and the witness's vote log recorded
+up to every head (§3.1), so it votes on afterwards as the witness that
+certified all of it. Cached apart (``…-witnessed``). Step 3 then also waits
+until the founder's payment and the newcomer's accept are certified:
+``transfer_final_s`` and ``accept_final_s``.
 
 The newcomer trusts nothing it has not checked: it takes no balance from the
 server. Its own balance is known at once (its log is its join alone); paying
@@ -41,6 +52,7 @@ by its PID. Usage:
 
     python bench/join.py                                # 1,000 members, 1,000,000 entries
     python bench/join.py --entries 50000 --members 1000 # a quick run
+    python bench/join.py --entries 50000 --witnessed    # the server its witness
 """
 
 from __future__ import annotations
