@@ -1,17 +1,15 @@
 """bench/join.py's witnessed community in miniature: the server's store it
 builds is one a real witnessed community would hold (every entry final with
 its own certificate, the witness's vote log up to every head), a fresh node
-catches up on it by sync alone, and the server still votes as its witness."""
+catches up on it in one sync session, and the server still votes as its witness."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.helpers import bench_module
 from troc.node.local import open_local_node
 from troc.node.sync import _StoreView
 from troc.node.witness import WitnessService
@@ -24,18 +22,7 @@ MEMBERS = 12
 SEED = 3
 
 
-def _load() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "join.py"
-    spec = importlib.util.spec_from_file_location("troc_bench_join", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-join = _load()
+join = bench_module("join")
 
 
 @pytest.fixture
