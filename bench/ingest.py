@@ -93,6 +93,7 @@ from troc.protocol.entry import (
 )
 from troc.protocol.ledger import Ledger, Status
 from troc.protocol.sync_wire import MAX_BATCH
+from troc.protocol.vote import Certificate, Vote
 
 OUT = Path(__file__).resolve().parent / "out"
 MEMBERS = 100
@@ -160,20 +161,19 @@ def member_key(seed: int, i: int) -> SigningKey:
     return SigningKey(hashlib.sha256(b"troc-bench-%d-%d" % (seed, i)).digest())
 
 
-def generate(n: int, seed: int, members_n: int = MEMBERS) -> list[bytes]:
+def generate(n: int, seed: int, members_n: int = MEMBERS, witnessed: bool = False) -> list[bytes]:
     """``n`` entries (genesis included), every one valid in order, by
-    ``members_n`` members."""
+    ``members_n`` members. ``witnessed``: the community is witnessed, with
+    the founder (member 0) its one witness (n = 1, f = 0, q = 1); its
+    certificates are :func:`certificates`."""
     rng = random.Random(seed)
     members = [_Member(member_key(seed, i)) for i in range(members_n)]
     out: list[bytes] = []
-    genesis, cid = _sign(
-        members[0].key,
-        None,
-        0,
-        None,
-        BASE_MS,
-        Genesis(name="Bench LETS", unit="hour", credit_limit=CREDIT_LIMIT),
+    witness = {"finality": "witnessed", "witnesses": (members[0].key.public,), "quorum": 1}
+    rules = Genesis(
+        name="Bench LETS", unit="hour", credit_limit=CREDIT_LIMIT, **(witness if witnessed else {})
     )
+    genesis, cid = _sign(members[0].key, None, 0, None, BASE_MS, rules)
     out.append(genesis)
     community = CommunityId(cid)
 
@@ -227,10 +227,33 @@ def generate(n: int, seed: int, members_n: int = MEMBERS) -> list[bytes]:
     return out
 
 
-def load(n: int, seed: int, members: int = MEMBERS, out: Path = OUT) -> list[bytes]:
+def certificates(wires: Sequence[bytes], witness: SigningKey) -> Iterator[tuple[Ref, bytes]]:
+    """What a witnessed community of ``wires`` (:func:`generate`, ``witnessed``)
+    holds once every entry is final: each entry after the genesis with its
+    own certificate, the one vote of ``witness`` (docs/witness.md §6.1: an
+    author's node asks for a certificate of every entry it signs, and in
+    this history no two entries of one author are signed close together).
+    Yields (the entry, its certificate's bytes), in the order of ``wires``."""
+    community: CommunityId | None = None
+    for wire in wires:
+        entry = Entry.decode(wire, check_signature=False)
+        if entry.community is None:  # the genesis: certified by no one
+            community = CommunityId(entry.id)
+            continue
+        if entry.community != community:
+            raise ValueError("certificates() needs the genesis first, and one community")
+        ref = Ref(entry.author, entry.seq, entry.id)
+        vote = Vote.sign(witness, community, ref)
+        yield ref, Certificate.from_votes([vote]).encode()
+
+
+def load(
+    n: int, seed: int, members: int = MEMBERS, out: Path = OUT, witnessed: bool = False
+) -> list[bytes]:
     """The cached entries for (n, seed, members), generated on first use
-    and kept under ``out``."""
+    and kept under ``out`` (a witnessed community's apart)."""
     name = f"entries-{n}-seed{seed}" + ("" if members == MEMBERS else f"-m{members}")
+    name += "-witnessed" if witnessed else ""
     path = out / f"{name}.bin"
     if path.exists():
         data = path.read_bytes()
@@ -241,7 +264,7 @@ def load(n: int, seed: int, members: int = MEMBERS, out: Path = OUT) -> list[byt
             pos += 4 + size
         return wires
     t0 = time.perf_counter()
-    wires = generate(n, seed, members)
+    wires = generate(n, seed, members, witnessed)
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(b"".join(struct.pack(">I", len(w)) + w for w in wires))

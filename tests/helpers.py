@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import struct
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import msgpack
@@ -532,3 +535,16 @@ def founded_homes(tmp: Path) -> tuple[SigningKey, SigningKey, CommunityId, bytes
     with open_local_node(tmp / "a", ka) as a:
         a.join(genesis)
     return ks, ka, community, genesis
+
+
+def bench_module(name: str) -> ModuleType:
+    """``bench/NAME.py`` loaded as the module ``troc_bench_NAME`` (the
+    benchmarks are scripts, not a package: tests run them in miniature)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"troc_bench_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -3,29 +3,13 @@ its oracle catches what it is meant to catch (the full run is the bench)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
+from tests.helpers import bench_module
 from troc.protocol.backend import MemoryBackend
 from troc.protocol.ledger import Ledger
 
-
-def _load() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "fuzz.py"
-    spec = importlib.util.spec_from_file_location("troc_bench_fuzz", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _load()
+fuzz = bench_module("fuzz")
 
 
 @pytest.mark.parametrize("target", ["decode", "frames", "ingest"])

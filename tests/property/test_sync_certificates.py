@@ -98,9 +98,9 @@ def test_same_entries_different_certificates_sync() -> None:
         assert result.done
         got = result.initiator if bare_starts else result.responder
         assert got.misbehaviour is None
-        # One per author (the final tips), then the transfer's, wanted: the
-        # payer's tip (its decline of t2) is held up by the accept that
-        # waits for the transfer.
+        # One per author (the final tips), and the transfer's, which the
+        # streamed accept needs, ahead of it (the payer's tip, its decline
+        # of t2, would be held up by the accept until the transfer is final).
         assert got.stats.certificates_received == 3
         assert got.stats.certificates_accepted == 3
         assert got.stats.accepted == 4  # released: acc, t2, d, r
@@ -110,19 +110,26 @@ def test_same_entries_different_certificates_sync() -> None:
         assert sync_pair(bare, final).kinds() == ["hello", "same"]
 
 
-def test_only_the_final_tips_certificate_travels() -> None:
-    """One certificate per author makes its whole chain final."""
+def test_the_final_tips_and_what_the_stream_needs_travel() -> None:
+    """One certificate per author makes its whole chain final; ahead of the
+    entries go those their accepts and reclaims need (docs/sync.md,
+    "Certificates"), so nothing waits for the end; each one once."""
     p = Payment()
     final = node(p.w, p.entries, [certify(e) for e in p.entries])
     behind = node(p.w, p.entries[:3], [certify(p.j1)])
     result = sync_pair(final, behind)
-    sent = [decode_message(f) for ini, f in result.frames if ini]
-    certs = [c for m in sent if m["t"] == "certs" and not m.get("r") for c in m["k"]]
-    assert sorted(certs) == sorted([certify(p.d), certify(p.r)])
-    # The certificates follow the entries, before the sender's end.
-    order = [m["t"] for m in sent if not m.get("r")]
-    assert order.index("certs") > max(i for i, t in enumerate(order) if t == "entries")
-    assert order.index("certs") < order.index("end")
+    sent = [decode_message(f) for ini, f in result.frames if ini and not decode_message(f).get("r")]
+    order = [m["t"] for m in sent]
+    first, last = order.index("entries"), len(order) - 1 - order[::-1].index("entries")
+    ahead = [c for m in sent[:first] if m["t"] == "certs" for c in m["k"]]
+    tips_after = [c for m in sent[last:] if m["t"] == "certs" for c in m["k"]]
+    # The accept needs the transfer's, the reclaim the decline's (a's tip:
+    # not sent again); then b's tip, after the entries and before the end.
+    assert sorted(ahead) == sorted([certify(p.t), certify(p.d)])
+    assert tips_after == [certify(p.r)]
+    assert order.index("end") > last + 1
+    assert result.responder.stats.certificates_accepted == 3
+    assert not any(m["t"] == "want" for m in map(decode_message, (f for _i, f in result.frames)))
     assert final_state(behind) == final_state(final)
 
 

@@ -137,7 +137,7 @@ from troc.protocol.sync_wire import (
     _parse_heads,
     _parse_proofs,
 )
-from troc.protocol.witness import decode_any_certificate
+from troc.protocol.witness import certificate_needed, decode_any_certificate
 
 __all__ = [
     "Streamed",
@@ -154,6 +154,10 @@ __all__ = [
 #: Entries a responder's stream holds read ahead of sending, over all authors
 #: (each author's page is this divided by the authors it streams, 16 to 1000).
 SEND_WINDOW = 65_536
+#: In a witnessed community the bulk stream sends, ahead of each run of this
+#: many entries, the certificates the run's accepts and reclaims need: a
+#: receiver stores a run of frames at a time (the node: up to 4,096 entries).
+CERTS_AHEAD = 4096
 
 #: Per author, the seqs ``(after, upto]`` a bulk stream sends.
 Streamed = Mapping[MemberId, tuple[int, int]]
@@ -241,6 +245,7 @@ class SyncSession:
         self._parked: set[Ref] = set()
         self._final_waits: dict[Ref, tuple[Ref, ...]] = {}
         self._pushed: set[tuple[MemberId, int]] = set()
+        self._sent_ahead: set[bytes] = set()  # certificates sent in the stream
         self._peer: Heads = {}  # the peer's heads, once received
         self._peer_frozen: dict[MemberId, int] = {}  # fork points it sent proofs of
         self._peer_proofs: list[bytes] = []  # their entries, ingested after its stream
@@ -504,7 +509,7 @@ class SyncSession:
         page = max(16, min(1000, SEND_WINDOW // max(1, len(ranges))))
         streams = [self._author_entries(a, after, upto, page) for a, after, upto in ranges]
         self.streaming = {a: (after, upto) for a, after, upto in ranges}
-        yield from self._batches(wire for _ts, wire in heapq.merge(*streams))
+        yield from self._stream(wire for _ts, wire in heapq.merge(*streams))
         self.streaming = {}
 
     def _streamed_elsewhere(self) -> dict[MemberId, list[tuple[int, int]]]:
@@ -531,19 +536,25 @@ class SyncSession:
         above the peer's final seq (docs/witness.md §3.6, §6.2: the peer's
         tip passes a raceable entry only with its own certificate), in
         ``certs`` frames (bounded in count and bytes)."""
-        batch: list[bytes] = []
-        size = 0
+        datas: list[bytes] = []
         for author, (seq, tip) in sorted(finals.items()):
             theirs = self._peer_finals.get(author, 0)
-            if seq <= theirs:
-                continue
-            races = self.view.race_certificates(self.community, author, theirs, seq)
-            for data in [*races, tip]:
-                if batch and (len(batch) >= MAX_CERTS or size + len(data) > self.batch_bytes):
-                    yield self._certs(batch)
-                    batch, size = [], 0
-                batch.append(data)
-                size += len(data)
+            if seq > theirs:
+                datas += self.view.race_certificates(self.community, author, theirs, seq)
+                datas.append(tip)
+        # Not again what went ahead of the stream's entries (_stream).
+        yield from self._cert_frames(d for d in datas if d not in self._sent_ahead)
+
+    def _cert_frames(self, datas: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+        """``certs`` frames of ``datas``, bounded in count and bytes."""
+        batch: list[bytes] = []
+        size = 0
+        for data in datas:
+            if batch and (len(batch) >= MAX_CERTS or size + len(data) > self.batch_bytes):
+                yield self._certs(batch)
+                batch, size = [], 0
+            batch.append(data)
+            size += len(data)
         if batch:
             yield self._certs(batch)
 
@@ -605,6 +616,45 @@ class SyncSession:
         rejected[code] = rejected.get(code, 0) + 1
         if faulty and self.misbehaviour is None:
             self.misbehaviour = f"sent an invalid certificate ({code})"
+
+    def _stream(self, wires: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+        """The bulk stream of ``wires`` in ``entries`` frames; in a witnessed
+        community, each run of CERTS_AHEAD entries preceded by the
+        certificates its accepts and reclaims need (their transfers' and
+        declines'), so that the peer can store them as they come instead
+        of parking them until the final tips' certificates at the end,
+        and then a session more for each accept along a chain of payments
+        (docs/sync.md, "Certificates")."""
+        if not self._finals:  # optimistic, or nothing certified here
+            yield from self._batches(wires)
+            return
+        run: list[dict[str, Any]] = []
+        count = 0
+        for msg in self._batches(wires):
+            run.append(msg)
+            count += len(msg["e"])
+            if count >= CERTS_AHEAD:
+                yield from self._cert_frames(self._needed(run))
+                yield from run
+                run, count = [], 0
+        yield from self._cert_frames(self._needed(run))
+        yield from run
+
+    def _needed(self, run: list[dict[str, Any]]) -> list[bytes]:
+        """The certificates held here that make final what the accepts and
+        reclaims of ``run`` (``entries`` messages) need, unless the peer
+        holds it final already (its final seq) or this session sent it."""
+        out = []
+        for msg in run:
+            for wire in msg["e"]:
+                ref = certificate_needed(Entry.decode(wire, check_signature=False))
+                if ref is None or ref.seq <= self._peer_finals.get(ref.author, 0):
+                    continue
+                data = self.view.certificate_of(self.community, ref)
+                if data is not None and data not in self._sent_ahead:
+                    self._sent_ahead.add(data)
+                    out.append(data)
+        return out
 
     def _batches(self, wires: Iterable[bytes]) -> Iterator[dict[str, Any]]:
         batch: list[bytes] = []
