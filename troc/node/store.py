@@ -560,7 +560,8 @@ class Store(StoreFinality, StoreQueries):
             (log.lid, transfer.seq, Kind.ACCEPT.value, transfer.id),
         )
         if rows:
-            self._cur.execute(_PENDING_MOVES[Kind.ACCEPT], (log.lid, transfer.seq, transfer.id))
+            key = (log.lid, transfer.seq, transfer.id)
+            self._derived.move(Kind.ACCEPT, key, self._cur)  # held: it was just stored
 
     def latest(
         self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
