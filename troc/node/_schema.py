@@ -13,7 +13,7 @@ from pathlib import Path
 
 from troc.errors import StoreError
 from troc.node._store_retip import recompute_final_tips, witnessed_communities
-from troc.protocol.entry import Entry, Kind
+from troc.protocol.entry import Entry
 
 #: The format this code writes. A store with a higher version is refused.
 SCHEMA_VERSION = 8
@@ -289,31 +289,13 @@ _UPDATE_LOG = (
 _INSERT_ENTRY = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT_ENTRY = "SELECT balance, lim, wire FROM entries WHERE lid = ? AND seq = ? AND id = ?"
 _INSERT_MORE_REF = "INSERT OR IGNORE INTO more_refs VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_TIMELINE = "INSERT INTO timeline VALUES (?, ?, ?, ?, ?)"
-_INSERT_TIMELINE_2 = "INSERT INTO timeline VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)"
 _INSERT_REQUEST = "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?)"
-_INSERT_PENDING = "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?, 'open')"
 # Reference rows as RefRow columns, from entries (r) or more_refs (r); the
 # caller appends the WHERE clause, on columns named alike in both tables.
 _SELECT_REFS = (
     "SELECT r.kind, b.author, r.seq, r.id, t.author, r.target_seq, r.target_id, r.amount"
     " FROM {table} r JOIN logs b ON b.lid = r.lid JOIN logs t ON t.lid = r.target_lid"
 )
-# What an answer does to the pending transfer it names.
-_PENDING_MOVES = {
-    Kind.ACCEPT: (
-        "DELETE FROM pending WHERE payer_lid = ? AND seq = ? AND id = ? AND state = 'open'"
-    ),
-    Kind.DECLINE: (
-        "UPDATE pending SET state = 'declined'"
-        " WHERE payer_lid = ? AND seq = ? AND id = ? AND state = 'open'"
-    ),
-    Kind.RECLAIM: (
-        "DELETE FROM pending WHERE payer_lid = ? AND seq = ? AND id = ? AND state = 'declined'"
-    ),
-    # An expired transfer taken back leaves, answered or not (docs/protocol.md §4.11).
-    Kind.TAKE_BACK: "DELETE FROM pending WHERE payer_lid = ? AND seq = ? AND id = ?",
-}
 _CLOSE_OFFER = (
     "UPDATE offers SET closed = 1 WHERE community = ? AND author = ? AND seq = ? AND id = ?"
 )

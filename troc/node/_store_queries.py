@@ -55,6 +55,7 @@ class StoreQueries:
             self, community: CommunityId, author: MemberId, create: bool = False
         ) -> LogRow | None: ...
         def _refs(self, where: str, params: tuple[Any, ...]) -> list[RefRow]: ...
+        def _flush(self) -> None: ...
         def entry(
             self, community: CommunityId, author: MemberId, seq: int, eid: EntryId
         ) -> Stored | None: ...
@@ -139,6 +140,7 @@ class StoreQueries:
         log = self._log(community, member)
         if log is None or limit <= 0:
             return []
+        self._flush()  # timeline rows of an open transaction
         rows = self._cur.execute(
             "SELECT e.wire FROM timeline h"
             " JOIN entries e ON e.lid = h.src_lid AND e.seq = h.src_seq AND e.id = h.id"
@@ -157,6 +159,7 @@ class StoreQueries:
         log = self._log(community, member)
         if log is None:
             return []
+        self._flush()  # pending rows of an open transaction
         rows = self._cur.execute(
             "SELECT e.wire FROM pending p"
             " JOIN entries e ON e.lid = p.payer_lid AND e.seq = p.seq AND e.id = p.id"
@@ -190,6 +193,7 @@ class StoreQueries:
         # pass 2**63 - 1, where SQLite's sum() raises "integer overflow". So
         # the high and low 32 bits of the amounts (1 … 2**53 - 1) are summed
         # apart, which cannot overflow, and joined in Python, exactly.
+        self._flush()  # pending rows of an open transaction
         row = self._cur.execute(
             "SELECT (SELECT coalesce(sum(amount >> 32), 0) FROM pending"
             "        WHERE payee_lid = ? AND state = 'open'),"
@@ -213,6 +217,7 @@ class StoreQueries:
         log = self._log(community, member)
         if log is None:
             return []
+        self._flush()  # pending rows of an open transaction
         rows = self._cur.execute(
             "SELECT e.wire, p.state FROM pending p"
             " JOIN entries e ON e.lid = p.payer_lid AND e.seq = p.seq AND e.id = p.id"
@@ -271,6 +276,7 @@ class StoreQueries:
         log = self._log(community, payer)
         if log is None:
             return None
+        self._flush()  # pending rows of an open transaction
         cur = self._cur
         row = cur.execute(
             "SELECT state FROM pending WHERE payer_lid = ? AND seq = ? AND id = ?",

@@ -97,11 +97,7 @@ from troc.node._schema import (
     _HEAD_COLUMNS,
     _INSERT_ENTRY,
     _INSERT_MORE_REF,
-    _INSERT_PENDING,
     _INSERT_REQUEST,
-    _INSERT_TIMELINE,
-    _INSERT_TIMELINE_2,
-    _PENDING_MOVES,
     _SELECT_ENTRY,
     _SELECT_LOG,
     _SELECT_REFS,
@@ -111,6 +107,7 @@ from troc.node._schema import (
     SCHEMA_VERSION,
 )
 from troc.node._store_cache import Cache, LogRow
+from troc.node._store_derived import PENDING_MOVES, DerivedRows
 from troc.node._store_files import (
     DAMAGED_ADVICE,
     damaged,
@@ -192,6 +189,8 @@ class Store(StoreFinality, StoreQueries):
         # recently, not answered since): refs_by on them needs no query.
         self._no_refs: Cache[tuple[CommunityId, EntryId], bool] = Cache(cache_entries * 4)
         self._more_refs: bool | None = None  # does more_refs hold any row?
+        # Timeline and pending rows of the open transaction, written at commit.
+        self._derived = DerivedRows()
         self._waiting = WaitingRows(conn, waiting, self._write)
 
     # -- opening and closing ----------------------------------------------
@@ -336,6 +335,7 @@ class Store(StoreFinality, StoreQueries):
             self._entry_counts.clear()
         self._more_refs = None
         self._waiting.forget()
+        self._derived.forget()
 
     def _write(self) -> None:
         if not self._in_tx:
@@ -347,7 +347,10 @@ class Store(StoreFinality, StoreQueries):
             raise LocalProtocolError("the store is closed")
 
     def _flush(self) -> None:
-        """Write the cached log rows changed in this transaction."""
+        """Write the cached log rows changed in this transaction, and the
+        timeline and pending rows held (a query reading those tables calls
+        this first)."""
+        self._derived.write(self._cur)
         if not self._dirty:
             return
         rows: list[tuple[Any, ...]] = []
@@ -498,9 +501,8 @@ class Store(StoreFinality, StoreQueries):
                 )
                 self._more_refs = True
             self._no_refs.pop((c, r.target_id))
-            move = _PENDING_MOVES.get(r.kind)
-            if move is not None:
-                execute(move, (target, r.target_seq, r.target_id))
+            if r.kind in PENDING_MOVES:
+                self._derived.move(r.kind, (target, r.target_seq, r.target_id), self._cur)
             elif r.kind is Kind.OFFER_CLOSE:
                 execute(_CLOSE_OFFER, (c, r.target_author, r.target_seq, r.target_id))
         execute(
@@ -523,25 +525,19 @@ class Store(StoreFinality, StoreQueries):
             self._entry_counts[c] += 1
         self._dirty[(c, a)] = log
         body = e.body
+        timeline = self._derived.timeline
+        timeline.append((lid, e.timestamp_ms, e.id, lid, e.seq))
         if isinstance(body, Transfer):
             payee = self._lid(c, body.to)
-            execute(
-                _INSERT_TIMELINE_2,
-                (lid, e.timestamp_ms, e.id, lid, e.seq, payee, e.timestamp_ms, e.id, lid, e.seq),
-            )
-            execute(_INSERT_PENDING, (lid, e.seq, e.id, payee, body.amount))
+            timeline.append((payee, e.timestamp_ms, e.id, lid, e.seq))
+            self._derived.pending[(lid, e.seq, e.id)] = [payee, body.amount, "open"]
         elif isinstance(body, Request):
             # In the timelines of both, as a transfer is.
             payer = self._lid(c, body.to)
-            execute(
-                _INSERT_TIMELINE_2,
-                (lid, e.timestamp_ms, e.id, lid, e.seq, payer, e.timestamp_ms, e.id, lid, e.seq),
-            )
+            timeline.append((payer, e.timestamp_ms, e.id, lid, e.seq))
             execute(_INSERT_REQUEST, (payer, lid, e.seq, e.id))
-        else:
-            execute(_INSERT_TIMELINE, (lid, e.timestamp_ms, e.id, lid, e.seq))
-            if isinstance(body, Offer):
-                self._index_offer(e, body)
+        elif isinstance(body, Offer):
+            self._index_offer(e, body)
         self._stored.put((c, a, e.seq, e.id), stored)
         self._where.put((c, e.id), (a, e.seq))
         if e.kind is not Kind.REQUEST:
@@ -564,7 +560,8 @@ class Store(StoreFinality, StoreQueries):
             (log.lid, transfer.seq, Kind.ACCEPT.value, transfer.id),
         )
         if rows:
-            self._cur.execute(_PENDING_MOVES[Kind.ACCEPT], (log.lid, transfer.seq, transfer.id))
+            key = (log.lid, transfer.seq, transfer.id)
+            self._derived.move(Kind.ACCEPT, key, self._cur)  # held: it was just stored
 
     def latest(
         self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
