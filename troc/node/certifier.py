@@ -644,10 +644,7 @@ class Certifier:
         ]
 
     def _wire(self, c: CommunityId, ref: Ref) -> bytes | None:
-        stored = self.local.store.entry(c, ref.author, ref.seq, ref.id)
-        if stored is not None:
-            return stored.entry.wire
-        # An accept may name a transfer held parked with its own
-        # certificate (docs/witness.md §6.1): a witness may lack it too.
-        parked = self.local.ledger.parked_certified(c, ref)
-        return None if parked is None else parked.wire
+        # Stored, or (an accept may name it) a transfer held parked with its
+        # own certificate (docs/witness.md §6.1): a witness may lack it too.
+        held = self.local.ledger.held_certified(c, ref)
+        return None if held is None else held.wire

@@ -36,13 +36,12 @@ def newly_acceptable(
             entry = _parked_on_prev(ledger, o)
         else:
             entry = None
-        if entry is None or entry.community is None:
-            continue
-        if not isinstance(entry.body, Transfer) or entry.body.to != member:
-            continue
-        if ledger.witness_rules(entry.community) is None:  # cached: no read
-            continue
-        if ledger.certified_itself(entry.community, entry.ref):
+        if (
+            entry is not None
+            and isinstance(entry.body, Transfer)
+            and entry.body.to == member
+            and ledger.is_certified_transfer(entry)
+        ):
             out.append(entry)
     return out
 
@@ -50,8 +49,6 @@ def newly_acceptable(
 def _parked_on_prev(ledger: Ledger, o: CertificateOutcome) -> Entry | None:
     cert = o.certificate
     assert cert is not None
-    if ledger.backend.waiting_count() == 0:
-        return None
     wire = ledger.backend.parked_on_prev(cert.community, Ref(cert.author, cert.seq, cert.id))
     # Parked entries passed their signature check before parking.
     return None if wire is None else Entry.decode(wire, check_signature=False)

@@ -258,7 +258,7 @@ class Ledger:
     def ingest_entry(self, entry: Entry, now_ms: int, *, source: str | None = None) -> Outcome:
         """Check and store an already decoded, signature-checked entry."""
         outcome = self._ingest_one(entry, now_ms, source)
-        if outcome.status is Status.WAITING and self._parked_certified_transfer(entry):
+        if outcome.status is Status.WAITING and self.is_certified_transfer(entry):
             # Held now, with its own certificate: an accept of it may be
             # valid before it is stored (docs/witness.md §6.1).
             assert entry.community is not None
@@ -502,31 +502,33 @@ class Ledger:
                 out.append(entry)
         return out
 
+    def held_certified(self, community: CommunityId, ref: Ref) -> Entry | None:
+        """The entry ``ref`` as an answer to it may read it: stored, or
+        parked with its own certificate (:meth:`parked_certified`); None if
+        neither."""
+        stored = self.backend.entry(community, ref.author, ref.seq, ref.id)
+        return stored.entry if stored is not None else self.parked_certified(community, ref)
+
     def held_wire(self, community: CommunityId, ref: Ref) -> bytes | None:
         """The bytes of the entry ``ref`` if held here: stored, parked with
-        its own certificate (:meth:`parked_certified`), or parked waiting
+        its own certificate (:meth:`held_certified`), or parked waiting
         for its prev. What a sync serves a peer that wants ``ref``: an
         accept there may need the transfer parked here (docs/witness.md
         §6.1). A bounded number of index reads, whatever ``ref`` is."""
-        stored = self.backend.entry(community, ref.author, ref.seq, ref.id)
-        if stored is not None:
-            return stored.entry.wire
-        parked = self.parked_certified(community, ref)
-        if parked is not None:
-            return parked.wire
+        held = self.held_certified(community, ref)
+        if held is not None:
+            return held.wire
         return self.backend.parked_on_prev(community, ref)
 
     def held_transfer(self, community: CommunityId, ref: Ref) -> Entry | None:
-        """The transfer ``ref`` as a payee may read it: stored, or parked
-        with its own certificate (:meth:`parked_certified`); None if neither
-        or not a transfer."""
-        stored = self.backend.entry(community, ref.author, ref.seq, ref.id)
-        entry = stored.entry if stored is not None else self.parked_certified(community, ref)
+        """The transfer ``ref`` as a payee may read it (:meth:`held_certified`);
+        None if not held so or not a transfer."""
+        entry = self.held_certified(community, ref)
         return entry if entry is not None and isinstance(entry.body, Transfer) else None
 
-    def _parked_certified_transfer(self, entry: Entry) -> bool:
-        """True if ``entry``, just parked, is a transfer whose own
-        certificate is held (only in a witnessed community)."""
+    def is_certified_transfer(self, entry: Entry) -> bool:
+        """True if ``entry`` is a transfer whose own certificate is held
+        (only in a witnessed community): parked, its payee may accept it."""
         return (
             isinstance(entry.body, Transfer)
             and entry.community is not None
