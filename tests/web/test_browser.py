@@ -13,6 +13,7 @@ or a foreign Host refused.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import urllib.error
@@ -24,6 +25,10 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import Member, balances, members, wait_until
+from tests.parked_payment import parked_payments
+from troc.crypto.ids import encode_id
+from troc.crypto.keystore import save_key
+from troc.node.ops import eid
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -307,3 +312,52 @@ def test_a_browser_without_session_bad_csrf_or_foreign_host_is_refused(
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 403
+
+
+def test_a_payment_parked_with_its_certificate_on_a_phone_in_french(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A newcomer whose node holds a certified payment parked for want of
+    the payer's history (docs/witness.md §6.1) sees it on the pending screen
+    of a phone, in French: the sentence saying why, Accept and no Decline;
+    accepting it there credits the newcomer (not final: no witness runs)."""
+    made = parked_payments(tmp_path)
+    home = tmp_path / "n"
+    save_key(home / "key", made.newcomer.seed, None)
+    (home / "profile.json").write_text(
+        json.dumps({"member": encode_id("m", made.newcomer.public), "name": "Nora"})
+    )
+    old = os.environ.get("TROC_WEB")
+    os.environ["TROC_WEB"] = "127.0.0.1:0"
+    nora = Member("nora", home)
+    try:
+        nora.start(sync_interval=600)
+        ctx = browser.new_context(viewport={"width": 390, "height": 844}, locale="fr-FR")
+        ctx.set_default_timeout(15_000)
+        page = ctx.new_page()
+        url = login_url(nora)
+        page.goto(url)
+        page.goto(f"{base_of(url)}/pending")
+        card = page.locator(f'[data-transfer="{eid(made.paid.id)}"]')
+        assert "historique du payeur" in card.inner_text()
+        accept = card.locator('form:has(input[name="verb"][value="accept"]) button')
+        assert accept.count() == 1
+        assert card.locator('input[name="verb"][value="decline"]').count() == 0
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "phone-pending-parked.png"), full_page=True)
+        accept.click()
+
+        def credited() -> bool:  # not final yet: no witness runs here
+            b = nora("balance").json
+            return bool(b["balance"] + b["unconfirmed"] == 7)
+
+        wait_until("Nora's accept to credit her 7", credited)
+        ctx.close()
+    finally:
+        if nora.proc is not None:
+            nora.stop()
+        if old is None:
+            os.environ.pop("TROC_WEB", None)
+        else:
+            os.environ["TROC_WEB"] = old
