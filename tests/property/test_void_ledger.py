@@ -261,3 +261,40 @@ def test_a_waiting_tip_asks_for_the_certificate(winner: str) -> None:
     assert waiting.ledger.tips_waiting(w.community) == []
     assert final_state(waiting.ledger, race) == final_state(view(race.items()).ledger, race)
     assert dict(waiting.ledger.balances(w.community)) == race.expected()
+
+
+@pytest.mark.parametrize("winner", ["take_back", "accept"])
+@pytest.mark.parametrize("newcomer_starts", [True, False])
+def test_a_newcomer_gets_the_race_certificates_in_the_stream(
+    winner: str, newcomer_starts: bool
+) -> None:
+    """A node that holds nothing but the genesis catches up the race in one
+    session, final tips and balances as the sender's, while the sender reads
+    no range of certified history at its stream's end: the race
+    certificates came ahead of their entries (docs/sync.md, "Certificates").
+    Before, the end read every certified entry above the peer's final seq,
+    in one step of the sender's event loop: a server serving a newcomer a
+    million witnessed entries answered nothing else for most of a minute."""
+    from troc.protocol.sync_pair import sync_pair
+
+    race = Race(winner)
+    w = race.w
+    view = partial(memory_view, race)
+    full = view(race.items(own=False))
+    behind = view(race.items()[:1])
+    read: list[tuple[int, int]] = []
+    ranges = full.race_certificates
+
+    def spy(community: Any, author: Any, low: int, high: int) -> list[bytes]:
+        read.extend(full.ledger.backend.certified_between(community, author, low, high))
+        return ranges(community, author, low, high)
+
+    full.race_certificates = spy  # type: ignore[method-assign]
+    if newcomer_starts:
+        sync_pair(behind, full)
+    else:
+        sync_pair(full, behind)
+    assert read == []
+    assert behind.ledger.is_void(w.community, race.void.ref)
+    assert final_state(behind.ledger, race) == final_state(full.ledger, race)
+    assert dict(behind.ledger.balances(w.community)) == race.expected()

@@ -53,6 +53,7 @@ from troc.protocol.sync import (
     SyncSession,
     SyncStats,
     certificate_for,
+    race_certificate_of,
     race_certificates_between,
 )
 from troc.protocol.sync_wire import (
@@ -168,6 +169,9 @@ class _StoreView:
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:
         return race_certificates_between(self.local.ledger, community, author, low, high)
+
+    def race_certificate(self, community: CommunityId, entry: Entry) -> bytes | None:
+        return race_certificate_of(self.local.ledger, community, entry)
 
 
 #: Parked transfers to this node's member whose certificates a session's

@@ -385,13 +385,18 @@ class Ledger:
         held = self.certificate_of(community, ref)
         return held is not None and is_void_certificate(held)
 
-    def is_raceable(self, community: CommunityId, ref: Ref) -> bool:
+    def is_raceable(self, community: CommunityId, ref: Ref, entry: Entry | None = None) -> bool:
         """True if the held entry ``ref`` may lose a race
         (:func:`troc.protocol.witness.raceable`): its log's final tip passes
         it only once its own certificate, normal or void, is held
-        (docs/witness.md §6.1)."""
-        stored = self.backend.entry(community, ref.author, ref.seq, ref.id)
-        return stored is not None and raceable(stored.entry, self._races, community)
+        (docs/witness.md §6.1). ``entry``: the entry itself, if the caller
+        holds it decoded (one read less)."""
+        if entry is None:
+            stored = self.backend.entry(community, ref.author, ref.seq, ref.id)
+            if stored is None:
+                return False
+            entry = stored.entry
+        return raceable(entry, self._races, community)
 
     def tips_waiting(self, community: CommunityId) -> list[Ref]:
         """The raceable entries whose own certificate (normal or void) a

@@ -112,6 +112,7 @@ from troc.protocol.sync_view import (
     _tips,
     certificate_for,
     digest,
+    race_certificate_of,
     race_certificates_between,
     sync_state,
     view_digest,
@@ -146,6 +147,7 @@ __all__ = [
     "SyncView",
     "certificate_for",
     "digest",
+    "race_certificate_of",
     "race_certificates_between",
     "sync_state",
     "view_digest",
@@ -246,6 +248,9 @@ class SyncSession:
         self._final_waits: dict[Ref, tuple[Ref, ...]] = {}
         self._pushed: set[tuple[MemberId, int]] = set()
         self._sent_ahead: set[bytes] = set()  # certificates sent in the stream
+        # Per author streamed to our head (here or by another session): the
+        # peer's head seq, above which the stream brings race certificates.
+        self._covered: dict[MemberId, int] = {}
         self._peer: Heads = {}  # the peer's heads, once received
         self._peer_frozen: dict[MemberId, int] = {}  # fork points it sent proofs of
         self._peer_proofs: list[bytes] = []  # their entries, ingested after its stream
@@ -494,6 +499,10 @@ class SyncSession:
             # Nothing from a fork point the peer proved on: it never counts.
             upto = min(seq, self._peer_frozen.get(author, seq + 1) - 1)
             if their_seq < upto:
+                if upto == seq:
+                    # Streamed to our head, here or by another session, with
+                    # the race certificates ahead of their entries.
+                    self._covered[author] = their_seq
                 # What other streams over the same connection bring from there on.
                 for after, other_upto in sending.get(author, ()):
                     if after <= their_seq < other_upto:
@@ -540,7 +549,11 @@ class SyncSession:
         for author, (seq, tip) in sorted(finals.items()):
             theirs = self._peer_finals.get(author, 0)
             if seq > theirs:
-                datas += self.view.race_certificates(self.community, author, theirs, seq)
+                # Above the peer's head, the stream (ours or another
+                # session's) sent them ahead of their entries (_needed): a
+                # newcomer's catch-up reads no range of history here.
+                high = min(seq, self._covered.get(author, seq) + 1)
+                datas += self.view.race_certificates(self.community, author, theirs, high)
                 datas.append(tip)
         # Not again what went ahead of the stream's entries (_stream).
         yield from self._cert_frames(d for d in datas if d not in self._sent_ahead)
@@ -642,19 +655,27 @@ class SyncSession:
 
     def _needed(self, run: list[dict[str, Any]]) -> list[bytes]:
         """The certificates held here that make final what the accepts and
-        reclaims of ``run`` (``entries`` messages) need, unless the peer
-        holds it final already (its final seq) or this session sent it."""
+        reclaims of ``run`` (``entries`` messages) need, and the own
+        certificates of its final raceable and void entries (which the
+        peer's tip passes only with them), unless the peer holds it final
+        already (its final seq) or this session sent it."""
         out = []
         for msg in run:
             for wire in msg["e"]:
-                ref = certificate_needed(Entry.decode(wire, check_signature=False))
-                if ref is None or ref.seq <= self._peer_finals.get(ref.author, 0):
-                    continue
-                data = self.view.certificate_of(self.community, ref)
-                if data is not None and data not in self._sent_ahead:
-                    self._sent_ahead.add(data)
-                    out.append(data)
-        return out
+                entry = Entry.decode(wire, check_signature=False)
+                ref = certificate_needed(entry)
+                if ref is not None and ref.seq > self._peer_finals.get(ref.author, 0):
+                    out.append(self.view.certificate_of(self.community, ref))
+                # The entry's own certificate if it races: what the range
+                # read at the stream's end would send (_send_certificates).
+                if entry.seq > self._peer_finals.get(entry.author, 0):
+                    out.append(self.view.race_certificate(self.community, entry))
+        new = []
+        for data in out:
+            if data is not None and data not in self._sent_ahead:
+                self._sent_ahead.add(data)
+                new.append(data)
+        return new
 
     def _batches(self, wires: Iterable[bytes]) -> Iterator[dict[str, Any]]:
         batch: list[bytes] = []

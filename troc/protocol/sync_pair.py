@@ -26,7 +26,13 @@ from troc.protocol.entry import (
     Transfer,
 )
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, Status
-from troc.protocol.sync import SyncSession, certificate_for, race_certificates_between, view_digest
+from troc.protocol.sync import (
+    SyncSession,
+    certificate_for,
+    race_certificate_of,
+    race_certificates_between,
+    view_digest,
+)
 from troc.protocol.sync_wire import (
     MAX_BATCH,
     MAX_FRAME,
@@ -124,6 +130,9 @@ class MemoryView:
         self, community: CommunityId, author: MemberId, low: int, high: int
     ) -> list[bytes]:
         return race_certificates_between(self.ledger, community, author, low, high)
+
+    def race_certificate(self, community: CommunityId, entry: Entry) -> bytes | None:
+        return race_certificate_of(self.ledger, community, entry)
 
     # -- helpers -----------------------------------------------------------
 

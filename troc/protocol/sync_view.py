@@ -15,8 +15,18 @@ from troc.crypto.sign import MemberId
 from troc.protocol.entry import CommunityId, Entry, Ref
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome
 from troc.protocol.sync_wire import Finals, Frozen, Heads
+from troc.protocol.vote import is_void_certificate
+from troc.protocol.witness import can_be_void
 
-__all__ = ["SyncView", "certificate_for", "digest", "sync_state", "view_digest"]
+__all__ = [
+    "SyncView",
+    "certificate_for",
+    "digest",
+    "race_certificate_of",
+    "race_certificates_between",
+    "sync_state",
+    "view_digest",
+]
 
 
 class SyncView(Protocol):
@@ -72,6 +82,11 @@ class SyncView(Protocol):
         :func:`race_certificates_between`."""
         ...
 
+    def race_certificate(self, community: CommunityId, entry: Entry) -> bytes | None:
+        """The own certificate of ``entry`` (held, decoded) if it is one that
+        :meth:`race_certificates` would send: see :func:`race_certificate_of`."""
+        ...
+
 
 def race_certificates_between(
     ledger: Ledger, community: CommunityId, author: MemberId, low: int, high: int
@@ -93,6 +108,25 @@ def race_certificates_between(
             if data is not None:
                 out.append(data)
     return out
+
+
+def race_certificate_of(ledger: Ledger, community: CommunityId, entry: Entry) -> bytes | None:
+    """The own certificate, normal or void, of the held ``entry`` if
+    :func:`race_certificates_between` would send it (the entry is final
+    here, and raceable or void); else None. What a sender streams ahead of
+    the entry itself, so that a peer catching up a long log does not need
+    the whole range read at the stream's end (docs/sync.md,
+    "Certificates"). Reads nothing for an entry of a kind that never races
+    (:func:`troc.protocol.witness.can_be_void`): most of a log."""
+    if not can_be_void(entry):
+        return None
+    ref = entry.ref
+    data = ledger.certificate_of(community, ref)
+    if data is None or not ledger.is_final(community, ref):
+        return None
+    if is_void_certificate(data) or ledger.is_raceable(community, ref, entry):
+        return data
+    return None
 
 
 #: How far above a wanted entry :func:`certificate_for` looks for a certificate.
