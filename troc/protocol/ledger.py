@@ -664,7 +664,8 @@ class Ledger:
             tip = self.backend.entry(c, author, head.final_seq, head.final_id)
             assert tip is not None
             old = tip.balance - head.final_balance
-        void = sum(self._void_credit(c, s.entry.ref) for s in passable)
+        # Only an entry of a kind that can be void reads its certificate.
+        void = sum(self._void_credit(c, s.entry.ref) for s in passable if can_be_void(s.entry))
         self.backend.put_head(
             c,
             author,
