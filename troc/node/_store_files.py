@@ -18,6 +18,7 @@ from pathlib import Path
 
 from troc.errors import CodecError, StoreError
 from troc.node._schema import prepare
+from troc.node._store_cache import Cache
 from troc.protocol.entry import Entry
 
 __all__ = [
@@ -98,15 +99,33 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+#: Stored entries decoded lately, by their bytes, which decide the decoding
+#: (an Entry is frozen: one can be handed out twice). A member's node reads
+#: the same rows again and again: ``balance`` reads every unanswered payment
+#: of its member at each call (a shop's day of them, asked for every few
+#: seconds), and decoding them was most of what that cost (bench/finality.py's
+#: balance poller: a fifth of a payer's CPU). Entries of up to
+#: ``_DECODED_WIRE`` bytes only (payments, accepts), so it stays a few MB.
+_DECODED: Cache[bytes, Entry] = Cache(2048)
+_DECODED_WIRE = 1024
+
+
 def decode_trusted(wire: bytes) -> Entry:
     """Rebuild an entry from bytes this store accepted earlier.
 
-    Its signature was verified when it was stored, so it is not checked again.
+    Its signature was verified when it was stored, so it is not checked
+    again; small entries decoded lately are not decoded again either.
     """
+    entry = _DECODED.get(wire)
+    if entry is not None:
+        return entry
     try:
-        return Entry.decode(wire, check_signature=False)
+        entry = Entry.decode(wire, check_signature=False)
     except CodecError as exc:  # only if the file was altered behind our back
         raise damaged(f"a stored entry no longer decodes: {exc}") from None
+    if len(wire) <= _DECODED_WIRE:
+        _DECODED.put(bytes(wire), entry)
+    return entry
 
 
 def open_files(path: Path, *, cache_mib: int, read_only: bool) -> tuple[sqlite3.Connection, int]:

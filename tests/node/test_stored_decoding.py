@@ -1,0 +1,67 @@
+"""What reading a balance costs: a payer with many unanswered payments (a
+shop's day of them) asks for its balance often (bench/finality.py's poller
+does, every 50 ms), and each read goes over every pending transfer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import key
+from troc.node import steps
+from troc.node._store_files import decode_trusted
+from troc.node.local import LocalNode, open_local_node
+from troc.protocol.entry import CommunityId, Entry
+
+
+@pytest.fixture
+def payer(tmp_path: Path) -> Iterator[tuple[LocalNode, LocalNode, CommunityId]]:
+    """ada founded a community, bruno joined it, ada paid bruno 20 times."""
+    with ExitStack() as stack:
+        ada = stack.enter_context(open_local_node(tmp_path / "ada", key(1)))
+        bruno = stack.enter_context(open_local_node(tmp_path / "bruno", key(2)))
+        community = ada.create_community("Valley LETS", "hours", 100)
+        bruno.join(ada.community(community).genesis)
+        head = bruno.store.head(community, bruno.member)
+        assert head is not None
+        stored = bruno.store.entry(community, bruno.member, head.seq, head.id)
+        assert stored is not None
+        ada.ingest(stored.entry.wire)
+        for _ in range(20):
+            ada.pay(community, bruno.member, 1)
+        yield ada, bruno, community
+
+
+def test_a_second_balance_read_decodes_no_pending_transfer_again(
+    payer: tuple[LocalNode, LocalNode, CommunityId], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada, _bruno, community = payer
+    decoded: list[bytes] = []
+    real = Entry.decode
+
+    def counting(wire: bytes, **kw: Any) -> Entry:
+        decoded.append(wire)
+        return real(wire, **kw)
+
+    monkeypatch.setattr(Entry, "decode", counting)
+    first = steps.op_balance(ada, {}).result
+    decoded.clear()
+    second = steps.op_balance(ada, {}).result
+    assert first == second
+    assert first["pending_out"] == 20
+    pending = {e.wire for e in ada.store.pending_out(community, ada.member)}
+    assert len(pending) == 20
+    assert not pending & set(decoded)  # each was decoded by the first read only
+
+
+def test_a_cached_decoding_is_the_entry_the_bytes_make(
+    payer: tuple[LocalNode, LocalNode, CommunityId],
+) -> None:
+    ada, _bruno, community = payer
+    for e in ada.store.pending_out(community, ada.member):
+        again = decode_trusted(bytes(e.wire))  # a copy of the bytes: found by value
+        assert again == Entry.decode(e.wire)
