@@ -280,3 +280,48 @@ def test_any_valid_key_signs_and_verifies(seed: bytes, message: bytes) -> None:
     assert verify(Domain.ENTRY, signer.public, message, signature)
     flipped = bytes([signature[0] ^ 1]) + signature[1:]
     assert not verify(Domain.ENTRY, signer.public, message, flipped)
+
+
+# -- signatures verified lately are not verified again -------------------------
+
+
+def _counting_opens(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Make nacl's verify count its calls (what troc.crypto.sign calls)."""
+    calls: list[bytes] = []
+    real = nacl.bindings.crypto_sign_open
+
+    def counting(smessage: bytes, public: bytes) -> bytes:
+        calls.append(smessage)
+        return real(smessage, public)
+
+    monkeypatch.setattr(nacl.bindings, "crypto_sign_open", counting)
+    return calls
+
+
+def test_a_signature_verified_lately_is_not_verified_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    signer = key(4)
+    message = b"a certificate's vote, checked by gossip and again when stored"
+    signature = signer.sign(Domain.VOTE, message)
+    calls = _counting_opens(monkeypatch)
+    assert verify(Domain.VOTE, signer.public, message, signature)
+    assert verify(Domain.VOTE, signer.public, message, signature)
+    assert len(calls) == 1
+    # What was verified is the whole of key, domain, message and signature:
+    # any other of them is checked, and fails, as before.
+    assert not verify(Domain.VOID, signer.public, message, signature)
+    assert not verify(Domain.VOTE, key(5).public, message, signature)
+    assert not verify(Domain.VOTE, signer.public, message + b"!", signature)
+    assert len(calls) == 4
+
+
+def test_a_bad_signature_is_checked_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    signer = key(4)
+    message = b"a forged vote"
+    signature = bytearray(signer.sign(Domain.VOTE, message))
+    signature[5] ^= 1
+    calls = _counting_opens(monkeypatch)
+    for _ in range(3):
+        assert not verify(Domain.VOTE, signer.public, message, bytes(signature))
+    assert len(calls) == 3
