@@ -258,10 +258,17 @@ class Topics:
         joining: OrderedDict[MemberId, None] = OrderedDict()
         # Entries of authors not known here, taken but not forwarded.
         ignored_send, ignored = trio.open_memory_channel[tuple[Entry, Any]](GOSSIP_IGNORED)
+        me = self.host.peer_id  # (a base58 encoding each time it is asked)
 
         def validate(msg: Any) -> bool:
             if self._refused(msg):
                 return False
+            if msg.forwarder == me:
+                # Our own publish (py-libp2p hands it to us from ourselves;
+                # a copy from a peer has that peer as forwarder): own
+                # entries, signed and stored here, never checked. Decoding
+                # them cost a signature check per own entry, for nothing.
+                return True
             try:
                 if is_run(msg.data):
                     entries = decode_run(msg.data)  # one author's, in order, all verified
@@ -275,7 +282,7 @@ class Topics:
             if entry.community != community:
                 return False
             store = self.local.store
-            if msg.origin != self.host.peer_id and all(
+            if msg.origin != me and all(
                 store.entry(community, e.author, e.seq, e.id) for e in entries
             ):
                 # Held already: not forwarded again. A peer re-sending old
