@@ -35,13 +35,13 @@ def test_balance_reads_the_pending_transfers_once_and_sorts_them(tmp_path: Path)
         now[0] += 2000  # the third has expired, unanswered
 
         reads = [0]
-        pending_out = ada.store.pending_out
+        pending_out_states = ada.store.pending_out_states  # what pending_out reads too
 
         def counting(*args: Any) -> Any:
             reads[0] += 1
-            return pending_out(*args)
+            return pending_out_states(*args)
 
-        ada.store.pending_out = counting  # type: ignore[method-assign]
+        ada.store.pending_out_states = counting  # type: ignore[method-assign]
         balance = ops.run_op(ada, "balance", {})
     assert reads[0] == 1
     assert (balance["pending_out"], balance["declined_out"], balance["expired_out"]) == (10, 3, 5)

@@ -65,3 +65,25 @@ def test_a_cached_decoding_is_the_entry_the_bytes_make(
     for e in ada.store.pending_out(community, ada.member):
         again = decode_trusted(bytes(e.wire))  # a copy of the bytes: found by value
         assert again == Entry.decode(e.wire)
+
+
+def test_a_balance_read_looks_up_no_open_pending_transfer_again(
+    payer: tuple[LocalNode, LocalNode, CommunityId],
+) -> None:
+    """The pending rows say which transfers are declined (only those can
+    have a decline held) and hold the entries whose expiry is read: none is
+    looked up again one by one."""
+    ada, _bruno, community = payer
+    looked_up: list[Any] = []
+    entry = ada.store.entry
+
+    def counting(*args: Any) -> Any:
+        looked_up.append(args)
+        return entry(*args)
+
+    ada.store.entry = counting  # type: ignore[method-assign]
+    balance = steps.op_balance(ada, {}).result
+    assert (balance["pending_out"], balance["declined_out"], balance["expired_out"]) == (20, 0, 0)
+    pending = {(e.author, e.seq) for e in ada.store.pending_out(community, ada.member)}
+    assert len(pending) == 20
+    assert not pending & {(author, seq) for _c, author, seq, _id in looked_up}
