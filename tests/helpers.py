@@ -19,9 +19,10 @@ import struct
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -53,6 +54,9 @@ from troc.protocol.entry import (
 )
 from troc.protocol.ledger import Ledger, Outcome, Reason, Status
 from troc.protocol.witness import Certificate, VoidCertificate, VoidVote, Vote, default_quorum
+
+if TYPE_CHECKING:  # node-level: imported where used (two_members)
+    from troc.node.local import LocalNode
 
 #: A fixed "now": 2023-11-14T22:13:20Z.
 T0 = 1_700_000_000_000
@@ -535,6 +539,26 @@ def founded_homes(tmp: Path) -> tuple[SigningKey, SigningKey, CommunityId, bytes
     with open_local_node(tmp / "a", ka) as a:
         a.join(genesis)
     return ks, ka, community, genesis
+
+
+def two_members(
+    stack: ExitStack, tmp: Path, credit_limit: int = 20
+) -> tuple[LocalNode, LocalNode, CommunityId]:
+    """ada (``key(1)``, under ``tmp/"ada"``) founded a community, bruno
+    (``key(2)``) joined it, and ada holds bruno's join; both nodes stay open
+    as long as ``stack``."""
+    from troc.node.local import open_local_node  # node-level: imported only here
+
+    ada = stack.enter_context(open_local_node(tmp / "ada", key(1)))
+    bruno = stack.enter_context(open_local_node(tmp / "bruno", key(2)))
+    community = ada.create_community("Valley LETS", "hours", credit_limit)
+    bruno.join(ada.community(community).genesis)
+    head = bruno.store.head(community, bruno.member)
+    assert head is not None
+    stored = bruno.store.entry(community, bruno.member, head.seq, head.id)
+    assert stored is not None
+    ada.ingest(stored.entry.wire)
+    return ada, bruno, community
 
 
 def bench_module(name: str) -> ModuleType:

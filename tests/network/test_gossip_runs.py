@@ -25,6 +25,19 @@ pytestmark = pytest.mark.filterwarnings(
 PAYMENTS = 8  # the credit limit is 10
 
 
+def _record_publishes(node: Any) -> list[bytes]:
+    """What ``node`` publishes on gossip from now on, in order."""
+    published: list[bytes] = []
+    publish = node.host.gossip.publish
+
+    async def recording(topic: str, data: bytes) -> Any:
+        published.append(data)
+        return await publish(topic, data)
+
+    node.host.gossip.publish = recording
+    return published
+
+
 async def test_a_burst_of_own_entries_travels_as_runs_and_all_arrive(tmp_path: Path) -> None:
     ks, ka, community, _genesis = founded_homes(tmp_path)
     with open_local_node(tmp_path / "a", ka) as a, open_local_node(tmp_path / "s", ks) as s:
@@ -38,14 +51,7 @@ async def test_a_burst_of_own_entries_travels_as_runs_and_all_arrive(tmp_path: P
     ):
         with trio.fail_after(15):
             await node.host.gossip.wait_for_mesh(server.peer_id, topic_of(community))
-        published: list[bytes] = []
-        publish = node.host.gossip.publish
-
-        async def counting(topic: str, data: bytes) -> Any:
-            published.append(data)
-            return await publish(topic, data)
-
-        node.host.gossip.publish = counting  # type: ignore[method-assign]
+        published = _record_publishes(node)
         async with trio.open_nursery() as nursery:
             for _ in range(PAYMENTS):
                 nursery.start_soon(node.run_op, "pay", params)
@@ -79,14 +85,7 @@ async def test_own_publishes_are_not_decoded_again(
     monkeypatch.setattr(topics, "decode_run", counting_run)
     monkeypatch.setattr(Entry, "decode", counting_entry)
     async with open_node(_config(tmp_path / "a"), ka) as node:  # no peer: only its own validator
-        published: list[bytes] = []
-        publish = node.host.gossip.publish
-
-        async def recording(topic: str, data: bytes) -> Any:
-            published.append(data)
-            return await publish(topic, data)
-
-        node.host.gossip.publish = recording  # type: ignore[method-assign]
+        published = _record_publishes(node)
         for i in range(3):
             await node.run_op("offer.add", {"community": ops.cid(community), "title": f"o{i}"})
         with trio.fail_after(10):

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import key
+from tests.helpers import two_members
 from troc.node import steps
 from troc.node._store_files import decode_trusted
-from troc.node.local import LocalNode, open_local_node
+from troc.node.local import LocalNode
 from troc.protocol.entry import CommunityId, Entry
 
 
@@ -22,15 +22,7 @@ from troc.protocol.entry import CommunityId, Entry
 def payer(tmp_path: Path) -> Iterator[tuple[LocalNode, LocalNode, CommunityId]]:
     """ada founded a community, bruno joined it, ada paid bruno 20 times."""
     with ExitStack() as stack:
-        ada = stack.enter_context(open_local_node(tmp_path / "ada", key(1)))
-        bruno = stack.enter_context(open_local_node(tmp_path / "bruno", key(2)))
-        community = ada.create_community("Valley LETS", "hours", 100)
-        bruno.join(ada.community(community).genesis)
-        head = bruno.store.head(community, bruno.member)
-        assert head is not None
-        stored = bruno.store.entry(community, bruno.member, head.seq, head.id)
-        assert stored is not None
-        ada.ingest(stored.entry.wire)
+        ada, bruno, community = two_members(stack, tmp_path)
         for _ in range(20):
             ada.pay(community, bruno.member, 1)
         yield ada, bruno, community

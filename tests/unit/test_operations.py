@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import key
+from tests.helpers import key, two_members
 from troc.errors import LocalProtocolError, RefusedError
 from troc.node import ops, steps
 from troc.node.invitation import encode_invitation
-from troc.node.local import LocalNode, open_local_node
+from troc.node.local import LocalNode
 from troc.node.opdata import describe_error, mid
 from troc.node.operations import OPERATIONS, operation, run_offline
 from troc.protocol.entry import CommunityId, Kind
@@ -24,16 +24,7 @@ from troc.protocol.entry import CommunityId, Kind
 def pair(tmp_path: Path) -> Iterator[tuple[LocalNode, LocalNode, CommunityId]]:
     """ada founded a community; bruno joined it; ada holds bruno's join."""
     with ExitStack() as stack:
-        ada = stack.enter_context(open_local_node(tmp_path / "ada", key(1)))
-        bruno = stack.enter_context(open_local_node(tmp_path / "bruno", key(2)))
-        community = ada.create_community("Valley LETS", "hours", 20)
-        bruno.join(ada.community(community).genesis)
-        head = bruno.store.head(community, bruno.member)
-        assert head is not None
-        stored = bruno.store.entry(community, bruno.member, head.seq, head.id)
-        assert stored is not None
-        ada.ingest(stored.entry.wire)
-        yield ada, bruno, community
+        yield two_members(stack, tmp_path)
 
 
 def test_the_table_declares_what_each_operation_needs() -> None:
