@@ -64,6 +64,7 @@ from troc.net.frames import (
     write_frames,
 )
 from troc.net.gossip import Gossip, GossipParams
+from troc.net.msg_signatures import install as _install_msg_signatures
 from troc.net.peer_records import install as _install_peer_records
 from troc.net.yamux_window import install as _install_yamux_window
 
@@ -90,6 +91,9 @@ logger = logging.getLogger(__name__)
 _install_yamux_window()
 # A gossip RPC's signed peer record checked once, not per RPC (troc/net/peer_records.py).
 _install_peer_records()
+# A gossip publisher's key read from its peer id once, not per message
+# (troc/net/msg_signatures.py).
+_install_msg_signatures()
 
 DEFAULT_LISTEN: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
 #: Default deadline for one whole frame (read or write), a connect, a stream open.
