@@ -561,6 +561,20 @@ def two_members(
     return ada, bruno, community
 
 
+async def publish_and_receive(host: Any, topic: str, sub: Any, sent: list[bytes]) -> list[bytes]:
+    """Publish ``sent`` from ``host`` on ``topic``, one message each, and
+    return the data of as many messages as ``sub`` then receives (within 10 s)."""
+    import trio  # network-level: imported only here
+
+    for data in sent:
+        await host.gossip.publish(topic, data)
+    got = []
+    with trio.fail_after(10):
+        while len(got) < len(sent):
+            got.append((await sub.receive()).data)
+    return got
+
+
 def bench_module(name: str) -> ModuleType:
     """``bench/NAME.py`` loaded as the module ``troc_bench_NAME`` (the
     benchmarks are scripts, not a package: tests run them in miniature)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from tests.helpers import publish_and_receive
 from troc.net.p2p import open_host
 
 TOPIC = "troc/test/merge"
@@ -31,12 +32,7 @@ async def test_a_backlog_for_a_peer_leaves_in_few_writes_and_all_arrives() -> No
                 await a.gossip.wait_for_mesh(b.peer_id, TOPIC)
             a.gossip._write_batch = slow_write  # type: ignore[method-assign]
             sent = [f"m{i}".encode() for i in range(20)]
-            for data in sent:
-                await a.gossip.publish(TOPIC, data)
-            got = []
-            with trio.fail_after(10):
-                while len(got) < len(sent):
-                    got.append((await sub.receive()).data)
+            got = await publish_and_receive(a, TOPIC, sub, sent)
         assert got == sent  # in order, none lost, none twice
         published = [n for n in writes if n]
         assert sum(published) == len(sent)

@@ -15,6 +15,7 @@ from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
+from tests.helpers import publish_and_receive
 from troc.net.msg_signatures import check_signature
 from troc.net.p2p import open_host
 
@@ -65,12 +66,7 @@ async def test_a_publishers_key_is_read_from_its_id_once(monkeypatch: pytest.Mon
                 await a.gossip.wait_for_mesh(b.peer_id, TOPIC)
             monkeypatch.setattr(ID, "extract_public_key", counting)
             sent = [f"m{i}".encode() for i in range(20)]
-            for data in sent:
-                await a.gossip.publish(TOPIC, data)
-            got = []
-            with trio.fail_after(10):
-                while len(got) < len(sent):
-                    got.append((await sub.receive()).data)
+            got = await publish_and_receive(a, TOPIC, sub, sent)
     assert got == sent
     a_id = ID.from_base58(a.peer_id).to_bytes()
     # Each host read a's key from its id at most once (a checks its own
