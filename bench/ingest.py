@@ -16,8 +16,8 @@ Then, on one core (the process pins itself to one CPU), it measures:
 - ``balance_query_us``: median time of one ``Ledger.balance`` on the full
   store just reopened (cold: it reads SQLite), and ``balance_cached_us``;
 - ``ingest_per_s_all_cores``: the node's own sync path on every core: batches
-  of 512 entries (a sync frame) decoded, their signatures checked in a child
-  process by ``troc.node.verifier.Verifier`` (its default), while
+  of 512 entries (a sync frame) decoded, their signatures checked in child
+  processes, one per core, by ``troc.node.verifier.Verifier`` (its default), while
   ``LocalNode.ingest_many`` stores the batch before, under trio;
   ``ingest_per_s_all_cores_threads``: the same with the Verifier's
   ``threads`` mode (PyNaCl releases the GIL for each check);

@@ -464,7 +464,7 @@ async def open_node(
                 serves=serves,
                 nursery=nursery,
             )
-            stack.callback(syncer.verifier.close)  # its threads and worker process
+            stack.callback(syncer.verifier.close)  # its threads and worker processes
             for version, protocol in SYNC_VERSIONS.items():
                 answer = functools.partial(syncer.handle_stream, version=version)
                 host.set_stream_handler(protocol, answer)

@@ -19,16 +19,26 @@ do on the node's thread.
 
 Two ways, both measured (bench/ingest.py, 2 cores): ``processes`` (the
 default with 2 cores or more) decodes on the calling thread and has the
-signatures checked by child processes (:mod:`troc.node.verify_worker`, one
-per core but one); ``threads`` decodes and checks in worker threads.
-libsodium drops the GIL while it checks, but each check is a call of its own:
-handing the GIL back and forth with the node's thread cost ~45 µs of CPU per
-entry, and the threads reached ~0.45x one core's verify rate where the
-processes reached ~0.7x. Either way the work runs on a
-:class:`concurrent.futures.ThreadPoolExecutor`'s threads (waiting on a child
-process, or checking), not trio's: it goes on while the node's thread is
-inside a commit. A child process that fails is replaced by checks in the
-threads.
+signatures checked by child processes (:mod:`troc.node.verify_worker`), one
+per core; ``threads`` decodes and checks in worker threads. libsodium drops
+the GIL while it checks, but each check is a call of its own: handing the
+GIL back and forth with the node's thread cost ~45 µs of CPU per entry, and
+the threads reached ~0.45x one core's verify rate where the processes
+reached ~0.7x.
+
+One child per core, not one per core but one: the node's thread needs less
+than a core (~45 µs an entry to decode and store, against ~60 µs to check
+the signature), so with one child for the checks on two cores the checks
+were the bottleneck, at most one core's verify rate, while the node's
+thread slept a third of the time waiting for them. With a child per core the
+system shares both cores between the three, the checks taking what the
+node's thread leaves. Each child is fed without waiting for its answers
+(:class:`_Child`), so it never idles between two requests. All this runs
+on threads of ours (a child's sender and receiver; a
+:class:`concurrent.futures.ThreadPoolExecutor`'s for the checks in
+``threads`` mode), not trio's: it goes on while the node's thread is inside
+a commit. A child process that fails is replaced by checks in the threads,
+for the batches it had not answered and all later ones.
 """
 
 from __future__ import annotations
@@ -37,10 +47,12 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import queue
 import struct
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
@@ -109,8 +121,28 @@ def _cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class _Request:
+    __slots__ = ("future", "triples")
+
+    def __init__(self, triples: list[tuple[bytes, bytes, bytes]]) -> None:
+        self.triples = triples
+        self.future: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+
+
 class _Child:
-    """One :mod:`troc.node.verify_worker` process, asked from one thread at a time."""
+    """One :mod:`troc.node.verify_worker` process, fed without waiting.
+
+    :meth:`check` queues a request and returns a future at once; a thread
+    sends the requests in order, another reads the answers and settles the
+    futures in the same order (the worker answers in order). So the worker
+    finds the next request in its pipe as soon as it has answered one. When
+    each request waited for the answer to the one before, the worker idled
+    between the two while this process's thread that had to read the answer
+    and write the next request waited for the GIL (up to its 5 ms switch
+    interval, the node's thread storing): ~20 % of the worker's time
+    (bench/ingest.py). If the worker fails, every request not answered fails
+    with OSError, and so does every later one.
+    """
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -118,30 +150,86 @@ class _Child:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
+        # Requests to send; None: close the worker's stdin after the others.
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        # Sent, not answered yet, in order (appended before the write, so the
+        # reader always finds the request whose answer it reads).
+        self._sent: deque[_Request] = deque()
         self._lock = threading.Lock()
+        self._failed: OSError | None = None
+        self._threads = [
+            threading.Thread(target=self._send, name="troc-verify-send", daemon=True),
+            threading.Thread(target=self._receive, name="troc-verify-receive", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def check(self, triples: list[tuple[bytes, bytes, bytes]]) -> bytes:
-        body = msgpack.packb(triples, use_bin_type=True)
-        stdin, stdout = self.proc.stdin, self.proc.stdout
+    def check(self, triples: list[tuple[bytes, bytes, bytes]]) -> concurrent.futures.Future[bytes]:
+        """The verdicts on ``triples``, one byte each (1: the signature holds), to come."""
+        request = _Request(triples)
+        self._queue.put(request)
+        return request.future
+
+    def _send(self) -> None:
+        stdin = self.proc.stdin
         assert stdin is not None
+        while (request := self._queue.get()) is not None:
+            body = msgpack.packb(request.triples, use_bin_type=True)
+            with self._lock:
+                failed = self._failed
+                if failed is None:
+                    self._sent.append(request)
+            if failed is not None:
+                request.future.set_exception(failed)
+                continue
+            try:
+                stdin.write(_LENGTH.pack(len(body)) + body)
+                stdin.flush()
+            except (OSError, ValueError) as exc:  # ValueError: the pipe was closed
+                self._fail(OSError(f"the verify worker takes no more requests: {exc}"))
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+    def _receive(self) -> None:
+        stdout = self.proc.stdout
         assert stdout is not None
+        try:
+            while True:
+                head = stdout.read(_LENGTH.size)
+                if not head:
+                    with self._lock:
+                        if not self._sent:
+                            return  # it ended with nothing asked of it: closed
+                    raise OSError("the verify worker ended")
+                if len(head) != _LENGTH.size:
+                    raise OSError("the verify worker ended mid-answer")
+                verdicts = _read(stdout, _LENGTH.unpack(head)[0])
+                with self._lock:
+                    request = self._sent.popleft() if self._sent else None
+                if request is None or len(verdicts) != len(request.triples):
+                    raise OSError("the verify worker answered for another batch")
+                request.future.set_result(verdicts)
+        except (OSError, ValueError) as exc:
+            self._fail(exc if isinstance(exc, OSError) else OSError(str(exc)))
+
+    def _fail(self, exc: OSError) -> None:
         with self._lock:
-            stdin.write(_LENGTH.pack(len(body)) + body)
-            stdin.flush()
-            verdicts = _read(stdout, _LENGTH.unpack(_read(stdout, _LENGTH.size))[0])
-        if len(verdicts) != len(triples):
-            raise OSError("the verify worker answered for another batch")
-        return verdicts
+            if self._failed is None:
+                self._failed = exc
+            sent, self._sent = self._sent, deque()
+        for request in sent:
+            request.future.set_exception(exc)
 
     def close(self) -> None:
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
+        """Once the requests queued are answered (or failed), end the worker."""
+        self._queue.put(None)
+        self._threads[0].join()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._threads[1].join()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
@@ -180,16 +268,13 @@ class Verifier:
         if self.mode not in ("processes", "threads"):
             raise ValueError(f"unknown mode {self.mode!r}")
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        # The child processes not in use now (each used by one thread at a time).
-        self._children: list[_Child] = []
-        self._all_children: list[_Child] = []
-        self._children_lock = threading.Lock()
+        self._children: list[_Child] = []  # started on demand
         self._broken = False  # a child failed: check in the threads from now on
 
-    def _executor(self, threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
-                threads, thread_name_prefix="troc-verify"
+                self.workers, thread_name_prefix="troc-verify"
             )
         return self._pool
 
@@ -203,38 +288,61 @@ class Verifier:
         if self.mode == "processes" and not self._broken:
             decoded = _decode(wires)
             triples = _triples(decoded)
-            pool = self._executor(max(1, self.workers - 1))
+            children = self.workers
             # (max 1: a batch where nothing decodes has nothing to check.)
-            step = max(1, -(-len(triples) // max(1, self.workers - 1)))
+            step = max(1, -(-len(triples) // children))
             futures = [
-                pool.submit(self._check_in_child, triples[i : i + step])
-                for i in range(0, len(triples), step)
+                self._check(k, triples[i : i + step])
+                for k, i in enumerate(range(0, len(triples), step))
             ]
             return Prepared(lambda: _keep(decoded, b"".join(f.result() for f in futures)), futures)
-        pool = self._executor(self.workers)
+        pool = self._executor()
         step = -(-n // self.workers)
         parts = [pool.submit(prepare, wires[i : i + step]) for i in range(0, n, step)]
         return Prepared(lambda: [item for f in parts for item in f.result()], parts)
 
-    def _check_in_child(self, triples: list[tuple[bytes, bytes, bytes]]) -> bytes:
-        """Runs on a pool thread: a child checks ``triples`` (here, if none works)."""
-        if self._broken:
-            return _check_here(triples)
-        with self._children_lock:
-            child = self._children.pop() if self._children else None
+    def _check(
+        self, k: int, triples: list[tuple[bytes, bytes, bytes]]
+    ) -> concurrent.futures.Future[bytes]:
+        """The verdicts on ``triples``, to come from child ``k`` (started if
+        need be), or from the threads if a child failed."""
+        if not self._broken:
+            try:
+                while len(self._children) <= k:
+                    self._children.append(_Child())
+                answer = self._children[k].check(triples)
+            except OSError as exc:
+                self._give_up(exc)
+            else:
+                out: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+                answer.add_done_callback(lambda f: self._settle(f, out, triples))
+                return out
+        return self._executor().submit(_check_here, triples)
+
+    def _settle(
+        self,
+        answer: concurrent.futures.Future[bytes],
+        out: concurrent.futures.Future[bytes],
+        triples: list[tuple[bytes, bytes, bytes]],
+    ) -> None:
+        """``out`` gets a child's ``answer``, or, if the child failed, the
+        threads' verdicts on ``triples``."""
+        exc = answer.exception()
+        if exc is None:
+            out.set_result(answer.result())
+            return
+        self._give_up(exc)
         try:
-            if child is None:
-                child = _Child()
-                with self._children_lock:
-                    self._all_children.append(child)
-            verdicts = child.check(triples)
-        except OSError as exc:
-            logger.warning("signature checks leave their worker process: %s", exc)
-            self._broken = True
-            return _check_here(triples)
-        with self._children_lock:
-            self._children.append(child)
-        return verdicts
+            checked = self._executor().submit(_check_here, triples)
+        except RuntimeError as closed:  # close() came first: no thread checks any more
+            out.set_exception(closed)
+            return
+        checked.add_done_callback(lambda f: _copy(f, out))
+
+    def _give_up(self, exc: BaseException) -> None:
+        if not self._broken:
+            logger.warning("signature checks leave their worker processes: %s", exc)
+        self._broken = True
 
     async def prepare(self, wires: Sequence[bytes]) -> list[bytes | Entry]:
         """:func:`prepare` over ``wires``, off this thread; in the order of ``wires``."""
@@ -243,13 +351,12 @@ class Verifier:
     def close(self) -> None:
         """End the threads and child processes (after the work handed to
         them). Idempotent."""
+        children, self._children = self._children, []
+        for child in children:
+            child.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        with self._children_lock:
-            children, self._all_children, self._children = self._all_children, [], []
-        for child in children:
-            child.close()
 
 
 class Prepared:
@@ -272,6 +379,14 @@ class Prepared:
                     await _wait(future)
             self._done = self._finish()
         return self._done
+
+
+def _copy(source: concurrent.futures.Future[bytes], to: concurrent.futures.Future[bytes]) -> None:
+    exc = source.exception()
+    if exc is None:
+        to.set_result(source.result())
+    else:
+        to.set_exception(exc)
 
 
 async def _wait(future: concurrent.futures.Future[Any]) -> None:
