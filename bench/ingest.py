@@ -28,7 +28,11 @@ Then, on one core (the process pins itself to one CPU), it measures:
   worker processes) and
   ``all_cores_bound_vs_verify``: the most those allow with the cores free,
   1 / max(store thread, all / cores), over one core's verify rate in CPU
-  time (``verify_cpu_us_per_entry``);
+  time (``verify_cpu_us_per_entry``); and where the pipeline stalls (Linux
+  schedstat: time neither running nor waiting for a core, so what others
+  run does not count), ``store_thread_asleep_share`` (of the wall time, the
+  store's thread waiting for the checks) and ``verify_workers_asleep_share``
+  (each worker process waiting for requests, on average);
 - ``ingest_per_s_all_cores_processes``: the bench's own variant, signatures
   verified in a process pool while the main process decodes and stores;
 - ``rss_mb``: peak resident memory of the whole run.
@@ -59,6 +63,7 @@ import resource
 import statistics
 import struct
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -385,17 +390,31 @@ def measure_ingest_parallel(
     return rate
 
 
+def _schedstat(path: str) -> tuple[float, float] | None:
+    """Seconds a thread or process ran, and waited runnable for a core
+    (Linux's /proc schedstat), or None where there is none."""
+    try:
+        with open(path) as f:
+            run, wait, _slices = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(run) / 1e9, int(wait) / 1e9
+
+
 def ingest_pipelined(
     node: LocalNode,
     wires: Sequence[bytes],
     community: CommunityId,
     workers: int,
     mode: str | None = None,
+    workers_sched: list[tuple[float, float]] | None = None,
 ) -> None:
     """Store ``wires`` (all valid) as sync does (:mod:`troc.node.sync`): frames
     of 512 entries handed to the Verifier (``mode``: its default, or
     ``threads``) up to AHEAD_FRAMES ahead, and the frames at hand stored in
-    runs of up to COMBINE_ENTRIES by ``LocalNode.ingest_many``."""
+    runs of up to COMBINE_ENTRIES by ``LocalNode.ingest_many``.
+    ``workers_sched`` gets each verify worker process's :func:`_schedstat`
+    at the end."""
     chunks = iter(list(_chunks(wires, MAX_BATCH)))
     verifier = Verifier(workers, mode=mode)
     ahead: deque[tuple[int, Prepared]] = deque()
@@ -424,6 +443,11 @@ def ingest_pipelined(
 
     try:
         trio.run(run)
+        if workers_sched is not None:
+            for pid in verifier.worker_pids():
+                sched = _schedstat(f"/proc/{pid}/schedstat")
+                if sched is not None:
+                    workers_sched.append(sched)
     finally:
         verifier.close()
 
@@ -444,13 +468,23 @@ def _cpu_with_children() -> float:
 
 
 def measure_node_path(
-    wires: Sequence[bytes], now_ms: int, workers: int, mode: str | None = None
+    wires: Sequence[bytes],
+    now_ms: int,
+    workers: int,
+    mode: str | None = None,
+    asleep: dict[str, float] | None = None,
 ) -> tuple[float, float, float]:
     """Entries per second through the node's sync path (see the module docstring):
     the Verifier prepares frame k + 1 in worker threads while the store takes
     frame k, as :meth:`troc.node.sync.Syncer._run_session` does. Also returns
     the CPU µs per entry of the calling thread (the store's: the serial part)
-    and of the whole process."""
+    and of the whole process.
+
+    ``asleep`` gets where the pipeline stalls, whatever else the machine
+    runs: the share of the wall time the store's thread slept (neither ran
+    nor waited for a core: it waited for the checks), ``store``, and the
+    mean share the verify worker processes slept (waiting for requests; from
+    the first request on, their start-up included), ``workers``."""
     home = OUT / "ingest-node"
     if home.exists():
         for f in home.iterdir():
@@ -459,9 +493,18 @@ def measure_node_path(
     with open_local_node(home, None, lambda: now_ms, member=genesis.author) as node:
         node.ingest_many([wires[0]])
         n = len(wires) - 1
+        me = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+        sched0 = _schedstat(me)
+        workers_sched: list[tuple[float, float]] = []
         t0, main0, cpu0 = time.perf_counter(), time.thread_time(), _cpu_with_children()
-        ingest_pipelined(node, wires[1:], CommunityId(genesis.id), workers, mode)
-        rate = n / (time.perf_counter() - t0)
+        ingest_pipelined(node, wires[1:], CommunityId(genesis.id), workers, mode, workers_sched)
+        wall = time.perf_counter() - t0
+        rate = n / wall
+        sched1 = _schedstat(me)
+        if asleep is not None and sched0 is not None and sched1 is not None:
+            asleep["store"] = 1 - (sum(sched1) - sum(sched0)) / wall
+        if asleep is not None and workers_sched:
+            asleep["workers"] = sum(1 - sum(s) / wall for s in workers_sched) / len(workers_sched)
         main_us = (time.thread_time() - main0) / n * 1e6
         # The verify worker processes are waited for by then: their CPU counts.
         cpu_us = (_cpu_with_children() - cpu0) / n * 1e6
@@ -535,7 +578,8 @@ def main(argv: list[str] | None = None) -> None:
         "store_mb": round(db_mb, 1),
     }
     if not args.no_threads:
-        threads, main_us, cpu_us = measure_node_path(wires, now_ms, len(cpus))
+        asleep: dict[str, float] = {}
+        threads, main_us, cpu_us = measure_node_path(wires, now_ms, len(cpus), asleep=asleep)
         print(
             f"ingest, {len(cpus)} cores (node sync path): {threads:,.0f} entries/s"
             f" = {threads / verify_rate:.2f} x one core's verify",
@@ -570,6 +614,10 @@ def main(argv: list[str] | None = None) -> None:
             f" {verify_us / bound:.2f} x one core's verify rate",
             file=sys.stderr,
         )
+        for part, share in asleep.items():
+            result[f"{'store_thread' if part == 'store' else 'verify_workers'}_asleep_share"] = (
+                round(share, 3)
+            )
         result["ingest_per_s_all_cores_processes"] = round(procs)
         result["cores"] = len(cpus)
     result["gc"] = "python" if args.default_gc else "troc"

@@ -223,13 +223,14 @@ class _Child:
     def close(self) -> None:
         """Once the requests queued are answered (or failed), end the worker."""
         self._queue.put(None)
-        self._threads[0].join()
+        self._threads[0].join(timeout=5)  # all sent (a worker that hangs is killed below)
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._threads[1].join()
+        for thread in self._threads:
+            thread.join()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
@@ -343,6 +344,10 @@ class Verifier:
         if not self._broken:
             logger.warning("signature checks leave their worker processes: %s", exc)
         self._broken = True
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the child processes running now (for measures)."""
+        return [child.proc.pid for child in self._children]
 
     async def prepare(self, wires: Sequence[bytes]) -> list[bytes | Entry]:
         """:func:`prepare` over ``wires``, off this thread; in the order of ``wires``."""
