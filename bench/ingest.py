@@ -444,7 +444,7 @@ def ingest_pipelined(
     try:
         trio.run(run)
         # (A Verifier from before worker_pids, run for a comparison, says none.)
-        pids = getattr(verifier, "worker_pids", list)()
+        pids: list[int] = getattr(verifier, "worker_pids", list)()
         if workers_sched is not None:
             for pid in pids:
                 sched = _schedstat(f"/proc/{pid}/schedstat")

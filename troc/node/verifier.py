@@ -354,8 +354,9 @@ class Verifier:
         return await self.submit(wires).result()
 
     def close(self) -> None:
-        """End the threads and child processes (after the work handed to
-        them). Idempotent."""
+        """End the child processes, once they have answered what was handed
+        to them, and the threads, once they have finished the checks they
+        began (a batch left to the others is cancelled). Idempotent."""
         children, self._children = self._children, []
         for child in children:
             child.close()
@@ -387,6 +388,11 @@ class Prepared:
 
 
 def _copy(source: concurrent.futures.Future[bytes], to: concurrent.futures.Future[bytes]) -> None:
+    """``source``'s outcome, done, onto ``to`` (cancelled too: close() cancels
+    the checks the threads have not begun)."""
+    if source.cancelled():
+        to.cancel()
+        return
     exc = source.exception()
     if exc is None:
         to.set_result(source.result())
