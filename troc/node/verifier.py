@@ -269,15 +269,18 @@ class Verifier:
         if self.mode not in ("processes", "threads"):
             raise ValueError(f"unknown mode {self.mode!r}")
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._children: list[_Child] = []  # started on demand
         self._broken = False  # a child failed: check in the threads from now on
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self.workers, thread_name_prefix="troc-verify"
-            )
-        return self._pool
+        # Locked: the children's receiver threads ask too, when one fails.
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    self.workers, thread_name_prefix="troc-verify"
+                )
+            return self._pool
 
     def submit(self, wires: Sequence[bytes]) -> Prepared:
         """Start preparing ``wires``; collect the result with
@@ -360,9 +363,10 @@ class Verifier:
         children, self._children = self._children, []
         for child in children:
             child.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Prepared:
