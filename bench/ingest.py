@@ -401,6 +401,14 @@ def _schedstat(path: str) -> tuple[float, float] | None:
     return int(run) / 1e9, int(wait) / 1e9
 
 
+def _ready(prepared: Prepared) -> bool:
+    """``prepared.done()`` (computed here for a troc from before it, run for a comparison)."""
+    done = getattr(prepared, "done", None)
+    if done is not None:
+        return bool(done())
+    return all(f.done() for f in prepared._futures)
+
+
 def ingest_pipelined(
     node: LocalNode,
     wires: Sequence[bytes],
@@ -412,7 +420,9 @@ def ingest_pipelined(
     """Store ``wires`` (all valid) as sync does (:mod:`troc.node.sync`): frames
     of 512 entries handed to the Verifier (``mode``: its default, or
     ``threads``) up to AHEAD_FRAMES ahead, and the frames at hand stored in
-    runs of up to COMBINE_ENTRIES by ``LocalNode.ingest_many``.
+    runs of up to COMBINE_ENTRIES by ``LocalNode.ingest_many``; frames are
+    handed over only while the store is not storing, as the node's sync
+    session reads them on the thread that stores.
     ``workers_sched`` gets each verify worker process's :func:`_schedstat`
     at the end."""
     chunks = iter(list(_chunks(wires, MAX_BATCH)))
@@ -427,16 +437,25 @@ def ingest_pipelined(
             ahead.append((len(chunk), verifier.submit(chunk)))
 
     async def run() -> None:
-        fill()
-        while ahead:
+        while True:
+            # As in the node: frames are read ahead while its thread is free,
+            # so the frames at hand are taken with the verifier's read-ahead
+            # full, and what the store takes leaves it until the store is done;
+            # while it waits for a frame's checks, more are read.
+            fill()
+            if not ahead:
+                return
             batch: list[Prepared] = []
             count = 0
             while ahead and count < COMBINE_ENTRIES:
                 n, prepared = ahead.popleft()
                 batch.append(prepared)
                 count += n
-            items = [item for p in batch for item in await p.result()]
-            fill()  # the workers check the next frames while this run is stored
+            items = []
+            for p in batch:
+                if not _ready(p):
+                    fill()
+                items += await p.result()
             for outcome in node.ingest_many(items, community=community):
                 if outcome.status is not Status.ACCEPTED:
                     raise SystemExit(f"bench entry not accepted: {outcome}")

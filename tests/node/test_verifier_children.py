@@ -6,7 +6,8 @@ many batches are outstanding at once across the children: each batch must
 still get its own verdicts, in order. A child killed with requests in
 flight must not lose them: they, and every later batch, are checked in the
 threads, with the same verdicts. close() answers what was handed over
-before it ends the children, and the Verifier starts new ones after.
+before it ends the children, and the Verifier starts new ones after. And a
+sync session reads far enough ahead to keep them busy while it stores.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import pytest
 import trio
 
 from tests.helpers import World, key
+from troc.node.sync import AHEAD_FRAMES, COMBINE_ENTRIES
 from troc.node.verifier import Prepared, Verifier, prepare
 from troc.protocol.entry import Entry
+from troc.protocol.sync_wire import MAX_BATCH
 
 
 def _bad_signature(wire: bytes) -> bytes:
@@ -120,3 +123,10 @@ def test_close_answers_what_was_handed_over_and_the_verifier_starts_anew(
     assert verifier._children
     assert not set(verifier._children) & set(children)
     _check(batches, trio.run(_collect, again), good)
+
+
+def test_the_read_ahead_holds_the_batch_being_stored_and_the_next() -> None:
+    """A session reads nothing while its thread stores a batch (troc.node.sync):
+    what is read ahead must outlast the batch taken, or the workers idle
+    through every store."""
+    assert AHEAD_FRAMES * MAX_BATCH >= 2 * COMBINE_ENTRIES

@@ -381,6 +381,10 @@ class Prepared:
         self._futures = futures
         self._done: list[bytes | Entry] | None = None
 
+    def done(self) -> bool:
+        """True if :meth:`result` would not wait."""
+        return self._done is not None or all(f.done() for f in self._futures)
+
     async def result(self) -> list[bytes | Entry]:
         """The prepared items, in order; waits (without a thread) for the rest."""
         if self._done is None:
