@@ -30,11 +30,11 @@ One child per core, not one per core but one: the node's thread needs less
 than a core (~45 µs an entry to decode and store, against ~60 µs to check
 the signature), so with one child for the checks on two cores the checks
 were the bottleneck, at most one core's verify rate, while the node's
-thread slept a third of the time waiting for them. With a child per core the
-system shares both cores between the three, the checks taking what the
-node's thread leaves. Each child is fed without waiting for its answers
-(:class:`_Child`), so it never idles between two requests. All this runs
-on threads of ours (a child's sender and receiver; a
+thread slept a quarter to a third of the wall time waiting for them. With a
+child per core the system shares both cores between the three, the checks
+taking what the node's thread leaves. Each child is fed without waiting for
+its answers (:class:`_Child`), so it never idles between two requests. All
+this runs on threads of ours (a child's sender and receiver; a
 :class:`concurrent.futures.ThreadPoolExecutor`'s for the checks in
 ``threads`` mode), not trio's: it goes on while the node's thread is inside
 a commit. A child process that fails is replaced by checks in the threads,
