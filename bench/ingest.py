@@ -73,7 +73,7 @@ from typing import Any
 import msgpack
 import trio
 
-from troc.crypto.sign import Domain, MemberId, SigningKey, verify
+from troc.crypto.sign import Domain, MemberId, SigningKey, verify_once
 from troc.node.gctune import tune_collector
 from troc.node.local import LocalNode, open_local_node
 from troc.node.store import Store
@@ -314,7 +314,7 @@ def measure_one_core(
     for start in range(0, len(wires), BATCH):
         t0 = time.perf_counter()
         for author, signed, signature in parts[start : start + BATCH]:
-            if not verify(Domain.ENTRY, author, signed, signature):
+            if not verify_once(Domain.ENTRY, author, signed, signature):
                 raise SystemExit("bench entry with a bad signature")
         t1 = time.perf_counter()
         for w in wires[start : start + BATCH]:
@@ -342,7 +342,7 @@ def measure_one_core(
 
 def _verify_all(items: list[tuple[bytes, bytes, bytes]]) -> bool:
     """Verify (author, signed, signature) triples (top level: process pools pickle it)."""
-    return all(verify(Domain.ENTRY, a, m, s) for a, m, s in items)
+    return all(verify_once(Domain.ENTRY, a, m, s) for a, m, s in items)
 
 
 def measure_ingest_parallel(
@@ -478,7 +478,7 @@ def verify_cpu_us(wires: Sequence[bytes]) -> float:
     entries = [Entry.decode(w, check_signature=False) for w in wires]
     t0 = time.thread_time()
     for e in entries:
-        verify(Domain.ENTRY, e.author, e.signed, e.signature)
+        verify_once(Domain.ENTRY, e.author, e.signed, e.signature)
     return (time.thread_time() - t0) / len(entries) * 1e6
 
 

@@ -27,6 +27,7 @@ from troc.crypto.sign import (
     is_valid_public_key,
     signed_message,
     verify,
+    verify_once,
 )
 
 # -- a little Edwards-curve arithmetic, to prove the constants below ----------
@@ -325,3 +326,22 @@ def test_a_bad_signature_is_checked_each_time(monkeypatch: pytest.MonkeyPatch) -
     for _ in range(3):
         assert not verify(Domain.VOTE, signer.public, message, bytes(signature))
     assert len(calls) == 3
+
+
+def test_verify_once_neither_uses_nor_fills_the_recent_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A verify worker's checks and bench/ingest.py's raw rate: checked each
+    # time, and leaving nothing that would spare a later verify its check
+    # (the bench's ingest of entries it had just timed the raw checks of
+    # counted no check at all: `ratio` 1.2, where one check is the floor).
+    signer = key(6)
+    message = b"an entry's signed bytes, seen once in a catch-up"
+    signature = signer.sign(Domain.ENTRY, message)
+    calls = _counting_opens(monkeypatch)
+    assert verify_once(Domain.ENTRY, signer.public, message, signature)
+    assert verify_once(Domain.ENTRY, signer.public, message, signature)
+    assert verify(Domain.ENTRY, signer.public, message, signature)
+    assert len(calls) == 3
+    assert verify_once(Domain.ENTRY, signer.public, message, signature)
+    assert len(calls) == 4
+    assert not verify_once(Domain.ENTRY, signer.public, message + b"!", signature)
+    assert not verify_once(Domain.ENTRY, signer.public, message, signature[:63])

@@ -41,6 +41,7 @@ __all__ = [
     "is_valid_public_key",
     "signed_message",
     "verify",
+    "verify_once",
 ]
 
 PUBLIC_KEY_SIZE = 32
@@ -120,23 +121,47 @@ def is_valid_public_key(key: bytes) -> bool:
 
 def verify(domain: Domain, public_key: bytes, message: bytes, signature: bytes) -> bool:
     """True if ``signature`` is ``public_key``'s strict Ed25519 signature of
-    ``message`` for ``domain``. Never raises for bad input: returns False."""
-    if len(signature) != SIGNATURE_SIZE or not is_valid_public_key(public_key):
+    ``message`` for ``domain``. Never raises for bad input: returns False.
+    A signature found valid lately is not checked again (:class:`_Verified`)."""
+    if not _well_formed(public_key, signature):
         return False
-    if int.from_bytes(signature[32:], "little") >= _L:
-        return False
-    # PyNaCl 1.6 exposes no detached verify; crypto_sign_open checks the same
-    # equation on ``signature || message``. cffi releases the GIL for the call,
-    # so verification can use both cores from threads.
     smessage = signature + signed_message(domain, message)
     seen = hashlib.sha256(public_key + smessage).digest()
     if _VERIFIED.holds(seen):
         return True
+    if not _open(smessage, public_key):
+        return False
+    _VERIFIED.add(seen)
+    return True
+
+
+def verify_once(domain: Domain, public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """:func:`verify` for a signature this process will not see again (a
+    verify worker's, a catch-up's entries; a benchmark's raw rate): checked,
+    neither looked up among nor added to those verified lately."""
+    return _well_formed(public_key, signature) and _open(
+        signature + signed_message(domain, message), public_key
+    )
+
+
+def _well_formed(public_key: bytes, signature: bytes) -> bool:
+    """A canonical key and a signature of the right size whose S is reduced
+    (strict verification: no malleable second form of a signature)."""
+    return (
+        len(signature) == SIGNATURE_SIZE
+        and is_valid_public_key(public_key)
+        and int.from_bytes(signature[32:], "little") < _L
+    )
+
+
+def _open(smessage: bytes, public_key: bytes) -> bool:
+    # PyNaCl 1.6 exposes no detached verify; crypto_sign_open checks the same
+    # equation on ``signature || message``. cffi releases the GIL for the call,
+    # so verification can use both cores from threads.
     try:
         nacl.bindings.crypto_sign_open(smessage, public_key)
     except nacl.exceptions.BadSignatureError:
         return False
-    _VERIFIED.add(seen)
     return True
 
 

@@ -59,7 +59,7 @@ from typing import IO, Any
 import msgpack
 import trio
 
-from troc.crypto.sign import Domain, verify
+from troc.crypto.sign import Domain, verify_once
 from troc.errors import TrocError
 from troc.protocol.entry import Entry
 
@@ -104,7 +104,7 @@ def _triples(decoded: list[bytes | Entry]) -> list[tuple[bytes, bytes, bytes]]:
 
 
 def _check_here(triples: list[tuple[bytes, bytes, bytes]]) -> bytes:
-    return bytes(1 if verify(Domain.ENTRY, a, m, s) else 0 for a, m, s in triples)
+    return bytes(1 if verify_once(Domain.ENTRY, a, m, s) else 0 for a, m, s in triples)
 
 
 def prepare(wires: Sequence[bytes]) -> list[bytes | Entry]:

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import msgpack
 
-from troc.crypto.sign import Domain, verify
+from troc.crypto.sign import Domain, verify_once
 
 __all__ = ["serve"]
 
@@ -45,7 +45,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             return
         items = msgpack.unpackb(body, raw=True, use_list=False)
         verdicts = bytes(
-            1 if verify(Domain.ENTRY, author, message, signature) else 0
+            1 if verify_once(Domain.ENTRY, author, message, signature) else 0
             for author, message, signature in items
         )
         out.write(_LENGTH.pack(len(verdicts)) + verdicts)
