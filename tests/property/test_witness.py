@@ -1263,7 +1263,14 @@ class FinalitySim:
         needs: list[Ref | None] = [e.ref for e in deps if isinstance(e.body, Accept | TakeBack)]
         needs += [certificate_needed(e) for e in [*deps, entry]]
         if task.void:  # the rival that won, and its certificate (§3.6)
-            needs += [r.ref for r in self.rivals(entry) if r.ref.id in self.certified_ids()]
+            won = [r for r in self.rivals(entry) if r.ref.id in self.certified_ids()]
+            if task.with_deps:
+                # A witness that could not store the rival waits for what the
+                # rival names (its transfer's certificate), and the Certifier
+                # sends what a wait names; its first request carries only the
+                # rival and the rival's certificate (Certifier._request).
+                needs += [certificate_needed(r) for r in won]
+            needs += [r.ref for r in won]
         below: list[Ref | None] = []
         for ref in needs:
             if ref is not None and ref.id in self.store:

@@ -56,6 +56,23 @@ BUSY = SimSpec(
         void=True,
     ),
 )
+# A witness that never saw the winning accept lacks its transfer's
+# certificate: it parks the accept a void request carries, and waits for
+# that certificate rather than refusing `no_certified_rival` (§3.6, step 3).
+@example(
+    seed=13963,
+    spec=SimSpec(
+        byzantine=1,
+        dup=0.0,
+        max_delay_ms=5,
+        payments=4,
+        fork="none",
+        expiry_ms=1000,
+        take_backs=0.5,
+        skew_ms=200,
+        void=True,
+    ),
+)
 def test_a_lost_race_stops_no_log(seed: int, spec: SimSpec) -> None:
     result = FinalitySim(seed, spec).run()
     assert not result.violations, f"{result.violations}; {_replay(seed, spec)}"
@@ -81,7 +98,7 @@ def test_without_void_votes_the_losers_logs_stop(monkeypatch: pytest.MonkeyPatch
     """The check has teeth: witnesses that never sign a void vote leave the
     losers' later entries unfinal, and the run says so."""
     monkeypatch.setattr(
-        WitnessState, "decide_void", lambda self, entry: Refused("no", "void votes are off")
+        WitnessState, "decide_void", lambda self, entry, **_: Refused("no", "void votes are off")
     )
     result = FinalitySim(1, BUSY).run()
     assert any("never became final" in v for v in result.violations), result.violations

@@ -16,6 +16,7 @@ from troc.errors import CodecError, LocalProtocolError
 from troc.protocol.entry import Entry
 from troc.protocol.witness import (
     CERTIFIED,
+    NO_RIVAL,
     NOT_RACEABLE,
     VOID_OVERDRAFT,
     VOIDED,
@@ -108,6 +109,29 @@ def test_a_void_vote_needs_the_rivals_certificate() -> None:
     assert w.votes.voids(race.world.community, Q.public) == {race.a.seq: race.a.id}
     # Asked again: the same bytes (Ed25519 is deterministic).
     assert void_voted(race.void(w, race.a, [])) == vote
+
+
+def test_a_rival_the_witness_cannot_store_yet_is_waited_for() -> None:
+    """The take-back lost: the accept is certified. A witness that never saw
+    the accept lacks its transfer's certificate, so it parks the accept the
+    void request carries: it names that certificate (a wait), not
+    ``no_certified_rival``, which told the payer nothing to send and stopped
+    its log (docs/witness.md §3.6, step 3); given it, the void vote."""
+    race = Race()
+    c = race.world.community
+    w = race.witness(3)
+    acert, tcert = certify(race.rules, race.a), certify(race.rules, race.t)
+    alone = VoteRequest(
+        race.k.wire, tuple(e.wire for e in [*race.deps(), race.k]), (acert.encode(),), void=True
+    )
+    refused = w.state.handle(alone)  # no rival carried, none held: nothing to wait for
+    assert isinstance(refused, Refused)
+    assert refused.reason == NO_RIVAL
+    assert race.void(w, race.k, [acert]) == Waiting(certificates=(race.t.ref,))
+    assert w.votes.voids(c, P.public) == {}
+    vote = void_voted(race.void(w, race.k, [tcert]))
+    assert vote.ref == race.k.ref
+    assert w.votes.voids(c, P.public) == {race.k.seq: race.k.id}
 
 
 def test_no_normal_vote_after_a_void_one() -> None:

@@ -164,6 +164,7 @@ __all__ = [
     "fork_proof_problem",
     "is_void_certificate",
     "max_faults",
+    "may_exclude",
     "min_quorum",
     "quorum_problem",
     "raceable",
@@ -397,6 +398,24 @@ def rivals_of(entry: Entry, view: WitnessView, community: CommunityId) -> list[R
     return None if race is None else list(race.rivals)
 
 
+def may_exclude(other: Entry, entry: Entry) -> bool:
+    """Whether ``other`` could be a rival of ``entry`` (:func:`rivals_of`),
+    by their bodies alone: the take-back of an accept's transfer or the
+    accept of a take-back's, a close naming a lapse's pledge or a lapse of
+    a pledge a close names. Whether it really is one (a close that succeeded,
+    a lapse after the deadline) needs ``other`` stored."""
+    mine, theirs = entry.body, other.body
+    if isinstance(mine, Accept | TakeBack):
+        rival = TakeBack if isinstance(mine, Accept) else Accept
+        return isinstance(theirs, rival) and theirs.transfer.id == mine.transfer.id
+    if isinstance(mine, Withdraw) and mine.lapse:
+        return isinstance(theirs, CampaignClose) and mine.pledge in theirs.pledges
+    if isinstance(mine, CampaignClose):
+        lapse = isinstance(theirs, Withdraw) and theirs.lapse
+        return lapse and theirs.pledge in mine.pledges
+    return False
+
+
 def certificate_needed(entry: Entry) -> Ref | None:
     """The entry whose certificate ``entry`` needs in a witnessed community,
     or None: an accept needs its transfer's (a payee takes only final
@@ -451,7 +470,7 @@ class WitnessState:
         for wire in request.deps[:MAX_DEPS]:
             self.view.offer(c, wire)
         if request.void:
-            return self.decide_void(request.entry)
+            return self.decide_void(request.entry, shown=request.deps[:MAX_DEPS])
         return self.decide(request.entry)
 
     def decide(self, entry: bytes | Entry) -> Answer:
@@ -473,12 +492,14 @@ class WitnessState:
             return problem
         return self._timed(entry, self._lock(entry, recorded, void=False))
 
-    def decide_void(self, entry: bytes | Entry) -> Answer:
+    def decide_void(self, entry: bytes | Entry, *, shown: Sequence[bytes] = ()) -> Answer:
         """Sign a void vote for ``entry``, an accept, a take-back, a lapse or
         a successful close one of whose rivals (:func:`rivals_of`) holds a
         certificate here, or say why not (docs/witness.md §3.6). The entry's
         chain is locked as for a vote; the void mark is durable before the
-        void vote is signed, and from then on the entry gets no vote."""
+        void vote is signed, and from then on the entry gets no vote.
+        ``shown``: the entries the request carried; a rival among them this
+        witness could not store yet is waited for, not refused."""
         checked = self._entry(entry)
         if not isinstance(checked, Entry):
             return checked
@@ -506,8 +527,10 @@ class WitnessState:
         if rivals is None:
             return Refused(NOT_RACEABLE, f"{entry.ref} takes part in no race (a failed close)")
         if not any(self.view.own_certificate(c, r) for r in rivals):
-            if rivals:
-                return Waiting(certificates=tuple(rivals))
+            parked = self._parked_rivals(entry, shown)
+            if rivals or parked.missing or parked.certificates:
+                certificates = (*rivals, *parked.certificates)
+                return Waiting(parked.missing, tuple(dict.fromkeys(certificates)))
             return Refused(NO_RIVAL, f"no certified rival of {entry.ref} is held here")
         if recorded == entry.id:
             self.votes.put_void(c, entry.author, entry.seq, entry.id)
@@ -515,6 +538,35 @@ class WitnessState:
         return self._lock(entry, recorded, void=True)
 
     # -- internals ---------------------------------------------------------
+
+    def _parked_rivals(self, entry: Entry, shown: Sequence[bytes]) -> Waiting:
+        """What the entries of ``shown`` that may exclude ``entry``
+        (:func:`may_exclude`), and that this witness could not store, wait
+        for: an accept's transfer's certificate, entries of its log below it
+        (docs/witness.md §3.6, step 3). Empty if none waits."""
+        c = self.rules.community
+        missing: list[Ref] = []
+        certificates: list[Ref] = []
+        for wire in shown:
+            try:
+                other = Entry.decode(wire, check_signature=False)
+            except CodecError:
+                continue
+            if (
+                other.community != c
+                or not may_exclude(other, entry)
+                or self.view.get(c, other.ref) is not None
+            ):
+                continue
+            try:
+                other = Entry.decode(wire)  # checked in full only now: few get here
+            except CodecError:
+                continue
+            problem = self.view.check(other)
+            if isinstance(problem, Waiting):
+                missing += problem.missing
+                certificates += problem.certificates
+        return Waiting(tuple(dict.fromkeys(missing)), tuple(dict.fromkeys(certificates)))
 
     def _entry(self, entry: bytes | Entry) -> Entry | Refused:
         if not isinstance(entry, Entry):
