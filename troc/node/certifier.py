@@ -455,7 +455,7 @@ class Certifier:
                     if self._own_races(progress, answer):
                         progress.switch = True
                         return
-                    more = self._named(progress.entry, answer, void=progress.rival is not None)
+                    more = self._named(progress.entry, answer, rival=progress.rival)
                     if more is None:
                         return  # it needs what we lack too: later
                     request = more
@@ -608,8 +608,13 @@ class Certifier:
             entry.wire, tuple(deps[-MAX_DEPS:]), tuple(certs), void=rival is not None
         )
 
-    def _named(self, entry: Entry, waiting: Waiting, *, void: bool = False) -> VoteRequest | None:
-        """A request carrying what a ``wait`` named, or None if we lack it all."""
+    def _named(
+        self, entry: Entry, waiting: Waiting, *, rival: tuple[Entry, bytes] | None = None
+    ) -> VoteRequest | None:
+        """A request carrying what a ``wait`` named, or None if we lack it all.
+        For void votes (a ``rival``), the rival and its certificate again: a
+        witness that could not store the rival yet waits for what the rival
+        names, and reads the rival from the request (docs/witness.md §3.6)."""
         c = entry.community
         assert c is not None
         deps: list[bytes] = []
@@ -629,8 +634,14 @@ class Certifier:
         ]
         if not deps and not certs:
             return None
+        if rival is not None:  # last, after what the wait named (stored first)
+            deps = [*deps[: MAX_DEPS - 1], rival[0].wire]
+            certs = [*certs[: MAX_CERTIFICATES - 1], rival[1]]
         return VoteRequest(
-            entry.wire, tuple(deps[:MAX_DEPS]), tuple(certs[:MAX_CERTIFICATES]), void=void
+            entry.wire,
+            tuple(deps[:MAX_DEPS]),
+            tuple(certs[:MAX_CERTIFICATES]),
+            void=rival is not None,
         )
 
     def _chain(self, c: CommunityId, author: MemberId, upto: int, floor: int = 0) -> list[bytes]:
