@@ -59,6 +59,23 @@ BUSY = SimSpec(
 # A witness that never saw the winning accept lacks its transfer's
 # certificate: it parks the accept a void request carries, and waits for
 # that certificate rather than refusing `no_certified_rival` (§3.6, step 3).
+# (The second: so with 7 witnesses, 2 byzantine, 2 crashes and no loss.)
+@example(
+    seed=1,
+    spec=SimSpec(
+        n=7,
+        byzantine=2,
+        loss=0.0,
+        dup=0.0,
+        max_delay_ms=5,
+        payments=1,
+        fork="none",
+        crashes=2,
+        expiry_ms=1000,
+        take_backs=1.0,
+        void=True,
+    ),
+)
 @example(
     seed=13963,
     spec=SimSpec(
