@@ -751,6 +751,32 @@ def test_collector_gathers_distinct_valid_votes_into_a_certificate() -> None:
     assert col.refusals == {WKEYS[2].public: Refused("overdraft")}
 
 
+def test_a_witness_that_waits_or_votes_after_refusing_refuses_no_more() -> None:
+    # The Certifier gives an entry up once more than n - q witnesses refuse
+    # it (troc/node/certifier.py); a witness that refused a request lacking
+    # something (docs/witness.md §3.6 step 3) and waits for it, or votes,
+    # once it is sent, must not count among them. It did: its first refusal
+    # stayed in `refusals` whatever it answered after.
+    world, rules = witnessed_world(4)  # f = 1, q = 3: give up past 1 refusal
+    world.join(key(1))
+    t = world.pay(key(1), key(2), 5)
+    c = world.community
+    col = Collector.for_entry(rules, t)
+    a, b = WKEYS[0].public, WKEYS[1].public
+    assert col.add_answer(Refused("no_certified_rival"), a) is Tally.REFUSED
+    assert col.add_answer(Refused("no_certified_rival"), b) is Tally.REFUSED
+    assert set(col.refusals) == {a, b}
+    assert col.add_answer(Waiting((t.ref,)), a) is Tally.WAITING
+    assert set(col.refusals) == {b}
+    assert col.add_answer(Voted(Vote.sign(WKEYS[1], c, t.ref)), b) is Tally.COUNTED
+    assert col.refusals == {}
+    # A vote that does not count (for another entry) takes no refusal back.
+    assert col.add_answer(Refused("overdraft"), a) is Tally.REFUSED
+    other = world.pay(key(1), key(2), 6)
+    assert col.add_answer(Voted(Vote.sign(WKEYS[0], c, other.ref)), a) is Tally.ELSEWHERE
+    assert set(col.refusals) == {a}
+
+
 def test_collector_catches_an_equivocating_witness() -> None:
     world, rules = witnessed_world(4)
     j = world.join(key(1))

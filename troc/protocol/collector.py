@@ -211,13 +211,21 @@ class Collector:
         return tally
 
     def _tally(self, answer: Answer, witness: MemberId | None) -> Tally:
-        if isinstance(answer, Voted):
-            return self.add(answer.vote, answer.time)
         if isinstance(answer, Refused):
             if witness is not None:
                 self.refusals[witness] = answer
             return Tally.REFUSED
+        # A witness that now waits, or votes for the entry, refuses no more:
+        # a refusal it gave earlier (it lacked what a later request carried)
+        # no longer counts towards the shell giving up (certifier.py).
+        if isinstance(answer, Voted):
+            tally = self.add(answer.vote, answer.time)
+            if witness is not None and tally in (Tally.COUNTED, Tally.DUPLICATE, Tally.UNTIMED):
+                self.refusals.pop(witness, None)
+            return tally
         if isinstance(answer, Waiting):
+            if witness is not None:
+                self.refusals.pop(witness, None)
             return Tally.WAITING
         vote = answer.vote
         if (
