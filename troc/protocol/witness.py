@@ -405,14 +405,14 @@ def may_exclude(other: Entry, entry: Entry) -> bool:
     a pledge a close names. Whether it really is one (a close that succeeded,
     a lapse after the deadline) needs ``other`` stored."""
     mine, theirs = entry.body, other.body
-    if isinstance(mine, Accept | TakeBack):
-        rival = TakeBack if isinstance(mine, Accept) else Accept
-        return isinstance(theirs, rival) and theirs.transfer.id == mine.transfer.id
+    if isinstance(mine, Accept):
+        return isinstance(theirs, TakeBack) and theirs.transfer.id == mine.transfer.id
+    if isinstance(mine, TakeBack):
+        return isinstance(theirs, Accept) and theirs.transfer.id == mine.transfer.id
     if isinstance(mine, Withdraw) and mine.lapse:
         return isinstance(theirs, CampaignClose) and mine.pledge in theirs.pledges
     if isinstance(mine, CampaignClose):
-        lapse = isinstance(theirs, Withdraw) and theirs.lapse
-        return lapse and theirs.pledge in mine.pledges
+        return isinstance(theirs, Withdraw) and theirs.lapse and theirs.pledge in mine.pledges
     return False
 
 
