@@ -100,13 +100,9 @@ def race_certificates_between(
     read."""
     out = []
     for seq, eid in ledger.backend.certified_between(community, author, low, high):
-        ref = Ref(author, seq, eid)
-        if not ledger.is_final(community, ref):
-            continue
-        if ledger.is_void(community, ref) or ledger.is_raceable(community, ref):
-            data = ledger.certificate_of(community, ref)
-            if data is not None:
-                out.append(data)
+        data = _race_certificate(ledger, community, Ref(author, seq, eid))
+        if data is not None:
+            out.append(data)
     return out
 
 
@@ -120,7 +116,15 @@ def race_certificate_of(ledger: Ledger, community: CommunityId, entry: Entry) ->
     (:func:`troc.protocol.witness.can_be_void`): most of a log."""
     if not can_be_void(entry):
         return None
-    ref = entry.ref
+    return _race_certificate(ledger, community, entry.ref, entry)
+
+
+def _race_certificate(
+    ledger: Ledger, community: CommunityId, ref: Ref, entry: Entry | None = None
+) -> bytes | None:
+    """The own certificate held for ``ref`` if the entry is final here and
+    its certificate is void or the entry raceable; else None. One
+    certificate read (``entry``: the entry, if the caller holds it)."""
     data = ledger.certificate_of(community, ref)
     if data is None or not ledger.is_final(community, ref):
         return None
