@@ -425,17 +425,23 @@ class LocalNode:
         """Take back an expired transfer of this member's (docs/protocol.md §4.11)."""
         return self._append(community, TakeBack(transfer=transfer))
 
-    def expiry(self, community: CommunityId, transfer: Ref) -> int | None:
+    def expiry(self, community: CommunityId, transfer: Ref | Entry) -> int | None:
         """When ``transfer`` (held here: stored, or parked with its own
-        certificate, docs/witness.md §6.1) expires, or None if never."""
-        held = self.ledger.held_transfer(community, transfer)
+        certificate, docs/witness.md §6.1) expires, or None if never.
+        ``transfer``: its ref, or the transfer itself if the caller holds it
+        (no read: a balance goes over every unanswered payment)."""
+        if isinstance(transfer, Ref):
+            held = self.ledger.held_transfer(community, transfer)
+        else:
+            held = transfer
         genesis = self.store.genesis(community)
         if held is None or genesis is None:
             return None
         return expiry_of(held, genesis.body)  # type: ignore[arg-type]
 
-    def expired(self, community: CommunityId, transfer: Ref) -> bool:
-        """True if ``transfer`` has expired by this node's clock."""
+    def expired(self, community: CommunityId, transfer: Ref | Entry) -> bool:
+        """True if ``transfer`` (as :meth:`expiry` takes it) has expired by
+        this node's clock."""
         expiry = self.expiry(community, transfer)
         return expiry is not None and expiry < self._clock()
 

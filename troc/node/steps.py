@@ -42,17 +42,7 @@ from troc.node.opdata import (
     void_entries,
 )
 from troc.node.store import TransferState
-from troc.protocol.entry import (
-    MAX_AMOUNT,
-    CommunityId,
-    Entry,
-    Genesis,
-    Kind,
-    Offer,
-    Ref,
-    Transfer,
-    expiry_of,
-)
+from troc.protocol.entry import MAX_AMOUNT, CommunityId, Entry, Kind, Offer, Ref, Transfer
 
 
 def op_whoami(node: LocalNode, p: dict[str, Any]) -> Done:
@@ -301,14 +291,10 @@ def op_balance(node: LocalNode, p: dict[str, Any]) -> Done:
         [TransferInfo.of(e) for e, state in states if state is TransferState.DECLINED],
     )
     answered = {t.ref for t in declined}
-    genesis = node.store.genesis(community)
-    assert genesis is not None  # node.community() found it
-    assert isinstance(genesis.body, Genesis)
-    now, rules = node.now(), genesis.body
     expired = [
         TransferInfo.of(e)
         for e, _state in states
-        if e.ref not in answered and (x := expiry_of(e, rules)) is not None and x < now
+        if e.ref not in answered and node.expired(community, e)
     ]
     head = node.store.head(community, member)
     pledges = pledge_totals(node, community, member)
