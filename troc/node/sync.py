@@ -132,6 +132,9 @@ class _StoreView:
         # here (docs/witness.md §6.1).
         return self.local.ledger.held_wire(community, ref)
 
+    def is_stored(self, community: CommunityId, ref: Ref) -> bool:
+        return self.local.store.entry(community, ref.author, ref.seq, ref.id) is not None
+
     def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
         return self.local.store.forks(community)
 

@@ -245,6 +245,9 @@ class SyncSession:
         # Entries parked here in this session, and of those the ones that
         # wait for entries to become final: what each waits for.
         self._parked: set[Ref] = set()
+        # Entries held here only parked whose chain a want walked down
+        # (_lacking): each once a session.
+        self._walked: set[Ref] = set()
         self._final_waits: dict[Ref, tuple[Ref, ...]] = {}
         self._pushed: set[tuple[MemberId, int]] = set()
         self._sent_ahead: set[bytes] = set()  # certificates sent in the stream
@@ -845,20 +848,53 @@ class SyncSession:
                     self._final_waits.pop(e.ref, None)
 
     def _want(self, missing: list[Ref]) -> Iterator[dict[str, Any]]:
-        """Ask for what is missing, unless asked before or held by now
-        (sent later in the same batch, or released)."""
-        wanted = [
-            r
-            for r in dict.fromkeys(missing)
-            if r not in self._asked
-            and r not in self._parked  # we hold it; what it waits for is asked
-            and self.view.wire_of(self.community, r) is None
-        ][:MAX_WANTS]
+        """Ask for what is missing, unless asked before or stored by now
+        (sent later in the same batch, or released); for what is held
+        here only parked, what that waits for (:meth:`_lacking`)."""
+        wanted: list[Ref] = []
+        for r in dict.fromkeys(missing):
+            if r in self._asked or r in self._parked:  # parked now: what it waits for is asked
+                continue
+            wire = self.view.wire_of(self.community, r)
+            if wire is not None:
+                low = self._lacking(r, wire)
+                if low is None or low in self._asked:
+                    continue
+                r = low
+            wanted.append(r)
+        wanted = list(dict.fromkeys(wanted))[:MAX_WANTS]
         if wanted and self._want_rounds < MAX_WANT_ROUNDS and not self._sent_fin:
             self._want_rounds += 1
             self._wants_out += 1
             self._asked.update(wanted)
             yield {"t": "want", "r": [r.to_wire() for r in wanted]}
+
+    def _lacking(self, ref: Ref, wire: bytes) -> Ref | None:
+        """What to ask for so that ``ref``, held here (``wire``), can be
+        stored: None if it is stored; if it is only parked, the first entry
+        down its prevs that is not held at all, or the lowest parked one
+        again when its prev is stored (it waits for something else, and
+        ingesting it says what). Parked before this session, nothing else
+        would ask: what it waited for was asked when it came, and an entry
+        beyond a fork point is never streamed again (docs/sync.md, "Digest,
+        heads and forks"). Each entry is walked once a session, so the
+        waiting set bounds the reads."""
+        r = ref
+        while r not in self._walked:
+            self._walked.add(r)
+            if self.view.is_stored(self.community, r):
+                return None
+            prev = Entry.decode(wire, check_signature=False).prev
+            if prev is None:  # pragma: no cover - a join waits for nothing of its log
+                return None
+            below = Ref(r.author, r.seq - 1, prev)
+            below_wire = self.view.wire_of(self.community, below)
+            if below_wire is None:
+                return below
+            if self.view.is_stored(self.community, below):
+                return r
+            r, wire = below, below_wire
+        return None
 
     def _want_certificates(self) -> Iterator[dict[str, Any]]:
         """Ask for the certificates that entries still parked here wait for

@@ -91,6 +91,9 @@ class MemoryView:
     def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None:
         return self.ledger.held_wire(community, ref)  # parked too: docs/witness.md §6.1
 
+    def is_stored(self, community: CommunityId, ref: Ref) -> bool:
+        return self.ledger.backend.entry(community, ref.author, ref.seq, ref.id) is not None
+
     def forks(self, community: CommunityId) -> list[tuple[MemberId, int, bytes, bytes]]:
         backend = self.ledger.backend
         assert isinstance(backend, MemoryBackend)
