@@ -74,7 +74,6 @@ from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Reason, St
 from troc.protocol.witness import (
     Certificate,
     check_quorum,
-    decode_any_certificate,
     max_faults,
     min_quorum,
 )
@@ -144,6 +143,9 @@ class LocalNode:
         #: docs/witness.md §6.1): not stored, so ``listeners`` never see it.
         self.acceptable_listeners: list[Callable[[Entry], None]] = []
         self._batch: AppendBatch | None = None  # open by appending(): group commit
+        # Open by ingesting(): what its ingests stored and made acceptable,
+        # announced once it commits.
+        self._notes: list[tuple[list[Entry], list[Entry]]] | None = None
 
     # -- communities ------------------------------------------------------
 
@@ -558,16 +560,44 @@ class LocalNode:
     def is_final(self, community: CommunityId, ref: Ref) -> bool:
         return self.ledger.is_final(community, ref)
 
+    @contextmanager
+    def ingesting(self) -> Iterator[None]:
+        """The ingests of the block (:meth:`ingest`, :meth:`ingest_many`,
+        :meth:`ingest_certificates`) share one transaction, committed at its
+        end, and what they stored is announced then (nothing if it rolls
+        back). Sync takes a run of frames so: a ``certs`` frame and the
+        entries after it in one commit. Inside a block of the same thread,
+        a block joins it. The block must not wait on anything (trio
+        included): it holds the store's one connection in a transaction."""
+        with self._lock:
+            if self._notes is not None:
+                yield
+                return
+            notes: list[tuple[list[Entry], list[Entry]]] = []
+            self._notes = notes
+            try:
+                with self.store.transaction():
+                    yield
+            finally:
+                self._notes = None
+        for stored, acceptable in notes:
+            self._notify(stored, own=False, acceptable=acceptable)
+
+    def _ingested(self, outcomes: Sequence[Outcome | CertificateOutcome]) -> None:
+        """Note, inside :meth:`ingesting`, what ``outcomes`` stored and made
+        acceptable: announced once the block commits."""
+        assert self._notes is not None
+        self._notes.append((self._stored(outcomes), self._acceptable(outcomes)))
+
     def ingest(
         self, wire: bytes, *, community: CommunityId | None = None, source: str | None = None
     ) -> Outcome:
         """Check and store an entry from another node (not fsynced: it can be
         fetched again). With ``community``, take only that community's entries;
         ``source`` is the peer it came from, if known (its parking bound)."""
-        with self._lock, self.store.transaction():
+        with self.ingesting():
             outcome = self.ledger.ingest(wire, self._clock(), community=community, source=source)
-            acceptable = self._acceptable([outcome])
-        self._notify(self._stored([outcome]), own=False, acceptable=acceptable)
+            self._ingested([outcome])
         return outcome
 
     def ingest_many(
@@ -583,7 +613,7 @@ class LocalNode:
         is then not decoded and checked again; the verdicts are the same.
         ``sources``, one per item, name the peer each came from where known
         (what they park counts against that peer's bound)."""
-        with self._lock, self.store.transaction():
+        with self.ingesting():
             now = self._clock()
             if sources is None:
                 sources = [None] * len(wires)
@@ -591,8 +621,7 @@ class LocalNode:
                 self._ingest_one(w, now, community, source)
                 for w, source in zip(wires, sources, strict=True)
             ]
-            acceptable = self._acceptable(outcomes)
-        self._notify(self._stored(outcomes), own=False, acceptable=acceptable)
+            self._ingested(outcomes)
         return outcomes
 
     def _ingest_one(
@@ -609,25 +638,22 @@ class LocalNode:
             )
         return self.ledger.ingest_entry(item, now, source=source)
 
-    def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
+    def ingest_certificates(self, datas: Sequence[bytes | Certificate]) -> list[CertificateOutcome]:
         """Ingest certificates in one transaction (what sync does); entries
-        that waited for them are stored and announced. One for an entry
-        that is certified already is a duplicate, its signatures unchecked."""
-        with self._lock, self.store.transaction():
+        that waited for them are stored and announced. Each item is a
+        certificate's bytes, or a :class:`Certificate` already decoded with
+        every signature found valid (:meth:`troc.node.verifier.Verifier.submit_certificates`),
+        whose signatures are then not checked again; the verdicts are the
+        same. One for an entry that is certified already is a duplicate,
+        its signatures unchecked (:meth:`Ledger.ingest_certificate`'s
+        ``replay_unchecked``)."""
+        with self.ingesting():
             now = self._clock()
-            outcomes = [self._ingest_certificate(d, now) for d in datas]
-            acceptable = self._acceptable(outcomes)
-        self._notify(self._stored(outcomes), own=False, acceptable=acceptable)
+            outcomes = [
+                self.ledger.ingest_certificate(d, now, replay_unchecked=True) for d in datas
+            ]
+            self._ingested(outcomes)
         return outcomes
-
-    def _ingest_certificate(self, data: bytes, now: int) -> CertificateOutcome:
-        try:
-            cert = decode_any_certificate(data)  # the shape only: cheap
-        except CodecError:
-            return self.ledger.ingest_certificate(data, now)  # which says why not
-        if self.holds_certificate(cert):
-            return CertificateOutcome(Status.DUPLICATE, cert)
-        return self.ledger.ingest_certificate(data, now)
 
     def holds_certificate(self, cert: Certificate) -> bool:
         """True if a certificate of exactly ``cert``'s entry is held: then

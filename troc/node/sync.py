@@ -25,7 +25,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,12 +58,14 @@ from troc.protocol.sync import (
 )
 from troc.protocol.sync_wire import (
     MAX_BATCH,
+    MAX_CERTS,
     MAX_FRAME,
     VERSIONS,
     Heads,
     decode_message,
     encode_message,
 )
+from troc.protocol.vote import Certificate
 
 __all__ = ["SyncProgress", "Syncer"]
 
@@ -115,9 +117,11 @@ class _StoreView:
         self.local = local
         self.community = community
         self.peer = peer  # the session's peer: what it parks counts against it
-        # Entries of the frame being handled, decoded and checked ahead by
-        # the Verifier, by wire bytes (Syncer._run_session fills it).
+        # Entries and certificates of the frames being handled, decoded and
+        # their signatures checked ahead by the Verifier, by their bytes
+        # (Syncer._session_loop fills them).
         self.prepared: dict[bytes, Entry] = {}
+        self.prepared_certificates: dict[bytes, Certificate] = {}
 
     def heads(self, community: CommunityId) -> Heads:
         return {a: (h.seq, h.id) for a, h in self.local.store.heads(community)}
@@ -152,7 +156,8 @@ class _StoreView:
         return certificate_for(self.local.ledger, community, ref)
 
     def ingest_certificates(self, datas: list[bytes]) -> list[CertificateOutcome]:
-        return self.local.ingest_certificates(datas)
+        prepared = self.prepared_certificates
+        return self.local.ingest_certificates([prepared.get(d, d) for d in datas])
 
     def tips_waiting(self, community: CommunityId) -> list[Ref]:
         return self.local.ledger.tips_waiting(community)
@@ -193,22 +198,24 @@ AHEAD_FRAMES = 16
 COMBINE_ENTRIES = 4096
 
 #: What the read-ahead task hands the session loop: a frame, its message and,
-#: for an ``entries`` message, its entries being prepared by the Verifier; or
-#: the error that ended reading.
-_Ahead = tuple[bytes, dict[str, Any], Prepared | None] | Exception
+#: for an ``entries`` (``certs``) message, its entries (certificates) being
+#: prepared by the Verifier; or the error that ended reading.
+_Ahead = tuple[bytes, dict[str, Any], Prepared[Any] | None] | Exception
+#: The messages whose items the Verifier prepares: what their list is under
+#: and how many it may hold (the session checks the rest).
+_PREPARED = {"entries": ("e", MAX_BATCH), "certs": ("k", MAX_CERTS)}
 
 
-def _entry_wires(msg: dict[str, Any]) -> list[bytes] | None:
-    """The entries of a well-formed ``entries`` message, else None (the
-    session then says what is wrong with it)."""
-    wires = msg.get("e")
-    if (
-        msg.get("t") == "entries"
-        and isinstance(wires, list)
-        and len(wires) <= MAX_BATCH
-        and all(isinstance(w, bytes) for w in wires)
-    ):
-        return wires
+def _items(msg: dict[str, Any]) -> list[bytes] | None:
+    """The entries (certificates) of a well-formed ``entries`` (``certs``)
+    message, else None (the session then says what is wrong with it)."""
+    kind = msg.get("t")
+    if kind not in _PREPARED:
+        return None
+    key, most = _PREPARED[kind]
+    items = msg.get(key)
+    if isinstance(items, list) and len(items) <= most and all(isinstance(i, bytes) for i in items):
+        return items
     return None
 
 
@@ -477,8 +484,16 @@ class Syncer:
                 try:
                     frame = await reader.read_frame()
                     msg = decode_message(frame)
-                    wires = _entry_wires(msg)
-                    prepared = None if wires is None else self.verifier.submit(wires)
+                    items = _items(msg)
+                    prepared: Prepared[Any] | None = None
+                    if items is not None:
+                        verifier = self.verifier
+                        submit = (
+                            verifier.submit
+                            if msg["t"] == "entries"
+                            else verifier.submit_certificates
+                        )
+                        prepared = submit(items)
                 except Exception as exc:  # the session loop raises it
                     await out.send(exc)
                     return
@@ -486,17 +501,17 @@ class Syncer:
 
     async def _next_run(
         self, ahead: trio.MemoryReceiveChannel[_Ahead], held: list[_Ahead]
-    ) -> list[tuple[bytes, dict[str, Any], Prepared | None]]:
-        """The next message, or the ``entries`` messages already read in a
-        row (up to COMBINE_ENTRIES entries): one store batch. What ends a
-        run is kept in ``held`` for the next call."""
+    ) -> list[tuple[bytes, dict[str, Any], Prepared[Any] | None]]:
+        """The next message, or the ``entries`` and ``certs`` messages
+        already read in a row (up to COMBINE_ENTRIES entries): one store
+        batch. What ends a run is kept in ``held`` for the next call."""
         first = held.pop() if held else await ahead.receive()
         if isinstance(first, Exception):
             raise first
         run = [first]
         if first[2] is None:
             return run
-        count = len(first[1]["e"])
+        count = len(first[1].get("e", ()))
         while count < COMBINE_ENTRIES:
             try:
                 item = ahead.receive_nowait()
@@ -506,7 +521,7 @@ class Syncer:
                 held.append(item)
                 break
             run.append(item)
-            count += len(item[1]["e"])
+            count += len(item[1].get("e", ()))
         return run
 
     async def _session_loop(
@@ -521,6 +536,7 @@ class Syncer:
         while not session.done:
             run = await self._next_run(ahead, held)
             prepared: dict[bytes, Entry] = {}
+            certificates: dict[bytes, Certificate] = {}
             for frame, msg, items in run:
                 entries = msg.get("e")
                 over = self.peers.quota.charge(
@@ -532,17 +548,24 @@ class Syncer:
                     await trio.sleep(min(over, FRAME_TIMEOUT / 2))
                 self.counters.bytes_in += len(frame)
                 if items is not None:
-                    for item in await items.result():
+                    for data, item in zip(_items(msg) or (), await items.result(), strict=True):
                         if isinstance(item, Entry):
-                            prepared[item.wire] = item
+                            prepared[data] = item
+                        elif isinstance(item, Certificate):
+                            certificates[data] = item
             if isinstance(view, _StoreView):
                 view.prepared = prepared
+                view.prepared_certificates = certificates
             sent_before = session.stats.sent
             before = session.stats.accepted
             out: list[bytes] = []
             size = 0
             msgs = [msg for _frame, msg, _items in run]
-            replies = session.receive(msgs[0]) if len(msgs) == 1 else session.receive_entries(msgs)
+            error: RemoteProtocolError | None = None
+            if run[0][2] is None:  # one message of another kind, its replies as they come
+                replies: Iterable[dict[str, Any]] = session.receive(msgs[0])
+            else:
+                replies, error = self._take_run(session, msgs)
             for reply in replies:
                 data = encode_message(reply)
                 out.append(data)
@@ -558,11 +581,42 @@ class Syncer:
             self.progress.current_expected = session.stats.expected
             self.progress.current_received = session.stats.received
             if isinstance(view, _StoreView):
-                view.prepared = {}
+                view.prepared, view.prepared_certificates = {}, {}
+            if error is not None:
+                raise error
             if session.misbehaviour:
                 raise RemoteProtocolError(session.misbehaviour)
             if not self.first_sync.is_set() and session.answered:
                 self._own_log_known(session)
+
+    def _take_run(
+        self, session: SyncSession, msgs: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], RemoteProtocolError | None]:
+        """The replies to a run of ``entries`` and ``certs`` messages, each
+        handled in order as alone (the ``entries`` ones in a row as one
+        batch: :meth:`SyncSession.receive_entries`), all in one store
+        transaction: a stream's certificates and the entries they come
+        ahead of, one commit. As when each was a run of its own, the
+        messages after one that proves the peer faulty are not handled,
+        and what came before it is kept: the error is returned, to raise
+        once the replies so far are sent."""
+        replies: list[dict[str, Any]] = []
+        with self.local.ingesting():
+            i = 0
+            while i < len(msgs) and session.misbehaviour is None:
+                j = i + 1
+                if msgs[i].get("t") == "entries":
+                    while j < len(msgs) and msgs[j].get("t") == "entries":
+                        j += 1
+                    handled = session.receive_entries(msgs[i:j])
+                else:
+                    handled = session.receive(msgs[i])
+                try:
+                    replies += handled
+                except RemoteProtocolError as exc:
+                    return replies, exc
+                i = j
+        return replies, None
 
     def _own_log_known(self, session: SyncSession) -> None:
         """Release the restore guard once, in every community the node syncs,

@@ -54,16 +54,17 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 import msgpack
 import trio
 
-from troc.crypto.sign import Domain, verify_once
 from troc.errors import TrocError
+from troc.node.verify_worker import check
 from troc.protocol.entry import Entry
+from troc.protocol.vote import Certificate, decode_any_certificate
 
-__all__ = ["Prepared", "Verifier", "prepare"]
+__all__ = ["Prepared", "Verifier", "prepare", "prepare_certificates"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ logger = logging.getLogger(__name__)
 MIN_THREADED = 16
 
 _LENGTH = struct.Struct(">I")
+
+#: What a batch prepares to: ``bytes | Entry`` or ``bytes | Certificate``.
+_T = TypeVar("_T")
 
 
 def _decode(wires: Sequence[bytes]) -> list[bytes | Entry]:
@@ -99,12 +103,17 @@ def _keep(decoded: list[bytes | Entry], verdicts: Sequence[int]) -> list[bytes |
     return out
 
 
-def _triples(decoded: list[bytes | Entry]) -> list[tuple[bytes, bytes, bytes]]:
+#: What a verify worker checks (troc.node.verify_worker): ``(key, message,
+#: signature)`` in the entry domain, or ``(key, message, signature, domain)``.
+_Item = tuple[bytes, ...]
+
+
+def _triples(decoded: list[bytes | Entry]) -> list[_Item]:
     return [(e.author, e.signed, e.signature) for e in decoded if isinstance(e, Entry)]
 
 
-def _check_here(triples: list[tuple[bytes, bytes, bytes]]) -> bytes:
-    return bytes(1 if verify_once(Domain.ENTRY, a, m, s) else 0 for a, m, s in triples)
+def _check_here(items: list[_Item]) -> bytes:
+    return bytes(1 if check(item) else 0 for item in items)
 
 
 def prepare(wires: Sequence[bytes]) -> list[bytes | Entry]:
@@ -112,6 +121,54 @@ def prepare(wires: Sequence[bytes]) -> list[bytes | Entry]:
     decode or its signature does not hold (the ledger then says why)."""
     decoded = _decode(wires)
     return _keep(decoded, _check_here(_triples(decoded)))
+
+
+def _decode_certificates(datas: Sequence[bytes]) -> list[bytes | Certificate]:
+    """Each certificate decoded (either kind; signatures not checked), or as
+    itself if it does not decode."""
+    out: list[bytes | Certificate] = []
+    for data in datas:
+        try:
+            out.append(decode_any_certificate(data))
+        except TrocError:
+            out.append(data)
+    return out
+
+
+def _certificate_items(decoded: list[bytes | Certificate]) -> list[_Item]:
+    """Every signature of the decoded certificates, in order."""
+    return [
+        (key, message, signature, domain.value)
+        for cert in decoded
+        if isinstance(cert, Certificate)
+        for domain, key, message, signature in cert.signatures()
+    ]
+
+
+def _keep_certificates(
+    datas: Sequence[bytes], decoded: list[bytes | Certificate], verdicts: bytes
+) -> list[bytes | Certificate]:
+    """``decoded`` with each certificate not all of whose signatures hold
+    back as its bytes (``verdicts``: one per item of :func:`_certificate_items`)."""
+    out: list[bytes | Certificate] = []
+    k = 0
+    for data, cert in zip(datas, decoded, strict=True):
+        if isinstance(cert, Certificate):
+            n = len(cert.votes) + len(cert.times)
+            out.append(cert if all(verdicts[k : k + n]) else data)
+            k += n
+        else:
+            out.append(data)
+    return out
+
+
+def prepare_certificates(datas: Sequence[bytes]) -> list[bytes | Certificate]:
+    """Each certificate as a :class:`Certificate` every signature of which
+    holds, or as its bytes if it does not decode or a signature does not
+    hold (the ledger then says why). Nothing else of its validity (its
+    community, quorum, witnesses) is checked here: the ledger does."""
+    decoded = _decode_certificates(datas)
+    return _keep_certificates(datas, decoded, _check_here(_certificate_items(decoded)))
 
 
 def _cores() -> int:
@@ -124,7 +181,7 @@ def _cores() -> int:
 class _Request:
     __slots__ = ("future", "triples")
 
-    def __init__(self, triples: list[tuple[bytes, bytes, bytes]]) -> None:
+    def __init__(self, triples: list[_Item]) -> None:
         self.triples = triples
         self.future: concurrent.futures.Future[bytes] = concurrent.futures.Future()
 
@@ -164,7 +221,7 @@ class _Child:
         for thread in self._threads:
             thread.start()
 
-    def check(self, triples: list[tuple[bytes, bytes, bytes]]) -> concurrent.futures.Future[bytes]:
+    def check(self, triples: list[_Item]) -> concurrent.futures.Future[bytes]:
         """The verdicts on ``triples``, one byte each (1: the signature holds), to come."""
         request = _Request(triples)
         self._queue.put(request)
@@ -282,7 +339,7 @@ class Verifier:
                 )
             return self._pool
 
-    def submit(self, wires: Sequence[bytes]) -> Prepared:
+    def submit(self, wires: Sequence[bytes]) -> Prepared[bytes | Entry]:
         """Start preparing ``wires``; collect the result with
         :meth:`Prepared.result`. Never blocks (in ``processes`` mode it
         decodes ``wires`` first, on the calling thread: ~9 µs an entry)."""
@@ -291,23 +348,38 @@ class Verifier:
             return Prepared(lambda: prepare(wires))
         if self.mode == "processes" and not self._broken:
             decoded = _decode(wires)
-            triples = _triples(decoded)
-            children = self.workers
-            # (max 1: a batch where nothing decodes has nothing to check.)
-            step = max(1, -(-len(triples) // children))
-            futures = [
-                self._check(k, triples[i : i + step])
-                for k, i in enumerate(range(0, len(triples), step))
-            ]
-            return Prepared(lambda: _keep(decoded, b"".join(f.result() for f in futures)), futures)
+            return self._checked(_triples(decoded), lambda verdicts: _keep(decoded, verdicts))
         pool = self._executor()
         step = -(-n // self.workers)
         parts = [pool.submit(prepare, wires[i : i + step]) for i in range(0, n, step)]
         return Prepared(lambda: [item for f in parts for item in f.result()], parts)
 
-    def _check(
-        self, k: int, triples: list[tuple[bytes, bytes, bytes]]
-    ) -> concurrent.futures.Future[bytes]:
+    def submit_certificates(self, datas: Sequence[bytes]) -> Prepared[bytes | Certificate]:
+        """Start preparing certificates (:func:`prepare_certificates`): each
+        is decoded on the calling thread and its signatures (q votes, and
+        times) checked in the workers, as entries' are. Never blocks."""
+        decoded = _decode_certificates(datas)
+        items = _certificate_items(decoded)
+        if len(items) < self.min_threaded or self.workers == 1:
+            return Prepared(lambda: _keep_certificates(datas, decoded, _check_here(items)))
+        return self._checked(items, lambda verdicts: _keep_certificates(datas, decoded, verdicts))
+
+    def _checked(self, items: list[_Item], finish: Callable[[bytes], list[_T]]) -> Prepared[_T]:
+        """``finish`` of the verdicts on ``items``, checked in the child
+        processes (``processes`` mode, none failed) or the threads, shared
+        out evenly."""
+        processes = self.mode == "processes" and not self._broken
+        # (max 1: a batch where nothing decodes has nothing to check.)
+        step = max(1, -(-len(items) // self.workers))
+        parts = [items[i : i + step] for i in range(0, len(items), step)]
+        if processes:
+            futures = [self._check(k, part) for k, part in enumerate(parts)]
+        else:
+            pool = self._executor()
+            futures = [pool.submit(_check_here, part) for part in parts]
+        return Prepared(lambda: finish(b"".join(f.result() for f in futures)), futures)
+
+    def _check(self, k: int, triples: list[_Item]) -> concurrent.futures.Future[bytes]:
         """The verdicts on ``triples``, to come from child ``k`` (started if
         need be), or from the threads if a child failed."""
         if not self._broken:
@@ -327,7 +399,7 @@ class Verifier:
         self,
         answer: concurrent.futures.Future[bytes],
         out: concurrent.futures.Future[bytes],
-        triples: list[tuple[bytes, bytes, bytes]],
+        triples: list[_Item],
     ) -> None:
         """``out`` gets a child's ``answer``, or, if the child failed, the
         threads' verdicts on ``triples``."""
@@ -369,23 +441,24 @@ class Verifier:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-class Prepared:
-    """A batch being prepared by a :class:`Verifier`."""
+class Prepared(Generic[_T]):
+    """A batch being prepared by a :class:`Verifier`: entries (``bytes |
+    Entry``) or certificates (``bytes | Certificate``)."""
 
     def __init__(
         self,
-        finish: Callable[[], list[bytes | Entry]],
+        finish: Callable[[], list[_T]],
         futures: Sequence[concurrent.futures.Future[Any]] = (),
     ) -> None:
         self._finish = finish
         self._futures = futures
-        self._done: list[bytes | Entry] | None = None
+        self._done: list[_T] | None = None
 
     def done(self) -> bool:
         """True if :meth:`result` would not wait."""
         return self._done is not None or all(f.done() for f in self._futures)
 
-    async def result(self) -> list[bytes | Entry]:
+    async def result(self) -> list[_T]:
         """The prepared items, in order; waits (without a thread) for the rest."""
         if self._done is None:
             for future in self._futures:

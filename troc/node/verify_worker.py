@@ -3,7 +3,9 @@
 Run as ``python -m troc.node.verify_worker`` by :class:`troc.node.verifier.Verifier`.
 Over its stdin it reads requests, each a 4-byte big-endian length and then
 msgpack of a list of ``[public key, message, signature]`` (the message is an
-entry's signed bytes, checked in the ``troc/entry/v1`` domain); over its
+entry's signed bytes, checked in the ``troc/entry/v1`` domain) or
+``[public key, message, signature, domain]`` (``domain`` the value of a
+:class:`~troc.crypto.sign.Domain`: a certificate's votes and times); over its
 stdout it answers each with a 4-byte length and one byte per item, 1 if the
 signature holds, else 0. It exits at the end of its stdin (its parent closed
 it, or died). The channel is the parent's own pipe: nothing here is read
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import msgpack
 
 from troc.crypto.sign import Domain, verify_once
 
-__all__ = ["serve"]
+__all__ = ["check", "serve"]
 
 _LENGTH = struct.Struct(">I")
 
@@ -32,6 +35,12 @@ _LENGTH = struct.Struct(">I")
 def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
     data = stream.read(n)
     return data if data is not None and len(data) == n else None
+
+
+def check(item: Sequence[bytes]) -> bool:
+    """Whether one request item's signature holds (see the module's docstring)."""
+    domain = Domain.ENTRY if len(item) == 3 else Domain(item[3])
+    return verify_once(domain, item[0], item[1], item[2])
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
@@ -44,10 +53,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         if body is None:
             return
         items = msgpack.unpackb(body, raw=True, use_list=False)
-        verdicts = bytes(
-            1 if verify_once(Domain.ENTRY, author, message, signature) else 0
-            for author, message, signature in items
-        )
+        verdicts = bytes(1 if check(item) else 0 for item in items)
         out.write(_LENGTH.pack(len(verdicts)) + verdicts)
         out.flush()
 

@@ -80,7 +80,7 @@ from troc.protocol.entry import (
     expiry_of,
 )
 from troc.protocol.verdicts import CertificateOutcome, Outcome, Reason, Status
-from troc.protocol.vote import decode_any_certificate, is_void_certificate
+from troc.protocol.vote import Certificate, decode_any_certificate, is_void_certificate
 from troc.protocol.witness import LedgerView, WitnessRules, can_be_void, raceable
 
 __all__ = [
@@ -281,24 +281,42 @@ class Ledger:
             return outcome
         return replace(outcome, released=tuple(released), dropped=tuple(dropped))
 
-    def ingest_certificate(self, data: bytes, now_ms: int) -> CertificateOutcome:
-        """Check and keep a certificate (canonical bytes) of a witnessed community.
+    def ingest_certificate(
+        self, data: bytes | Certificate, now_ms: int, *, replay_unchecked: bool = False
+    ) -> CertificateOutcome:
+        """Check and keep a certificate of a witnessed community: its
+        canonical bytes, or a :class:`Certificate` (either kind) already
+        decoded whose :meth:`~Certificate.signatures` were all found valid
+        (the node's verify workers); the rest is checked here all the same.
 
         A valid certificate is stored whether or not its entry is held (the
         final tip moves when the entry arrives); if the entry is held and
         lies above its author's final tip, the tip moves there (or part way:
         :meth:`_passable`; on, if it was the certificate the tip waited
         for) and what waited for the entries that became final is stored.
+
+        ``replay_unchecked``: a certificate of an entry whose certificate
+        (either kind) is held already adds nothing (any valid certificate
+        of an entry is as good as another) and is a duplicate before
+        anything is checked, its signatures included (what a node does
+        with what peers send: replays cost nothing). One lookup serves
+        both that and the check for a conflicting certificate.
         """
-        try:
-            # A void certificate (docs/witness.md §3.6) is kept in the same
-            # place: it makes its entry final as a position, with no effect.
-            cert = decode_any_certificate(data)
-        except CodecError as exc:
-            return CertificateOutcome(
-                Status.REJECTED, reason=Reason.BAD_CERTIFICATE, detail=str(exc)
-            )
+        if isinstance(data, Certificate):
+            cert, checked = data, True
+        else:
+            try:
+                # A void certificate (docs/witness.md §3.6) is kept in the same
+                # place: it makes its entry final as a position, with no effect.
+                cert, checked = decode_any_certificate(data), False
+            except CodecError as exc:
+                return CertificateOutcome(
+                    Status.REJECTED, reason=Reason.BAD_CERTIFICATE, detail=str(exc)
+                )
         c, a, seq, eid = cert.community, cert.author, cert.seq, cert.id
+        held = self.backend.certificate(c, a, seq) if replay_unchecked else None
+        if held is not None and held[0] == eid:
+            return CertificateOutcome(Status.DUPLICATE, cert)
         rules = self.witness_rules(c)
         if rules is None:
             genesis = self.backend.genesis(c)
@@ -306,10 +324,11 @@ class Ledger:
             return CertificateOutcome(
                 Status.REJECTED, cert, reason, "no witnessed community of that id is followed"
             )
-        problem = cert.problem(rules)
+        problem = cert.problem(rules, check_signatures=not checked)
         if problem is not None:
             return CertificateOutcome(Status.REJECTED, cert, Reason.BAD_CERTIFICATE, problem)
-        held = self.backend.certificate(c, a, seq)
+        if not replay_unchecked:
+            held = self.backend.certificate(c, a, seq)
         if held is not None:
             if held[0] == eid and is_void_certificate(held[1]) == cert.void:
                 return CertificateOutcome(Status.DUPLICATE, cert)

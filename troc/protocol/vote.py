@@ -453,10 +453,15 @@ class Certificate:
         c, a, s, i = self.community, self.author, self.seq, self.id
         return [self.VOTE(c, a, s, i, w, sig) for w, sig in self.votes]
 
-    def problem(self, rules: WitnessRules) -> str | None:
+    def problem(self, rules: WitnessRules, *, check_signatures: bool = True) -> str | None:
         """Why this certificate does not make its entry final under ``rules``,
         or None if it does: at least ``rules.quorum`` votes, from distinct
-        witnesses of the genesis's set, each signature valid."""
+        witnesses of the genesis's set, each signature valid.
+
+        ``check_signatures=False``: every signature of :meth:`signatures`
+        was found valid already (the node's verify workers, ahead of the
+        store: troc.node.verifier); the rest is checked as always, so the
+        verdict is the same."""
         if self.community != rules.community:
             return "a certificate of another community"
         witnesses = self.witnesses
@@ -467,17 +472,31 @@ class Certificate:
         outsiders = [w for w in witnesses if w not in rules.witnesses]
         if outsiders:
             return f"{outsiders[0].hex()[:16]}… is not a witness of this community"
-        message = vote_message(self.community, self.author, self.seq, self.id)
-        for witness, signature in self.votes:
-            if not verify(self.VOTE.DOMAIN, witness, message, signature):
-                return f"the vote of {witness.hex()[:16]}… does not verify"
+        if check_signatures:
+            message = vote_message(self.community, self.author, self.seq, self.id)
+            for witness, signature in self.votes:
+                if not verify(self.VOTE.DOMAIN, witness, message, signature):
+                    return f"the vote of {witness.hex()[:16]}… does not verify"
         if self.times:
             if tuple(w for w, _t, _sig in self.times) != witnesses:
                 return "a timed certificate has a time of exactly each voting witness"
-            for attestation in self.attestations():
+            for attestation in self.attestations() if check_signatures else ():
                 if not attestation.verify():
                     return f"the time of {attestation.witness.hex()[:16]}… does not verify"
         return None
+
+    def signatures(self) -> list[tuple[Domain, MemberId, bytes, bytes]]:
+        """Every signature :meth:`problem` checks, as ``(domain, key,
+        message, signature)``: each vote's, then each time attestation's.
+        The certificate is valid only if all of them verify (and the rest
+        of :meth:`problem` holds)."""
+        c, a, s, i = self.community, self.author, self.seq, self.id
+        message = vote_message(c, a, s, i)
+        out = [(self.VOTE.DOMAIN, w, message, sig) for w, sig in self.votes]
+        out += [
+            (Domain.WITNESS_TIME, w, time_message(c, a, s, i, t), sig) for w, t, sig in self.times
+        ]
+        return out
 
     def verify(self, rules: WitnessRules) -> bool:
         return self.problem(rules) is None
