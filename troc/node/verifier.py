@@ -17,6 +17,13 @@ given anyway, so the verdicts are those of one-by-one ingest by
 construction: nothing here decides, it only saves the ledger work it would
 do on the node's thread.
 
+Certificates go the same way (:meth:`Verifier.submit_certificates`, a sync
+``certs`` frame): each decoded on the calling thread, every signature of it
+(its votes, its time attestations: :meth:`Certificate.signatures`) checked
+by the workers, and handed back as a :class:`Certificate` only if all of
+them hold, else as its bytes; the ledger checks the rest of its validity
+either way (:meth:`troc.protocol.ledger.Ledger.ingest_certificate`).
+
 Two ways, both measured (bench/ingest.py, 2 cores): ``processes`` (the
 default with 2 cores or more) decodes on the calling thread and has the
 signatures checked by child processes (:mod:`troc.node.verify_worker`), one
