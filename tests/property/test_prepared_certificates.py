@@ -39,11 +39,18 @@ from tests.helpers import (
     witnessed_world,
 )
 from troc.errors import CodecError
+from troc.node import verifier as verifier_module
 from troc.node.local import open_local_node
 from troc.node.verifier import Verifier, prepare_certificates
 from troc.protocol.entry import Entry, EntryId, Ref
 from troc.protocol.ledger import CertificateOutcome, Ledger, Outcome, Status
-from troc.protocol.vote import Certificate, TimeAttestation, Vote, decode_any_certificate
+from troc.protocol.vote import (
+    Certificate,
+    TimeAttestation,
+    Vote,
+    WitnessRules,
+    decode_any_certificate,
+)
 
 EXAMPLES = settings().max_examples
 A, B = key(1), key(2)
@@ -121,6 +128,11 @@ def runs(draw: st.DrawFn) -> tuple[list[tuple[str, bytes]], list[list[tuple[str,
     cuts = sorted(draw(st.lists(st.integers(0, len(items)), max_size=5)))
     parts = [items[a:b] for a, b in zip([0, *cuts], [*cuts, len(items)], strict=True)]
     return items, [p for p in parts if p]
+
+
+def _rules() -> WitnessRules:
+    genesis, _entries, _certs = scenario()
+    return WitnessRules.from_genesis(genesis)
 
 
 def _verdict(o: Outcome | CertificateOutcome) -> tuple[Any, ...]:
@@ -202,7 +214,7 @@ def test_prepared_certificates_get_one_by_one_verdicts_in_memory(drawn: Any) -> 
             if kind == "entry":
                 got += [_verdict(ledger.ingest(w, T0)) for w in group]
                 continue
-            for item in prepare_certificates(group):
+            for item in prepare_certificates(group, _rules()):
                 # What LocalNode.ingest_certificates does with each.
                 got.append(_verdict(ledger.ingest_certificate(item, T0, replay_unchecked=True)))
     assert got == expected
@@ -236,7 +248,9 @@ def test_prepared_runs_through_the_node_get_one_by_one_verdicts_on_sqlite(
 
             async def prepare_all(frames: list[tuple[str, list[bytes]]] = frames) -> list[Any]:
                 submitted = [
-                    verifier.submit(g) if k == "entry" else verifier.submit_certificates(g)
+                    verifier.submit(g)
+                    if k == "entry"
+                    else verifier.submit_certificates(g, _rules())
                     for k, g in frames
                 ]
                 return [await p.result() for p in submitted]
@@ -272,9 +286,31 @@ def test_a_certificate_is_prepared_only_if_every_signature_holds() -> None:
     for mode in ("processes", "threads"):
         v = Verifier(workers=2, min_threaded=1, mode=mode)
         try:
-            got = trio.run(v.submit_certificates(good + bad).result)
+            got = trio.run(v.submit_certificates(good + bad, _rules()).result)
         finally:
             v.close()
         assert [g.encode() for g in got[:3] if isinstance(g, Certificate)] == good
         assert got[3:] == bad
-        assert got == prepare_certificates(good + bad)
+        assert got == prepare_certificates(good + bad, _rules())
+
+
+def test_no_signature_is_checked_ahead_of_a_certificate_the_rules_refuse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One with an outsider's vote (here 60 outsiders), too few votes,
+    times of other witnesses, or of another community, is refused by the
+    ledger before its signatures: the workers do not check them either, so
+    a hostile frame costs them no more than the witnesses' own could."""
+    _genesis, entries, certs = scenario()
+    t = entries[2]
+    many = certify(t, [*WITNESS_KEYS[:3], *(key(1000 + i) for i in range(60))])
+    # Times of other witnesses, too few votes, an outsider; another
+    # community, garbage, cut short (the 4th from the end, another id at a
+    # held position, verifies: the ledger finds the conflict after).
+    refused = [many, *certs[-7:-4], *certs[-3:]]
+    checked: list[Any] = []
+    real = verifier_module.check
+    monkeypatch.setattr(verifier_module, "check", lambda item: checked.append(item) or real(item))
+    got = prepare_certificates(refused, _rules())
+    assert checked == []
+    assert [g if isinstance(g, bytes) else g.encode() for g in got] == refused

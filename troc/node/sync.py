@@ -65,7 +65,7 @@ from troc.protocol.sync_wire import (
     decode_message,
     encode_message,
 )
-from troc.protocol.vote import Certificate
+from troc.protocol.vote import Certificate, WitnessRules
 
 __all__ = ["SyncProgress", "Syncer"]
 
@@ -458,7 +458,9 @@ class Syncer:
         ahead_send, ahead = trio.open_memory_channel[_Ahead](AHEAD_FRAMES)
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_ahead, reader, ahead_send)
+            # A witnessed community's certificates are checked ahead too.
+            rules = self.local.ledger.witness_rules(session.community)
+            nursery.start_soon(self._read_ahead, reader, ahead_send, rules)
             try:
                 await self._session_loop(stream, peer, session, view, ahead)
             except Exception as exc:  # raised below, as itself rather than in a group
@@ -475,10 +477,16 @@ class Syncer:
                 session.stats.sent,
             )
 
-    async def _read_ahead(self, reader: FrameReader, out: trio.MemorySendChannel[_Ahead]) -> None:
-        """Read frames and decode them; hand each on with its entries handed
-        to the verifier's threads, or the error that ended the reading (the
-        session loop raises it)."""
+    async def _read_ahead(
+        self,
+        reader: FrameReader,
+        out: trio.MemorySendChannel[_Ahead],
+        rules: WitnessRules | None,
+    ) -> None:
+        """Read frames and decode them; hand each on with its entries (its
+        certificates, under ``rules``, a witnessed community's) handed to
+        the verifier, or the error that ended the reading (the session loop
+        raises it)."""
         async with out:
             while True:
                 try:
@@ -486,14 +494,10 @@ class Syncer:
                     msg = decode_message(frame)
                     items = _items(msg)
                     prepared: Prepared[Any] | None = None
-                    if items is not None:
-                        verifier = self.verifier
-                        submit = (
-                            verifier.submit
-                            if msg["t"] == "entries"
-                            else verifier.submit_certificates
-                        )
-                        prepared = submit(items)
+                    if items is not None and msg["t"] == "entries":
+                        prepared = self.verifier.submit(items)
+                    elif items is not None and rules is not None:
+                        prepared = self.verifier.submit_certificates(items, rules)
                 except Exception as exc:  # the session loop raises it
                     await out.send(exc)
                     return

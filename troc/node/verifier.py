@@ -18,11 +18,13 @@ construction: nothing here decides, it only saves the ledger work it would
 do on the node's thread.
 
 Certificates go the same way (:meth:`Verifier.submit_certificates`, a sync
-``certs`` frame): each decoded on the calling thread, every signature of it
-(its votes, its time attestations: :meth:`Certificate.signatures`) checked
-by the workers, and handed back as a :class:`Certificate` only if all of
-them hold, else as its bytes; the ledger checks the rest of its validity
-either way (:meth:`troc.protocol.ledger.Ledger.ingest_certificate`).
+``certs`` frame): each decoded on the calling thread and, if it is valid
+under the community's witness rules but for its signatures (no more than
+the witnesses' own certificates hold), every signature of it (its votes,
+its time attestations: :meth:`Certificate.signatures`) checked by the
+workers; handed back as a :class:`Certificate` only if all of them hold,
+else as its bytes. The ledger checks the rest of its validity either way
+(:meth:`troc.protocol.ledger.Ledger.ingest_certificate`).
 
 Two ways, both measured (bench/ingest.py, 2 cores): ``processes`` (the
 default with 2 cores or more) decodes on the calling thread and has the
@@ -69,7 +71,7 @@ import trio
 from troc.errors import TrocError
 from troc.node.verify_worker import check
 from troc.protocol.entry import Entry
-from troc.protocol.vote import Certificate, decode_any_certificate
+from troc.protocol.vote import Certificate, WitnessRules, decode_any_certificate
 
 __all__ = ["Prepared", "Verifier", "prepare", "prepare_certificates"]
 
@@ -130,15 +132,22 @@ def prepare(wires: Sequence[bytes]) -> list[bytes | Entry]:
     return _keep(decoded, _check_here(_triples(decoded)))
 
 
-def _decode_certificates(datas: Sequence[bytes]) -> list[bytes | Certificate]:
-    """Each certificate decoded (either kind; signatures not checked), or as
-    itself if it does not decode."""
+def _decode_certificates(datas: Sequence[bytes], rules: WitnessRules) -> list[bytes | Certificate]:
+    """Each certificate decoded (either kind; signatures not checked) if it
+    is valid under ``rules`` but for its signatures, else as itself: one
+    that does not decode, of another community, with too few votes or an
+    outsider's, or with times of other witnesses, is refused by the ledger
+    before any signature is checked, so its signatures are not checked
+    here either (a peer's frame of 64-vote certificates costs the workers
+    no more than the witnesses' own certificates could)."""
     out: list[bytes | Certificate] = []
     for data in datas:
         try:
-            out.append(decode_any_certificate(data))
+            cert = decode_any_certificate(data)
         except TrocError:
             out.append(data)
+            continue
+        out.append(data if cert.problem(rules, check_signatures=False) else cert)
     return out
 
 
@@ -169,12 +178,14 @@ def _keep_certificates(
     return out
 
 
-def prepare_certificates(datas: Sequence[bytes]) -> list[bytes | Certificate]:
+def prepare_certificates(datas: Sequence[bytes], rules: WitnessRules) -> list[bytes | Certificate]:
     """Each certificate as a :class:`Certificate` every signature of which
-    holds, or as its bytes if it does not decode or a signature does not
-    hold (the ledger then says why). Nothing else of its validity (its
-    community, quorum, witnesses) is checked here: the ledger does."""
-    decoded = _decode_certificates(datas)
+    holds, or as its bytes if it does not decode, is not valid under
+    ``rules`` (the community's witnesses) but for its signatures, or a
+    signature does not hold: the ledger then says why. The ledger checks
+    all but the signatures of a :class:`Certificate` again: nothing here
+    decides."""
+    decoded = _decode_certificates(datas, rules)
     return _keep_certificates(datas, decoded, _check_here(_certificate_items(decoded)))
 
 
@@ -361,11 +372,13 @@ class Verifier:
         parts = [pool.submit(prepare, wires[i : i + step]) for i in range(0, n, step)]
         return Prepared(lambda: [item for f in parts for item in f.result()], parts)
 
-    def submit_certificates(self, datas: Sequence[bytes]) -> Prepared[bytes | Certificate]:
+    def submit_certificates(
+        self, datas: Sequence[bytes], rules: WitnessRules
+    ) -> Prepared[bytes | Certificate]:
         """Start preparing certificates (:func:`prepare_certificates`): each
         is decoded on the calling thread and its signatures (q votes, and
         times) checked in the workers, as entries' are. Never blocks."""
-        decoded = _decode_certificates(datas)
+        decoded = _decode_certificates(datas, rules)
         items = _certificate_items(decoded)
         if len(items) < self.min_threaded or self.workers == 1:
             return Prepared(lambda: _keep_certificates(datas, decoded, _check_here(items)))
