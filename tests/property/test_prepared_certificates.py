@@ -221,14 +221,6 @@ def test_prepared_certificates_get_one_by_one_verdicts_in_memory(drawn: Any) -> 
     assert _state(ledger) == _state(reference)
 
 
-@pytest.fixture(scope="module", params=["processes", "threads"])
-def verifier(request: pytest.FixtureRequest) -> Iterator[Verifier]:
-    """The node's Verifier off the calling thread, as sync uses it, both ways."""
-    v = Verifier(workers=2, min_threaded=1, mode=request.param)
-    yield v
-    v.close()
-
-
 @settings(max_examples=max(10, EXAMPLES // 4))
 @given(drawn=runs())
 def test_prepared_runs_through_the_node_get_one_by_one_verdicts_on_sqlite(

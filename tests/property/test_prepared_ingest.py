@@ -14,11 +14,9 @@ worker threads and in a child process alike.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -109,14 +107,6 @@ def test_prepared_entries_get_one_by_one_verdicts_in_memory(drawn: Any) -> None:
             got.append(_verdict(outcome))
     assert got == expected
     assert _state(ledger, c) == _state(reference, c)
-
-
-@pytest.fixture(scope="module", params=["processes", "threads"])
-def verifier(request: pytest.FixtureRequest) -> Iterator[Verifier]:
-    """The node's Verifier off the calling thread, as sync uses it, both ways."""
-    v = Verifier(workers=2, min_threaded=1, mode=request.param)
-    yield v
-    v.close()
 
 
 @settings(max_examples=max(10, EXAMPLES // 4))
