@@ -10,10 +10,13 @@ their state in the node's store.
 community whose genesis names the node's member as a witness, one
 :class:`~troc.protocol.witness.WitnessState` over the node's own ledger and
 a vote log in the store's ``votes`` table. A request is handled, its entries
-and certificates stored, its vote records written, all in **one durable
-transaction** (fsynced before COMMIT returns); only then is the answer
-written to the stream. A witness killed at any point therefore either never
-sent the vote or has it on disk, and :meth:`WitnessState.decide` never signs
+and certificates stored, its vote records written, all in **one
+transaction**, made durable before the answer is written to the stream:
+a batch of requests commits, then waits for an fsync of the store's log on
+a worker thread (:class:`~troc.node.walsync.LogSync`, shared with whatever
+else waits for one) while the node's thread goes on. A witness killed at
+any point (or a machine that loses power) therefore either never sent the
+vote or has it on disk, and :meth:`WitnessState.decide` never signs
 anything but what the vote log records: it cannot sign two ids at one
 (author, seq), across restarts too. Requests are handled one at a time (the
 node's lock), which the rules require.
@@ -32,12 +35,13 @@ from typing import Any
 import trio
 
 from troc.crypto.sign import MemberId, SigningKey
-from troc.errors import CodecError
+from troc.errors import CodecError, StoreError
 from troc.net.channels import take_ready
 from troc.net.p2p import FrameError, FrameReader, write_frame
 from troc.net.quota import PeerQuota
 from troc.node.certifier import ANSWER_TIMEOUT, Certifier, Progress, member_peer_id
 from troc.node.local import LocalNode
+from troc.node.walsync import LogSync
 from troc.protocol.entry import CommunityId, Entry, EntryId
 from troc.protocol.witness import (
     MESSAGE_LIMITS,
@@ -106,8 +110,10 @@ class WitnessService:
     """Serves ``/troc/witness/1`` for the communities this member witnesses.
 
     Group commit: requests that arrive while a batch is being written wait
-    for the next one; each batch is decided in one durable transaction (one
-    fsync), and only then are its answers sent. :meth:`run` must be running.
+    for the next one; each batch is decided in one transaction, made durable
+    by one fsync on a worker thread (:class:`LogSync`: the node's thread
+    goes on meanwhile), and only then are its answers sent. :meth:`run`
+    must be running.
 
     Each request is charged to its peer: to the node's ``quota`` (its bytes,
     and the entries and certificates it carries, as sync frames are) and to
@@ -143,6 +149,7 @@ class WitnessService:
         self.answered = 0
         self.batches = 0
         self.throttled = 0  # requests slowed or refused for their peer's budget
+        self.log_sync = LogSync(local.store)
         self._send, self._queue = trio.open_memory_channel[_Asked](10_000)
 
     async def run(self) -> None:
@@ -151,14 +158,25 @@ class WitnessService:
             batch = [first]
             take_ready(self._queue, batch, self.MAX_BATCH)
             self._decide_batch(batch)
+            try:
+                # No answer leaves before its vote records are on disk: a
+                # witness restarted after a crash must find every vote it
+                # sent (docs/witness.md §6.3).
+                await self.log_sync.wait()
+            except StoreError:
+                logger.exception("a witness batch is not on disk: its %d requests fail", len(batch))
+                for asked in batch:
+                    asked.answer = None
             for asked in batch:
                 asked.done.set()
             await trio.lowlevel.checkpoint()
 
     def _decide_batch(self, batch: list[_Asked]) -> None:
+        """Decide ``batch`` in one transaction, committed but not fsynced
+        (the caller waits for that); each request holds its answer after."""
         local = self.local
         try:
-            with local.lock, local.store.transaction(durable=True):
+            with local.lock, local.store.transaction():
                 answers = [self._decide(a.request) for a in batch]
         except Exception:
             # One request broke the transaction (nothing of it was kept, no

@@ -1,0 +1,169 @@
+"""The witness's durable commit off the node's thread (troc.node.walsync):
+a batch's answers wait for an fsync of the store's log that runs on a
+worker thread while the node's thread goes on; waits at the same time share
+one fsync; a failed fsync sends no answer."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.helpers import key
+from troc.errors import StoreError
+from troc.node.certifier import Certifier
+from troc.node.local import LocalNode, now_ms, open_local_node
+from troc.node.store import Store
+from troc.node.walsync import LogSync
+from troc.node.witness import WitnessService
+from troc.protocol.entry import Entry
+from troc.protocol.witness import Voted, VoteRequest
+
+WITNESSES = [key(500 + i) for i in range(4)]
+
+
+class GatedSync:
+    """Stands for ``Store.sync_log`` on a worker thread: records each call
+    and holds it until released (or fails it)."""
+
+    def __init__(self, store: Store) -> None:
+        self.real = store.sync_log
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self.fail = False
+        store.sync_log = self  # type: ignore[method-assign]
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(10)
+        if self.fail:
+            raise StoreError("cannot sync the store: (test) disk gone")
+        self.real()
+
+
+async def entered(gate: GatedSync) -> None:
+    for _ in range(500):  # bounded: 5 s
+        if gate.entered.is_set():
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("the log was never fsynced off the node's thread")
+
+
+def request_for(tmp_path: Path) -> tuple[bytes, VoteRequest, Entry]:
+    """A community witnessed by WITNESSES, and a vote request for an offer in it."""
+    with open_local_node(tmp_path / "author", key(1)) as author:
+        c = author.create_community(
+            "W", "h", 5, finality="witnessed", witnesses=tuple(w.public for w in WITNESSES),
+            faults=1,
+        )  # fmt: skip
+        offer = author.offer(c, "an offer")
+        request = Certifier(author, None, lambda c, b: None)._request(offer)  # type: ignore[arg-type]
+        return author.community(c).genesis, request, offer
+
+
+def voted(node: LocalNode, entry: Entry) -> bool:
+    assert entry.community is not None
+    return node.store.voted(entry.community, entry.author, entry.seq) == entry.id
+
+
+async def test_a_witness_answers_after_an_fsync_its_thread_does_not_wait_for(
+    tmp_path: Path,
+) -> None:
+    genesis, request, offer = request_for(tmp_path)
+    with open_local_node(tmp_path / "w", WITNESSES[0]) as w:
+        w.ingest(genesis)
+        service = WitnessService(w, WITNESSES[0], now_ms)
+        gate = GatedSync(w.store)
+        answers: list[object] = []
+
+        async def ask() -> None:
+            answers.append(await service.ask(request))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(service.run)
+            nursery.start_soon(ask)
+            await entered(gate)
+            # The vote is recorded (committed), its fsync is running on a
+            # worker thread, and the node's thread goes on meanwhile: no
+            # answer has left yet.
+            assert voted(w, offer)
+            for _ in range(5):
+                await trio.sleep(0.01)
+            assert answers == []
+            gate.release.set()
+            for _ in range(500):  # bounded: 5 s
+                if answers:
+                    break
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert len(answers) == 1, answers
+    assert isinstance(answers[0], Voted), answers
+    assert (gate.calls, service.log_sync.syncs) == (1, 1)
+
+
+async def test_a_witness_whose_fsync_fails_sends_no_answer(tmp_path: Path) -> None:
+    genesis, request, _offer = request_for(tmp_path)
+    with open_local_node(tmp_path / "w", WITNESSES[0]) as w:
+        w.ingest(genesis)
+        service = WitnessService(w, WITNESSES[0], now_ms)
+        gate = GatedSync(w.store)
+        gate.fail = True
+        gate.release.set()
+        answers: list[object] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(service.run)
+            with trio.fail_after(5):
+                answers.append(await service.ask(request))
+            nursery.cancel_scope.cancel()
+    assert answers == [None]  # the caller closes the stream unanswered
+
+
+async def test_waits_at_once_share_an_fsync_and_a_later_one_gets_its_own(
+    tmp_path: Path,
+) -> None:
+    with Store.open(tmp_path / "s.sqlite") as store:
+        sync = LogSync(store)
+        gate = GatedSync(store)
+        done: list[int] = []
+
+        async def wait(i: int) -> None:
+            await sync.wait()
+            done.append(i)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, 0)
+            await entered(gate)
+            # Begun while an fsync runs that may not cover their commits:
+            # they wait for one more, which they share.
+            for i in (1, 2, 3):
+                nursery.start_soon(wait, i)
+            await trio.sleep(0.05)
+            assert done == []
+            gate.entered.clear()
+            gate.release.set()
+        assert sorted(done) == [0, 1, 2, 3]
+        assert gate.calls == sync.syncs == 2
+
+
+def test_sync_log_fsyncs_the_write_ahead_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    with Store.open(tmp_path / "s.sqlite") as store:
+        with store.transaction():
+            pass
+        monkeypatch.setattr(os, "fsync", fsync)
+        store.sync_log()
+    assert synced == [str(tmp_path / "s.sqlite-wal")]
