@@ -6,17 +6,22 @@ one fsync; a failed fsync sends no answer."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
-from tests.helpers import key
+from tests.helpers import founded_homes, key
 from troc.errors import StoreError
+from troc.node import homefiles, ops
 from troc.node.certifier import Certifier
+from troc.node.groupcommit import GroupCommit
 from troc.node.local import LocalNode, now_ms, open_local_node
+from troc.node.operations import OPERATIONS
 from troc.node.store import Store
-from troc.node.walsync import LogSync
+from troc.node.walsync import LogSync, own_durable
 from troc.node.witness import WitnessService
 from troc.protocol.entry import Entry
 from troc.protocol.witness import Voted, VoteRequest
@@ -167,3 +172,109 @@ def test_sync_log_fsyncs_the_write_ahead_log(
         monkeypatch.setattr(os, "fsync", fsync)
         store.sync_log()
     assert synced == [str(tmp_path / "s.sqlite-wal")]
+
+
+# -- the payer's group commit ---------------------------------------------------
+
+
+def _pay(local: LocalNode, to: bytes) -> Callable[[], Any]:
+    step = OPERATIONS["pay"].run
+    assert step is not None
+    params = {"to": ops.mid(to), "amount": "1", "to_unknown": True}
+    return lambda: step(local, params)
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await trio.sleep(0.005)
+
+
+async def test_a_group_commit_is_answered_announced_and_marked_after_an_fsync_off_the_thread(
+    tmp_path: Path,
+) -> None:
+    ks, ka, community, _genesis = founded_homes(tmp_path)
+    home = tmp_path / "a"
+    with open_local_node(home, ka) as a:
+        announced: list[Entry] = []
+        a.listeners.append(lambda e, own: announced.append(e))
+        commit = GroupCommit(a)
+        gate = GatedSync(a.store)
+        answers: list[Any] = []
+        gated: list[bool] = []  # own_durable returned while the fsync ran
+
+        async def pay() -> None:
+            answers.append(await commit.run(_pay(a, ks.public)))
+
+        async def sync_reads() -> None:
+            await own_durable(a)
+            gated.append(not gate.release.is_set())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit.serve)
+            for _ in range(4):
+                nursery.start_soon(pay)
+            await entered(gate)
+            nursery.start_soon(sync_reads)
+            await _settle()
+            # Committed, its fsync running on a worker thread while this
+            # thread goes on: not answered, not announced, not marked, and
+            # sync does not read the store meanwhile.
+            assert a.store.head(community, ka.public).seq == 5  # type: ignore[union-attr]
+            assert (answers, announced, gated) == ([], [], [])
+            mark = homefiles.signed_marks(home)
+            assert mark is not None
+            assert mark[community].seq == 1
+            gate.release.set()
+            for _ in range(500):  # bounded: 5 s
+                if len(answers) == 4 and gated:
+                    break
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert len(answers) == 4
+    assert gated == [False]
+    assert [e.seq for e in announced] == [2, 3, 4, 5]
+    assert (commit.batches, gate.calls) == (1, 1)
+    mark = homefiles.signed_marks(home)
+    assert mark is not None
+    assert mark[community].seq == 5
+
+
+async def test_an_own_entry_signed_while_a_batch_awaits_its_fsync_finishes_it_first(
+    tmp_path: Path,
+) -> None:
+    """Another own entry (not through the group commit: an offer) signed
+    while a batch's fsync runs: the batch is made durable, marked and
+    announced first, on this thread; marks and announcements keep the log's
+    order, and the batch's requests are answered once."""
+    ks, ka, community, _genesis = founded_homes(tmp_path)
+    home = tmp_path / "a"
+    with open_local_node(home, ka) as a:
+        announced: list[int] = []
+        a.listeners.append(lambda e, own: announced.append(e.seq))
+        commit = GroupCommit(a)
+        gate = GatedSync(a.store)
+        answers: list[Any] = []
+
+        async def pay() -> None:
+            answers.append(await commit.run(_pay(a, ks.public)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit.serve)
+            for _ in range(3):
+                nursery.start_soon(pay)
+            await entered(gate)
+            # The worker's fsync is held; this one runs on the node's thread.
+            gate.release.set()  # (the offer's own sync must not wait for the worker's)
+            offer = a.offer(community, "bread")
+            assert offer.seq == 5
+            assert announced == [2, 3, 4, 5]
+            mark = homefiles.signed_marks(home)
+            assert mark is not None
+            assert mark[community].seq == 5
+            for _ in range(500):  # bounded: 5 s
+                if len(answers) == 3:
+                    break
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert len(answers) == 3
+    assert announced == [2, 3, 4, 5]  # once each

@@ -13,6 +13,15 @@ every entry is announced and every request answered. A request that arrives
 while a batch is being written waits for the next one, as at the witness
 (docs/witness.md §6.3).
 
+The batch's commit is not fsynced on the node's thread: it commits, then
+awaits an fsync of the store's log on a worker thread
+(:mod:`troc.node.walsync`), and only then are its entries marked,
+announced and answered; meanwhile the node goes on (gossip, sync, the
+next requests' parsing), and nothing sends the batch's entries (sync waits
+for them, :func:`~troc.node.walsync.own_durable`). If that fsync fails,
+the batch's requests fail with it (their entries stay pending: the next own
+entry signed makes them durable first, or fails the same way).
+
 Each step runs as it would alone, in arrival order, on the store as the
 earlier ones left it: the second payment of a batch sees the first one's
 balance. A step refused before it wrote anything (an overdraft, an unknown
@@ -32,8 +41,10 @@ from typing import Generic, TypeVar
 
 import trio
 
+from troc.errors import StoreError
 from troc.net.channels import take_ready
-from troc.node.local import LocalNode
+from troc.node.local import LocalNode, PendingOwn
+from troc.node.walsync import log_sync_of
 
 __all__ = ["GroupCommit"]
 
@@ -84,6 +95,7 @@ class GroupCommit:
         self.local = local
         self.batches = 0  # transactions written
         self.steps = 0  # steps run in them
+        self.log_sync = log_sync_of(local.store)
         self._send, self._queue = trio.open_memory_channel[_Job[object]](10_000)
 
     async def run(self, step: Callable[[], T]) -> T:
@@ -109,31 +121,53 @@ class GroupCommit:
                 quiet = 0 if len(batch) > before else quiet + 1
                 if quiet >= self.GATHER_PASSES or len(batch) >= self.MAX_BATCH:
                     break
-            self.commit(batch)
+            await self.commit(batch)
             for job in batch:
                 job.done.set()
 
-    def commit(self, batch: list[_Job[object]]) -> None:
-        """Run ``batch``'s steps in one durable transaction (one at a time if
-        that fails); each job holds its result or error after."""
+    async def commit(self, batch: list[_Job[object]]) -> None:
+        """Run ``batch``'s steps in one transaction made durable off the
+        node's thread (one at a time, each durable, if that fails); each job
+        holds its result or error after."""
         self.batches += 1
         self.steps += len(batch)
         if len(batch) > 1:
             appended = None
             try:
-                with self.local.appending() as appended:
+                with self.local.appending(durable=False) as appended:
                     for job in batch:
                         job.run()
                         if appended.broken:
                             raise _Broken
-                return
             except Exception as exc:
                 if appended is not None and appended.committed:
-                    # Durable, and each job holds its outcome: only announcing
+                    # Committed, and each job holds its outcome: only announcing
                     # failed (a listener's bug), as it would for one entry.
                     logger.exception("announcing %d own entries failed", len(appended.entries))
                     return
                 # Nothing of the batch was kept: each step again, alone.
                 logger.warning("a batch of %d steps failed (%r): one at a time", len(batch), exc)
+            else:
+                await self._durable(batch, appended.pending)
+                return
         for job in batch:
             job.run()
+
+    async def _durable(self, batch: list[_Job[object]], pending: PendingOwn | None) -> None:
+        """Wait until the batch's commit is on disk, then finish it (mark,
+        announce); if the fsync fails, each of its steps fails with it."""
+        if pending is None or pending.finished:
+            return
+        try:
+            await self.log_sync.wait()
+        except StoreError as exc:
+            if pending.finished:  # made durable meanwhile by another own entry
+                return
+            logger.error("%d own entries are not known to be on disk: %s", len(batch), exc)
+            for job in batch:
+                job.result, job.error = None, exc
+            return
+        try:
+            self.local.finish_own(pending)
+        except Exception:  # a listener's bug: the entries are durable and marked
+            logger.exception("announcing %d own entries failed", len(pending.entries))

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, LocalProtocolError, RefusedError
-from troc.node.marks import SignedMarks
+from troc.node.marks import SignedMarks, StagedMarks
 from troc.node.parked import newly_acceptable
 from troc.node.store import Store
 from troc.node.views import (
@@ -107,6 +107,22 @@ class AppendBatch:
     broken: bool = False
     #: The transaction committed (durably): its entries are kept, whatever follows.
     committed: bool = False
+    #: Committed but not on disk yet (``appending(durable=False)``): hand it
+    #: to :meth:`LocalNode.finish_own` once the store's log is fsynced.
+    pending: PendingOwn | None = None
+
+
+@dataclass(slots=True)
+class PendingOwn:
+    """Own entries committed but not yet on disk (``appending(durable=False)``):
+    not marked, not announced, and not to be sent by anything (sync waits,
+    :func:`troc.node.walsync.own_durable`) until :meth:`LocalNode.finish_own`."""
+
+    entries: list[Entry]
+    staged: StagedMarks | None
+    finished: bool = False
+    #: Called once it is finished.
+    waiters: list[Callable[[], None]] = field(default_factory=list)
 
 
 class LocalNode:
@@ -146,6 +162,9 @@ class LocalNode:
         # Open by ingesting(): what its ingests stored and made acceptable,
         # announced once it commits.
         self._notes: list[tuple[list[Entry], list[Entry]]] | None = None
+        #: Own entries committed and not yet on disk: at most one batch, and
+        #: none while any other own entry is signed (see :meth:`_own_commit`).
+        self.pending_own: PendingOwn | None = None
 
     # -- communities ------------------------------------------------------
 
@@ -233,7 +252,9 @@ class LocalNode:
             self._marks.check()
 
     @contextmanager
-    def _own_commit(self, entries: list[Entry]) -> Iterator[None]:
+    def _own_commit(
+        self, entries: list[Entry], *, durable: bool = True
+    ) -> Iterator[PendingOwn | None]:
         """One durable transaction storing own ``entries`` (the block fills
         the list), marked once it has committed and before they can leave
         the node (a mark ahead of the store would block for good).
@@ -242,19 +263,55 @@ class LocalNode:
         fsynced (SignedMarks.stage: a worker thread), and put in place only
         after the commit returned: one wait for two fsyncs, not two in a
         row, on the node's one thread. Call it under the lock.
+
+        With ``durable=False`` the commit is not fsynced: the block's
+        PendingOwn (yielded, filled once the commit returned) is left in
+        :attr:`pending_own` for the caller to make durable off this thread
+        and then :meth:`finish_own`. An own commit pending that way is
+        finished first, here, on this thread: marks and announcements keep
+        the order of the log.
         """
+        self._finish_pending()
         staged = None
+        pending = PendingOwn(entries, None)
         try:
-            with self.store.transaction(durable=True):
-                yield
+            with self.store.transaction(durable=durable):
+                yield pending if not durable else None
                 if self._marks is not None:
                     staged = self._marks.stage(entries)
         except BaseException:
             if staged is not None and staged.write is not None:
                 staged.write.abandon()
             raise
+        if not durable:
+            pending.staged = staged
+            self.pending_own = pending
+            return
         if self._marks is not None:
             self._marks.settle(staged)
+
+    def _finish_pending(self) -> None:
+        """Make an own commit left pending durable now, on this thread, and finish it."""
+        pending = self.pending_own
+        if pending is not None:
+            self.store.sync_log()  # StoreError: nothing is signed meanwhile
+            self.finish_own(pending)
+
+    def finish_own(self, pending: PendingOwn) -> None:
+        """Once ``pending``'s commit is on disk (the store's log fsynced after
+        it): mark its entries, announce them, wake what waits. Idempotent."""
+        if pending.finished:
+            return
+        pending.finished = True
+        if self.pending_own is pending:
+            self.pending_own = None
+        try:
+            if self._marks is not None:
+                self._marks.settle(pending.staged)
+            self._notify(pending.entries, own=True)
+        finally:
+            for wake in pending.waiters:
+                wake()
 
     def _sign_genesis(self, rules: Genesis) -> Entry:
         try:
@@ -460,9 +517,12 @@ class LocalNode:
         return self._append(community, Transfer.paying(request))
 
     @contextmanager
-    def appending(self) -> Iterator[AppendBatch]:
+    def appending(self, *, durable: bool = True) -> Iterator[AppendBatch]:
         """Group commit: own entries appended in the block share one durable
         transaction, and are marked and announced once it has committed.
+        With ``durable=False`` the commit is not fsynced and nothing is
+        marked or announced: ``batch.pending`` (if it stored anything) waits
+        for the caller to fsync the store's log and call :meth:`finish_own`.
 
         Each append inside is checked and signed as alone, on the store as
         the earlier ones left it. One refused before it wrote anything
@@ -474,13 +534,18 @@ class LocalNode:
         in the block.
         """
         batch = AppendBatch()
-        with self._lock, self._own_commit(batch.entries):
+        with self._lock, self._own_commit(batch.entries, durable=durable) as pending:
             self._batch = batch
             try:
                 yield batch
             finally:
                 self._batch = None
         batch.committed = True
+        if pending is not None:
+            batch.pending = pending
+            if not batch.entries:  # nothing stored: nothing to wait for
+                self.finish_own(pending)
+            return
         self._notify(batch.entries, own=True)
 
     def _append(self, community: CommunityId, body: AnyBody) -> Entry:

@@ -46,6 +46,7 @@ from troc.node.local import LocalNode
 from troc.node.metrics import Counters
 from troc.node.peers import Peers
 from troc.node.verifier import Prepared, Verifier
+from troc.node.walsync import own_durable
 from troc.protocol.entry import CommunityId, Entry, Ref
 from troc.protocol.ledger import CertificateOutcome, Outcome
 from troc.protocol.sync import (
@@ -350,6 +351,7 @@ class Syncer:
         self.progress.current_peer = peer
         try:
             with trio.fail_after(SESSION_TIMEOUT), self._registered(peer, community, session):
+                await own_durable(self.local)  # (see _session_loop)
                 await self._run_session(stream, peer, session, session.start())
         except (FrameError, RemoteProtocolError, trio.TooSlowError) as exc:
             if isinstance(exc, FrameError) and exc.reason == "eof" and not session.answered:
@@ -399,6 +401,7 @@ class Syncer:
                 view = _StoreView(self.local, c, peer)
                 session = self._session(view, peer, c, initiator=False, version=version)
                 with self._registered(peer, c, session):
+                    await own_durable(self.local)  # (see _session_loop)
                     first = list(session.receive(hello))
                     await self._run_session(stream, peer, session, first, reader)
         except (RemoteProtocolError, trio.TooSlowError) as exc:
@@ -565,6 +568,10 @@ class Syncer:
             out: list[bytes] = []
             size = 0
             msgs = [msg for _frame, msg, _items in run]
+            # The session reads the store as it handles them (lazily, for
+            # one message of another kind): never while own entries are
+            # committed but not on disk (troc.node.walsync).
+            await own_durable(self.local)
             error: RemoteProtocolError | None = None
             if run[0][2] is None:  # one message of another kind, its replies as they come
                 replies: Iterable[dict[str, Any]] = session.receive(msgs[0])
@@ -577,6 +584,7 @@ class Syncer:
                 if size >= MAX_FRAME // 2:
                     await write_frames(stream, out, frame_timeout=FRAME_TIMEOUT)
                     out, size = [], 0
+                    await own_durable(self.local)
             if out:
                 await write_frames(stream, out, frame_timeout=FRAME_TIMEOUT)
             self.counters.entries_served += session.stats.sent - sent_before

@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 A durable transaction (``Store.transaction(durable=True)``) fsyncs the
 store's write-ahead log inside ``COMMIT``, on the node's one thread: ~4 ms
-on the project's machine, during which the node reads no socket, ingests no
-gossip and answers no one (bench/finality.py: a witness's trio thread spent
-a tenth of its time there). A caller that only needs the commit to be on
+on the project's machine when idle, 20-150 ms under bench/finality.py's
+load, during which the node reads no socket, ingests no gossip and answers
+no one (a tenth of a witness's and of a payer's thread's time there). A caller that only needs the commit to be on
 disk *before it tells anyone* can commit normally instead (written to the
 log's file, visible to this process, lost only if the machine loses power
 or crashes) and then await :meth:`LogSync.wait`: it returns once an fsync
@@ -19,18 +19,52 @@ time share one fsync: a caller that finds one running waits for it, and
 then for one more only if the running one started before its call.
 
 Only writes that no one outside the node learns of before the wait returns
-may be made durable this way: the witness's vote records (its answers are
-written after the wait, docs/witness.md §6.3). Own entries stay
-``durable=True``: sync may serve what the store holds at any moment.
+may be made durable this way. The witness's vote records: its answers are
+written after the wait (docs/witness.md §6.3). Own entries of a group
+commit (:mod:`troc.node.groupcommit`): they are marked, announced and
+answered after the wait (:meth:`troc.node.local.LocalNode.finish_own`),
+and sync, which may read the store at any moment, first waits for them
+(:func:`own_durable`); any other own entry signed meanwhile finishes them
+first, on the node's thread.
+
+One :class:`LogSync` per store (:func:`log_sync_of`), so the waits of the
+witness and of the group commit share fsyncs.
 """
 
 from __future__ import annotations
 
+import weakref
+
 import trio
 
+from troc.node.local import LocalNode
 from troc.node.store import Store
 
-__all__ = ["LogSync"]
+__all__ = ["LogSync", "log_sync_of", "own_durable"]
+
+_BY_STORE: weakref.WeakKeyDictionary[Store, LogSync] = weakref.WeakKeyDictionary()
+
+
+def log_sync_of(store: Store) -> LogSync:
+    """The store's one :class:`LogSync`."""
+    found = _BY_STORE.get(store)
+    if found is None:
+        found = _BY_STORE[store] = LogSync(store)
+    return found
+
+
+async def own_durable(local: LocalNode) -> None:
+    """Return once no own entry is committed but not yet on disk, *without
+    a checkpoint* when none is: the caller's synchronous code right after
+    reads no own entry that is not durable (sync, before it reads the store
+    for a peer). Returns at once when nothing is pending."""
+    for _ in range(1_000_000):  # bounded; each round waits for one batch's fsync
+        pending = local.pending_own
+        if pending is None:
+            return
+        woken = trio.Event()
+        pending.waiters.append(woken.set)
+        await woken.wait()
 
 
 class LogSync:

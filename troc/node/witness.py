@@ -41,7 +41,7 @@ from troc.net.p2p import FrameError, FrameReader, write_frame
 from troc.net.quota import PeerQuota
 from troc.node.certifier import ANSWER_TIMEOUT, Certifier, Progress, member_peer_id
 from troc.node.local import LocalNode
-from troc.node.walsync import LogSync
+from troc.node.walsync import LogSync, log_sync_of
 from troc.protocol.entry import CommunityId, Entry, EntryId
 from troc.protocol.witness import (
     MESSAGE_LIMITS,
@@ -149,7 +149,7 @@ class WitnessService:
         self.answered = 0
         self.batches = 0
         self.throttled = 0  # requests slowed or refused for their peer's budget
-        self.log_sync = LogSync(local.store)
+        self.log_sync: LogSync = log_sync_of(local.store)
         self._send, self._queue = trio.open_memory_channel[_Asked](10_000)
 
     async def run(self) -> None:
