@@ -300,14 +300,15 @@ class LocalNode:
     def finish_own(self, pending: PendingOwn) -> None:
         """Once ``pending``'s commit is on disk (the store's log fsynced after
         it): mark its entries, announce them, wake what waits. Idempotent."""
-        if pending.finished:
-            return
-        pending.finished = True
-        if self.pending_own is pending:
-            self.pending_own = None
-        try:
+        with self._lock:  # another thread's append may be finishing it too
+            if pending.finished:
+                return
+            pending.finished = True
+            if self.pending_own is pending:
+                self.pending_own = None
             if self._marks is not None:
                 self._marks.settle(pending.staged)
+        try:
             self._notify(pending.entries, own=True)
         finally:
             for wake in pending.waiters:
