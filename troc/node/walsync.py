@@ -6,17 +6,18 @@ A durable transaction (``Store.transaction(durable=True)``) fsyncs the
 store's write-ahead log inside ``COMMIT``, on the node's one thread: ~4 ms
 on the project's machine when idle, 20-150 ms under bench/finality.py's
 load, during which the node reads no socket, ingests no gossip and answers
-no one (a tenth of a witness's and of a payer's thread's time there). A caller that only needs the commit to be on
-disk *before it tells anyone* can commit normally instead (written to the
-log's file, visible to this process, lost only if the machine loses power
-or crashes) and then await :meth:`LogSync.wait`: it returns once an fsync
-that *started after the call* has completed, so every transaction committed
-before the call is on disk, exactly as if it had been durable (an fsync
-covers the whole file, earlier commits included). The fsync runs on a
-worker thread (:meth:`troc.node.store.Store.sync_log` touches no SQLite
-connection) while the node's thread goes on; callers that wait at the same
-time share one fsync: a caller that finds one running waits for it, and
-then for one more only if the running one started before its call.
+no one (a tenth of a witness's and of a payer's thread's time there). A
+caller that only needs the commit to be on disk *before it tells anyone*
+can commit normally instead (written to the log's file, visible to this
+process, lost only if the machine loses power or crashes) and then await
+:meth:`LogSync.wait`: it returns once an fsync that *started after the
+call* has completed, so every transaction committed before the call is on
+disk, exactly as if it had been durable (an fsync covers the whole file,
+earlier commits included). The fsync runs on a worker thread
+(:meth:`troc.node.store.Store.sync_log` touches no SQLite connection) while
+the node's thread goes on; callers that wait at the same time share one
+fsync: a caller that finds one running waits for it, and then for one more
+only if the running one started before its call.
 
 Only writes that no one outside the node learns of before the wait returns
 may be made durable this way. The witness's vote records: its answers are
