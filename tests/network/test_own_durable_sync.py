@@ -10,22 +10,11 @@ from pathlib import Path
 import trio
 
 from tests.helpers import founded_homes
+from tests.network.test_sync_not_following import _config  # sync rounds driven by the test
 from troc.node import ops
-from troc.node.node import Node, NodeConfig, open_node
+from troc.node.node import Node, open_node
 from troc.node.operations import OPERATIONS
 from troc.protocol.entry import CommunityId
-
-
-def _config(home: Path, *bootstrap: str) -> NodeConfig:
-    return NodeConfig(
-        home=home,
-        bootstrap=bootstrap,
-        sync_interval=600,  # rounds are driven by the test
-        control_socket=False,
-        remember_peers=False,
-        mdns=False,
-        dht="off",
-    )
 
 
 def _seq(node: Node, community: CommunityId, member: bytes) -> int:

@@ -160,7 +160,7 @@ def test_sync_log_fsyncs_the_write_ahead_log(
     import os
 
     synced: list[str] = []
-    real_fsync = os.fsync
+    real_fsync = os.fdatasync
 
     def fsync(fd: int) -> None:
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
@@ -169,7 +169,7 @@ def test_sync_log_fsyncs_the_write_ahead_log(
     with Store.open(tmp_path / "s.sqlite") as store:
         with store.transaction():
             pass
-        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "fdatasync", fsync)
         store.sync_log()
     assert synced == [str(tmp_path / "s.sqlite-wal")]
 

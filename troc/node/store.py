@@ -338,7 +338,9 @@ class Store(StoreFinality, StoreQueries):
             except OSError as exc:
                 raise StoreError(f"cannot sync the store: {exc}") from exc
             try:
-                os.fsync(fd)
+                # The data and what reading it back needs (the file's
+                # size); its times are not needed.
+                os.fdatasync(fd)
             except OSError as exc:
                 raise StoreError(f"cannot sync the store: {exc}") from exc
             finally:
