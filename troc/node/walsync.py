@@ -35,6 +35,7 @@ witness and of the group commit share fsyncs.
 from __future__ import annotations
 
 import weakref
+from functools import partial
 
 import trio
 
@@ -64,7 +65,8 @@ async def own_durable(local: LocalNode) -> None:
         if pending is None:
             return
         woken = trio.Event()
-        pending.waiters.append(woken.set)
+        # (run_sync_soon: whichever thread finishes it, this one is woken)
+        pending.waiters.append(partial(trio.lowlevel.current_trio_token().run_sync_soon, woken.set))
         await woken.wait()
 
 
