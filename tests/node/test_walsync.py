@@ -278,3 +278,36 @@ async def test_an_own_entry_signed_while_a_batch_awaits_its_fsync_finishes_it_fi
             nursery.cancel_scope.cancel()
     assert len(answers) == 3
     assert announced == [2, 3, 4, 5]  # once each
+
+
+async def test_sync_is_not_left_waiting_for_a_batch_another_thread_finished(
+    tmp_path: Path,
+) -> None:
+    """A batch awaiting its fsync is finished by an append on another thread
+    just after sync read it pending and before sync added itself to its
+    waiters (finish_own had called them all already): sync sees it finished
+    and goes on, instead of waiting for a wake that never comes."""
+    ks, ka, _community, _genesis = founded_homes(tmp_path)
+    with open_local_node(tmp_path / "a", ka) as a:
+        commit = GroupCommit(a)
+        gate = GatedSync(a.store)
+
+        class FinishedMeanwhile(list[Callable[[], None]]):
+            def append(self, wake: Callable[[], None]) -> None:
+                assert pending is not None
+                a.finish_own(pending)  # what the other thread did first
+                super().append(wake)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit.serve)
+            for _ in range(2):  # a batch of one is committed as alone
+                nursery.start_soon(commit.run, _pay(a, ks.public))
+            await entered(gate)
+            pending = a.pending_own
+            assert pending is not None
+            pending.waiters = FinishedMeanwhile()
+            with trio.fail_after(5):
+                await own_durable(a)
+            gate.release.set()
+            nursery.cancel_scope.cancel()
+        assert a.pending_own is None

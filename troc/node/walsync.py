@@ -67,6 +67,10 @@ async def own_durable(local: LocalNode) -> None:
         woken = trio.Event()
         # (run_sync_soon: whichever thread finishes it, this one is woken)
         pending.waiters.append(partial(trio.lowlevel.current_trio_token().run_sync_soon, woken.set))
+        # Finished on another thread (an append there) since it was read:
+        # its waiters may have been called before ours was added.
+        if pending.finished:
+            continue
         await woken.wait()
 
 
