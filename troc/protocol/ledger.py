@@ -712,12 +712,18 @@ class Ledger:
         its own certificate, normal or void; then up to the highest certified
         entry below the first such (none: the tip stays). A tip never passes
         an entry whose kind (void or not) it does not know (docs/witness.md
-        §6.1)."""
+        §6.1).
+
+        ``chain``'s last entry is certified (every caller moves the tip to
+        a held certified entry), so it needs no look: for an accept, the
+        raceable test reads and decodes its transfer, and a newcomer's
+        catch-up takes most certified entries one at a time, each its own
+        chain's top (the certificate came ahead of it, docs/sync.md)."""
         # raceable first: for most kinds two isinstance checks, no read.
         n = next(
             (
                 n
-                for n, s in enumerate(chain)
+                for n, s in enumerate(chain[:-1])
                 if raceable(s.entry, self._races, c) and self.certificate_of(c, s.entry.ref) is None
             ),
             None,
