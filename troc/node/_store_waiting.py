@@ -6,7 +6,10 @@ may be parked, and what makes room, is decided by the same pure functions as
 in the in-memory backend (:func:`troc.protocol.backend.parking_time` and
 :func:`~troc.protocol.backend.room_to_park`); this module only counts rows
 and moves them. Counts are cached until the transaction rolls back
-(:meth:`WaitingRows.forget`).
+(:meth:`WaitingRows.forget`), and so is the set of keys waited for: a
+newcomer's catch-up asks, for each entry it stores and each entry that
+becomes final, what waited for it, while a few entries are parked nearly
+all along; a key no parked entry waits for is answered without a query.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ class WaitingRows:
         self._waiting_count: int | None = None
         # Entries parked per pool (member: 1, stranger: 0), read when needed.
         self._pool_counts: dict[int, int] = {}
+        # Every key some parked entry waits for, and maybe keys none waits
+        # for any more (a superset: put adds, take drops; loaded when first
+        # needed, dropped with the counts). A key not in it has no row.
+        self._keys: set[WaitKey] | None = None
 
     def close(self) -> None:
         """Close the cursor (before the store's connection: see ``Store.close``)."""
@@ -50,6 +57,7 @@ class WaitingRows:
         """Drop the cached counts (the transaction rolled back)."""
         self._waiting_count = None
         self._pool_counts.clear()
+        self._keys = None
 
     def count(self) -> int:
         """How many entries wait for a missing dependency."""
@@ -59,6 +67,7 @@ class WaitingRows:
 
     def put(self, keys: Iterable[WaitKey], wire: bytes, parking: Parking) -> bool:
         """As :meth:`troc.protocol.backend.Backend.put_waiting` (in a transaction)."""
+        keys = list(keys)
         digest = hashlib.sha256(wire).digest()
         cur = self._cur
         if cur.execute("SELECT 1 FROM waiting WHERE digest = ?", (digest,)).fetchone():
@@ -107,6 +116,8 @@ class WaitingRows:
             "INSERT OR IGNORE INTO waiting_keys VALUES (?, ?, ?, ?, ?)",
             [(c, a, s, i, wid) for c, a, s, i in keys],
         )
+        if self._keys is not None:
+            self._keys.update(keys)
         self._waiting_count = total + 1
         self._pool_counts[pool] = count + 1
         return True
@@ -144,6 +155,8 @@ class WaitingRows:
         cur.executemany("DELETE FROM waiting WHERE wid = ?", wids)
         if self._waiting_count is not None:
             self._waiting_count -= len(rows)
+            if self._waiting_count == 0:
+                self._keys = set()  # sheds the keys no row has any more
         for _wid, member in rows:
             if member in self._pool_counts:
                 self._pool_counts[member] -= 1
@@ -152,6 +165,10 @@ class WaitingRows:
         """As :meth:`troc.protocol.backend.Backend.take_waiting`."""
         if self.count() == 0:
             return []  # the usual case: no query
+        known = self._known_keys()
+        if key not in known:
+            return []  # the usual case while a few entries are parked: no query
+        known.discard(key)  # every row with it goes now (or went before)
         rows = self._cur.execute(
             "SELECT w.wid, w.member, w.wire FROM waiting_keys k JOIN waiting w ON w.wid = k.wid"
             " WHERE k.community = ? AND k.author = ? AND k.seq = ? AND k.id = ?"
@@ -162,6 +179,14 @@ class WaitingRows:
             self._check_write()
             self._unpark([(wid, member) for wid, member, _wire in rows])
         return [r[2] for r in rows]
+
+    def _known_keys(self) -> set[WaitKey]:
+        if self._keys is None:
+            rows = self._cur.execute("SELECT community, author, seq, id FROM waiting_keys")
+            self._keys = {
+                (CommunityId(c), MemberId(a), s, EntryId(i)) for c, a, s, i in rows.fetchall()
+            }
+        return self._keys
 
     def parked(self, community: CommunityId, author: MemberId | None) -> list[bytes]:
         """As :meth:`troc.protocol.backend.Backend.parked`."""
