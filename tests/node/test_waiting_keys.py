@@ -59,12 +59,17 @@ def test_a_key_nothing_waits_for_costs_no_query(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("reopen", [False, True])
 def test_a_rolled_back_take_is_taken_again(tmp_path: Path, reopen: bool) -> None:
-    w, store, ledger, (first, second) = _parked(tmp_path)
-    try:
-        with pytest.raises(RuntimeError), store.transaction():
+    _w, store, ledger, (first, second) = _parked(tmp_path)
+
+    def taken_then_rolled_back() -> None:
+        with store.transaction():
             assert ledger.ingest(first, T0).released
             assert store.waiting_count() == 0
             raise RuntimeError("roll back")
+
+    try:
+        with pytest.raises(RuntimeError, match="roll back"):
+            taken_then_rolled_back()
         if reopen:
             store.close()
             store = Store.open(tmp_path / "s.sqlite")

@@ -26,7 +26,9 @@ class CountingBackend(MemoryBackend):
         super().__init__()
         self.reads: dict[EntryId, int] = {}
 
-    def entry(self, community: CommunityId, author: MemberId, seq: int, eid: EntryId) -> Stored | None:
+    def entry(
+        self, community: CommunityId, author: MemberId, seq: int, eid: EntryId
+    ) -> Stored | None:
         self.reads[eid] = self.reads.get(eid, 0) + 1
         return super().entry(community, author, seq, eid)
 
