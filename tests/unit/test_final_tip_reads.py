@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tests.helpers import T0, certify, key, witnessed_world
 from troc.protocol.backend import MemoryBackend, Stored
-from troc.protocol.entry import CommunityId, Entry, EntryId, MemberId
+from troc.protocol.entry import CommunityId, Entry, EntryId, MemberId, Transfer
 from troc.protocol.ledger import Ledger, Status
 
 A, B = key(1), key(2)
@@ -64,3 +64,41 @@ def test_a_certified_accept_reads_its_transfer_once() -> None:
     assert outcome.status is Status.ACCEPTED
     assert ledger.is_final(c, accept.ref)
     assert ledger.is_raceable(c, accept.ref, accept)  # what made the test cost a read
+
+
+def test_the_tip_passes_accepts_without_reading_their_transfers() -> None:
+    """``b`` accepted a payment, then paid ``a`` back; the certificates come
+    after the entries, the payment's first: the tip stops below the accept
+    (raceable: its transfers expire) until the accept's own certificate
+    comes, then moves on to the payment. Neither move reads the transfer:
+    the community's rules alone make every accept raceable."""
+    genesis, joins, transfers, accepts = _history(1)
+    (transfer,), (accept,) = transfers, accepts
+    backend = CountingBackend()
+    ledger = Ledger(backend)
+    c = CommunityId(genesis.id)
+    assert ledger.ingest(genesis.wire, T0).status is Status.ACCEPTED
+    for e in [*joins, transfer]:
+        assert ledger.ingest_entry(e, T0).status is Status.ACCEPTED
+        assert ledger.ingest_certificate(certify(e), T0).ok
+    payment = Entry.create(
+        B,
+        community=c,
+        seq=accept.seq + 1,
+        prev=accept.id,
+        timestamp_ms=accept.timestamp_ms,
+        body=Transfer(to=A.public, amount=1),
+    )
+    for e in (accept, payment):
+        assert ledger.ingest_entry(e, T0).status is Status.ACCEPTED
+    backend.reads.clear()
+    assert ledger.ingest_certificate(certify(payment), T0).ok
+    head = ledger.head(c, B.public)
+    assert head is not None
+    assert head.final_seq == accept.seq - 1
+    assert ledger.tip_waits_for(c, B.public) == accept.ref
+    assert ledger.ingest_certificate(certify(accept), T0).ok
+    head = ledger.head(c, B.public)
+    assert head is not None
+    assert (head.final_seq, head.final_id) == (payment.seq, payment.id)
+    assert backend.reads.get(transfer.id, 0) == 0
