@@ -4,11 +4,12 @@
     python bench/sim.py --schedules 200 --seed 5
     python bench/sim.py --replay 5:1234          # one schedule again, with its config
 
-Each schedule draws its own shape from its seed (`troc.protocol.sim`): 3 to 40
-nodes, 20 to 200 own entries, gossip loss, duplication and fan-out,
-interrupted sync streams, partitions into 2 or 3 groups, crash-restarts that
-lose queued gossip, and in about a third of them a member whose twin (a
-restored backup) signs a second entry at one seq. The simulator then heals
+Each schedule draws its own shape from its seed (`troc.protocol.sim`): 3 to 100
+nodes (some, or all, speaking only /troc/sync/2), 20 to 200 own entries,
+gossip loss, duplication and fan-out, interrupted sync streams, partitions
+into 2 or 3 groups, crash-restarts that lose queued gossip, and in about a
+third of them a member whose twin (a restored backup) signs a second entry
+at one seq. The simulator then heals
 every fault, syncs until all nodes hold one digest and checks the invariants
 (no acknowledged entry lost, the fork known and frozen everywhere, the same
 counted balances everywhere, balances plus in-flight sum to 0).
@@ -42,7 +43,7 @@ from troc.protocol.sim import Partition, SimConfig, SimulationError, Simulator
 def schedule(seed: int, i: int) -> tuple[int, SimConfig]:
     """The simulator seed and shape of schedule ``i`` of run ``seed``."""
     rng = random.Random(f"troc-sim/{seed}/{i}")
-    nodes = rng.choice((3, 4, 5, 8, 10, 15, 20, 30, 40))
+    nodes = rng.choice((3, 4, 5, 8, 10, 15, 20, 30, 40, 50, 70, 100))
     ops = rng.randrange(20, 201)
     partitions = []
     for _ in range(rng.choice((0, 0, 1, 1, 2))):
@@ -68,6 +69,8 @@ def schedule(seed: int, i: int) -> tuple[int, SimConfig]:
         crash_loses_queue=rng.random() < 0.8,
         fork_at=rng.uniform(0.1, 0.8) if rng.random() < 0.33 else None,
         twin_ops=rng.choice((1, 5, 10)),
+        # Most nodes speak /troc/sync/3; some only 2, or all only 2.
+        v2_nodes=rng.choice((0, 0, 0, 1, nodes // 3, nodes)),
     )
     return rng.randrange(2**32), config
 
