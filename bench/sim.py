@@ -1,6 +1,7 @@
 """Many seeded schedules of the many-node simulator: every one must converge.
 
-    python bench/sim.py --schedules 10000        # the reliability figure (~10 min, 2 cores)
+    python bench/sim.py --schedules 10000        # the reliability figure (~10 min on 2 cores
+                                                 # when shapes stopped at 40 nodes; longer now)
     python bench/sim.py --schedules 200 --seed 5
     python bench/sim.py --replay 5:1234          # one schedule again, with its config
 
