@@ -879,11 +879,11 @@ class SyncSession:
         beyond a fork point is never streamed again (docs/sync.md, "Digest,
         heads and forks"). Each entry is walked once a session, so the
         waiting set bounds the reads."""
+        if ref in self._walked or self.view.is_stored(self.community, ref):
+            return None
         r = ref
-        while r not in self._walked:
+        while r not in self._walked:  # ``ref``, then each below it: held, not stored
             self._walked.add(r)
-            if self.view.is_stored(self.community, r):
-                return None
             prev = Entry.decode(wire, check_signature=False).prev
             if prev is None:  # pragma: no cover - a join waits for nothing of its log
                 return None
