@@ -64,6 +64,13 @@ GOSSIP_DECODED = 2048
 GOSSIP_IGNORED = 256
 #: Own entries and certificates waiting to be published, at most.
 OUTBOX = 10_000
+#: Entry ids remembered as seen on a community's topic (passed the validator), at most.
+GOSSIP_SEEN = 16_384
+#: A held entry is still forwarded on its first sighting on gossip if its
+#: author signed it less than this long ago (ms, either way of our clock):
+#: it came here first by another way (a vote request, a sync) while its
+#: publish was on its way, and the node's neighbours may not have it yet.
+FRESH_MS = 30_000
 
 
 def gossip_messages(entries: list[Entry]) -> list[tuple[CommunityId, bytes]]:
@@ -258,7 +265,21 @@ class Topics:
         joining: OrderedDict[MemberId, None] = OrderedDict()
         # Entries of authors not known here, taken but not forwarded.
         ignored_send, ignored = trio.open_memory_channel[tuple[Entry, Any]](GOSSIP_IGNORED)
+        # Ids of the entries that passed this validator lately: a held
+        # entry seen here before is a replay (see first_sighting).
+        seen: OrderedDict[bytes, None] = OrderedDict()
         me = self.host.peer_id  # (a base58 encoding each time it is asked)
+
+        def first_sighting(entries: list[Entry]) -> bool:
+            """Whether held ``entries`` are still to be forwarded: none of them
+            passed this validator before and each is fresh. A witness stores
+            an author's entries from its vote request, which races the
+            author's publish; dropping the publish as held left members
+            that hear the author only through witnesses to wait for sync."""
+            now = self.local.now()
+            return not any(e.id in seen for e in entries) and all(
+                abs(now - e.timestamp_ms) < FRESH_MS for e in entries
+            )
 
         def validate(msg: Any) -> bool:
             if self._refused(msg):
@@ -282,8 +303,10 @@ class Topics:
             if entry.community != community:
                 return False
             store = self.local.store
-            if msg.origin != me and all(
-                store.entry(community, e.author, e.seq, e.id) for e in entries
+            if (
+                msg.origin != me
+                and all(store.entry(community, e.author, e.seq, e.id) for e in entries)
+                and not first_sighting(entries)
             ):
                 # Held already: not forwarded again. A peer re-sending old
                 # entries under fresh message ids is not amplified to every
@@ -307,6 +330,10 @@ class Topics:
             decoded[msg.data] = entries
             if len(decoded) > GOSSIP_DECODED:
                 decoded.popitem(last=False)
+            for e in entries:
+                seen[e.id] = None
+            while len(seen) > GOSSIP_SEEN:
+                seen.popitem(last=False)
             return True
 
         gossip.set_validator(topic, validate)

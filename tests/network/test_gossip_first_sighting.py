@@ -1,0 +1,70 @@
+"""A held entry's first sighting on gossip is forwarded; a replay is not.
+
+A witness stores an author's entries from the author's vote request, which
+races the author's publish of them: the validator dropped that publish as
+held, so the witness did not relay it, and members that hear the author
+only through witnesses (bench/finality.py's payers) waited for sync. Now a held entry
+that never passed the node's validator and was signed lately is forwarded
+once; the same entry again (a fresh message id) is not, nor an old held entry.
+
+Real nodes on 127.0.0.1 and a raw libp2p host X, as in test_hostile.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.network.test_hostile import HONEST_WAIT, chain, open_net, until
+from troc.crypto.sign import SigningKey
+from troc.net.gossip import GossipParams
+from troc.node.local import now_ms
+from troc.node.node import topic_of
+from troc.node.topics import FRESH_MS
+from troc.protocol.entry import CommunityId, Entry, EntryId, Join, Offer
+
+
+def signed_at(key: SigningKey, community: CommunityId, ms: int) -> list[Entry]:
+    """A new member's join and offer, both signed as of ``ms``."""
+    join = Entry.create(key, community=community, seq=1, prev=None, timestamp_ms=ms, body=Join())
+    offer = Entry.create(
+        key,
+        community=community,
+        seq=2,
+        prev=EntryId(join.id),
+        timestamp_ms=ms,
+        body=Offer("offer", "old"),
+    )
+    return [join, offer]
+
+
+async def test_a_held_fresh_entry_is_forwarded_once(tmp_path: Path) -> None:
+    async with open_net(tmp_path) as net:
+        topic = topic_of(net.community)
+        relayed: list[bytes] = []  # what A forwarded to B
+        check = net.b._over_quota
+
+        def record(msg: Any) -> bool:
+            if msg.forwarder == net.a.peer_id:  # only A's copies count
+                relayed.append(msg.data)
+            return check(msg)
+
+        net.b._over_quota = record  # type: ignore[method-assign]
+        # A holds a new member's entries it got otherwise than by gossip (as a
+        # witness does from a vote request): one signed now, one long ago.
+        fresh = chain(SigningKey.generate(), net.community, [Join(), Offer("offer", "d")])
+        old = signed_at(SigningKey.generate(), net.community, now_ms() - 2 * FRESH_MS)
+        outcomes = net.a.local.ingest_many([e.wire for e in fresh + old], community=net.community)
+        assert all(o.ok for o in outcomes)
+        async with net.attacker(gossip=GossipParams()) as x:
+            await until("X knows A's topic", lambda: net.a.peer_id in x.gossip.topic_peers(topic))
+            await x.gossip.publish(topic, old[1].wire)
+            await x.gossip.publish(topic, fresh[1].wire)
+            await until("A forwards the fresh entry", lambda: fresh[1].wire in relayed, HONEST_WAIT)
+            # The same entry under a fresh message id: a replay now.
+            await x.gossip.publish(topic, fresh[1].wire)
+            sentinel = chain(SigningKey.generate(), net.community, [Join()])[0]
+            await x.gossip.publish(topic, sentinel.wire)
+            await until("A forwards a new entry", lambda: sentinel.wire in relayed, HONEST_WAIT)
+    assert relayed.count(fresh[1].wire) == 1
+    assert old[1].wire not in relayed
