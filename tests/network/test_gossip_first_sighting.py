@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.network.test_hostile import HONEST_WAIT, chain, forged, open_net, until
+from tests.network.test_hostile import HONEST_WAIT, Net, chain, forged, open_net, until
 from troc.crypto.sign import SigningKey, verify
 from troc.net.gossip import GossipParams
 from troc.node.local import now_ms
@@ -42,18 +42,25 @@ def signed_at(key: SigningKey, community: CommunityId, ms: int) -> list[Entry]:
     return [join, offer]
 
 
+def relayed_by_a(net: Net) -> list[bytes]:
+    """What B receives from A from now on (A's copies only: X, the raw
+    host, may come to know B too)."""
+    relayed: list[bytes] = []
+    check = net.b._over_quota
+
+    def record(msg: Any) -> bool:
+        if msg.forwarder == net.a.peer_id:
+            relayed.append(msg.data)
+        return check(msg)
+
+    net.b._over_quota = record
+    return relayed
+
+
 async def test_a_held_fresh_entry_is_forwarded_once(tmp_path: Path) -> None:
     async with open_net(tmp_path) as net:
         topic = topic_of(net.community)
-        relayed: list[bytes] = []  # what A forwarded to B
-        check = net.b._over_quota
-
-        def record(msg: Any) -> bool:
-            if msg.forwarder == net.a.peer_id:  # only A's copies count
-                relayed.append(msg.data)
-            return check(msg)
-
-        net.b._over_quota = record  # type: ignore[method-assign]
+        relayed = relayed_by_a(net)
         # A holds a new member's entries it got otherwise than by gossip (as a
         # witness does from a vote request): one signed now, one long ago.
         fresh = chain(SigningKey.generate(), net.community, [Join(), Offer("offer", "d")])
@@ -89,15 +96,7 @@ async def test_a_held_entry_is_not_checked_again_but_a_forged_copy_is(
 
     async with open_net(tmp_path) as net:
         topic = topic_of(net.community)
-        relayed: list[bytes] = []
-        check = net.b._over_quota
-
-        def record(msg: Any) -> bool:
-            if msg.forwarder == net.a.peer_id:
-                relayed.append(msg.data)
-            return check(msg)
-
-        net.b._over_quota = record  # type: ignore[method-assign]
+        relayed = relayed_by_a(net)
         held = chain(SigningKey.generate(), net.community, [Join(), Offer("offer", "e")])
         for node in (net.a, net.b):  # (B checks nothing it holds either)
             assert all(o.ok for o in node.local.ingest_many([e.wire for e in held]))
