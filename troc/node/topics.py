@@ -64,6 +64,13 @@ GOSSIP_DECODED = 2048
 GOSSIP_IGNORED = 256
 #: Own entries and certificates waiting to be published, at most.
 OUTBOX = 10_000
+#: Entry ids remembered as seen on a community's topic (passed the validator), at most.
+GOSSIP_SEEN = 16_384
+#: A held entry is still forwarded on its first sighting on gossip if its
+#: author signed it less than this long ago (ms, either way of our clock):
+#: it came here first by another way (a vote request, a sync) while its
+#: publish was on its way, and the node's neighbours may not have it yet.
+FRESH_MS = 30_000
 
 
 def gossip_messages(entries: list[Entry]) -> list[tuple[CommunityId, bytes]]:
@@ -247,7 +254,8 @@ class Topics:
     async def _gossip_community(self, community: CommunityId, scope: trio.CancelScope) -> None:
         topic = topic_of(community)
         gossip = self.host.gossip
-        # Entries the validator decoded (signature checked), by wire bytes:
+        # Entries the validator decoded (signature checked, or held here
+        # with the same bytes), by wire bytes:
         # ingesting them does not decode and check them again. Bounded; a
         # message not found here (our own publishes are never delivered back
         # and age out) is ingested from its bytes.
@@ -258,7 +266,21 @@ class Topics:
         joining: OrderedDict[MemberId, None] = OrderedDict()
         # Entries of authors not known here, taken but not forwarded.
         ignored_send, ignored = trio.open_memory_channel[tuple[Entry, Any]](GOSSIP_IGNORED)
+        # Ids of the entries that passed this validator lately: a held
+        # entry seen here before is a replay (see first_sighting).
+        seen: OrderedDict[bytes, None] = OrderedDict()
         me = self.host.peer_id  # (a base58 encoding each time it is asked)
+
+        def first_sighting(entries: list[Entry]) -> bool:
+            """Whether held ``entries`` are still to be forwarded: none of them
+            passed this validator before and each is fresh. A witness stores
+            an author's entries from its vote request, which races the
+            author's publish; dropping the publish as held left members
+            that hear the author only through witnesses to wait for sync."""
+            now = self.local.now()
+            return not any(e.id in seen for e in entries) and all(
+                abs(now - e.timestamp_ms) < FRESH_MS for e in entries
+            )
 
         def validate(msg: Any) -> bool:
             if self._refused(msg):
@@ -270,21 +292,30 @@ class Topics:
                 # them cost a signature check per own entry, for nothing.
                 return True
             try:
+                # Signatures below: those of entries held already are not checked.
                 if is_run(msg.data):
-                    entries = decode_run(msg.data)  # one author's, in order, all verified
+                    # One author's, in order.
+                    entries = decode_run(msg.data, check_signature=False)
                     if self._over_run_quota(msg, len(entries)):
                         return False
                 else:
-                    entries = [Entry.decode(msg.data)]
+                    entries = [Entry.decode(msg.data, check_signature=False)]
             except TrocError:
                 return False
             entry = entries[0]
             if entry.community != community:
                 return False
             store = self.local.store
-            if msg.origin != me and all(
-                store.entry(community, e.author, e.seq, e.id) for e in entries
+            held = [store.entry(community, e.author, e.seq, e.id) for e in entries]
+            if not all(
+                (h is not None and h.entry.wire == e.wire) or e.signature_ok()
+                for e, h in zip(entries, held, strict=True)
             ):
+                # (An entry held with these very bytes had its signature
+                # checked when it was stored: sync's entries often come
+                # first, checked by the verifier's processes.)
+                return False
+            if msg.origin != me and all(held) and not first_sighting(entries):
                 # Held already: not forwarded again. A peer re-sending old
                 # entries under fresh message ids is not amplified to every
                 # member (they already have it, or sync brings it).
@@ -307,6 +338,10 @@ class Topics:
             decoded[msg.data] = entries
             if len(decoded) > GOSSIP_DECODED:
                 decoded.popitem(last=False)
+            for e in entries:
+                seen[e.id] = None
+            while len(seen) > GOSSIP_SEEN:
+                seen.popitem(last=False)
             return True
 
         gossip.set_validator(topic, validate)

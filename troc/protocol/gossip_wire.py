@@ -74,14 +74,16 @@ def run_wires(data: bytes) -> list[bytes]:
     return wires
 
 
-def decode_run(data: bytes) -> list[Entry]:
-    """The entries of a run, each decoded with its signature checked.
+def decode_run(data: bytes, *, check_signature: bool = True) -> list[Entry]:
+    """The entries of a run, each decoded with its signature checked (unless
+    ``check_signature`` is False: the caller checks them, as for
+    :meth:`Entry.decode`).
 
     Raises CodecError if ``data`` is not a well-formed run, if an entry does
     not decode or verify, or if they are not consecutive entries of one
     author's log in one community.
     """
-    entries = [Entry.decode(w) for w in run_wires(data)]
+    entries = [Entry.decode(w, check_signature=check_signature) for w in run_wires(data)]
     if not all(follows(a, b) for a, b in pairwise(entries)):
         raise CodecError("malformed", "a run's entries are not one log's, in order")
     return entries
