@@ -169,6 +169,7 @@ class Store(StoreFinality, StoreQueries):
         # Entries stored per community, once counted (entry_count): kept up
         # by put_entry. Not in a read-only store: another process writes.
         self._entry_counts: dict[CommunityId, int] | None = None if read_only else {}
+        self._read_only = read_only
         self._conn = conn
         self._cur = conn.cursor()
         self._lock_fd: int | None = lock_fd
