@@ -428,6 +428,13 @@ class Ledger:
             rules = self.rules(c)  # the store's cached genesis: no read
             if rules is not None and rules.transfer_expiry_ms is not None:
                 return True
+            # raceable()'s own test, reading the transfer once rather than
+            # twice (its view's expiry, then, for one that never expires,
+            # whether it is held): it expires, or is not held.
+            transfer = self.held_transfer(c, entry.body.transfer)
+            if transfer is None:
+                return True
+            return rules is not None and expiry_of(transfer, rules) is not None
         return raceable(entry, self._races, c)
 
     def tips_waiting(self, community: CommunityId) -> list[Ref]:
