@@ -775,11 +775,17 @@ class Entry:
         return verify(Domain.ENTRY, self.author, self.signed, self.signature)
 
     @classmethod
-    def decode(cls, wire: bytes, *, check_signature: bool = True) -> Entry:
+    def decode(
+        cls, wire: bytes, *, check_signature: bool = True, checked_before: bool = False
+    ) -> Entry:
         """Parse and check one entry's wire bytes.
 
         ``check_signature=False`` is for callers that verify signatures
         themselves, in bulk and on several cores (:meth:`signature_ok`).
+        ``checked_before=True`` (with ``check_signature=False``) is for
+        bytes this node decoded whole before (its store's): their signed
+        part is not proven canonical again (:func:`codec.unpack_checked`),
+        every field is checked as ever.
 
         Raises CodecError whose ``reason`` is one of: too_large, too_deep,
         malformed, trailing_bytes, non_canonical, bad_type, bad_shape,
@@ -798,7 +804,7 @@ class Entry:
             signed, signature = outer
         else:
             signed, signature = parts
-        fields = codec.unpack(signed)
+        fields = codec.unpack_checked(signed) if checked_before else codec.unpack(signed)
         if not isinstance(fields, list) or len(fields) != 8:
             raise _bad("signed part must be an array of 8 fields")
         version, community, author, seq, prev, timestamp_ms, kind, raw_body = fields
