@@ -671,7 +671,7 @@ class SyncSession:
         # was stored: not proven canonical again (a sender decodes every
         # entry it streams in a witnessed community).
         entries = [
-            Entry.decode(wire, check_signature=False, checked_before=True)
+            Entry.decode(wire, check_signature=False, check_canonical=False)
             for msg in run
             for wire in msg["e"]
         ]
