@@ -19,12 +19,11 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from tests.helpers import World, fields_of, key, pack_wide, wrap
+from tests.helpers import World, canonical_proofs, fields_of, key, pack_wide, wrap
 from troc.crypto.sign import Domain, SigningKey
 from troc.errors import CodecError
 from troc.node.sync import AHEAD_FRAMES, COMBINE_ENTRIES
 from troc.node.verifier import Prepared, Verifier, prepare
-from troc.protocol import codec
 from troc.protocol.entry import Entry
 from troc.protocol.sync_wire import MAX_BATCH
 
@@ -163,14 +162,7 @@ def test_the_calling_thread_proves_no_bytes_canonical(
 ) -> None:
     """Proving an entry's signed bytes canonical is a third of decoding it:
     the workers do it, beside the signature, not the node's thread."""
-    proofs: list[object] = []
-    real = codec._canonical_shape
-
-    def counting(value: object, depth: int, limits: codec.Limits) -> bool:
-        proofs.append(value)
-        return real(value, depth, limits)
-
-    monkeypatch.setattr(codec, "_canonical_shape", counting)
+    proofs = canonical_proofs(monkeypatch)
     items = trio.run(verifier.prepare, wires)
     assert proofs == []
     assert any(isinstance(i, Entry) for i in items)

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests import strategies as tst
-from tests.helpers import World, key
+from tests.helpers import World, canonical_proofs, key
 from troc.errors import CodecError
 from troc.node import _store_files
 from troc.protocol import codec, entry
@@ -143,14 +143,7 @@ def test_a_stored_entry_is_not_proven_canonical_again(monkeypatch: pytest.Monkey
     is canonical (most of what unpacking it costs), made when it was stored."""
     w = World()
     wire = w.join(key(1)).wire
-    shapes: list[Any] = []
-    real = codec._canonical_shape
-
-    def counting(value: Any, depth: int, limits: codec.Limits) -> bool:
-        shapes.append(value)
-        return real(value, depth, limits)
-
-    monkeypatch.setattr(codec, "_canonical_shape", counting)
+    shapes = canonical_proofs(monkeypatch)
     _store_files._DECODED.clear()
     assert _store_files.decode_trusted(wire).wire == wire
     assert shapes == []
