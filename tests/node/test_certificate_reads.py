@@ -171,3 +171,29 @@ def _run(store: Store, c: CommunityId, logs: list[list[Entry]], steps: list[tupl
     for author in (0, 1):
         for seq in range(1, 17):
             assert store.certificate(c, logs[author][0].author, seq) == truth(author, seq)
+
+
+def test_a_certified_transfer_no_accept_named_costs_one_look(tmp_path: Path) -> None:
+    """A transfer stored after its own certificate may have been accepted
+    while it was parked (docs/witness.md §6.1): one look for such accepts,
+    and when there is none, the payee's accepts need no second one."""
+    w = witnessed_world(certified=False, credit_limit=100)
+    joins = [w.join(A), w.join(B)]
+    paid = w.pay(A, B, 5)
+    store = Store.open(tmp_path / "s.sqlite")
+    try:
+        ledger = Ledger(store)
+        with store.transaction():
+            assert ledger.ingest(w.genesis.wire, T0).status is Status.ACCEPTED
+            for e in joins:
+                assert ledger.ingest_entry(e, T0).status is Status.ACCEPTED
+            assert ledger.ingest_certificate(certify(paid), T0).ok
+        seen: list[str] = []
+        store._conn.set_trace_callback(seen.append)
+        with store.transaction():
+            assert ledger.ingest_entry(paid, T0).status is Status.ACCEPTED
+        store._conn.set_trace_callback(None)
+        assert ledger.is_final(CommunityId(w.genesis.id), paid.ref)
+        assert len([s for s in seen if "r.target_id" in s]) == 1
+    finally:
+        store.close()

@@ -23,7 +23,7 @@ __all__ = ["StoreFinality"]
 
 #: Certificate seqs a cached log row keeps (:meth:`StoreFinality._may_be_certified`)
 #: before it forgets those at or below its top.
-MAX_CERTS_CACHED = 1024
+MAX_CERTS_CACHED = 256
 
 
 class StoreFinality:

@@ -590,6 +590,12 @@ class Store(StoreFinality, StoreQueries):
         if rows:
             key = (log.lid, transfer.seq, transfer.id)
             self._derived.move(Kind.ACCEPT, key, self._cur)  # held: it was just stored
+        else:
+            # Only an accept can name a transfer not stored yet (§6.1; any
+            # other answer waits for it stored, a take-back for its log):
+            # nothing names it after all, and the ledger's look for the
+            # payee's accepts, next, needs no query.
+            self._no_refs.put((community, transfer.id), True)
 
     def latest(
         self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
