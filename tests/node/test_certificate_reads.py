@@ -109,17 +109,22 @@ class _Rollback(Exception):
 
 
 @settings(max_examples=60, deadline=None)
-@given(steps=st.lists(_STEP, max_size=60), cached=st.sampled_from([2, 1024]))
-def test_answers_are_those_of_the_rows(steps: list[tuple], cached: int) -> None:
+@given(
+    steps=st.lists(_STEP, max_size=60),
+    cached=st.sampled_from([2, 1024]),
+    cache_entries=st.sampled_from([4096, 0]),
+)
+def test_answers_are_those_of_the_rows(steps: list[tuple], cached: int, cache_entries: int) -> None:
     """Whatever the order of entries, certificates (below, at and above each
-    log's top), commits and rollbacks, and however few seqs a log's row may
-    keep, ``certificate`` answers as a query of the table does."""
+    log's top), commits and rollbacks, however few seqs a log's row may
+    keep, and with no log row cached at all, ``certificate`` answers as a
+    query of the table does."""
     genesis, log = _history(14)
     c = CommunityId(genesis.id)
     logs = [[e for e in log if e.author == k.public] for k in (A, B)]
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         mp.setattr(_store_finality, "MAX_CERTS_CACHED", cached)
-        store = Store.open(Path(tmp) / "s.sqlite")
+        store = Store.open(Path(tmp) / "s.sqlite", cache_entries=cache_entries)
         try:
             with store.transaction():
                 store.put_genesis(genesis)

@@ -30,7 +30,7 @@ class StoreFinality:
     """Certificates, final chains and votes (mixed into :class:`~troc.node.store.Store`)."""
 
     _cur: sqlite3.Cursor
-    _read_only: bool
+    _certs_cached: bool
 
     if TYPE_CHECKING:  # provided by Store
 
@@ -83,8 +83,8 @@ class StoreFinality:
         ``certs_from``: the seqs read then, from the log's top up, and
         every one stored since (a superset once a transaction rolls back: the
         cached rows are dropped then anyway)."""
-        if self._read_only:
-            return True  # another process writes: nothing cached is sure
+        if not self._certs_cached:
+            return True  # another process writes, or no log row stays cached
         log = self._log(community, author)
         if log is None:
             return True

@@ -169,7 +169,6 @@ class Store(StoreFinality, StoreQueries):
         # Entries stored per community, once counted (entry_count): kept up
         # by put_entry. Not in a read-only store: another process writes.
         self._entry_counts: dict[CommunityId, int] | None = None if read_only else {}
-        self._read_only = read_only
         self._conn = conn
         self._cur = conn.cursor()
         self._lock_fd: int | None = lock_fd
@@ -177,6 +176,9 @@ class Store(StoreFinality, StoreQueries):
         cache_logs = max(cache_entries, 1024) if cache_entries > 0 else 0
         self._genesis: Cache[CommunityId, Entry] = Cache(64)
         self._logs: Cache[tuple[CommunityId, MemberId], LogRow] = Cache(cache_logs)
+        # Whether log rows keep their certificate seqs (StoreFinality): not
+        # where another process writes, nor without a cache of log rows.
+        self._certs_cached = not read_only and cache_logs > 0
         # Logs changed in the open transaction, written back at commit.
         self._dirty: dict[tuple[CommunityId, MemberId], LogRow] = {}
         self._stored: Cache[tuple[CommunityId, MemberId, int, EntryId], Stored] = Cache(
