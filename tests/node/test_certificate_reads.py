@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 from tests.helpers import T0, certify, key, witnessed_world
 from troc.node import _store_finality
 from troc.node.store import Store
+from troc.protocol import codec
 from troc.protocol.backend import Stored
 from troc.protocol.entry import CommunityId, Entry, EntryId, Offer
 from troc.protocol.ledger import Ledger, Status
+from troc.protocol.vote import Certificate, decode_any_certificate
 
 A, B = key(1), key(2)
 
@@ -200,5 +202,33 @@ def test_a_certified_transfer_no_accept_named_costs_one_look(tmp_path: Path) -> 
         store._conn.set_trace_callback(None)
         assert ledger.is_final(CommunityId(w.genesis.id), paid.ref)
         assert len([s for s in seen if "r.target_id" in s]) == 1
+    finally:
+        store.close()
+
+
+def test_a_certificate_taken_decoded_is_stored_as_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A certificate the verify workers checked reaches the ledger decoded;
+    it is stored as the bytes it came as (proven canonical as it was
+    decoded), not packed again."""
+    genesis, log = _history(1)
+    data = certify(log[0])
+    cert = decode_any_certificate(data)
+    assert cert == Certificate.decode(data)
+    assert cert.encode() is data
+    store = Store.open(tmp_path / "s.sqlite")
+    try:
+        ledger = Ledger(store)
+        with store.transaction():
+            assert ledger.ingest(genesis.wire, T0).status is Status.ACCEPTED
+        packed: list[object] = []
+        real = codec.pack
+        monkeypatch.setattr(codec, "pack", lambda *a, **k: packed.append(a) or real(*a, **k))
+        with store.transaction():
+            assert ledger.ingest_certificate(cert, T0).ok
+        assert packed == []
+        held = store.certificate(CommunityId(genesis.id), log[0].author, log[0].seq)
+        assert held == (log[0].id, data)
     finally:
         store.close()
