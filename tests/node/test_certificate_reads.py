@@ -10,7 +10,9 @@ query; its answers stay those of the rows, across rollbacks and pruning.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,17 +41,23 @@ def _history(offers: int) -> tuple[Entry, list[Entry]]:
     return w.genesis, w.log
 
 
+@contextlib.contextmanager
+def _following(tmp_path: Path, genesis: Entry) -> Iterator[tuple[Store, Ledger]]:
+    """A store in ``tmp_path`` following ``genesis``'s community, and its ledger."""
+    with Store.open(tmp_path / "s.sqlite") as store:
+        ledger = Ledger(store)
+        with store.transaction():
+            assert ledger.ingest(genesis.wire, T0).status is Status.ACCEPTED
+        yield store, ledger
+
+
 def _certificate_reads(statements: list[str]) -> list[str]:
     return [s for s in statements if "FROM certificates" in s]
 
 
 def test_entries_without_certificates_cost_one_read_per_log(tmp_path: Path) -> None:
     genesis, log = _history(40)
-    store = Store.open(tmp_path / "s.sqlite")
-    try:
-        ledger = Ledger(store)
-        with store.transaction():
-            assert ledger.ingest(genesis.wire, T0).status is Status.ACCEPTED
+    with _following(tmp_path, genesis) as (store, ledger):
         seen: list[str] = []
         store._conn.set_trace_callback(seen.append)
         with store.transaction():
@@ -60,8 +68,6 @@ def test_entries_without_certificates_cost_one_read_per_log(tmp_path: Path) -> N
         # before, one read per entry.
         assert len(_certificate_reads(seen)) == 2
         assert not ledger.is_final(CommunityId(genesis.id), log[-1].ref)
-    finally:
-        store.close()
 
 
 def test_certificates_ahead_of_their_entries_are_found(tmp_path: Path) -> None:
@@ -71,11 +77,8 @@ def test_certificates_ahead_of_their_entries_are_found(tmp_path: Path) -> None:
     genesis, log = _history(12)
     c = CommunityId(genesis.id)
     a_log = [e for e in log if e.author == A.public]
-    store = Store.open(tmp_path / "s.sqlite")
-    try:
-        ledger = Ledger(store)
+    with _following(tmp_path, genesis) as (store, ledger):
         with store.transaction():
-            assert ledger.ingest(genesis.wire, T0).status is Status.ACCEPTED
             assert ledger.ingest_certificate(certify(a_log[3]), T0).ok  # no log of A yet
         with store.transaction():
             for e in log[:4]:
@@ -91,8 +94,6 @@ def test_certificates_ahead_of_their_entries_are_found(tmp_path: Path) -> None:
         assert set(tips) == {a_log[3].seq, a_log[8].seq}
         assert ledger.is_final(c, a_log[8].ref)
         assert not ledger.is_final(c, a_log[9].ref)
-    finally:
-        store.close()
 
 
 #: One step on a store: ("entry", author), ("cert", author, seq),
@@ -187,11 +188,8 @@ def test_a_certified_transfer_no_accept_named_costs_one_look(tmp_path: Path) -> 
     w = witnessed_world(certified=False, credit_limit=100)
     joins = [w.join(A), w.join(B)]
     paid = w.pay(A, B, 5)
-    store = Store.open(tmp_path / "s.sqlite")
-    try:
-        ledger = Ledger(store)
+    with _following(tmp_path, w.genesis) as (store, ledger):
         with store.transaction():
-            assert ledger.ingest(w.genesis.wire, T0).status is Status.ACCEPTED
             for e in joins:
                 assert ledger.ingest_entry(e, T0).status is Status.ACCEPTED
             assert ledger.ingest_certificate(certify(paid), T0).ok
@@ -202,8 +200,6 @@ def test_a_certified_transfer_no_accept_named_costs_one_look(tmp_path: Path) -> 
         store._conn.set_trace_callback(None)
         assert ledger.is_final(CommunityId(w.genesis.id), paid.ref)
         assert len([s for s in seen if "r.target_id" in s]) == 1
-    finally:
-        store.close()
 
 
 def test_a_certificate_taken_decoded_is_stored_as_its_bytes(
@@ -217,11 +213,7 @@ def test_a_certificate_taken_decoded_is_stored_as_its_bytes(
     cert = decode_any_certificate(data)
     assert cert == Certificate.decode(data)
     assert cert.encode() is data
-    store = Store.open(tmp_path / "s.sqlite")
-    try:
-        ledger = Ledger(store)
-        with store.transaction():
-            assert ledger.ingest(genesis.wire, T0).status is Status.ACCEPTED
+    with _following(tmp_path, genesis) as (store, ledger):
         packed: list[object] = []
         real = codec.pack
         monkeypatch.setattr(codec, "pack", lambda *a, **k: packed.append(a) or real(*a, **k))
@@ -230,5 +222,3 @@ def test_a_certificate_taken_decoded_is_stored_as_its_bytes(
         assert packed == []
         held = store.certificate(CommunityId(genesis.id), log[0].author, log[0].seq)
         assert held == (log[0].id, data)
-    finally:
-        store.close()
