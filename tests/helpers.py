@@ -586,3 +586,20 @@ def bench_module(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def canonical_proofs(monkeypatch: Any) -> list[Any]:
+    """From now on (in this process, for the test), every value whose
+    bytes :mod:`troc.protocol.codec` proves canonical, in order."""
+    from troc.protocol import codec
+
+    proofs: list[Any] = []
+    real = codec._canonical_shape
+
+    def counting(value: Any, depth: int, limits: codec.Limits) -> bool:
+        if depth == 0:
+            proofs.append(value)
+        return real(value, depth, limits)
+
+    monkeypatch.setattr(codec, "_canonical_shape", counting)
+    return proofs

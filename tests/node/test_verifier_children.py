@@ -19,7 +19,9 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from tests.helpers import World, key
+from tests.helpers import World, canonical_proofs, fields_of, key, pack_wide, wrap
+from troc.crypto.sign import Domain, SigningKey
+from troc.errors import CodecError
 from troc.node.sync import AHEAD_FRAMES, COMBINE_ENTRIES
 from troc.node.verifier import Prepared, Verifier, prepare
 from troc.protocol.entry import Entry
@@ -130,3 +132,37 @@ def test_the_read_ahead_holds_the_batch_being_stored_and_the_next() -> None:
     what is read ahead must outlast the batch taken, or the workers idle
     through every store."""
     assert AHEAD_FRAMES * MAX_BATCH >= 2 * COMBINE_ENTRIES
+
+
+def _wide(signer: SigningKey, entry: Entry) -> bytes:
+    """``entry``'s fields signed by ``signer`` over a wider encoding than
+    the canonical one: the signature holds, the bytes are refused."""
+    signed = pack_wide(fields_of(entry), lambda: 1)
+    return wrap(signed, signer.sign(Domain.ENTRY, signed))
+
+
+def test_an_entry_signed_over_bytes_not_canonical_comes_back_as_bytes(verifier: Verifier) -> None:
+    """The node's thread decodes without proving the signed bytes canonical;
+    the worker proves it as it checks the signature, so such an entry (its
+    signature holds) reaches the ledger as bytes, refused there as ever."""
+    w = World()
+    member = key(1)
+    join = w.join(member)
+    wide = _wide(member, join)
+    with pytest.raises(CodecError) as refused:
+        Entry.decode(wide)
+    assert refused.value.reason == "non_canonical"
+    for items in (trio.run(verifier.prepare, [wide, join.wire]), prepare([wide, join.wire])):
+        assert items[0] == wide
+        assert isinstance(items[1], Entry)
+
+
+def test_the_calling_thread_proves_no_bytes_canonical(
+    verifier: Verifier, wires: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proving an entry's signed bytes canonical is a third of decoding it:
+    the workers do it, beside the signature, not the node's thread."""
+    proofs = canonical_proofs(monkeypatch)
+    items = trio.run(verifier.prepare, wires)
+    assert proofs == []
+    assert any(isinstance(i, Entry) for i in items)

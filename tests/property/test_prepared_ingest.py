@@ -4,7 +4,8 @@ one-by-one ingest.
 Sync hands the store entries decoded and signature-checked ahead, on the
 other cores; what did not decode or verify goes in as wire bytes. A history
 (forked or not) arrives in any order, cut into batches, mixed with invalid
-items (bad signatures, mutated bytes, another community's entries): every
+items (bad signatures, mutated bytes, another community's entries, entries
+signed over bytes that are not canonical): every
 item's verdict, and the state reached, are those of ``Ledger.ingest`` one
 entry at a time, on the in-memory backend and through the node's own batch
 path on SQLite (``LocalNode.ingest_many``), with the signatures checked in
@@ -21,8 +22,9 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import T0, fresh_ledger
+from tests.helpers import T0, fields_of, fresh_ledger, pack_wide, wrap
 from tests.strategies import arrivals, histories, mutated
+from troc.crypto.sign import Domain
 from troc.node.local import open_local_node
 from troc.node.verifier import Verifier, prepare
 from troc.protocol.entry import CommunityId, Entry
@@ -37,6 +39,16 @@ def _bad_signature(wire: bytes) -> bytes:
     return wire[:-1] + bytes([wire[-1] ^ 0x01])
 
 
+def _wide(h: Any, wire: bytes) -> bytes:
+    """``wire``'s entry signed again by its author over a wider encoding
+    than the canonical one: its signature holds, its bytes are refused (the
+    node's thread decodes without that proof; the workers make it)."""
+    entry = Entry.decode(wire)
+    signer = next(m for m in h.members if m.public == entry.author)
+    signed = pack_wide(fields_of(entry), lambda: 1)
+    return wrap(signed, signer.sign(Domain.ENTRY, signed))
+
+
 @st.composite
 def mixed_arrivals(draw: st.DrawFn) -> tuple[Any, list[bytes], list[list[bytes]]]:
     h = draw(histories(max_ops=24, forks=draw(st.sampled_from([0, 0, 1]))))
@@ -45,9 +57,11 @@ def mixed_arrivals(draw: st.DrawFn) -> tuple[Any, list[bytes], list[list[bytes]]
     bad: list[bytes] = []
     for _ in range(draw(st.integers(0, 6))):
         victim = draw(st.sampled_from(h.entries)).wire
-        kind = draw(st.sampled_from(["signature", "mutated", "other"]))
+        kind = draw(st.sampled_from(["signature", "mutated", "other", "wide"]))
         if kind == "signature":
             bad.append(_bad_signature(victim))
+        elif kind == "wide":
+            bad.append(_wide(h, victim))
         elif kind == "mutated":
             bad.append(draw(mutated(victim)))
         else:

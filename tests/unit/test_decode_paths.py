@@ -18,7 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests import strategies as tst
+from tests.helpers import World, canonical_proofs, key
 from troc.errors import CodecError
+from troc.node import _store_files
 from troc.protocol import codec, entry
 from troc.protocol.entry import Entry
 
@@ -111,3 +113,39 @@ def test_split_reads_both_bin_headers() -> None:
     assert entry._split(b"\x92\xc5\x00\x01a\xc4\x40" + b"s" * 64) is None
     assert entry._split(msgpack.packb([b"a", b"s" * 63], use_bin_type=True)) is None
     assert entry._split(msgpack.packb([b"a", b"s" * 64, 1], use_bin_type=True)) is None
+
+
+@given(tst.entries())
+def test_bytes_not_proven_canonical_again_decode_to_the_same_entry(e: Entry) -> None:
+    """A stored entry's bytes (troc/node/_store_files.py, decode_trusted),
+    decoded without proving their signed part canonical again, make the
+    entry the full decode makes, field for field."""
+    again = Entry.decode(e.wire, check_signature=False, check_canonical=False)
+    assert again == Entry.decode(e.wire)
+    assert (again.signed, again.signature, again.wire) == (e.signed, e.signature, e.wire)
+
+
+@given(tst.msgpack_values(), st.data())
+def test_unpack_checked_agrees_on_canonical_bytes(value: Any, data: st.DataObject) -> None:
+    """On bytes :func:`codec.unpack` takes, :func:`codec.unpack_checked`
+    gives the same value; on bytes that are not msgpack within the limits,
+    the same error. (What it does not look at: the canonical form, and the
+    types and depth the canonical proof checks.)"""
+    for raw in (codec.pack(value), data.draw(tst.mutated(codec.pack(value)))):
+        plain = _verdict(codec.unpack, raw)
+        checked = _verdict(codec.unpack_checked, raw)
+        if plain[0] not in ("non_canonical", "bad_type", "too_deep"):
+            assert checked == plain
+
+
+def test_a_stored_entry_is_not_proven_canonical_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What decoding a stored entry spares: the proof that its signed part
+    is canonical (most of what unpacking it costs), made when it was stored."""
+    w = World()
+    wire = w.join(key(1)).wire
+    shapes = canonical_proofs(monkeypatch)
+    _store_files._DECODED.clear()
+    assert _store_files.decode_trusted(wire).wire == wire
+    assert shapes == []
+    Entry.decode(wire)
+    assert shapes  # the full decode proves it

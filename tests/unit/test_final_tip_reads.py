@@ -102,3 +102,32 @@ def test_the_tip_passes_accepts_without_reading_their_transfers() -> None:
     assert head is not None
     assert (head.final_seq, head.final_id) == (payment.seq, payment.id)
     assert backend.reads.get(transfer.id, 0) == 0
+
+
+def test_the_tip_passes_an_accept_of_a_lasting_transfer_reading_it_once() -> None:
+    """In a community whose transfers never expire, the tip passes an
+    accept only once it knows the accept's transfer does not expire either
+    (held, with no ``expires_ms``): one read of the transfer, not one to
+    learn when it expires and another to learn that it is held."""
+    w = witnessed_world(credit_limit=1000)
+    joins = [w.join(A), w.join(B)]
+    transfer = w.pay(A, B, 5)
+    accept = w.accept(B, transfer)
+    payment = w.pay(B, A, 1)
+    backend = CountingBackend()
+    ledger = Ledger(backend)
+    c = CommunityId(w.genesis.id)
+    assert ledger.ingest(w.genesis.wire, T0).status is Status.ACCEPTED
+    for e in [*joins, transfer]:
+        assert ledger.ingest_entry(e, T0).status is Status.ACCEPTED
+        assert ledger.ingest_certificate(certify(e), T0).ok
+    for e in (accept, payment):
+        assert ledger.ingest_entry(e, T0).status is Status.ACCEPTED
+    assert not ledger.is_raceable(c, accept.ref)
+    backend.reads.clear()
+    # The payment's certificate moves B's tip through the accept.
+    assert ledger.ingest_certificate(certify(payment), T0).ok
+    head = ledger.head(c, B.public)
+    assert head is not None
+    assert (head.final_seq, head.final_id) == (payment.seq, payment.id)
+    assert backend.reads.get(transfer.id, 0) == 1

@@ -59,11 +59,17 @@ class Cache(Generic[_K, _V]):
 
 
 class LogRow:
-    """One log's row of ``logs``, as cached: its id, head and highest seq."""
+    """One log's row of ``logs``, as cached: its id, head and highest seq;
+    and, once read, the seqs above ``certs_from`` at which a certificate
+    of the log is held (:class:`troc.node._store_finality.StoreFinality`)."""
 
-    __slots__ = ("head", "lid", "top")
+    __slots__ = ("certs", "certs_from", "head", "lid", "top")
 
     def __init__(self, lid: int, head: Head | None, top: int) -> None:
         self.lid = lid
         self.head = head
         self.top = top  # highest seq stored on any branch; 0 if none
+        # Every seq above certs_from at which a certificate is held, and
+        # maybe more (a superset); None: not read yet.
+        self.certs: set[int] | None = None
+        self.certs_from = 0

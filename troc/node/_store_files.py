@@ -113,14 +113,15 @@ _DECODED_WIRE = 1024
 def decode_trusted(wire: bytes) -> Entry:
     """Rebuild an entry from bytes this store accepted earlier.
 
-    Its signature was verified when it was stored, so it is not checked
-    again; small entries decoded lately are not decoded again either.
+    Its signature was verified and its bytes proven canonical when it was
+    stored, so neither is checked again (its fields are); small entries
+    decoded lately are not decoded again either.
     """
     entry = _DECODED.get(wire)
     if entry is not None:
         return entry
     try:
-        entry = Entry.decode(wire, check_signature=False)
+        entry = Entry.decode(wire, check_signature=False, check_canonical=False)
     except CodecError as exc:  # only if the file was altered behind our back
         raise damaged(f"a stored entry no longer decodes: {exc}") from None
     if len(wire) <= _DECODED_WIRE:

@@ -21,11 +21,16 @@ from troc.protocol.entry import CommunityId, EntryId
 
 __all__ = ["StoreFinality"]
 
+#: Certificate seqs a cached log row keeps (:meth:`StoreFinality._may_be_certified`)
+#: before it forgets those at or below its top.
+MAX_CERTS_CACHED = 256
+
 
 class StoreFinality:
     """Certificates, final chains and votes (mixed into :class:`~troc.node.store.Store`)."""
 
     _cur: sqlite3.Cursor
+    _certs_cached: bool
 
     if TYPE_CHECKING:  # provided by Store
 
@@ -41,6 +46,8 @@ class StoreFinality:
     def certificate(
         self, community: CommunityId, author: MemberId, seq: int
     ) -> tuple[EntryId, bytes] | None:
+        if not self._may_be_certified(community, author, seq):
+            return None  # the usual answer for an entry a catch-up stores, without a query
         row = self._cur.execute(
             "SELECT id, data FROM certificates WHERE community = ? AND author = ? AND seq = ?",
             (community, author, seq),
@@ -55,6 +62,42 @@ class StoreFinality:
             "INSERT OR IGNORE INTO certificates VALUES (?, ?, ?, ?, ?)",
             (community, author, seq, eid, data),
         )
+        log = self._log(community, author)
+        if log is not None and log.certs is not None and seq > log.certs_from:
+            log.certs.add(seq)
+            if len(log.certs) > MAX_CERTS_CACHED:
+                # Bounded: forget the seqs at or below the top (asked of
+                # SQLite from now on), the ones a catch-up no longer asks for.
+                log.certs_from = max(log.certs_from, log.top)
+                log.certs = {s for s in log.certs if s > log.certs_from}
+
+    def _may_be_certified(self, community: CommunityId, author: MemberId, seq: int) -> bool:
+        """False only if no certificate of ``author``'s log is held at
+        ``seq``, as its cached row knows without a query. Every ingested
+        entry of a witnessed community asks whether it is certified
+        (``Ledger._apply``), nearly always in vain at a newcomer, as does
+        every certificate received (a replay?): ~1.7 certificate reads per
+        entry at a newcomer's catch-up, most of them misses, each a seek in
+        a B-tree keyed by two 32-byte ids. The cached row's ``certs`` (read
+        once, then kept up by :meth:`put_certificate`) answers those above
+        ``certs_from``: the seqs read then, from the log's top up, and
+        every one stored since (a superset once a transaction rolls back: the
+        cached rows are dropped then anyway)."""
+        if not self._certs_cached:
+            return True  # another process writes, or no log row stays cached
+        log = self._log(community, author)
+        if log is None:
+            return True
+        if log.certs is None:
+            # From below the top: the ledger asks of an entry once it has
+            # stored it (its log's top, then).
+            log.certs_from = max(0, log.top - 1)
+            rows = self._cur.execute(
+                "SELECT seq FROM certificates WHERE community = ? AND author = ? AND seq > ?",
+                (community, author, log.certs_from),
+            ).fetchall()
+            log.certs = {r[0] for r in rows}
+        return seq <= log.certs_from or seq in log.certs
 
     def put_witness_fault(
         self, community: CommunityId, author: MemberId, seq: int, first: bytes, second: bytes

@@ -176,6 +176,9 @@ class Store(StoreFinality, StoreQueries):
         cache_logs = max(cache_entries, 1024) if cache_entries > 0 else 0
         self._genesis: Cache[CommunityId, Entry] = Cache(64)
         self._logs: Cache[tuple[CommunityId, MemberId], LogRow] = Cache(cache_logs)
+        # Whether log rows keep their certificate seqs (StoreFinality): not
+        # where another process writes, nor without a cache of log rows.
+        self._certs_cached = not read_only and cache_logs > 0
         # Logs changed in the open transaction, written back at commit.
         self._dirty: dict[tuple[CommunityId, MemberId], LogRow] = {}
         self._stored: Cache[tuple[CommunityId, MemberId, int, EntryId], Stored] = Cache(
@@ -589,6 +592,12 @@ class Store(StoreFinality, StoreQueries):
         if rows:
             key = (log.lid, transfer.seq, transfer.id)
             self._derived.move(Kind.ACCEPT, key, self._cur)  # held: it was just stored
+        else:
+            # Only an accept can name a transfer not stored yet (§6.1; any
+            # other answer waits for it stored, a take-back for its log):
+            # nothing names it after all, and the ledger's look for the
+            # payee's accepts, next, needs no query.
+            self._no_refs.put((community, transfer.id), True)
 
     def latest(
         self, community: CommunityId, author: MemberId, kind: Kind, below: int | None

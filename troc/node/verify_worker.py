@@ -7,7 +7,8 @@ entry's signed bytes, checked in the ``troc/entry/v1`` domain) or
 ``[public key, message, signature, domain]`` (``domain`` the value of a
 :class:`~troc.crypto.sign.Domain`: a certificate's votes and times); over its
 stdout it answers each with a 4-byte length and one byte per item, 1 if the
-signature holds, else 0. It exits at the end of its stdin (its parent closed
+signature holds (and an entry's message is canonical msgpack: :func:`check`),
+else 0. It exits at the end of its stdin (its parent closed
 it, or died). The channel is the parent's own pipe: nothing here is read
 from a peer without the parent's decoding first.
 
@@ -26,6 +27,8 @@ from typing import BinaryIO
 import msgpack
 
 from troc.crypto.sign import Domain, verify_once
+from troc.errors import CodecError
+from troc.protocol import codec
 
 __all__ = ["check", "serve"]
 
@@ -38,9 +41,21 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
 
 
 def check(item: Sequence[bytes]) -> bool:
-    """Whether one request item's signature holds (see the module's docstring)."""
-    domain = Domain.ENTRY if len(item) == 3 else Domain(item[3])
-    return verify_once(domain, item[0], item[1], item[2])
+    """Whether one request item's signature holds (see the module's
+    docstring) and, for an entry's (three elements), whether its signed
+    bytes are the canonical encoding of their value: the parent decodes
+    them without that proof (troc.node.verifier), most of what unpacking
+    them costs, and sends an entry whose bytes are not to its ledger as
+    bytes, refused there for the reason it always is."""
+    if len(item) == 3:
+        if not verify_once(Domain.ENTRY, item[0], item[1], item[2]):
+            return False
+        try:
+            codec.unpack(item[1])
+        except CodecError:
+            return False
+        return True
+    return verify_once(Domain(item[3]), item[0], item[1], item[2])
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:

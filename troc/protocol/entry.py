@@ -775,11 +775,19 @@ class Entry:
         return verify(Domain.ENTRY, self.author, self.signed, self.signature)
 
     @classmethod
-    def decode(cls, wire: bytes, *, check_signature: bool = True) -> Entry:
+    def decode(
+        cls, wire: bytes, *, check_signature: bool = True, check_canonical: bool = True
+    ) -> Entry:
         """Parse and check one entry's wire bytes.
 
         ``check_signature=False`` is for callers that verify signatures
         themselves, in bulk and on several cores (:meth:`signature_ok`).
+        ``check_canonical=False`` (with ``check_signature=False``) is for
+        bytes this node decoded whole before (its store's), or whose signed
+        part a verify worker proves canonical as it checks the signature
+        (troc.node.verifier): that part is not proven canonical here
+        (:func:`codec.unpack_checked`; the proof is most of what unpacking
+        it costs); every field is checked as ever.
 
         Raises CodecError whose ``reason`` is one of: too_large, too_deep,
         malformed, trailing_bytes, non_canonical, bad_type, bad_shape,
@@ -798,7 +806,7 @@ class Entry:
             signed, signature = outer
         else:
             signed, signature = parts
-        fields = codec.unpack(signed)
+        fields = codec.unpack(signed) if check_canonical else codec.unpack_checked(signed)
         if not isinstance(fields, list) or len(fields) != 8:
             raise _bad("signed part must be an array of 8 fields")
         version, community, author, seq, prev, timestamp_ms, kind, raw_body = fields

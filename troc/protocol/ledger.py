@@ -428,6 +428,13 @@ class Ledger:
             rules = self.rules(c)  # the store's cached genesis: no read
             if rules is not None and rules.transfer_expiry_ms is not None:
                 return True
+            # raceable()'s own test, reading the transfer once rather than
+            # twice (its view's expiry, then, for one that never expires,
+            # whether it is held): it expires, or is not held.
+            transfer = self.held_transfer(c, entry.body.transfer)
+            if transfer is None:
+                return True
+            return rules is not None and expiry_of(transfer, rules) is not None
         return raceable(entry, self._races, c)
 
     def tips_waiting(self, community: CommunityId) -> list[Ref]:
@@ -1016,13 +1023,21 @@ class Ledger:
             balance, limit = 0, 0
         else:
             assert entry.prev is not None
-            prev = self.backend.entry(c, a, entry.seq - 1, entry.prev)
-            if prev is None:
-                # Either a gap, or a branch whose earlier entries have not
-                # arrived yet (a fork): both are waits, never rejections, so
-                # the verdict does not depend on arrival order.
-                raise _Wait([Ref(a, entry.seq - 1, entry.prev)])
-            balance, limit = prev.balance, prev.limit
+            if head is not None and head.id == entry.prev and head.seq == entry.seq - 1:
+                # The usual case, the entry extends the head, stored, whose
+                # balance and limit the head holds (_apply): no read. (A
+                # witnessed newcomer's catch-up streams each log's entries
+                # ~1,000 apart, merged by time: its prev was read from
+                # SQLite and decoded, out of the store's cache.)
+                balance, limit = head.balance, head.limit
+            else:
+                prev = self.backend.entry(c, a, entry.seq - 1, entry.prev)
+                if prev is None:
+                    # Either a gap, or a branch whose earlier entries have not
+                    # arrived yet (a fork): both are waits, never rejections, so
+                    # the verdict does not depend on arrival order.
+                    raise _Wait([Ref(a, entry.seq - 1, entry.prev)])
+                balance, limit = prev.balance, prev.limit
             if (
                 head is not None
                 and head.frozen_at is not None

@@ -667,7 +667,14 @@ class SyncSession:
         peer's tip passes only with them), unless the peer holds it final
         already (its final seq) or this session sent it."""
         out = []
-        entries = [Entry.decode(wire, check_signature=False) for msg in run for wire in msg["e"]]
+        # The view's own entries (entries_after), each checked whole when it
+        # was stored: not proven canonical again (a sender decodes every
+        # entry it streams in a witnessed community).
+        entries = [
+            Entry.decode(wire, check_signature=False, check_canonical=False)
+            for msg in run
+            for wire in msg["e"]
+        ]
         for entry in entries:
             ref = certificate_needed(entry)
             if ref is not None:

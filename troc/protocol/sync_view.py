@@ -44,7 +44,8 @@ class SyncView(Protocol):
     def entries_after(
         self, community: CommunityId, author: MemberId, after_seq: int, limit: int
     ) -> list[tuple[int, bytes]]:
-        """(timestamp_ms, wire) of ``author``'s entries with seq > after_seq, in seq order."""
+        """(timestamp_ms, wire) of ``author``'s stored entries with seq >
+        after_seq, in seq order (each one checked whole as it was stored)."""
         ...
 
     def wire_of(self, community: CommunityId, ref: Ref) -> bytes | None:

@@ -390,6 +390,10 @@ class Certificate:
     #: Time attestations ``(witness, time_ms, signature)``, sorted by witness
     #: (empty: an untimed certificate; always empty for a void one).
     times: tuple[tuple[MemberId, int, bytes], ...] = field(default=(), repr=False)
+    #: Its canonical bytes, if it was decoded from them (:meth:`decode`):
+    #: :meth:`encode` returns them rather than packing it again (a node
+    #: stores every certificate it takes). Not part of its value.
+    wire: bytes | None = field(default=None, compare=False, repr=False)
 
     #: The kind of vote it is made of (:class:`VoidCertificate`: void votes).
     VOTE: ClassVar[type[Vote]] = Vote
@@ -551,6 +555,8 @@ class Certificate:
         ]
 
     def encode(self) -> bytes:
+        if self.wire is not None:
+            return self.wire
         return codec.pack(self.to_wire(), CERTIFICATE_LIMITS)
 
     @classmethod
@@ -587,7 +593,7 @@ class Certificate:
     @classmethod
     def decode(cls, data: bytes) -> Certificate:
         """Parse a certificate's canonical bytes (shape only). Raises CodecError."""
-        return cls.from_wire(codec.unpack(data, CERTIFICATE_LIMITS))
+        return _decoded_from(cls.from_wire(codec.unpack(data, CERTIFICATE_LIMITS)), data)
 
 
 def _times(raw: list[Any]) -> tuple[tuple[MemberId, int, bytes], ...]:
@@ -635,8 +641,15 @@ def decode_any_certificate(data: bytes) -> Certificate:
     only). Raises CodecError."""
     raw = codec.unpack(data, CERTIFICATE_LIMITS)
     if isinstance(raw, list) and len(raw) == 6 and not isinstance(raw[5], list):
-        return VoidCertificate.from_wire(raw)
-    return Certificate.from_wire(raw)
+        return _decoded_from(VoidCertificate.from_wire(raw), data)
+    return _decoded_from(Certificate.from_wire(raw), data)
+
+
+def _decoded_from(cert: Certificate, data: bytes) -> Certificate:
+    """``cert``, decoded from ``data`` (proven its canonical encoding by
+    :func:`codec.unpack`), with ``data`` as its :attr:`~Certificate.wire`."""
+    object.__setattr__(cert, "wire", bytes(data))  # frozen: set once, as made
+    return cert
 
 
 # -- proofs ------------------------------------------------------------------------
