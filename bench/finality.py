@@ -294,6 +294,9 @@ def main() -> None:
     )
     parser.add_argument("--skip-sequential", action="store_true")
     parser.add_argument("--skip-concurrent", action="store_true")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the homes and the nodes' logs (run.log)"
+    )
     args = parser.parse_args()
     if args.payments < 1 or args.payers < 1 or args.clients < 1:
         parser.error("--payments, --payers and --clients must be positive")
@@ -322,10 +325,15 @@ def main() -> None:
         result["witness_answers"] = sum(answered)
     finally:
         for p in procs:
+            if p.proc.poll() is not None:  # it exited before being asked to
+                print(f"node {p.home.name} had exited: code {p.proc.returncode}", file=sys.stderr)
             p.proc.send_signal(signal.SIGTERM)
         for p in procs:
             p.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"homes and logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result, sort_keys=True))
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -51,7 +52,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
+from google.protobuf.message import DecodeError
+from libp2p.abc import IHost, INetStream
+from libp2p.exceptions import ParseError
 from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub
@@ -226,6 +229,35 @@ class Gossip:
         self.router.scorer = None
         self._send_rpc = self.router.send_rpc
         self.router.send_rpc = self._send_rpc_shared  # type: ignore[method-assign]
+        # One writer at a time per pubsub stream, and a peer's bad RPC drops
+        # that peer, not the node (module docstring).
+        self._write_locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
+        self._write_msg = self.pubsub.write_msg
+        self.pubsub.write_msg = self._write_msg_locked  # type: ignore[method-assign]
+        self._read_stream = self.pubsub.continuously_read_stream
+        self.pubsub.continuously_read_stream = self._read_rpcs  # type: ignore[method-assign]
+
+    def _write_lock(self, stream: Any) -> trio.Lock:
+        lock = self._write_locks.get(stream)
+        if lock is None:
+            lock = self._write_locks[stream] = trio.Lock()
+        return lock
+
+    async def _write_msg_locked(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
+        """py-libp2p's ``write_msg``, once no other task writes to ``stream``."""
+        async with self._write_lock(stream):
+            return await self._write_msg(stream, rpc_msg)
+
+    async def _read_rpcs(self, stream: INetStream) -> None:
+        """py-libp2p's read loop on a peer's pubsub stream, with an RPC that
+        does not parse raised as the ``ParseError`` its caller handles (the
+        stream is reset, the peer dropped from pubsub) instead of escaping."""
+        try:
+            await self._read_stream(stream)
+        except DecodeError as exc:
+            peer = stream.muxed_conn.peer_id
+            logger.warning("gossip: %s sent an RPC that does not parse (%s): dropped", peer, exc)
+            raise ParseError(f"malformed pubsub RPC: {exc}") from exc
 
     def _send_rpc_shared(self, peer_id: ID, rpc: rpc_pb2.RPC, priority: bool = False) -> None:
         """Queue ``rpc`` for one peer. py-libp2p copies the RPC for each peer
@@ -283,7 +315,8 @@ class Gossip:
         (as py-libp2p's ``write_msg``)."""
         data = b"".join(encode_varint_prefixed(rpc.SerializeToString()) for rpc in batch)
         try:
-            await stream.write(data)
+            async with self._write_lock(stream):
+                await stream.write(data)
         except (StreamClosed, StreamReset):
             return False
         return True
