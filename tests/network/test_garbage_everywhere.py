@@ -18,7 +18,10 @@ import trio
 
 from tests.network.test_hostile import CUT_WAIT, open_net, varint
 from tests.network.test_witnessed import Cluster, pay
+from troc.crypto.sign import SigningKey
 from troc.net.p2p import P2PHost, open_host
+from troc.node.config import RelayOptions
+from troc.node.node import NodeConfig, open_node
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 
 #: Bytes no protocol here reads as a message: a varint that never ends, a
@@ -91,3 +94,31 @@ async def test_garbage_on_every_protocol_leaves_a_witness_voting(tmp_path: Path)
             result = await pay(a, cl.community, cl.b.public, 10, wait=20)
             assert result["finality"]["final"], result
         nursery.cancel_scope.cancel()
+
+
+async def test_garbage_on_every_protocol_leaves_a_server_up(tmp_path: Path) -> None:
+    """A community server serves the relay's and the DHT's protocols too."""
+    config = NodeConfig(
+        home=tmp_path / "s",
+        listen=("/ip4/127.0.0.1/tcp/0",),
+        control_socket=False,
+        remember_peers=False,
+        relay=RelayOptions(),
+        dht="server",
+    )
+    async with open_node(config, SigningKey.generate()) as server:
+        protocols = sorted(str(p) for p in server.host.libp2p.get_mux().handlers)
+        # A member's, and the relay's and the DHT's.
+        assert {"/libp2p/circuit/relay/0.2.0/hop", "/troc/kad/1.0.0"} <= set(protocols)
+        for protocol in protocols:
+            for data in GARBAGE:
+                async with open_host(gossip=None) as x:
+                    with trio.fail_after(CUT_WAIT):
+                        await x.connect(server.addrs()[0])
+                    await _write_then_drain(x, server.peer_id, protocol, data)
+        # Still up: a new peer connects and gets a ping answered.
+        async with open_host(gossip=None) as y:
+            with trio.fail_after(CUT_WAIT):
+                await y.connect(server.addrs()[0])
+            await y.ping(server.peer_id, within=CUT_WAIT)
+        assert server.status()["peer_id"] == server.peer_id
