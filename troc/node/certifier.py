@@ -578,7 +578,8 @@ class Certifier:
             pending.scope.cancel()
         if pending.error is not None:
             raise pending.error
-        assert pending.answer is not None
+        if pending.answer is None:  # cancelled from outside: the node is stopping
+            raise trio.TooSlowError
         return pending.answer
 
     async def _exchange_apart(
