@@ -58,15 +58,17 @@ class StallingLink:
                 nursery.start_soon(self._pump, far, near)
 
     async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
-        while not self.frozen.is_set():
-            with trio.move_on_after(0.05):
-                try:
+        try:
+            while not self.frozen.is_set():
+                data = None
+                with trio.move_on_after(0.05):  # (a cancelled receive loses nothing)
                     data = await src.receive_some(65536)
-                    if not data:
-                        return
-                    await dst.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if data == b"":
                     return
+                if data:
+                    await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
         await trio.sleep_forever()
 
     def cut(self) -> None:
