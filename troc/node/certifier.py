@@ -568,8 +568,9 @@ class Certifier:
         # that stalled (a frozen witness, a dead route). Awaited here, it kept
         # the round's nursery open and the log's driver stopped asking for
         # good (docs/witness.md §6.3). Abandoned, it holds one of the
-        # witness's MAX_IDLE slots until the link is closed (troc.net.liveness
-        # aborts dead links), so at most that many per witness.
+        # witness's MAX_IDLE slots until the link is closed, so at most that
+        # many per witness; the next asks to it then time out waiting for a
+        # slot ("unreachable"), and the other witnesses are asked as ever.
         pending = _Exchange()
         self._spawn(self._exchange_apart, witness, request, pending)
         try:
