@@ -6,7 +6,9 @@ this member's entries (docs/witness.md §4, §6). The witness's side is
 community is sent to all witnesses at once, with the author's entries since
 its final tip and, for an accept or reclaim, the entry it names and that
 entry's certificate. ``wait`` answers are answered with what they name;
-witnesses that fail, refuse or time out are asked again with backoff. The
+witnesses that fail, refuse or time out are asked again with backoff (each
+exchange in a task of its own, abandoned when its round ends: one stuck on a
+stalled link holds up neither the others nor the next round). The
 first q votes make the certificate (:class:`~troc.protocol.witness.Collector`),
 which is stored (it makes the entry final) and published. An entry that
 became final by a later entry's certificate needs no certificate of its own.
@@ -177,6 +179,18 @@ class Progress:
         }
 
 
+@dataclass(slots=True)
+class _Exchange:
+    """One request to a remote witness, run in a task of its own
+    (:meth:`Certifier._exchange`): its answer or error once ``done``;
+    ``scope`` cancels it."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    answer: Answer | None = None
+    error: Exception | None = None
+
+
 class Certifier:
     """Gathers certificates for this member's entries (see the module docstring).
 
@@ -209,6 +223,9 @@ class Certifier:
         #: Lies caught per witness since the node started (status, metrics).
         self.lies: Counter[MemberId] = Counter()
         self._warned: dict[MemberId, float] = {}  # unreachable witness → when logged (trio time)
+        #: Starts a task in the node's nursery (:meth:`submit`'s ``start_soon``):
+        #: where exchanges with remote witnesses run (:meth:`_exchange`).
+        self._spawn: Callable[..., None] | None = None
 
     # -- what to certify ----------------------------------------------------
 
@@ -251,6 +268,7 @@ class Certifier:
         if progress is None:
             return None
         assert entry.community is not None
+        self._spawn = start_soon
         key = (entry.community, entry.author)
         if key not in self._drivers:
             self._drivers.add(key)
@@ -541,6 +559,42 @@ class Certifier:
             if answer is None:
                 raise RemoteProtocolError("this node's witness role failed to decide")
             return answer
+        if self._spawn is None:  # not started by a driver: in this task
+            return await self._exchange_slotted(witness, request)
+        # In a task of its own, abandoned (cancelled, not awaited) once this
+        # one is cancelled or times out: py-libp2p 0.8.1 resets a stream whose
+        # negotiation is cancelled in a shielded scope with no deadline, and
+        # that reset waits for the connection's write lock, forever on a link
+        # that stalled (a frozen witness, a dead route). Awaited here, it kept
+        # the round's nursery open and the log's driver stopped asking for
+        # good (docs/witness.md §6.3). Abandoned, it holds one of the
+        # witness's MAX_IDLE slots until the link is closed, so at most that
+        # many per witness; the next asks to it then time out waiting for a
+        # slot ("unreachable"), and the other witnesses are asked as ever.
+        pending = _Exchange()
+        self._spawn(self._exchange_apart, witness, request, pending)
+        try:
+            await pending.done.wait()
+        finally:
+            pending.scope.cancel()
+        if pending.error is not None:
+            raise pending.error
+        if pending.answer is None:  # cancelled from outside: the node is stopping
+            raise trio.TooSlowError
+        return pending.answer
+
+    async def _exchange_apart(
+        self, witness: MemberId, request: VoteRequest, pending: _Exchange
+    ) -> None:
+        with pending.scope:
+            try:
+                pending.answer = await self._exchange_slotted(witness, request)
+            except Exception as exc:  # the asker's to handle (_ask)
+                pending.error = exc
+            finally:
+                pending.done.set()
+
+    async def _exchange_slotted(self, witness: MemberId, request: VoteRequest) -> Answer:
         slots = self._slots.get(witness)
         if slots is None:
             slots = self._slots[witness] = trio.Semaphore(self.MAX_IDLE)
