@@ -28,8 +28,10 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import multiaddr
+import outcome
 import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetStream
@@ -178,7 +180,7 @@ class P2PHost:
         stream = None
         try:
             with trio.fail_after(within):
-                stream = await self.libp2p.new_stream(ID.from_base58(peer_id), [PING_PROTOCOL])
+                stream = await self._new_stream(ID.from_base58(peer_id), [PING_PROTOCOL], within)
                 await stream.write(payload)
                 answer = b""
                 while len(answer) < _PING_SIZE:
@@ -308,7 +310,9 @@ class P2PHost:
                 if redial:
                     self.libp2p.get_network().unblock_peer(peer)  # type: ignore[attr-defined]
                 ids = [protocol] if isinstance(protocol, str) else list(protocol)
-                return await self.libp2p.new_stream(peer, [TProtocol(p) for p in ids])
+                return await self._new_stream(
+                    peer, [TProtocol(p) for p in ids], self._connect_timeout
+                )
         except _DIAL_FAILURES as exc:
             raise DialError(f"cannot open {protocol} to {peer_id}: {exc!r}") from exc
         except BaseExceptionGroup as group:
@@ -321,6 +325,53 @@ class P2PHost:
                 raise
             raise DialError(f"cannot open {protocol} to {peer_id}: {group!r}") from group
 
+    async def _new_stream(self, peer: ID, protocols: list[TProtocol], within: float) -> INetStream:
+        """py-libp2p's ``new_stream``, for a caller whose deadline is
+        ``within`` seconds away, that cannot outlive it for long.
+
+        py-libp2p 0.8.1 resets a stream whose negotiation failed or was
+        cancelled in a shielded scope with no deadline, and the reset needs
+        the connection's write lock. On a link that stalled (a frozen peer,
+        a dead route) a write blocked in the kernel holds that lock, so the
+        reset, and the caller with it, waited for as long as the link stayed
+        up: a liveness round stopped pinging every peer, and so never closed
+        the dead link; a witness exchange held up its round. If the call
+        still runs STALLED_CLEANUP seconds past the deadline, the link is
+        taken for stalled and its TCP connections are closed (as
+        :meth:`disconnect` with ``abort``): the blocked write fails, the
+        reset ends, and the caller gets the timeout it asked for.
+        """
+        async with trio.open_nursery() as nursery:
+            watch = await nursery.start(self._abort_if_stuck, peer, within + STALLED_CLEANUP)
+            # Captured, so that what it raises reaches the caller as itself,
+            # not inside the nursery's exception group.
+            result = await outcome.acapture(self.libp2p.new_stream, peer, protocols)
+            watch.cancel()
+        return result.unwrap()
+
+    async def _abort_if_stuck(
+        self, peer: ID, after: float, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        # Shielded: the caller's deadline cancels everything inside it, this
+        # too, at the very moment this is for. The caller cancels it itself.
+        with trio.CancelScope(shield=True) as watch:
+            task_status.started(watch)
+            await trio.sleep(after)
+        if watch.cancelled_caught:
+            return
+        logger.warning(
+            "opening a stream to %s outlived its deadline by %.0f s: its link is stalled, closed",
+            peer,
+            STALLED_CLEANUP,
+        )
+        for conn in self.libp2p.get_network().get_connections(peer):
+            _abort_tcp(conn)
+
+
+#: How long py-libp2p's cleanup of a stream that failed to open may outlast
+#: its caller's deadline before the link is taken for stalled
+#: (:meth:`P2PHost._new_stream`).
+STALLED_CLEANUP = 3.0
 
 #: What a failed dial or negotiation raises in py-libp2p 0.8.1.
 _DIAL_FAILURES = (BaseLibp2pError, OSError, ValueError, trio.TooSlowError)
