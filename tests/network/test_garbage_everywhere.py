@@ -21,7 +21,7 @@ from tests.network.test_witnessed import Cluster, pay
 from troc.crypto.sign import SigningKey
 from troc.net.p2p import P2PHost, open_host
 from troc.node.config import RelayOptions
-from troc.node.node import NodeConfig, open_node
+from troc.node.node import Node, NodeConfig, open_node
 from troc.node.witness import PROTOCOL_ID as WITNESS_PROTOCOL
 
 #: Bytes no protocol here reads as a message: a varint that never ends, a
@@ -55,17 +55,28 @@ async def _write_then_drain(x: P2PHost, peer: str, protocol: str, data: bytes) -
             pass
 
 
+def _served(node: Node) -> set[str]:
+    """The protocols ``node``'s host serves."""
+    return {str(p) for p in node.host.libp2p.get_mux().handlers}
+
+
+async def _attack_every_protocol(node: Node) -> None:
+    """Garbage on a fresh stream of every protocol ``node`` serves, each
+    from a fresh attacker (a ban or a dropped link from the last attempt
+    must not hide what this one does)."""
+    for protocol in sorted(_served(node)):
+        for data in GARBAGE:
+            async with open_host(gossip=None) as x:
+                with trio.fail_after(CUT_WAIT):
+                    await x.connect(node.addrs()[0])
+                await _write_then_drain(x, node.peer_id, protocol, data)
+
+
 async def test_garbage_on_every_protocol_leaves_the_node_up(tmp_path: Path) -> None:
     async with open_net(tmp_path) as net:
-        protocols = sorted(str(p) for p in net.a.host.libp2p.get_mux().handlers)
-        # What a member's node serves today; a protocol added later joins the list.
-        assert {"/ipfs/id/push/1.0.0", "/meshsub/1.1.0", "/troc/sync/3"} <= set(protocols)
-        for protocol in protocols:
-            for data in GARBAGE:
-                # A fresh attacker each time: a ban or a dropped link from
-                # the last attempt must not hide what this one does.
-                async with net.attacker() as x:
-                    await _write_then_drain(x, net.a.peer_id, protocol, data)
+        # What a member's node serves today; a protocol added later is attacked too.
+        assert {"/ipfs/id/push/1.0.0", "/meshsub/1.1.0", "/troc/sync/3"} <= _served(net.a)
+        await _attack_every_protocol(net.a)
         # (A task of A's that crashed would have ended open_net's block.)
         await net.honest_ok()
 
@@ -81,14 +92,8 @@ async def test_garbage_on_every_protocol_leaves_a_witness_voting(tmp_path: Path)
         for i in range(4):
             await cl.start_witness(nursery, i)
         victim, _ = cl.witnesses[0]
-        protocols = sorted(str(p) for p in victim.host.libp2p.get_mux().handlers)
-        assert WITNESS_PROTOCOL in protocols
-        for protocol in protocols:
-            for data in GARBAGE:
-                async with open_host(gossip=None) as x:
-                    with trio.fail_after(CUT_WAIT):
-                        await x.connect(victim.addrs()[0])
-                    await _write_then_drain(x, victim.peer_id, protocol, data)
+        assert WITNESS_PROTOCOL in _served(victim)
+        await _attack_every_protocol(victim)
         cl.stop_witness(3)
         async with cl.member("a", cl.a) as a:
             result = await pay(a, cl.community, cl.b.public, 10, wait=20)
@@ -107,15 +112,9 @@ async def test_garbage_on_every_protocol_leaves_a_server_up(tmp_path: Path) -> N
         dht="server",
     )
     async with open_node(config, SigningKey.generate()) as server:
-        protocols = sorted(str(p) for p in server.host.libp2p.get_mux().handlers)
         # A member's, and the relay's and the DHT's.
-        assert {"/libp2p/circuit/relay/0.2.0/hop", "/troc/kad/1.0.0"} <= set(protocols)
-        for protocol in protocols:
-            for data in GARBAGE:
-                async with open_host(gossip=None) as x:
-                    with trio.fail_after(CUT_WAIT):
-                        await x.connect(server.addrs()[0])
-                    await _write_then_drain(x, server.peer_id, protocol, data)
+        assert {"/libp2p/circuit/relay/0.2.0/hop", "/troc/kad/1.0.0"} <= _served(server)
+        await _attack_every_protocol(server)
         # Still up: a new peer connects and gets a ping answered.
         async with open_host(gossip=None) as y:
             with trio.fail_after(CUT_WAIT):
