@@ -351,7 +351,7 @@ class Ledger:
             # passes a raceable one only with its own certificate.)
             self._void_below_tip(c, a, self._void_credit(c, cert.ref))
         moved = stored is not None and self._advance_final(c, a, stored)
-        if stored is not None and moved and self._raceable(c, stored.entry):
+        if stored is not None and moved and raceable(stored.entry, self._races, c):
             # A raceable entry's own certificate (only that) may be what
             # held the tip below later certified entries: go on up to them.
             head = self.backend.head(c, a)
@@ -415,27 +415,7 @@ class Ledger:
             if stored is None:
                 return False
             entry = stored.entry
-        return self._raceable(community, entry)
-
-    def _raceable(self, c: CommunityId, entry: Entry) -> bool:
-        """:func:`troc.protocol.witness.raceable`, without reading an
-        accept's transfer where the rules decide alone: in a community whose
-        transfers all expire (``transfer_expiry_ms``), every accept may race
-        (its transfer, held or not, expires or is unknown). The final tip's
-        move tests each entry it passes so (:meth:`_passable`), and a
-        witnessed catch-up passes most accepts after the entries above them."""
-        if isinstance(entry.body, Accept):
-            rules = self.rules(c)  # the store's cached genesis: no read
-            if rules is not None and rules.transfer_expiry_ms is not None:
-                return True
-            # raceable()'s own test, reading the transfer once rather than
-            # twice (its view's expiry, then, for one that never expires,
-            # whether it is held): it expires, or is not held.
-            transfer = self.held_transfer(c, entry.body.transfer)
-            if transfer is None:
-                return True
-            return rules is not None and expiry_of(transfer, rules) is not None
-        return raceable(entry, self._races, c)
+        return raceable(entry, self._races, community)
 
     def tips_waiting(self, community: CommunityId) -> list[Ref]:
         """The raceable entries whose own certificate (normal or void) a
@@ -744,7 +724,7 @@ class Ledger:
             (
                 n
                 for n, s in enumerate(chain[:-1])
-                if self._raceable(c, s.entry) and self.certificate_of(c, s.entry.ref) is None
+                if raceable(s.entry, self._races, c) and self.certificate_of(c, s.entry.ref) is None
             ),
             None,
         )
