@@ -31,6 +31,25 @@ OFFERS = [
     ("offer", "Python tutoring", ["teaching"]),
 ]
 TIMEOUT = 30.0
+CREDIT_LIMIT = 20
+
+
+def plan_payments(names: list[str], rng: random.Random) -> list[tuple[str, str, int]]:
+    """Two payments per member, between random members, of 1 to 6 hours.
+
+    What a payer has sent counts against its credit limit until it is accepted
+    or reclaimed, and the demo pays before anyone accepts: so each payer's
+    total stays within the limit, or the demo would stop on its own refusal.
+    """
+    room = dict.fromkeys(names, CREDIT_LIMIT)
+    payments = []
+    for _round in range(2 * len(names)):
+        payer = rng.choice([name for name in names if room[name] > 0])
+        payee = rng.choice([name for name in names if name != payer])
+        amount = rng.randint(1, min(6, room[payer]))
+        room[payer] -= amount
+        payments.append((payer, payee, amount))
+    return payments
 
 
 @contextmanager
@@ -86,11 +105,11 @@ async def _demo(
             {
                 "name": "Demo Valley LETS",
                 "unit": "hours",
-                "credit_limit": 20,
+                "credit_limit": CREDIT_LIMIT,
                 "member_name": names[0],
             },
         )
-        say(f"{names[0]} founded 'Demo Valley LETS' (unit: hours, credit limit 20)")
+        say(f"{names[0]} founded 'Demo Valley LETS' (unit: hours, credit limit {CREDIT_LIMIT})")
         invitation = (await founder.run_op("community.invite", {}))["invitation"]
         for node, name in zip(nodes[1:], names[1:], strict=True):
             await node.run_op("community.join", {"invitation": invitation, "member_name": name})
@@ -99,13 +118,10 @@ async def _demo(
             side, title, tags = OFFERS[i % len(OFFERS)]
             await node.run_op("offer.add", {"title": title, "side": side, "tags": tags})
             say(f"{names[i]} published {'an offer' if side == 'offer' else 'a want'}: {title}")
-        payments = []
-        for _round in range(2 * members):
-            payer, payee = rng.sample(names, 2)
-            amount = rng.randint(1, 6)
+        payments = plan_payments(names, rng)
+        for payer, payee, amount in payments:
             node = nodes[names.index(payer)]
             await node.run_op("pay", {"to": ids[payee], "amount": amount, "memo": "thanks"})
-            payments.append((payer, payee, amount))
             say(f"{payer} paid {amount} hours to {payee}")
         # Each payee answers what reached it: accept most, decline some.
         expected = {name: [p for p in payments if p[1] == name] for name in names}
