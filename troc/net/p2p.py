@@ -139,6 +139,15 @@ class P2PHost:
         self.libp2p = host  # escape hatch for what this shell does not wrap
         self._gossip = gossip
         self._connect_timeout = connect_timeout
+        self._closing = trio.Event()
+
+    def closing(self) -> None:
+        """Say that the host's owner is stopping: a stream still stuck
+        opening on a stalled link (:meth:`_new_stream`) then has its link
+        closed after ``CLOSING_GRACE`` seconds, not only once its deadline
+        and ``STALLED_CLEANUP`` have passed, so a node stops in about a
+        second. Call it before cancelling the tasks that use the host."""
+        self._closing.set()
 
     @property
     def peer_id(self) -> str:
@@ -356,14 +365,20 @@ class P2PHost:
         # too, at the very moment this is for. The caller cancels it itself.
         with trio.CancelScope(shield=True) as watch:
             task_status.started(watch)
-            await trio.sleep(after)
+            with trio.move_on_after(after):
+                await self._closing.wait()
+                await trio.sleep(CLOSING_GRACE)
         if watch.cancelled_caught:
             return
-        logger.warning(
-            "opening a stream to %s outlived its deadline by %.0f s: its link is stalled, closed",
-            peer,
-            STALLED_CLEANUP,
-        )
+        if self._closing.is_set():
+            logger.info("stopping: a stream to %s is stuck on a stalled link, closed", peer)
+        else:
+            logger.warning(
+                "opening a stream to %s outlived its deadline by %.0f s: "
+                "its link is stalled, closed",
+                peer,
+                STALLED_CLEANUP,
+            )
         for conn in self.libp2p.get_network().get_connections(peer):
             _abort_tcp(conn)
 
@@ -372,6 +387,9 @@ class P2PHost:
 #: its caller's deadline before the link is taken for stalled
 #: (:meth:`P2PHost._new_stream`).
 STALLED_CLEANUP = 3.0
+
+#: How long such a cleanup may run once the host is stopping (:meth:`P2PHost.closing`).
+CLOSING_GRACE = 0.5
 
 #: What a failed dial or negotiation raises in py-libp2p 0.8.1.
 _DIAL_FAILURES = (BaseLibp2pError, OSError, ValueError, trio.TooSlowError)
@@ -467,9 +485,11 @@ async def open_host(
             await stack.enter_async_context(background_trio_service(gossip_.pubsub))
             await stack.enter_async_context(background_trio_service(gossip_.router))
             await gossip_.pubsub.wait_until_ready()
+        p2p = P2PHost(host, gossip_, connect_timeout)
         try:
-            yield P2PHost(host, gossip_, connect_timeout)
+            yield p2p
         finally:
+            p2p.closing()
             # Without this explicit close, stopping two hosts together can leave
             # a dialed socket open (ResourceWarning at garbage collection).
             with trio.move_on_after(_CLOSE_TIMEOUT) as scope:

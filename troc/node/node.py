@@ -540,4 +540,5 @@ async def open_node(
             try:
                 yield node
             finally:
+                host.closing()  # what is stuck on a stalled link need not hold the stop
                 nursery.cancel_scope.cancel()
