@@ -27,6 +27,21 @@ need no answer to become final). Requests go to the control sockets directly
     ``payments_per_commit``: payments per durable transaction at the payers
     (their group commits, ``troc status``).
 
+    The loop is closed: a client sends its next payment once the last is
+    answered, so a payer has at most C payments on their way, and
+    ``certified_per_s`` is at most K * C / (time of one ``pay`` under that
+    load). The client count is therefore part of what is measured: more
+    clients make bigger group commits and less CPU per payment. On the
+    shared 2-core machine, 4,000 payments, side by side: C = 8 gave
+    410-470/s when the machine was otherwise quiet (~7 payments a commit,
+    3.5-4.1 ms of CPU per payment), C = 32 gave 520-560/s (~18 a commit,
+    2.8-3.0 ms); loaded by another bench, 190-196/s against 252-279/s, and
+    with 800 payments 8/16/32/64 clients gave 149-178, 179-188, 198-201 and
+    301-330/s. A short run (``--payments 400``, a few seconds) counts its
+    start and its last round of certificates as much as the rest: 0.4-0.7x
+    the rate of 4,000 in the same stretch. (Above 16 clients a payer
+    refused connections before the control socket's queue was made longer.)
+
 Every process started is stopped by its PID at the end. Usage:
 
     python bench/finality.py [--payments 1000] [--payers 4] [--clients 8]

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ MAX_CONTROL_REQUEST = 1024 * 1024
 REQUEST_TIMEOUT = 30.0
 #: The client waits this long for the answer (a payment may wait for its payee's join).
 ANSWER_TIMEOUT = 60.0
+#: Connections the node holds before it accepts them. Each request is a
+#: connection, and a busy node (a shop's tills, a web app, bench/finality.py's
+#: clients) may be asked by dozens at once while its loop writes a group
+#: commit; a full queue refuses the next client at once (EAGAIN). The
+#: system's cap (net.core.somaxconn) bounds it further.
+CONTROL_BACKLOG = socket.SOMAXCONN
+#: The client retries a connection refused by a full queue this long.
+CONNECT_TIMEOUT = 10.0
 
 
 class OperationFailed(TrocError):
@@ -75,13 +84,8 @@ def request(home: Path, op: str, params: dict[str, Any]) -> dict[str, Any] | Non
     Raises OperationFailed (the node refused or failed), NetworkError (the
     node stopped before it answered: it may or may not have done it).
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(ANSWER_TIMEOUT)
-    try:
-        with socket_address(socket_path(home)) as address:  # a home of any length
-            sock.connect(address)
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
+    sock = _connect(home, op)
+    if sock is None:
         return None
     data = b""
     with sock:
@@ -106,6 +110,30 @@ def request(home: Path, op: str, params: dict[str, Any]) -> dict[str, Any] | Non
     if reply.get("ok"):
         return dict(reply["result"])
     raise OperationFailed(dict(reply["error"]))
+
+
+def _connect(home: Path, op: str) -> socket.socket | None:
+    """A connection to the node running in ``home``; None if none runs there.
+    While the node's queue of connections is full (it is busy), tries again
+    for CONNECT_TIMEOUT, then raises NetworkError (nothing was asked)."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    pause = 0.001
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(ANSWER_TIMEOUT)  # (so connect does not block: a full queue says EAGAIN)
+        try:
+            with socket_address(socket_path(home)) as address:  # a home of any length
+                sock.connect(address)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        except BlockingIOError:  # the node's queue is full: it is busy, not gone
+            sock.close()
+        if time.monotonic() + pause > deadline:
+            raise NetworkError(f"the node is too busy to take {op!r} (it was not asked): try again")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 # -- the server (the node) ---------------------------------------------------------
@@ -135,7 +163,7 @@ async def serve_control(home: Path, run_op: RunOp, task_status: Any = None) -> N
             await sock.bind(address)
     finally:
         os.umask(old_umask)
-    sock.listen(16)
+    sock.listen(CONTROL_BACKLOG)
     listener = trio.SocketListener(sock)
     if task_status is not None:
         task_status.started()
