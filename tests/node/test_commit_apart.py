@@ -1,0 +1,155 @@
+"""A store transaction whose COMMIT runs on another thread
+(troc.node._store_commit, Store.transaction_apart, LocalNode.ingesting_apart):
+
+* what the block stored is announced only once the commit has run, and the
+  verdicts are those of ``ingesting``;
+* a transaction opened while a commit is pending runs it first, so the
+  next block reads committed state;
+* a COMMIT that fails is rolled back, the store's cached rows forgotten,
+  StoreError raised, and the node goes on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import T0, certify, key, witnessed_world
+from troc.errors import StoreError
+from troc.node.local import LocalNode, open_local_node
+from troc.node.store import Store
+from troc.protocol.entry import Entry
+from troc.protocol.ledger import Status
+
+A, B = key(1), key(2)
+
+
+def _history() -> tuple[Entry, list[Entry], list[bytes]]:
+    w = witnessed_world()
+    j1, j2 = w.join(A), w.join(B)
+    t = w.pay(A, B, 30)
+    acc = w.accept(B, t)
+    return w.genesis, [j1, j2, t, acc], [certify(t)]
+
+
+@contextmanager
+def _node() -> Iterator[tuple[LocalNode, Entry, list[Entry]]]:
+    genesis, _entries, _certs = _history()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        open_local_node(Path(tmp), None, lambda: T0, member=B.public) as node,
+    ):
+        node.ingest_many([genesis.wire])
+        told: list[Entry] = []
+        node.listeners.append(lambda e, _own: told.append(e))
+        yield node, genesis, told
+
+
+def _committed(store: Store) -> int:
+    """Entries committed, as another connection reads them."""
+    with sqlite3.connect(f"file:{store.path}?mode=ro", uri=True) as other:
+        return int(other.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+def _fail_next_commit(store: Store) -> None:
+    """The open transaction's COMMIT will fail: a deferred foreign key
+    left unmet (a temporary table: the store's own are untouched)."""
+    conn = store._conn
+    conn.execute("INSERT INTO temp.child VALUES (1)")  # no parent 1
+
+
+def _failable(store: Store) -> None:
+    conn = store._conn
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute(
+        "CREATE TEMP TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+
+
+def test_a_block_commits_on_another_thread_and_is_announced_after() -> None:
+    _genesis, entries, certs = _history()
+    with _node() as (node, _g, told):
+        before = _committed(node.store)
+        with node.ingesting_apart() as job:
+            taken = node.ingest_certificates(certs)
+            outcomes = node.ingest_many([e.wire for e in entries])
+        assert told == []
+        assert _committed(node.store) == before  # not committed yet
+        worker = threading.Thread(target=job.commit)
+        worker.start()
+        worker.join(10)
+        assert _committed(node.store) == before + len(entries)
+        assert told == []  # announced by finish, on the node's thread
+        job.finish()
+        assert [e.id for e in told] == [e.id for e in entries]
+    with _node() as (node, _g, _told):  # the same ingests through ingesting: the same verdicts
+        with node.ingesting():
+            alone = node.ingest_certificates(certs)
+            each = node.ingest_many([e.wire for e in entries])
+    assert [(o.status, o.reason) for o in alone + each] == [
+        (o.status, o.reason) for o in taken + outcomes
+    ]
+    assert [o.status for o in outcomes] == [Status.ACCEPTED] * len(entries)
+
+
+def test_the_next_transaction_runs_a_pending_commit_first() -> None:
+    _genesis, entries, _certs = _history()
+    with _node() as (node, _g, told):
+        before = _committed(node.store)
+        with node.ingesting_apart() as job:
+            node.ingest_many([e.wire for e in entries[:2]])
+        # Another ingest before anyone ran the commit: it runs it first.
+        outcomes = node.ingest_many([entries[2].wire])
+        assert outcomes[0].status is Status.ACCEPTED
+        assert job.pending is not None and job.pending.done
+        assert _committed(node.store) == before + 3
+        job.commit()  # nothing left to do
+        job.finish()
+        assert [e.id for e in told] == [entries[2].id, entries[0].id, entries[1].id]
+
+
+def test_a_failed_commit_is_rolled_back_forgotten_and_the_node_goes_on() -> None:
+    genesis, entries, _certs = _history()
+    with _node() as (node, _g, told):
+        _failable(node.store)
+        before = _committed(node.store)
+        with node.ingesting_apart() as job:
+            outcomes = node.ingest_many([e.wire for e in entries[:2]])
+            _fail_next_commit(node.store)
+        assert [o.status for o in outcomes] == [Status.ACCEPTED] * 2
+        worker = threading.Thread(target=job.commit)
+        worker.start()
+        worker.join(10)
+        with pytest.raises(StoreError, match="could not commit"):
+            job.finish()
+        assert told == []
+        assert _committed(node.store) == before
+        # Nothing of the failed block is believed held (cached rows forgotten):
+        assert dict(node.store.heads(genesis.id)) == {}  # type: ignore[arg-type]
+        again = node.ingest_many([e.wire for e in entries[:2]])
+        assert [o.status for o in again] == [Status.ACCEPTED] * 2
+        assert _committed(node.store) == before + 2
+
+
+def test_a_failed_pending_commit_found_by_the_next_transaction_is_forgotten(
+    tmp_path: Path,
+) -> None:
+    with Store.open(tmp_path / "store.sqlite") as store:
+        _failable(store)
+        with store.transaction_apart() as pending:
+            store.set_meta("colour", "red")
+            _fail_next_commit(store)
+        with store.transaction():  # runs the pending commit, which fails
+            store.set_meta("size", "big")
+        assert pending.done and pending.error is not None
+        assert store.get_meta("colour") is None
+        assert store.get_meta("size") == "big"
+        with pytest.raises(StoreError):
+            store.settle(pending)
