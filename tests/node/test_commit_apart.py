@@ -89,10 +89,10 @@ def test_a_block_commits_on_another_thread_and_is_announced_after() -> None:
         assert told == []  # announced by finish, on the node's thread
         job.finish()
         assert [e.id for e in told] == [e.id for e in entries]
-    with _node() as (node, _g, _told):  # the same ingests through ingesting: the same verdicts
-        with node.ingesting():
-            alone = node.ingest_certificates(certs)
-            each = node.ingest_many([e.wire for e in entries])
+    # The same ingests through ingesting: the same verdicts.
+    with _node() as (node, _g, _told), node.ingesting():
+        alone = node.ingest_certificates(certs)
+        each = node.ingest_many([e.wire for e in entries])
     assert [(o.status, o.reason) for o in alone + each] == [
         (o.status, o.reason) for o in taken + outcomes
     ]
@@ -108,7 +108,8 @@ def test_the_next_transaction_runs_a_pending_commit_first() -> None:
         # Another ingest before anyone ran the commit: it runs it first.
         outcomes = node.ingest_many([entries[2].wire])
         assert outcomes[0].status is Status.ACCEPTED
-        assert job.pending is not None and job.pending.done
+        assert job.pending is not None
+        assert job.pending.done
         assert _committed(node.store) == before + 3
         job.commit()  # nothing left to do
         job.finish()
@@ -148,7 +149,8 @@ def test_a_failed_pending_commit_found_by_the_next_transaction_is_forgotten(
             _fail_next_commit(store)
         with store.transaction():  # runs the pending commit, which fails
             store.set_meta("size", "big")
-        assert pending.done and pending.error is not None
+        assert pending.done
+        assert pending.error is not None
         assert store.get_meta("colour") is None
         assert store.get_meta("size") == "big"
         with pytest.raises(StoreError):
