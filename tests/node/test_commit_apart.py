@@ -12,43 +12,15 @@
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import T0, certify, key, witnessed_world
+from tests.node.test_ingesting import _history, _node  # joins, a payment, its accept
 from troc.errors import StoreError
-from troc.node.local import LocalNode, open_local_node
 from troc.node.store import Store
-from troc.protocol.entry import Entry
 from troc.protocol.ledger import Status
-
-A, B = key(1), key(2)
-
-
-def _history() -> tuple[Entry, list[Entry], list[bytes]]:
-    w = witnessed_world()
-    j1, j2 = w.join(A), w.join(B)
-    t = w.pay(A, B, 30)
-    acc = w.accept(B, t)
-    return w.genesis, [j1, j2, t, acc], [certify(t)]
-
-
-@contextmanager
-def _node() -> Iterator[tuple[LocalNode, Entry, list[Entry]]]:
-    genesis, _entries, _certs = _history()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        open_local_node(Path(tmp), None, lambda: T0, member=B.public) as node,
-    ):
-        node.ingest_many([genesis.wire])
-        told: list[Entry] = []
-        node.listeners.append(lambda e, _own: told.append(e))
-        yield node, genesis, told
 
 
 def _committed(store: Store) -> int:
@@ -75,7 +47,7 @@ def _failable(store: Store) -> None:
 
 def test_a_block_commits_on_another_thread_and_is_announced_after() -> None:
     _genesis, entries, certs = _history()
-    with _node() as (node, _g, told):
+    with _node() as (node, told, _events):
         before = _committed(node.store)
         with node.ingesting_apart() as job:
             taken = node.ingest_certificates(certs)
@@ -90,7 +62,7 @@ def test_a_block_commits_on_another_thread_and_is_announced_after() -> None:
         job.finish()
         assert [e.id for e in told] == [e.id for e in entries]
     # The same ingests through ingesting: the same verdicts.
-    with _node() as (node, _g, _told), node.ingesting():
+    with _node() as (node, _told, _events), node.ingesting():
         alone = node.ingest_certificates(certs)
         each = node.ingest_many([e.wire for e in entries])
     assert [(o.status, o.reason) for o in alone + each] == [
@@ -101,7 +73,7 @@ def test_a_block_commits_on_another_thread_and_is_announced_after() -> None:
 
 def test_the_next_transaction_runs_a_pending_commit_first() -> None:
     _genesis, entries, _certs = _history()
-    with _node() as (node, _g, told):
+    with _node() as (node, told, _events):
         before = _committed(node.store)
         with node.ingesting_apart() as job:
             node.ingest_many([e.wire for e in entries[:2]])
@@ -118,7 +90,7 @@ def test_the_next_transaction_runs_a_pending_commit_first() -> None:
 
 def test_a_failed_commit_is_rolled_back_forgotten_and_the_node_goes_on() -> None:
     genesis, entries, _certs = _history()
-    with _node() as (node, _g, told):
+    with _node() as (node, told, _events):
         _failable(node.store)
         before = _committed(node.store)
         with node.ingesting_apart() as job:
