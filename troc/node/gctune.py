@@ -17,8 +17,15 @@ from __future__ import annotations
 
 import gc
 
-#: Container allocations between two young collections (default 700).
-YOUNG = 20_000
+#: Container allocations between two young collections (default 700), net
+#: of those freed: above what a catch-up holds alive at once, so that its
+#: young collections do not walk it over and over (frames read ahead and
+#: decoded, up to 16 of 512 entries at ~2.5 tracked objects each, the run
+#: being stored, the store's caches). At 20,000 a newcomer's young
+#: collections found 20,000-80,000 objects alive and took 7-90 ms each,
+#: freeing nothing: ~5 % of its thread (bench/join.py --witnessed, 200,000
+#: entries); at 100,000 they hardly run during a catch-up.
+YOUNG = 100_000
 #: Young collections between two middle ones, middle ones between two full
 #: ones (defaults 10 and 10; a full one also waits for the long-lived
 #: objects to have grown by a quarter).

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from troc.crypto.sign import MemberId, SigningKey
 from troc.errors import CodecError, LocalProtocolError, RefusedError
+from troc.node._store_commit import PendingCommit
 from troc.node.marks import SignedMarks, StagedMarks
 from troc.node.parked import newly_acceptable
 from troc.node.store import Store
@@ -82,6 +83,7 @@ __all__ = [
     "AppendBatch",
     "BalanceInfo",
     "CommunityInfo",
+    "IngestApart",
     "LocalNode",
     "OfferInfo",
     "TransferInfo",
@@ -649,6 +651,27 @@ class LocalNode:
         for stored, acceptable in notes:
             self._notify(stored, own=False, acceptable=acceptable)
 
+    @contextmanager
+    def ingesting_apart(self) -> Iterator[IngestApart]:
+        """As :meth:`ingesting`, but the block's ``COMMIT`` is not run when
+        it ends: the caller runs the handle's :meth:`~IngestApart.commit` on
+        another thread (sync does, while its own thread reads and decodes
+        the next frames: :mod:`troc.node._store_commit`), then calls its
+        :meth:`~IngestApart.finish`, which announces what the block stored.
+        Until the commit has run, the store's next transaction runs it
+        first. Not inside another ingesting block."""
+        with self._lock:
+            if self._notes is not None:
+                raise LocalProtocolError("ingesting_apart inside another ingesting block")
+            job = IngestApart(self)
+            self._notes = job.notes
+            try:
+                with self.store.transaction_apart() as pending:
+                    yield job
+                job.pending = pending  # the block ended well: its COMMIT to run
+            finally:
+                self._notes = None
+
     def _ingested(self, outcomes: Sequence[Outcome | CertificateOutcome]) -> None:
         """Note, inside :meth:`ingesting`, what ``outcomes`` stored and made
         acceptable: announced once the block commits."""
@@ -892,6 +915,30 @@ class LocalNode:
             "offer",
             [o.ref for o in self.offers(community, include_closed=True, limit=10_000)],
         )
+
+
+class IngestApart:
+    """A block of :meth:`LocalNode.ingesting_apart`: its commit and announcements."""
+
+    def __init__(self, local: LocalNode) -> None:
+        self._local = local
+        self.notes: list[tuple[list[Entry], list[Entry]]] = []
+        self.pending: PendingCommit | None = None
+
+    def commit(self) -> None:
+        """The block's ``COMMIT`` (any thread; raises nothing: see :meth:`finish`)."""
+        if self.pending is not None:
+            self.pending.run()
+
+    def finish(self) -> None:
+        """On the node's thread, once the block has ended: commit if not yet
+        done, then announce what it stored. Raises StoreError if the commit
+        failed (nothing is announced then)."""
+        if self.pending is None:
+            return  # the block raised: rolled back, nothing to announce
+        self._local.store.settle(self.pending)
+        for stored, acceptable in self.notes:
+            self._local._notify(stored, own=False, acceptable=acceptable)
 
 
 @contextmanager

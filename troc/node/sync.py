@@ -576,7 +576,7 @@ class Syncer:
             if run[0][2] is None:  # one message of another kind, its replies as they come
                 replies: Iterable[dict[str, Any]] = session.receive(msgs[0])
             else:
-                replies, error = self._take_run(session, msgs)
+                replies, error = await self._take_run(session, msgs)
             for reply in replies:
                 data = encode_message(reply)
                 out.append(data)
@@ -601,7 +601,7 @@ class Syncer:
             if not self.first_sync.is_set() and session.answered:
                 self._own_log_known(session)
 
-    def _take_run(
+    async def _take_run(
         self, session: SyncSession, msgs: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Any]], RemoteProtocolError | None]:
         """The replies to a run of ``entries`` and ``certs`` messages, each
@@ -611,9 +611,20 @@ class Syncer:
         ahead of, one commit. As when each was a run of its own, the
         messages after one that proves the peer faulty are not handled,
         and what came before it is kept: the error is returned, to raise
-        once the replies so far are sent."""
+        once the replies so far are sent.
+
+        The transaction's ``COMMIT`` runs on a worker thread, while this
+        thread reads and decodes the next frames (:mod:`troc.node._store_commit`);
+        nothing is announced, and no reply sent, before it has returned."""
+        # Another session's commit still running: awaited, not waited for
+        # on this thread by the transaction below (it would stop the node).
+        for _ in range(100):  # bounded; each round awaits one commit
+            if (pending := self.local.store.pending_commit) is None:
+                break
+            await trio.to_thread.run_sync(pending.run)
         replies: list[dict[str, Any]] = []
-        with self.local.ingesting():
+        error: RemoteProtocolError | None = None
+        with self.local.ingesting_apart() as job:
             i = 0
             while i < len(msgs) and session.misbehaviour is None:
                 j = i + 1
@@ -626,9 +637,15 @@ class Syncer:
                 try:
                     replies += handled
                 except RemoteProtocolError as exc:
-                    return replies, exc
+                    error = exc
+                    break
                 i = j
-        return replies, None
+        # Shielded: once begun, the commit is seen through (a cancelled
+        # session's run is kept, as when the commit ran on this thread).
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(job.commit)
+        job.finish()
+        return replies, error
 
     def _own_log_known(self, session: SyncSession) -> None:
         """Release the restore guard once, in every community the node syncs,
