@@ -16,9 +16,12 @@ import threading
 from pathlib import Path
 
 import pytest
+import trio
 
+from tests.helpers import witnessed_world
 from tests.node.test_ingesting import _history, _node  # joins, a payment, its accept
 from troc.errors import StoreError
+from troc.node._store_commit import PendingCommit, committed
 from troc.node.store import Store
 from troc.protocol.ledger import Status
 
@@ -127,3 +130,68 @@ def test_a_failed_pending_commit_found_by_the_next_transaction_is_forgotten(
         assert store.get_meta("size") == "big"
         with pytest.raises(StoreError):
             store.settle(pending)
+
+
+def test_committed_runs_a_pending_commit_on_a_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a control request awaits before it reads (Node.run_op): the
+    commit runs off the node's thread, and the request then reads it."""
+    _genesis, entries, _certs = _history()
+    ran_on: list[int] = []
+    run = PendingCommit.run
+
+    def recorded(self: PendingCommit) -> None:
+        ran_on.append(threading.get_ident())
+        run(self)
+
+    monkeypatch.setattr(PendingCommit, "run", recorded)
+    with _node() as (node, _told, _events):
+        before = _committed(node.store)
+        with node.ingesting_apart() as job:
+            node.ingest_many([e.wire for e in entries[:2]])
+        assert node.store.pending_commit is not None
+        ran_on.clear()
+        trio.run(committed, node.store)
+        assert node.store.pending_commit is None
+        assert ran_on
+        assert threading.get_ident() not in ran_on
+        assert _committed(node.store) == before + 2
+        job.commit()  # nothing left to do
+        job.finish()
+        trio.run(committed, node.store)  # none pending: returns at once
+
+
+def test_communities_are_kept_once_read_and_forgotten_on_rollback(tmp_path: Path) -> None:
+    """status lists the communities at every call: read once, kept while
+    nothing changes them, a join's genesis seen at once, a rolled-back one
+    forgotten."""
+    genesis, _entries, _certs = _history()
+    other = witnessed_world(credit_limit=7).genesis  # another community
+    assert other.id != genesis.id
+    store = Store.open(tmp_path / "s.db")
+    try:
+        assert store.communities() == []
+        with store.transaction():
+            store.put_genesis(genesis)
+        assert [g.id for g in store.communities()] == [genesis.id]
+
+        def undone() -> None:
+            with store.transaction():
+                store.put_genesis(other)
+                assert len(store.communities()) == 2  # seen inside the transaction
+                raise RuntimeError("undone")
+
+        with pytest.raises(RuntimeError):
+            undone()
+        assert [g.id for g in store.communities()] == [genesis.id]
+        with store.transaction():
+            store.put_genesis(other)
+        assert sorted(g.id for g in store.communities()) == sorted([genesis.id, other.id])
+    finally:
+        store.close()
+    reader = Store.open(tmp_path / "s.db", read_only=True)
+    try:
+        assert sorted(g.id for g in reader.communities()) == sorted([genesis.id, other.id])
+    finally:
+        reader.close()

@@ -53,8 +53,18 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+from typing import TYPE_CHECKING
 
-__all__ = ["PendingCommit"]
+import trio
+
+if TYPE_CHECKING:
+    from troc.node.store import Store
+
+__all__ = ["PendingCommit", "committed"]
+
+#: The most pending commits :func:`committed` awaits in one call: each round
+#: awaits one, and a busy node may start another meanwhile.
+MAX_ROUNDS = 100
 
 
 class PendingCommit:
@@ -87,3 +97,18 @@ class PendingCommit:
                         self._conn.execute("ROLLBACK")
             finally:
                 self._done = True
+
+
+async def committed(store: Store) -> None:
+    """Once no commit of ``store``'s is left to run: each one pending is run
+    (or awaited) on a worker thread. A read on the node's thread while a
+    ``COMMIT`` runs waits for SQLite's lock, and with it every task of the
+    node (a ``status`` polled during a catch-up took ~3 % of the newcomer's
+    thread so, at 1,000,000 entries); awaited here, the other tasks go on.
+    Bounded: returns after :data:`MAX_ROUNDS` commits even if another is
+    pending (a reader then waits for that one where it reads)."""
+    for _ in range(MAX_ROUNDS):
+        pending = store.pending_commit
+        if pending is None:
+            return
+        await trio.to_thread.run_sync(pending.run)

@@ -48,6 +48,7 @@ class StoreQueries:
 
     _cur: sqlite3.Cursor
     _entry_counts: dict[CommunityId, int] | None
+    _communities: list[Entry] | None
 
     if TYPE_CHECKING:  # provided by Store
 
@@ -61,9 +62,15 @@ class StoreQueries:
         ) -> Stored | None: ...
 
     def communities(self) -> list[Entry]:
-        """The genesis entries of every community this store holds."""
+        """The genesis entries of every community this store holds (kept
+        once read, but in a read-only store: another process writes)."""
+        if self._communities is not None:
+            return list(self._communities)
         rows = self._cur.execute("SELECT wire FROM genesis ORDER BY community").fetchall()
-        return [decode_trusted(r[0]) for r in rows]
+        found = [decode_trusted(r[0]) for r in rows]
+        if self._entry_counts is not None:  # not read-only
+            self._communities = found
+        return list(found)
 
     def log(
         self, community: CommunityId, author: MemberId, after_seq: int = 0, limit: int = 1000

@@ -57,6 +57,7 @@ from troc.net.liveness import Liveness
 from troc.net.p2p import DialError, P2PHost, open_host
 from troc.net.relay import RelayClient, RelayServer, open_relay_client, open_relay_server
 from troc.node import invites
+from troc.node._store_commit import committed
 from troc.node.config import NodeConfig
 from troc.node.control import serve_control
 from troc.node.groupcommit import GroupCommit
@@ -197,6 +198,10 @@ class Node:
         TrocError subclasses for the caller's mistakes."""
         if name in self.extra_ops:  # services beside the node (the web app's web.login)
             return self.extra_ops[name](params)
+        # A catch-up's commit running on its worker thread: awaited there,
+        # not waited for by this request's first read (which would stop
+        # every task of the node until it ends).
+        await committed(self.local.store)
         return await run_online(self, name, params)
 
     def finality(self, entry: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ control socket sends back.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,12 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     return {"kind": kind, "reason": reason, "message": str(exc)}
 
 
+#: Member ids whose text :func:`mid` keeps (~200 bytes each): a ``status``
+#: lists every member's head, and a checksummed text costs ~10 µs to make.
+MEMBER_TEXTS = 16_384
+
+
+@functools.lru_cache(maxsize=MEMBER_TEXTS)
 def mid(member: bytes) -> str:
     return encode_id("m", member)
 

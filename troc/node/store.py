@@ -181,6 +181,8 @@ class Store(StoreFinality, StoreQueries):
         # Entries stored per community, once counted (entry_count): kept up
         # by put_entry. Not in a read-only store: another process writes.
         self._entry_counts: dict[CommunityId, int] | None = None if read_only else {}
+        # Every community's genesis, once read (communities): as _entry_counts.
+        self._communities: list[Entry] | None = None
         self._conn = conn
         self._cur = conn.cursor()
         self._lock_fd: int | None = lock_fd
@@ -430,6 +432,7 @@ class Store(StoreFinality, StoreQueries):
         self._where.clear()
         self._no_refs.clear()
         self._genesis.clear()
+        self._communities = None
         if self._entry_counts:
             self._entry_counts.clear()
         self._more_refs = None
@@ -525,6 +528,7 @@ class Store(StoreFinality, StoreQueries):
         self._write()
         self._cur.execute("INSERT OR IGNORE INTO genesis VALUES (?, ?)", (entry.id, entry.wire))
         self._genesis.put(CommunityId(entry.id), entry)
+        self._communities = None
 
     # -- Backend: entries -----------------------------------------------------
 

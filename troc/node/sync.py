@@ -42,6 +42,7 @@ from troc.net.p2p import (
     close_stream,
     write_frames,
 )
+from troc.node._store_commit import committed
 from troc.node.local import LocalNode
 from troc.node.metrics import Counters
 from troc.node.peers import Peers
@@ -618,10 +619,7 @@ class Syncer:
         nothing is announced, and no reply sent, before it has returned."""
         # Another session's commit still running: awaited, not waited for
         # on this thread by the transaction below (it would stop the node).
-        for _ in range(100):  # bounded; each round awaits one commit
-            if (pending := self.local.store.pending_commit) is None:
-                break
-            await trio.to_thread.run_sync(pending.run)
+        await committed(self.local.store)
         replies: list[dict[str, Any]] = []
         error: RemoteProtocolError | None = None
         with self.local.ingesting_apart() as job:
