@@ -207,6 +207,12 @@ class Store(StoreFinality, StoreQueries):
         # Entries known to have no reference row pointing at them (stored
         # recently, not answered since): refs_by on them needs no query.
         self._no_refs: Cache[tuple[CommunityId, EntryId], bool] = Cache(cache_entries * 4)
+        # Stored transfers naming no expiry of their own (lasting_transfer):
+        # an accept reads its transfer when checked, and a final tip's move
+        # past the accept asks again later, when the entry left _stored.
+        self._lasting: Cache[tuple[CommunityId, MemberId, int, EntryId], bool] = Cache(
+            cache_entries * 4
+        )
         self._more_refs: bool | None = None  # does more_refs hold any row?
         # Timeline and pending rows of the open transaction, written at commit.
         self._derived = DerivedRows()
@@ -431,6 +437,7 @@ class Store(StoreFinality, StoreQueries):
         self._stored.clear()
         self._where.clear()
         self._no_refs.clear()
+        self._lasting.clear()
         self._genesis.clear()
         self._communities = None
         if self._entry_counts:
@@ -550,7 +557,18 @@ class Store(StoreFinality, StoreQueries):
         stored = Stored(decode_trusted(row[2]), row[0], row[1])
         self._stored.put(key, stored)
         self._where.put((community, eid), (author, seq))
+        body = stored.entry.body
+        if isinstance(body, Transfer) and body.expires_ms is None:
+            self._lasting.put(key, True)
         return stored
+
+    def lasting_transfer(self, community: CommunityId, ref: Ref) -> bool:
+        key = (community, ref.author, ref.seq, ref.id)
+        if self._lasting.get(key) is not None:
+            return True
+        stored = self.entry(*key)  # keeps the answer if it is yes
+        body = None if stored is None else stored.entry.body
+        return isinstance(body, Transfer) and body.expires_ms is None
 
     def ids_at(self, community: CommunityId, author: MemberId, seq: int) -> list[EntryId]:
         log = self._log(community, author)
@@ -634,6 +652,8 @@ class Store(StoreFinality, StoreQueries):
             payee = self._lid(c, body.to)
             timeline.append((payee, e.timestamp_ms, e.id, lid, e.seq))
             self._derived.pending[(lid, e.seq, e.id)] = [payee, body.amount, "open"]
+            if body.expires_ms is None:
+                self._lasting.put((c, a, e.seq, e.id), True)
         elif isinstance(body, Request):
             # In the timelines of both, as a transfer is.
             payer = self._lid(c, body.to)

@@ -34,7 +34,7 @@ from typing import Protocol
 
 from troc.crypto.sign import MemberId
 from troc.protocol._frozen import fast_init
-from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Ref
+from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Ref, Transfer
 
 __all__ = [
     "Backend",
@@ -232,6 +232,15 @@ class Backend(Protocol):
     def ids_at(self, community: CommunityId, author: MemberId, seq: int) -> list[EntryId]: ...
     def put_entry(self, stored: Stored, refs: Iterable[RefRow]) -> None: ...
 
+    def lasting_transfer(self, community: CommunityId, ref: Ref) -> bool:
+        """True if the entry ``ref`` is stored (not only parked) and is a
+        transfer that names no expiry of its own (``expires_ms``): where the
+        community's rules give transfers none either, it never expires.
+        Answers what reading the entry (:meth:`entry`) would tell; a backend
+        may keep the answer, since a stored entry stays stored and its body
+        never changes."""
+        ...
+
     def latest(
         self, community: CommunityId, author: MemberId, kind: Kind, below: int | None
     ) -> Stored | None:
@@ -399,6 +408,11 @@ class MemoryBackend:
 
     def ids_at(self, community: CommunityId, author: MemberId, seq: int) -> list[EntryId]:
         return list(self._entries.get((community, author, seq), {}))
+
+    def lasting_transfer(self, community: CommunityId, ref: Ref) -> bool:
+        stored = self.entry(community, ref.author, ref.seq, ref.id)
+        body = None if stored is None else stored.entry.body
+        return isinstance(body, Transfer) and body.expires_ms is None
 
     def put_entry(self, stored: Stored, refs: Iterable[RefRow]) -> None:
         e = stored.entry

@@ -962,6 +962,10 @@ class LedgerView:
         rules = self.ledger.rules(community)  # the store's cached genesis: no read
         if rules is not None and rules.transfer_expiry_ms is not None:
             return True
+        # Stored and naming no expiry: the store may know it without a read
+        # (an accept's check read the transfer; the tip's move comes later).
+        if self.ledger.backend.lasting_transfer(community, transfer):
+            return False
         t = self.ledger.held_transfer(community, transfer)
         return t is None or (rules is not None and expiry_of(t, rules) is not None)
 
