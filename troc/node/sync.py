@@ -42,13 +42,14 @@ from troc.net.p2p import (
     close_stream,
     write_frames,
 )
+from troc.node._store_cache import Cache
 from troc.node._store_commit import committed
 from troc.node.local import LocalNode
 from troc.node.metrics import Counters
 from troc.node.peers import Peers
 from troc.node.verifier import Prepared, Verifier
 from troc.node.walsync import own_durable
-from troc.protocol.entry import CommunityId, Entry, Ref
+from troc.protocol.entry import Accept, CommunityId, Entry, Ref, Transfer
 from troc.protocol.ledger import CertificateOutcome, Outcome
 from troc.protocol.sync import (
     Streamed,
@@ -124,6 +125,9 @@ class _StoreView:
         # (Syncer._session_loop fills them).
         self.prepared: dict[bytes, Entry] = {}
         self.prepared_certificates: dict[bytes, Certificate] = {}
+        # Transfers naming no expiry that this session streamed (held here),
+        # the most recent ones: see race_certificate.
+        self._lasting: Cache[Ref, bool] = Cache(STREAMED_LASTING)
 
     def heads(self, community: CommunityId) -> Heads:
         return {a: (h.seq, h.id) for a, h in self.local.store.heads(community)}
@@ -181,8 +185,29 @@ class _StoreView:
         return race_certificates_between(self.local.ledger, community, author, low, high)
 
     def race_certificate(self, community: CommunityId, entry: Entry) -> bytes | None:
-        return race_certificate_of(self.local.ledger, community, entry)
+        # The session streams the entries it asks about from this store, so
+        # a transfer among them is held (stored ones stay): if it names no
+        # expiry and the rules give it none, an accept of it streamed later
+        # cannot race (troc.protocol.witness.raceable), and whether it can
+        # need not be asked of the ledger, which reads and decodes the
+        # transfer (a fifth of a server's thread serving a catch-up).
+        body = entry.body
+        if isinstance(body, Transfer):
+            if body.expires_ms is None:
+                self._lasting.put(entry.ref, True)
+            return None  # never races
+        ledger = self.local.ledger
+        raceable = None
+        if isinstance(body, Accept) and self._lasting.get(body.transfer):
+            rules = ledger.rules(community)  # cached: no read
+            raceable = rules is not None and rules.transfer_expiry_ms is not None
+        return race_certificate_of(ledger, community, entry, raceable=raceable)
 
+
+#: Transfers a session remembers having streamed (:meth:`_StoreView.race_certificate`):
+#: in two generations, 16,384 to 32,768 (~150 bytes each). An accept streamed
+#: further from its transfer is asked of the ledger, as before.
+STREAMED_LASTING = 16_384
 
 #: Parked transfers to this node's member whose certificates a session's
 #: end asks for, at most (docs/sync.md).

@@ -114,31 +114,42 @@ def race_certificates_between(
     return out
 
 
-def race_certificate_of(ledger: Ledger, community: CommunityId, entry: Entry) -> bytes | None:
+def race_certificate_of(
+    ledger: Ledger, community: CommunityId, entry: Entry, *, raceable: bool | None = None
+) -> bytes | None:
     """The own certificate, normal or void, of the held ``entry`` if
     :func:`race_certificates_between` would send it (the entry is final
     here, and raceable or void); else None. What a sender streams ahead of
     the entry itself, so that a peer catching up a long log does not need
     the whole range read at the stream's end (docs/sync.md,
     "Certificates"). Reads nothing for an entry of a kind that never races
-    (:func:`troc.protocol.witness.can_be_void`): most of a log."""
+    (:func:`troc.protocol.witness.can_be_void`): most of a log.
+    ``raceable``: whether the entry is raceable (:meth:`Ledger.is_raceable`),
+    if the caller knows it without a read; None: asks the ledger."""
     if not can_be_void(entry):
         return None
-    return _race_certificate(ledger, community, entry.ref, entry)
+    return _race_certificate(ledger, community, entry.ref, entry, raceable)
 
 
 def _race_certificate(
-    ledger: Ledger, community: CommunityId, ref: Ref, entry: Entry | None = None
+    ledger: Ledger,
+    community: CommunityId,
+    ref: Ref,
+    entry: Entry | None = None,
+    raceable: bool | None = None,
 ) -> bytes | None:
     """The own certificate held for ``ref`` if the entry is final here and
     its certificate is void or the entry raceable; else None. One
-    certificate read (``entry``: the entry, if the caller holds it)."""
+    certificate read (``entry``: the entry, if the caller holds it;
+    ``raceable``: whether it is, if the caller knows)."""
     data = ledger.certificate_of(community, ref)
     if data is None or not ledger.is_final(community, ref):
         return None
-    if is_void_certificate(data) or ledger.is_raceable(community, ref, entry):
+    if is_void_certificate(data):
         return data
-    return None
+    if raceable is None:
+        raceable = ledger.is_raceable(community, ref, entry)
+    return data if raceable else None
 
 
 #: How far above a wanted entry :func:`certificate_for` looks for a certificate.
