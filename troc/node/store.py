@@ -207,12 +207,11 @@ class Store(StoreFinality, StoreQueries):
         # Entries known to have no reference row pointing at them (stored
         # recently, not answered since): refs_by on them needs no query.
         self._no_refs: Cache[tuple[CommunityId, EntryId], bool] = Cache(cache_entries * 4)
-        # Stored transfers naming no expiry of their own (lasting_transfer):
-        # an accept reads its transfer when checked, and a final tip's move
-        # past the accept asks again later, when the entry left _stored.
-        self._lasting: Cache[tuple[CommunityId, MemberId, int, EntryId], bool] = Cache(
-            cache_entries * 4
-        )
+        # Stored transfers naming no expiry of their own (lasting_transfer),
+        # by id, with their log and seq: an accept reads its transfer when
+        # checked, and a final tip's move past the accept asks again later,
+        # when the entry has left _stored. ~150 bytes each.
+        self._lasting: Cache[EntryId, tuple[int, int]] = Cache(cache_entries * 2)
         self._more_refs: bool | None = None  # does more_refs hold any row?
         # Timeline and pending rows of the open transaction, written at commit.
         self._derived = DerivedRows()
@@ -559,14 +558,16 @@ class Store(StoreFinality, StoreQueries):
         self._where.put((community, eid), (author, seq))
         body = stored.entry.body
         if isinstance(body, Transfer) and body.expires_ms is None:
-            self._lasting.put(key, True)
+            self._lasting.put(eid, (log.lid, seq))
         return stored
 
     def lasting_transfer(self, community: CommunityId, ref: Ref) -> bool:
-        key = (community, ref.author, ref.seq, ref.id)
-        if self._lasting.get(key) is not None:
+        log = self._log(community, ref.author)
+        if log is None:
+            return False
+        if self._lasting.get(ref.id) == (log.lid, ref.seq):
             return True
-        stored = self.entry(*key)  # keeps the answer if it is yes
+        stored = self.entry(community, ref.author, ref.seq, ref.id)  # keeps a yes
         body = None if stored is None else stored.entry.body
         return isinstance(body, Transfer) and body.expires_ms is None
 
@@ -653,7 +654,7 @@ class Store(StoreFinality, StoreQueries):
             timeline.append((payee, e.timestamp_ms, e.id, lid, e.seq))
             self._derived.pending[(lid, e.seq, e.id)] = [payee, body.amount, "open"]
             if body.expires_ms is None:
-                self._lasting.put((c, a, e.seq, e.id), True)
+                self._lasting.put(e.id, (lid, e.seq))
         elif isinstance(body, Request):
             # In the timelines of both, as a transfer is.
             payer = self._lid(c, body.to)

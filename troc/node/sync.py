@@ -205,9 +205,9 @@ class _StoreView:
 
 
 #: Transfers a session remembers having streamed (:meth:`_StoreView.race_certificate`):
-#: in two generations, 16,384 to 32,768 (~150 bytes each). An accept streamed
+#: in two generations, 8,192 to 16,384 (~250 bytes each). An accept streamed
 #: further from its transfer is asked of the ledger, as before.
-STREAMED_LASTING = 16_384
+STREAMED_LASTING = 8_192
 
 #: Parked transfers to this node's member whose certificates a session's
 #: end asks for, at most (docs/sync.md).
