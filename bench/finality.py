@@ -42,6 +42,25 @@ need no answer to become final). Requests go to the control sockets directly
     the rate of 4,000 in the same stretch. (Above 16 clients a payer
     refused connections before the control socket's queue was made longer.)
 
+    The poller's balance reads count in the payers' CPU. A read went over
+    every pending transfer (none is ever answered here: up to N / K per
+    payer), ~9 ms at 1,000 and ~19 % of a payer's thread late in a run
+    (py-spy); it reads the pending table and each transfer's expiry once
+    since (``Store.pending_out_expiries``), and the member's log once for
+    the kinds it shows (``Store.refs_from_kinds``, was seven walks): ~2.4-3.2
+    ms of CPU against 5.1-7.7 at 1,000 (a payer's store from this bench).
+    Side by side, 4,000 payments, C = 8, three pairs, on a machine where
+    this bench gave 133-217/s (slower than the figures above):
+    ``cpu_ms_per_payment`` 8.71 / 7.95 / 9.45 before, 8.26 / 7.69 / 7.27
+    after (0.95, 0.97, 0.77; payers' share 0.94, 0.96, 0.76); the rate
+    (194 / 217 / 133 against 206 / 196 / 232) moved within its noise.
+    A gossiped entry parked on what it builds on waits 0.5 s before its
+    node syncs with the forwarder (it synced at once, and those sessions
+    carried what gossip was about to bring): three pairs in one stretch,
+    certified/s 193 / 228 / 231 before, 211 / 246 / 282 after (1.09, 1.08,
+    1.22), ``cpu_ms_per_payment`` 0.89, 1.00, 0.82. docs/witness.md §6.4
+    says where the rest of a payment's CPU goes.
+
 Every process started is stopped by its PID at the end. Usage:
 
     python bench/finality.py [--payments 1000] [--payers 4] [--clients 8]

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from troc.crypto.sign import MemberId
 from troc.node._schema import NO_BOUND
-from troc.node._store_cache import LogRow
+from troc.node._store_cache import Cache, LogRow
 from troc.node._store_files import decode_trusted
 from troc.protocol.backend import RefRow, Stored
-from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Ref
+from troc.protocol.entry import CommunityId, Entry, EntryId, Genesis, Kind, Ref, expiry_of
 
 __all__ = ["RequestState", "StoreQueries", "TransferState"]
 
@@ -43,12 +43,18 @@ class RequestState(StrEnum):
     REFUSED = "refused"
 
 
+_STATES = {s.value: s for s in TransferState}
+
+
 class StoreQueries:
     """What a member asks of the store (mixed into :class:`~troc.node.store.Store`)."""
 
     _cur: sqlite3.Cursor
     _entry_counts: dict[CommunityId, int] | None
     _communities: list[Entry] | None
+    # A transfer's expiry by its id (in a 1-tuple: None is "never"); see
+    # pending_out_expiries.
+    _expiries: Cache[tuple[CommunityId, EntryId], tuple[int | None]]
 
     if TYPE_CHECKING:  # provided by Store
 
@@ -232,6 +238,53 @@ class StoreQueries:
             (log.lid,),
         ).fetchall()
         return [(decode_trusted(r[0]), TransferState(r[1])) for r in rows]
+
+    def pending_out_expiries(
+        self, community: CommunityId, member: MemberId, rules: Genesis
+    ) -> list[tuple[int, EntryId, TransferState, int | None]]:
+        """What :meth:`pending_out_states` lists, without the entries: each
+        transfer's seq, id, state and expiry (:func:`expiry_of` under
+        ``rules``, the community's genesis), in log order.
+
+        A payer with many unanswered payments asks for its balance often (a
+        shop's day; bench/finality.py polls it 20 times a second), and
+        decoding every pending transfer for its expiry made each read cost
+        ~9 ms at 1,000 of them. This reads the pending table alone: an
+        expiry never changes (it is the transfer's own, or its timestamp
+        plus the genesis's delay), so each transfer is decoded once and its
+        expiry remembered by id (an id is the hash of the entry: a transfer
+        rolled back and stored again has the same). Transfers not
+        remembered yet (a payer's newest) are read in one query, from the
+        oldest of them up, not one by one."""
+        log = self._log(community, member)
+        if log is None:
+            return []
+        self._flush()  # pending rows of an open transaction
+        rows = self._cur.execute(
+            "SELECT seq, id, state FROM pending WHERE payer_lid = ? ORDER BY seq, id",
+            (log.lid,),
+        ).fetchall()
+        known = self._expiries
+        expiries = [known.get((community, r[1])) for r in rows]
+        fresh: dict[bytes, tuple[int | None]] = {}
+        if None in expiries:
+            # Those not remembered are mostly the newest: read from the
+            # oldest of them up.
+            lowest = min(r[0] for r, e in zip(rows, expiries, strict=True) if e is None)
+            for eid, wire in self._cur.execute(
+                "SELECT p.id, e.wire FROM pending p"
+                " JOIN entries e ON e.lid = p.payer_lid AND e.seq = p.seq AND e.id = p.id"
+                " WHERE p.payer_lid = ? AND p.seq >= ?",
+                (log.lid, lowest),
+            ).fetchall():
+                fresh[eid] = (expiry_of(decode_trusted(wire), rules),)
+                known.put((community, eid), fresh[eid])
+        out = []
+        for (seq, eid, state), expiry in zip(rows, expiries, strict=True):
+            if expiry is None:
+                expiry = fresh[eid]
+            out.append((seq, eid, _STATES[state], expiry[0]))
+        return out
 
     def requests(
         self, community: CommunityId, member: MemberId, *, to_member: bool

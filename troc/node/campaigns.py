@@ -317,7 +317,12 @@ def render_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def pledge_totals(node: LocalNode, community: CommunityId, member: MemberId) -> dict[str, int]:
+def pledge_totals(
+    node: LocalNode,
+    community: CommunityId,
+    member: MemberId,
+    pledges: list[RefRow] | None = None,
+) -> dict[str, int]:
     """What ``member``'s counted pledges amount to (docs/protocol.md §10.3, §10.5):
 
     * ``reserved``: in flight, neither paid by a successful close nor
@@ -328,6 +333,8 @@ def pledge_totals(node: LocalNode, community: CommunityId, member: MemberId) -> 
       pledge beat (part of the ledger's ``Head.undone``).
 
     In a witnessed community "counted" means final, and nothing is undone.
+    ``pledges``: the rows of ``member``'s pledges (``refs_from``, the whole
+    log), if the caller read them.
     """
     store = node.store
     head = store.head(community, member)
@@ -345,7 +352,12 @@ def pledge_totals(node: LocalNode, community: CommunityId, member: MemberId) -> 
         h = heads[r.by_author]
         return h is not None and h.counts(r.by_seq)
 
-    for pledge in store.refs_from(community, member, Kind.PLEDGE, head.frozen_at):
+    if pledges is None:
+        pledges = store.refs_from(community, member, Kind.PLEDGE, head.frozen_at)
+    elif head.frozen_at is not None:
+        frozen_at = head.frozen_at
+        pledges = [r for r in pledges if r.by_seq < frozen_at]
+    for pledge in pledges:
         if not counts(pledge):
             continue
         paid = withdrawn = lapsed = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from troc.errors import (
 )
 from troc.node.local import LocalNode, OfferInfo, TransferInfo
 from troc.node.store import store_error, unusable_file
+from troc.protocol.backend import RefRow
 from troc.protocol.entry import (
     MAX_AMOUNT,
     Accept,
@@ -341,12 +343,18 @@ def history_json(node: LocalNode, community: CommunityId, e: Entry) -> dict[str,
 
 
 def timed_take_backs(
-    node: LocalNode, community: CommunityId, member: MemberId
+    node: LocalNode,
+    community: CommunityId,
+    member: MemberId,
+    take_backs: list[RefRow] | None = None,
 ) -> list[dict[str, Any]]:
     """``member``'s take-backs certified with the witnesses' times
-    (docs/witness.md §3.5): when the witnesses' clocks said so."""
+    (docs/witness.md §3.5): when the witnesses' clocks said so.
+    ``take_backs``: their rows (``refs_from``), if the caller read them."""
     out = []
-    for row in node.store.refs_from(community, member, Kind.TAKE_BACK, None):
+    if take_backs is None:
+        take_backs = node.store.refs_from(community, member, Kind.TAKE_BACK, None)
+    for row in take_backs:
         item = {"entry": eid(row.by_id), "transfer": eid(row.target_id), "amount": row.amount}
         _timed(node, community, Ref(row.by_author, row.by_seq, row.by_id), item)
         if "witnesses_time_ms" in item:
@@ -362,17 +370,26 @@ _VOID_NAMES = {
     Kind.WITHDRAW: "pledge",
     Kind.CAMPAIGN_CLOSE: "campaign",
 }
+VOIDABLE_KINDS = tuple(_VOID_NAMES)
 
 
-def void_entries(node: LocalNode, community: CommunityId, member: MemberId) -> list[dict[str, Any]]:
+def void_entries(
+    node: LocalNode,
+    community: CommunityId,
+    member: MemberId,
+    refs: Mapping[Kind, list[RefRow]] | None = None,
+) -> list[dict[str, Any]]:
     """``member``'s void accepts, take-backs, lapses and closes (docs/witness.md
     §3.6): final positions of its log that moved nothing. Each names what it
     was about (its ``transfer``, ``pledge`` or ``campaign``) and the
-    ``amount`` it would have moved."""
+    ``amount`` it would have moved. ``refs``: the rows of those kinds
+    (``Store.refs_from_kinds``), if the caller read them."""
     out = []
+    if refs is None:
+        refs = node.store.refs_from_kinds(community, member, VOIDABLE_KINDS)
     for kind, name in _VOID_NAMES.items():
         moved: dict[Ref, int] = {}
-        for row in node.store.refs_from(community, member, kind, None):
+        for row in refs[kind]:
             ref = Ref(row.by_author, row.by_seq, row.by_id)
             moved[ref] = moved.get(ref, 0) + row.amount  # a close: one row a pledge
         for ref, amount in moved.items():

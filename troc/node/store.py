@@ -213,6 +213,9 @@ class Store(StoreFinality, StoreQueries):
         # when the entry has left _stored. ~150 bytes each.
         self._lasting: Cache[EntryId, tuple[int, int]] = Cache(cache_entries * 2)
         self._more_refs: bool | None = None  # does more_refs hold any row?
+        self._expiries: Cache[tuple[CommunityId, EntryId], tuple[int | None]] = Cache(
+            cache_entries * 4
+        )
         # Timeline and pending rows of the open transaction, written at commit.
         self._derived = DerivedRows()
         self._waiting = WaitingRows(conn, waiting, self._write)
@@ -823,6 +826,24 @@ class Store(StoreFinality, StoreQueries):
             "r.lid = ? AND r.seq >= ? AND r.seq < ? AND r.kind = ?",
             (by.lid, min_seq, NO_BOUND if max_seq is None else max_seq, kind.value),
         )
+
+    def refs_from_kinds(
+        self, community: CommunityId, by_author: MemberId, kinds: tuple[Kind, ...]
+    ) -> dict[Kind, list[RefRow]]:
+        """:meth:`refs_from` over the whole log for each of ``kinds``, in one
+        walk of it: a balance asks for five kinds (accepts, take-backs,
+        withdrawals, closes, pledges), and each walk goes over every entry
+        of the log (a payer's log is mostly transfers)."""
+        out: dict[Kind, list[RefRow]] = {kind: [] for kind in kinds}
+        by = self._log(community, by_author)
+        if by is None or not kinds:
+            return out
+        marks = ", ".join("?" * len(kinds))
+        for row in self._refs(
+            f"r.lid = ? AND r.kind IN ({marks})", (by.lid, *(k.value for k in kinds))
+        ):
+            out[row.kind].append(row)
+        return out
 
     # -- Backend: forks and waiting entries -------------------------------------
 
