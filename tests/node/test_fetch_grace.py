@@ -16,7 +16,11 @@ KEY = (b"c" * 32, b"a" * 32)
 ENTRY = SimpleNamespace(author=b"a" * 32, seq=7, id=b"i" * 32)
 
 
-def _topics(held: list[bool]) -> tuple[Any, trio.MemoryReceiveChannel[str | None]]:
+def _fetching(
+    nursery: trio.Nursery, held: list[bool]
+) -> tuple[Any, trio.MemoryReceiveChannel[str | None]]:
+    """A fetch of ENTRY's dependency started; the topics and the peers it
+    asks to sync with. ``held``: empty until the entry is stored."""
     send, receive = trio.open_memory_channel[str | None](10)
     store = SimpleNamespace(entry=lambda *_args: object() if held else None)
     topics = SimpleNamespace(
@@ -25,6 +29,7 @@ def _topics(held: list[bool]) -> tuple[Any, trio.MemoryReceiveChannel[str | None
         _sync_soon=send,
         _fetching={KEY},
     )
+    nursery.start_soon(Topics._fetch_missing, topics, KEY[0], ENTRY, ("relay", None), KEY)
     return topics, receive
 
 
@@ -32,9 +37,8 @@ async def test_what_gossip_brings_within_the_first_wait_costs_no_sync(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     held: list[bool] = []
-    topics, asked = _topics(held)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(Topics._fetch_missing, topics, KEY[0], ENTRY, ("relay", None), KEY)
+        topics, asked = _fetching(nursery, held)
         await trio.sleep(0.2)
         held.append(True)  # the run below it came by gossip, 0.2 s later
     assert asked.statistics().current_buffer_used == 0
@@ -45,9 +49,8 @@ async def test_an_entry_still_parked_after_the_wait_is_fetched_from_its_forwarde
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     held: list[bool] = []
-    topics, asked = _topics(held)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(Topics._fetch_missing, topics, KEY[0], ENTRY, ("relay", None), KEY)
+        topics, asked = _fetching(nursery, held)
         with trio.fail_after(FETCH_DELAYS[0] + 0.01):
             assert await asked.receive() == "relay"
         held.append(True)
