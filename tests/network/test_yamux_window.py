@@ -15,6 +15,7 @@ import trio
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 from troc.net.p2p import open_host
+from troc.net.yamux_window import MAX_RECV_WINDOW
 
 PROTOCOL = "/troc/test/yamux-window/1"
 
@@ -84,3 +85,28 @@ async def test_bulk_transfer_is_credited_by_half_windows(read_size: int) -> None
     assert sent, "the sender was never credited"
     assert min(sent) >= 128 * 1024
     assert len(sent) <= 8 * 1024 // 128
+
+
+async def test_a_fast_reader_does_not_grow_its_window_past_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """32 MiB read as fast as it comes: py-libp2p's auto-tuning doubles the
+    window at each update that comes within four round trips (up to 16 MiB
+    by its own bound); here it stops at MAX_RECV_WINDOW, what may sit
+    unread in memory. The round trip is taken as 100 ms (py-libp2p's
+    assumption until it has measured one), as on a real path."""
+    monkeypatch.setenv("PY_YAMUX_ASSUME_RTT_MS", "100")
+    targets: list[int] = []
+    original = YamuxStream.send_window_update
+
+    async def recording(self: YamuxStream, increment: int, skip_lock: bool = False) -> None:
+        targets.append(self.target_recv_window)
+        await original(self, increment, skip_lock)
+
+    YamuxStream.send_window_update = recording  # type: ignore[method-assign]
+    try:
+        await _transfer(writes=512, size=65536, read_size=65536, pause=0)
+    finally:
+        YamuxStream.send_window_update = original  # type: ignore[method-assign]
+    assert max(targets) > 256 * 1024  # it did grow
+    assert max(targets) <= MAX_RECV_WINDOW

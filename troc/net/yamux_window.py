@@ -24,9 +24,19 @@ so a subclass could not be passed in).
 
 from __future__ import annotations
 
+import libp2p.stream_muxer.yamux.yamux as _yamux
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
-__all__ = ["install"]
+__all__ = ["MAX_RECV_WINDOW", "install"]
+
+#: The most a stream's receive window grows to. py-libp2p's auto-tuning
+#: doubles it, up to 16 MiB, while the reader keeps up; what the window lets
+#: the peer send beyond what the reader has taken sits in this process's
+#: memory. A newcomer catching up from a fast server held ~50 MB more so at
+#: 1,000,000 entries (bench/join.py --witnessed: peak RSS 303 MB, 254 MB
+#: with this bound, and it caught up sooner). 2 MiB still lets a stream
+#: carry 20 MB/s over a path of 100 ms round trip.
+MAX_RECV_WINDOW = 2 * 1024 * 1024
 
 
 async def _window_update_at_half(self: YamuxStream, *, bytes_read: int = 0) -> None:
@@ -44,5 +54,7 @@ async def _window_update_at_half(self: YamuxStream, *, bytes_read: int = 0) -> N
 
 
 def install() -> None:
-    """Use :func:`_window_update_at_half` for every Yamux stream (idempotent)."""
+    """Use :func:`_window_update_at_half` for every Yamux stream, and bound
+    every stream's receive window to :data:`MAX_RECV_WINDOW` (idempotent)."""
+    _yamux.MAX_WINDOW_SIZE = MAX_RECV_WINDOW  # read at each auto-tuning step
     YamuxStream._auto_tune_and_send_window_update = _window_update_at_half  # type: ignore[method-assign]
