@@ -128,7 +128,17 @@ from troc.protocol.backend import (
     WaitKey,
     WaitLimits,
 )
-from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Offer, Ref, Request, Transfer
+from troc.protocol.entry import (
+    CommunityId,
+    Entry,
+    EntryId,
+    Kind,
+    Offer,
+    Ref,
+    Request,
+    Transfer,
+    names_no_expiry,
+)
 
 #: Each kind's text, as bound in statements.
 _KIND_TEXT = {kind: kind.value for kind in Kind}
@@ -559,8 +569,7 @@ class Store(StoreFinality, StoreQueries):
         stored = Stored(decode_trusted(row[2]), row[0], row[1])
         self._stored.put(key, stored)
         self._where.put((community, eid), (author, seq))
-        body = stored.entry.body
-        if isinstance(body, Transfer) and body.expires_ms is None:
+        if names_no_expiry(stored.entry):
             self._lasting.put(eid, (log.lid, seq))
         return stored
 
@@ -571,8 +580,7 @@ class Store(StoreFinality, StoreQueries):
         if self._lasting.get(ref.id) == (log.lid, ref.seq):
             return True
         stored = self.entry(community, ref.author, ref.seq, ref.id)  # keeps a yes
-        body = None if stored is None else stored.entry.body
-        return isinstance(body, Transfer) and body.expires_ms is None
+        return stored is not None and names_no_expiry(stored.entry)
 
     def ids_at(self, community: CommunityId, author: MemberId, seq: int) -> list[EntryId]:
         log = self._log(community, author)
@@ -656,7 +664,7 @@ class Store(StoreFinality, StoreQueries):
             payee = self._lid(c, body.to)
             timeline.append((payee, e.timestamp_ms, e.id, lid, e.seq))
             self._derived.pending[(lid, e.seq, e.id)] = [payee, body.amount, "open"]
-            if body.expires_ms is None:
+            if names_no_expiry(e):
                 self._lasting.put(e.id, (lid, e.seq))
         elif isinstance(body, Request):
             # In the timelines of both, as a transfer is.

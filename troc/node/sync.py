@@ -49,7 +49,7 @@ from troc.node.metrics import Counters
 from troc.node.peers import Peers
 from troc.node.verifier import Prepared, Verifier
 from troc.node.walsync import own_durable
-from troc.protocol.entry import Accept, CommunityId, Entry, Ref, Transfer
+from troc.protocol.entry import Accept, CommunityId, Entry, Ref, Transfer, names_no_expiry
 from troc.protocol.ledger import CertificateOutcome, Outcome
 from troc.protocol.sync import (
     Streamed,
@@ -193,7 +193,7 @@ class _StoreView:
         # transfer (a fifth of a server's thread serving a catch-up).
         body = entry.body
         if isinstance(body, Transfer):
-            if body.expires_ms is None:
+            if names_no_expiry(entry):
                 self._lasting.put(entry.ref, True)
             return None  # never races
         ledger = self.local.ledger

@@ -34,7 +34,7 @@ from typing import Protocol
 
 from troc.crypto.sign import MemberId
 from troc.protocol._frozen import fast_init
-from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Ref, Transfer
+from troc.protocol.entry import CommunityId, Entry, EntryId, Kind, Ref, names_no_expiry
 
 __all__ = [
     "Backend",
@@ -411,8 +411,7 @@ class MemoryBackend:
 
     def lasting_transfer(self, community: CommunityId, ref: Ref) -> bool:
         stored = self.entry(community, ref.author, ref.seq, ref.id)
-        body = None if stored is None else stored.entry.body
-        return isinstance(body, Transfer) and body.expires_ms is None
+        return stored is not None and names_no_expiry(stored.entry)
 
     def put_entry(self, stored: Stored, refs: Iterable[RefRow]) -> None:
         e = stored.entry

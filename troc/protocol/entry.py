@@ -57,6 +57,7 @@ __all__ = [
     "Withdraw",
     "entry_id",
     "expiry_of",
+    "names_no_expiry",
 ]
 
 VERSION = 1
@@ -93,6 +94,14 @@ def expiry_of(transfer: Entry, rules: Genesis) -> int | None:
     if rules.transfer_expiry_ms is not None:
         return transfer.timestamp_ms + rules.transfer_expiry_ms
     return None
+
+
+def names_no_expiry(entry: Entry) -> bool:
+    """True if ``entry`` is a transfer that names no expiry of its own
+    (``expires_ms``): where the community's rules give transfers none
+    either, it never expires (:func:`expiry_of`)."""
+    body = entry.body
+    return isinstance(body, Transfer) and body.expires_ms is None
 
 
 def entry_id(signed: bytes) -> EntryId:
